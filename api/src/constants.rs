@@ -1,0 +1,106 @@
+//! Every name kosmos-vc writes into a cluster, defined once.
+//!
+//! The webhook, controller, plugin, chart and tests must agree on these strings exactly;
+//! a typo in one place would silently break node exclusivity or cleanup.
+
+/// API group of the VirtualCluster resource, from the proposal.
+pub const GROUP: &str = "kosmos.io";
+/// API version of the VirtualCluster resource.
+pub const VERSION: &str = "v1alpha1";
+/// `apiVersion` as it appears in manifests.
+pub const API_VERSION: &str = "kosmos.io/v1alpha1";
+/// Kind of the custom resource.
+pub const KIND: &str = "VirtualCluster";
+/// Plural resource name used in URLs and RBAC rules.
+pub const PLURAL: &str = "virtualclusters";
+/// Name of the CustomResourceDefinition object.
+pub const CRD_NAME: &str = "virtualclusters.kosmos.io";
+
+/// Finalizer that guarantees node release and cleanup before a VirtualCluster disappears.
+/// Kept identical to Kosmos's, so clusters migrated from Kosmos keep their protection.
+pub const FINALIZER: &str = "kosmos.io/finalizer";
+
+/// Field manager of every server-side apply the controller makes; one manager means
+/// the controller never fights itself over field ownership.
+pub const CONTROLLER_FIELD_MANAGER: &str = "kosmos-vc-controller";
+/// Field manager of the plugin's writes, so `managedFields` shows who changed what.
+pub const PLUGIN_FIELD_MANAGER: &str = "kubectl-vc";
+
+/// Node label naming the namespace of the VirtualCluster that claimed the node.
+pub const NODE_OWNER_NAMESPACE_LABEL: &str = "vc.kosmos.io/owner-namespace";
+/// Node label naming the VirtualCluster that claimed the node.
+pub const NODE_OWNER_NAME_LABEL: &str = "vc.kosmos.io/owner-name";
+/// Node annotation holding the claiming VirtualCluster's UID: a VirtualCluster deleted and
+/// recreated under the same name must not inherit the old claim by accident.
+pub const NODE_OWNER_UID_ANNOTATION: &str = "vc.kosmos.io/owner-uid";
+/// Taint key that keeps host workloads off a claimed node; its value is the tenant's name.
+pub const NODE_CLAIM_TAINT_KEY: &str = "vc.kosmos.io/owner";
+
+/// Labels the host uses to mark its own control-plane nodes, which are never promoted.
+pub const CONTROL_PLANE_NODE_LABELS: [&str; 2] = [
+    "node-role.kubernetes.io/control-plane",
+    "node-role.kubernetes.io/master",
+];
+
+/// Label on every object the controller creates for a tenant, valued with the tenant's name.
+pub const TENANT_NAME_LABEL: &str = "vc.kosmos.io/virtualcluster";
+/// Label naming which part of the tenant an object belongs to (etcd, apiserver, ...).
+pub const COMPONENT_LABEL: &str = "app.kubernetes.io/component";
+/// Standard label saying kosmos-vc manages the object.
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+/// Value of [`MANAGED_BY_LABEL`].
+pub const MANAGED_BY_VALUE: &str = "kosmos-vc";
+
+/// Secret key holding the tenant's admin kubeconfig with the externally reachable endpoint.
+pub const KUBECONFIG_SECRET_KEY: &str = "kubeconfig";
+/// Secret key holding the tenant's admin kubeconfig with the in-cluster Service endpoint.
+pub const KUBECONFIG_INTERNAL_SECRET_KEY: &str = "kubeconfig-internal";
+
+/// Suffix of the Secret that holds a tenant's admin kubeconfig (`<name>-admin-kubeconfig`).
+pub const ADMIN_KUBECONFIG_SECRET_SUFFIX: &str = "-admin-kubeconfig";
+
+/// Name of the Secret holding the tenant's admin kubeconfig.
+pub fn admin_kubeconfig_secret_name(virtual_cluster_name: &str) -> String {
+    format!("{virtual_cluster_name}{ADMIN_KUBECONFIG_SECRET_SUFFIX}")
+}
+
+/// Prefix of the host namespace where a tenant's workloads land through the clustertree.
+pub const TENANT_WORKLOAD_NAMESPACE_PREFIX: &str = "vc-";
+
+/// Host namespace that receives the tenant's workloads through the clustertree, and whose
+/// ResourceQuota equals the tenant's pooled resources: `vc-<namespace>-<name>`.
+///
+/// The control plane itself lives beside the VirtualCluster (so ownerReferences can tie
+/// it to its owner); this namespace is cluster-scoped and therefore removed by the
+/// finalizer. Callers must keep `namespace` and `name` short enough (the webhook checks
+/// that the result is a valid 63-character DNS label).
+pub fn tenant_workload_namespace(namespace: &str, name: &str) -> String {
+    format!("{TENANT_WORKLOAD_NAMESPACE_PREFIX}{namespace}-{name}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workload_namespace_names_both_namespace_and_name() {
+        assert_eq!(
+            tenant_workload_namespace("team-a", "prod"),
+            "vc-team-a-prod"
+        );
+    }
+
+    #[test]
+    fn admin_secret_name_is_derived_from_the_cluster_name() {
+        assert_eq!(
+            admin_kubeconfig_secret_name("tenant1"),
+            "tenant1-admin-kubeconfig"
+        );
+    }
+
+    #[test]
+    fn api_version_matches_group_and_version() {
+        assert_eq!(API_VERSION, format!("{GROUP}/{VERSION}"));
+        assert_eq!(CRD_NAME, format!("{PLURAL}.{GROUP}"));
+    }
+}

@@ -1,0 +1,14 @@
+//! VirtualCluster API types, the names kosmos-vc writes into clusters, and the pure rules
+//! (defaults, validation, node and capacity inventory) shared by the webhook and the
+//! controller. Nothing here performs I/O, so every rule is unit-testable without a cluster.
+
+pub mod constants;
+pub mod crd;
+pub mod quantity;
+pub mod virtual_cluster;
+
+pub use quantity::ResourceQuantity;
+pub use virtual_cluster::{
+    ApiServerSpec, ClusterTreeSpec, ControlPlaneSpec, EtcdSpec, Phase, PromoteResources,
+    ServiceType, VirtualCluster, VirtualClusterSpec, VirtualClusterStatus, condition_types,
+};
