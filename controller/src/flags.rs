@@ -1,0 +1,176 @@
+//! Command-line flags of `vc-controller`, exactly as `docs/contracts.md` lists them: the
+//! chart maps its values onto these names, so renaming one breaks every install.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+
+/// Namespace used for the leader-election Lease when neither the flag nor `POD_NAMESPACE`
+/// says otherwise; it is where the chart installs the controller by default.
+pub const DEFAULT_LEADER_ELECTION_NAMESPACE: &str = "kosmos-system";
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Provisions each VirtualCluster's tenant control plane and clustertree, claims and
+/// releases host nodes, and cleans up on delete.
+#[derive(Clone, Debug, Parser)]
+#[command(name = "vc-controller", version, about)]
+pub struct Flags {
+    /// Kubeconfig of the host cluster; the in-cluster service account is used when absent.
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// Address of the plain-HTTP server for /healthz, /readyz and /metrics.
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:8080")]
+    pub probe_listen: SocketAddr,
+
+    /// Elect a leader through a coordination.k8s.io Lease so only one replica writes.
+    #[arg(long)]
+    pub leader_elect: bool,
+
+    /// Namespace of the leader-election Lease [default: $POD_NAMESPACE, else kosmos-system].
+    #[arg(long, value_name = "NAMESPACE")]
+    pub leader_election_namespace: Option<String>,
+
+    /// Name of the leader-election Lease.
+    #[arg(long, value_name = "NAME", default_value = "kosmos-vc-controller")]
+    pub leader_election_lease_name: String,
+
+    /// Registry of the kube-apiserver, kube-controller-manager and kube-scheduler images.
+    #[arg(long, value_name = "REGISTRY", default_value = "registry.k8s.io")]
+    pub image_registry: String,
+
+    /// Image of each tenant's etcd members.
+    #[arg(
+        long,
+        value_name = "IMAGE",
+        default_value = "registry.k8s.io/etcd:3.5.21-0"
+    )]
+    pub etcd_image: String,
+
+    /// DNS domain of the host cluster, used in the apiserver certificate's SANs.
+    #[arg(long, value_name = "DOMAIN", default_value = "cluster.local")]
+    pub cluster_domain: String,
+
+    /// How many VirtualClusters are reconciled at the same time.
+    #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
+    pub concurrency: u16,
+
+    /// Format of log lines.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Tracing filter, such as `info` or `vc_controller=debug,kube=info`.
+    #[arg(long, value_name = "FILTER", default_value = "info")]
+    pub log_level: String,
+}
+
+impl Flags {
+    /// The Lease namespace: the flag, else the pod's own namespace, else the chart default.
+    pub fn leader_election_namespace(&self) -> String {
+        resolve_lease_namespace(
+            self.leader_election_namespace.as_deref(),
+            std::env::var("POD_NAMESPACE").ok().as_deref(),
+        )
+    }
+}
+
+fn resolve_lease_namespace(flag: Option<&str>, pod_namespace: Option<&str>) -> String {
+    flag.or(pod_namespace)
+        .filter(|namespace| !namespace.is_empty())
+        .unwrap_or(DEFAULT_LEADER_ELECTION_NAMESPACE)
+        .to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let flags = Flags::try_parse_from(["vc-controller"]).unwrap();
+        assert_eq!(flags.kubeconfig, None);
+        assert_eq!(flags.probe_listen.to_string(), "0.0.0.0:8080");
+        assert!(!flags.leader_elect);
+        assert_eq!(flags.leader_election_lease_name, "kosmos-vc-controller");
+        assert_eq!(flags.image_registry, "registry.k8s.io");
+        assert_eq!(flags.etcd_image, "registry.k8s.io/etcd:3.5.21-0");
+        assert_eq!(flags.cluster_domain, "cluster.local");
+        assert_eq!(flags.concurrency, 16);
+        assert_eq!(flags.log_format, LogFormat::Text);
+        assert_eq!(flags.log_level, "info");
+    }
+
+    #[test]
+    fn every_flag_has_help() {
+        let command = Flags::command();
+        for argument in command.get_arguments() {
+            if argument.get_id() == "help" || argument.get_id() == "version" {
+                continue;
+            }
+            assert!(
+                argument.get_help().is_some(),
+                "flag --{} has no help line",
+                argument.get_id()
+            );
+        }
+    }
+
+    #[test]
+    fn parses_every_flag() {
+        let flags = Flags::try_parse_from([
+            "vc-controller",
+            "--kubeconfig",
+            "/tmp/kc",
+            "--probe-listen",
+            "127.0.0.1:9090",
+            "--leader-elect",
+            "--leader-election-namespace",
+            "ops",
+            "--leader-election-lease-name",
+            "lease",
+            "--image-registry",
+            "mirror.example",
+            "--etcd-image",
+            "mirror.example/etcd:1",
+            "--cluster-domain",
+            "corp.local",
+            "--concurrency",
+            "4",
+            "--log-format",
+            "json",
+            "--log-level",
+            "debug",
+        ])
+        .unwrap();
+        assert_eq!(flags.kubeconfig, Some(PathBuf::from("/tmp/kc")));
+        assert!(flags.leader_elect);
+        assert_eq!(flags.leader_election_namespace(), "ops");
+        assert_eq!(flags.concurrency, 4);
+        assert_eq!(flags.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn zero_concurrency_is_refused() {
+        let error = Flags::try_parse_from(["vc-controller", "--concurrency", "0"]).unwrap_err();
+        assert!(error.to_string().contains("--concurrency"), "{error}");
+    }
+
+    #[test]
+    fn lease_namespace_prefers_flag_then_pod_namespace() {
+        assert_eq!(resolve_lease_namespace(Some("a"), Some("b")), "a");
+        assert_eq!(resolve_lease_namespace(None, Some("b")), "b");
+        assert_eq!(resolve_lease_namespace(None, Some("")), "kosmos-system");
+        assert_eq!(resolve_lease_namespace(None, None), "kosmos-system");
+    }
+}

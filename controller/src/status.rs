@@ -1,0 +1,252 @@
+//! The VirtualCluster status: conditions, phase and the rule that decides both.
+//!
+//! Everything here is pure. The reconciler computes the whole desired status, compares it
+//! with what is stored, and writes only when they differ, so a settled tenant costs no
+//! status writes.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+use vc_api::{Phase, VirtualClusterStatus};
+
+/// One condition as the reconciler wants it; timestamps are filled by [`set_condition`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DesiredCondition {
+    /// Condition type, from [`vc_api::condition_types`].
+    pub type_: &'static str,
+    /// True or False.
+    pub status: bool,
+    /// CamelCase reason.
+    pub reason: String,
+    /// Human-readable detail.
+    pub message: String,
+}
+
+impl DesiredCondition {
+    /// A condition with the given truth, reason and message.
+    pub fn new(
+        type_: &'static str,
+        status: bool,
+        reason: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            type_,
+            status,
+            reason: reason.into(),
+            message: message.into(),
+        }
+    }
+}
+
+fn status_word(status: bool) -> &'static str {
+    if status { "True" } else { "False" }
+}
+
+/// Upserts `desired` into `conditions`. `lastTransitionTime` moves only when the status
+/// flips, as `metav1.Condition` requires; reason, message and observedGeneration follow
+/// the latest observation.
+pub fn set_condition(
+    conditions: &mut Vec<Condition>,
+    desired: &DesiredCondition,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
+    let status = status_word(desired.status).to_owned();
+    if let Some(existing) = conditions
+        .iter_mut()
+        .find(|condition| condition.type_ == desired.type_)
+    {
+        if existing.status != status {
+            existing.last_transition_time = Time(now);
+        }
+        existing.status = status;
+        existing.reason = desired.reason.clone();
+        existing.message = desired.message.clone();
+        existing.observed_generation = generation;
+        return;
+    }
+    conditions.push(Condition {
+        type_: desired.type_.to_owned(),
+        status,
+        reason: desired.reason.clone(),
+        message: desired.message.clone(),
+        last_transition_time: Time(now),
+        observed_generation: generation,
+    });
+}
+
+/// What the reconcile found, reduced to what the phase depends on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// The spec cannot be provisioned until it changes.
+    pub failed: bool,
+    /// Anything of the control plane exists.
+    pub provisioning_started: bool,
+    /// The tenant answered `/readyz` and `spec.kubeconfig` is written.
+    pub kubeconfig_published: bool,
+    /// Clustertree ready and every promoted node visible in the tenant.
+    pub promotion_complete: bool,
+    /// A component is being rolled to a new spec (version bump, resizing).
+    pub rolling: bool,
+}
+
+/// The phase for `progress`, given the phase stored before.
+///
+/// Once a tenant has been handed out (Initialized or later), work on it shows as
+/// `Updating` rather than falling back to `Preparing`, so users can tell "not yet
+/// built" from "changing".
+pub fn compute_phase(progress: Progress, previous: Option<Phase>) -> Phase {
+    let was_handed_out = matches!(
+        previous,
+        Some(Phase::Initialized | Phase::Completed | Phase::Updating)
+    );
+    let was_completed = matches!(previous, Some(Phase::Completed | Phase::Updating));
+    if progress.failed {
+        Phase::Failed
+    } else if progress.rolling && (was_handed_out || progress.kubeconfig_published) {
+        Phase::Updating
+    } else if progress.kubeconfig_published && progress.promotion_complete {
+        Phase::Completed
+    } else if progress.kubeconfig_published && was_completed {
+        Phase::Updating
+    } else if progress.kubeconfig_published {
+        Phase::Initialized
+    } else if progress.provisioning_started {
+        Phase::Preparing
+    } else {
+        Phase::Pending
+    }
+}
+
+/// Whether `desired` differs from `current` in anything but condition timestamps that
+/// [`set_condition`] preserved; used to skip no-op status writes.
+pub fn needs_write(current: Option<&VirtualClusterStatus>, desired: &VirtualClusterStatus) -> bool {
+    current != Some(desired)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vc_api::condition_types::{NODES_PROMOTED, READY};
+
+    fn at(seconds: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + seconds).unwrap()
+    }
+
+    #[test]
+    fn transition_time_moves_only_when_status_flips() {
+        let mut conditions = Vec::new();
+        let waiting = DesiredCondition::new(READY, false, "Provisioning", "waiting for etcd");
+        set_condition(&mut conditions, &waiting, Some(1), at(0));
+        assert_eq!(conditions[0].last_transition_time, Time(at(0)));
+
+        let still_waiting =
+            DesiredCondition::new(READY, false, "Provisioning", "waiting for the apiserver");
+        set_condition(&mut conditions, &still_waiting, Some(2), at(10));
+        assert_eq!(conditions[0].last_transition_time, Time(at(0)));
+        assert_eq!(conditions[0].message, "waiting for the apiserver");
+        assert_eq!(conditions[0].observed_generation, Some(2));
+
+        let ready = DesiredCondition::new(READY, true, "Ready", "tenant is ready");
+        set_condition(&mut conditions, &ready, Some(2), at(20));
+        assert_eq!(conditions[0].status, "True");
+        assert_eq!(conditions[0].last_transition_time, Time(at(20)));
+        assert_eq!(conditions.len(), 1);
+
+        set_condition(
+            &mut conditions,
+            &DesiredCondition::new(NODES_PROMOTED, true, "NodesPromoted", ""),
+            Some(2),
+            at(30),
+        );
+        assert_eq!(conditions.len(), 2);
+    }
+
+    #[test]
+    fn identical_observation_needs_no_write() {
+        let mut first = VirtualClusterStatus::default();
+        let condition = DesiredCondition::new(READY, true, "Ready", "ok");
+        set_condition(&mut first.conditions, &condition, Some(1), at(0));
+        let mut second = first.clone();
+        set_condition(&mut second.conditions, &condition, Some(1), at(99));
+        assert!(!needs_write(Some(&first), &second));
+        second.phase = Some(Phase::Completed);
+        assert!(needs_write(Some(&first), &second));
+        assert!(needs_write(None, &second));
+    }
+
+    #[test]
+    fn phases_follow_provisioning() {
+        let nothing = Progress::default();
+        assert_eq!(compute_phase(nothing, None), Phase::Pending);
+        let started = Progress {
+            provisioning_started: true,
+            ..nothing
+        };
+        assert_eq!(
+            compute_phase(started, Some(Phase::Pending)),
+            Phase::Preparing
+        );
+        let initialized = Progress {
+            kubeconfig_published: true,
+            ..started
+        };
+        assert_eq!(
+            compute_phase(initialized, Some(Phase::Preparing)),
+            Phase::Initialized
+        );
+        let completed = Progress {
+            promotion_complete: true,
+            ..initialized
+        };
+        assert_eq!(
+            compute_phase(completed, Some(Phase::Initialized)),
+            Phase::Completed
+        );
+    }
+
+    #[test]
+    fn changes_after_completion_show_as_updating() {
+        let rolling = Progress {
+            provisioning_started: true,
+            kubeconfig_published: true,
+            promotion_complete: true,
+            rolling: true,
+            ..Progress::default()
+        };
+        assert_eq!(
+            compute_phase(rolling, Some(Phase::Completed)),
+            Phase::Updating
+        );
+        let node_added = Progress {
+            provisioning_started: true,
+            kubeconfig_published: true,
+            ..Progress::default()
+        };
+        assert_eq!(
+            compute_phase(node_added, Some(Phase::Completed)),
+            Phase::Updating
+        );
+        // A fresh tenant still being built is not "updating".
+        let fresh_rolling = Progress {
+            provisioning_started: true,
+            rolling: true,
+            ..Progress::default()
+        };
+        assert_eq!(
+            compute_phase(fresh_rolling, Some(Phase::Preparing)),
+            Phase::Preparing
+        );
+    }
+
+    #[test]
+    fn failure_wins_over_everything() {
+        let failed = Progress {
+            failed: true,
+            kubeconfig_published: true,
+            promotion_complete: true,
+            ..Progress::default()
+        };
+        assert_eq!(compute_phase(failed, Some(Phase::Completed)), Phase::Failed);
+    }
+}
