@@ -1,1 +1,2 @@
 //! Placeholder until the crate lands.
+pub mod rbac;
