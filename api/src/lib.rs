@@ -2,6 +2,7 @@
 //! (defaults, validation, node and capacity inventory) shared by the webhook and the
 //! controller. Nothing here performs I/O, so every rule is unit-testable without a cluster.
 
+pub mod admission;
 pub mod constants;
 pub mod crd;
 pub mod quantity;

@@ -1,0 +1,206 @@
+//! The mutating rule: fill every optional field and write quantities canonically, so the
+//! controller never guesses and later comparisons and diffs are stable.
+
+use super::quantity::{QuantityError, canonical_form};
+use crate::quantity::ResourceQuantity;
+use crate::{ServiceType, VirtualClusterSpec};
+
+/// Field path of pooled resources, for error messages.
+pub(crate) const RESOURCES_FIELD: &str = "spec.promoteResources.resources";
+/// Field path of the etcd volume size.
+pub(crate) const ETCD_STORAGE_SIZE_FIELD: &str = "spec.controlPlane.etcd.storageSize";
+
+/// Defaults for every optional field, from the webhook's `--default-*` flags.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Defaults {
+    /// `--default-kubernetes-version`.
+    pub kubernetes_version: String,
+    /// `--default-apiserver-replicas`.
+    pub apiserver_replicas: i32,
+    /// `--default-apiserver-service-type`.
+    pub apiserver_service_type: ServiceType,
+    /// `--default-etcd-replicas`.
+    pub etcd_replicas: i32,
+    /// `--default-etcd-storage-size`.
+    pub etcd_storage_size: String,
+    /// `--default-etcd-storage-class`; `None` keeps the host's default StorageClass.
+    pub etcd_storage_class: Option<String>,
+    /// `--default-clustertree-image`.
+    pub clustertree_image: String,
+}
+
+/// The flag defaults documented in `docs/contracts.md`.
+impl Default for Defaults {
+    fn default() -> Self {
+        Self {
+            kubernetes_version: "v1.33.4".to_owned(),
+            apiserver_replicas: 1,
+            apiserver_service_type: ServiceType::ClusterIP,
+            etcd_replicas: 1,
+            etcd_storage_size: "1Gi".to_owned(),
+            etcd_storage_class: None,
+            clustertree_image: "ghcr.io/kosmos-io/clustertree-cluster-manager:v0.5.0".to_owned(),
+        }
+    }
+}
+
+/// `spec` with every optional field filled from `defaults` and every quantity in canonical
+/// form. Applying it twice gives the same result as applying it once. Fails, naming the
+/// field, when a quantity does not parse.
+pub fn apply_defaults(
+    spec: &VirtualClusterSpec,
+    defaults: &Defaults,
+) -> Result<VirtualClusterSpec, QuantityError> {
+    let mut spec = spec.clone();
+    fill_if_blank(&mut spec.kubernetes_version, &defaults.kubernetes_version);
+
+    let control_plane = spec.control_plane.get_or_insert_with(Default::default);
+    let api_server = control_plane
+        .api_server
+        .get_or_insert_with(Default::default);
+    api_server
+        .replicas
+        .get_or_insert(defaults.apiserver_replicas);
+    api_server
+        .service_type
+        .get_or_insert(defaults.apiserver_service_type);
+
+    let etcd = control_plane.etcd.get_or_insert_with(Default::default);
+    etcd.replicas.get_or_insert(defaults.etcd_replicas);
+    let storage_size = etcd
+        .storage_size
+        .get_or_insert_with(|| ResourceQuantity::String(defaults.etcd_storage_size.clone()));
+    *storage_size = canonical(storage_size, ETCD_STORAGE_SIZE_FIELD.to_owned())?;
+    if let Some(class) = defaults
+        .etcd_storage_class
+        .as_deref()
+        .filter(|class| !class.is_empty())
+    {
+        fill_if_blank(&mut etcd.storage_class_name, class);
+    }
+
+    let cluster_tree = spec.cluster_tree.get_or_insert_with(Default::default);
+    fill_if_blank(&mut cluster_tree.image, &defaults.clustertree_image);
+
+    for (resource, quantity) in &mut spec.promote_resources.resources {
+        *quantity = canonical(quantity, format!("{RESOURCES_FIELD}.{resource}"))?;
+    }
+    Ok(spec)
+}
+
+fn fill_if_blank(field: &mut Option<String>, default: &str) {
+    if field.as_deref().is_none_or(str::is_empty) {
+        *field = Some(default.to_owned());
+    }
+}
+
+fn canonical(
+    quantity: &ResourceQuantity,
+    field: String,
+) -> Result<ResourceQuantity, QuantityError> {
+    canonical_form(quantity)
+        .map(ResourceQuantity::String)
+        .map_err(|error| error.in_field(field))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ApiServerSpec, ClusterTreeSpec, ControlPlaneSpec, EtcdSpec, PromoteResources};
+    use pretty_assertions::assert_eq;
+    use std::collections::BTreeMap;
+
+    fn proposal_spec() -> VirtualClusterSpec {
+        VirtualClusterSpec {
+            promote_resources: PromoteResources {
+                nodes: vec!["node1".into()],
+                resources: BTreeMap::from([
+                    ("cpu".to_owned(), ResourceQuantity::Int(10)),
+                    ("memory".to_owned(), "102400Mi".into()),
+                ]),
+            },
+            ..VirtualClusterSpec::default()
+        }
+    }
+
+    #[test]
+    fn fills_every_optional_field_and_canonicalises_quantities() {
+        let defaults = Defaults {
+            etcd_storage_class: Some("fast".into()),
+            ..Defaults::default()
+        };
+        let filled = apply_defaults(&proposal_spec(), &defaults).unwrap();
+        let expected = VirtualClusterSpec {
+            kubeconfig: None,
+            promote_resources: PromoteResources {
+                nodes: vec!["node1".into()],
+                resources: BTreeMap::from([
+                    ("cpu".to_owned(), "10".into()),
+                    ("memory".to_owned(), "100Gi".into()),
+                ]),
+            },
+            kubernetes_version: Some("v1.33.4".into()),
+            control_plane: Some(ControlPlaneSpec {
+                api_server: Some(ApiServerSpec {
+                    replicas: Some(1),
+                    service_type: Some(ServiceType::ClusterIP),
+                    external_hosts: vec![],
+                }),
+                etcd: Some(EtcdSpec {
+                    replicas: Some(1),
+                    storage_size: Some("1Gi".into()),
+                    storage_class_name: Some("fast".into()),
+                }),
+            }),
+            cluster_tree: Some(ClusterTreeSpec {
+                image: Some("ghcr.io/kosmos-io/clustertree-cluster-manager:v0.5.0".into()),
+            }),
+        };
+        assert_eq!(filled, expected);
+        assert_eq!(apply_defaults(&filled, &defaults).unwrap(), filled);
+    }
+
+    #[test]
+    fn keeps_what_the_user_set() {
+        let mut spec = proposal_spec();
+        spec.kubernetes_version = Some("v1.34.1".into());
+        spec.control_plane = Some(ControlPlaneSpec {
+            api_server: Some(ApiServerSpec {
+                replicas: Some(3),
+                service_type: Some(ServiceType::LoadBalancer),
+                external_hosts: vec!["vc.example.com".into()],
+            }),
+            etcd: Some(EtcdSpec {
+                replicas: Some(3),
+                storage_size: Some("2048Mi".into()),
+                storage_class_name: None,
+            }),
+        });
+        let filled = apply_defaults(&spec, &Defaults::default()).unwrap();
+        assert_eq!(filled.kubernetes_version.as_deref(), Some("v1.34.1"));
+        let control_plane = filled.control_plane.unwrap();
+        let api_server = control_plane.api_server.unwrap();
+        assert_eq!(api_server.replicas, Some(3));
+        assert_eq!(api_server.service_type, Some(ServiceType::LoadBalancer));
+        assert_eq!(api_server.external_hosts, ["vc.example.com"]);
+        let etcd = control_plane.etcd.unwrap();
+        assert_eq!(etcd.replicas, Some(3));
+        assert_eq!(etcd.storage_size, Some("2Gi".into()));
+        assert_eq!(etcd.storage_class_name, None);
+    }
+
+    #[test]
+    fn names_the_field_of_a_quantity_that_does_not_parse() {
+        let mut spec = proposal_spec();
+        spec.promote_resources
+            .resources
+            .insert("cpu".into(), "ten".into());
+        let error = apply_defaults(&spec, &Defaults::default()).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with("spec.promoteResources.resources.cpu: \"ten\" is not a quantity"),
+            "{error}"
+        );
+    }
+}

@@ -1,0 +1,205 @@
+//! Capacity: per-tenant ceilings and the shared pool.
+//!
+//! An update is judged by what it adds: a cluster that is already over a limit (because
+//! the pool shrank when nodes failed, or the admin lowered a ceiling) may still be edited
+//! as long as the edit does not make things worse.
+
+use std::collections::{BTreeSet, HashSet};
+
+use super::super::facts::ResourceAmounts;
+use super::super::inventory::Inventory;
+use super::super::policy::Policy;
+use super::super::quantity::format_amount;
+use super::{Change, Denial};
+use crate::VirtualCluster;
+
+/// Refuses a VirtualCluster above the admin's per-tenant and per-namespace limits.
+pub(super) fn check_ceilings(
+    change: &Change<'_>,
+    inventory: &Inventory,
+    policy: &Policy,
+) -> Result<(), Denial> {
+    check_node_count(change, policy)?;
+    check_total(
+        change,
+        inventory,
+        "cpu",
+        policy.max_cpu_per_cluster,
+        "--max-cpu-per-cluster",
+    )?;
+    check_total(
+        change,
+        inventory,
+        "memory",
+        policy.max_memory_per_cluster,
+        "--max-memory-per-cluster",
+    )?;
+    check_namespace_count(change, inventory, policy)
+}
+
+fn distinct_nodes(object: &VirtualCluster) -> HashSet<&str> {
+    object
+        .spec
+        .promote_resources
+        .nodes
+        .iter()
+        .map(String::as_str)
+        .collect()
+}
+
+fn check_node_count(change: &Change<'_>, policy: &Policy) -> Result<(), Denial> {
+    let Some(limit) = policy.max_nodes_per_cluster else {
+        return Ok(());
+    };
+    let count = distinct_nodes(change.object).len();
+    let grew = change
+        .old
+        .is_none_or(|old| count > distinct_nodes(old).len());
+    if count <= limit || !grew {
+        return Ok(());
+    }
+    Err(Denial::forbidden(format!(
+        "VirtualCluster {} lists {count} nodes, above the limit of {limit} per VirtualCluster (--max-nodes-per-cluster)",
+        change.key
+    )))
+}
+
+/// Pooled amount plus the allocatable of every promoted node the host knows.
+fn total_of(
+    object: &VirtualCluster,
+    pooled: &ResourceAmounts,
+    inventory: &Inventory,
+    resource: &str,
+) -> (i128, i128) {
+    let from_nodes = distinct_nodes(object)
+        .into_iter()
+        .filter_map(|node| inventory.node(node))
+        .map(|facts| facts.allocatable.get(resource))
+        .sum();
+    (pooled.get(resource), from_nodes)
+}
+
+fn check_total(
+    change: &Change<'_>,
+    inventory: &Inventory,
+    resource: &str,
+    limit: Option<i128>,
+    flag: &str,
+) -> Result<(), Denial> {
+    let Some(limit) = limit else {
+        return Ok(());
+    };
+    let (pooled, from_nodes) = total_of(change.object, &change.pooled, inventory, resource);
+    let total = pooled + from_nodes;
+    let grew = change.old.is_none_or(|old| {
+        let (old_pooled, old_from_nodes) = total_of(old, &change.old_pooled, inventory, resource);
+        total > old_pooled + old_from_nodes
+    });
+    if total <= limit || !grew {
+        return Ok(());
+    }
+    let show = |amount| format_amount(resource, amount);
+    Err(Denial::forbidden(format!(
+        "VirtualCluster {} would get {resource} {} (pooled {} + promoted nodes {}), above the limit of {} per VirtualCluster ({flag})",
+        change.key,
+        show(total),
+        show(pooled),
+        show(from_nodes),
+        show(limit)
+    )))
+}
+
+fn check_namespace_count(
+    change: &Change<'_>,
+    inventory: &Inventory,
+    policy: &Policy,
+) -> Result<(), Denial> {
+    let Some(limit) = policy.max_clusters_per_namespace else {
+        return Ok(());
+    };
+    let namespace = &change.key.namespace;
+    let existing = inventory.clusters_in_namespace(namespace);
+    let is_new = change.old.is_none() && inventory.cluster(&change.key).is_none();
+    if !is_new || existing < limit {
+        return Ok(());
+    }
+    Err(Denial::forbidden(format!(
+        "namespace {namespace:?} already has {existing} VirtualClusters, the limit per namespace (--max-clusters-per-namespace); delete one or use another namespace"
+    )))
+}
+
+/// Refuses pooled requests the shared pool cannot cover, and promotions of pool nodes
+/// that would shrink the pool below what VirtualClusters have reserved.
+pub(super) fn check_pool(
+    change: &Change<'_>,
+    inventory: &Inventory,
+    policy: &Policy,
+) -> Result<(), Denial> {
+    let (taken, taken_by) = taken_from_pool(change, inventory);
+    let own = inventory.cluster(&change.key).map(|facts| &facts.pooled);
+    let mut resources: BTreeSet<&str> =
+        change.pooled.iter().map(|(resource, _)| resource).collect();
+    if !taken.is_empty() {
+        resources.extend(inventory.reserved().iter().map(|(resource, _)| resource));
+    }
+    for resource in resources {
+        let others = inventory.reserved().get(resource) - own.map_or(0, |own| own.get(resource));
+        let request = change.pooled.get(resource);
+        let capacity = inventory.pool_capacity().get(resource) - taken.get(resource);
+        let ratio = policy.overcommit_of(resource);
+        let limit = ratio.apply(capacity);
+        if others + request <= limit {
+            continue;
+        }
+        let show = |amount| format_amount(resource, amount);
+        let after_promotion = if taken.get(resource) > 0 {
+            format!(" (after promoting {})", quoted_nodes(&taken_by))
+        } else {
+            String::new()
+        };
+        if request > change.old_pooled.get(resource) {
+            return Err(Denial::forbidden(format!(
+                "pooled {resource} request {} exceeds what the shared pool can give: capacity {}{after_promotion} × overcommit {ratio} = {}, already reserved by other VirtualClusters {}, available {}",
+                show(request),
+                show(capacity),
+                show(limit),
+                show(others),
+                show((limit - others).max(0)),
+            )));
+        }
+        if taken.get(resource) > 0 {
+            return Err(Denial::forbidden(format!(
+                "promoting {} would shrink the shared pool's {resource} from {} to {} (× overcommit {ratio} = {}), below the {} already reserved by VirtualClusters; promote a node outside the pool or lower pooled requests first",
+                quoted_nodes(&taken_by),
+                show(inventory.pool_capacity().get(resource)),
+                show(capacity),
+                show(limit),
+                show(others + request),
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Allocatable that the added nodes currently give to the pool, and those nodes.
+fn taken_from_pool<'a>(
+    change: &Change<'a>,
+    inventory: &Inventory,
+) -> (ResourceAmounts, Vec<&'a str>) {
+    let mut taken = ResourceAmounts::new();
+    let mut nodes = Vec::new();
+    for node in &change.added_nodes {
+        if let Some(facts) = inventory.node(node).filter(|_| inventory.is_in_pool(node)) {
+            taken.add(&facts.allocatable);
+            nodes.push(*node);
+        }
+    }
+    (taken, nodes)
+}
+
+/// `node "a"` or `nodes "a", "b"`.
+fn quoted_nodes(nodes: &[&str]) -> String {
+    let quoted: Vec<String> = nodes.iter().map(|node| format!("{node:?}")).collect();
+    let noun = if nodes.len() == 1 { "node" } else { "nodes" };
+    format!("{noun} {}", quoted.join(", "))
+}

@@ -1,0 +1,58 @@
+//! Fields only the controller writes: `spec.kubeconfig`, and `status` (through its
+//! subresource only).
+
+use super::super::policy::Policy;
+use super::Denial;
+use crate::constants::admin_kubeconfig_secret_name;
+use crate::{VirtualCluster, VirtualClusterStatus};
+
+/// Refuses writes to reserved fields by anyone but the controller.
+pub(super) fn check(
+    username: &str,
+    object: &VirtualCluster,
+    old: Option<&VirtualCluster>,
+    policy: &Policy,
+) -> Result<(), Denial> {
+    check_kubeconfig(username, object, old, policy)?;
+    check_status(object, old)
+}
+
+fn check_kubeconfig(
+    username: &str,
+    object: &VirtualCluster,
+    old: Option<&VirtualCluster>,
+    policy: &Policy,
+) -> Result<(), Denial> {
+    let before = old.and_then(|old| old.spec.kubeconfig.as_deref());
+    let after = object.spec.kubeconfig.as_deref();
+    if before == after || username == policy.controller_username {
+        return Ok(());
+    }
+    let name = object.metadata.name.as_deref().unwrap_or_default();
+    let secret = admin_kubeconfig_secret_name(name);
+    let (verb, fix) = match old {
+        None => ("set", "remove the field"),
+        Some(_) => ("change", "leave the field as it is"),
+    };
+    Err(Denial::forbidden(format!(
+        "spec.kubeconfig is written only by the controller ({}); user {username:?} may not {verb} it: {fix}, and read the tenant kubeconfig from Secret {secret:?}",
+        policy.controller_username
+    )))
+}
+
+/// A status change through the main resource. With the status subresource enabled the
+/// apiserver already drops such changes; this guards servers that do not.
+fn check_status(object: &VirtualCluster, old: Option<&VirtualCluster>) -> Result<(), Denial> {
+    let Some(old) = old else {
+        return Ok(());
+    };
+    let empty = VirtualClusterStatus::default();
+    let before = old.status.as_ref().unwrap_or(&empty);
+    let after = object.status.as_ref().unwrap_or(&empty);
+    if before == after {
+        return Ok(());
+    }
+    Err(Denial::forbidden(
+        "status may not be changed through the VirtualCluster itself: only the controller writes it, through the status subresource",
+    ))
+}
