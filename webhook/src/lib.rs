@@ -1,1 +1,25 @@
-//! Placeholder until the crate lands.
+//! The kosmos-vc admission webhook: defaults every VirtualCluster and refuses the ones
+//! that would break node exclusivity, pool capacity or the admin's ceilings.
+//!
+//! The rules are pure functions in [`vc_api::admission`]; this crate is the I/O shell
+//! around them: an HTTPS server ([`server`]), certificate reloading ([`tls`]), the
+//! AdmissionReview plumbing ([`review`]), watch-fed caches ([`cache`]) and metrics.
+//!
+//! The caches make the checks early and cheap, not final: two VirtualClusters admitted in
+//! the same instant can both pass a cache-based check. The controller's claim on each
+//! Node (labels written with a resourceVersion precondition) is the final arbiter.
+
+pub mod cache;
+pub mod cli;
+pub mod metrics;
+pub mod review;
+pub mod server;
+pub mod tls;
+
+use std::sync::Arc;
+
+/// The inventory shared by the caches (writers) and the admission handlers (readers).
+pub type SharedInventory = Arc<parking_lot::RwLock<vc_api::admission::Inventory>>;
+
+pub use review::{Admission, Enforcement};
+pub use server::{Readiness, RunningServer, Webhook, router, spawn};

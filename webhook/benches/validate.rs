@@ -1,0 +1,343 @@
+//! `/validate` at host scale: 50,000 nodes and 10,000 VirtualClusters in the caches,
+//! driven over HTTPS by concurrent clients, against a parse-only baseline that does the
+//! same TLS and JSON work but applies no rule.
+//!
+//! Run with `cargo bench -p vc-webhook --bench validate`. Prints numbers; asserts nothing
+//! about time. Goals (issue 4): p99 ratio rules/baseline <= 1.25, RSS <= 64 MiB.
+//! Knobs: `VC_BENCH_REQUESTS` (per round, default 20000), `VC_BENCH_CLIENTS` (default 16).
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde_json::Value;
+use tokio::net::TcpListener;
+use vc_api::admission::{
+    ClusterFacts, ClusterKey, Defaults, Inventory, NodeFacts, Policy, ResourceAmounts,
+};
+use vc_webhook::metrics::Metrics;
+use vc_webhook::review::{Admission, Enforcement};
+use vc_webhook::server::{Readiness, RunningServer, Webhook};
+use vc_webhook::tls::{CertificatePaths, ReloadingCertificate, crypto_provider, server_config};
+
+const NODES: usize = 50_000;
+const CLUSTERS: usize = 10_000;
+const NODES_PER_CLUSTER: usize = 2;
+const GIB_MILLI: i128 = 1024 * 1024 * 1024 * 1000;
+
+/// The validating CREATE request the apiserver sent for `vc-adm`, used as the template.
+const TEMPLATE: &str = include_str!(
+    "../tests/fixtures/admission-requests/002-validate-CREATE-virtualclusters-vc-adm.request.json"
+);
+
+fn node_name(index: usize) -> String {
+    format!("node-{index:05}")
+}
+
+fn build_inventory() -> Inventory {
+    let mut inventory = Inventory::new();
+    for index in 0..NODES {
+        let claimed_by = (index < CLUSTERS * NODES_PER_CLUSTER).then(|| {
+            ClusterKey::new(
+                format!("team-{}", index / NODES_PER_CLUSTER % 100),
+                format!("vc-{}", index / NODES_PER_CLUSTER),
+            )
+        });
+        inventory.upsert_node(NodeFacts {
+            name: node_name(index),
+            ready: true,
+            unschedulable: false,
+            control_plane: false,
+            allocatable: ResourceAmounts::from_iter([
+                ("cpu", 16_000),
+                ("memory", 64 * GIB_MILLI),
+                ("pods", 110_000),
+            ]),
+            claimed_by,
+        });
+    }
+    for cluster in 0..CLUSTERS {
+        inventory.upsert_cluster(ClusterFacts {
+            key: ClusterKey::new(format!("team-{}", cluster % 100), format!("vc-{cluster}")),
+            nodes: (0..NODES_PER_CLUSTER)
+                .map(|offset| node_name(cluster * NODES_PER_CLUSTER + offset))
+                .collect(),
+            pooled: ResourceAmounts::from_iter([("cpu", 2_000), ("memory", 4 * GIB_MILLI)]),
+        });
+    }
+    inventory
+}
+
+/// Request bodies: new VirtualClusters asking for free nodes and some pooled capacity;
+/// every tenth one asks for a node another tenant owns and is denied.
+fn request_bodies(count: usize) -> anyhow::Result<Vec<Bytes>> {
+    let template: Value = serde_json::from_str(TEMPLATE)?;
+    (0..count)
+        .map(|index| -> anyhow::Result<Bytes> {
+            let mut review = template.clone();
+            let name = format!("bench-{index}");
+            let first_free = CLUSTERS * NODES_PER_CLUSTER
+                + (index * 2) % (NODES - CLUSTERS * NODES_PER_CLUSTER - 1);
+            let nodes = if index % 10 == 0 {
+                vec![
+                    node_name(first_free),
+                    node_name(index % (CLUSTERS * NODES_PER_CLUSTER)),
+                ]
+            } else {
+                vec![node_name(first_free), node_name(first_free + 1)]
+            };
+            review["request"]["uid"] = Value::from(format!("00000000-0000-0000-0000-{index:012}"));
+            review["request"]["name"] = Value::from(name.clone());
+            review["request"]["namespace"] = Value::from("bench");
+            review["request"]["object"]["metadata"]["name"] = Value::from(name);
+            review["request"]["object"]["metadata"]["namespace"] = Value::from("bench");
+            review["request"]["object"]["spec"] = serde_json::json!({
+                "kubernetesVersion": "v1.33.4",
+                "promoteResources": { "nodes": nodes, "resources": { "cpu": "1", "memory": "2Gi" } }
+            });
+            Ok(Bytes::from(serde_json::to_vec(&review)?))
+        })
+        .collect()
+}
+
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+struct Run {
+    latencies: Vec<Duration>,
+    elapsed: Duration,
+    denied: usize,
+}
+
+async fn drive(
+    server: &RunningServer,
+    client: Arc<rustls::ClientConfig>,
+    bodies: Arc<Vec<Bytes>>,
+    requests: usize,
+    clients: usize,
+) -> anyhow::Result<Run> {
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for worker in 0..clients {
+        let client = Arc::clone(&client);
+        let bodies = Arc::clone(&bodies);
+        let addr = server.local_addr;
+        tasks.push(tokio::spawn(async move {
+            let mut connection = support::connect(addr, client).await?;
+            let mut latencies = Vec::with_capacity(requests / clients + 1);
+            let mut denied = 0;
+            for index in (worker..requests).step_by(clients) {
+                let body = bodies[index % bodies.len()].clone();
+                let sent = Instant::now();
+                let (status, answer) = connection.post("/validate?timeout=5s", body).await?;
+                latencies.push(sent.elapsed());
+                anyhow::ensure!(
+                    status == 200,
+                    "{status}: {}",
+                    String::from_utf8_lossy(&answer)
+                );
+                if memchr_allowed_false(&answer) {
+                    denied += 1;
+                }
+            }
+            Ok::<_, anyhow::Error>((latencies, denied))
+        }));
+    }
+    let mut latencies = Vec::with_capacity(requests);
+    let mut denied = 0;
+    for task in tasks {
+        let (mut part, part_denied) = task.await??;
+        latencies.append(&mut part);
+        denied += part_denied;
+    }
+    Ok(Run {
+        latencies,
+        elapsed: started.elapsed(),
+        denied,
+    })
+}
+
+fn memchr_allowed_false(answer: &[u8]) -> bool {
+    answer
+        .windows(15)
+        .any(|window| window == b"\"allowed\":false")
+}
+
+fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let index = ((sorted.len() as f64 - 1.0) * fraction).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+struct Summary {
+    p50: Duration,
+    p99: Duration,
+    per_second: f64,
+}
+
+fn summarize(label: &str, runs: &[Run]) -> Summary {
+    let mut latencies: Vec<Duration> = runs
+        .iter()
+        .flat_map(|run| run.latencies.iter().copied())
+        .collect();
+    latencies.sort_unstable();
+    let elapsed: Duration = runs.iter().map(|run| run.elapsed).sum();
+    let denied: usize = runs.iter().map(|run| run.denied).sum();
+    let summary = Summary {
+        p50: percentile(&latencies, 0.50),
+        p99: percentile(&latencies, 0.99),
+        per_second: latencies.len() as f64 / elapsed.as_secs_f64(),
+    };
+    println!(
+        "{label:<28} requests={:<7} denied={:<6} p50={:>8.1?} p99={:>8.1?} req/s={:>9.0}",
+        latencies.len(),
+        denied,
+        summary.p50,
+        summary.p99,
+        summary.per_second
+    );
+    summary
+}
+
+fn env_number(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(default)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let requests = env_number("VC_BENCH_REQUESTS", 20_000);
+    let clients = env_number("VC_BENCH_CLIENTS", 16).max(1);
+    let rss_start = rss_kib();
+
+    let inventory = build_inventory();
+    let rss_inventory = rss_kib();
+    println!(
+        "inventory: {} nodes, {} VirtualClusters; RSS {} KiB before, {} KiB after (cache ~{:.1} MiB)",
+        inventory.node_count(),
+        inventory.cluster_count(),
+        rss_start,
+        rss_inventory,
+        rss_inventory.saturating_sub(rss_start) as f64 / 1024.0
+    );
+
+    let pki = support::TestPki::new()?;
+    let directory = tempfile::tempdir()?;
+    let serving = pki.issue("vc-webhook-bench")?;
+    let (cert, key) = serving.write_to(directory.path())?;
+    let provider = crypto_provider();
+    let certificate = Arc::new(ReloadingCertificate::load(
+        CertificatePaths { cert, key },
+        Arc::clone(&provider),
+    )?);
+    let tls = server_config(certificate, provider)?;
+
+    let rules = Arc::new(Webhook {
+        admission: Admission::Enforce(Box::new(Enforcement {
+            inventory: Arc::new(parking_lot::RwLock::new(inventory)),
+            policy: Policy::default(),
+            defaults: Defaults::default(),
+        })),
+        metrics: Metrics::new(),
+        readiness: Arc::new(Readiness::synced()),
+    });
+    let baseline = Arc::new(Webhook {
+        admission: Admission::ParseOnly,
+        metrics: Metrics::new(),
+        readiness: Arc::new(Readiness::synced()),
+    });
+    let start = |webhook: Arc<Webhook>, tls: Arc<rustls::ServerConfig>| async move {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        anyhow::Ok(vc_webhook::spawn(
+            listener,
+            tls,
+            vc_webhook::router(webhook),
+        )?)
+    };
+    let rules_server = start(rules, Arc::clone(&tls)).await?;
+    let baseline_server = start(baseline, tls).await?;
+
+    let client = support::client_config(pki.ca_der())?;
+    let probe = support::connect(rules_server.local_addr, Arc::clone(&client)).await?;
+    assert_eq!(
+        probe.server_cert, serving.cert_der,
+        "the server presents the bench certificate"
+    );
+    drop(probe);
+    let bodies = Arc::new(request_bodies(1_000)?);
+    println!(
+        "{clients} concurrent HTTPS clients, {requests} requests per round, 2 rounds per handler, body {} bytes",
+        bodies[1].len()
+    );
+
+    // Warm up both paths (TLS sessions, allocator, caches), then alternate rounds so
+    // neither handler benefits from running later.
+    drive(
+        &rules_server,
+        Arc::clone(&client),
+        Arc::clone(&bodies),
+        requests / 10,
+        clients,
+    )
+    .await?;
+    drive(
+        &baseline_server,
+        Arc::clone(&client),
+        Arc::clone(&bodies),
+        requests / 10,
+        clients,
+    )
+    .await?;
+    let mut rules_runs = Vec::new();
+    let mut baseline_runs = Vec::new();
+    for _round in 0..2 {
+        baseline_runs.push(
+            drive(
+                &baseline_server,
+                Arc::clone(&client),
+                Arc::clone(&bodies),
+                requests,
+                clients,
+            )
+            .await?,
+        );
+        rules_runs.push(
+            drive(
+                &rules_server,
+                Arc::clone(&client),
+                Arc::clone(&bodies),
+                requests,
+                clients,
+            )
+            .await?,
+        );
+    }
+    let baseline = summarize("parse-only (TLS + JSON)", &baseline_runs);
+    let rules = summarize("rules (50k nodes, 10k VCs)", &rules_runs);
+    let rss_end = rss_kib();
+    println!(
+        "p99 ratio rules/parse-only: {:.3} (goal <= 1.25); p50 ratio {:.3}",
+        rules.p99.as_secs_f64() / baseline.p99.as_secs_f64().max(f64::EPSILON),
+        rules.p50.as_secs_f64() / baseline.p50.as_secs_f64().max(f64::EPSILON),
+    );
+    println!(
+        "RSS at the end: {:.1} MiB (goal <= 64 MiB; includes the benchmark's clients and request bodies)",
+        rss_end as f64 / 1024.0
+    );
+    rules_server.stop().await;
+    baseline_server.stop().await;
+    Ok(())
+}

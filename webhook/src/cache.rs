@@ -1,0 +1,306 @@
+//! Watch-fed caches of host Nodes and VirtualClusters, kept as the few facts the rules need.
+//!
+//! A reflector store would keep every Node whole: images, managed fields, annotations,
+//! conditions with their messages. At 50,000 nodes that is hundreds of megabytes. Instead,
+//! Nodes are deserialized into [`SlimNode`] (everything else is skipped by the parser and
+//! never allocated), turned into [`NodeFacts`] and only those are kept, in the shared
+//! [`Inventory`] whose indexes (node owner, pool totals) are maintained incrementally.
+//!
+//! The inventory lock is taken per event and never held across an await.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt::Debug;
+use std::hash::Hash;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Node, NodeCondition, NodeSpec, NodeStatus};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use kube::{Api, Client, Resource};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer};
+use vc_api::VirtualCluster;
+use vc_api::admission::{ClusterFacts, ClusterKey, Inventory, NodeFacts};
+
+use crate::SharedInventory;
+use crate::server::Readiness;
+
+/// A Node holding only what [`NodeFacts::from_node`] reads: name, labels,
+/// `spec.unschedulable`, `status.allocatable` and the Ready condition.
+#[derive(Clone, Debug, Default)]
+pub struct SlimNode(pub Node);
+
+impl Resource for SlimNode {
+    type DynamicType = ();
+    type Scope = <Node as Resource>::Scope;
+
+    fn kind(dt: &()) -> std::borrow::Cow<'_, str> {
+        Node::kind(dt)
+    }
+    fn group(dt: &()) -> std::borrow::Cow<'_, str> {
+        Node::group(dt)
+    }
+    fn version(dt: &()) -> std::borrow::Cow<'_, str> {
+        Node::version(dt)
+    }
+    fn plural(dt: &()) -> std::borrow::Cow<'_, str> {
+        Node::plural(dt)
+    }
+    fn meta(&self) -> &ObjectMeta {
+        &self.0.metadata
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.0.metadata
+    }
+}
+
+/// The wire shape of the fields [`SlimNode`] keeps; serde skips every other field.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireNode {
+    metadata: WireMeta,
+    #[serde(default)]
+    spec: Option<WireSpec>,
+    #[serde(default)]
+    status: Option<WireStatus>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireMeta {
+    name: Option<String>,
+    resource_version: Option<String>,
+    #[serde(default)]
+    labels: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireSpec {
+    unschedulable: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireStatus {
+    allocatable: Option<BTreeMap<String, Quantity>>,
+    conditions: Option<Vec<WireCondition>>,
+}
+
+#[derive(Deserialize)]
+struct WireCondition {
+    #[serde(rename = "type")]
+    type_: String,
+    status: String,
+}
+
+impl<'de> Deserialize<'de> for SlimNode {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let wire = WireNode::deserialize(deserializer)?;
+        let conditions = wire.status.as_ref().and_then(|status| {
+            status.conditions.as_ref().map(|conditions| {
+                conditions
+                    .iter()
+                    .filter(|condition| condition.type_ == "Ready")
+                    .map(|condition| NodeCondition {
+                        type_: condition.type_.clone(),
+                        status: condition.status.clone(),
+                        ..NodeCondition::default()
+                    })
+                    .collect()
+            })
+        });
+        Ok(Self(Node {
+            metadata: ObjectMeta {
+                name: wire.metadata.name,
+                resource_version: wire.metadata.resource_version,
+                labels: wire.metadata.labels,
+                ..ObjectMeta::default()
+            },
+            spec: wire.spec.map(|spec| NodeSpec {
+                unschedulable: spec.unschedulable,
+                ..NodeSpec::default()
+            }),
+            status: wire.status.map(|status| NodeStatus {
+                allocatable: status.allocatable,
+                conditions,
+                ..NodeStatus::default()
+            }),
+        }))
+    }
+}
+
+/// An object kind the caches mirror into the inventory.
+pub trait Mirrored: Resource + Clone + DeserializeOwned + Debug + Send + 'static {
+    /// How the inventory identifies one object.
+    type Key: Eq + Hash + Clone + Debug;
+    /// The key, or `None` for an object without a name (never sent by an apiserver).
+    fn key(&self) -> Option<Self::Key>;
+    /// Records the object in the inventory.
+    fn apply(&self, key: &Self::Key, inventory: &mut Inventory);
+    /// Forgets the object.
+    fn remove(key: &Self::Key, inventory: &mut Inventory);
+}
+
+impl Mirrored for SlimNode {
+    type Key = String;
+
+    fn key(&self) -> Option<String> {
+        self.0.metadata.name.clone()
+    }
+
+    fn apply(&self, _key: &String, inventory: &mut Inventory) {
+        inventory.upsert_node(NodeFacts::from_node(&self.0));
+    }
+
+    fn remove(key: &String, inventory: &mut Inventory) {
+        inventory.remove_node(key);
+    }
+}
+
+impl Mirrored for VirtualCluster {
+    type Key = ClusterKey;
+
+    fn key(&self) -> Option<ClusterKey> {
+        Some(ClusterKey {
+            namespace: self.metadata.namespace.clone()?,
+            name: self.metadata.name.clone()?,
+        })
+    }
+
+    fn apply(&self, key: &ClusterKey, inventory: &mut Inventory) {
+        match ClusterFacts::from_virtual_cluster(self) {
+            Some(facts) => inventory.upsert_cluster(facts),
+            None => inventory.remove_cluster(key),
+        }
+    }
+
+    fn remove(key: &ClusterKey, inventory: &mut Inventory) {
+        inventory.remove_cluster(key);
+    }
+}
+
+/// Applies watch events to the inventory, including re-lists after a watch restart: objects
+/// that vanished while the watch was down are removed when the re-list completes.
+#[derive(Debug)]
+pub struct Mirror<K: Mirrored> {
+    known: HashSet<K::Key>,
+    relisted: Option<HashSet<K::Key>>,
+}
+
+impl<K: Mirrored> Default for Mirror<K> {
+    fn default() -> Self {
+        Self {
+            known: HashSet::new(),
+            relisted: None,
+        }
+    }
+}
+
+impl<K: Mirrored> Mirror<K> {
+    /// Applies one event; returns true when a complete list has just been applied.
+    pub fn handle(&mut self, event: Event<K>, inventory: &parking_lot::RwLock<Inventory>) -> bool {
+        match event {
+            Event::Init => {
+                self.relisted = Some(HashSet::new());
+                false
+            }
+            Event::InitApply(object) => {
+                if let Some(key) = self.apply(&object, inventory) {
+                    self.relisted.get_or_insert_with(HashSet::new).insert(key);
+                }
+                false
+            }
+            Event::InitDone => {
+                let relisted = self.relisted.take().unwrap_or_default();
+                let vanished: Vec<K::Key> = self.known.difference(&relisted).cloned().collect();
+                if !vanished.is_empty() {
+                    let mut inventory = inventory.write();
+                    for key in &vanished {
+                        K::remove(key, &mut inventory);
+                    }
+                }
+                self.known = relisted;
+                true
+            }
+            Event::Apply(object) => {
+                self.apply(&object, inventory);
+                false
+            }
+            Event::Delete(object) => {
+                if let Some(key) = object.key() {
+                    K::remove(&key, &mut inventory.write());
+                    self.known.remove(&key);
+                }
+                false
+            }
+        }
+    }
+
+    fn apply(&mut self, object: &K, inventory: &parking_lot::RwLock<Inventory>) -> Option<K::Key> {
+        let key = object.key()?;
+        object.apply(&key, &mut inventory.write());
+        self.known.insert(key.clone());
+        Some(key)
+    }
+
+    /// How many objects are mirrored.
+    pub fn len(&self) -> usize {
+        self.known.len()
+    }
+
+    /// Whether nothing is mirrored.
+    pub fn is_empty(&self) -> bool {
+        self.known.is_empty()
+    }
+}
+
+/// Mirrors every host Node into `inventory` until the task is dropped.
+pub async fn run_node_cache(client: Client, inventory: SharedInventory, readiness: Arc<Readiness>) {
+    let api: Api<SlimNode> = Api::all(client);
+    mirror(api, inventory, "Node", move || {
+        readiness.mark_nodes_synced()
+    })
+    .await;
+}
+
+/// Mirrors every VirtualCluster of every namespace into `inventory` until the task is dropped.
+pub async fn run_cluster_cache(
+    client: Client,
+    inventory: SharedInventory,
+    readiness: Arc<Readiness>,
+) {
+    let api: Api<VirtualCluster> = Api::all(client);
+    mirror(api, inventory, "VirtualCluster", move || {
+        readiness.mark_clusters_synced();
+    })
+    .await;
+}
+
+async fn mirror<K: Mirrored>(
+    api: Api<K>,
+    inventory: SharedInventory,
+    kind: &'static str,
+    on_synced: impl Fn(),
+) where
+    K::DynamicType: Default + Eq + Hash + Clone,
+{
+    // Paginated lists (500 per page) keep the transient memory of a full list small.
+    let stream = watcher::watcher(api, watcher::Config::default()).default_backoff();
+    let mut stream = std::pin::pin!(stream);
+    let mut mirror = Mirror::<K>::default();
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(event) => {
+                if mirror.handle(event, &inventory) {
+                    tracing::info!(kind, objects = mirror.len(), "cache synced");
+                    on_synced();
+                }
+            }
+            Err(error) => tracing::warn!(kind, %error, "watch failed; retrying with backoff"),
+        }
+    }
+}

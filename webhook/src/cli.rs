@@ -1,0 +1,341 @@
+//! Command-line flags of `vc-webhook` (see `docs/contracts.md`; the chart maps its values
+//! onto exactly these) and the process that runs them.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, ValueEnum};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use vc_api::ServiceType;
+use vc_api::admission::{Defaults, Inventory, Policy, Ratio, parse_quantity};
+
+use crate::metrics::Metrics;
+use crate::review::{Admission, Enforcement};
+use crate::server::{Readiness, Webhook};
+use crate::tls::{self, CertificatePaths, ReloadingCertificate};
+use crate::{SharedInventory, cache, server};
+
+/// Admission webhook for kosmos.io VirtualClusters: fills defaults, keeps every host node
+/// in at most one tenant and keeps pooled resources within what the host can give.
+#[derive(Debug, Parser)]
+#[command(name = "vc-webhook", version, about)]
+pub struct Cli {
+    /// Address to serve /mutate, /validate, /healthz, /readyz and /metrics on (HTTPS only).
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:8443")]
+    pub listen: SocketAddr,
+
+    /// PEM certificate chain to serve; reloaded when the file changes.
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: PathBuf,
+
+    /// PEM private key of the certificate; reloaded when the file changes.
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: PathBuf,
+
+    /// Kubeconfig of the host cluster; the in-cluster service account when absent.
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// The only identity allowed to write spec.kubeconfig (the controller's service account).
+    #[arg(
+        long,
+        value_name = "USER",
+        default_value = "system:serviceaccount:kosmos-system:kosmos-vc-controller"
+    )]
+    pub controller_username: String,
+
+    /// Kubernetes version given to VirtualClusters that name none.
+    #[arg(long, value_name = "VERSION", default_value = "v1.33.4")]
+    pub default_kubernetes_version: String,
+
+    /// kube-apiserver replicas given to VirtualClusters that name none.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub default_apiserver_replicas: i32,
+
+    /// Service type of the tenant apiserver when the VirtualCluster names none.
+    #[arg(long, value_name = "TYPE", value_enum, default_value_t = ServiceTypeArg::ClusterIP)]
+    pub default_apiserver_service_type: ServiceTypeArg,
+
+    /// etcd members given to VirtualClusters that name none (1, 3 or 5).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub default_etcd_replicas: i32,
+
+    /// Size of each etcd member's volume when the VirtualCluster names none.
+    #[arg(long, value_name = "QTY", default_value = "1Gi")]
+    pub default_etcd_storage_size: String,
+
+    /// StorageClass of etcd volumes when the VirtualCluster names none; empty = the host's default class.
+    #[arg(long, value_name = "CLASS", default_value = "")]
+    pub default_etcd_storage_class: String,
+
+    /// Clustertree image given to VirtualClusters that name none.
+    #[arg(
+        long,
+        value_name = "IMAGE",
+        default_value = "ghcr.io/kosmos-io/clustertree-cluster-manager:v0.5.0"
+    )]
+    pub default_clustertree_image: String,
+
+    /// Overcommit of a pooled resource, as RESOURCE=RATIO with RATIO >= 1 (repeatable; default 1.0).
+    #[arg(long, value_name = "RESOURCE=RATIO")]
+    pub overcommit: Vec<String>,
+
+    /// Most nodes one VirtualCluster may promote (unlimited when absent).
+    #[arg(long, value_name = "N")]
+    pub max_nodes_per_cluster: Option<usize>,
+
+    /// Most pooled CPU one VirtualCluster may take, such as 32 or 500m (unlimited when absent).
+    #[arg(long, value_name = "QTY")]
+    pub max_cpu_per_cluster: Option<String>,
+
+    /// Most pooled memory one VirtualCluster may take, such as 256Gi (unlimited when absent).
+    #[arg(long, value_name = "QTY")]
+    pub max_memory_per_cluster: Option<String>,
+
+    /// Most VirtualClusters one namespace may hold (unlimited when absent).
+    #[arg(long, value_name = "N")]
+    pub max_clusters_per_namespace: Option<usize>,
+
+    /// Log format.
+    #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Log filter in tracing's EnvFilter syntax, such as "info" or "vc_webhook=debug".
+    #[arg(long, value_name = "FILTER", default_value = "info")]
+    pub log_level: String,
+}
+
+/// Service types, spelled as in the Service API.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ServiceTypeArg {
+    /// Reachable inside the host cluster only.
+    #[value(name = "ClusterIP")]
+    ClusterIP,
+    /// Reachable on every host node's address.
+    #[value(name = "NodePort")]
+    NodePort,
+    /// Reachable through the host's load balancer.
+    #[value(name = "LoadBalancer")]
+    LoadBalancer,
+}
+
+impl From<ServiceTypeArg> for ServiceType {
+    fn from(value: ServiceTypeArg) -> Self {
+        match value {
+            ServiceTypeArg::ClusterIP => Self::ClusterIP,
+            ServiceTypeArg::NodePort => Self::NodePort,
+            ServiceTypeArg::LoadBalancer => Self::LoadBalancer,
+        }
+    }
+}
+
+/// How logs are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// A flag value that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum FlagError {
+    /// `--overcommit` is not `RESOURCE=RATIO`.
+    #[error("--overcommit {value:?}: expected RESOURCE=RATIO, such as cpu=1.5")]
+    SplitOvercommit {
+        /// The flag value.
+        value: String,
+    },
+    /// The ratio of `--overcommit` is not a number of at least 1.
+    #[error("--overcommit {value:?}: {reason}")]
+    ParseRatio {
+        /// The flag value.
+        value: String,
+        /// What is wrong with the ratio.
+        reason: String,
+    },
+    /// A quantity flag does not parse.
+    #[error("--{flag} {value:?}: {source}")]
+    ParseQuantity {
+        /// The flag name without dashes.
+        flag: &'static str,
+        /// The flag value.
+        value: String,
+        /// What is wrong with it.
+        source: vc_api::admission::QuantityError,
+    },
+}
+
+impl Cli {
+    /// The admission policy the flags describe.
+    pub fn policy(&self) -> Result<Policy, FlagError> {
+        let mut overcommit = BTreeMap::new();
+        for value in &self.overcommit {
+            let (resource, ratio) =
+                value
+                    .split_once('=')
+                    .ok_or_else(|| FlagError::SplitOvercommit {
+                        value: value.clone(),
+                    })?;
+            let ratio = parse_ratio(ratio).map_err(|reason| FlagError::ParseRatio {
+                value: value.clone(),
+                reason,
+            })?;
+            overcommit.insert(resource.trim().to_owned(), ratio);
+        }
+        Ok(Policy {
+            controller_username: self.controller_username.clone(),
+            overcommit,
+            max_nodes_per_cluster: self.max_nodes_per_cluster,
+            max_cpu_per_cluster: parse_limit("max-cpu-per-cluster", &self.max_cpu_per_cluster)?,
+            max_memory_per_cluster: parse_limit(
+                "max-memory-per-cluster",
+                &self.max_memory_per_cluster,
+            )?,
+            max_clusters_per_namespace: self.max_clusters_per_namespace,
+        })
+    }
+
+    /// The defaults the flags describe.
+    pub fn defaults(&self) -> Defaults {
+        Defaults {
+            kubernetes_version: self.default_kubernetes_version.clone(),
+            apiserver_replicas: self.default_apiserver_replicas,
+            apiserver_service_type: self.default_apiserver_service_type.into(),
+            etcd_replicas: self.default_etcd_replicas,
+            etcd_storage_size: self.default_etcd_storage_size.clone(),
+            etcd_storage_class: Some(self.default_etcd_storage_class.clone())
+                .filter(|class| !class.is_empty()),
+            clustertree_image: self.default_clustertree_image.clone(),
+        }
+    }
+}
+
+fn parse_ratio(text: &str) -> Result<Ratio, String> {
+    text.trim()
+        .parse::<Ratio>()
+        .map_err(|error| error.to_string())
+}
+
+fn parse_limit(flag: &'static str, value: &Option<String>) -> Result<Option<i128>, FlagError> {
+    value
+        .as_deref()
+        .map(|text| {
+            parse_quantity(text).map_err(|source| FlagError::ParseQuantity {
+                flag,
+                value: text.to_owned(),
+                source,
+            })
+        })
+        .transpose()
+}
+
+/// Installs the tracing subscriber the flags ask for.
+pub fn init_logging(format: LogFormat, filter: &str) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .with_context(|| format!("--log-level {filter:?} is not a valid tracing filter"))?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let installed = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+    installed.map_err(|error| anyhow::anyhow!("cannot install the logger: {error}"))
+}
+
+async fn host_client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<kube::Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kubeconfig = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("cannot read --kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(
+                kubeconfig,
+                &kube::config::KubeConfigOptions::default(),
+            )
+            .await
+            .with_context(|| format!("cannot use --kubeconfig {}", path.display()))?
+        }
+        None => kube::Config::incluster().context(
+            "no --kubeconfig given and not running in a pod (in-cluster configuration unavailable)",
+        )?,
+    };
+    kube::Client::try_from(config).context("cannot build the Kubernetes client")
+}
+
+/// Runs the webhook until SIGTERM or Ctrl-C.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let policy = cli.policy()?;
+    let defaults = cli.defaults();
+    let provider = tls::crypto_provider();
+    // kube's client uses the process-wide provider; another install is harmless.
+    let _already_installed = rustls::crypto::CryptoProvider::install_default((*provider).clone());
+    let certificate = Arc::new(ReloadingCertificate::load(
+        CertificatePaths {
+            cert: cli.tls_cert.clone(),
+            key: cli.tls_key.clone(),
+        },
+        Arc::clone(&provider),
+    )?);
+    let tls_config = tls::server_config(Arc::clone(&certificate), provider)?;
+    let client = host_client(cli.kubeconfig.as_ref()).await?;
+
+    let inventory: SharedInventory = Arc::new(parking_lot::RwLock::new(Inventory::new()));
+    let readiness = Arc::new(Readiness::default());
+    let webhook = Arc::new(Webhook {
+        admission: Admission::Enforce(Box::new(Enforcement {
+            inventory: Arc::clone(&inventory),
+            policy,
+            defaults,
+        })),
+        metrics: Metrics::new(),
+        readiness: Arc::clone(&readiness),
+    });
+
+    let shutdown = CancellationToken::new();
+    let node_cache = tokio::spawn(cache::run_node_cache(
+        client.clone(),
+        Arc::clone(&inventory),
+        Arc::clone(&readiness),
+    ));
+    let cluster_cache = tokio::spawn(cache::run_cluster_cache(
+        client,
+        inventory,
+        Arc::clone(&readiness),
+    ));
+    tokio::spawn(certificate.watch(tls::DEFAULT_RELOAD_INTERVAL, shutdown.clone()));
+
+    let listener = TcpListener::bind(cli.listen)
+        .await
+        .with_context(|| format!("cannot listen on --listen {}", cli.listen))?;
+    tracing::info!(listen = %cli.listen, "serving admission webhooks over HTTPS");
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    server::serve(listener, tls_config, server::router(webhook), shutdown).await;
+    node_cache.abort();
+    cluster_cache.abort();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutting down; finishing in-flight requests");
+    shutdown.cancel();
+}

@@ -1,0 +1,371 @@
+//! From AdmissionReview bytes to the AdmissionReview answer: pure, no I/O.
+//!
+//! The HTTP layer only moves bytes; everything the apiserver sees (allowed, status code
+//! and message, patch, warnings) is decided here, so it is unit-testable without a socket.
+//! The rules themselves live in [`vc_api::admission`].
+
+use base64::Engine;
+use base64::prelude::BASE64_STANDARD;
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
+use kube::core::{DynamicObject, Status};
+use serde_json::Value;
+use vc_api::VirtualCluster;
+use vc_api::admission::{self as rules, Defaults, Inventory, Policy};
+
+use crate::metrics::{Endpoint, OperationLabel, Outcome};
+
+/// Largest AdmissionReview body accepted; the apiserver's own limit for an object is
+/// about 3 MiB as well, so anything bigger is not a real review.
+pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
+
+/// The API versions of AdmissionReview this webhook answers.
+const REVIEW_API_VERSIONS: [&str; 2] = ["admission.k8s.io/v1", "admission.k8s.io/v1beta1"];
+
+/// What the webhook does with a well-formed review.
+#[derive(Debug)]
+pub enum Admission {
+    /// Apply the defaults (`/mutate`) and the rules (`/validate`).
+    Enforce(Box<Enforcement>),
+    /// Parse the review and admit it: the baseline the benchmark compares against.
+    ParseOnly,
+}
+
+/// Everything the rules need besides the request itself.
+#[derive(Debug)]
+pub struct Enforcement {
+    /// Host nodes and VirtualClusters as the watch caches see them.
+    pub inventory: crate::SharedInventory,
+    /// Limits and identities set by flags.
+    pub policy: Policy,
+    /// Defaults set by flags.
+    pub defaults: Defaults,
+}
+
+/// Why a body is not an AdmissionReview; answered with HTTP 400 and this text.
+#[derive(Debug, thiserror::Error)]
+pub enum BadReview {
+    /// The body is not JSON of the AdmissionReview shape.
+    #[error("the body is not an AdmissionReview: {0}")]
+    ParseBody(String),
+    /// The body is some other object.
+    #[error(
+        "the body is a {kind:?} of apiVersion {api_version:?}; expected kind \"AdmissionReview\" of apiVersion \"admission.k8s.io/v1\""
+    )]
+    CheckType {
+        /// The `kind` found.
+        kind: String,
+        /// The `apiVersion` found.
+        api_version: String,
+    },
+    /// The AdmissionReview carries no request (it may be a response).
+    #[error("the AdmissionReview has no \"request\"; the webhook answers requests only")]
+    FindRequest,
+}
+
+/// A VirtualCluster in the review that does not deserialize.
+#[derive(Debug, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct DecodeError {
+    /// JSON path of the offending field, starting at `object` or `oldObject`.
+    pub field: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+/// What goes back over HTTP.
+#[derive(Debug)]
+pub enum Reply {
+    /// HTTP 200 with this AdmissionReview.
+    Review(Box<AdmissionReview<DynamicObject>>),
+    /// HTTP 400 with this reason.
+    BadRequest(String),
+}
+
+/// The reply plus the labels it is counted under.
+#[derive(Debug)]
+pub struct Answer {
+    /// What the apiserver gets.
+    pub reply: Reply,
+    /// The admission operation, `other` when unknown.
+    pub operation: OperationLabel,
+    /// How the request ended.
+    pub outcome: Outcome,
+}
+
+/// Answers one request body at `endpoint`.
+pub fn answer(endpoint: Endpoint, body: &[u8], admission: &Admission) -> Answer {
+    let request = match parse_review(body) {
+        Ok(request) => request,
+        Err(bad) => {
+            return Answer {
+                reply: Reply::BadRequest(bad.to_string()),
+                operation: OperationLabel::Other,
+                outcome: Outcome::Invalid,
+            };
+        }
+    };
+    let operation = OperationLabel::from(&request.operation);
+    let (response, outcome) = match admission {
+        Admission::ParseOnly => (AdmissionResponse::from(&request), Outcome::Allowed),
+        Admission::Enforce(enforcement) => decide(endpoint, &request, enforcement),
+    };
+    Answer {
+        reply: Reply::Review(Box::new(response.into_review())),
+        operation,
+        outcome,
+    }
+}
+
+/// Reads an AdmissionReview. The fast path parses once; only a failing body is parsed a
+/// second time to name the offending field.
+pub fn parse_review(body: &[u8]) -> Result<AdmissionRequest<DynamicObject>, BadReview> {
+    let review: AdmissionReview<DynamicObject> = match serde_json::from_slice(body) {
+        Ok(review) => review,
+        Err(error) => return Err(BadReview::ParseBody(describe_parse_error(body, error))),
+    };
+    if review.types.kind != "AdmissionReview"
+        || !REVIEW_API_VERSIONS.contains(&review.types.api_version.as_str())
+    {
+        return Err(BadReview::CheckType {
+            kind: review.types.kind,
+            api_version: review.types.api_version,
+        });
+    }
+    review.try_into().map_err(|_| BadReview::FindRequest)
+}
+
+fn describe_parse_error(body: &[u8], error: serde_json::Error) -> String {
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    match serde_path_to_error::deserialize::<_, AdmissionReview<DynamicObject>>(&mut deserializer) {
+        Err(located) if located.path().iter().next().is_some() => {
+            format!("{}: {}", located.path(), located.inner())
+        }
+        _ => error.to_string(),
+    }
+}
+
+/// The JSON the apiserver expects. kube-core serializes `patch` as an array of numbers;
+/// the apiserver writes and documents it as a base64 string (Go `[]byte`), so we send
+/// that form, as recorded from kube-apiserver v1.36.
+pub fn encode_review(
+    review: &AdmissionReview<DynamicObject>,
+) -> Result<Vec<u8>, serde_json::Error> {
+    let patch = review
+        .response
+        .as_ref()
+        .and_then(|response| response.patch.as_ref());
+    let Some(patch) = patch else {
+        return serde_json::to_vec(review);
+    };
+    let mut value = serde_json::to_value(review)?;
+    if let Some(response) = value.get_mut("response").and_then(Value::as_object_mut) {
+        response.insert(
+            "patch".to_owned(),
+            Value::String(BASE64_STANDARD.encode(patch)),
+        );
+    }
+    serde_json::to_vec(&value)
+}
+
+fn decide(
+    endpoint: Endpoint,
+    request: &AdmissionRequest<DynamicObject>,
+    enforcement: &Enforcement,
+) -> (AdmissionResponse, Outcome) {
+    if !is_virtual_cluster(request) {
+        return (wrong_kind(request), Outcome::Invalid);
+    }
+    let rules_apply = matches!(request.operation, Operation::Create | Operation::Update)
+        && request.sub_resource.is_none();
+    if !rules_apply {
+        // DELETE, CONNECT and status writes: the controller owns status, and deletion is
+        // always allowed (the finalizer releases nodes).
+        return (AdmissionResponse::from(request), Outcome::Allowed);
+    }
+    match endpoint {
+        Endpoint::Mutate => mutate(request, &enforcement.defaults),
+        Endpoint::Validate => validate(request, enforcement),
+    }
+}
+
+fn is_virtual_cluster(request: &AdmissionRequest<DynamicObject>) -> bool {
+    request.kind.group == vc_api::constants::GROUP
+        && request.kind.version == vc_api::constants::VERSION
+        && request.kind.kind == vc_api::constants::KIND
+}
+
+fn wrong_kind(request: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
+    let kind = &request.kind;
+    let mut response = AdmissionResponse::invalid(format!(
+        "this webhook admits only {}/{} {}, but was sent {}/{} {}; narrow the rules of the webhook configuration to resources [\"{}\"] of apiGroups [\"{}\"]",
+        vc_api::constants::GROUP,
+        vc_api::constants::VERSION,
+        vc_api::constants::KIND,
+        kind.group,
+        kind.version,
+        kind.kind,
+        vc_api::constants::PLURAL,
+        vc_api::constants::GROUP,
+    ));
+    response.uid.clone_from(&request.uid);
+    response.types = request.types.clone();
+    response.result.code = 400;
+    response.result.reason = "BadRequest".to_owned();
+    response
+}
+
+fn mutate(
+    request: &AdmissionRequest<DynamicObject>,
+    defaults: &Defaults,
+) -> (AdmissionResponse, Outcome) {
+    let Some(object) = request.object.as_ref() else {
+        return refuse(
+            request,
+            400,
+            "the request carries no object to default".into(),
+        );
+    };
+    let cluster = match decode_cluster(object, "object") {
+        Ok(cluster) => cluster,
+        Err(error) => return refuse(request, 422, error.to_string()),
+    };
+    let defaulted = match rules::apply_defaults(&cluster.spec, defaults) {
+        Ok(spec) => spec,
+        Err(error) => return refuse(request, 422, format!("object.spec: {error}")),
+    };
+    let patch = match spec_patch(object, &defaulted) {
+        Ok(patch) => patch,
+        Err(error) => return failure(request, error),
+    };
+    if patch.0.is_empty() {
+        return (AdmissionResponse::from(request), Outcome::Allowed);
+    }
+    match AdmissionResponse::from(request).with_patch(patch) {
+        Ok(response) => (response, Outcome::Allowed),
+        Err(error) => failure(request, error.to_string()),
+    }
+}
+
+/// The JSONPatch turning the object's spec, exactly as sent, into `defaulted`.
+fn spec_patch(
+    object: &DynamicObject,
+    defaulted: &vc_api::VirtualClusterSpec,
+) -> Result<json_patch::Patch, String> {
+    let original = object.data.get("spec").cloned().unwrap_or(Value::Null);
+    let defaulted = serde_json::to_value(defaulted).map_err(|error| error.to_string())?;
+    let before = serde_json::json!({ "spec": original });
+    let after = serde_json::json!({ "spec": defaulted });
+    Ok(json_patch::diff(&before, &after))
+}
+
+fn validate(
+    request: &AdmissionRequest<DynamicObject>,
+    enforcement: &Enforcement,
+) -> (AdmissionResponse, Outcome) {
+    let operation = match request.operation {
+        Operation::Create => rules::Operation::Create,
+        Operation::Update => rules::Operation::Update,
+        Operation::Delete | Operation::Connect => {
+            return (AdmissionResponse::from(request), Outcome::Allowed);
+        }
+    };
+    let object = match request.object.as_ref().map(|o| decode_cluster(o, "object")) {
+        Some(Ok(cluster)) => Some(cluster),
+        Some(Err(error)) => return refuse(request, 422, error.to_string()),
+        None => None,
+    };
+    let old_object = match request
+        .old_object
+        .as_ref()
+        .map(|o| decode_cluster(o, "oldObject"))
+    {
+        Some(Ok(cluster)) => Some(cluster),
+        Some(Err(error)) => return refuse(request, 422, error.to_string()),
+        None => None,
+    };
+    let rule_request = rules::Request {
+        operation,
+        username: request.user_info.username.as_deref().unwrap_or_default(),
+        object: object.as_ref(),
+        old_object: old_object.as_ref(),
+    };
+    let verdict = {
+        let inventory: parking_lot::RwLockReadGuard<'_, Inventory> = enforcement.inventory.read();
+        rules::validate(&rule_request, &inventory, &enforcement.policy)
+    };
+    let mut response = AdmissionResponse::from(request);
+    if !verdict.warnings.is_empty() {
+        response.warnings = Some(verdict.warnings);
+    }
+    match verdict.denial {
+        None => (response, Outcome::Allowed),
+        Some(denial) => (
+            with_denial(response, denial.code, denial.message),
+            Outcome::Denied,
+        ),
+    }
+}
+
+/// Deserializes a review's object into a VirtualCluster, naming the field that fails.
+pub fn decode_cluster(object: &DynamicObject, which: &str) -> Result<VirtualCluster, DecodeError> {
+    let value = serde_json::to_value(object).map_err(|error| DecodeError {
+        field: which.to_owned(),
+        message: error.to_string(),
+    })?;
+    serde_path_to_error::deserialize::<_, VirtualCluster>(value).map_err(|error| {
+        let path = error.path().to_string();
+        DecodeError {
+            field: if path == "." {
+                which.to_owned()
+            } else {
+                format!("{which}.{path}")
+            },
+            message: error.into_inner().to_string(),
+        }
+    })
+}
+
+fn refuse(
+    request: &AdmissionRequest<DynamicObject>,
+    code: u16,
+    message: String,
+) -> (AdmissionResponse, Outcome) {
+    (
+        with_denial(AdmissionResponse::from(request), code, message),
+        Outcome::Denied,
+    )
+}
+
+/// The webhook itself failed; refuse rather than admit something unchecked.
+fn failure(
+    request: &AdmissionRequest<DynamicObject>,
+    detail: String,
+) -> (AdmissionResponse, Outcome) {
+    tracing::error!(uid = %request.uid, %detail, "cannot build the admission answer");
+    let response = with_denial(
+        AdmissionResponse::from(request),
+        500,
+        format!("the webhook failed to build its answer: {detail}"),
+    );
+    (response, Outcome::Error)
+}
+
+fn with_denial(response: AdmissionResponse, code: u16, message: String) -> AdmissionResponse {
+    let mut response = response.deny(&message);
+    response.result = Status::failure(&message, reason_for(code)).with_code(code);
+    response
+}
+
+/// The Kubernetes `StatusReason` matching an HTTP code, so kubectl prints
+/// `Error from server (Forbidden)` and the like.
+fn reason_for(code: u16) -> &'static str {
+    match code {
+        400 => "BadRequest",
+        403 => "Forbidden",
+        404 => "NotFound",
+        409 => "Conflict",
+        422 => "Invalid",
+        429 => "TooManyRequests",
+        _ => "InternalError",
+    }
+}
