@@ -108,6 +108,7 @@ mod tests {
     use super::*;
     use crate::{ApiServerSpec, ClusterTreeSpec, ControlPlaneSpec, EtcdSpec, PromoteResources};
     use pretty_assertions::assert_eq;
+    use proptest::prelude::*;
     use std::collections::BTreeMap;
 
     fn proposal_spec() -> VirtualClusterSpec {
@@ -187,6 +188,46 @@ mod tests {
         assert_eq!(etcd.replicas, Some(3));
         assert_eq!(etcd.storage_size, Some("2Gi".into()));
         assert_eq!(etcd.storage_class_name, None);
+    }
+
+    fn quantity() -> impl Strategy<Value = ResourceQuantity> {
+        let text = (
+            0_u32..100_000,
+            0_usize..3,
+            prop::sample::select(vec!["", "m", "k", "M", "Ki", "Mi", "Gi", "e2", "e-1"]),
+        )
+            .prop_map(|(digits, decimals, suffix)| {
+                let text = digits.to_string();
+                let split = text.len().saturating_sub(decimals);
+                let (integer, fraction) = text.split_at(split);
+                if fraction.is_empty() {
+                    format!("{integer}{suffix}")
+                } else {
+                    format!("{integer}.{fraction}{suffix}")
+                }
+            });
+        prop_oneof![
+            (0_i64..1_000_000).prop_map(ResourceQuantity::Int),
+            text.prop_map(ResourceQuantity::String),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn defaulting_is_idempotent(cpu in quantity(), memory in quantity(), storage in quantity()) {
+            let mut spec = proposal_spec();
+            spec.promote_resources.resources.insert("cpu".into(), cpu);
+            spec.promote_resources.resources.insert("memory".into(), memory);
+            spec.control_plane = Some(ControlPlaneSpec {
+                etcd: Some(EtcdSpec { storage_size: Some(storage), ..EtcdSpec::default() }),
+                ..ControlPlaneSpec::default()
+            });
+            let once = apply_defaults(&spec, &Defaults::default()).unwrap();
+            let twice = apply_defaults(&once, &Defaults::default()).unwrap();
+            prop_assert_eq!(twice, once);
+        }
     }
 
     #[test]

@@ -57,14 +57,15 @@ impl ResourceAmounts {
         self.0.get(resource).copied().unwrap_or(0)
     }
 
-    /// Adds `amount` of `resource`; an entry that reaches zero disappears.
+    /// Adds `amount` of `resource`; an entry that reaches zero disappears. Saturates
+    /// rather than overflow, though parsed quantities are bounded far below that.
     pub fn add_amount(&mut self, resource: &str, amount: i128) {
         if amount == 0 {
             return;
         }
         match self.0.get_mut(resource) {
             Some(current) => {
-                *current += amount;
+                *current = current.saturating_add(amount);
                 if *current == 0 {
                     self.0.remove(resource);
                 }

@@ -44,7 +44,7 @@ pub enum QuantityError {
     },
     /// The value does not fit into the range kosmos-vc computes with.
     #[error(
-        "{text:?} is too large: kosmos-vc computes with at most 20 significant digits and values below 10^35"
+        "{text:?} is too large: kosmos-vc accepts at most 20 significant digits and magnitudes up to 10^27 units"
     )]
     OutOfRange {
         /// The text as written.
@@ -132,6 +132,10 @@ fn is_byte_resource(resource: &str) -> bool {
         || resource.starts_with("hugepages-")
 }
 
+/// Largest magnitude accepted, in milli-units (10^27 units, far beyond any host): sums
+/// of millions of such amounts still fit an `i128`, so totals never overflow.
+pub const MAX_MILLI: i128 = 1_000_000_000_000_000_000_000_000_000_000;
+
 /// Largest number of significant digits kept; i128 holds 38 digits, and the mantissa may
 /// still be multiplied by 2^60 for `Ei`.
 const MAX_MANTISSA_DIGITS: usize = 20;
@@ -161,6 +165,11 @@ fn parse_with_format(text: &str) -> Result<(i128, Format), QuantityError> {
         binary_shift,
         decimal_exponent,
     )?;
+    if magnitude > MAX_MILLI {
+        return Err(QuantityError::OutOfRange {
+            text: text.to_owned(),
+        });
+    }
     Ok((if negative { -magnitude } else { magnitude }, format))
 }
 
@@ -271,10 +280,10 @@ pub(crate) fn format_canonical(milli: i128, format: Format) -> String {
         return "0".to_owned();
     }
     let sign = if milli < 0 { "-" } else { "" };
-    let magnitude = milli.abs();
-    let whole_units = magnitude % MILLI == 0;
-    if format == Format::BinarySi && whole_units && magnitude >= 1024 * MILLI {
-        return format!("{sign}{}", binary_spelling(magnitude / MILLI));
+    let magnitude = milli.unsigned_abs();
+    let unit = MILLI.unsigned_abs();
+    if format == Format::BinarySi && magnitude.is_multiple_of(unit) && magnitude >= 1024 * unit {
+        return format!("{sign}{}", binary_spelling(magnitude / unit));
     }
     let format = if format == Format::BinarySi {
         Format::DecimalSi
@@ -284,11 +293,11 @@ pub(crate) fn format_canonical(milli: i128, format: Format) -> String {
     format!("{sign}{}", decimal_spelling(magnitude, format))
 }
 
-fn binary_spelling(units: i128) -> String {
+fn binary_spelling(units: u128) -> String {
     const SUFFIXES: [&str; 7] = ["", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei"];
     let mut mantissa = units;
     let mut power = 0;
-    while mantissa % 1024 == 0 && power + 1 < SUFFIXES.len() {
+    while mantissa.is_multiple_of(1024) && power + 1 < SUFFIXES.len() {
         mantissa /= 1024;
         power += 1;
     }
@@ -296,15 +305,15 @@ fn binary_spelling(units: i128) -> String {
 }
 
 /// Mantissa with an exponent that is a multiple of three, as apimachinery writes it.
-fn decimal_spelling(milli: i128, format: Format) -> String {
+fn decimal_spelling(milli: u128, format: Format) -> String {
     let mut mantissa = milli;
     let mut exponent: i32 = -3;
-    while mantissa % 10 == 0 {
+    while mantissa.is_multiple_of(10) {
         mantissa /= 10;
         exponent += 1;
     }
     let remainder = exponent.rem_euclid(3);
-    mantissa *= 10_i128.pow(remainder as u32);
+    mantissa *= 10_u128.pow(remainder.unsigned_abs());
     exponent -= remainder;
     if format == Format::DecimalExponent {
         return if exponent == 0 {
@@ -314,7 +323,7 @@ fn decimal_spelling(milli: i128, format: Format) -> String {
         };
     }
     if exponent > 18 {
-        mantissa *= 10_i128.pow((exponent - 18) as u32);
+        mantissa *= 10_u128.pow((exponent - 18).unsigned_abs());
         exponent = 18;
     }
     let suffix = match exponent {
@@ -408,6 +417,11 @@ mod tests {
             Err(QuantityError::OutOfRange { .. })
         ));
         assert!(matches!(
+            parse_quantity("1e28"),
+            Err(QuantityError::OutOfRange { .. })
+        ));
+        assert_eq!(parse_quantity("1e27"), Ok(MAX_MILLI));
+        assert!(matches!(
             parse_quantity("99999999999999999999999Ei"),
             Err(QuantityError::OutOfRange { .. })
         ));
@@ -461,6 +475,12 @@ mod tests {
         );
         assert_eq!(format_amount("memory", 1_000 * MILLI), "1k");
         assert_eq!(format_amount("nvidia.com/gpu", 2_000), "2");
+        assert_eq!(format_amount("cpu", -1_500), "-1500m");
+        assert_eq!(format_amount("memory", -2 * 1_024 * MILLI), "-2Ki");
+        assert_eq!(
+            format_amount("memory", i128::MIN),
+            format!("{}m", i128::MIN)
+        );
     }
 
     proptest! {

@@ -1,1 +1,894 @@
-//! Tests of the validating rules.
+//! Every rule with an allowed and a denied case, asserting the exact message.
+//!
+//! The host in [`host`]: `node1`..`node4` are in the shared pool (4 cpu, 16Gi each, so
+//! the pool holds 16 cpu and 64Gi); `node5` is NotReady, `node6` cordoned, `master1` a
+//! control-plane node; `node7` is listed by VirtualCluster team-a/prod, which also pools
+//! 8 cpu; `node8` carries the claim labels of team-b/dev.
+
+use std::collections::BTreeMap;
+
+use pretty_assertions::assert_eq;
+
+use super::super::{
+    ClusterFacts, ClusterKey, Defaults, Inventory, NodeFacts, Policy, Ratio, ResourceAmounts,
+    apply_defaults,
+};
+use super::{Denial, FORBIDDEN, INVALID, Operation, Request, Verdict, validate};
+use crate::quantity::ResourceQuantity;
+use crate::{
+    ApiServerSpec, ControlPlaneSpec, EtcdSpec, Phase, ServiceType, VirtualCluster,
+    VirtualClusterSpec, VirtualClusterStatus,
+};
+
+const USER: &str = "alice";
+const CPU: i128 = 1_000;
+const GI: i128 = 1_024 * 1_024 * 1_024 * 1_000;
+
+fn node(name: &str) -> NodeFacts {
+    NodeFacts {
+        name: name.to_owned(),
+        ready: true,
+        unschedulable: false,
+        control_plane: false,
+        allocatable: ResourceAmounts::from_iter([("cpu", 4 * CPU), ("memory", 16 * GI)]),
+        claimed_by: None,
+    }
+}
+
+fn host() -> Inventory {
+    let mut inventory = Inventory::new();
+    for name in ["node1", "node2", "node3", "node4", "node7", "node8"] {
+        inventory.upsert_node(node(name));
+    }
+    inventory.upsert_node(NodeFacts {
+        ready: false,
+        ..node("node5")
+    });
+    inventory.upsert_node(NodeFacts {
+        unschedulable: true,
+        ..node("node6")
+    });
+    inventory.upsert_node(NodeFacts {
+        control_plane: true,
+        ..node("master1")
+    });
+    inventory.upsert_node(NodeFacts {
+        claimed_by: Some(ClusterKey::new("team-b", "dev")),
+        ..node("node8")
+    });
+    inventory.upsert_cluster(ClusterFacts {
+        key: ClusterKey::new("team-a", "prod"),
+        nodes: vec!["node7".into()],
+        pooled: ResourceAmounts::from_iter([("cpu", 8 * CPU)]),
+    });
+    inventory
+}
+
+fn virtual_cluster(
+    namespace: &str,
+    name: &str,
+    nodes: &[&str],
+    resources: &[(&str, ResourceQuantity)],
+) -> VirtualCluster {
+    let mut cluster = VirtualCluster::new(name, VirtualClusterSpec::default());
+    cluster.metadata.namespace = Some(namespace.to_owned());
+    cluster.spec.promote_resources.nodes = nodes.iter().map(|node| (*node).to_owned()).collect();
+    cluster.spec.promote_resources.resources = resources
+        .iter()
+        .map(|(resource, quantity)| ((*resource).to_owned(), quantity.clone()))
+        .collect();
+    cluster
+}
+
+fn tenant(nodes: &[&str], resources: &[(&str, ResourceQuantity)]) -> VirtualCluster {
+    virtual_cluster("team-c", "staging", nodes, resources)
+}
+
+/// The object as the mutating webhook would have left it.
+fn defaulted(mut cluster: VirtualCluster) -> VirtualCluster {
+    cluster.spec = apply_defaults(&cluster.spec, &Defaults::default()).unwrap();
+    cluster
+}
+
+fn create_with(cluster: &VirtualCluster, inventory: &Inventory, policy: &Policy) -> Verdict {
+    let request = Request {
+        operation: Operation::Create,
+        username: USER,
+        object: Some(cluster),
+        old_object: None,
+    };
+    validate(&request, inventory, policy)
+}
+
+fn create(cluster: &VirtualCluster) -> Verdict {
+    create_with(cluster, &host(), &Policy::default())
+}
+
+fn update_by(
+    username: &str,
+    old: &VirtualCluster,
+    new: &VirtualCluster,
+    inventory: &Inventory,
+    policy: &Policy,
+) -> Verdict {
+    let request = Request {
+        operation: Operation::Update,
+        username,
+        object: Some(new),
+        old_object: Some(old),
+    };
+    validate(&request, inventory, policy)
+}
+
+fn update(old: &VirtualCluster, new: &VirtualCluster) -> Verdict {
+    update_by(USER, old, new, &host(), &Policy::default())
+}
+
+#[track_caller]
+fn assert_allowed(verdict: &Verdict) {
+    assert_eq!(verdict.denial, None);
+}
+
+#[track_caller]
+fn assert_denied(verdict: &Verdict, code: u16, message: &str) {
+    assert_eq!(
+        verdict.denial,
+        Some(Denial {
+            code,
+            message: message.to_owned()
+        })
+    );
+}
+
+// --- operations -------------------------------------------------------------------------
+
+#[test]
+fn delete_is_always_allowed_even_of_a_node_thief() {
+    let thief = tenant(&["node7"], &[]);
+    let request = Request {
+        operation: Operation::Delete,
+        username: USER,
+        object: None,
+        old_object: Some(&thief),
+    };
+    assert_eq!(
+        validate(&request, &host(), &Policy::default()),
+        Verdict::default()
+    );
+}
+
+#[test]
+fn a_request_without_an_object_is_invalid() {
+    let request = Request {
+        operation: Operation::Create,
+        username: USER,
+        object: None,
+        old_object: None,
+    };
+    assert_denied(
+        &validate(&request, &host(), &Policy::default()),
+        INVALID,
+        "the admission request carries no VirtualCluster object",
+    );
+}
+
+#[test]
+fn a_plain_valid_cluster_is_allowed_without_warnings() {
+    let cluster = defaulted(tenant(
+        &["node1"],
+        &[("cpu", 2.into()), ("memory", "8Gi".into())],
+    ));
+    assert_eq!(create(&cluster), Verdict::default());
+}
+
+// --- names ------------------------------------------------------------------------------
+
+#[test]
+fn names_must_be_dns_1035_labels() {
+    assert_denied(
+        &create(&virtual_cluster("team-c", "Prod", &[], &[])),
+        INVALID,
+        "metadata.name \"Prod\" must be a DNS-1035 label: lowercase letters, digits and '-', starting with a letter and ending with a letter or digit, because it names Services such as \"Prod-apiserver\"",
+    );
+    assert_denied(
+        &create(&virtual_cluster("team-c", "1st", &[], &[])),
+        INVALID,
+        "metadata.name \"1st\" must be a DNS-1035 label: lowercase letters, digits and '-', starting with a letter and ending with a letter or digit, because it names Services such as \"1st-apiserver\"",
+    );
+    assert_allowed(&create(&virtual_cluster("t", "a-1", &[], &[])));
+}
+
+#[test]
+fn names_leave_room_for_every_derived_name() {
+    let longest = "a".repeat(47);
+    assert_allowed(&create(&virtual_cluster("t", &longest, &[], &[])));
+
+    let name = "a".repeat(48);
+    assert_denied(
+        &create(&virtual_cluster("t", &name, &[], &[])),
+        INVALID,
+        &format!(
+            "metadata.name \"{name}\" is 48 characters, too long for the names derived from it: the etcd StatefulSet's controller-revision-hash label value \"{name}-etcd-<hash>\" would be 64 characters (limit 63); use a name of at most 47 characters"
+        ),
+    );
+
+    let name = "a".repeat(60);
+    assert_denied(
+        &create(&virtual_cluster("t", &name, &[], &[])),
+        INVALID,
+        &format!(
+            "metadata.name \"{name}\" is 60 characters, too long for the names derived from it: the apiserver Service name \"{name}-apiserver\" would be 70 characters (limit 63); the etcd StatefulSet's controller-revision-hash label value \"{name}-etcd-<hash>\" would be 76 characters (limit 63); use a name of at most 47 characters"
+        ),
+    );
+}
+
+#[test]
+fn namespace_and_name_together_must_fit_the_workload_namespace() {
+    let namespace = "n".repeat(30);
+    let fits = "a".repeat(29);
+    assert_allowed(&create(&virtual_cluster(&namespace, &fits, &[], &[])));
+
+    let name = "a".repeat(30);
+    assert_denied(
+        &create(&virtual_cluster(&namespace, &name, &[], &[])),
+        INVALID,
+        &format!(
+            "the host namespace \"vc-{namespace}-{name}\" derived from namespace and name would be 64 characters, above the limit of 63 for a namespace name; namespace and name together may have at most 59 characters (now 60)"
+        ),
+    );
+}
+
+#[test]
+fn names_are_not_rechecked_on_update() {
+    let old = virtual_cluster("team-c", "Legacy", &[], &[]);
+    assert_allowed(&update(&old, &old.clone()));
+}
+
+// --- reserved fields --------------------------------------------------------------------
+
+fn with_kubeconfig(mut cluster: VirtualCluster, kubeconfig: &str) -> VirtualCluster {
+    cluster.spec.kubeconfig = Some(kubeconfig.to_owned());
+    cluster
+}
+
+#[test]
+fn only_the_controller_sets_the_kubeconfig() {
+    let cluster = with_kubeconfig(tenant(&[], &[]), "a3ViZWNvbmZpZw==");
+    assert_denied(
+        &create(&cluster),
+        FORBIDDEN,
+        "spec.kubeconfig is written only by the controller (system:serviceaccount:kosmos-system:kosmos-vc-controller); user \"alice\" may not set it: remove the field, and read the tenant kubeconfig from Secret \"staging-admin-kubeconfig\"",
+    );
+    let policy = Policy::default();
+    let request = Request {
+        operation: Operation::Create,
+        username: &policy.controller_username,
+        object: Some(&cluster),
+        old_object: None,
+    };
+    assert_allowed(&validate(&request, &host(), &policy));
+}
+
+#[test]
+fn only_the_controller_changes_the_kubeconfig() {
+    let old = tenant(&[], &[]);
+    let written = with_kubeconfig(old.clone(), "bmV3");
+    let policy = Policy {
+        controller_username: "system:serviceaccount:vc:ctrl".into(),
+        ..Policy::default()
+    };
+    assert_allowed(&update_by(
+        "system:serviceaccount:vc:ctrl",
+        &old,
+        &written,
+        &host(),
+        &policy,
+    ));
+    assert_denied(
+        &update_by(USER, &written, &old, &host(), &policy),
+        FORBIDDEN,
+        "spec.kubeconfig is written only by the controller (system:serviceaccount:vc:ctrl); user \"alice\" may not change it: leave the field as it is, and read the tenant kubeconfig from Secret \"staging-admin-kubeconfig\"",
+    );
+    let mut relabelled = written.clone();
+    relabelled
+        .metadata
+        .labels
+        .get_or_insert_default()
+        .insert("team".into(), "c".into());
+    assert_allowed(&update_by(USER, &written, &relabelled, &host(), &policy));
+}
+
+#[test]
+fn status_is_not_changed_through_the_main_resource() {
+    let mut old = tenant(&[], &[]);
+    old.status = Some(VirtualClusterStatus {
+        phase: Some(Phase::Initialized),
+        ..VirtualClusterStatus::default()
+    });
+    let mut completed = old.clone();
+    completed.status = Some(VirtualClusterStatus {
+        phase: Some(Phase::Completed),
+        ..VirtualClusterStatus::default()
+    });
+    assert_denied(
+        &update(&old, &completed),
+        FORBIDDEN,
+        "status may not be changed through the VirtualCluster itself: only the controller writes it, through the status subresource",
+    );
+    let mut unchanged = old.clone();
+    unchanged.spec.kubernetes_version = Some("v1.33.5".into());
+    assert_allowed(&update(&old, &unchanged));
+
+    let mut no_status = tenant(&[], &[]);
+    no_status.status = None;
+    let mut empty_status = no_status.clone();
+    empty_status.status = Some(VirtualClusterStatus::default());
+    assert_allowed(&update(&no_status, &empty_status));
+}
+
+// --- quantities and resource names ------------------------------------------------------
+
+#[test]
+fn quantities_must_parse() {
+    assert_denied(
+        &create(&tenant(&[], &[("cpu", "ten".into())])),
+        INVALID,
+        "spec.promoteResources.resources.cpu: \"ten\" is not a quantity: it must start with a number such as \"10\", \"0.5\" or \".5\"; write e.g. \"10\", \"500m\" or \"100Gi\"",
+    );
+    assert_denied(
+        &create(&tenant(&[], &[("memory", "10GB".into())])),
+        INVALID,
+        "spec.promoteResources.resources.memory: \"10GB\" is not a quantity: unknown suffix \"GB\"; use one of Ki, Mi, Gi, Ti, Pi, Ei, n, u, m, k, M, G, T, P, E or an exponent such as e3",
+    );
+    assert_allowed(&create(&tenant(&[], &[("cpu", "1500m".into())])));
+}
+
+#[test]
+fn quantities_must_be_positive() {
+    assert_denied(
+        &create(&tenant(&[], &[("cpu", 0.into())])),
+        INVALID,
+        "spec.promoteResources.resources.cpu must be positive, got \"0\"; remove the entry to ask for none",
+    );
+    assert_denied(
+        &create(&tenant(&[], &[("memory", "-1Gi".into())])),
+        INVALID,
+        "spec.promoteResources.resources.memory must be positive, got \"-1Gi\"; remove the entry to ask for none",
+    );
+    let mut etcd_volume = tenant(&[], &[]);
+    etcd_volume.spec.control_plane = Some(ControlPlaneSpec {
+        etcd: Some(EtcdSpec {
+            storage_size: Some("0Gi".into()),
+            ..EtcdSpec::default()
+        }),
+        ..ControlPlaneSpec::default()
+    });
+    assert_denied(
+        &create(&etcd_volume),
+        INVALID,
+        "spec.controlPlane.etcd.storageSize must be positive, got \"0Gi\"; remove the entry to ask for none",
+    );
+}
+
+#[test]
+fn resource_names_must_be_standard_or_offered_with_a_suggestion() {
+    assert_denied(
+        &create(&tenant(&[], &[("cpus", 2.into())])),
+        INVALID,
+        "spec.promoteResources.resources: \"cpus\" is not a resource the host offers; did you mean \"cpu\"? use cpu, memory, ephemeral-storage, pods, or an extended resource that a host node advertises in status.allocatable",
+    );
+    assert_denied(
+        &create(&tenant(&[], &[("nvidia.com/gpu", 1.into())])),
+        INVALID,
+        "spec.promoteResources.resources: \"nvidia.com/gpu\" is not a resource the host offers; use cpu, memory, ephemeral-storage, pods, or an extended resource that a host node advertises in status.allocatable",
+    );
+    for standard in ["cpu", "memory", "ephemeral-storage", "pods"] {
+        let mut inventory = host();
+        let mut big = node("big");
+        big.allocatable = ResourceAmounts::from_iter([(standard, 1_000 * GI)]);
+        inventory.upsert_node(big);
+        let cluster = tenant(&[], &[(standard, 1.into())]);
+        assert_allowed(&create_with(&cluster, &inventory, &Policy::default()));
+    }
+}
+
+#[test]
+fn extended_resources_are_allowed_when_a_node_offers_them() {
+    let mut inventory = host();
+    let mut gpu_node = node("gpu1");
+    gpu_node.allocatable.add_amount("nvidia.com/gpu", 4 * CPU);
+    inventory.upsert_node(gpu_node);
+    let cluster = tenant(&[], &[("nvidia.com/gpu", 2.into())]);
+    assert_allowed(&create_with(&cluster, &inventory, &Policy::default()));
+    let typo = tenant(&[], &[("nvidia.com/gpus", 2.into())]);
+    assert_denied(
+        &create_with(&typo, &inventory, &Policy::default()),
+        INVALID,
+        "spec.promoteResources.resources: \"nvidia.com/gpus\" is not a resource the host offers; did you mean \"nvidia.com/gpu\"? use cpu, memory, ephemeral-storage, pods, or an extended resource that a host node advertises in status.allocatable",
+    );
+}
+
+// --- control plane syntax ---------------------------------------------------------------
+
+fn with_etcd(mut cluster: VirtualCluster, etcd: EtcdSpec) -> VirtualCluster {
+    cluster
+        .spec
+        .control_plane
+        .get_or_insert_default()
+        .etcd
+        .replace(etcd);
+    cluster
+}
+
+fn with_api_server(mut cluster: VirtualCluster, api_server: ApiServerSpec) -> VirtualCluster {
+    cluster
+        .spec
+        .control_plane
+        .get_or_insert_default()
+        .api_server
+        .replace(api_server);
+    cluster
+}
+
+#[test]
+fn versions_are_written_as_kubernetes_releases() {
+    let mut cluster = tenant(&[], &[]);
+    cluster.spec.kubernetes_version = Some("1.34".into());
+    assert_denied(
+        &create(&cluster),
+        INVALID,
+        "spec.kubernetesVersion \"1.34\" is not a Kubernetes version; write it as vMAJOR.MINOR.PATCH, such as \"v1.33.4\"",
+    );
+    cluster.spec.kubernetes_version = Some("v1.34.0".into());
+    assert_allowed(&create(&cluster));
+}
+
+#[test]
+fn replica_counts_stay_in_range() {
+    let etcd = |replicas| {
+        with_etcd(
+            tenant(&[], &[]),
+            EtcdSpec {
+                replicas: Some(replicas),
+                ..EtcdSpec::default()
+            },
+        )
+    };
+    assert_denied(
+        &create(&etcd(2)),
+        INVALID,
+        "spec.controlPlane.etcd.replicas must be 1, 3 or 5 so that etcd keeps a clear majority, got 2",
+    );
+    assert_allowed(&create(&etcd(3)));
+    let api_server = |replicas| {
+        with_api_server(
+            tenant(&[], &[]),
+            ApiServerSpec {
+                replicas: Some(replicas),
+                ..ApiServerSpec::default()
+            },
+        )
+    };
+    assert_denied(
+        &create(&api_server(0)),
+        INVALID,
+        "spec.controlPlane.apiServer.replicas must be between 1 and 10, got 0",
+    );
+    assert_allowed(&create(&api_server(10)));
+}
+
+// --- updates ----------------------------------------------------------------------------
+
+fn at_version(version: &str) -> VirtualCluster {
+    let mut cluster = defaulted(tenant(&[], &[]));
+    cluster.spec.kubernetes_version = Some(version.to_owned());
+    cluster
+}
+
+#[test]
+fn versions_move_forward_one_minor_at_a_time() {
+    let old = at_version("v1.33.4");
+    assert_allowed(&update(&old, &at_version("v1.33.9")));
+    assert_allowed(&update(&old, &at_version("v1.34.0")));
+    assert_allowed(&update(&old, &old.clone()));
+    assert_denied(
+        &update(&old, &at_version("v1.35.1")),
+        INVALID,
+        "spec.kubernetesVersion may not skip a minor version: v1.33.4 → v1.35.1; upgrade to v1.34 first",
+    );
+    assert_denied(
+        &update(&old, &at_version("v1.32.9")),
+        INVALID,
+        "spec.kubernetesVersion may not go down: v1.33.4 → v1.32.9; a control plane cannot be downgraded, keep v1.33.4 or newer",
+    );
+    assert_denied(
+        &update(&old, &at_version("v1.33.3")),
+        INVALID,
+        "spec.kubernetesVersion may not go down: v1.33.4 → v1.33.3; a control plane cannot be downgraded, keep v1.33.4 or newer",
+    );
+    assert_denied(
+        &update(&old, &at_version("v2.0.0")),
+        INVALID,
+        "spec.kubernetesVersion may not change the major version: v1.33.4 → v2.0.0",
+    );
+}
+
+fn etcd_of(replicas: i32, size: &str, class: Option<&str>) -> VirtualCluster {
+    defaulted(with_etcd(
+        tenant(&[], &[]),
+        EtcdSpec {
+            replicas: Some(replicas),
+            storage_size: Some(size.into()),
+            storage_class_name: class.map(str::to_owned),
+        },
+    ))
+}
+
+#[test]
+fn etcd_replicas_never_shrink() {
+    let old = etcd_of(3, "1Gi", None);
+    assert_allowed(&update(&old, &etcd_of(5, "1Gi", None)));
+    assert_denied(
+        &update(&old, &etcd_of(1, "1Gi", None)),
+        INVALID,
+        "spec.controlPlane.etcd.replicas may not shrink from 3 to 1: removing etcd members loses quorum safety; keep 3 replicas",
+    );
+}
+
+#[test]
+fn etcd_storage_is_immutable_after_provisioning() {
+    let old = etcd_of(1, "1Gi", None);
+    let mut respelt = old.clone();
+    respelt
+        .spec
+        .control_plane
+        .as_mut()
+        .and_then(|plane| plane.etcd.as_mut())
+        .unwrap()
+        .storage_size = Some("1024Mi".into());
+    assert_allowed(&update(&old, &respelt));
+    assert_denied(
+        &update(&old, &etcd_of(1, "2Gi", None)),
+        INVALID,
+        "spec.controlPlane.etcd.storageSize is immutable after provisioning: it was \"1Gi\" and may not become \"2Gi\"; create a new VirtualCluster to change it",
+    );
+    assert_denied(
+        &update(&old, &etcd_of(1, "1Gi", Some("fast"))),
+        INVALID,
+        "spec.controlPlane.etcd.storageClassName is immutable after provisioning: it was \"(host default)\" and may not become \"fast\"; create a new VirtualCluster to change it",
+    );
+    let fast = etcd_of(1, "1Gi", Some("fast"));
+    assert_denied(
+        &update(&fast, &etcd_of(1, "1Gi", Some("slow"))),
+        INVALID,
+        "spec.controlPlane.etcd.storageClassName is immutable after provisioning: it was \"fast\" and may not become \"slow\"; create a new VirtualCluster to change it",
+    );
+}
+
+#[test]
+fn fields_never_set_may_be_filled_later() {
+    let before_webhook = tenant(&[], &[]);
+    assert_allowed(&update(&before_webhook, &defaulted(before_webhook.clone())));
+}
+
+#[test]
+fn apiserver_service_type_is_immutable_after_provisioning() {
+    let service = |service_type| {
+        defaulted(with_api_server(
+            tenant(&[], &[]),
+            ApiServerSpec {
+                service_type: Some(service_type),
+                ..ApiServerSpec::default()
+            },
+        ))
+    };
+    let old = service(ServiceType::ClusterIP);
+    assert_allowed(&update(&old, &service(ServiceType::ClusterIP)));
+    assert_denied(
+        &update(&old, &service(ServiceType::LoadBalancer)),
+        INVALID,
+        "spec.controlPlane.apiServer.serviceType is immutable after provisioning: it was \"ClusterIP\" and may not become \"LoadBalancer\"; create a new VirtualCluster to change it",
+    );
+}
+
+// --- nodes ------------------------------------------------------------------------------
+
+#[test]
+fn a_node_belongs_to_one_virtual_cluster() {
+    assert_denied(
+        &create(&tenant(&["node1", "node7"], &[])),
+        FORBIDDEN,
+        "node \"node7\" already belongs to VirtualCluster team-a/prod",
+    );
+    assert_allowed(&create(&tenant(&["node1", "node2"], &[])));
+}
+
+#[test]
+fn a_node_claimed_by_label_counts_too() {
+    assert_denied(
+        &create(&tenant(&["node8"], &[])),
+        FORBIDDEN,
+        "node \"node8\" already belongs to VirtualCluster team-b/dev",
+    );
+    let owner = virtual_cluster("team-b", "dev", &[], &[]);
+    let listing = virtual_cluster("team-b", "dev", &["node8"], &[]);
+    assert_allowed(&update(&owner, &listing));
+}
+
+#[test]
+fn a_cluster_does_not_conflict_with_itself_on_update() {
+    let old = virtual_cluster("team-a", "prod", &["node7"], &[("cpu", 8.into())]);
+    let grown = virtual_cluster("team-a", "prod", &["node7", "node1"], &[("cpu", 8.into())]);
+    assert_allowed(&update(&old, &grown));
+
+    // The cache already lists node7 for team-a/prod while the stored object does not yet.
+    let stale_old = virtual_cluster("team-a", "prod", &[], &[("cpu", 8.into())]);
+    assert_allowed(&update(&stale_old, &old));
+}
+
+#[test]
+fn nodes_must_exist_in_the_host() {
+    assert_denied(
+        &create(&tenant(&["node9"], &[])),
+        INVALID,
+        "node \"node9\" does not exist in the host cluster; check the name with `kubectl get nodes`",
+    );
+}
+
+#[test]
+fn control_plane_nodes_are_never_promoted() {
+    assert_denied(
+        &create(&tenant(&["master1"], &[])),
+        FORBIDDEN,
+        "node \"master1\" is a control-plane node of the host and cannot be promoted into a VirtualCluster",
+    );
+}
+
+#[test]
+fn a_node_is_listed_once() {
+    assert_denied(
+        &create(&tenant(&["node1", "node2", "node1"], &[])),
+        INVALID,
+        "spec.promoteResources.nodes lists node \"node1\" twice; list each node once",
+    );
+}
+
+#[test]
+fn not_ready_and_cordoned_nodes_are_allowed_with_a_warning() {
+    let verdict = create(&tenant(&["node5", "node6"], &[]));
+    assert_allowed(&verdict);
+    assert_eq!(
+        verdict.warnings,
+        [
+            "node \"node5\" is NotReady; it is promoted, but tenant workloads will not run on it until it is Ready and uncordoned",
+            "node \"node6\" is cordoned; it is promoted, but tenant workloads will not run on it until it is Ready and uncordoned",
+        ]
+    );
+    let mut inventory = host();
+    inventory.upsert_node(NodeFacts {
+        ready: false,
+        unschedulable: true,
+        ..node("node9")
+    });
+    let verdict = create_with(&tenant(&["node9"], &[]), &inventory, &Policy::default());
+    assert_eq!(
+        verdict,
+        Verdict {
+            denial: None,
+            warnings: vec![
+                "node \"node9\" is NotReady and cordoned; it is promoted, but tenant workloads will not run on it until it is Ready and uncordoned".into()
+            ],
+        }
+    );
+}
+
+#[test]
+fn nodes_kept_by_an_update_are_not_rechecked() {
+    let old = tenant(&["node1"], &[]);
+    let mut inventory = host();
+    inventory.upsert_node(NodeFacts {
+        ready: false,
+        ..node("node1")
+    });
+    let mut relabelled = old.clone();
+    relabelled.spec.kubernetes_version = Some("v1.33.4".into());
+    assert_eq!(
+        update_by(USER, &old, &relabelled, &inventory, &Policy::default()),
+        Verdict::default()
+    );
+}
+
+// --- shared pool ------------------------------------------------------------------------
+
+#[test]
+fn pooled_requests_fit_the_shared_pool() {
+    assert_denied(
+        &create(&tenant(&[], &[("cpu", 12.into())])),
+        FORBIDDEN,
+        "pooled cpu request 12 exceeds what the shared pool can give: capacity 16 × overcommit 1.0 = 16, already reserved by other VirtualClusters 8, available 8",
+    );
+    assert_allowed(&create(&tenant(&[], &[("cpu", 8.into())])));
+    assert_denied(
+        &create(&tenant(&[], &[("memory", "100Gi".into())])),
+        FORBIDDEN,
+        "pooled memory request 100Gi exceeds what the shared pool can give: capacity 64Gi × overcommit 1.0 = 64Gi, already reserved by other VirtualClusters 0, available 64Gi",
+    );
+    assert_allowed(&create(&tenant(&[], &[("memory", "64Gi".into())])));
+}
+
+#[test]
+fn overcommit_stretches_the_pool() {
+    let policy = Policy {
+        overcommit: BTreeMap::from([("cpu".to_owned(), Ratio::parse("1.5").unwrap())]),
+        ..Policy::default()
+    };
+    assert_allowed(&create_with(
+        &tenant(&[], &[("cpu", 16.into())]),
+        &host(),
+        &policy,
+    ));
+    assert_denied(
+        &create_with(&tenant(&[], &[("cpu", "16500m".into())]), &host(), &policy),
+        FORBIDDEN,
+        "pooled cpu request 16500m exceeds what the shared pool can give: capacity 16 × overcommit 1.5 = 24, already reserved by other VirtualClusters 8, available 16",
+    );
+}
+
+#[test]
+fn an_update_is_judged_against_the_other_clusters_only() {
+    let old = virtual_cluster("team-a", "prod", &["node7"], &[("cpu", 8.into())]);
+    let within = virtual_cluster("team-a", "prod", &["node7"], &[("cpu", 16.into())]);
+    assert_allowed(&update(&old, &within));
+    let beyond = virtual_cluster("team-a", "prod", &["node7"], &[("cpu", 20.into())]);
+    assert_denied(
+        &update(&old, &beyond),
+        FORBIDDEN,
+        "pooled cpu request 20 exceeds what the shared pool can give: capacity 16 × overcommit 1.0 = 16, already reserved by other VirtualClusters 0, available 16",
+    );
+}
+
+#[test]
+fn an_update_that_does_not_grow_is_allowed_in_an_overfull_pool() {
+    let mut inventory = host();
+    for name in ["node1", "node2", "node3"] {
+        inventory.upsert_node(NodeFacts {
+            ready: false,
+            ..node(name)
+        });
+    }
+    let old = virtual_cluster("team-a", "prod", &["node7"], &[("cpu", 8.into())]);
+    let smaller = virtual_cluster("team-a", "prod", &["node7"], &[("cpu", 6.into())]);
+    assert_allowed(&update_by(
+        USER,
+        &old,
+        &smaller,
+        &inventory,
+        &Policy::default(),
+    ));
+}
+
+fn nearly_full_host() -> Inventory {
+    let mut inventory = host();
+    inventory.upsert_cluster(ClusterFacts {
+        key: ClusterKey::new("team-d", "big"),
+        nodes: vec![],
+        pooled: ResourceAmounts::from_iter([("cpu", 6 * CPU)]),
+    });
+    inventory
+}
+
+#[test]
+fn promoting_a_pool_node_may_not_shrink_the_pool_below_reservations() {
+    let inventory = nearly_full_host();
+    assert_denied(
+        &create_with(&tenant(&["node1"], &[]), &inventory, &Policy::default()),
+        FORBIDDEN,
+        "promoting node \"node1\" would shrink the shared pool's cpu from 16 to 12 (× overcommit 1.0 = 12), below the 14 already reserved by VirtualClusters; promote a node outside the pool or lower pooled requests first",
+    );
+    // node5 is NotReady, hence not in the pool: promoting it takes nothing away.
+    assert_allowed(&create_with(
+        &tenant(&["node5"], &[]),
+        &inventory,
+        &Policy::default(),
+    ));
+    assert_denied(
+        &create_with(
+            &tenant(&["node1", "node2"], &[]),
+            &inventory,
+            &Policy::default(),
+        ),
+        FORBIDDEN,
+        "promoting nodes \"node1\", \"node2\" would shrink the shared pool's cpu from 16 to 8 (× overcommit 1.0 = 8), below the 14 already reserved by VirtualClusters; promote a node outside the pool or lower pooled requests first",
+    );
+    assert_allowed(&create(&tenant(&["node1"], &[])));
+}
+
+#[test]
+fn pooled_requests_count_the_nodes_promoted_with_them() {
+    assert_denied(
+        &create(&tenant(&["node1"], &[("cpu", 6.into())])),
+        FORBIDDEN,
+        "pooled cpu request 6 exceeds what the shared pool can give: capacity 12 (after promoting node \"node1\") × overcommit 1.0 = 12, already reserved by other VirtualClusters 8, available 4",
+    );
+    assert_allowed(&create(&tenant(&["node1"], &[("cpu", 4.into())])));
+}
+
+// --- ceilings ---------------------------------------------------------------------------
+
+#[test]
+fn nodes_per_cluster_are_capped() {
+    let policy = Policy {
+        max_nodes_per_cluster: Some(2),
+        ..Policy::default()
+    };
+    assert_allowed(&create_with(
+        &tenant(&["node1", "node2"], &[]),
+        &host(),
+        &policy,
+    ));
+    assert_denied(
+        &create_with(&tenant(&["node1", "node2", "node3"], &[]), &host(), &policy),
+        FORBIDDEN,
+        "VirtualCluster team-c/staging lists 3 nodes, above the limit of 2 per VirtualCluster (--max-nodes-per-cluster)",
+    );
+}
+
+#[test]
+fn cpu_and_memory_per_cluster_count_pooled_and_promoted_capacity() {
+    let policy = Policy {
+        max_cpu_per_cluster: Some(10 * CPU),
+        max_memory_per_cluster: Some(32 * GI),
+        ..Policy::default()
+    };
+    assert_allowed(&create_with(
+        &tenant(&["node5", "node6"], &[("cpu", 2.into())]),
+        &host(),
+        &policy,
+    ));
+    assert_denied(
+        &create_with(
+            &tenant(&["node5", "node6"], &[("cpu", 3.into())]),
+            &host(),
+            &policy,
+        ),
+        FORBIDDEN,
+        "VirtualCluster team-c/staging would get cpu 11 (pooled 3 + promoted nodes 8), above the limit of 10 per VirtualCluster (--max-cpu-per-cluster)",
+    );
+    assert_denied(
+        &create_with(
+            &tenant(&["node5"], &[("memory", "20Gi".into())]),
+            &host(),
+            &policy,
+        ),
+        FORBIDDEN,
+        "VirtualCluster team-c/staging would get memory 36Gi (pooled 20Gi + promoted nodes 16Gi), above the limit of 32Gi per VirtualCluster (--max-memory-per-cluster)",
+    );
+}
+
+#[test]
+fn a_cluster_over_a_lowered_ceiling_may_still_shrink() {
+    let policy = Policy {
+        max_cpu_per_cluster: Some(4 * CPU),
+        ..Policy::default()
+    };
+    let old = tenant(&["node1"], &[("cpu", 4.into())]);
+    let smaller = tenant(&["node1"], &[("cpu", 2.into())]);
+    assert_allowed(&update_by(USER, &old, &smaller, &host(), &policy));
+}
+
+#[test]
+fn clusters_per_namespace_are_capped() {
+    let policy = Policy {
+        max_clusters_per_namespace: Some(1),
+        ..Policy::default()
+    };
+    let second = virtual_cluster("team-a", "dev", &[], &[]);
+    assert_denied(
+        &create_with(&second, &host(), &policy),
+        FORBIDDEN,
+        "namespace \"team-a\" already has 1 VirtualClusters, the limit per namespace (--max-clusters-per-namespace); delete one or use another namespace",
+    );
+    assert_allowed(&create_with(&tenant(&[], &[]), &host(), &policy));
+    let prod = virtual_cluster("team-a", "prod", &["node7"], &[("cpu", 8.into())]);
+    assert_allowed(&update_by(USER, &prod, &prod.clone(), &host(), &policy));
+}
