@@ -304,3 +304,168 @@ async fn mirror<K: Mirrored>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pretty_assertions::assert_eq;
+    use serde_json::json;
+
+    fn node_json(name: &str, ready: &str) -> serde_json::Value {
+        json!({
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {
+                "name": name,
+                "resourceVersion": "42",
+                "uid": "0b7c1a8e-1111-4c3e-9c62-3f6b0f6c6d01",
+                "labels": {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux"},
+                "annotations": {"node.alpha.kubernetes.io/ttl": "0", "volumes.kubernetes.io/controller-managed-attach-detach": "true"},
+                "managedFields": [{"manager": "kubelet", "operation": "Update", "fieldsType": "FieldsV1", "fieldsV1": {"f:status": {}}}]
+            },
+            "spec": {"podCIDR": "10.244.1.0/24", "providerID": "kind://docker/kind/worker"},
+            "status": {
+                "capacity": {"cpu": "8", "memory": "32Gi", "pods": "110"},
+                "allocatable": {"cpu": "7800m", "memory": "31Gi", "pods": "110"},
+                "conditions": [
+                    {"type": "MemoryPressure", "status": "False", "reason": "KubeletHasSufficientMemory", "message": "kubelet has sufficient memory available"},
+                    {"type": "Ready", "status": ready, "reason": "KubeletReady", "message": "kubelet is posting ready status"}
+                ],
+                "images": [{"names": ["registry.k8s.io/etcd@sha256:abc", "registry.k8s.io/etcd:3.5.21-0"], "sizeBytes": 57680541}],
+                "nodeInfo": {"kubeletVersion": "v1.33.4", "osImage": "Debian GNU/Linux 12"}
+            }
+        })
+    }
+
+    fn slim(name: &str, ready: &str) -> SlimNode {
+        serde_json::from_value(node_json(name, ready)).unwrap()
+    }
+
+    fn cluster(namespace: &str, name: &str, nodes: &[&str]) -> VirtualCluster {
+        serde_json::from_value(json!({
+            "apiVersion": "kosmos.io/v1alpha1",
+            "kind": "VirtualCluster",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"promoteResources": {"nodes": nodes, "resources": {"cpu": "2"}}}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn slim_nodes_keep_exactly_the_facts_of_the_whole_node() {
+        for ready in ["True", "False"] {
+            let whole: Node = serde_json::from_value(node_json("node7", ready)).unwrap();
+            let slim = slim("node7", ready);
+            assert_eq!(NodeFacts::from_node(&slim.0), NodeFacts::from_node(&whole));
+            assert!(slim.0.status.as_ref().unwrap().images.is_none());
+            assert!(slim.0.metadata.managed_fields.is_none());
+            assert!(slim.0.metadata.annotations.is_none());
+            assert_eq!(
+                slim.0
+                    .status
+                    .as_ref()
+                    .unwrap()
+                    .conditions
+                    .as_ref()
+                    .unwrap()
+                    .len(),
+                1
+            );
+        }
+    }
+
+    #[test]
+    fn node_events_keep_the_inventory_current() {
+        let inventory = parking_lot::RwLock::new(Inventory::new());
+        let mut mirror = Mirror::<SlimNode>::default();
+        assert!(!mirror.handle(Event::Init, &inventory));
+        assert!(!mirror.handle(Event::InitApply(slim("a", "True")), &inventory));
+        assert!(!mirror.handle(Event::InitApply(slim("b", "True")), &inventory));
+        assert!(
+            mirror.handle(Event::InitDone, &inventory),
+            "InitDone marks the cache synced"
+        );
+        assert_eq!(inventory.read().node_count(), 2);
+        assert_eq!(inventory.read().pool_capacity().get("cpu"), 15_600);
+
+        mirror.handle(Event::Apply(slim("b", "False")), &inventory);
+        assert_eq!(
+            inventory.read().pool_capacity().get("cpu"),
+            7_800,
+            "a NotReady node leaves the pool"
+        );
+        mirror.handle(Event::Delete(slim("a", "True")), &inventory);
+        assert!(inventory.read().node("a").is_none());
+        assert_eq!(mirror.len(), 1);
+    }
+
+    #[test]
+    fn a_relist_after_a_watch_restart_drops_what_vanished_meanwhile() {
+        let inventory = parking_lot::RwLock::new(Inventory::new());
+        let mut mirror = Mirror::<SlimNode>::default();
+        for event in [
+            Event::Init,
+            Event::InitApply(slim("a", "True")),
+            Event::InitApply(slim("b", "True")),
+            Event::InitDone,
+        ] {
+            mirror.handle(event, &inventory);
+        }
+        // The watch broke; "a" was deleted and "c" created while it was down.
+        mirror.handle(Event::Init, &inventory);
+        mirror.handle(Event::InitApply(slim("b", "True")), &inventory);
+        assert!(
+            inventory.read().node("a").is_some(),
+            "nothing is dropped before the re-list completes"
+        );
+        mirror.handle(Event::InitApply(slim("c", "True")), &inventory);
+        assert!(mirror.handle(Event::InitDone, &inventory));
+        let inventory = inventory.read();
+        assert!(inventory.node("a").is_none());
+        assert!(inventory.node("b").is_some() && inventory.node("c").is_some());
+        assert_eq!(inventory.node_count(), 2);
+    }
+
+    #[test]
+    fn cluster_events_maintain_node_owners_and_reservations() {
+        let inventory = parking_lot::RwLock::new(Inventory::new());
+        let mut mirror = Mirror::<VirtualCluster>::default();
+        mirror.handle(Event::Init, &inventory);
+        mirror.handle(
+            Event::InitApply(cluster("team-a", "prod", &["node7"])),
+            &inventory,
+        );
+        mirror.handle(Event::InitApply(cluster("team-b", "dev", &[])), &inventory);
+        assert!(mirror.handle(Event::InitDone, &inventory));
+        {
+            let inventory = inventory.read();
+            assert_eq!(
+                inventory.owner_of("node7"),
+                Some(&ClusterKey::new("team-a", "prod"))
+            );
+            assert_eq!(inventory.reserved().get("cpu"), 4_000);
+        }
+        mirror.handle(
+            Event::Apply(cluster("team-a", "prod", &["node8"])),
+            &inventory,
+        );
+        assert_eq!(inventory.read().owner_of("node7"), None);
+        assert_eq!(
+            inventory.read().owner_of("node8"),
+            Some(&ClusterKey::new("team-a", "prod"))
+        );
+        mirror.handle(
+            Event::Delete(cluster("team-a", "prod", &["node8"])),
+            &inventory,
+        );
+        mirror.handle(Event::Init, &inventory);
+        assert!(mirror.handle(Event::InitDone, &inventory));
+        let inventory = inventory.read();
+        assert_eq!(
+            inventory.cluster_count(),
+            0,
+            "an empty re-list empties the cache"
+        );
+        assert_eq!(inventory.reserved().get("cpu"), 0);
+    }
+}

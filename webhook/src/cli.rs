@@ -339,3 +339,138 @@ async fn cancel_on_signal(shutdown: CancellationToken) {
     tracing::info!("shutting down; finishing in-flight requests");
     shutdown.cancel();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+    use pretty_assertions::assert_eq;
+
+    const REQUIRED: [&str; 5] = [
+        "vc-webhook",
+        "--tls-cert",
+        "/tls/tls.crt",
+        "--tls-key",
+        "/tls/tls.key",
+    ];
+
+    fn parse(extra: &[&str]) -> Cli {
+        Cli::try_parse_from(REQUIRED.iter().chain(extra)).unwrap()
+    }
+
+    #[test]
+    fn every_contract_flag_exists_with_a_help_line() {
+        Cli::command().debug_assert();
+        let help = Cli::command().render_long_help().to_string();
+        for flag in [
+            "--listen",
+            "--tls-cert",
+            "--tls-key",
+            "--kubeconfig",
+            "--controller-username",
+            "--default-kubernetes-version",
+            "--default-apiserver-replicas",
+            "--default-apiserver-service-type",
+            "--default-etcd-replicas",
+            "--default-etcd-storage-size",
+            "--default-etcd-storage-class",
+            "--default-clustertree-image",
+            "--overcommit",
+            "--max-nodes-per-cluster",
+            "--max-cpu-per-cluster",
+            "--max-memory-per-cluster",
+            "--max-clusters-per-namespace",
+            "--log-format",
+            "--log-level",
+        ] {
+            assert!(help.contains(flag), "{flag} missing from --help:\n{help}");
+        }
+        for argument in Cli::command().get_arguments() {
+            if argument.get_id() != "help" && argument.get_id() != "version" {
+                assert!(
+                    argument.get_help().is_some(),
+                    "{} has no help line",
+                    argument.get_id()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let cli = parse(&[]);
+        assert_eq!(cli.listen, "0.0.0.0:8443".parse().unwrap());
+        assert_eq!(cli.kubeconfig, None);
+        assert_eq!(cli.log_format, LogFormat::Text);
+        assert_eq!(cli.defaults(), Defaults::default());
+        assert_eq!(cli.policy().unwrap(), Policy::default());
+    }
+
+    #[test]
+    fn policy_and_defaults_follow_the_flags() {
+        let cli = parse(&[
+            "--overcommit",
+            "cpu=1.5",
+            "--overcommit",
+            "memory=1",
+            "--max-nodes-per-cluster",
+            "4",
+            "--max-cpu-per-cluster",
+            "32",
+            "--max-memory-per-cluster",
+            "256Gi",
+            "--max-clusters-per-namespace",
+            "3",
+            "--default-apiserver-service-type",
+            "LoadBalancer",
+            "--default-etcd-storage-class",
+            "fast",
+            "--controller-username",
+            "system:serviceaccount:ops:vc",
+            "--log-format",
+            "json",
+        ]);
+        let policy = cli.policy().unwrap();
+        assert_eq!(policy.overcommit_of("cpu").to_string(), "1.5");
+        assert_eq!(policy.overcommit_of("memory").to_string(), "1.0");
+        assert_eq!(policy.max_nodes_per_cluster, Some(4));
+        assert_eq!(policy.max_cpu_per_cluster, Some(32_000));
+        assert_eq!(
+            policy.max_memory_per_cluster,
+            Some(256 * 1024 * 1024 * 1024 * 1000)
+        );
+        assert_eq!(policy.max_clusters_per_namespace, Some(3));
+        assert_eq!(policy.controller_username, "system:serviceaccount:ops:vc");
+        let defaults = cli.defaults();
+        assert_eq!(defaults.apiserver_service_type, ServiceType::LoadBalancer);
+        assert_eq!(defaults.etcd_storage_class.as_deref(), Some("fast"));
+        assert_eq!(cli.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn bad_flag_values_are_named_with_the_fix() {
+        let error = parse(&["--overcommit", "cpu"]).policy().unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            r#"--overcommit "cpu": expected RESOURCE=RATIO, such as cpu=1.5"#
+        );
+        let error = parse(&["--overcommit", "cpu=0.5"]).policy().unwrap_err();
+        assert!(
+            error.to_string().starts_with(r#"--overcommit "cpu=0.5": "#),
+            "{error}"
+        );
+        let error = parse(&["--max-memory-per-cluster", "lots"])
+            .policy()
+            .unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with(r#"--max-memory-per-cluster "lots": "#),
+            "{error}"
+        );
+        assert!(
+            Cli::try_parse_from(["vc-webhook"]).is_err(),
+            "--tls-cert and --tls-key are required"
+        );
+    }
+}

@@ -231,7 +231,7 @@ fn mutate(
     };
     let defaulted = match rules::apply_defaults(&cluster.spec, defaults) {
         Ok(spec) => spec,
-        Err(error) => return refuse(request, 422, format!("object.spec: {error}")),
+        Err(error) => return refuse(request, 422, error.to_string()),
     };
     let patch = match spec_patch(object, &defaulted) {
         Ok(patch) => patch,
@@ -367,5 +367,246 @@ fn reason_for(code: u16) -> &'static str {
         422 => "Invalid",
         429 => "TooManyRequests",
         _ => "InternalError",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pretty_assertions::assert_eq;
+    use serde_json::json;
+    use vc_api::admission::{ClusterFacts, ClusterKey, NodeFacts, ResourceAmounts};
+
+    fn review(operation: &str, spec: Value) -> Value {
+        json!({
+            "kind": "AdmissionReview",
+            "apiVersion": "admission.k8s.io/v1",
+            "request": {
+                "uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
+                "kind": {"group": "kosmos.io", "version": "v1alpha1", "kind": "VirtualCluster"},
+                "resource": {"group": "kosmos.io", "version": "v1alpha1", "resource": "virtualclusters"},
+                "name": "prod",
+                "namespace": "team-b",
+                "operation": operation,
+                "userInfo": {"username": "alice", "groups": ["system:authenticated"]},
+                "object": {
+                    "apiVersion": "kosmos.io/v1alpha1",
+                    "kind": "VirtualCluster",
+                    "metadata": {"name": "prod", "namespace": "team-b"},
+                    "spec": spec
+                },
+                "oldObject": null,
+                "dryRun": false
+            }
+        })
+    }
+
+    fn enforcement(inventory: Inventory) -> Admission {
+        Admission::Enforce(Box::new(Enforcement {
+            inventory: std::sync::Arc::new(parking_lot::RwLock::new(inventory)),
+            policy: Policy::default(),
+            defaults: Defaults::default(),
+        }))
+    }
+
+    fn host() -> Inventory {
+        let mut inventory = Inventory::new();
+        for name in ["node7", "node8"] {
+            inventory.upsert_node(NodeFacts {
+                name: name.to_owned(),
+                ready: true,
+                unschedulable: false,
+                control_plane: false,
+                allocatable: ResourceAmounts::from_iter([("cpu", 8_000)]),
+                claimed_by: None,
+            });
+        }
+        inventory.upsert_cluster(ClusterFacts {
+            key: ClusterKey::new("team-a", "prod"),
+            nodes: vec!["node7".to_owned()],
+            pooled: ResourceAmounts::new(),
+        });
+        inventory
+    }
+
+    fn response(answer: Answer) -> AdmissionResponse {
+        match answer.reply {
+            Reply::Review(review) => review.response.unwrap(),
+            Reply::BadRequest(reason) => panic!("unexpected 400: {reason}"),
+        }
+    }
+
+    fn send(endpoint: Endpoint, body: &Value, admission: &Admission) -> Answer {
+        answer(endpoint, &serde_json::to_vec(body).unwrap(), admission)
+    }
+
+    #[test]
+    fn a_node_of_another_tenant_is_refused_with_its_owner_named() {
+        let body = review("CREATE", json!({"promoteResources": {"nodes": ["node7"]}}));
+        let answer = send(Endpoint::Validate, &body, &enforcement(host()));
+        assert_eq!(answer.operation, OperationLabel::Create);
+        assert_eq!(answer.outcome, Outcome::Denied);
+        let response = response(answer);
+        assert!(!response.allowed);
+        assert_eq!(response.uid, "705ab4f5-6393-11e8-b7cc-42010a800002");
+        assert_eq!(response.result.code, 403);
+        assert_eq!(response.result.reason, "Forbidden");
+        assert_eq!(
+            response.result.message,
+            r#"node "node7" already belongs to VirtualCluster team-a/prod"#
+        );
+    }
+
+    #[test]
+    fn a_free_node_is_admitted() {
+        let body = review("CREATE", json!({"promoteResources": {"nodes": ["node8"]}}));
+        let answer = send(Endpoint::Validate, &body, &enforcement(host()));
+        assert_eq!(answer.outcome, Outcome::Allowed);
+        assert!(response(answer).allowed);
+    }
+
+    #[test]
+    fn deletes_and_status_writes_skip_the_rules() {
+        let mut delete = review("DELETE", json!({"promoteResources": {"nodes": ["node7"]}}));
+        delete["request"]["oldObject"] = delete["request"]["object"].take();
+        let mut status = review("UPDATE", json!({"promoteResources": {"nodes": ["node7"]}}));
+        status["request"]["subResource"] = json!("status");
+        status["request"]["oldObject"] = status["request"]["object"].clone();
+        for body in [delete, status] {
+            for endpoint in [Endpoint::Mutate, Endpoint::Validate] {
+                let answer = send(endpoint, &body, &enforcement(host()));
+                assert_eq!(answer.outcome, Outcome::Allowed);
+                let response = response(answer);
+                assert!(response.allowed && response.patch.is_none(), "{response:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn mutate_patches_only_the_spec_and_canonicalizes_quantities() {
+        let body = review(
+            "CREATE",
+            json!({"promoteResources": {"nodes": ["node8"], "resources": {"cpu": 10, "memory": "102400Mi"}}}),
+        );
+        let answer = send(Endpoint::Mutate, &body, &enforcement(host()));
+        assert_eq!(answer.outcome, Outcome::Allowed);
+        let patch: json_patch::Patch =
+            serde_json::from_slice(&response(answer).patch.unwrap()).unwrap();
+        for operation in &patch.0 {
+            let path = serde_json::to_value(operation).unwrap()["path"].clone();
+            assert!(path.as_str().unwrap().starts_with("/spec/"), "{path}");
+        }
+        let mut object = body["request"]["object"].clone();
+        json_patch::patch(&mut object, &patch).unwrap();
+        assert_eq!(
+            object["spec"]["promoteResources"]["resources"],
+            json!({"cpu": "10", "memory": "100Gi"})
+        );
+        assert_eq!(object["spec"]["kubernetesVersion"], json!("v1.33.4"));
+        assert_eq!(object["metadata"], body["request"]["object"]["metadata"]);
+    }
+
+    #[test]
+    fn mutate_refuses_a_quantity_it_cannot_canonicalize_naming_the_field() {
+        let body = review(
+            "CREATE",
+            json!({"promoteResources": {"resources": {"cpu": "ten"}}}),
+        );
+        let answer = send(Endpoint::Mutate, &body, &enforcement(host()));
+        assert_eq!(answer.outcome, Outcome::Denied);
+        let response = response(answer);
+        assert_eq!(response.result.code, 422);
+        assert!(
+            response
+                .result
+                .message
+                .starts_with("spec.promoteResources.resources.cpu: "),
+            "{}",
+            response.result.message
+        );
+    }
+
+    #[test]
+    fn an_object_that_does_not_deserialize_is_denied_naming_the_field() {
+        let body = review(
+            "CREATE",
+            json!({"controlPlane": {"etcd": {"replicas": "three"}}}),
+        );
+        for endpoint in [Endpoint::Mutate, Endpoint::Validate] {
+            let answer = send(endpoint, &body, &enforcement(host()));
+            assert_eq!(answer.outcome, Outcome::Denied);
+            let message = response(answer).result.message;
+            assert!(
+                message.starts_with("object.spec.controlPlane.etcd.replicas: invalid type"),
+                "{message}"
+            );
+        }
+    }
+
+    #[test]
+    fn another_kind_gets_an_invalid_answer_with_the_request_uid() {
+        let mut body = review("CREATE", json!({}));
+        body["request"]["kind"] = json!({"group": "apps", "version": "v1", "kind": "Deployment"});
+        let answer = send(Endpoint::Validate, &body, &enforcement(host()));
+        assert_eq!(answer.outcome, Outcome::Invalid);
+        let response = response(answer);
+        assert!(!response.allowed);
+        assert_eq!(response.uid, "705ab4f5-6393-11e8-b7cc-42010a800002");
+        assert_eq!(response.result.code, 400);
+        assert!(
+            response.result.message.contains("apps/v1 Deployment"),
+            "{}",
+            response.result.message
+        );
+    }
+
+    #[test]
+    fn parse_errors_name_the_field() {
+        let mut body = review("CREATE", json!({}));
+        body["request"]["uid"] = json!(42);
+        let error = parse_review(&serde_json::to_vec(&body).unwrap()).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with("the body is not an AdmissionReview: request.uid: invalid type"),
+            "{error}"
+        );
+        let error = parse_review(b"{").unwrap_err();
+        assert!(matches!(error, BadReview::ParseBody(_)), "{error}");
+        let error =
+            parse_review(br#"{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1"}"#)
+                .unwrap_err();
+        assert!(matches!(error, BadReview::FindRequest), "{error}");
+        let error = parse_review(br#"{"kind":"Status","apiVersion":"v1"}"#).unwrap_err();
+        assert!(matches!(error, BadReview::CheckType { .. }), "{error}");
+    }
+
+    #[test]
+    fn the_patch_goes_out_as_base64_like_go_bytes() {
+        let body = review("CREATE", json!({}));
+        let request = parse_review(&serde_json::to_vec(&body).unwrap()).unwrap();
+        let patch: json_patch::Patch = serde_json::from_value(
+            json!([{"op": "add", "path": "/spec/kubernetesVersion", "value": "v1.33.4"}]),
+        )
+        .unwrap();
+        let review = AdmissionResponse::from(&request)
+            .with_patch(patch)
+            .unwrap()
+            .into_review();
+        let wire: Value = serde_json::from_slice(&encode_review(&review).unwrap()).unwrap();
+        let encoded = wire["response"]["patch"].as_str().unwrap();
+        let decoded: Value =
+            serde_json::from_slice(&BASE64_STANDARD.decode(encoded).unwrap()).unwrap();
+        assert_eq!(decoded[0]["path"], "/spec/kubernetesVersion");
+        assert_eq!(wire["response"]["patchType"], "JSONPatch");
+        assert_eq!(wire["apiVersion"], "admission.k8s.io/v1");
+    }
+
+    #[test]
+    fn parse_only_admits_without_looking_at_the_object() {
+        let body = review("CREATE", json!({"promoteResources": {"nodes": ["node7"]}}));
+        let answer = send(Endpoint::Validate, &body, &Admission::ParseOnly);
+        assert_eq!(answer.outcome, Outcome::Allowed);
+        assert!(response(answer).allowed);
     }
 }
