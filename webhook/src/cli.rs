@@ -160,14 +160,14 @@ pub enum FlagError {
         reason: String,
     },
     /// A quantity flag does not parse.
-    #[error("--{flag} {value:?}: {source}")]
+    #[error("--{flag} {value:?}: {reason}")]
     ParseQuantity {
         /// The flag name without dashes.
         flag: &'static str,
         /// The flag value.
         value: String,
         /// What is wrong with it.
-        source: vc_api::admission::QuantityError,
+        reason: vc_api::admission::QuantityError,
     },
 }
 
@@ -226,10 +226,10 @@ fn parse_limit(flag: &'static str, value: &Option<String>) -> Result<Option<i128
     value
         .as_deref()
         .map(|text| {
-            parse_quantity(text).map_err(|source| FlagError::ParseQuantity {
+            parse_quantity(text).map_err(|reason| FlagError::ParseQuantity {
                 flag,
                 value: text.to_owned(),
-                source,
+                reason,
             })
         })
         .transpose()

@@ -1,14 +1,21 @@
 //! `vc-webhook`: the kosmos-vc admission webhook. See `vc_webhook::cli` for the flags.
 
+use std::process::ExitCode;
+
 use clap::Parser;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     let cli = vc_webhook::cli::Cli::parse();
-    vc_webhook::cli::init_logging(cli.log_format, &cli.log_level)?;
-    if let Err(error) = vc_webhook::cli::run(cli).await {
-        tracing::error!("{error:#}");
-        return Err(error);
+    if let Err(error) = vc_webhook::cli::init_logging(cli.log_format, &cli.log_level) {
+        eprintln!("vc-webhook: {error:#}");
+        return ExitCode::FAILURE;
     }
-    Ok(())
+    match vc_webhook::cli::run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -31,12 +31,12 @@ pub const DEFAULT_RELOAD_INTERVAL: Duration = Duration::from_secs(3);
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     /// The certificate or key file could not be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {reason}")]
     ReadFile {
         /// The file that failed.
         path: PathBuf,
         /// What the OS said.
-        source: std::io::Error,
+        reason: std::io::Error,
     },
     /// The certificate file holds no PEM `CERTIFICATE` block, or a broken one.
     #[error("{path} holds no valid PEM certificate (expected a \"BEGIN CERTIFICATE\" block)")]
@@ -51,23 +51,23 @@ pub enum TlsError {
         path: PathBuf,
     },
     /// The key is of a kind the crypto provider cannot sign with.
-    #[error("the private key in {path} cannot be used for TLS: {source}")]
+    #[error("the private key in {path} cannot be used for TLS: {reason}")]
     LoadKey {
         /// The key file.
         path: PathBuf,
         /// What rustls said.
-        source: rustls::Error,
+        reason: rustls::Error,
     },
     /// Certificate and key do not belong together (typically one file was replaced and
     /// the other not yet).
-    #[error("the certificate in {cert} does not match the private key in {key}: {source}")]
+    #[error("the certificate in {cert} does not match the private key in {key}: {reason}")]
     MatchKey {
         /// The certificate file.
         cert: PathBuf,
         /// The key file.
         key: PathBuf,
         /// What rustls said.
-        source: rustls::Error,
+        reason: rustls::Error,
     },
     /// The rustls server configuration could not be built.
     #[error("cannot build the TLS server configuration: {0}")]
@@ -215,9 +215,9 @@ fn read_pair(paths: &CertificatePaths) -> Result<(Vec<u8>, Vec<u8>), TlsError> {
 }
 
 fn read_file(path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::ReadFile {
+    std::fs::read(path).map_err(|reason| TlsError::ReadFile {
         path: path.to_owned(),
-        source,
+        reason,
     })
 }
 
@@ -240,17 +240,17 @@ fn parse_pair(
     let signing_key = provider
         .key_provider
         .load_private_key(key)
-        .map_err(|source| TlsError::LoadKey {
+        .map_err(|reason| TlsError::LoadKey {
             path: paths.key.clone(),
-            source,
+            reason,
         })?;
     let certified = CertifiedKey::new(chain, signing_key);
     certified
         .keys_match()
-        .map_err(|source| TlsError::MatchKey {
+        .map_err(|reason| TlsError::MatchKey {
             cert: paths.cert.clone(),
             key: paths.key.clone(),
-            source,
+            reason,
         })?;
     Ok(certified)
 }
@@ -260,4 +260,122 @@ fn fingerprint_files(paths: &CertificatePaths) -> u64 {
     std::fs::read(&paths.cert).ok().hash(&mut hasher);
     std::fs::read(&paths.key).ok().hash(&mut hasher);
     hasher.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Pair {
+        cert_pem: String,
+        key_pem: String,
+    }
+
+    fn self_signed(name: &str) -> Pair {
+        let generated = rcgen::generate_simple_self_signed(vec![name.to_owned()]).unwrap();
+        Pair {
+            cert_pem: generated.cert.pem(),
+            key_pem: generated.signing_key.serialize_pem(),
+        }
+    }
+
+    fn write(directory: &Path, cert: &str, key: &str) -> CertificatePaths {
+        let paths = CertificatePaths {
+            cert: directory.join("tls.crt"),
+            key: directory.join("tls.key"),
+        };
+        std::fs::write(&paths.cert, cert).unwrap();
+        std::fs::write(&paths.key, key).unwrap();
+        paths
+    }
+
+    fn served_der(certificate: &ReloadingCertificate) -> Vec<u8> {
+        certificate.current().end_entity_cert().unwrap().to_vec()
+    }
+
+    #[test]
+    fn unusable_files_are_refused_naming_the_file() {
+        let directory = tempfile::tempdir().unwrap();
+        let good = self_signed("a");
+        let other = self_signed("b");
+        let cases = [
+            ("", good.key_pem.as_str(), "holds no valid PEM certificate"),
+            (
+                "-----BEGIN CERTIFICATE-----\ngarbage",
+                good.key_pem.as_str(),
+                "holds no valid PEM certificate",
+            ),
+            (
+                good.cert_pem.as_str(),
+                "not a key",
+                "holds no valid PEM private key",
+            ),
+            (
+                good.cert_pem.as_str(),
+                other.key_pem.as_str(),
+                "does not match the private key",
+            ),
+        ];
+        for (cert, key, expected) in cases {
+            let paths = write(directory.path(), cert, key);
+            let error = ReloadingCertificate::load(paths, crypto_provider()).unwrap_err();
+            let message = error.to_string();
+            assert!(message.contains(expected), "{message}");
+            assert!(
+                message.contains(&directory.path().display().to_string()),
+                "{message}"
+            );
+            assert!(
+                !message.contains("PRIVATE KEY-----"),
+                "key material leaked: {message}"
+            );
+        }
+        let missing = CertificatePaths {
+            cert: directory.path().join("absent.crt"),
+            key: directory.path().join("absent.key"),
+        };
+        let error = ReloadingCertificate::load(missing, crypto_provider()).unwrap_err();
+        assert!(error.to_string().starts_with("cannot read "), "{error}");
+    }
+
+    #[test]
+    fn reload_switches_only_to_a_complete_new_pair() {
+        let directory = tempfile::tempdir().unwrap();
+        let first = self_signed("first");
+        let second = self_signed("second");
+        let paths = write(directory.path(), &first.cert_pem, &first.key_pem);
+        let certificate = ReloadingCertificate::load(paths.clone(), crypto_provider()).unwrap();
+        let first_der = served_der(&certificate);
+        assert!(
+            !certificate.reload_if_changed().unwrap(),
+            "unchanged files are no change"
+        );
+
+        // Half-way through a rewrite: new certificate, old key.
+        std::fs::write(&paths.cert, &second.cert_pem).unwrap();
+        assert!(certificate.reload_if_changed().is_err());
+        assert_eq!(served_der(&certificate), first_der);
+
+        std::fs::write(&paths.key, &second.key_pem).unwrap();
+        assert!(certificate.reload_if_changed().unwrap());
+        assert_ne!(served_der(&certificate), first_der);
+
+        // A file that disappears keeps the current certificate serving.
+        std::fs::remove_file(&paths.key).unwrap();
+        assert!(certificate.reload_if_changed().is_err());
+        assert!(certificate.current().end_entity_cert().is_ok());
+    }
+
+    #[test]
+    fn debug_output_never_contains_key_material() {
+        let directory = tempfile::tempdir().unwrap();
+        let pair = self_signed("a");
+        let paths = write(directory.path(), &pair.cert_pem, &pair.key_pem);
+        let certificate = ReloadingCertificate::load(paths, crypto_provider()).unwrap();
+        let debug = format!("{certificate:?}");
+        assert!(
+            debug.contains("tls.crt") && !debug.contains("PRIVATE"),
+            "{debug}"
+        );
+    }
 }
