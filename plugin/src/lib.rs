@@ -4,4 +4,7 @@
 //! VirtualClusters from flags, tables and describe output); `main.rs` and [`commands`] are
 //! the thin I/O shell around it.
 
+pub mod build;
+pub mod cli;
 pub mod kubeconfig;
+pub mod output;
