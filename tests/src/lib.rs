@@ -1,2 +1,3 @@
 //! Placeholder until the crate lands.
+pub mod admission;
 pub mod rbac;
