@@ -18,7 +18,7 @@ use tokio::net::TcpListener;
 use vc_api::admission::{
     ClusterFacts, ClusterKey, Defaults, Inventory, NodeFacts, Policy, ResourceAmounts,
 };
-use vc_webhook::metrics::Metrics;
+use vc_webhook::metrics::{Endpoint, Metrics};
 use vc_webhook::review::{Admission, Enforcement};
 use vc_webhook::server::{Readiness, RunningServer, Webhook};
 use vc_webhook::tls::{CertificatePaths, ReloadingCertificate, crypto_provider, server_config};
@@ -210,6 +210,27 @@ fn summarize(label: &str, runs: &[Run]) -> Summary {
     summary
 }
 
+/// The handlers without sockets: what the rules add per request in CPU time.
+fn handler_only(rules: &Admission, baseline: &Admission, bodies: &[Bytes]) {
+    let measure = |admission: &Admission| {
+        let started = Instant::now();
+        let rounds = 20;
+        for _ in 0..rounds {
+            for body in bodies {
+                let answer = vc_webhook::review::answer(Endpoint::Validate, body, admission);
+                std::hint::black_box(answer);
+            }
+        }
+        started.elapsed() / (rounds * bodies.len()) as u32
+    };
+    let baseline_each = measure(baseline);
+    let rules_each = measure(rules);
+    println!(
+        "handler only (no TLS/HTTP), mean per request: parse-only {baseline_each:.1?}, rules {rules_each:.1?} (+{:.1?})",
+        rules_each.saturating_sub(baseline_each)
+    );
+}
+
 fn env_number(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()
@@ -267,6 +288,11 @@ async fn main() -> anyhow::Result<()> {
             vc_webhook::router(webhook),
         )?)
     };
+    handler_only(
+        &rules.admission,
+        &baseline.admission,
+        &request_bodies(1_000)?,
+    );
     let rules_server = start(rules, Arc::clone(&tls)).await?;
     let baseline_server = start(baseline, tls).await?;
 

@@ -307,20 +307,43 @@ fn validate(
 }
 
 /// Deserializes a review's object into a VirtualCluster, naming the field that fails.
+///
+/// Metadata is already typed in the [`DynamicObject`]; only `spec` and `status` are
+/// converted, straight from the parsed JSON (no re-serialization of managed fields).
 pub fn decode_cluster(object: &DynamicObject, which: &str) -> Result<VirtualCluster, DecodeError> {
-    let value = serde_json::to_value(object).map_err(|error| DecodeError {
-        field: which.to_owned(),
-        message: error.to_string(),
-    })?;
-    serde_path_to_error::deserialize::<_, VirtualCluster>(value).map_err(|error| {
-        let path = error.path().to_string();
+    let Some(spec) = object.data.get("spec") else {
+        return Err(DecodeError {
+            field: format!("{which}.spec"),
+            message: "missing; a VirtualCluster needs a spec, even an empty one (spec: {})"
+                .to_owned(),
+        });
+    };
+    let mut cluster = VirtualCluster::new("", decode_part(spec, which, "spec")?);
+    cluster.metadata = object.metadata.clone();
+    if let Some(status) = object.data.get("status").filter(|status| !status.is_null()) {
+        cluster.status = Some(decode_part(status, which, "status")?);
+    }
+    Ok(cluster)
+}
+
+/// Decodes one part of an object; only a failing part is decoded again to find the path.
+fn decode_part<T: serde::de::DeserializeOwned>(
+    value: &Value,
+    which: &str,
+    part: &str,
+) -> Result<T, DecodeError> {
+    T::deserialize(value).map_err(|fast_error| {
+        let (path, message) = match serde_path_to_error::deserialize::<_, T>(value) {
+            Err(error) => (error.path().to_string(), error.into_inner().to_string()),
+            Ok(_) => (".".to_owned(), fast_error.to_string()),
+        };
         DecodeError {
             field: if path == "." {
-                which.to_owned()
+                format!("{which}.{part}")
             } else {
-                format!("{which}.{path}")
+                format!("{which}.{part}.{path}")
             },
-            message: error.into_inner().to_string(),
+            message,
         }
     })
 }
@@ -541,6 +564,23 @@ mod tests {
                 "{message}"
             );
         }
+    }
+
+    #[test]
+    fn an_object_without_spec_is_denied_saying_what_to_write() {
+        let mut body = review("CREATE", json!({}));
+        body["request"]["object"]
+            .as_object_mut()
+            .unwrap()
+            .remove("spec");
+        let answer = send(Endpoint::Validate, &body, &enforcement(host()));
+        assert_eq!(answer.outcome, Outcome::Denied);
+        let response = response(answer);
+        assert_eq!(response.result.code, 422);
+        assert_eq!(
+            response.result.message,
+            "object.spec: missing; a VirtualCluster needs a spec, even an empty one (spec: {})"
+        );
     }
 
     #[test]
