@@ -1,0 +1,279 @@
+//! Issuing what a [`PkiPlan`] asks for, keeping everything else byte for byte.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
+
+use super::profile::{LeafProfile, Usage};
+use super::stored::{PrivateKeyPem, StoredCertificate};
+use super::{
+    BACKDATE, CA_LIFETIME, CaKind, Decision, ExistingPki, LEAF_LIFETIME, LeafKind, PkiError,
+    PkiPlan, TenantIdentity,
+};
+
+/// A certificate, its private key and the CA certificate that verifies it (for a CA,
+/// the CA itself).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IssuedCertificate {
+    /// PEM certificate.
+    pub cert_pem: String,
+    /// PEM private key (PKCS#8).
+    pub key_pem: PrivateKeyPem,
+    /// PEM certificate of the signing CA.
+    pub ca_pem: String,
+}
+
+/// The service-account signing key pair (ES256).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceAccountKey {
+    /// PEM private key (PKCS#8), for `--service-account-signing-key-file` and the
+    /// controller-manager's `--service-account-private-key-file`.
+    pub private_pem: PrivateKeyPem,
+    /// PEM public key, for `--service-account-key-file`.
+    pub public_pem: String,
+}
+
+/// The complete PKI of a tenant, as its Secrets must hold it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PkiMaterial {
+    cas: [IssuedCertificate; 3],
+    leaves: [IssuedCertificate; 9],
+    service_account: ServiceAccountKey,
+}
+
+impl PkiMaterial {
+    /// The CA of `kind`.
+    pub fn ca(&self, kind: CaKind) -> &IssuedCertificate {
+        &self.cas[kind as usize]
+    }
+
+    /// The leaf of `kind`.
+    pub fn leaf(&self, kind: LeafKind) -> &IssuedCertificate {
+        &self.leaves[kind as usize]
+    }
+
+    /// The service-account key pair.
+    pub fn service_account(&self) -> &ServiceAccountKey {
+        &self.service_account
+    }
+}
+
+/// Lists what the material holds without showing any key.
+impl fmt::Debug for PkiMaterial {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter
+            .debug_struct("PkiMaterial")
+            .field("cas", &CaKind::ALL.map(CaKind::as_str))
+            .field("leaves", &LeafKind::ALL.map(LeafKind::as_str))
+            .field("service_account", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Issues every certificate and key `plan` asks for; keeps the rest from `existing`.
+///
+/// Reissued leaves are signed by the CA the material ends up with: the stored one when
+/// the plan keeps it, the new one otherwise.
+pub fn issue(
+    tenant: &TenantIdentity,
+    existing: &ExistingPki,
+    plan: &PkiPlan,
+    now: jiff::Timestamp,
+) -> Result<PkiMaterial, PkiError> {
+    let mut cas = Vec::with_capacity(CaKind::ALL.len());
+    for kind in CaKind::ALL {
+        cas.push(ensure_ca(kind, existing, decision(&plan.cas, kind), now)?);
+    }
+    let cas: [IssuedCertificate; 3] = cas
+        .try_into()
+        .map_err(|_| PkiError::PlanMismatch { what: "CA list" })?;
+
+    let mut issuers: BTreeMap<CaKind, Issuer<'static, KeyPair>> = BTreeMap::new();
+    let mut leaves = Vec::with_capacity(LeafKind::ALL.len());
+    for kind in LeafKind::ALL {
+        let ca = &cas[kind.signer() as usize];
+        let leaf = match decision(&plan.leaves, kind) {
+            Decision::Keep => kept(existing.leaf(kind), kind.as_str(), &ca.cert_pem)?,
+            Decision::Issue(_) => {
+                let issuer = match issuers.entry(kind.signer()) {
+                    std::collections::btree_map::Entry::Occupied(entry) => entry.into_mut(),
+                    std::collections::btree_map::Entry::Vacant(entry) => {
+                        entry.insert(load_issuer(kind.signer(), ca)?)
+                    }
+                };
+                issue_leaf(kind, &kind.profile(tenant), issuer, &ca.cert_pem, now)?
+            }
+        };
+        leaves.push(leaf);
+    }
+    let leaves: [IssuedCertificate; 9] = leaves
+        .try_into()
+        .map_err(|_| PkiError::PlanMismatch { what: "leaf list" })?;
+
+    let service_account = match (plan.service_account, existing.service_account()) {
+        (Decision::Keep, Some(stored)) => ServiceAccountKey {
+            private_pem: stored.private_pem.clone(),
+            public_pem: stored.public_pem.clone(),
+        },
+        (Decision::Keep, None) => {
+            return Err(PkiError::PlanMismatch {
+                what: "service-account key",
+            });
+        }
+        (Decision::Issue(_), _) => {
+            let key = generate_key("service-account key")?;
+            ServiceAccountKey {
+                private_pem: PrivateKeyPem::new(key.serialize_pem()),
+                public_pem: key.public_key_pem(),
+            }
+        }
+    };
+    Ok(PkiMaterial {
+        cas,
+        leaves,
+        service_account,
+    })
+}
+
+fn decision<K: Ord>(decisions: &BTreeMap<K, Decision>, kind: K) -> Decision {
+    decisions
+        .get(&kind)
+        .copied()
+        .unwrap_or(Decision::Issue(super::IssueReason::Missing))
+}
+
+fn kept(
+    stored: Option<&StoredCertificate>,
+    what: &'static str,
+    ca_pem: &str,
+) -> Result<IssuedCertificate, PkiError> {
+    let stored = stored.ok_or(PkiError::PlanMismatch { what })?;
+    Ok(IssuedCertificate {
+        cert_pem: stored.cert_pem.clone(),
+        key_pem: stored.key_pem.clone(),
+        ca_pem: ca_pem.to_owned(),
+    })
+}
+
+fn ensure_ca(
+    kind: CaKind,
+    existing: &ExistingPki,
+    decision: Decision,
+    now: jiff::Timestamp,
+) -> Result<IssuedCertificate, PkiError> {
+    if decision == Decision::Keep {
+        let stored = existing.ca(kind).ok_or(PkiError::PlanMismatch {
+            what: kind.as_str(),
+        })?;
+        return Ok(IssuedCertificate {
+            cert_pem: stored.cert_pem.clone(),
+            key_pem: stored.key_pem.clone(),
+            ca_pem: stored.cert_pem.clone(),
+        });
+    }
+    let what = kind.as_str();
+    let key = generate_key(what)?;
+    let mut params = CertificateParams::default();
+    params.distinguished_name = distinguished_name(kind.common_name(), None);
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+    ];
+    set_validity(&mut params, now, CA_LIFETIME, what)?;
+    let certificate = params
+        .self_signed(&key)
+        .map_err(|source| PkiError::SignCertificate { what, source })?;
+    let cert_pem = certificate.pem();
+    Ok(IssuedCertificate {
+        ca_pem: cert_pem.clone(),
+        cert_pem,
+        key_pem: PrivateKeyPem::new(key.serialize_pem()),
+    })
+}
+
+fn load_issuer(kind: CaKind, ca: &IssuedCertificate) -> Result<Issuer<'static, KeyPair>, PkiError> {
+    let what = kind.as_str();
+    let key = KeyPair::from_pem(ca.key_pem.expose())
+        .map_err(|source| PkiError::LoadSigningCa { what, source })?;
+    Issuer::from_ca_cert_pem(&ca.cert_pem, key)
+        .map_err(|source| PkiError::LoadSigningCa { what, source })
+}
+
+fn issue_leaf(
+    kind: LeafKind,
+    profile: &LeafProfile,
+    issuer: &Issuer<'static, KeyPair>,
+    ca_pem: &str,
+    now: jiff::Timestamp,
+) -> Result<IssuedCertificate, PkiError> {
+    let what = kind.as_str();
+    let key = generate_key(what)?;
+    let mut params = CertificateParams::default();
+    params.distinguished_name =
+        distinguished_name(&profile.common_name, profile.organization.as_deref());
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = match profile.usage {
+        Usage::Server => vec![ExtendedKeyUsagePurpose::ServerAuth],
+        Usage::Client => vec![ExtendedKeyUsagePurpose::ClientAuth],
+        Usage::ServerAndClient => vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ],
+    };
+    params.use_authority_key_identifier_extension = true;
+    let mut sans = Vec::with_capacity(profile.dns_names.len() + profile.ip_addresses.len());
+    for dns in &profile.dns_names {
+        let name = dns
+            .as_str()
+            .try_into()
+            .map_err(|source| PkiError::SignCertificate { what, source })?;
+        sans.push(SanType::DnsName(name));
+    }
+    sans.extend(profile.ip_addresses.iter().copied().map(SanType::IpAddress));
+    params.subject_alt_names = sans;
+    set_validity(&mut params, now, LEAF_LIFETIME, what)?;
+    let certificate = params
+        .signed_by(&key, issuer)
+        .map_err(|source| PkiError::SignCertificate { what, source })?;
+    Ok(IssuedCertificate {
+        cert_pem: certificate.pem(),
+        key_pem: PrivateKeyPem::new(key.serialize_pem()),
+        ca_pem: ca_pem.to_owned(),
+    })
+}
+
+fn generate_key(what: &'static str) -> Result<KeyPair, PkiError> {
+    KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+        .map_err(|source| PkiError::GenerateKey { what, source })
+}
+
+fn distinguished_name(common_name: &str, organization: Option<&str>) -> DistinguishedName {
+    let mut name = DistinguishedName::new();
+    if let Some(organization) = organization {
+        name.push(DnType::OrganizationName, organization);
+    }
+    name.push(DnType::CommonName, common_name);
+    name
+}
+
+fn set_validity(
+    params: &mut CertificateParams,
+    now: jiff::Timestamp,
+    lifetime: jiff::SignedDuration,
+    what: &'static str,
+) -> Result<(), PkiError> {
+    let at = |offset: jiff::SignedDuration| {
+        let seconds = now.as_second().checked_add(offset.as_secs())?;
+        time::OffsetDateTime::from_unix_timestamp(seconds).ok()
+    };
+    params.not_before = at(-BACKDATE).ok_or(PkiError::ValidityPeriod { what })?;
+    params.not_after = at(lifetime).ok_or(PkiError::ValidityPeriod { what })?;
+    Ok(())
+}

@@ -1,0 +1,128 @@
+//! Pieces of pod templates shared by the control-plane workloads.
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::core::v1::{
+    EnvVar, EnvVarSource, HTTPGetAction, KeyToPath, ObjectFieldSelector, PodSpec, PodTemplateSpec,
+    Probe, ProjectedVolumeSource, SecretProjection, Volume, VolumeMount, VolumeProjection,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::Tenant;
+use super::meta::{Component, hash_annotations, labels, owned_meta, selector};
+
+/// One Secret projected into a volume: `(secret name, [(key, path in the volume)])`.
+pub type SecretItems = (String, Vec<(&'static str, &'static str)>);
+
+/// A read-only volume combining keys of several Secrets under kubeadm's file names.
+pub fn projected_secrets(volume_name: &str, sources: Vec<SecretItems>) -> Volume {
+    Volume {
+        name: volume_name.to_owned(),
+        projected: Some(ProjectedVolumeSource {
+            default_mode: Some(0o400),
+            sources: Some(
+                sources
+                    .into_iter()
+                    .map(|(secret, items)| VolumeProjection {
+                        secret: Some(SecretProjection {
+                            name: secret,
+                            items: Some(
+                                items
+                                    .into_iter()
+                                    .map(|(key, path)| KeyToPath {
+                                        key: key.to_owned(),
+                                        path: path.to_owned(),
+                                        mode: None,
+                                    })
+                                    .collect(),
+                            ),
+                            optional: Some(false),
+                        }),
+                        ..VolumeProjection::default()
+                    })
+                    .collect(),
+            ),
+        }),
+        ..Volume::default()
+    }
+}
+
+/// A read-only mount.
+pub fn read_only_mount(volume_name: &str, mount_path: &str) -> VolumeMount {
+    VolumeMount {
+        name: volume_name.to_owned(),
+        mount_path: mount_path.to_owned(),
+        read_only: Some(true),
+        ..VolumeMount::default()
+    }
+}
+
+/// An environment variable from the pod's own fields (`metadata.name`, `status.podIP`).
+pub fn env_from_field(name: &str, field_path: &str) -> EnvVar {
+    EnvVar {
+        name: name.to_owned(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                api_version: None,
+                field_path: field_path.to_owned(),
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    }
+}
+
+/// An HTTP(S) GET probe.
+pub fn http_probe(path: &str, port: i32, scheme: &str, failure_threshold: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.to_owned()),
+            port: IntOrString::Int(port),
+            scheme: Some(scheme.to_owned()),
+            ..HTTPGetAction::default()
+        }),
+        initial_delay_seconds: Some(10),
+        period_seconds: Some(10),
+        timeout_seconds: Some(15),
+        failure_threshold: Some(failure_threshold),
+        ..Probe::default()
+    }
+}
+
+/// A Deployment owned by the tenant, with the config hash on its pod template.
+pub fn deployment(
+    tenant: &Tenant,
+    name: String,
+    component: Component,
+    replicas: i32,
+    config_hash: &str,
+    pod_spec: PodSpec,
+) -> Deployment {
+    Deployment {
+        metadata: owned_meta(tenant, name, component),
+        spec: Some(DeploymentSpec {
+            replicas: Some(replicas),
+            selector: selector(tenant, component),
+            template: pod_template(tenant, component, config_hash, pod_spec),
+            ..DeploymentSpec::default()
+        }),
+        status: None,
+    }
+}
+
+/// A pod template labelled for `component`, with the config hash annotation.
+pub fn pod_template(
+    tenant: &Tenant,
+    component: Component,
+    config_hash: &str,
+    pod_spec: PodSpec,
+) -> PodTemplateSpec {
+    PodTemplateSpec {
+        metadata: Some(ObjectMeta {
+            labels: Some(labels(tenant, component)),
+            annotations: Some(hash_annotations(config_hash)),
+            ..ObjectMeta::default()
+        }),
+        spec: Some(pod_spec),
+    }
+}
