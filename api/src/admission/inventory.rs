@@ -3,16 +3,138 @@
 //! Every total is kept up to date as watch events arrive, so a request never walks the
 //! whole host: at 50,000 nodes and 10,000 VirtualClusters a recomputation per request
 //! would cost milliseconds, the incremental update costs microseconds.
+//!
+//! Storage is compact because the webhook holds every node of the host: resource names
+//! nodes advertise are interned, a node keeps its allocatable as a few `(id, amount)`
+//! pairs, and VirtualCluster keys are shared between the cluster and owner indexes.
+//! [`NodeFacts`] and [`ClusterFacts`] are rebuilt on demand by [`Inventory::node`] and
+//! [`Inventory::cluster`].
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use super::facts::{ClusterFacts, ClusterKey, NodeFacts, ResourceAmounts};
 
-/// A node's facts and whether its allocatable is currently counted in the pool.
+/// Resource names nodes advertise, each stored once; kubelets and device plugins report
+/// a handful of distinct names, so the table never grows large.
+#[derive(Clone, Debug, Default)]
+struct ResourceNames {
+    names: Vec<Box<str>>,
+    ids: HashMap<Box<str>, u32>,
+    /// Number of nodes offering each resource, by id.
+    offered_by: Vec<usize>,
+}
+
+impl ResourceNames {
+    fn intern(&mut self, name: &str) -> u32 {
+        if let Some(id) = self.ids.get(name) {
+            return *id;
+        }
+        let id = u32::try_from(self.names.len()).unwrap_or(u32::MAX);
+        self.names.push(name.into());
+        self.offered_by.push(0);
+        self.ids.insert(name.into(), id);
+        id
+    }
+
+    fn id(&self, name: &str) -> Option<u32> {
+        self.ids.get(name).copied()
+    }
+
+    fn name(&self, id: u32) -> &str {
+        self.names.get(id as usize).map_or("", |name| name)
+    }
+
+    fn count_offer(&mut self, id: u32, delta: isize) {
+        if let Some(count) = self.offered_by.get_mut(id as usize) {
+            *count = count.saturating_add_signed(delta);
+        }
+    }
+}
+
+/// A node as the inventory keeps it.
 #[derive(Clone, Debug)]
-struct NodeEntry {
-    facts: NodeFacts,
+struct StoredNode {
+    ready: bool,
+    unschedulable: bool,
+    control_plane: bool,
+    /// Whether `allocatable` currently counts toward the pool.
     in_pool: bool,
+    /// Positive allocatable amounts by interned resource id.
+    allocatable: Box<[(u32, i128)]>,
+    /// Shared with the cluster index when that VirtualCluster is known.
+    claimed_by: Option<Arc<ClusterKey>>,
+}
+
+impl StoredNode {
+    fn can_serve_pool(&self) -> bool {
+        self.ready && !self.unschedulable && !self.control_plane
+    }
+}
+
+/// A VirtualCluster as the inventory keeps it.
+#[derive(Clone, Debug)]
+struct StoredCluster {
+    nodes: Box<[Box<str>]>,
+    /// Pooled resources; a boxed slice costs a fraction of a map's node.
+    pooled: Box<[(Box<str>, i128)]>,
+}
+
+impl StoredCluster {
+    fn pooled_of(&self, resource: &str) -> i128 {
+        self.pooled
+            .iter()
+            .find(|(candidate, _)| &**candidate == resource)
+            .map_or(0, |(_, amount)| *amount)
+    }
+}
+
+/// Read access to one stored node, for the rules.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct NodeView<'a> {
+    node: &'a StoredNode,
+    resources: &'a ResourceNames,
+}
+
+impl NodeView<'_> {
+    /// The Ready condition is `True`.
+    pub(crate) fn ready(&self) -> bool {
+        self.node.ready
+    }
+
+    /// The node is cordoned.
+    pub(crate) fn unschedulable(&self) -> bool {
+        self.node.unschedulable
+    }
+
+    /// The node carries a control-plane role label.
+    pub(crate) fn control_plane(&self) -> bool {
+        self.node.control_plane
+    }
+
+    /// Whether the node's allocatable counts toward the shared pool now.
+    pub(crate) fn in_pool(&self) -> bool {
+        self.node.in_pool
+    }
+
+    /// Allocatable amount of `resource`, zero when absent.
+    pub(crate) fn allocatable_of(&self, resource: &str) -> i128 {
+        let Some(id) = self.resources.id(resource) else {
+            return 0;
+        };
+        self.node
+            .allocatable
+            .iter()
+            .find(|(candidate, _)| *candidate == id)
+            .map_or(0, |(_, amount)| *amount)
+    }
+
+    /// Adds the node's allocatable to `total`.
+    pub(crate) fn add_allocatable_to(&self, total: &mut ResourceAmounts) {
+        for (id, amount) in &self.node.allocatable {
+            total.add_amount(self.resources.name(*id), *amount);
+        }
+    }
 }
 
 /// Nodes and VirtualClusters with incrementally maintained indexes and totals.
@@ -21,14 +143,14 @@ struct NodeEntry {
 /// - `pool_capacity` is the sum of allocatable of nodes that are Ready, schedulable, not
 ///   control-plane, claimed by no label and listed by no VirtualCluster;
 /// - `reserved` is the sum of every VirtualCluster's pooled resources;
-/// - `spec_owners[node]` holds every VirtualCluster listing `node`.
+/// - `spec_owners[node]` holds every VirtualCluster listing `node`, sorted.
 #[derive(Clone, Debug, Default)]
 pub struct Inventory {
-    nodes: HashMap<String, NodeEntry>,
-    clusters: HashMap<ClusterKey, ClusterFacts>,
-    spec_owners: HashMap<String, BTreeSet<ClusterKey>>,
+    resources: ResourceNames,
+    nodes: HashMap<Box<str>, StoredNode>,
+    clusters: HashMap<Arc<ClusterKey>, StoredCluster>,
+    spec_owners: HashMap<Box<str>, Vec<Arc<ClusterKey>>>,
     clusters_per_namespace: HashMap<String, usize>,
-    extended_offers: HashMap<String, usize>,
     pool_capacity: ResourceAmounts,
     reserved: ResourceAmounts,
 }
@@ -41,81 +163,103 @@ impl Inventory {
 
     /// Records a node as it is now, replacing what was known before.
     pub fn upsert_node(&mut self, facts: NodeFacts) {
-        self.remove_node(&facts.name.clone());
-        for resource in offered(&facts) {
-            *self.extended_offers.entry(resource.to_owned()).or_insert(0) += 1;
+        self.remove_node(&facts.name);
+        let allocatable: Box<[(u32, i128)]> = facts
+            .allocatable
+            .iter()
+            .filter(|(_, amount)| *amount > 0)
+            .map(|(resource, amount)| (self.resources.intern(resource), amount))
+            .collect();
+        for (id, _) in &allocatable {
+            self.resources.count_offer(*id, 1);
         }
-        let name = facts.name.clone();
-        self.nodes.insert(
-            name.clone(),
-            NodeEntry {
-                facts,
-                in_pool: false,
-            },
-        );
-        self.refresh_pool_membership(&name);
+        let node = StoredNode {
+            ready: facts.ready,
+            unschedulable: facts.unschedulable,
+            control_plane: facts.control_plane,
+            in_pool: false,
+            allocatable,
+            claimed_by: facts.claimed_by.map(|key| self.shared_key(key)),
+        };
+        self.nodes.insert(facts.name.as_str().into(), node);
+        self.refresh_pool_membership(&facts.name);
     }
 
     /// Forgets a node that left the host.
     pub fn remove_node(&mut self, name: &str) {
-        let Some(entry) = self.nodes.remove(name) else {
+        let Some(node) = self.nodes.remove(name) else {
             return;
         };
-        if entry.in_pool {
-            self.pool_capacity.subtract(&entry.facts.allocatable);
-        }
-        for resource in offered(&entry.facts) {
-            if let Some(count) = self.extended_offers.get_mut(resource) {
-                *count -= 1;
-                if *count == 0 {
-                    self.extended_offers.remove(resource);
-                }
+        for (id, amount) in &node.allocatable {
+            if node.in_pool {
+                self.pool_capacity
+                    .add_amount(self.resources.name(*id), -*amount);
             }
+            self.resources.count_offer(*id, -1);
         }
     }
 
     /// Records a VirtualCluster as it is now, replacing what was known before. Costs
     /// O(nodes it lists, before and after).
     pub fn upsert_cluster(&mut self, facts: ClusterFacts) {
-        let previous = self.clusters.remove(&facts.key);
+        let (key, previous) = match self.clusters.remove_entry(&facts.key) {
+            Some((key, previous)) => (key, Some(previous)),
+            None => (Arc::new(facts.key), None),
+        };
         let previous_nodes: HashSet<&str> = previous
             .iter()
-            .flat_map(|previous| previous.nodes.iter().map(String::as_str))
+            .flat_map(|previous| previous.nodes.iter().map(|node| &**node))
             .collect();
         let current_nodes: HashSet<&str> = facts.nodes.iter().map(String::as_str).collect();
-        let released: Vec<String> = previous_nodes
+        let released: Vec<Box<str>> = previous_nodes
             .difference(&current_nodes)
-            .map(|node| (*node).to_owned())
+            .map(|node| (*node).into())
             .collect();
-        let claimed: Vec<String> = current_nodes
+        let claimed: Vec<Box<str>> = current_nodes
             .difference(&previous_nodes)
-            .map(|node| (*node).to_owned())
+            .map(|node| (*node).into())
             .collect();
         match &previous {
-            Some(previous) => self.reserved.subtract(&previous.pooled),
+            Some(previous) => self.change_reserved(&previous.pooled, -1),
             None => {
                 *self
                     .clusters_per_namespace
-                    .entry(facts.key.namespace.clone())
+                    .entry(key.namespace.clone())
                     .or_insert(0) += 1
             }
         }
-        self.reserved.add(&facts.pooled);
+        let pooled: Box<[(Box<str>, i128)]> = facts
+            .pooled
+            .iter()
+            .map(|(resource, amount)| (resource.into(), amount))
+            .collect();
+        self.change_reserved(&pooled, 1);
         for node in &released {
-            self.remove_spec_owner(node, &facts.key);
+            self.remove_spec_owner(node, &key);
         }
         for node in &claimed {
-            self.add_spec_owner(node, &facts.key);
+            self.add_spec_owner(node, &key);
         }
-        self.clusters.insert(facts.key.clone(), facts);
+        let mut nodes: Vec<Box<str>> = facts
+            .nodes
+            .iter()
+            .map(|node| node.as_str().into())
+            .collect();
+        nodes.sort_unstable();
+        nodes.dedup();
+        let stored = StoredCluster {
+            nodes: nodes.into_boxed_slice(),
+            pooled,
+        };
+        self.clusters.insert(key, stored);
     }
 
     /// Forgets a deleted VirtualCluster. Costs O(nodes it listed).
     pub fn remove_cluster(&mut self, key: &ClusterKey) {
-        let Some(previous) = self.clusters.remove(key) else {
+        let Some((key, previous)) = self.clusters.remove_entry(key) else {
             return;
         };
-        self.reserved.subtract(&previous.pooled);
+        self.change_reserved(&previous.pooled, -1);
         if let Some(count) = self.clusters_per_namespace.get_mut(&key.namespace) {
             *count -= 1;
             if *count == 0 {
@@ -123,43 +267,96 @@ impl Inventory {
             }
         }
         for node in &previous.nodes {
-            self.remove_spec_owner(node, key);
+            self.remove_spec_owner(node, &key);
         }
     }
 
-    /// The facts of a node, if the host has it.
-    pub fn node(&self, name: &str) -> Option<&NodeFacts> {
-        self.nodes.get(name).map(|entry| &entry.facts)
+    /// The facts of a node as recorded, if the host has it (allocatable keeps positive
+    /// amounts only). Built on demand: the inventory stores nodes compactly.
+    pub fn node(&self, name: &str) -> Option<NodeFacts> {
+        let node = self.nodes.get(name)?;
+        Some(NodeFacts {
+            name: name.to_owned(),
+            ready: node.ready,
+            unschedulable: node.unschedulable,
+            control_plane: node.control_plane,
+            allocatable: node
+                .allocatable
+                .iter()
+                .map(|(id, amount)| (self.resources.name(*id), *amount))
+                .collect(),
+            claimed_by: node.claimed_by.as_deref().cloned(),
+        })
     }
 
-    /// The facts of a VirtualCluster, if known.
-    pub fn cluster(&self, key: &ClusterKey) -> Option<&ClusterFacts> {
-        self.clusters.get(key)
+    /// Read access to a stored node without rebuilding its facts.
+    pub(crate) fn node_view(&self, name: &str) -> Option<NodeView<'_>> {
+        self.nodes.get(name).map(|node| NodeView {
+            node,
+            resources: &self.resources,
+        })
+    }
+
+    /// The facts of a VirtualCluster as recorded (nodes sorted, without duplicates).
+    pub fn cluster(&self, key: &ClusterKey) -> Option<ClusterFacts> {
+        let cluster = self.clusters.get(key)?;
+        Some(ClusterFacts {
+            key: key.clone(),
+            nodes: cluster.nodes.iter().map(|node| node.to_string()).collect(),
+            pooled: cluster
+                .pooled
+                .iter()
+                .map(|(resource, amount)| (&**resource, *amount))
+                .collect(),
+        })
+    }
+
+    /// Whether the VirtualCluster is known.
+    pub fn contains_cluster(&self, key: &ClusterKey) -> bool {
+        self.clusters.contains_key(key)
+    }
+
+    /// What the VirtualCluster reserves of `resource` from the pool, zero when unknown.
+    pub fn reserved_by(&self, key: &ClusterKey, resource: &str) -> i128 {
+        self.clusters
+            .get(key)
+            .map_or(0, |cluster| cluster.pooled_of(resource))
     }
 
     /// Who owns `node`: the claim labels on the node, which the controller writes with a
     /// resourceVersion precondition and are therefore the truth, else the first
     /// VirtualCluster (by namespace/name) listing it.
     pub fn owner_of(&self, node: &str) -> Option<&ClusterKey> {
-        self.node(node)
-            .and_then(|facts| facts.claimed_by.as_ref())
-            .or_else(|| self.spec_owners.get(node).and_then(|owners| owners.first()))
+        self.label_owner(node).or_else(|| {
+            self.spec_owners
+                .get(node)
+                .and_then(|owners| owners.first())
+                .map(|owner| &**owner)
+        })
     }
 
-    /// Every VirtualCluster other than `requester` with a claim on `node`, by label or by
+    /// A VirtualCluster other than `requester` with a claim on `node`, by label or by
     /// listing it; the label owner comes first.
     pub fn other_owner_of(&self, node: &str, requester: &ClusterKey) -> Option<&ClusterKey> {
-        let label_owner = self.node(node).and_then(|facts| facts.claimed_by.as_ref());
-        let listed_by = self.spec_owners.get(node).into_iter().flatten();
-        label_owner
+        let listed_by = self
+            .spec_owners
+            .get(node)
+            .into_iter()
+            .flatten()
+            .map(|owner| &**owner);
+        self.label_owner(node)
             .into_iter()
             .chain(listed_by)
             .find(|owner| *owner != requester)
     }
 
+    fn label_owner(&self, node: &str) -> Option<&ClusterKey> {
+        self.nodes.get(node)?.claimed_by.as_deref()
+    }
+
     /// Whether `node`'s allocatable currently counts toward the shared pool.
     pub fn is_in_pool(&self, node: &str) -> bool {
-        self.nodes.get(node).is_some_and(|entry| entry.in_pool)
+        self.nodes.get(node).is_some_and(|node| node.in_pool)
     }
 
     /// Allocatable of nodes that are Ready, schedulable, not control-plane and claimed by
@@ -183,12 +380,20 @@ impl Inventory {
 
     /// Whether some node advertises a positive allocatable amount of `name`.
     pub fn offers_extended_resource(&self, name: &str) -> bool {
-        self.extended_offers.contains_key(name)
+        self.resources
+            .id(name)
+            .and_then(|id| self.resources.offered_by.get(id as usize))
+            .is_some_and(|count| *count > 0)
     }
 
     /// Names of every resource some node advertises, for suggestions in denials.
     pub fn offered_resources(&self) -> impl Iterator<Item = &str> {
-        self.extended_offers.keys().map(String::as_str)
+        self.resources
+            .names
+            .iter()
+            .zip(&self.resources.offered_by)
+            .filter(|(_, count)| **count > 0)
+            .map(|(name, _)| &**name)
     }
 
     /// Number of nodes known.
@@ -201,17 +406,31 @@ impl Inventory {
         self.clusters.len()
     }
 
-    fn add_spec_owner(&mut self, node: &str, owner: &ClusterKey) {
-        self.spec_owners
-            .entry(node.to_owned())
-            .or_default()
-            .insert(owner.clone());
+    /// The key as an `Arc`, shared with the cluster index when the cluster is known.
+    fn shared_key(&self, key: ClusterKey) -> Arc<ClusterKey> {
+        match self.clusters.get_key_value(&key) {
+            Some((shared, _)) => Arc::clone(shared),
+            None => Arc::new(key),
+        }
+    }
+
+    fn change_reserved(&mut self, pooled: &[(Box<str>, i128)], sign: i128) {
+        for (resource, amount) in pooled {
+            self.reserved.add_amount(resource, sign * *amount);
+        }
+    }
+
+    fn add_spec_owner(&mut self, node: &str, owner: &Arc<ClusterKey>) {
+        let owners = self.spec_owners.entry(node.into()).or_default();
+        if let Err(position) = owners.binary_search(owner) {
+            owners.insert(position, Arc::clone(owner));
+        }
         self.refresh_pool_membership(node);
     }
 
     fn remove_spec_owner(&mut self, node: &str, owner: &ClusterKey) {
         if let Some(owners) = self.spec_owners.get_mut(node) {
-            owners.remove(owner);
+            owners.retain(|candidate| **candidate != *owner);
             if owners.is_empty() {
                 self.spec_owners.remove(node);
             }
@@ -219,39 +438,30 @@ impl Inventory {
         self.refresh_pool_membership(node);
     }
 
-    fn is_pool_eligible(&self, node: &str) -> bool {
-        self.nodes.get(node).is_some_and(|entry| {
-            entry.facts.can_serve_pool()
-                && entry.facts.claimed_by.is_none()
-                && !self.spec_owners.contains_key(node)
+    fn is_pool_eligible(&self, name: &str) -> bool {
+        self.nodes.get(name).is_some_and(|node| {
+            node.can_serve_pool()
+                && node.claimed_by.is_none()
+                && !self.spec_owners.contains_key(name)
         })
     }
 
     /// Adds or removes the node's allocatable from the pool when its eligibility changed.
-    fn refresh_pool_membership(&mut self, node: &str) {
-        let eligible = self.is_pool_eligible(node);
-        let Some(entry) = self.nodes.get_mut(node) else {
+    fn refresh_pool_membership(&mut self, name: &str) {
+        let eligible = self.is_pool_eligible(name);
+        let Some(node) = self.nodes.get_mut(name) else {
             return;
         };
-        if entry.in_pool == eligible {
+        if node.in_pool == eligible {
             return;
         }
-        entry.in_pool = eligible;
-        if eligible {
-            self.pool_capacity.add(&entry.facts.allocatable);
-        } else {
-            self.pool_capacity.subtract(&entry.facts.allocatable);
+        node.in_pool = eligible;
+        let sign = if eligible { 1 } else { -1 };
+        for (id, amount) in &node.allocatable {
+            self.pool_capacity
+                .add_amount(self.resources.name(*id), sign * *amount);
         }
     }
-}
-
-/// Resources a node actually offers: those with a positive allocatable amount.
-fn offered(facts: &NodeFacts) -> impl Iterator<Item = &str> {
-    facts
-        .allocatable
-        .iter()
-        .filter(|(_, amount)| *amount > 0)
-        .map(|(resource, _)| resource)
 }
 
 #[cfg(test)]
@@ -447,6 +657,17 @@ mod tests {
                 label_owner.or(first_lister)
             );
         }
+        for (name, facts) in nodes {
+            let mut recorded = facts.clone();
+            recorded.allocatable.0.retain(|_, amount| *amount > 0);
+            prop_assert_eq!(inventory.node(name), Some(recorded));
+        }
+        for (key, facts) in clusters {
+            prop_assert_eq!(inventory.cluster(key), Some(facts.clone()));
+            prop_assert!(inventory.contains_cluster(key));
+        }
+        prop_assert_eq!(inventory.node_count(), nodes.len());
+        prop_assert_eq!(inventory.cluster_count(), clusters.len());
         for resource in ["cpu", "memory", "example.com/gpu"] {
             let offered = nodes
                 .values()

@@ -17,12 +17,12 @@ pub(super) fn check(
 ) -> Result<(), Denial> {
     check_listed_once(change)?;
     for node in &change.added_nodes {
-        let Some(facts) = inventory.node(node) else {
+        let Some(facts) = inventory.node_view(node) else {
             return Err(Denial::invalid(format!(
                 "node {node:?} does not exist in the host cluster; check the name with `kubectl get nodes`"
             )));
         };
-        if facts.control_plane {
+        if facts.control_plane() {
             return Err(Denial::forbidden(format!(
                 "node {node:?} is a control-plane node of the host and cannot be promoted into a VirtualCluster"
             )));
@@ -33,10 +33,10 @@ pub(super) fn check(
             )));
         }
         let mut problems = Vec::new();
-        if !facts.ready {
+        if !facts.ready() {
             problems.push("NotReady");
         }
-        if facts.unschedulable {
+        if facts.unschedulable() {
             problems.push("cordoned");
         }
         if !problems.is_empty() {

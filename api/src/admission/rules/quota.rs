@@ -73,8 +73,8 @@ fn total_of(
 ) -> (i128, i128) {
     let from_nodes = distinct_nodes(object)
         .into_iter()
-        .filter_map(|node| inventory.node(node))
-        .map(|facts| facts.allocatable.get(resource))
+        .filter_map(|node| inventory.node_view(node))
+        .map(|facts| facts.allocatable_of(resource))
         .sum();
     (pooled.get(resource), from_nodes)
 }
@@ -119,7 +119,7 @@ fn check_namespace_count(
     };
     let namespace = &change.key.namespace;
     let existing = inventory.clusters_in_namespace(namespace);
-    let is_new = change.old.is_none() && inventory.cluster(&change.key).is_none();
+    let is_new = change.old.is_none() && !inventory.contains_cluster(&change.key);
     if !is_new || existing < limit {
         return Ok(());
     }
@@ -136,14 +136,14 @@ pub(super) fn check_pool(
     policy: &Policy,
 ) -> Result<(), Denial> {
     let (taken, taken_by) = taken_from_pool(change, inventory);
-    let own = inventory.cluster(&change.key).map(|facts| &facts.pooled);
     let mut resources: BTreeSet<&str> =
         change.pooled.iter().map(|(resource, _)| resource).collect();
     if !taken.is_empty() {
         resources.extend(inventory.reserved().iter().map(|(resource, _)| resource));
     }
     for resource in resources {
-        let others = inventory.reserved().get(resource) - own.map_or(0, |own| own.get(resource));
+        let others =
+            inventory.reserved().get(resource) - inventory.reserved_by(&change.key, resource);
         let request = change.pooled.get(resource);
         let capacity = inventory.pool_capacity().get(resource) - taken.get(resource);
         let ratio = policy.overcommit_of(resource);
@@ -189,8 +189,8 @@ fn taken_from_pool<'a>(
     let mut taken = ResourceAmounts::new();
     let mut nodes = Vec::new();
     for node in &change.added_nodes {
-        if let Some(facts) = inventory.node(node).filter(|_| inventory.is_in_pool(node)) {
-            taken.add(&facts.allocatable);
+        if let Some(facts) = inventory.node_view(node).filter(|facts| facts.in_pool()) {
+            facts.add_allocatable_to(&mut taken);
             nodes.push(*node);
         }
     }
