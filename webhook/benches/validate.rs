@@ -37,8 +37,10 @@ fn node_name(index: usize) -> String {
     format!("node-{index:05}")
 }
 
-fn build_inventory() -> Inventory {
+/// The inventory at host scale, with the RSS growth of its node and cluster halves.
+fn build_inventory() -> (Inventory, u64, u64) {
     let mut inventory = Inventory::new();
+    let before = rss_kib();
     for index in 0..NODES {
         let claimed_by = (index < CLUSTERS * NODES_PER_CLUSTER).then(|| {
             ClusterKey::new(
@@ -59,6 +61,7 @@ fn build_inventory() -> Inventory {
             claimed_by,
         });
     }
+    let after_nodes = rss_kib();
     for cluster in 0..CLUSTERS {
         inventory.upsert_cluster(ClusterFacts {
             key: ClusterKey::new(format!("team-{}", cluster % 100), format!("vc-{cluster}")),
@@ -68,7 +71,12 @@ fn build_inventory() -> Inventory {
             pooled: ResourceAmounts::from_iter([("cpu", 2_000), ("memory", 4 * GIB_MILLI)]),
         });
     }
-    inventory
+    let after_clusters = rss_kib();
+    (
+        inventory,
+        after_nodes.saturating_sub(before),
+        after_clusters.saturating_sub(after_nodes),
+    )
 }
 
 /// Request bodies: new VirtualClusters asking for free nodes and some pooled capacity;
@@ -244,15 +252,15 @@ async fn main() -> anyhow::Result<()> {
     let clients = env_number("VC_BENCH_CLIENTS", 16).max(1);
     let rss_start = rss_kib();
 
-    let inventory = build_inventory();
+    let (inventory, nodes_kib, clusters_kib) = build_inventory();
     let rss_inventory = rss_kib();
     println!(
-        "inventory: {} nodes, {} VirtualClusters; RSS {} KiB before, {} KiB after (cache ~{:.1} MiB)",
+        "inventory: {} nodes, {} VirtualClusters; RSS {rss_start} KiB before, {rss_inventory} KiB after: cache ~{:.1} MiB (nodes {:.1} MiB, VirtualClusters {:.1} MiB)",
         inventory.node_count(),
         inventory.cluster_count(),
-        rss_start,
-        rss_inventory,
-        rss_inventory.saturating_sub(rss_start) as f64 / 1024.0
+        rss_inventory.saturating_sub(rss_start) as f64 / 1024.0,
+        nodes_kib as f64 / 1024.0,
+        clusters_kib as f64 / 1024.0,
     );
 
     let pki = support::TestPki::new()?;
