@@ -26,7 +26,7 @@ fn target_name(target: WaitFor) -> &'static str {
 
 fn describe_phase(cluster: &VirtualCluster) -> String {
     let status = cluster.status.clone().unwrap_or_default();
-    let phase = status.phase.map_or("<none>", Phase::as_str);
+    let phase = status.phase.map_or("no phase yet", Phase::as_str);
     match status.message.filter(|message| !message.is_empty()) {
         Some(message) => format!("{phase} ({message})"),
         None => phase.to_owned(),
