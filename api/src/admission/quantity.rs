@@ -282,7 +282,11 @@ pub(crate) fn format_canonical(milli: i128, format: Format) -> String {
     let sign = if milli < 0 { "-" } else { "" };
     let magnitude = milli.unsigned_abs();
     let unit = MILLI.unsigned_abs();
-    if format == Format::BinarySi && magnitude.is_multiple_of(unit) && magnitude >= 1024 * unit {
+    // Unlike apimachinery, a binary value that is not a whole number of Ki is spelt in
+    // decimal units: apimachinery's bare "5952000" would read back as decimal and then
+    // canonicalise to "5952k", and the canonical form must be a fixed point.
+    let whole_kibi = magnitude.is_multiple_of(1024 * unit);
+    if format == Format::BinarySi && whole_kibi {
         return format!("{sign}{}", binary_spelling(magnitude / unit));
     }
     let format = if format == Format::BinarySi {
@@ -293,6 +297,7 @@ pub(crate) fn format_canonical(milli: i128, format: Format) -> String {
     format!("{sign}{}", decimal_spelling(magnitude, format))
 }
 
+/// `units` is a positive multiple of 1024.
 fn binary_spelling(units: u128) -> String {
     const SUFFIXES: [&str; 7] = ["", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei"];
     let mut mantissa = units;
@@ -429,7 +434,7 @@ mod tests {
 
     #[test]
     fn canonical_forms_match_apimachinery() {
-        let cases: [(ResourceQuantity, &str); 14] = [
+        let cases: [(ResourceQuantity, &str); 16] = [
             ("100Gi".into(), "100Gi"),
             (10.into(), "10"),
             ("10".into(), "10"),
@@ -444,6 +449,8 @@ mod tests {
             ("1e3".into(), "1e3"),
             ("1.5e3".into(), "1500"),
             ("0Gi".into(), "0"),
+            ("5812.5Ki".into(), "5952k"),
+            ("1025Ki".into(), "1025Ki"),
         ];
         for (quantity, canonical) in cases {
             assert_eq!(

@@ -122,6 +122,9 @@ fn check_control_plane(object: &VirtualCluster) -> Result<(), Denial> {
     let Some(control_plane) = object.spec.control_plane.as_ref() else {
         return Ok(());
     };
+    if let Some(api_server) = control_plane.api_server.as_ref() {
+        check_external_hosts(&api_server.external_hosts)?;
+    }
     let api_server_replicas = control_plane
         .api_server
         .as_ref()
@@ -152,9 +155,57 @@ fn check_control_plane(object: &VirtualCluster) -> Result<(), Denial> {
     Ok(())
 }
 
+/// Every external host goes into the apiserver's serving certificate, so it must be an
+/// IP address or a DNS name (a leading `*.` wildcard allowed).
+fn check_external_hosts(hosts: &[String]) -> Result<(), Denial> {
+    for (index, host) in hosts.iter().enumerate() {
+        if host.parse::<std::net::IpAddr>().is_err() && !is_dns_name(host) {
+            return Err(Denial::invalid(format!(
+                "spec.controlPlane.apiServer.externalHosts[{index}] {host:?} is neither an IP address nor a DNS name; it goes into the apiserver certificate, so write e.g. \"vc.example.com\" or \"203.0.113.10\""
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A DNS-1123 subdomain, optionally with a leading `*.` wildcard label.
+fn is_dns_name(host: &str) -> bool {
+    let name = host.strip_prefix("*.").unwrap_or(host);
+    let label_ok = |label: &str| {
+        let bytes = label.as_bytes();
+        !bytes.is_empty()
+            && bytes.len() <= 63
+            && bytes
+                .iter()
+                .all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || *byte == b'-')
+            && bytes.first().is_some_and(u8::is_ascii_alphanumeric)
+            && bytes.last().is_some_and(u8::is_ascii_alphanumeric)
+    };
+    !name.is_empty() && name.len() <= 253 && name.split('.').all(label_ok)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::edit_distance;
+    use super::{edit_distance, is_dns_name};
+
+    #[test]
+    fn dns_names_follow_rfc_1123_with_an_optional_wildcard() {
+        for good in ["vc.example.com", "localhost", "*.example.com", "a-1.b2"] {
+            assert!(is_dns_name(good), "{good}");
+        }
+        for bad in [
+            "",
+            "Example.com",
+            "a..b",
+            "-a.com",
+            "a-.com",
+            "*",
+            "a_b.com",
+            "*.*.com",
+        ] {
+            assert!(!is_dns_name(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn edit_distance_counts_insertions_deletions_and_substitutions() {

@@ -477,6 +477,29 @@ fn replica_counts_stay_in_range() {
     assert_allowed(&create(&api_server(10)));
 }
 
+#[test]
+fn external_hosts_are_ip_addresses_or_dns_names() {
+    let hosts = |hosts: &[&str]| {
+        with_api_server(
+            tenant(&[], &[]),
+            ApiServerSpec {
+                external_hosts: hosts.iter().map(|host| (*host).to_owned()).collect(),
+                ..ApiServerSpec::default()
+            },
+        )
+    };
+    assert_allowed(&create(&hosts(&[
+        "vc.example.com",
+        "203.0.113.10",
+        "2001:db8::1",
+    ])));
+    assert_denied(
+        &create(&hosts(&["vc.example.com", "https://vc.example.com"])),
+        INVALID,
+        "spec.controlPlane.apiServer.externalHosts[1] \"https://vc.example.com\" is neither an IP address nor a DNS name; it goes into the apiserver certificate, so write e.g. \"vc.example.com\" or \"203.0.113.10\"",
+    );
+}
+
 // --- updates ----------------------------------------------------------------------------
 
 fn at_version(version: &str) -> VirtualCluster {
