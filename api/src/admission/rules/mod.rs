@@ -137,7 +137,7 @@ fn check(
         names::check_derived_names(&key)?;
     }
     reserved::check(request.username, object, old, policy)?;
-    let pooled = spec::check(object, inventory)?;
+    let pooled = spec::check(object, old, inventory)?;
     if let Some(old) = old {
         updates::check(old, object)?;
     }

@@ -17,12 +17,14 @@ const ETCD_REPLICAS: [i32; 3] = [1, 3, 5];
 /// Bounds of `spec.controlPlane.apiServer.replicas`, as in the CRD schema.
 const APISERVER_REPLICAS: std::ops::RangeInclusive<i32> = 1..=10;
 
-/// Checks the spec's syntax and returns the pooled resources, parsed.
+/// Checks the spec's syntax and returns the pooled resources, parsed. `old` is the
+/// stored object on UPDATE.
 pub(super) fn check(
     object: &VirtualCluster,
+    old: Option<&VirtualCluster>,
     inventory: &Inventory,
 ) -> Result<ResourceAmounts, Denial> {
-    let pooled = check_resources(object, inventory)?;
+    let pooled = check_resources(object, old, inventory)?;
     check_version(object)?;
     check_control_plane(object)?;
     Ok(pooled)
@@ -42,13 +44,21 @@ pub(super) fn parsed_pooled(object: &VirtualCluster) -> ResourceAmounts {
         .collect()
 }
 
+/// Resource names are checked only when new: an extended resource whose last node left
+/// the host must not block every later edit of a cluster that pooled it.
 fn check_resources(
     object: &VirtualCluster,
+    old: Option<&VirtualCluster>,
     inventory: &Inventory,
 ) -> Result<ResourceAmounts, Denial> {
+    let previously_pooled = |resource: &str| {
+        old.is_some_and(|old| old.spec.promote_resources.resources.contains_key(resource))
+    };
     let mut pooled = ResourceAmounts::new();
     for (resource, quantity) in &object.spec.promote_resources.resources {
-        check_resource_name(resource, inventory)?;
+        if !previously_pooled(resource) {
+            check_resource_name(resource, inventory)?;
+        }
         let field = format!("{RESOURCES_FIELD}.{resource}");
         pooled.add_amount(resource, positive_quantity(&field, quantity)?);
     }

@@ -408,6 +408,25 @@ fn extended_resources_are_allowed_when_a_node_offers_them() {
     );
 }
 
+#[test]
+fn a_pooled_extended_resource_no_node_offers_any_more_does_not_block_updates() {
+    let old = tenant(&[], &[("example.com/fpga", 1.into())]);
+    let mut edited = old.clone();
+    edited.spec.kubernetes_version = Some("v1.33.4".into());
+    assert_allowed(&update(&old, &edited));
+    let mut added = edited.clone();
+    added
+        .spec
+        .promote_resources
+        .resources
+        .insert("example.com/tpu".into(), 1.into());
+    assert_denied(
+        &update(&old, &added),
+        INVALID,
+        "spec.promoteResources.resources: \"example.com/tpu\" is not a resource the host offers; use cpu, memory, ephemeral-storage, pods, or an extended resource that a host node advertises in status.allocatable",
+    );
+}
+
 // --- control plane syntax ---------------------------------------------------------------
 
 fn with_etcd(mut cluster: VirtualCluster, etcd: EtcdSpec) -> VirtualCluster {
