@@ -8,10 +8,10 @@ SDK, so the output is exactly what ``helm template`` / ``helm install`` would pr
         Exit 0 when the Helm engine loads (prints its version); 4 when it is missing.
     render.py render [-f VALUES]... [--set K=V]... [--set-string K=V]...
                      [--release NAME] [--namespace NS] [--existing OBJECTS.yaml]...
-                     [--no-crds] [--output-dir DIR]
+                     [--no-crds] [--output-dir DIR | --json]
         Print the rendered manifests, CRDs included, as one multi-document YAML stream in
         the order ``helm install`` creates them, or write one numbered file per object
-        into DIR (apply them in file-name order).
+        into DIR (apply them in file-name order); --json prints a JSON array instead.
         --existing: objects that already exist in the cluster, for the chart's ``lookup``
         calls (a second render with the first render's Secret is a ``helm upgrade``).
         They are served by a throwaway HTTPS API server on 127.0.0.1 that answers only
@@ -206,6 +206,9 @@ def command_render(helm: Any, args: argparse.Namespace) -> int:
             path = directory / file_name(index, helm, text)
             path.write_text(f"# Source: {source}\n{text}", encoding="utf-8")
         print(f"wrote {len(documents)} manifests to {directory}", file=sys.stderr)
+    elif args.json:
+        objects = [helm.values_from_yaml(text) for _, text in documents]
+        print(json.dumps(objects, indent=1))
     else:
         sys.stdout.write("".join(f"---\n# Source: {source}\n{text}" for source, text in documents))
     return 0
@@ -463,6 +466,7 @@ def parser() -> argparse.ArgumentParser:
     render.add_argument("--existing", action="append", default=[], help="objects for lookup")
     render.add_argument("--no-crds", action="store_true", help="leave out crds/")
     render.add_argument("--output-dir", help="write one file per object here")
+    render.add_argument("--json", action="store_true", help="print a JSON array of the objects")
     lint = commands.add_parser("lint", help="lint the chart (strict)")
     common(lint)
     return root
