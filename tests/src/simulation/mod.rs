@@ -19,6 +19,7 @@
 
 pub mod nodes;
 pub mod services;
+pub mod tenant_apiserver;
 pub mod workloads;
 
 use std::fmt::Debug;

@@ -1,0 +1,523 @@
+//! The node, workload and service simulators against the test API server, through a
+//! plain `kube::Client` as they would run against any API server.
+
+use std::future::Future;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client, ResourceExt as _};
+use serde_json::json;
+use vc_tests::apiserver::{TestApiServer, TestApiServerOptions};
+use vc_tests::simulation::nodes::{FleetOptions, NodeFleet, NodeSpec, default_nodes};
+use vc_tests::simulation::services::{self, ServiceOptions};
+use vc_tests::simulation::workloads::{
+    self, READINESS_ANNOTATION, WorkloadOptions, deployment_is_ready,
+};
+
+#[cfg(test)]
+const WAIT: Duration = Duration::from_secs(15);
+
+#[cfg(test)]
+async fn server() -> (TestApiServer, Client) {
+    let server = TestApiServer::start(TestApiServerOptions::default()).unwrap();
+    let client = server.client().await.unwrap();
+    (server, client)
+}
+
+/// Polls `check` until it returns `Some`, failing with `what` after [`WAIT`].
+#[cfg(test)]
+async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[cfg(test)]
+fn fast_workloads() -> WorkloadOptions {
+    WorkloadOptions {
+        default_delay: Duration::from_millis(100),
+        resync: Duration::from_millis(300),
+        ..WorkloadOptions::default()
+    }
+}
+
+#[cfg(test)]
+fn deployment(name: &str, replicas: i32, annotation: Option<&str>) -> Deployment {
+    serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {
+            "name": name, "namespace": "default",
+            "annotations": annotation.map(|a| json!({READINESS_ANNOTATION: a})),
+        },
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": "web", "image": "nginx", "ports": [{"name": "http", "containerPort": 8080}]}]}
+            }
+        }
+    }))
+    .unwrap()
+}
+
+#[cfg(test)]
+fn condition(d: &Deployment, type_: &str) -> Option<(String, String, String)> {
+    d.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| {
+            (
+                c.status.clone(),
+                c.reason.clone().unwrap_or_default(),
+                c.message.clone().unwrap_or_default(),
+            )
+        })
+}
+
+#[tokio::test]
+async fn nodes_register_with_capacity_heartbeat_and_can_fail() {
+    let (_server, client) = server().await;
+    let mut specs = default_nodes(2);
+    specs.push(
+        NodeSpec::new("big")
+            .with_capacity("64", "256Gi")
+            .with_label("zone", "b"),
+    );
+    specs.push(NodeSpec::control_plane("cp"));
+    let fleet = NodeFleet::start(
+        client.clone(),
+        specs,
+        FleetOptions {
+            heartbeat: Some(Duration::from_millis(200)),
+        },
+    )
+    .await
+    .unwrap();
+    let nodes: Api<Node> = Api::all(client.clone());
+    let mut names: Vec<String> = nodes
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|n| n.name_any())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["big", "cp", "node1", "node2"]);
+    let big = nodes.get("big").await.unwrap();
+    let status = big.status.clone().unwrap();
+    assert_eq!(status.capacity.unwrap()["cpu"].0, "64");
+    assert_eq!(status.allocatable.unwrap()["memory"].0, "256Gi");
+    assert_eq!(big.labels()["zone"], "b");
+    assert_eq!(big.labels()["kubernetes.io/hostname"], "big");
+    let ready = |n: &Node| {
+        n.status
+            .as_ref()?
+            .conditions
+            .as_ref()?
+            .iter()
+            .find(|c| c.type_ == "Ready")
+            .map(|c| c.status.clone())
+    };
+    assert_eq!(ready(&big).as_deref(), Some("True"));
+    let cp = nodes.get("cp").await.unwrap();
+    assert!(
+        cp.labels()
+            .contains_key("node-role.kubernetes.io/control-plane")
+    );
+    assert_eq!(cp.spec.unwrap().taints.unwrap()[0].effect, "NoSchedule");
+
+    // Heartbeats renew the kubelet Lease.
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
+    eventually("the node1 lease", || async {
+        leases.get_opt("node1").await.ok().flatten()
+    })
+    .await;
+
+    fleet.set_ready("node2", false).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let node2 = nodes.get("node2").await.unwrap();
+    assert_eq!(
+        ready(&node2).as_deref(),
+        Some("Unknown"),
+        "heartbeats must not revive a NotReady node"
+    );
+    fleet.set_ready("node2", true).await.unwrap();
+    assert_eq!(
+        ready(&nodes.get("node2").await.unwrap()).as_deref(),
+        Some("True")
+    );
+
+    fleet.cordon("node1", true).await.unwrap();
+    assert_eq!(
+        nodes
+            .get("node1")
+            .await
+            .unwrap()
+            .spec
+            .unwrap()
+            .unschedulable,
+        Some(true)
+    );
+    fleet.cordon("node1", false).await.unwrap();
+    assert_eq!(
+        nodes
+            .get("node1")
+            .await
+            .unwrap()
+            .spec
+            .unwrap()
+            .unschedulable,
+        None
+    );
+
+    let error = fleet
+        .set_ready("node9", false)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        error,
+        "node node9 is not simulated by this fleet (known: node1, node2, big, cp)"
+    );
+}
+
+#[tokio::test]
+async fn deployment_becomes_ready_with_pods_and_then_settles() {
+    let (_server, client) = server().await;
+    let _sim = workloads::spawn(client.clone(), fast_workloads());
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    deployments
+        .create(&PostParams::default(), &deployment("web", 2, None))
+        .await
+        .unwrap();
+    let ready = eventually("web to be ready", || async {
+        deployments
+            .get("web")
+            .await
+            .ok()
+            .filter(deployment_is_ready)
+    })
+    .await;
+    let status = ready.status.clone().unwrap();
+    assert_eq!(
+        (
+            status.ready_replicas,
+            status.available_replicas,
+            status.updated_replicas
+        ),
+        (Some(2), Some(2), Some(2))
+    );
+    assert_eq!(status.observed_generation, ready.metadata.generation);
+    assert_eq!(condition(&ready, "Available").unwrap().0, "True");
+    assert_eq!(
+        condition(&ready, "Progressing").unwrap().1,
+        "NewReplicaSetAvailable"
+    );
+
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let listed = eventually("two ready pods", || async {
+        let list = pods
+            .list(&ListParams::default().labels("app=web"))
+            .await
+            .ok()?;
+        let ready = list
+            .items
+            .iter()
+            .filter(|p| p.status.as_ref().and_then(|s| s.pod_ip.as_ref()).is_some())
+            .count();
+        (ready == 2).then_some(list.items)
+    })
+    .await;
+    let mut ips: Vec<String> = listed
+        .iter()
+        .map(|p| p.status.clone().unwrap().pod_ip.unwrap())
+        .collect();
+    ips.sort();
+    ips.dedup();
+    assert_eq!(ips.len(), 2, "pod IPs are unique");
+    assert!(ips.iter().all(|ip| ip.starts_with("127.200.")), "{ips:?}");
+    assert!(
+        listed
+            .iter()
+            .all(|p| p.owner_references()[0].uid == ready.uid().unwrap())
+    );
+
+    // Nothing changes any more: the simulator writes only differences.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let before: Vec<String> = std::iter::once(
+        deployments
+            .get("web")
+            .await
+            .unwrap()
+            .resource_version()
+            .unwrap(),
+    )
+    .chain(
+        pods.list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .map(|p| p.resource_version().unwrap()),
+    )
+    .collect();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let after: Vec<String> = std::iter::once(
+        deployments
+            .get("web")
+            .await
+            .unwrap()
+            .resource_version()
+            .unwrap(),
+    )
+    .chain(
+        pods.list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .map(|p| p.resource_version().unwrap()),
+    )
+    .collect();
+    assert_eq!(before, after);
+
+    // Scaling to zero removes the pods and keeps the Deployment available.
+    let scale = json!({"spec": {"replicas": 0}});
+    deployments
+        .patch("web", &PatchParams::default(), &Patch::Merge(&scale))
+        .await
+        .unwrap();
+    eventually("pods to be gone", || async {
+        let list = pods
+            .list(&ListParams::default().labels("app=web"))
+            .await
+            .ok()?;
+        list.items.is_empty().then_some(())
+    })
+    .await;
+    let scaled = eventually("the scaled status", || async {
+        let d = deployments.get("web").await.ok()?;
+        (d.status.as_ref()?.observed_generation == d.metadata.generation).then_some(d)
+    })
+    .await;
+    assert_eq!(scaled.status.unwrap().ready_replicas, None);
+}
+
+#[tokio::test]
+async fn readiness_annotation_delays_blocks_or_fails_the_rollout() {
+    let (_server, client) = server().await;
+    let _sim = workloads::spawn(
+        client.clone(),
+        WorkloadOptions {
+            create_pods: false,
+            ..fast_workloads()
+        },
+    );
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    for (name, annotation) in [
+        ("never", "never"),
+        ("broken", "fail"),
+        ("later", "delay=1500ms"),
+        ("typo", "delay=soon"),
+    ] {
+        deployments
+            .create(
+                &PostParams::default(),
+                &deployment(name, 1, Some(annotation)),
+            )
+            .await
+            .unwrap();
+    }
+    let failed = eventually("broken to fail", || async {
+        let d = deployments.get("broken").await.ok()?;
+        condition(&d, "Progressing").filter(|c| c.0 == "False")
+    })
+    .await;
+    assert_eq!(failed.1, "ProgressDeadlineExceeded");
+    let typo = eventually("typo to fail", || async {
+        let d = deployments.get("typo").await.ok()?;
+        condition(&d, "Progressing").filter(|c| c.0 == "False")
+    })
+    .await;
+    assert!(
+        typo.2.contains("sim.kosmos.io/readiness=\"delay=soon\""),
+        "{}",
+        typo.2
+    );
+
+    let pending = eventually("later to be progressing", || async {
+        let d = deployments.get("later").await.ok()?;
+        condition(&d, "Available").map(|c| (d, c))
+    })
+    .await;
+    assert_eq!(pending.1.0, "False", "not ready before its delay");
+    eventually("later to be ready", || async {
+        deployments
+            .get("later")
+            .await
+            .ok()
+            .filter(deployment_is_ready)
+    })
+    .await;
+
+    let never = deployments.get("never").await.unwrap();
+    assert!(!deployment_is_ready(&never));
+    assert_eq!(
+        condition(&never, "Progressing").unwrap().1,
+        "ReplicaSetUpdated"
+    );
+    assert_eq!(condition(&never, "Available").unwrap().0, "False");
+}
+
+#[tokio::test]
+async fn statefulset_pods_have_ordinal_names_and_follow_scale() {
+    let (_server, client) = server().await;
+    let _sim = workloads::spawn(client.clone(), fast_workloads());
+    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), "default");
+    let set: StatefulSet = serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "StatefulSet",
+        "metadata": {"name": "etcd", "namespace": "default"},
+        "spec": {
+            "replicas": 3, "serviceName": "etcd-peer",
+            "selector": {"matchLabels": {"app": "etcd"}},
+            "template": {"metadata": {"labels": {"app": "etcd"}}, "spec": {"containers": [{"name": "etcd", "image": "etcd"}]}}
+        }
+    }))
+    .unwrap();
+    sets.create(&PostParams::default(), &set).await.unwrap();
+    let ready = eventually("etcd to be ready", || async {
+        let s = sets.get("etcd").await.ok()?;
+        (s.status.as_ref()?.ready_replicas == Some(3)).then_some(s)
+    })
+    .await;
+    let status = ready.status.unwrap();
+    assert_eq!(status.available_replicas, Some(3));
+    assert_eq!(status.current_revision, status.update_revision);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let names = |list: Vec<Pod>| {
+        let mut names: Vec<String> = list.iter().map(|p| p.name_any()).collect();
+        names.sort();
+        names
+    };
+    assert_eq!(
+        names(pods.list(&ListParams::default()).await.unwrap().items),
+        ["etcd-0", "etcd-1", "etcd-2"]
+    );
+    sets.patch(
+        "etcd",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"spec": {"replicas": 1}})),
+    )
+    .await
+    .unwrap();
+    eventually("etcd-1 and etcd-2 to go", || async {
+        let list = pods.list(&ListParams::default()).await.ok()?.items;
+        (names(list) == ["etcd-0"]).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn services_get_endpoints_slices_and_load_balancer_addresses() {
+    let (_server, client) = server().await;
+    let _workloads = workloads::spawn(client.clone(), fast_workloads());
+    let _services = services::spawn(
+        client.clone(),
+        ServiceOptions {
+            resync: Duration::from_millis(300),
+            ..ServiceOptions::default()
+        },
+    );
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    deployments
+        .create(&PostParams::default(), &deployment("web", 2, None))
+        .await
+        .unwrap();
+    let service_api: Api<Service> = Api::namespaced(client.clone(), "default");
+    let service: Service = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {"type": "LoadBalancer", "selector": {"app": "web"},
+                 "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}
+    }))
+    .unwrap();
+    let created = service_api
+        .create(&PostParams::default(), &service)
+        .await
+        .unwrap();
+    let cluster_ip = created.spec.unwrap().cluster_ip.unwrap();
+
+    let endpoints: Api<Endpoints> = Api::namespaced(client.clone(), "default");
+    let filled = eventually("two ready endpoint addresses", || async {
+        let e = endpoints.get_opt("web").await.ok()??;
+        let subset = e.subsets.as_ref()?.first()?.clone();
+        (subset.addresses.as_ref()?.len() == 2).then_some(subset)
+    })
+    .await;
+    let port = &filled.ports.unwrap()[0];
+    assert_eq!((port.name.as_deref(), port.port), (Some("http"), 8080));
+    assert!(
+        filled
+            .addresses
+            .unwrap()
+            .iter()
+            .all(|a| a.ip.starts_with("127.200."))
+    );
+
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "default");
+    let slice = eventually("the endpoint slice", || async {
+        let list = slices
+            .list(&ListParams::default().labels("kubernetes.io/service-name=web"))
+            .await
+            .ok()?;
+        list.items.into_iter().find(|s| s.endpoints.len() == 2)
+    })
+    .await;
+    assert!(
+        slice
+            .endpoints
+            .iter()
+            .all(|e| e.conditions.as_ref().and_then(|c| c.ready) == Some(true))
+    );
+    assert_eq!(slice.owner_references()[0].name, "web");
+
+    let ingress = eventually("the load-balancer address", || async {
+        let s = service_api.get("web").await.ok()?;
+        s.status?.load_balancer?.ingress?.first()?.ip.clone()
+    })
+    .await;
+    assert_eq!(
+        ingress, cluster_ip,
+        "the ingress address is the loopback cluster IP"
+    );
+
+    service_api
+        .delete("web", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("the Endpoints to go with the Service", || async {
+        endpoints.get_opt("web").await.ok()?.is_none().then_some(())
+    })
+    .await;
+}
