@@ -9,6 +9,7 @@
 
 use std::time::Duration;
 
+use futures::FutureExt;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
@@ -202,12 +203,13 @@ impl LeaderElector {
     pub async fn hold(&self, mut stop: watch::Receiver<bool>) -> Leadership {
         let mut last_renewal = tokio::time::Instant::now();
         loop {
-            tokio::select! {
-                _ = tokio::time::sleep(RETRY_PERIOD) => {}
-                _ = stop.wait_for(|stopped| *stopped) => {
-                    self.release().await;
-                    return Leadership::Released;
-                }
+            let stopping = tokio::select! {
+                () = tokio::time::sleep(RETRY_PERIOD) => false,
+                _ = stop.wait_for(|stopped| *stopped).map(|_| ()) => true,
+            };
+            if stopping {
+                self.release().await;
+                return Leadership::Released;
             }
             match self.try_acquire_or_renew().await {
                 Ok(true) => last_renewal = tokio::time::Instant::now(),

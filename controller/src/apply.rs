@@ -1,0 +1,196 @@
+//! Server-side apply that writes only what differs.
+//!
+//! Before applying, the desired object is compared with the stored one: if every field
+//! the controller sets already holds the desired value, nothing is sent. Server-side
+//! apply of an unchanged object would be a no-op for the apiserver too, but it still is a
+//! write request; skipping it is what makes a settled tenant's reconcile write nothing.
+
+use std::fmt::Debug;
+
+use kube::api::{Patch, PatchParams};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Api, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use vc_api::constants::CONTROLLER_FIELD_MANAGER;
+
+use crate::error::is_not_found;
+
+/// Whether `actual` already holds every value of `desired`.
+///
+/// Objects compare field by field, so fields the apiserver adds (defaults, status,
+/// metadata it owns) do not count as differences; lists compare element by element and
+/// must have the same length. An empty list, empty map or null in `desired` matches a
+/// missing field, since the apiserver drops those.
+pub fn json_subset(desired: &Value, actual: &Value) -> bool {
+    match (desired, actual) {
+        (Value::Object(want), Value::Object(have)) => {
+            want.iter().all(|(key, value)| match have.get(key) {
+                Some(existing) => json_subset(value, existing),
+                None => is_empty(value),
+            })
+        }
+        (Value::Object(_) | Value::Array(_), Value::Null) => is_empty(desired),
+        (Value::Array(want), Value::Array(have)) => {
+            want.len() == have.len()
+                && want
+                    .iter()
+                    .zip(have)
+                    .all(|(value, existing)| json_subset(value, existing))
+        }
+        (Value::Number(want), Value::Number(have)) => {
+            want == have
+                || want
+                    .as_f64()
+                    .is_some_and(|want| Some(want) == have.as_f64())
+        }
+        _ => desired == actual,
+    }
+}
+
+fn is_empty(value: &Value) -> bool {
+    match value {
+        Value::Null => true,
+        Value::Array(items) => items.is_empty(),
+        Value::Object(fields) => fields.values().all(is_empty),
+        _ => false,
+    }
+}
+
+/// Whether `existing` already carries everything in `desired`.
+pub fn up_to_date<K: Serialize>(desired: &K, existing: Option<&K>) -> bool {
+    let Some(existing) = existing else {
+        return false;
+    };
+    match (
+        serde_json::to_value(desired),
+        serde_json::to_value(existing),
+    ) {
+        (Ok(desired), Ok(existing)) => json_subset(&strip_volatile(desired), &existing),
+        _ => false,
+    }
+}
+
+/// Drops what the builders never set but serde may emit (none today), keeping the
+/// comparison about content only.
+fn strip_volatile(mut value: Value) -> Value {
+    if let Some(metadata) = value.get_mut("metadata").and_then(Value::as_object_mut) {
+        metadata.remove("resourceVersion");
+        metadata.remove("managedFields");
+    }
+    value
+}
+
+/// Server-side apply parameters: our one field manager, forcing ownership of our fields.
+pub fn apply_params() -> PatchParams {
+    PatchParams::apply(CONTROLLER_FIELD_MANAGER).force()
+}
+
+/// Where to look for the existing copy of an object before applying.
+#[derive(Debug)]
+pub enum Existing<'a, K: Resource<DynamicType = ()> + Clone + 'static> {
+    /// A watch-fed cache: no request needed.
+    Cached(&'a Store<K>),
+    /// No cache: read the object first.
+    Fetch,
+}
+
+/// The result of [`apply_if_changed`].
+#[derive(Debug)]
+pub struct Applied<K> {
+    /// Whether a write request was sent.
+    pub written: bool,
+    /// The object as the apiserver now holds it (the apply response, or the cached copy).
+    pub object: Option<K>,
+}
+
+/// Applies `desired` through `api` unless the existing copy already matches.
+pub async fn apply_if_changed<K>(
+    api: &Api<K>,
+    existing: Existing<'_, K>,
+    desired: &K,
+) -> Result<Applied<K>, kube::Error>
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + Serialize + DeserializeOwned,
+{
+    let name = desired.name_any();
+    let current = match existing {
+        Existing::Cached(store) => {
+            let mut reference = ObjectRef::<K>::new(&name);
+            if let Some(namespace) = desired.namespace() {
+                reference = reference.within(&namespace);
+            }
+            store.get(&reference).map(|object| (*object).clone())
+        }
+        Existing::Fetch => match api.get(&name).await {
+            Ok(object) => Some(object),
+            Err(error) if is_not_found(&error) => None,
+            Err(error) => return Err(error),
+        },
+    };
+    if up_to_date(desired, current.as_ref()) {
+        return Ok(Applied {
+            written: false,
+            object: current,
+        });
+    }
+    let object = api
+        .patch(&name, &apply_params(), &Patch::Apply(desired))
+        .await?;
+    Ok(Applied {
+        written: true,
+        object: Some(object),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn defaults_added_by_the_server_are_not_differences() {
+        let desired = json!({"spec": {"replicas": 1, "template": {"spec": {"containers": [{"name": "etcd", "image": "etcd:1"}]}}}});
+        let actual = json!({"spec": {"replicas": 1, "revisionHistoryLimit": 10, "template": {"spec": {"containers": [{"name": "etcd", "image": "etcd:1", "imagePullPolicy": "IfNotPresent"}], "dnsPolicy": "ClusterFirst"}}}, "status": {"readyReplicas": 1}});
+        assert!(json_subset(&desired, &actual));
+    }
+
+    #[test]
+    fn a_changed_value_or_list_length_is_a_difference() {
+        let actual = json!({"spec": {"args": ["--a", "--b"], "image": "v1"}});
+        assert!(!json_subset(&json!({"spec": {"image": "v2"}}), &actual));
+        assert!(!json_subset(&json!({"spec": {"args": ["--a"]}}), &actual));
+        assert!(!json_subset(
+            &json!({"spec": {"args": ["--a", "--c"]}}),
+            &actual
+        ));
+        assert!(!json_subset(&json!({"spec": {"missing": "x"}}), &actual));
+    }
+
+    #[test]
+    fn empty_desired_values_match_missing_fields() {
+        let actual = json!({"metadata": {"name": "a"}});
+        assert!(json_subset(
+            &json!({"metadata": {"name": "a", "labels": {}, "finalizers": [], "x": null}}),
+            &actual
+        ));
+        assert!(!json_subset(
+            &json!({"metadata": {"labels": {"a": "b"}}}),
+            &actual
+        ));
+    }
+
+    #[test]
+    fn numbers_compare_by_value() {
+        assert!(json_subset(&json!({"a": 1}), &json!({"a": 1.0})));
+        assert!(!json_subset(&json!({"a": 1}), &json!({"a": "1"})));
+    }
+
+    #[test]
+    fn up_to_date_needs_an_existing_object() {
+        let secret = k8s_openapi::api::core::v1::Secret::default();
+        assert!(!up_to_date(&secret, None));
+        assert!(up_to_date(&secret, Some(&secret)));
+    }
+}

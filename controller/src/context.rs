@@ -1,0 +1,191 @@
+//! What every reconcile shares: the host client, watch-fed caches of everything the
+//! controller writes, the builders' settings, events, metrics and per-object backoff.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{Namespace, Node, ResourceQuota, Secret, Service, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use kube::Client;
+use kube::runtime::events::{Event, Recorder, Reporter};
+use kube::runtime::reflector::Store;
+use vc_api::VirtualCluster;
+
+use crate::resources::BuildContext;
+use crate::telemetry::Metrics;
+use crate::tenant::TenantClients;
+
+/// Watch-fed caches of the host objects the controller reads on every reconcile, so a
+/// settled tenant's reconcile needs no requests at all.
+#[derive(Clone, Debug)]
+pub struct Stores {
+    /// Every host Node (claims are decided from here).
+    pub nodes: Store<Node>,
+    /// Secrets labelled as managed by kosmos-vc.
+    pub secrets: Store<Secret>,
+    /// Services labelled as managed by kosmos-vc.
+    pub services: Store<Service>,
+    /// StatefulSets labelled as managed by kosmos-vc.
+    pub stateful_sets: Store<StatefulSet>,
+    /// Deployments labelled as managed by kosmos-vc.
+    pub deployments: Store<Deployment>,
+    /// ServiceAccounts labelled as managed by kosmos-vc.
+    pub service_accounts: Store<ServiceAccount>,
+    /// ResourceQuotas labelled as managed by kosmos-vc.
+    pub resource_quotas: Store<ResourceQuota>,
+    /// Roles labelled as managed by kosmos-vc.
+    pub roles: Store<Role>,
+    /// RoleBindings labelled as managed by kosmos-vc.
+    pub role_bindings: Store<RoleBinding>,
+    /// Namespaces labelled as managed by kosmos-vc.
+    pub namespaces: Store<Namespace>,
+    /// ClusterRoles labelled as managed by kosmos-vc.
+    pub cluster_roles: Store<ClusterRole>,
+    /// ClusterRoleBindings labelled as managed by kosmos-vc.
+    pub cluster_role_bindings: Store<ClusterRoleBinding>,
+}
+
+/// Timing knobs; the binary uses the defaults, tests shorten them.
+#[derive(Clone, Copy, Debug)]
+pub struct Timing {
+    /// Requeue of a tenant that waits for something to become ready.
+    pub wait: Duration,
+    /// Periodic re-check of a settled tenant.
+    pub resync: Duration,
+    /// First retry after a transient error; doubles per attempt.
+    pub backoff_base: Duration,
+    /// Longest retry interval after repeated transient errors.
+    pub backoff_cap: Duration,
+    /// Connect and read timeout of requests to a tenant apiserver.
+    pub tenant_timeout: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Self {
+            wait: Duration::from_secs(5),
+            resync: Duration::from_secs(300),
+            backoff_base: Duration::from_secs(1),
+            backoff_cap: Duration::from_secs(300),
+            tenant_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Shared state of all reconciles.
+pub struct Context {
+    /// Client of the host cluster.
+    pub client: Client,
+    /// Builders' settings (images, cluster domain, defaults).
+    pub build: BuildContext,
+    /// Watch-fed caches.
+    pub stores: Stores,
+    /// Publishes Kubernetes Events.
+    pub recorder: Recorder,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Timing knobs.
+    pub timing: Timing,
+    /// Cached clients of tenant apiservers.
+    pub tenants: TenantClients,
+    attempts: Mutex<HashMap<String, u32>>,
+    synced: tokio::sync::watch::Receiver<bool>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Context")
+            .field("build", &self.build)
+            .field("timing", &self.timing)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Context {
+    /// Assembles the context.
+    pub fn new(
+        client: Client,
+        build: BuildContext,
+        stores: Stores,
+        metrics: Arc<Metrics>,
+        timing: Timing,
+        synced: tokio::sync::watch::Receiver<bool>,
+    ) -> Self {
+        let reporter = Reporter {
+            controller: "kosmos-vc-controller".to_owned(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            build,
+            stores,
+            metrics,
+            timing,
+            tenants: TenantClients::default(),
+            attempts: Mutex::default(),
+            synced,
+        }
+    }
+
+    /// Waits until every cache has listed its objects, so no reconcile mistakes a
+    /// not-yet-listed Secret for a missing one. Returns at once after start-up.
+    pub async fn wait_for_caches(&self) {
+        let mut synced = self.synced.clone();
+        let _ = synced.wait_for(|synced| *synced).await;
+    }
+
+    /// Publishes an Event about `vc`; failures are logged, never fatal.
+    pub async fn publish(&self, vc: &VirtualCluster, event: Event) {
+        use kube::Resource;
+        if let Err(error) = self.recorder.publish(&event, &vc.object_ref(&())).await {
+            tracing::warn!(%error, reason = %event.reason, "failed to publish event");
+        }
+    }
+
+    /// Records a transient failure of `key` and returns how long to wait before retrying.
+    pub fn next_backoff(&self, key: &str) -> Duration {
+        let attempt = {
+            let Ok(mut attempts) = self.attempts.lock() else {
+                return self.timing.backoff_cap;
+            };
+            let attempt = attempts.entry(key.to_owned()).or_default();
+            *attempt = attempt.saturating_add(1);
+            *attempt
+        };
+        backoff_delay(attempt, self.timing.backoff_base, self.timing.backoff_cap)
+    }
+
+    /// Forgets the failures of `key` after a successful reconcile.
+    pub fn reset_backoff(&self, key: &str) {
+        if let Ok(mut attempts) = self.attempts.lock() {
+            attempts.remove(key);
+        }
+    }
+}
+
+/// `base * 2^(attempt-1)`, capped.
+pub fn backoff_delay(attempt: u32, base: Duration, cap: Duration) -> Duration {
+    let factor = 2u32.saturating_pow(attempt.saturating_sub(1).min(20));
+    base.saturating_mul(factor).min(cap)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let base = Duration::from_secs(1);
+        let cap = Duration::from_secs(300);
+        assert_eq!(backoff_delay(1, base, cap), Duration::from_secs(1));
+        assert_eq!(backoff_delay(2, base, cap), Duration::from_secs(2));
+        assert_eq!(backoff_delay(5, base, cap), Duration::from_secs(16));
+        assert_eq!(backoff_delay(9, base, cap), Duration::from_secs(256));
+        assert_eq!(backoff_delay(10, base, cap), cap);
+        assert_eq!(backoff_delay(u32::MAX, base, cap), cap);
+    }
+}

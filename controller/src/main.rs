@@ -1,0 +1,139 @@
+//! `vc-controller`: provisions each VirtualCluster's tenant control plane and clustertree.
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::Parser;
+use futures::FutureExt;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+use tokio::sync::{oneshot, watch};
+use vc_controller::flags::Flags;
+use vc_controller::leader::{LeaderElector, Leadership, default_identity};
+use vc_controller::runner::{RunConfig, run};
+use vc_controller::telemetry::{Health, Metrics, init_logging, serve_probes};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let flags = Flags::parse();
+    init_logging(&flags)?;
+    let client = host_client(&flags).await?;
+    let metrics = Arc::new(Metrics::default());
+    let health = Arc::new(Health::default());
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(stop_on_signal(stop_tx.clone()));
+    let probes = tokio::spawn(serve_probes(
+        flags.probe_listen,
+        metrics.clone(),
+        health.clone(),
+        stopped(stop_rx.clone()),
+    ));
+
+    let mut holding = None;
+    if flags.leader_elect {
+        let elector = LeaderElector::new(
+            client.clone(),
+            &flags.leader_election_namespace(),
+            &flags.leader_election_lease_name,
+            default_identity(),
+        );
+        // A standby is ready: readiness says "this replica works", not "it leads".
+        let standby_health = health.clone();
+        tokio::select! {
+            () = elector.acquire(move || standby_health.set_ready()) => {}
+            () = stopped(stop_rx.clone()) => return Ok(()),
+        }
+        let (release_tx, release_rx) = watch::channel(false);
+        let lost_stop = stop_tx.clone();
+        let handle = tokio::spawn(async move {
+            let outcome = elector.hold(release_rx).await;
+            if outcome == Leadership::Lost {
+                tracing::error!("lost the leader lease; stopping");
+                let _ = lost_stop.send(true);
+            }
+            outcome
+        });
+        holding = Some((release_tx, handle));
+    }
+
+    let (controller_stop_tx, controller_stop_rx) = oneshot::channel::<()>();
+    let mut controller_stop = stop_rx.clone();
+    tokio::spawn(async move {
+        let _ = controller_stop.wait_for(|stop| *stop).await;
+        let _ = controller_stop_tx.send(());
+    });
+    run(
+        client,
+        RunConfig::from_flags(&flags),
+        metrics,
+        health,
+        controller_stop_rx.map(|_| ()),
+    )
+    .await;
+
+    let _ = stop_tx.send(true);
+    let mut lost = false;
+    if let Some((release_tx, handle)) = holding {
+        let _ = release_tx.send(true);
+        lost = matches!(handle.await, Ok(Leadership::Lost));
+    }
+    match probes.await {
+        Ok(Err(error)) => tracing::warn!(%error, "probe server ended with an error"),
+        Err(error) => tracing::warn!(%error, "probe server task failed"),
+        Ok(Ok(())) => {}
+    }
+    if lost {
+        // Exit non-zero so the pod restarts as a fresh candidate, like controller-runtime.
+        anyhow::bail!(
+            "lost leadership of the lease {}",
+            flags.leader_election_lease_name
+        );
+    }
+    Ok(())
+}
+
+/// The host client: `--kubeconfig FILE` when given, else the in-cluster service account.
+async fn host_client(flags: &Flags) -> anyhow::Result<Client> {
+    let config = match &flags.kubeconfig {
+        Some(path) => {
+            let kubeconfig = Kubeconfig::read_from(path).with_context(|| {
+                format!(
+                    "--kubeconfig {}: cannot read the kubeconfig",
+                    path.display()
+                )
+            })?;
+            Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+                .await
+                .with_context(|| format!("--kubeconfig {}: invalid kubeconfig", path.display()))?
+        }
+        None => Config::incluster()
+            .context("no --kubeconfig given and not running in a pod; pass --kubeconfig FILE")?,
+    };
+    Client::try_from(config).context("failed to build the host client")
+}
+
+/// Resolves once a stop was requested.
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
+}
+
+/// Requests a graceful stop on SIGTERM or SIGINT; in-flight reconciles finish first.
+async fn stop_on_signal(stop: watch::Sender<bool>) {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received; shutting down"),
+        () = terminate => tracing::info!("SIGTERM received; shutting down"),
+    }
+    let _ = stop.send(true);
+}

@@ -1,0 +1,1430 @@
+//! The reconcile chain of one VirtualCluster: read → validate → build → apply → status.
+//!
+//! Every step reads what exists (watch caches first), applies only what differs, and
+//! returns instead of waiting: a component that is not ready yet makes the reconcile
+//! requeue, it never holds a worker.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{Node, Secret, Service};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event as KubeEvent, EventType};
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Api, Resource, ResourceExt};
+use serde_json::{Value, json};
+use vc_api::condition_types::{CLUSTER_TREE_READY, CONTROL_PLANE_READY, NODES_PROMOTED, READY};
+use vc_api::constants::{
+    CONTROLLER_FIELD_MANAGER, FINALIZER, KUBECONFIG_SECRET_KEY, NODE_OWNER_NAME_LABEL,
+    NODE_OWNER_NAMESPACE_LABEL,
+};
+use vc_api::{Phase, VirtualCluster, VirtualClusterStatus};
+
+use crate::apply::{Applied, Existing, apply_if_changed, up_to_date};
+use crate::claims::{ClaimDecision, ClaimReport, Claimant, claim_patch, decide_claim};
+use crate::claims::{release_patch, should_release};
+use crate::context::Context;
+use crate::error::{Error, Result, Step, is_conflict, is_not_found};
+use crate::pki::{CaKind, ExistingPki, LeafKind, PkiMaterial, ensure_pki};
+use crate::resources::{
+    self, BuildError, DesiredState, Observed, Tenant, apiserver, etcd, names, tenant_identity,
+};
+use crate::rollout::{
+    Component, ComponentState, components_to_apply, deployment_rolled_out, is_rolling,
+    statefulset_rolled_out,
+};
+use crate::status::{DesiredCondition, Progress, compute_phase, needs_write, set_condition};
+use crate::tenant;
+
+/// Entry point of the Controller: runs the finalizer-guarded chain and records metrics.
+pub async fn reconcile(vc: Arc<VirtualCluster>, ctx: Arc<Context>) -> Result<Action> {
+    ctx.wait_for_caches().await;
+    let started = Instant::now();
+    let key = object_key(&vc);
+    let namespace = vc.namespace().unwrap_or_default();
+    let api: Api<VirtualCluster> = Api::namespaced(ctx.client.clone(), &namespace);
+    let result = match add_finalizer_first(&api, &vc).await {
+        Err(error) => Err(error),
+        Ok(true) => Ok(Action::await_change()),
+        Ok(false) => run_chain(&api, vc.clone(), &ctx).await,
+    };
+    match &result {
+        Ok(_) => ctx.reset_backoff(&key),
+        Err(error) if !error.is_transient() => report_invalid(&vc, error, &ctx).await,
+        Err(_) => {}
+    }
+    ctx.metrics
+        .observe(started.elapsed(), result.as_ref().err().map(Error::step));
+    result
+}
+
+/// Puts our finalizer in place before any side effect, with a merge patch that carries
+/// the object's resourceVersion (a concurrent change is a 409 and a retry). kube-runtime's
+/// helper would do the same with a JSON patch whose `test` of an absent
+/// `/metadata/finalizers` only some apiserver implementations accept; the precondition
+/// form works everywhere. Returns whether it wrote (the update triggers the next run).
+async fn add_finalizer_first(api: &Api<VirtualCluster>, vc: &VirtualCluster) -> Result<bool> {
+    if vc.meta().deletion_timestamp.is_some() || vc.finalizers().iter().any(|f| f == FINALIZER) {
+        return Ok(false);
+    }
+    let mut finalizers = vc.finalizers().to_vec();
+    finalizers.push(FINALIZER.to_owned());
+    let patch = json!({
+        "metadata": {
+            "finalizers": finalizers,
+            "resourceVersion": vc.resource_version(),
+        }
+    });
+    api.patch(
+        &vc.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await
+    .map_err(|source| {
+        Error::Finalizer(Box::new(kube::runtime::finalizer::Error::AddFinalizer(
+            source,
+        )))
+    })?;
+    Ok(true)
+}
+
+/// The chain under kube-runtime's finalizer helper: Apply while the object lives,
+/// Cleanup (then finalizer removal) once it is being deleted.
+async fn run_chain(
+    api: &Api<VirtualCluster>,
+    vc: Arc<VirtualCluster>,
+    ctx: &Context,
+) -> Result<Action> {
+    finalizer(api, FINALIZER, vc, |event| async {
+        match event {
+            Finalizer::Apply(vc) => apply(&vc, ctx).await,
+            Finalizer::Cleanup(vc) => cleanup(&vc, ctx).await,
+        }
+    })
+    .await
+    .map_err(|error| Error::Finalizer(Box::new(error)))
+}
+
+/// What the Controller does after a failed reconcile: back off exponentially per object
+/// on transient errors, wait for an edit on invalid objects.
+pub fn error_policy(vc: Arc<VirtualCluster>, error: &Error, ctx: Arc<Context>) -> Action {
+    let key = object_key(&vc);
+    if error.is_transient() {
+        let delay = ctx.next_backoff(&key);
+        tracing::warn!(virtualcluster = %key, step = %error.step(), %error, ?delay, "reconcile failed; retrying");
+        let note = error.to_string();
+        let step = error.step();
+        tokio::spawn(async move {
+            ctx.publish(
+                &vc,
+                KubeEvent {
+                    type_: EventType::Warning,
+                    reason: "ReconcileFailed".to_owned(),
+                    note: Some(truncate_note(&format!("step {step}: {note}"))),
+                    action: step_action(step).to_owned(),
+                    secondary: None,
+                },
+            )
+            .await;
+        });
+        Action::requeue(delay)
+    } else {
+        tracing::warn!(virtualcluster = %key, step = %error.step(), %error, "invalid VirtualCluster; waiting for a change");
+        Action::await_change()
+    }
+}
+
+fn object_key(vc: &VirtualCluster) -> String {
+    format!("{}/{}", vc.namespace().unwrap_or_default(), vc.name_any())
+}
+
+fn step_action(step: Step) -> &'static str {
+    match step {
+        Step::Finalizer => "Finalize",
+        Step::ClaimNodes => "ClaimNodes",
+        Step::Pki => "IssueCertificates",
+        Step::Etcd => "ApplyEtcd",
+        Step::Apiserver => "ApplyApiserver",
+        Step::ControlPlane => "ApplyControlPlane",
+        Step::Kubeconfig => "PublishKubeconfig",
+        Step::Clustertree => "ApplyClustertree",
+        Step::Promotion => "Promote",
+        Step::Status => "UpdateStatus",
+        Step::Cleanup => "Cleanup",
+    }
+}
+
+/// Events carry at most 1 kB of note.
+fn truncate_note(note: &str) -> String {
+    note.chars().take(1000).collect()
+}
+
+fn build_error(error: BuildError) -> Error {
+    match error {
+        BuildError::InvalidField { field, value, fix } => Error::InvalidSpec {
+            field: field.to_owned(),
+            reason: format!("{value} is not accepted; {fix}"),
+        },
+        other => Error::BuildObject {
+            what: "tenant objects",
+            reason: other.to_string(),
+        },
+    }
+}
+
+/// Marks an object that cannot be provisioned as `Failed`, saying why, once.
+async fn report_invalid(vc: &VirtualCluster, error: &Error, ctx: &Context) {
+    let Some(reason) = error.invalid_reason() else {
+        return;
+    };
+    let generation = vc.metadata.generation;
+    let mut status = vc.status.clone().unwrap_or_default();
+    let now = k8s_openapi::jiff::Timestamp::now();
+    set_condition(
+        &mut status.conditions,
+        &DesiredCondition::new(READY, false, "InvalidSpec", reason.clone()),
+        generation,
+        now,
+    );
+    status.phase = Some(Phase::Failed);
+    status.message = Some(reason.clone());
+    status.observed_generation = generation;
+    if !needs_write(vc.status.as_ref(), &status) {
+        return;
+    }
+    match write_status(vc, &status, ctx).await {
+        Ok(()) => {
+            ctx.publish(
+                vc,
+                KubeEvent {
+                    type_: EventType::Warning,
+                    reason: "InvalidSpec".to_owned(),
+                    note: Some(truncate_note(&reason)),
+                    action: step_action(error.step()).to_owned(),
+                    secondary: None,
+                },
+            )
+            .await;
+        }
+        Err(write_error) => {
+            tracing::warn!(%write_error, "failed to record the Failed status");
+        }
+    }
+}
+
+/// Writes the whole status with a merge patch; absent fields are written as null so a
+/// stale message or endpoint never lingers.
+async fn write_status(
+    vc: &VirtualCluster,
+    status: &VirtualClusterStatus,
+    ctx: &Context,
+) -> Result<()> {
+    let api: Api<VirtualCluster> =
+        Api::namespaced(ctx.client.clone(), &vc.namespace().unwrap_or_default());
+    let patch = json!({
+        "status": {
+            "phase": status.phase,
+            "message": status.message,
+            "conditions": status.conditions,
+            "observedGeneration": status.observed_generation,
+            "apiServerEndpoint": status.api_server_endpoint,
+            "promotedNodes": if status.promoted_nodes.is_empty() { Value::Null } else { json!(status.promoted_nodes) },
+        }
+    });
+    api.patch_status(
+        &vc.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await
+    .map_err(Error::PatchStatus)?;
+    Ok(())
+}
+
+/// Things this reconcile changed, published as Normal Events at the end.
+#[derive(Debug, Default)]
+struct Changes(Vec<(&'static str, Step, String)>);
+
+impl Changes {
+    fn record(&mut self, reason: &'static str, step: Step, note: impl Into<String>) {
+        self.0.push((reason, step, note.into()));
+    }
+
+    async fn publish(self, vc: &VirtualCluster, ctx: &Context) {
+        for (reason, step, note) in self.0 {
+            ctx.publish(
+                vc,
+                KubeEvent {
+                    type_: EventType::Normal,
+                    reason: reason.to_owned(),
+                    note: Some(truncate_note(&note)),
+                    action: step_action(step).to_owned(),
+                    secondary: None,
+                },
+            )
+            .await;
+        }
+    }
+}
+
+fn claimant(vc: &VirtualCluster) -> Claimant {
+    Claimant {
+        namespace: vc.namespace().unwrap_or_default(),
+        name: vc.name_any(),
+        uid: vc.uid().unwrap_or_default(),
+    }
+}
+
+fn cached<K>(store: &Store<K>, namespace: Option<&str>, name: &str) -> Option<Arc<K>>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    let mut reference = ObjectRef::<K>::new(name);
+    if let Some(namespace) = namespace {
+        reference = reference.within(namespace);
+    }
+    store.get(&reference)
+}
+
+/// (a) Claims the listed nodes and releases the ones we hold but no longer list.
+async fn claim_nodes(
+    vc: &VirtualCluster,
+    ctx: &Context,
+    changes: &mut Changes,
+) -> Result<ClaimReport> {
+    let claimant = claimant(vc);
+    let nodes: Api<Node> = Api::all(ctx.client.clone());
+    let listed: BTreeSet<&str> = vc
+        .spec
+        .promote_resources
+        .nodes
+        .iter()
+        .map(String::as_str)
+        .collect();
+    let mut report = ClaimReport::default();
+    for name in &listed {
+        let Some(node) = cached(&ctx.stores.nodes, None, name) else {
+            report.missing.push((*name).to_owned());
+            continue;
+        };
+        match decide_claim(&node, &claimant) {
+            ClaimDecision::Keep => report.held.push((*name).to_owned()),
+            ClaimDecision::Conflict {
+                namespace,
+                name: owner,
+            } => {
+                report
+                    .conflicts
+                    .insert((*name).to_owned(), format!("{namespace}/{owner}"));
+            }
+            ClaimDecision::ControlPlane => report.control_plane.push((*name).to_owned()),
+            ClaimDecision::Claim => {
+                let patch = claim_patch(&node, &claimant);
+                match nodes
+                    .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                {
+                    Ok(_) => {
+                        report.held.push((*name).to_owned());
+                        changes.record(
+                            "NodeClaimed",
+                            Step::ClaimNodes,
+                            format!("claimed node {name:?}"),
+                        );
+                    }
+                    Err(error) if is_conflict(&error) => report.raced.push((*name).to_owned()),
+                    Err(source) => {
+                        return Err(Error::ClaimNode {
+                            node: (*name).to_owned(),
+                            source,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    for node in ctx.stores.nodes.state() {
+        let name = node.name_any();
+        if listed.contains(name.as_str()) || !should_release(&node, &claimant) {
+            continue;
+        }
+        release_node(&nodes, &node, changes).await?;
+    }
+    Ok(report)
+}
+
+async fn release_node(nodes: &Api<Node>, node: &Node, changes: &mut Changes) -> Result<()> {
+    let name = node.name_any();
+    match nodes
+        .patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(&release_patch(node)),
+        )
+        .await
+    {
+        Ok(_) => {
+            changes.record(
+                "NodeReleased",
+                Step::ClaimNodes,
+                format!("released node {name:?}"),
+            );
+            Ok(())
+        }
+        Err(error) if is_not_found(&error) => Ok(()),
+        Err(source) => Err(Error::ReleaseNode { node: name, source }),
+    }
+}
+
+/// Applies a namespaced host object owned by the tenant, comparing with the cache first.
+async fn apply_namespaced<K>(
+    ctx: &Context,
+    store: &Store<K>,
+    desired: &K,
+    step: Step,
+    kind: &'static str,
+) -> Result<Applied<K>>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::Serialize
+        + serde::de::DeserializeOwned,
+{
+    let namespace = desired.namespace().unwrap_or_default();
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &namespace);
+    apply_if_changed(&api, Existing::Cached(store), desired)
+        .await
+        .map_err(|source| Error::ApplyObject {
+            step,
+            kind,
+            name: desired.name_any(),
+            source,
+        })
+}
+
+/// Applies a cluster-scoped host object, comparing with the cache first.
+async fn apply_cluster_scoped<K>(
+    ctx: &Context,
+    store: &Store<K>,
+    desired: &K,
+    step: Step,
+    kind: &'static str,
+) -> Result<Applied<K>>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::ClusterResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::Serialize
+        + serde::de::DeserializeOwned,
+{
+    let api: Api<K> = Api::all(ctx.client.clone());
+    apply_if_changed(&api, Existing::Cached(store), desired)
+        .await
+        .map_err(|source| Error::ApplyObject {
+            step,
+            kind,
+            name: desired.name_any(),
+            source,
+        })
+}
+
+fn note_written<K>(
+    applied: &Applied<K>,
+    changes: &mut Changes,
+    reason: &'static str,
+    step: Step,
+    what: String,
+) {
+    if applied.written {
+        changes.record(reason, step, format!("applied {what}"));
+    }
+}
+
+/// Facts about the apiserver Service the certificates and kubeconfigs depend on.
+fn observe_service(service: Option<&Service>, held_nodes: &[String]) -> Observed {
+    let cluster_ip = service
+        .and_then(|service| service.spec.as_ref())
+        .and_then(|spec| spec.cluster_ip.as_deref())
+        .and_then(|ip| ip.parse::<IpAddr>().ok());
+    let load_balancer_hosts = service
+        .and_then(|service| service.status.as_ref())
+        .and_then(|status| status.load_balancer.as_ref())
+        .and_then(|balancer| balancer.ingress.as_ref())
+        .map(|ingress| {
+            ingress
+                .iter()
+                .filter_map(|entry| entry.ip.clone().or_else(|| entry.hostname.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    Observed {
+        apiserver_cluster_ip: cluster_ip,
+        load_balancer_hosts,
+        claimed_nodes: held_nodes.to_vec(),
+    }
+}
+
+/// Every Secret name the PKI is read from.
+fn pki_secret_names(tenant_name: &str) -> Vec<String> {
+    let mut names_list: Vec<String> = CaKind::ALL
+        .iter()
+        .map(|kind| kind.secret_name(tenant_name))
+        .collect();
+    names_list.extend(
+        LeafKind::ALL
+            .iter()
+            .map(|kind| kind.secret_name(tenant_name)),
+    );
+    names_list.push(names::service_account_key_secret(tenant_name));
+    names_list
+}
+
+/// (b) Reads the stored PKI (cache first; a CA missing from the cache is read from the
+/// apiserver, so a lagging cache can never make us mint a second CA) and issues only
+/// what is missing or due.
+async fn plan_pki(
+    tenant: &Tenant,
+    observed: &Observed,
+    ctx: &Context,
+) -> Result<(PkiMaterial, Vec<String>, Vec<Arc<Secret>>)> {
+    let namespace = tenant.namespace.as_str();
+    let mut stored: Vec<Arc<Secret>> = pki_secret_names(&tenant.name)
+        .iter()
+        .filter_map(|name| cached(&ctx.stores.secrets, Some(namespace), name))
+        .collect();
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    for kind in CaKind::ALL {
+        let name = kind.secret_name(&tenant.name);
+        if stored.iter().any(|secret| secret.name_any() == name) {
+            continue;
+        }
+        match secrets.get_opt(&name).await {
+            Ok(Some(secret)) => stored.push(Arc::new(secret)),
+            Ok(None) => {}
+            Err(source) => return Err(Error::ApplySecret { name, source }),
+        }
+    }
+    let existing = ExistingPki::from_secrets(&tenant.name, stored.iter().map(Arc::as_ref));
+    let identity = tenant_identity(tenant, &ctx.build, observed).map_err(build_error)?;
+    let (plan, material) = ensure_pki(&identity, &existing, k8s_openapi::jiff::Timestamp::now())
+        .map_err(|error| Error::BuildPki(error.to_string()))?;
+    let mut issued: Vec<String> = plan
+        .cas
+        .iter()
+        .filter(|(_, decision)| decision.is_issue())
+        .map(|(kind, decision)| format!("{} ({decision:?})", kind.as_str()))
+        .collect();
+    issued.extend(
+        plan.leaves
+            .iter()
+            .filter(|(kind, decision)| decision.is_issue() && **kind != LeafKind::Admin)
+            .map(|(kind, decision)| format!("{} ({decision:?})", kind.as_str())),
+    );
+    if plan.service_account.is_issue() {
+        issued.push("service-account key".to_owned());
+    }
+    Ok((material, issued, stored))
+}
+
+/// Writes the PKI Secrets: a Secret that does not exist is created (never applied), so
+/// two racing reconciles cannot both mint a CA; an existing one is applied only when
+/// its content changed (renewal, new SANs).
+async fn write_pki_secrets(
+    desired: &[Secret],
+    stored: &[Arc<Secret>],
+    ctx: &Context,
+) -> Result<SecretWrites> {
+    let mut written = SecretWrites::default();
+    for secret in desired {
+        let name = secret.name_any();
+        let namespace = secret.namespace().unwrap_or_default();
+        let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+        let existing = stored.iter().find(|stored| stored.name_any() == name);
+        match existing {
+            None => {
+                let params = PostParams {
+                    field_manager: Some(CONTROLLER_FIELD_MANAGER.to_owned()),
+                    ..PostParams::default()
+                };
+                match api.create(&params, secret).await {
+                    Ok(_) => written.created = true,
+                    // Exists already: our cache lags behind our own earlier write. Keep
+                    // what is stored and look again once the cache has caught up.
+                    Err(error) if is_conflict(&error) => written.cache_lagging = true,
+                    Err(source) => return Err(Error::ApplySecret { name, source }),
+                }
+            }
+            Some(existing) if !up_to_date(secret, Some(existing.as_ref())) => {
+                api.patch(&name, &crate::apply::apply_params(), &Patch::Apply(secret))
+                    .await
+                    .map_err(|source| Error::ApplySecret { name, source })?;
+                written.created = true;
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(written)
+}
+
+/// What writing the PKI Secrets did.
+#[derive(Debug, Default)]
+struct SecretWrites {
+    /// Something was created or updated.
+    created: bool,
+    /// A Secret missing from the cache already existed.
+    cache_lagging: bool,
+}
+
+/// What the control-plane step found.
+#[derive(Debug)]
+struct ControlPlaneReport {
+    states: Vec<ComponentState>,
+    apiserver_rolled_out: bool,
+}
+
+impl ControlPlaneReport {
+    fn waiting_for(&self) -> Option<&'static str> {
+        self.states
+            .iter()
+            .find(|state| !(state.up_to_date && state.rolled_out))
+            .map(|state| match state.component {
+                Component::Etcd => "etcd",
+                Component::Apiserver => "kube-apiserver",
+                Component::ControllerManager => "kube-controller-manager",
+                Component::Scheduler => "kube-scheduler",
+            })
+    }
+}
+
+/// (c) etcd, apiserver, controller-manager and scheduler, in rollout order.
+async fn apply_control_plane(
+    desired: &DesiredState,
+    ctx: &Context,
+    changes: &mut Changes,
+) -> Result<ControlPlaneReport> {
+    let namespace = desired.etcd.stateful_set.namespace().unwrap_or_default();
+    let ns = Some(namespace.as_str());
+    let etcd_existing = cached(
+        &ctx.stores.stateful_sets,
+        ns,
+        &desired.etcd.stateful_set.name_any(),
+    );
+    let deployment =
+        |desired: &Deployment| cached(&ctx.stores.deployments, ns, &desired.name_any());
+    let apiserver_existing = deployment(&desired.apiserver_deployment);
+    let controller_manager_existing = deployment(&desired.controller_manager);
+    let scheduler_existing = deployment(&desired.scheduler);
+    let deployment_state =
+        |component, desired: &Deployment, existing: &Option<Arc<Deployment>>| ComponentState {
+            component,
+            up_to_date: up_to_date(desired, existing.as_deref()),
+            rolled_out: existing.as_deref().is_some_and(deployment_rolled_out),
+        };
+    let states = vec![
+        ComponentState {
+            component: Component::Etcd,
+            up_to_date: up_to_date(&desired.etcd.stateful_set, etcd_existing.as_deref()),
+            rolled_out: etcd_existing.as_deref().is_some_and(statefulset_rolled_out),
+        },
+        deployment_state(
+            Component::Apiserver,
+            &desired.apiserver_deployment,
+            &apiserver_existing,
+        ),
+        deployment_state(
+            Component::ControllerManager,
+            &desired.controller_manager,
+            &controller_manager_existing,
+        ),
+        deployment_state(
+            Component::Scheduler,
+            &desired.scheduler,
+            &scheduler_existing,
+        ),
+    ];
+    for component in components_to_apply(&states) {
+        match component {
+            Component::Etcd => {
+                let applied = apply_namespaced::<StatefulSet>(
+                    ctx,
+                    &ctx.stores.stateful_sets,
+                    &desired.etcd.stateful_set,
+                    Step::Etcd,
+                    "StatefulSet",
+                )
+                .await?;
+                note_written(
+                    &applied,
+                    changes,
+                    "EtcdApplied",
+                    Step::Etcd,
+                    "the etcd StatefulSet".into(),
+                );
+            }
+            Component::Apiserver => {
+                let applied = apply_namespaced(
+                    ctx,
+                    &ctx.stores.deployments,
+                    &desired.apiserver_deployment,
+                    Step::Apiserver,
+                    "Deployment",
+                )
+                .await?;
+                note_written(
+                    &applied,
+                    changes,
+                    "ApiserverApplied",
+                    Step::Apiserver,
+                    "the kube-apiserver Deployment".into(),
+                );
+            }
+            Component::ControllerManager | Component::Scheduler => {
+                let object = if component == Component::ControllerManager {
+                    &desired.controller_manager
+                } else {
+                    &desired.scheduler
+                };
+                let applied = apply_namespaced(
+                    ctx,
+                    &ctx.stores.deployments,
+                    object,
+                    Step::ControlPlane,
+                    "Deployment",
+                )
+                .await?;
+                note_written(
+                    &applied,
+                    changes,
+                    "ControlPlaneApplied",
+                    Step::ControlPlane,
+                    format!("Deployment {}", object.name_any()),
+                );
+            }
+        }
+    }
+    Ok(ControlPlaneReport {
+        apiserver_rolled_out: apiserver_existing
+            .as_deref()
+            .is_some_and(deployment_rolled_out),
+        states,
+    })
+}
+
+/// The admin kubeconfig the controller itself uses: the cluster IP endpoint.
+fn probe_kubeconfig(
+    tenant: &Tenant,
+    cluster_ip: IpAddr,
+    material: &PkiMaterial,
+) -> Result<(String, String)> {
+    let endpoint = resources::secrets::https_url(&cluster_ip.to_string());
+    let admin = material.leaf(LeafKind::Admin);
+    let yaml = resources::kubeconfig::render_client_certificate_kubeconfig(
+        &tenant.name,
+        &endpoint,
+        &admin.ca_pem,
+        "kubernetes-admin",
+        &admin.cert_pem,
+        &admin.key_pem,
+    )
+    .map_err(|error| Error::BuildObject {
+        what: "admin kubeconfig",
+        reason: error.to_string(),
+    })?;
+    Ok((endpoint, yaml))
+}
+
+/// The tenant resolved and every object built from it.
+struct Built {
+    tenant: Tenant,
+    observed: Observed,
+    material: PkiMaterial,
+    desired: DesiredState,
+}
+
+/// What the kubeconfig step found.
+#[derive(Default)]
+struct KubeconfigReport {
+    published: bool,
+    tenant_client: Option<kube::Client>,
+    waiting: Option<String>,
+}
+
+/// (d) Once the apiserver is rolled out and answers `/readyz` with the admin credential,
+/// stores the admin kubeconfig Secret and `spec.kubeconfig`.
+async fn publish_kubeconfig(
+    vc: &VirtualCluster,
+    built: &Built,
+    control_plane: &ControlPlaneReport,
+    ctx: &Context,
+    changes: &mut Changes,
+) -> Result<KubeconfigReport> {
+    let Built {
+        tenant,
+        observed,
+        material,
+        desired,
+    } = built;
+    let external_kubeconfig = desired
+        .admin_kubeconfig
+        .data
+        .as_ref()
+        .and_then(|data| data.get(KUBECONFIG_SECRET_KEY))
+        .map(|bytes| STANDARD.encode(&bytes.0));
+    let secret_current = up_to_date(
+        &desired.admin_kubeconfig,
+        cached(
+            &ctx.stores.secrets,
+            Some(&tenant.namespace),
+            &desired.admin_kubeconfig.name_any(),
+        )
+        .as_deref(),
+    );
+    let spec_current = external_kubeconfig.is_some() && vc.spec.kubeconfig == external_kubeconfig;
+    let mut report = KubeconfigReport {
+        published: secret_current && spec_current,
+        ..KubeconfigReport::default()
+    };
+    let Some(cluster_ip) = observed.apiserver_cluster_ip else {
+        report.waiting = Some("waiting for the apiserver Service's cluster IP".to_owned());
+        return Ok(report);
+    };
+    if !control_plane.apiserver_rolled_out {
+        if !report.published {
+            report.waiting = Some("waiting for kube-apiserver to become ready".to_owned());
+        }
+        return Ok(report);
+    }
+    let (endpoint, yaml) = probe_kubeconfig(tenant, cluster_ip, material)?;
+    let client = ctx
+        .tenants
+        .get(&tenant.uid, &yaml, ctx.timing.tenant_timeout)
+        .await?;
+    if let Err(error) = tenant::probe_ready(&client, &endpoint).await {
+        report.waiting = Some(format!("waiting for the tenant apiserver: {error}"));
+        return Ok(report);
+    }
+    report.tenant_client = Some(client);
+    if report.published {
+        return Ok(report);
+    }
+    let applied = apply_namespaced(
+        ctx,
+        &ctx.stores.secrets,
+        &desired.admin_kubeconfig,
+        Step::Kubeconfig,
+        "Secret",
+    )
+    .await?;
+    if !spec_current {
+        let api: Api<VirtualCluster> = Api::namespaced(ctx.client.clone(), &tenant.namespace);
+        let patch = json!({ "spec": { "kubeconfig": external_kubeconfig } });
+        api.patch(&tenant.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(Error::WriteKubeconfig)?;
+    }
+    if applied.written || !spec_current {
+        changes.record(
+            "KubeconfigPublished",
+            Step::Kubeconfig,
+            format!(
+                "tenant apiserver answers at {endpoint}; admin kubeconfig stored in Secret {}",
+                desired.admin_kubeconfig.name_any()
+            ),
+        );
+    }
+    report.published = true;
+    Ok(report)
+}
+
+/// (e) The clustertree, its host credential and the tenant's workload namespace.
+async fn apply_clustertree(
+    desired: &DesiredState,
+    ctx: &Context,
+    changes: &mut Changes,
+) -> Result<bool> {
+    let objects = &desired.clustertree;
+    let stores = &ctx.stores;
+    let step = Step::Clustertree;
+    let mut written = Vec::new();
+    written.push(
+        apply_cluster_scoped(
+            ctx,
+            &stores.namespaces,
+            &objects.namespace,
+            step,
+            "Namespace",
+        )
+        .await?
+        .written,
+    );
+    written.push(
+        apply_namespaced(
+            ctx,
+            &stores.resource_quotas,
+            &objects.resource_quota,
+            step,
+            "ResourceQuota",
+        )
+        .await?
+        .written,
+    );
+    written.push(
+        apply_namespaced(
+            ctx,
+            &stores.service_accounts,
+            &objects.service_account,
+            step,
+            "ServiceAccount",
+        )
+        .await?
+        .written,
+    );
+    written.push(
+        apply_namespaced(ctx, &stores.roles, &objects.role, step, "Role")
+            .await?
+            .written,
+    );
+    written.push(
+        apply_namespaced(
+            ctx,
+            &stores.role_bindings,
+            &objects.role_binding,
+            step,
+            "RoleBinding",
+        )
+        .await?
+        .written,
+    );
+    written.push(
+        apply_cluster_scoped(
+            ctx,
+            &stores.cluster_roles,
+            &objects.cluster_role,
+            step,
+            "ClusterRole",
+        )
+        .await?
+        .written,
+    );
+    written.push(
+        apply_cluster_scoped(
+            ctx,
+            &stores.cluster_role_bindings,
+            &objects.cluster_role_binding,
+            step,
+            "ClusterRoleBinding",
+        )
+        .await?
+        .written,
+    );
+    let deployment = apply_namespaced(
+        ctx,
+        &stores.deployments,
+        &objects.deployment,
+        step,
+        "Deployment",
+    )
+    .await?;
+    written.push(deployment.written);
+    if written.iter().any(|written| *written) {
+        changes.record(
+            "ClustertreeApplied",
+            step,
+            "applied the clustertree and its host credential",
+        );
+    }
+    let current = cached(
+        &stores.deployments,
+        objects.deployment.namespace().as_deref(),
+        &objects.deployment.name_any(),
+    );
+    Ok(!deployment.written
+        && current.as_deref().is_some_and(|deployment| {
+            up_to_date(&objects.deployment, Some(deployment)) && deployment_rolled_out(deployment)
+        }))
+}
+
+/// (f) The Kosmos Cluster CRD and object inside the tenant; returns the promoted nodes
+/// the tenant lists.
+async fn promote(
+    tenant: &Tenant,
+    client: &kube::Client,
+    held: &[String],
+    changes: &mut Changes,
+) -> Result<Vec<String>> {
+    let cluster = resources::clustertree::kosmos_cluster_for(tenant, held).map_err(build_error)?;
+    if tenant::apply_promotion(client, &cluster).await? {
+        changes.record(
+            "PromotionApplied",
+            Step::Promotion,
+            format!(
+                "registered {} node(s) and the pooled resources in the tenant",
+                held.len()
+            ),
+        );
+    }
+    let listed: BTreeSet<String> = tenant::tenant_node_names(client)
+        .await?
+        .into_iter()
+        .collect();
+    Ok(held
+        .iter()
+        .filter(|node| listed.contains(*node))
+        .cloned()
+        .collect())
+}
+
+/// The Apply branch of the finalizer: the whole chain, then the status.
+async fn apply(vc: &VirtualCluster, ctx: &Context) -> Result<Action> {
+    let tenant = Tenant::resolve(vc, &ctx.build).map_err(build_error)?;
+    let mut changes = Changes::default();
+
+    let claims = claim_nodes(vc, ctx, &mut changes).await?;
+    let mut held = claims.held.clone();
+    held.sort();
+
+    // Services first: the apiserver's cluster IP goes into its serving certificate.
+    let stores = &ctx.stores;
+    let peer = apply_namespaced(
+        ctx,
+        &stores.services,
+        &etcd::peer_service(&tenant),
+        Step::Etcd,
+        "Service",
+    )
+    .await?;
+    let client_service = apply_namespaced(
+        ctx,
+        &stores.services,
+        &etcd::client_service(&tenant),
+        Step::Etcd,
+        "Service",
+    )
+    .await?;
+    let apiserver_service = apply_namespaced(
+        ctx,
+        &stores.services,
+        &apiserver::service(&tenant),
+        Step::Apiserver,
+        "Service",
+    )
+    .await?;
+    if peer.written || client_service.written || apiserver_service.written {
+        changes.record(
+            "ServicesApplied",
+            Step::Apiserver,
+            "applied the etcd and kube-apiserver Services",
+        );
+    }
+    let observed = observe_service(apiserver_service.object.as_ref(), &held);
+
+    let (material, issued, stored) = plan_pki(&tenant, &observed, ctx).await?;
+    let desired = DesiredState::build(vc, &ctx.build, &observed, &material).map_err(build_error)?;
+    let secret_writes = write_pki_secrets(&desired.pki_secrets, &stored, ctx).await?;
+    if secret_writes.created && !issued.is_empty() {
+        changes.record(
+            "CertificatesIssued",
+            Step::Pki,
+            format!("issued {}", issued.join(", ")),
+        );
+    }
+    if secret_writes.cache_lagging {
+        // Building on certificates that were not stored would roll every component.
+        changes.publish(vc, ctx).await;
+        return Ok(Action::requeue(ctx.timing.backoff_base));
+    }
+
+    let control_plane = apply_control_plane(&desired, ctx, &mut changes).await?;
+    let built = Built {
+        tenant,
+        observed,
+        material,
+        desired,
+    };
+    let kubeconfig = publish_kubeconfig(vc, &built, &control_plane, ctx, &mut changes).await?;
+    let Built {
+        tenant,
+        observed,
+        desired,
+        ..
+    } = built;
+
+    let mut clustertree_ready = false;
+    let mut visible = Vec::new();
+    let mut waiting = kubeconfig.waiting.clone();
+    if kubeconfig.published {
+        clustertree_ready = apply_clustertree(&desired, ctx, &mut changes).await?;
+        match &kubeconfig.tenant_client {
+            Some(client) => visible = promote(&tenant, client, &held, &mut changes).await?,
+            None => {
+                // The apiserver is rolling: keep reporting what the tenant listed before.
+                visible = vc
+                    .status
+                    .as_ref()
+                    .map(|status| status.promoted_nodes.clone())
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|node| held.contains(node))
+                    .collect();
+                waiting = waiting.or(Some("waiting for the tenant apiserver".to_owned()));
+            }
+        }
+    }
+    let outcome = Outcome {
+        claims,
+        held,
+        visible,
+        control_plane,
+        kubeconfig_published: kubeconfig.published,
+        clustertree_ready,
+        waiting,
+        endpoint: observed
+            .apiserver_cluster_ip
+            .map(|_| resources::secrets::external_apiserver_url(&tenant, &observed)),
+    };
+    let status = desired_status(vc, &outcome, k8s_openapi::jiff::Timestamp::now());
+    let phase = status.phase;
+    if needs_write(vc.status.as_ref(), &status) {
+        write_status(vc, &status, ctx).await?;
+        if let Some((reason, message)) = outcome.claims.problem()
+            && reason == "NodeConflict"
+            && condition_changed(vc, NODES_PROMOTED, &status)
+        {
+            ctx.publish(
+                vc,
+                KubeEvent {
+                    type_: EventType::Warning,
+                    reason: reason.to_owned(),
+                    note: Some(truncate_note(&message)),
+                    action: step_action(Step::ClaimNodes).to_owned(),
+                    secondary: None,
+                },
+            )
+            .await;
+        }
+        if vc.status.as_ref().and_then(|status| status.phase) != phase {
+            changes.record(
+                "PhaseChanged",
+                Step::Status,
+                format!(
+                    "phase is now {}",
+                    phase.map(Phase::as_str).unwrap_or("unknown")
+                ),
+            );
+        }
+    }
+    changes.publish(vc, ctx).await;
+    Ok(if phase == Some(Phase::Completed) {
+        Action::requeue(ctx.timing.resync)
+    } else if !outcome.claims.raced.is_empty() {
+        Action::requeue(ctx.timing.backoff_base)
+    } else {
+        Action::requeue(ctx.timing.wait)
+    })
+}
+
+fn condition_changed(vc: &VirtualCluster, type_: &str, status: &VirtualClusterStatus) -> bool {
+    let find = |status: Option<&VirtualClusterStatus>| {
+        status
+            .and_then(|status| {
+                status
+                    .conditions
+                    .iter()
+                    .find(|condition| condition.type_ == type_)
+            })
+            .map(|condition| {
+                (
+                    condition.status.clone(),
+                    condition.reason.clone(),
+                    condition.message.clone(),
+                )
+            })
+    };
+    find(vc.status.as_ref()) != find(Some(status))
+}
+
+/// Everything the status is computed from.
+#[derive(Debug)]
+struct Outcome {
+    claims: ClaimReport,
+    held: Vec<String>,
+    visible: Vec<String>,
+    control_plane: ControlPlaneReport,
+    kubeconfig_published: bool,
+    clustertree_ready: bool,
+    waiting: Option<String>,
+    endpoint: Option<String>,
+}
+
+/// The status for `outcome`, keeping condition timestamps that did not change.
+fn desired_status(
+    vc: &VirtualCluster,
+    outcome: &Outcome,
+    now: k8s_openapi::jiff::Timestamp,
+) -> VirtualClusterStatus {
+    let generation = vc.metadata.generation;
+    let previous = vc.status.clone().unwrap_or_default();
+    let mut status = previous.clone();
+    let nodes_visible = outcome.visible.len() == outcome.held.len();
+    let promotion_complete =
+        outcome.claims.all_held() && outcome.clustertree_ready && nodes_visible;
+    let progress = Progress {
+        failed: false,
+        provisioning_started: true,
+        kubeconfig_published: outcome.kubeconfig_published,
+        promotion_complete,
+        rolling: is_rolling(&outcome.control_plane.states),
+    };
+    let phase = compute_phase(progress, previous.phase);
+
+    let control_plane = match outcome.control_plane.waiting_for() {
+        None => DesiredCondition::new(
+            CONTROL_PLANE_READY,
+            true,
+            "ControlPlaneReady",
+            "etcd, kube-apiserver, kube-controller-manager and kube-scheduler are rolled out",
+        ),
+        Some(component) => DesiredCondition::new(
+            CONTROL_PLANE_READY,
+            false,
+            "RollingOut",
+            format!("waiting for {component} to roll out"),
+        ),
+    };
+    let nodes = match outcome.claims.problem() {
+        Some((reason, message)) => DesiredCondition::new(NODES_PROMOTED, false, reason, message),
+        None if outcome.held.is_empty() => DesiredCondition::new(
+            NODES_PROMOTED,
+            true,
+            "NoNodesRequested",
+            "spec.promoteResources.nodes is empty",
+        ),
+        None if nodes_visible && outcome.kubeconfig_published => DesiredCondition::new(
+            NODES_PROMOTED,
+            true,
+            "NodesPromoted",
+            format!(
+                "nodes {:?} are claimed and registered in the tenant",
+                outcome.held
+            ),
+        ),
+        None => {
+            let missing: Vec<&String> = outcome
+                .held
+                .iter()
+                .filter(|node| !outcome.visible.contains(node))
+                .collect();
+            DesiredCondition::new(
+                NODES_PROMOTED,
+                false,
+                "Registering",
+                format!("nodes {missing:?} are claimed; waiting for them to appear in the tenant"),
+            )
+        }
+    };
+    let clustertree = if outcome.clustertree_ready {
+        DesiredCondition::new(
+            CLUSTER_TREE_READY,
+            true,
+            "ClusterTreeReady",
+            "the clustertree Deployment is rolled out",
+        )
+    } else if outcome.kubeconfig_published {
+        DesiredCondition::new(
+            CLUSTER_TREE_READY,
+            false,
+            "RollingOut",
+            "waiting for the clustertree Deployment to roll out",
+        )
+    } else {
+        DesiredCondition::new(
+            CLUSTER_TREE_READY,
+            false,
+            "WaitingForControlPlane",
+            "the clustertree starts once the tenant apiserver answers",
+        )
+    };
+    let message = if phase == Phase::Completed {
+        "the tenant is ready".to_owned()
+    } else if let Some((_, message)) = outcome.claims.problem() {
+        message
+    } else if let Some(component) = outcome.control_plane.waiting_for() {
+        format!("waiting for {component} to roll out")
+    } else if let Some(waiting) = &outcome.waiting {
+        waiting.clone()
+    } else if !outcome.clustertree_ready {
+        "waiting for the clustertree to roll out".to_owned()
+    } else {
+        nodes.message.clone()
+    };
+    let ready = if phase == Phase::Completed {
+        DesiredCondition::new(READY, true, "Ready", "the tenant is ready")
+    } else {
+        DesiredCondition::new(READY, false, phase.as_str(), message.clone())
+    };
+    for condition in [control_plane, nodes, clustertree, ready] {
+        set_condition(&mut status.conditions, &condition, generation, now);
+    }
+    status.phase = Some(phase);
+    status.message = Some(message);
+    status.observed_generation = generation;
+    status.api_server_endpoint = outcome.endpoint.clone();
+    status.promoted_nodes = outcome.visible.clone();
+    status
+}
+
+/// The Cleanup branch of the finalizer: release nodes, remove cluster-scoped objects.
+/// Namespaced objects go by ownerReference garbage collection.
+async fn cleanup(vc: &VirtualCluster, ctx: &Context) -> Result<Action> {
+    let claimant = claimant(vc);
+    let mut changes = Changes::default();
+    if vc.status.as_ref().and_then(|status| status.phase) != Some(Phase::Deleting) {
+        let mut status = vc.status.clone().unwrap_or_default();
+        status.phase = Some(Phase::Deleting);
+        status.message = Some("releasing nodes and removing the tenant".to_owned());
+        if let Err(error) = write_status(vc, &status, ctx).await {
+            tracing::debug!(%error, "could not mark the VirtualCluster as Deleting");
+        }
+    }
+    // A fresh list, not the cache: a claim written a moment ago must not leak.
+    let nodes: Api<Node> = Api::all(ctx.client.clone());
+    let selector = format!(
+        "{NODE_OWNER_NAMESPACE_LABEL}={},{NODE_OWNER_NAME_LABEL}={}",
+        claimant.namespace, claimant.name
+    );
+    let claimed = nodes
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(|source| Error::ReleaseNode {
+            node: format!("(nodes labelled {selector})"),
+            source,
+        })?;
+    for node in claimed
+        .items
+        .iter()
+        .filter(|node| should_release(node, &claimant))
+    {
+        release_node(&nodes, node, &mut changes).await?;
+    }
+    let tenant_namespace =
+        vc_api::constants::tenant_workload_namespace(&claimant.namespace, &claimant.name);
+    let role_name = names::clustertree_cluster_role(&claimant.namespace, &claimant.name);
+    delete_cluster_scoped::<k8s_openapi::api::core::v1::Namespace>(
+        ctx,
+        "Namespace",
+        &tenant_namespace,
+    )
+    .await?;
+    delete_cluster_scoped::<k8s_openapi::api::rbac::v1::ClusterRoleBinding>(
+        ctx,
+        "ClusterRoleBinding",
+        &role_name,
+    )
+    .await?;
+    delete_cluster_scoped::<k8s_openapi::api::rbac::v1::ClusterRole>(
+        ctx,
+        "ClusterRole",
+        &role_name,
+    )
+    .await?;
+    ctx.tenants.forget(&claimant.uid);
+    changes.record(
+        "Cleaned",
+        Step::Cleanup,
+        "released every claimed node and removed the cluster-scoped objects",
+    );
+    changes.publish(vc, ctx).await;
+    Ok(Action::await_change())
+}
+
+async fn delete_cluster_scoped<K>(ctx: &Context, kind: &'static str, name: &str) -> Result<()>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::ClusterResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned,
+{
+    let api: Api<K> = Api::all(ctx.client.clone());
+    match api.delete(name, &DeleteParams::background()).await {
+        Ok(_) => Ok(()),
+        Err(error) if is_not_found(&error) => Ok(()),
+        Err(source) => Err(Error::DeleteClusterScoped {
+            kind,
+            name: name.to_owned(),
+            source,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Step;
+
+    #[test]
+    fn invalid_fields_become_invalid_spec_errors_that_wait() {
+        let error = build_error(BuildError::InvalidField {
+            field: "spec.controlPlane.etcd.replicas",
+            value: "2".into(),
+            fix: "set 1, 3 or 5",
+        });
+        assert!(!error.is_transient());
+        assert!(
+            error
+                .to_string()
+                .contains("spec.controlPlane.etcd.replicas"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn error_classification_picks_the_action() {
+        let transient = Error::ApplyObject {
+            step: Step::Etcd,
+            kind: "StatefulSet",
+            name: "t-etcd".into(),
+            source: kube::Error::Api(Box::new(
+                kube::core::Status::failure("boom", "InternalError").with_code(500),
+            )),
+        };
+        assert!(transient.is_transient());
+        assert_eq!(transient.step(), Step::Etcd);
+        let invalid = Error::InvalidSpec {
+            field: "spec".into(),
+            reason: "bad".into(),
+        };
+        assert!(!invalid.is_transient());
+    }
+
+    #[test]
+    fn observed_service_yields_cluster_ip_and_balancer_hosts() {
+        let service: Service = serde_json::from_value(json!({
+            "metadata": {"name": "t-apiserver"},
+            "spec": {"clusterIP": "127.100.0.7"},
+            "status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.1"}, {"hostname": "lb.example"}]}}
+        }))
+        .unwrap();
+        let observed = observe_service(Some(&service), &["n1".to_owned()]);
+        assert_eq!(
+            observed.apiserver_cluster_ip,
+            Some("127.100.0.7".parse().unwrap())
+        );
+        assert_eq!(observed.load_balancer_hosts, ["203.0.113.1", "lb.example"]);
+        assert_eq!(observed.claimed_nodes, ["n1"]);
+        let headless: Service =
+            serde_json::from_value(json!({"spec": {"clusterIP": "None"}})).unwrap();
+        assert_eq!(
+            observe_service(Some(&headless), &[]).apiserver_cluster_ip,
+            None
+        );
+    }
+}

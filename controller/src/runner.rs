@@ -1,0 +1,321 @@
+//! Wires the Controller: watches, caches, triggers, readiness and shutdown.
+//!
+//! `run` is what the binary calls and what in-process tests call, with any `kube::Client`.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use futures::{FutureExt, Stream, StreamExt};
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{Namespace, Node, ResourceQuota, Secret, Service, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{Controller, WatchStreamExt, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use vc_api::VirtualCluster;
+use vc_api::constants::{
+    MANAGED_BY_LABEL, MANAGED_BY_VALUE, NODE_CLAIM_TAINT_KEY, NODE_OWNER_NAME_LABEL,
+    NODE_OWNER_NAMESPACE_LABEL, NODE_OWNER_UID_ANNOTATION,
+};
+
+use crate::context::{Context, Stores, Timing};
+use crate::flags::Flags;
+use crate::reconcile::{error_policy, reconcile};
+use crate::resources::BuildContext;
+use crate::telemetry::{Health, Metrics};
+
+/// Everything `run` needs besides the client.
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    /// Builders' settings.
+    pub build: BuildContext,
+    /// Concurrent reconciles.
+    pub concurrency: u16,
+    /// Timing knobs.
+    pub timing: Timing,
+}
+
+impl RunConfig {
+    /// The configuration the flags describe.
+    pub fn from_flags(flags: &Flags) -> Self {
+        Self {
+            build: BuildContext {
+                image_registry: flags.image_registry.clone(),
+                etcd_image: flags.etcd_image.clone(),
+                cluster_domain: flags.cluster_domain.clone(),
+                ..BuildContext::default()
+            },
+            concurrency: flags.concurrency,
+            timing: Timing::default(),
+        }
+    }
+}
+
+type WatchStream<K> = std::pin::Pin<Box<dyn Stream<Item = Result<K, watcher::Error>> + Send>>;
+
+/// A watch of `api` feeding a cache; the returned stream must be polled for the cache
+/// to fill.
+fn reflect<K>(api: Api<K>, config: watcher::Config) -> (Store<K>, WatchStream<K>)
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let stream = reflector::reflector(writer, watcher(api, config))
+        .default_backoff()
+        .touched_objects()
+        .boxed();
+    (reader, stream)
+}
+
+/// Changes of a Node that matter to claims: owner labels, UID annotation, claim taint,
+/// deletion. Kubelet heartbeats do not wake any VirtualCluster.
+fn claim_fingerprint(node: &Node) -> Option<u64> {
+    let mut hasher = DefaultHasher::new();
+    let labels = node.labels();
+    labels.get(NODE_OWNER_NAMESPACE_LABEL).hash(&mut hasher);
+    labels.get(NODE_OWNER_NAME_LABEL).hash(&mut hasher);
+    node.annotations()
+        .get(NODE_OWNER_UID_ANNOTATION)
+        .hash(&mut hasher);
+    node.meta().deletion_timestamp.is_some().hash(&mut hasher);
+    for taint in node
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.taints.as_ref())
+        .into_iter()
+        .flatten()
+        .filter(|taint| taint.key == NODE_CLAIM_TAINT_KEY)
+    {
+        (&taint.value, &taint.effect).hash(&mut hasher);
+    }
+    Some(hasher.finish())
+}
+
+/// VirtualClusters a Node change concerns: its owner by label, and every VirtualCluster
+/// listing it (a loser waiting for a released node converges at once).
+pub fn node_interest(
+    node: &Node,
+    virtual_clusters: &Store<VirtualCluster>,
+) -> Vec<ObjectRef<VirtualCluster>> {
+    let labels = node.labels();
+    let mut interested: Vec<ObjectRef<VirtualCluster>> = Vec::new();
+    if let (Some(namespace), Some(name)) = (
+        labels.get(NODE_OWNER_NAMESPACE_LABEL),
+        labels.get(NODE_OWNER_NAME_LABEL),
+    ) {
+        interested.push(ObjectRef::new(name).within(namespace));
+    }
+    let node_name = node.name_any();
+    for vc in virtual_clusters.state() {
+        if vc.spec.promote_resources.nodes.contains(&node_name) {
+            let reference = ObjectRef::from(vc.as_ref());
+            if !interested.contains(&reference) {
+                interested.push(reference);
+            }
+        }
+    }
+    interested
+}
+
+/// Runs the controller until `shutdown` resolves, then lets in-flight reconciles finish.
+/// `health` turns ready once every watch has listed its objects.
+pub async fn run(
+    client: Client,
+    config: RunConfig,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let managed =
+        watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"));
+    let (nodes, node_stream) =
+        reflect::<Node>(Api::all(client.clone()), watcher::Config::default());
+    let (secrets, secret_stream) = reflect::<Secret>(Api::all(client.clone()), managed.clone());
+    let (services, service_stream) = reflect::<Service>(Api::all(client.clone()), managed.clone());
+    let (stateful_sets, stateful_set_stream) =
+        reflect::<StatefulSet>(Api::all(client.clone()), managed.clone());
+    let (deployments, deployment_stream) =
+        reflect::<Deployment>(Api::all(client.clone()), managed.clone());
+    let (service_accounts, service_account_stream) =
+        reflect::<ServiceAccount>(Api::all(client.clone()), managed.clone());
+    let (resource_quotas, resource_quota_stream) =
+        reflect::<ResourceQuota>(Api::all(client.clone()), managed.clone());
+    let (roles, role_stream) = reflect::<Role>(Api::all(client.clone()), managed.clone());
+    let (role_bindings, role_binding_stream) =
+        reflect::<RoleBinding>(Api::all(client.clone()), managed.clone());
+    let (namespaces, namespace_stream) =
+        reflect::<Namespace>(Api::all(client.clone()), managed.clone());
+    let (cluster_roles, cluster_role_stream) =
+        reflect::<ClusterRole>(Api::all(client.clone()), managed.clone());
+    let (cluster_role_bindings, cluster_role_binding_stream) =
+        reflect::<ClusterRoleBinding>(Api::all(client.clone()), managed);
+    let stores = Stores {
+        nodes,
+        secrets,
+        services,
+        stateful_sets,
+        deployments,
+        service_accounts,
+        resource_quotas,
+        roles,
+        role_bindings,
+        namespaces,
+        cluster_roles,
+        cluster_role_bindings,
+    };
+
+    let controller = Controller::new(
+        Api::<VirtualCluster>::all(client.clone()),
+        watcher::Config::default(),
+    );
+    let virtual_clusters = controller.store();
+    let (ready_tx, ready_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(mark_ready_when_synced(
+        stores.clone(),
+        virtual_clusters.clone(),
+        health,
+        ready_tx,
+    ));
+    let context = Arc::new(Context::new(
+        client,
+        config.build,
+        stores,
+        metrics,
+        config.timing,
+        ready_rx,
+    ));
+    let interest_store = virtual_clusters.clone();
+    controller
+        .with_config(kube::runtime::controller::Config::default().concurrency(config.concurrency))
+        .owns_stream(secret_stream)
+        .owns_stream(service_stream)
+        .owns_stream(stateful_set_stream)
+        .owns_stream(deployment_stream)
+        .owns_stream(service_account_stream)
+        .watches_stream(
+            node_stream.predicate_filter(claim_fingerprint, Default::default()),
+            move |node| node_interest(&node, &interest_store),
+        )
+        .watches_stream(resource_quota_stream, no_trigger::<_>)
+        .watches_stream(role_stream, no_trigger::<_>)
+        .watches_stream(role_binding_stream, no_trigger::<_>)
+        .watches_stream(namespace_stream, no_trigger::<_>)
+        .watches_stream(cluster_role_stream, no_trigger::<_>)
+        .watches_stream(cluster_role_binding_stream, no_trigger::<_>)
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, context)
+        .for_each(|result| async move {
+            match result {
+                Ok((object, _)) => tracing::debug!(virtualcluster = %object, "reconciled"),
+                Err(error) => tracing::debug!(%error, "reconcile did not complete"),
+            }
+        })
+        .await;
+    tracing::info!("controller stopped");
+}
+
+/// Objects outside the tenant's namespace (cluster-scoped, or in its workload namespace)
+/// carry no ownerReference to map back; they are cached for comparison only and
+/// repaired on the next resync.
+fn no_trigger<K>(_: K) -> Option<ObjectRef<VirtualCluster>> {
+    None
+}
+
+async fn mark_ready_when_synced(
+    stores: Stores,
+    virtual_clusters: Store<VirtualCluster>,
+    health: Arc<Health>,
+    ready: tokio::sync::watch::Sender<bool>,
+) {
+    let synced = futures::future::join_all([
+        stores.nodes.wait_until_ready().boxed(),
+        stores.secrets.wait_until_ready().boxed(),
+        stores.services.wait_until_ready().boxed(),
+        stores.stateful_sets.wait_until_ready().boxed(),
+        stores.deployments.wait_until_ready().boxed(),
+        stores.service_accounts.wait_until_ready().boxed(),
+        stores.resource_quotas.wait_until_ready().boxed(),
+        stores.roles.wait_until_ready().boxed(),
+        stores.role_bindings.wait_until_ready().boxed(),
+        stores.namespaces.wait_until_ready().boxed(),
+        stores.cluster_roles.wait_until_ready().boxed(),
+        stores.cluster_role_bindings.wait_until_ready().boxed(),
+        virtual_clusters.wait_until_ready().boxed(),
+    ])
+    .await;
+    if synced.iter().all(Result::is_ok) {
+        tracing::info!("watches synced; reconciling");
+        health.set_ready();
+        let _ = ready.send(true);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::runtime::watcher::Event;
+
+    fn node(labels: &[(&str, &str)]) -> Node {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {
+                "name": "node1",
+                "labels": labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<std::collections::BTreeMap<_, _>>(),
+            }
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn node_changes_reach_the_owner_and_every_vc_listing_the_node() {
+        let (reader, mut writer) = reflector::store::<VirtualCluster>();
+        let listing: VirtualCluster = serde_json::from_value(serde_json::json!({
+            "apiVersion": "kosmos.io/v1alpha1", "kind": "VirtualCluster",
+            "metadata": {"name": "loser", "namespace": "team-b"},
+            "spec": {"promoteResources": {"nodes": ["node1"]}}
+        }))
+        .unwrap();
+        let unrelated: VirtualCluster = serde_json::from_value(serde_json::json!({
+            "apiVersion": "kosmos.io/v1alpha1", "kind": "VirtualCluster",
+            "metadata": {"name": "other", "namespace": "team-c"},
+            "spec": {"promoteResources": {"nodes": ["node2"]}}
+        }))
+        .unwrap();
+        writer.apply_watcher_event(&Event::Apply(listing));
+        writer.apply_watcher_event(&Event::Apply(unrelated));
+        let owned = node(&[
+            (NODE_OWNER_NAMESPACE_LABEL, "team-a"),
+            (NODE_OWNER_NAME_LABEL, "winner"),
+        ]);
+        let interested = node_interest(&owned, &reader);
+        assert_eq!(
+            interested,
+            [
+                ObjectRef::new("winner").within("team-a"),
+                ObjectRef::new("loser").within("team-b")
+            ]
+        );
+        assert_eq!(
+            node_interest(&node(&[]), &reader),
+            [ObjectRef::new("loser").within("team-b")]
+        );
+    }
+
+    #[test]
+    fn heartbeats_do_not_change_the_claim_fingerprint() {
+        let mut first = node(&[(NODE_OWNER_NAME_LABEL, "a")]);
+        let before = claim_fingerprint(&first);
+        first.metadata.resource_version = Some("99".into());
+        first.status = Some(Default::default());
+        assert_eq!(claim_fingerprint(&first), before);
+        let claimed_elsewhere = node(&[(NODE_OWNER_NAME_LABEL, "b")]);
+        assert_ne!(claim_fingerprint(&claimed_elsewhere), before);
+    }
+}

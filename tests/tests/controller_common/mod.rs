@@ -1,0 +1,474 @@
+//! Shared harness of the controller's cluster-level tests: a test API server with the
+//! VirtualCluster CRD and host nodes, the controller running in-process under its own
+//! identity, and a small kubelet stand-in that marks workloads ready and serves each
+//! tenant's apiserver on its Service's cluster IP with the tenant's own certificates.
+
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{Node, Secret, Service};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client, ResourceExt};
+use serde_json::{Value, json};
+use vc_api::VirtualCluster;
+use vc_api::constants::{
+    COMPONENT_LABEL, NODE_CLAIM_TAINT_KEY, NODE_OWNER_NAME_LABEL, NODE_OWNER_NAMESPACE_LABEL,
+    NODE_OWNER_UID_ANNOTATION, TENANT_NAME_LABEL,
+};
+use vc_controller::context::Timing;
+use vc_controller::runner::{RunConfig, run};
+use vc_controller::telemetry::{Health, Metrics};
+use vc_tests::apiserver::{ServingCerts, TestApiServer, TestApiServerOptions};
+
+/// The identity the controller runs as; its writes are counted separately.
+pub const CONTROLLER_USER: &str = "system:serviceaccount:kosmos-system:kosmos-vc-controller";
+
+/// Path of the chart's generated CRD.
+pub fn crd_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../charts/kosmos-vc/crds/virtualclusters.kosmos.io.yaml")
+}
+
+/// A host cluster with the controller running against it.
+pub struct Harness {
+    pub server: TestApiServer,
+    /// Admin client (the tests' own requests).
+    pub admin: Client,
+    pub metrics: Arc<Metrics>,
+    pub health: Arc<Health>,
+    controller: Option<(
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<()>,
+    )>,
+    kubelet: tokio::task::JoinHandle<()>,
+    pub tenants: Arc<Mutex<BTreeMap<String, TestApiServer>>>,
+}
+
+/// Test timing: short waits and a short resync so tests see several resyncs quickly.
+pub fn test_timing() -> Timing {
+    Timing {
+        wait: Duration::from_millis(200),
+        resync: Duration::from_millis(400),
+        backoff_base: Duration::from_millis(100),
+        backoff_cap: Duration::from_secs(2),
+        tenant_timeout: Duration::from_secs(3),
+    }
+}
+
+impl Harness {
+    /// Starts the server with `nodes` worker nodes; `serve_tenants` starts a tenant
+    /// apiserver for every ready apiserver Deployment.
+    pub async fn start(nodes: usize, serve_tenants: bool) -> Self {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+        let server =
+            TestApiServer::start(TestApiServerOptions::default()).expect("test API server starts");
+        server
+            .install_yaml(crd_path().to_str().unwrap())
+            .await
+            .expect("CRD installs");
+        let admin = server.client().await.unwrap();
+        let node_api: Api<Node> = Api::all(admin.clone());
+        for index in 0..nodes {
+            let node: Node = serde_json::from_value(json!({
+                "apiVersion": "v1", "kind": "Node",
+                "metadata": {"name": format!("node-{index}"), "labels": {"kubernetes.io/hostname": format!("node-{index}")}},
+                "spec": {"taints": [{"key": "example.com/gpu", "effect": "NoExecute"}]}
+            }))
+            .unwrap();
+            node_api
+                .create(&PostParams::default(), &node)
+                .await
+                .unwrap();
+        }
+        let tenants: Arc<Mutex<BTreeMap<String, TestApiServer>>> = Arc::default();
+        let kubelet = tokio::spawn(kubelet_loop(admin.clone(), serve_tenants, tenants.clone()));
+        let mut harness = Self {
+            server,
+            admin,
+            metrics: Arc::new(Metrics::default()),
+            health: Arc::new(Health::default()),
+            controller: None,
+            kubelet,
+            tenants,
+        };
+        harness.start_controller().await;
+        harness
+    }
+
+    /// Starts (or restarts) the controller in-process.
+    pub async fn start_controller(&mut self) {
+        let kubeconfig = self
+            .server
+            .kubeconfig_for(CONTROLLER_USER, &["system:masters"])
+            .unwrap();
+        let client = vc_tests::apiserver::client_from_kubeconfig(&kubeconfig)
+            .await
+            .unwrap();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let config = RunConfig {
+            timing: test_timing(),
+            ..RunConfig::from_flags(&<vc_controller::flags::Flags as clap::Parser>::parse_from(
+                ["vc-controller"],
+            ))
+        };
+        let handle = tokio::spawn(run(
+            client,
+            config,
+            self.metrics.clone(),
+            self.health.clone(),
+            async move {
+                let _ = stop_rx.await;
+            },
+        ));
+        self.controller = Some((stop_tx, handle));
+    }
+
+    /// Stops the controller, letting in-flight reconciles finish.
+    pub async fn stop_controller(&mut self) {
+        if let Some((stop, handle)) = self.controller.take() {
+            let _ = stop.send(());
+            let _ = tokio::time::timeout(Duration::from_secs(10), handle).await;
+        }
+    }
+
+    pub fn vcs(&self, namespace: &str) -> Api<VirtualCluster> {
+        Api::namespaced(self.admin.clone(), namespace)
+    }
+
+    /// Creates a VirtualCluster (bypassing any webhook).
+    pub async fn create_vc(&self, namespace: &str, name: &str, nodes: &[&str]) -> VirtualCluster {
+        self.ensure_namespace(namespace).await;
+        let vc: VirtualCluster = serde_json::from_value(json!({
+            "apiVersion": "kosmos.io/v1alpha1", "kind": "VirtualCluster",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"promoteResources": {"nodes": nodes, "resources": {"cpu": 2, "memory": "4Gi"}}}
+        }))
+        .unwrap();
+        self.vcs(namespace)
+            .create(&PostParams::default(), &vc)
+            .await
+            .unwrap()
+    }
+
+    pub async fn ensure_namespace(&self, namespace: &str) {
+        let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(self.admin.clone());
+        let object = serde_json::from_value(
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}),
+        )
+        .unwrap();
+        let _ = api.create(&PostParams::default(), &object).await;
+    }
+
+    /// Polls `check` until it returns `Some`, or panics after `timeout` with `what`.
+    pub async fn eventually<T, F, Fut>(&self, timeout: Duration, what: &str, mut check: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Option<T>>,
+    {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(value) = check().await {
+                return value;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {timeout:?} waiting for {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until `namespace/name` reports `phase`.
+    pub async fn wait_for_phase(
+        &self,
+        namespace: &str,
+        name: &str,
+        phase: &str,
+        timeout: Duration,
+    ) -> VirtualCluster {
+        let api = self.vcs(namespace);
+        self.eventually(
+            timeout,
+            &format!("{namespace}/{name} to reach {phase}"),
+            || {
+                let api = api.clone();
+                async move {
+                    let vc = api.get_opt(name).await.ok().flatten()?;
+                    let current = vc
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.phase)
+                        .map(|p| p.as_str().to_owned());
+                    (current.as_deref() == Some(phase)).then_some(vc)
+                }
+            },
+        )
+        .await
+    }
+
+    pub fn controller_writes(&self) -> u64 {
+        self.server.write_counts().requests_by(CONTROLLER_USER)
+    }
+
+    pub async fn shutdown(mut self) {
+        self.stop_controller().await;
+        self.kubelet.abort();
+    }
+}
+
+/// Condition `type_` of `vc`, as (status, reason, message).
+pub fn condition(vc: &VirtualCluster, type_: &str) -> Option<(String, String, String)> {
+    vc.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+/// Stands in for kubelets and the workload controllers: marks StatefulSets and
+/// Deployments rolled out, serves each ready tenant apiserver on its cluster IP with the
+/// certificate its Secret holds, and plays the clustertree by registering every leaf of
+/// the tenant's Kosmos `Cluster` as a tenant Node.
+async fn kubelet_loop(
+    admin: Client,
+    serve_tenants: bool,
+    tenants: Arc<Mutex<BTreeMap<String, TestApiServer>>>,
+) {
+    loop {
+        let _ = mark_rolled_out(&admin).await;
+        if serve_tenants {
+            let _ = serve_tenant_apiservers(&admin, &tenants).await;
+            let _ = register_leaf_nodes(&admin, &tenants).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn mark_rolled_out(admin: &Client) -> Result<(), kube::Error> {
+    let sets: Api<StatefulSet> = Api::all(admin.clone());
+    for set in sets.list(&ListParams::default()).await? {
+        let generation = set.metadata.generation.unwrap_or(1);
+        let replicas = set.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+        let status = set.status.clone().unwrap_or_default();
+        if status.observed_generation == Some(generation) && status.ready_replicas == Some(replicas)
+        {
+            continue;
+        }
+        let revision = format!("rev-{generation}");
+        let api: Api<StatefulSet> =
+            Api::namespaced(admin.clone(), &set.namespace().unwrap_or_default());
+        let patch = json!({"status": {"observedGeneration": generation, "replicas": replicas, "readyReplicas": replicas,
+            "updatedReplicas": replicas, "currentReplicas": replicas, "availableReplicas": replicas,
+            "currentRevision": revision, "updateRevision": revision}});
+        api.patch_status(
+            &set.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await?;
+    }
+    let deployments: Api<Deployment> = Api::all(admin.clone());
+    for deployment in deployments.list(&ListParams::default()).await? {
+        let generation = deployment.metadata.generation.unwrap_or(1);
+        let replicas = deployment
+            .spec
+            .as_ref()
+            .and_then(|s| s.replicas)
+            .unwrap_or(1);
+        let status = deployment.status.clone().unwrap_or_default();
+        if status.observed_generation == Some(generation) && status.ready_replicas == Some(replicas)
+        {
+            continue;
+        }
+        let api: Api<Deployment> =
+            Api::namespaced(admin.clone(), &deployment.namespace().unwrap_or_default());
+        let patch = json!({"status": {"observedGeneration": generation, "replicas": replicas, "readyReplicas": replicas,
+            "updatedReplicas": replicas, "availableReplicas": replicas}});
+        api.patch_status(
+            &deployment.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+fn secret_text(secret: &Secret, key: &str) -> Option<String> {
+    secret
+        .data
+        .as_ref()?
+        .get(key)
+        .and_then(|b| String::from_utf8(b.0.clone()).ok())
+}
+
+async fn serve_tenant_apiservers(
+    admin: &Client,
+    tenants: &Mutex<BTreeMap<String, TestApiServer>>,
+) -> Result<(), kube::Error> {
+    let deployments: Api<Deployment> = Api::all(admin.clone());
+    let selector = format!("{COMPONENT_LABEL}=apiserver");
+    for deployment in deployments
+        .list(&ListParams::default().labels(&selector))
+        .await?
+    {
+        let ready = deployment
+            .status
+            .as_ref()
+            .and_then(|s| s.ready_replicas)
+            .unwrap_or(0)
+            >= 1;
+        let namespace = deployment.namespace().unwrap_or_default();
+        let Some(tenant) = deployment.labels().get(TENANT_NAME_LABEL).cloned() else {
+            continue;
+        };
+        let key = format!("{namespace}/{tenant}");
+        if !ready || tenants.lock().unwrap().contains_key(&key) {
+            continue;
+        }
+        let services: Api<Service> = Api::namespaced(admin.clone(), &namespace);
+        let secrets: Api<Secret> = Api::namespaced(admin.clone(), &namespace);
+        let Some(service) = services.get_opt(&format!("{tenant}-apiserver")).await? else {
+            continue;
+        };
+        let Some(ip) = service.spec.as_ref().and_then(|s| s.cluster_ip.clone()) else {
+            continue;
+        };
+        let Some(tls) = secrets.get_opt(&format!("{tenant}-apiserver-tls")).await? else {
+            continue;
+        };
+        let Some(ca) = secrets.get_opt(&format!("{tenant}-ca")).await? else {
+            continue;
+        };
+        let (Some(cert_pem), Some(key_pem), Some(ca_pem)) = (
+            secret_text(&tls, "tls.crt"),
+            secret_text(&tls, "tls.key"),
+            secret_text(&ca, "tls.crt"),
+        ) else {
+            continue;
+        };
+        let options = TestApiServerOptions {
+            bind: format!("{ip}:6443").parse().unwrap(),
+            serving: Some(ServingCerts {
+                cert_pem,
+                key_pem,
+                client_ca_pem: ca_pem.clone(),
+                server_ca_pem: ca_pem,
+            }),
+            ..TestApiServerOptions::default()
+        };
+        match TestApiServer::start(options) {
+            Ok(server) => {
+                tenants.lock().unwrap().insert(key, server);
+            }
+            Err(error) => eprintln!("tenant apiserver {key} on {ip}:6443 did not start: {error}"),
+        }
+    }
+    Ok(())
+}
+
+/// The clustertree's job inside each tenant: one Node per leaf of the `host` Cluster.
+async fn register_leaf_nodes(
+    admin: &Client,
+    tenants: &Mutex<BTreeMap<String, TestApiServer>>,
+) -> Result<(), kube::Error> {
+    let deployments: Api<Deployment> = Api::all(admin.clone());
+    let ready_trees: BTreeSet<String> = deployments
+        .list(&ListParams::default().labels(&format!("{COMPONENT_LABEL}=clustertree")))
+        .await?
+        .into_iter()
+        .filter(|d| {
+            d.status
+                .as_ref()
+                .and_then(|s| s.ready_replicas)
+                .unwrap_or(0)
+                >= 1
+        })
+        .filter_map(|d| {
+            Some(format!(
+                "{}/{}",
+                d.namespace()?,
+                d.labels().get(TENANT_NAME_LABEL)?
+            ))
+        })
+        .collect();
+    let servers: Vec<(String, String)> = tenants
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(key, _)| ready_trees.contains(*key))
+        .map(|(key, server)| (key.clone(), server.kubeconfig_path().display().to_string()))
+        .collect();
+    for (_key, kubeconfig) in servers {
+        let Ok(client) =
+            vc_tests::apiserver::client_from_kubeconfig(std::path::Path::new(&kubeconfig)).await
+        else {
+            continue;
+        };
+        let clusters: Api<vc_api::kosmos_cluster::Cluster> = Api::all(client.clone());
+        let Ok(Some(cluster)) = clusters.get_opt("host").await else {
+            continue;
+        };
+        let leaves: Vec<String> = cluster
+            .spec
+            .cluster_tree_options
+            .iter()
+            .flat_map(|options| options.leaf_models.iter())
+            .filter_map(|leaf| leaf.leaf_node_name.clone())
+            .collect();
+        let nodes: Api<Node> = Api::all(client.clone());
+        let existing: BTreeSet<String> = nodes
+            .list(&ListParams::default())
+            .await?
+            .into_iter()
+            .map(|n| n.name_any())
+            .collect();
+        for leaf in leaves.iter().filter(|leaf| !existing.contains(*leaf)) {
+            let node: Node = serde_json::from_value(
+                json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": leaf}}),
+            )
+            .unwrap();
+            nodes.create(&PostParams::default(), &node).await?;
+        }
+        for stale in existing.iter().filter(|name| !leaves.contains(name)) {
+            nodes.delete(stale, &Default::default()).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Whether `node` carries any part of a claim (labels, annotation or taint).
+pub fn carries_any_claim(node: &Node) -> bool {
+    let labels = node.labels();
+    labels.contains_key(NODE_OWNER_NAMESPACE_LABEL)
+        || labels.contains_key(NODE_OWNER_NAME_LABEL)
+        || node.annotations().contains_key(NODE_OWNER_UID_ANNOTATION)
+        || node
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.as_ref())
+            .is_some_and(|taints| taints.iter().any(|t| t.key == NODE_CLAIM_TAINT_KEY))
+}
+
+/// `NS/NAME` of the VirtualCluster whose labels `node` carries.
+pub fn owner_of(node: &Node) -> Option<String> {
+    let labels = node.labels();
+    Some(format!(
+        "{}/{}",
+        labels.get(NODE_OWNER_NAMESPACE_LABEL)?,
+        labels.get(NODE_OWNER_NAME_LABEL)?
+    ))
+}
+
+pub fn json_of<T: serde::Serialize>(value: &T) -> Value {
+    serde_json::to_value(value).unwrap()
+}

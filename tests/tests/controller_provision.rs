@@ -1,0 +1,427 @@
+//! The controller against the test API server: a fresh VirtualCluster reaches
+//! Initialized and Completed, its kubeconfig works, a settled tenant costs no writes,
+//! and a delete leaves nothing behind.
+
+mod controller_common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use base64::Engine as _;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{Node, Secret, Service, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::{Api, Resource, ResourceExt};
+use serde_json::json;
+use vc_api::condition_types::{CLUSTER_TREE_READY, CONTROL_PLANE_READY, NODES_PROMOTED, READY};
+use vc_api::constants::{
+    FINALIZER, NODE_CLAIM_TAINT_KEY, NODE_OWNER_NAME_LABEL, NODE_OWNER_NAMESPACE_LABEL,
+    NODE_OWNER_UID_ANNOTATION, TENANT_NAME_LABEL, admin_kubeconfig_secret_name,
+    tenant_workload_namespace,
+};
+
+use controller_common::{Harness, carries_any_claim, condition};
+
+const PROVISION_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn kubectl_available() -> bool {
+    std::process::Command::new("kubectl")
+        .arg("version")
+        .arg("--client")
+        .output()
+        .is_ok_and(|output| output.status.success())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fresh_virtual_cluster_reaches_completed_and_its_kubeconfig_works() {
+    let harness = Harness::start(3, true).await;
+    let created = harness
+        .create_vc("team-a", "prod", &["node-0", "node-1"])
+        .await;
+    let uid = created.uid().unwrap();
+
+    // Initialized (or already Completed) always comes with spec.kubeconfig in place.
+    let initialized_or_later = harness
+        .eventually(
+            PROVISION_TIMEOUT,
+            "team-a/prod to reach Initialized",
+            || {
+                let api = harness.vcs("team-a");
+                async move {
+                    let vc = api.get("prod").await.ok()?;
+                    let phase = vc.status.as_ref().and_then(|s| s.phase)?;
+                    matches!(phase, vc_api::Phase::Initialized | vc_api::Phase::Completed)
+                        .then_some(vc)
+                }
+            },
+        )
+        .await;
+    assert!(
+        initialized_or_later.spec.kubeconfig.is_some(),
+        "phase Initialized without spec.kubeconfig"
+    );
+    assert_eq!(initialized_or_later.finalizers(), [FINALIZER]);
+
+    let vc = harness
+        .wait_for_phase("team-a", "prod", "Completed", PROVISION_TIMEOUT)
+        .await;
+    for type_ in [
+        CONTROL_PLANE_READY,
+        NODES_PROMOTED,
+        CLUSTER_TREE_READY,
+        READY,
+    ] {
+        let (status, reason, message) =
+            condition(&vc, type_).unwrap_or_else(|| panic!("{type_} missing"));
+        assert_eq!(status, "True", "{type_}: {reason}: {message}");
+    }
+    let status = vc.status.clone().unwrap();
+    assert_eq!(status.observed_generation, vc.metadata.generation);
+    assert_eq!(status.promoted_nodes, ["node-0", "node-1"]);
+    let endpoint = status.api_server_endpoint.clone().unwrap();
+    assert!(endpoint.starts_with("https://127.100."), "{endpoint}");
+
+    // Both nodes carry our claim: labels, UID annotation and NoSchedule taint; the
+    // node's own taint stays.
+    let nodes: Api<Node> = Api::all(harness.admin.clone());
+    for name in ["node-0", "node-1"] {
+        let node = nodes.get(name).await.unwrap();
+        assert_eq!(
+            node.labels()
+                .get(NODE_OWNER_NAMESPACE_LABEL)
+                .map(String::as_str),
+            Some("team-a")
+        );
+        assert_eq!(
+            node.labels().get(NODE_OWNER_NAME_LABEL).map(String::as_str),
+            Some("prod")
+        );
+        assert_eq!(
+            node.annotations().get(NODE_OWNER_UID_ANNOTATION),
+            Some(&uid)
+        );
+        let taints = node.spec.unwrap().taints.unwrap();
+        assert!(taints.iter().any(|t| t.key == NODE_CLAIM_TAINT_KEY
+            && t.effect == "NoSchedule"
+            && t.value.as_deref() == Some("prod")));
+        assert!(taints.iter().any(|t| t.key == "example.com/gpu"));
+    }
+    assert!(!carries_any_claim(&nodes.get("node-2").await.unwrap()));
+
+    // spec.kubeconfig is the external admin kubeconfig, identical to the Secret's.
+    let kubeconfig = base64::engine::general_purpose::STANDARD
+        .decode(vc.spec.kubeconfig.clone().unwrap())
+        .unwrap();
+    let secrets: Api<Secret> = Api::namespaced(harness.admin.clone(), "team-a");
+    let admin_secret = secrets
+        .get(&admin_kubeconfig_secret_name("prod"))
+        .await
+        .unwrap();
+    let data = admin_secret.data.clone().unwrap();
+    assert_eq!(data["kubeconfig"].0, kubeconfig);
+    let internal = String::from_utf8(data["kubeconfig-internal"].0.clone()).unwrap();
+    assert!(
+        internal.contains("https://prod-apiserver.team-a.svc:6443"),
+        "{internal}"
+    );
+
+    if kubectl_available() {
+        // kubectl verifies the tenant's serving certificate against the tenant CA in the
+        // kubeconfig, and authenticates with the admin client certificate.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tenant.kubeconfig");
+        std::fs::write(&path, &kubeconfig).unwrap();
+        let output = tokio::process::Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&path)
+            .args(["get", "--raw", "/readyz"])
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "kubectl failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "ok");
+    } else {
+        eprintln!(
+            "skipped: kubectl is not installed; the kubeconfig check via kubectl did not run"
+        );
+    }
+
+    // Every namespaced object of the tenant is owned by the VirtualCluster; the
+    // cluster-scoped ones are named after it and removed by the finalizer.
+    let selector = format!("{TENANT_NAME_LABEL}=prod");
+    let params = ListParams::default().labels(&selector);
+    let mut owned = Vec::new();
+    for secret in secrets.list(&params).await.unwrap() {
+        owned.push((
+            "Secret",
+            secret.name_any(),
+            secret.owner_references().to_vec(),
+        ));
+    }
+    for service in Api::<Service>::namespaced(harness.admin.clone(), "team-a")
+        .list(&params)
+        .await
+        .unwrap()
+    {
+        owned.push((
+            "Service",
+            service.name_any(),
+            service.owner_references().to_vec(),
+        ));
+    }
+    for set in Api::<StatefulSet>::namespaced(harness.admin.clone(), "team-a")
+        .list(&params)
+        .await
+        .unwrap()
+    {
+        owned.push((
+            "StatefulSet",
+            set.name_any(),
+            set.owner_references().to_vec(),
+        ));
+    }
+    for deployment in Api::<Deployment>::namespaced(harness.admin.clone(), "team-a")
+        .list(&params)
+        .await
+        .unwrap()
+    {
+        owned.push((
+            "Deployment",
+            deployment.name_any(),
+            deployment.owner_references().to_vec(),
+        ));
+    }
+    for account in Api::<ServiceAccount>::namespaced(harness.admin.clone(), "team-a")
+        .list(&params)
+        .await
+        .unwrap()
+    {
+        owned.push((
+            "ServiceAccount",
+            account.name_any(),
+            account.owner_references().to_vec(),
+        ));
+    }
+    let kinds: BTreeSet<&str> = owned.iter().map(|(kind, _, _)| *kind).collect();
+    assert_eq!(
+        kinds,
+        BTreeSet::from([
+            "Secret",
+            "Service",
+            "StatefulSet",
+            "Deployment",
+            "ServiceAccount"
+        ])
+    );
+    for (kind, name, references) in &owned {
+        let reference = references
+            .iter()
+            .find(|r| r.uid == uid)
+            .unwrap_or_else(|| panic!("{kind} {name} is not owned by the VirtualCluster"));
+        assert_eq!(reference.controller, Some(true), "{kind} {name}");
+        assert_eq!(reference.block_owner_deletion, Some(true), "{kind} {name}");
+    }
+
+    harness.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn settled_tenant_reconciles_write_nothing() {
+    let harness = Harness::start(2, true).await;
+    harness.create_vc("team-a", "quiet", &["node-0"]).await;
+    harness
+        .wait_for_phase("team-a", "quiet", "Completed", PROVISION_TIMEOUT)
+        .await;
+
+    // Let in-flight follow-ups finish, then count over several resyncs (400 ms each).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let reconciles_before = reconcile_count(&harness);
+    harness.server.reset_write_counts();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let reconciles = reconcile_count(&harness) - reconciles_before;
+    let counts = harness.server.write_counts();
+    assert!(
+        reconciles >= 5,
+        "expected several resyncs in 4 s, saw {reconciles} reconciles"
+    );
+    assert_eq!(
+        counts.requests_by(controller_common::CONTROLLER_USER),
+        0,
+        "a settled tenant must cost no write requests over {reconciles} reconciles; requests by resource: {:?}",
+        counts.requests_by_resource
+    );
+    harness.shutdown().await;
+}
+
+fn reconcile_count(harness: &Harness) -> u64 {
+    let text = harness.metrics.encode().unwrap();
+    text.lines()
+        .filter(|line| line.starts_with("vc_controller_reconciles_total{"))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn delete_releases_nodes_and_leaves_nothing() {
+    let harness = Harness::start(3, true).await;
+    harness
+        .create_vc("team-b", "gone", &["node-0", "node-1"])
+        .await;
+    harness
+        .wait_for_phase("team-b", "gone", "Completed", PROVISION_TIMEOUT)
+        .await;
+    let workload_namespace = tenant_workload_namespace("team-b", "gone");
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(harness.admin.clone());
+    assert!(
+        namespaces
+            .get_opt(&workload_namespace)
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    harness
+        .vcs("team-b")
+        .delete("gone", &DeleteParams::default())
+        .await
+        .unwrap();
+    harness
+        .eventually(PROVISION_TIMEOUT, "team-b/gone to disappear", || {
+            let api = harness.vcs("team-b");
+            async move {
+                api.get_opt("gone")
+                    .await
+                    .ok()
+                    .flatten()
+                    .is_none()
+                    .then_some(())
+            }
+        })
+        .await;
+
+    let nodes: Api<Node> = Api::all(harness.admin.clone());
+    for node in nodes.list(&ListParams::default()).await.unwrap() {
+        assert!(
+            !carries_any_claim(&node),
+            "node {} still carries a claim: {:?}",
+            node.name_any(),
+            node.metadata.labels
+        );
+        let taints = node.spec.and_then(|s| s.taints).unwrap_or_default();
+        assert!(
+            taints.iter().any(|t| t.key == "example.com/gpu"),
+            "the node's own taint was lost"
+        );
+    }
+    let role = "kosmos-vc:team-b:gone:clustertree";
+    assert!(
+        Api::<ClusterRole>::all(harness.admin.clone())
+            .get_opt(role)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        Api::<ClusterRoleBinding>::all(harness.admin.clone())
+            .get_opt(role)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let namespace_gone_or_terminating = namespaces
+        .get_opt(&workload_namespace)
+        .await
+        .unwrap()
+        .is_none_or(|namespace| namespace.meta().deletion_timestamp.is_some());
+    assert!(
+        namespace_gone_or_terminating,
+        "workload namespace {workload_namespace} was not deleted"
+    );
+    let selector = format!("{TENANT_NAME_LABEL}=gone");
+    harness
+        .eventually(
+            Duration::from_secs(20),
+            "garbage collection of the tenant's namespaced objects",
+            || {
+                let client = harness.admin.clone();
+                let selector = selector.clone();
+                async move {
+                    let params = ListParams::default().labels(&selector);
+                    let secrets = Api::<Secret>::namespaced(client.clone(), "team-b")
+                        .list(&params)
+                        .await
+                        .ok()?;
+                    let deployments = Api::<Deployment>::namespaced(client.clone(), "team-b")
+                        .list(&params)
+                        .await
+                        .ok()?;
+                    let services = Api::<Service>::namespaced(client.clone(), "team-b")
+                        .list(&params)
+                        .await
+                        .ok()?;
+                    let sets = Api::<StatefulSet>::namespaced(client, "team-b")
+                        .list(&params)
+                        .await
+                        .ok()?;
+                    (secrets.items.is_empty()
+                        && deployments.items.is_empty()
+                        && services.items.is_empty()
+                        && sets.items.is_empty())
+                    .then_some(())
+                }
+            },
+        )
+        .await;
+    harness.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn removing_a_node_from_the_spec_releases_it_without_reprovisioning() {
+    let harness = Harness::start(3, true).await;
+    harness
+        .create_vc("team-c", "shrink", &["node-0", "node-1"])
+        .await;
+    harness
+        .wait_for_phase("team-c", "shrink", "Completed", PROVISION_TIMEOUT)
+        .await;
+    let secrets: Api<Secret> = Api::namespaced(harness.admin.clone(), "team-c");
+    let ca_before = secrets.get("shrink-ca").await.unwrap().data;
+
+    let patch = json!({"spec": {"promoteResources": {"nodes": ["node-0", "node-2"]}}});
+    harness
+        .vcs("team-c")
+        .patch("shrink", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let nodes: Api<Node> = Api::all(harness.admin.clone());
+    harness
+        .eventually(
+            PROVISION_TIMEOUT,
+            "node-1 released and node-2 promoted",
+            || {
+                let nodes = nodes.clone();
+                let api = harness.vcs("team-c");
+                async move {
+                    let released = !carries_any_claim(&nodes.get("node-1").await.ok()?);
+                    let vc = api.get("shrink").await.ok()?;
+                    let status = vc.status?;
+                    (released
+                        && status.promoted_nodes == ["node-0", "node-2"]
+                        && status.phase == Some(vc_api::Phase::Completed))
+                    .then_some(())
+                }
+            },
+        )
+        .await;
+    assert_eq!(
+        secrets.get("shrink-ca").await.unwrap().data,
+        ca_before,
+        "the CA must never be regenerated"
+    );
+    harness.shutdown().await;
+}
