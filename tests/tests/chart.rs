@@ -21,7 +21,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use pretty_assertions::assert_eq;
 use serde::Serialize;
@@ -1022,6 +1022,100 @@ fn rbac_has_no_wildcards_and_binds_each_role_to_the_pod_that_uses_it() {
     assert_eq!(
         flag_value(&webhook_container, "controller-username"),
         Some(format!("system:serviceaccount:platform:{controller}"))
+    );
+}
+
+/// Whether `held` allows `verb` on `group`/`resource` (named `name`), as RBAC decides.
+#[cfg(test)]
+fn rules_allow(
+    held: &[PolicyRule],
+    group: &str,
+    resource: &str,
+    verb: &str,
+    name: Option<&str>,
+) -> bool {
+    let lists = |values: &Option<Vec<String>>, wanted: &str| {
+        values.iter().flatten().any(|value| value == wanted)
+    };
+    held.iter().any(|rule| {
+        lists(&rule.api_groups, group)
+            && lists(&rule.resources, resource)
+            && rule.verbs.iter().any(|held_verb| held_verb == verb)
+            && match &rule.resource_names {
+                Some(names) if !names.is_empty() => {
+                    name.is_some_and(|name| names.iter().any(|held| held == name))
+                }
+                _ => true,
+            }
+    })
+}
+
+/// Grants of `rules` that `held` does not cover, as `verb group/resource[/name]`.
+#[cfg(test)]
+fn uncovered(held: &[PolicyRule], rules: &[PolicyRule]) -> Vec<String> {
+    let mut missing = Vec::new();
+    for rule in rules {
+        let names: Vec<Option<&str>> = match &rule.resource_names {
+            Some(names) if !names.is_empty() => {
+                names.iter().map(|name| Some(name.as_str())).collect()
+            }
+            _ => vec![None],
+        };
+        for group in rule.api_groups.iter().flatten() {
+            for resource in rule.resources.iter().flatten() {
+                for verb in &rule.verbs {
+                    for name in &names {
+                        if !rules_allow(held, group, resource, verb, *name) {
+                            missing
+                                .push(format!("{verb} {group}/{resource}/{}", name.unwrap_or("*")));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    missing
+}
+
+/// The apiserver refuses to create or bind a Role granting more than the creator holds
+/// (RBAC escalation prevention). The test API server does not check that, so this test
+/// does: the chart's controller ClusterRole must cover every rule the controller writes
+/// into the clustertree's Role and ClusterRole.
+#[test]
+fn controller_holds_every_right_it_grants_the_clustertree() {
+    use vc_controller::resources::{BuildContext, Tenant, clustertree};
+
+    let engine = engine_or_skip!();
+    let manifests = render(&engine, &[]);
+    let controller_role: ClusterRole = typed(one(&manifests, "ClusterRole", CONTROLLER));
+    let held = controller_role.rules.unwrap_or_default();
+
+    let vc: vc_api::VirtualCluster = serde_json::from_value(serde_json::json!({
+        "apiVersion": "kosmos.io/v1alpha1",
+        "kind": "VirtualCluster",
+        "metadata": {"name": "prod", "namespace": "team-a", "uid": "0b6f7c1e"},
+        "spec": {"promoteResources": {"nodes": ["node1", "node2"], "resources": {"cpu": "4"}}}
+    }))
+    .expect("VirtualCluster");
+    let tenant = Tenant::resolve(&vc, &BuildContext::default()).expect("tenant");
+    let mut granted = clustertree::role(&tenant).rules.unwrap_or_default();
+    granted.extend(
+        clustertree::cluster_role(&tenant, &["node1".to_owned(), "node2".to_owned()])
+            .rules
+            .unwrap_or_default(),
+    );
+    assert!(!granted.is_empty(), "the clustertree is granted something");
+    assert_eq!(uncovered(&held, &granted), Vec::<String>::new());
+
+    // The check is real: without the pods/log rule, the Role could not be created.
+    let without_log: Vec<PolicyRule> = held
+        .iter()
+        .filter(|rule| rule.resources != Some(vec!["pods/log".to_owned()]))
+        .cloned()
+        .collect();
+    assert_eq!(
+        uncovered(&without_log, &granted),
+        vec!["get /pods/log/*".to_owned()]
     );
 }
 
