@@ -934,3 +934,128 @@ fn clusters_per_namespace_are_capped() {
     let prod = virtual_cluster("team-a", "prod", &["node7"], &[("cpu", 8.into())]);
     assert_allowed(&update_by(USER, &prod, &prod.clone(), &host(), &policy));
 }
+
+// --- properties -------------------------------------------------------------------------
+
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn any_quantity() -> impl Strategy<Value = ResourceQuantity> {
+        prop_oneof![
+            any::<i64>().prop_map(ResourceQuantity::Int),
+            "[-+]?[0-9]{0,6}(\\.[0-9]{0,4})?([KMGTPE]i|[numkMGTPE]|[eE][-+]?[0-9]{1,3})?"
+                .prop_map(ResourceQuantity::String),
+            ".{0,12}".prop_map(ResourceQuantity::String),
+        ]
+    }
+
+    fn any_cluster() -> impl Strategy<Value = VirtualCluster> {
+        (
+            "[a-z0-9-]{0,70}|.{0,10}",
+            prop::collection::vec("node[0-9]{1,2}|master1|.{0,6}", 0..6),
+            prop::collection::btree_map(
+                "cpu|memory|pods|ephemeral-storage|cpus|example.com/gpu|.{0,8}",
+                any_quantity(),
+                0..4,
+            ),
+            prop::option::of("v1\\.[0-9]{1,2}\\.[0-9]|.{0,8}"),
+            prop::option::of(any::<i32>()),
+            prop::option::of("[a-z.*_:0-9-]{0,20}"),
+        )
+            .prop_map(|(name, nodes, resources, version, replicas, host)| {
+                let mut cluster = VirtualCluster::new(&name, VirtualClusterSpec::default());
+                cluster.metadata.namespace = Some("team-p".into());
+                cluster.spec.promote_resources.nodes = nodes;
+                cluster.spec.promote_resources.resources = resources.into_iter().collect();
+                cluster.spec.kubernetes_version = version;
+                cluster.spec.control_plane = Some(ControlPlaneSpec {
+                    api_server: Some(ApiServerSpec {
+                        external_hosts: host.into_iter().collect(),
+                        ..ApiServerSpec::default()
+                    }),
+                    etcd: Some(EtcdSpec {
+                        replicas,
+                        ..EtcdSpec::default()
+                    }),
+                });
+                cluster
+            })
+    }
+
+    fn pool_request() -> impl Strategy<Value = (Vec<String>, i64, i64)> {
+        (
+            prop::collection::vec((1_usize..=8).prop_map(|index| format!("node{index}")), 0..3),
+            1_i64..10,
+            1_i64..40,
+        )
+            .prop_map(|(nodes, cpu, memory_gi)| (nodes, cpu, memory_gi))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Whatever a client sends, the rules answer (and defaulting either succeeds or
+        /// names the field); nothing panics.
+        #[test]
+        fn validate_answers_every_input(new in any_cluster(), old in any_cluster(), update in any::<bool>()) {
+            let inventory = host();
+            let policy = Policy {
+                max_nodes_per_cluster: Some(3),
+                max_cpu_per_cluster: Some(20 * CPU),
+                max_clusters_per_namespace: Some(2),
+                ..Policy::default()
+            };
+            let request = Request {
+                operation: if update { Operation::Update } else { Operation::Create },
+                username: USER,
+                object: Some(&new),
+                old_object: update.then_some(&old),
+            };
+            let verdict = validate(&request, &inventory, &policy);
+            if let Some(denial) = verdict.denial {
+                prop_assert!(denial.code == FORBIDDEN || denial.code == INVALID);
+                prop_assert!(!denial.message.is_empty());
+            }
+            if let Err(error) = apply_defaults(&new.spec, &Defaults::default()) {
+                prop_assert!(error.to_string().starts_with("spec."), "{}", error);
+            }
+        }
+
+        /// Admitting creations one after another (each admitted one entering the cache)
+        /// never lists a node twice and never reserves more than the pool can give.
+        #[test]
+        fn admitted_creations_keep_nodes_exclusive_and_the_pool_covered(
+            requests in prop::collection::vec(pool_request(), 1..12),
+        ) {
+            let mut inventory = host();
+            let policy = Policy {
+                overcommit: BTreeMap::from([("cpu".to_owned(), Ratio::parse("1.5").unwrap())]),
+                ..Policy::default()
+            };
+            for (index, (nodes, cpu, memory_gi)) in requests.into_iter().enumerate() {
+                let node_refs: Vec<&str> = nodes.iter().map(String::as_str).collect();
+                let cluster = virtual_cluster(
+                    "team-p",
+                    &format!("c{index}"),
+                    &node_refs,
+                    &[("cpu", cpu.into()), ("memory", format!("{memory_gi}Gi").as_str().into())],
+                );
+                if create_with(&cluster, &inventory, &policy).is_allowed() {
+                    inventory.upsert_cluster(ClusterFacts::from_virtual_cluster(&cluster).unwrap());
+                }
+                for name in ["node1", "node2", "node3", "node4", "node5", "node6", "node7", "node8"] {
+                    let stranger = ClusterKey::new("nobody", "nobody");
+                    let first = inventory.other_owner_of(name, &stranger).cloned();
+                    if let Some(first) = first {
+                        prop_assert_eq!(inventory.other_owner_of(name, &first), None, "{} listed twice", name);
+                    }
+                }
+                let cpu_limit = policy.overcommit_of("cpu").apply(inventory.pool_capacity().get("cpu"));
+                prop_assert!(inventory.reserved().get("cpu") <= cpu_limit);
+                prop_assert!(inventory.reserved().get("memory") <= inventory.pool_capacity().get("memory"));
+            }
+        }
+    }
+}
