@@ -106,6 +106,10 @@ async fn pass(state: &Arc<State>) -> bool {
             }
         }
     }
+    if progressed {
+        // Owners changed: look again with a fresh snapshot before judging dependents.
+        return true;
+    }
     // Dependents whose owners are all gone.
     let mut handled: HashSet<&str> = HashSet::new();
     for node in nodes
