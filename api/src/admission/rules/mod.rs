@@ -134,7 +134,7 @@ fn check(
         Operation::Create | Operation::Delete => None,
     };
     if old.is_none() {
-        names::check_derived_names(&key)?;
+        names::check_derived_names(&key, inventory)?;
     }
     reserved::check(request.username, object, old, policy)?;
     let pooled = spec::check(object, old, inventory)?;

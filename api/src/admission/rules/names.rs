@@ -1,6 +1,7 @@
 //! The VirtualCluster's name and namespace must leave room for every name derived from
 //! them; otherwise the controller would fail half-way through provisioning.
 
+use super::super::inventory::Inventory;
 use super::{ClusterKey, Denial};
 use crate::VirtualCluster;
 use crate::constants::tenant_workload_namespace;
@@ -64,7 +65,7 @@ const DERIVED_NAMES: [DerivedName; 3] = [
 ];
 
 /// The name is a DNS-1035 label and every derived name fits its limit.
-pub(super) fn check_derived_names(key: &ClusterKey) -> Result<(), Denial> {
+pub(super) fn check_derived_names(key: &ClusterKey, inventory: &Inventory) -> Result<(), Denial> {
     let name = key.name.as_str();
     check_name_length(name)?;
     if !is_dns1035_label(name) {
@@ -72,7 +73,8 @@ pub(super) fn check_derived_names(key: &ClusterKey) -> Result<(), Denial> {
             "metadata.name {name:?} must be a DNS-1035 label: lowercase letters, digits and '-', starting with a letter and ending with a letter or digit, because it names Services such as \"{name}-apiserver\""
         )));
     }
-    check_workload_namespace(key)
+    check_workload_namespace(key)?;
+    check_workload_namespace_is_free(key, inventory)
 }
 
 /// Names every derived name that would be too long, and the longest name that fits all.
@@ -125,6 +127,23 @@ fn check_workload_namespace(key: &ClusterKey) -> Result<(), Denial> {
             DNS_LABEL_MAX - overhead,
             key.namespace.len() + name.len(),
         )));
+    }
+    Ok(())
+}
+
+/// `vc-NS-NAME` is ambiguous: `a-b/c` and `a/b-c` both give `vc-a-b-c`, and two tenants
+/// sharing a host namespace would share its ResourceQuota and RBAC. Every split of the
+/// derived name at a `-` is looked up, O(dashes), so no extra index is needed.
+fn check_workload_namespace_is_free(key: &ClusterKey, inventory: &Inventory) -> Result<(), Denial> {
+    let joined = format!("{}-{}", key.namespace, key.name);
+    for (position, _) in joined.match_indices('-') {
+        let other = ClusterKey::new(&joined[..position], &joined[position + 1..]);
+        if other != *key && inventory.contains_cluster(&other) {
+            return Err(Denial::forbidden(format!(
+                "the host namespace \"{}\" derived from namespace and name is already used by VirtualCluster {other}; choose another name",
+                tenant_workload_namespace(&key.namespace, &key.name)
+            )));
+        }
     }
     Ok(())
 }

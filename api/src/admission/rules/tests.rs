@@ -239,6 +239,19 @@ fn namespace_and_name_together_must_fit_the_workload_namespace() {
 }
 
 #[test]
+fn two_clusters_never_share_a_host_namespace() {
+    // team-a/prod owns "vc-team-a-prod"; team/a-prod would derive the same namespace.
+    assert_denied(
+        &create(&virtual_cluster("team", "a-prod", &[], &[])),
+        FORBIDDEN,
+        "the host namespace \"vc-team-a-prod\" derived from namespace and name is already used by VirtualCluster team-a/prod; choose another name",
+    );
+    assert_allowed(&create(&virtual_cluster("team", "a-dev", &[], &[])));
+    // Recreating team-a/prod while the cache still holds it does not collide with itself.
+    assert_allowed(&create(&virtual_cluster("team-a", "prod", &[], &[])));
+}
+
+#[test]
 fn names_are_not_rechecked_on_update() {
     let old = virtual_cluster("team-c", "Legacy", &[], &[]);
     assert_allowed(&update(&old, &old.clone()));
