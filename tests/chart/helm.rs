@@ -12,6 +12,10 @@
 //!     Err(why) => return eprintln!("skipped: {why}"),
 //! };
 //! let manifests = helm::Render::new().set("webhook.replicas=1").run(&engine)?;
+//! for object in &manifests.objects {        // install order: CRD, SAs, RBAC, ..., webhooks
+//!     server.install_yaml(&serde_json::to_string(object)?).await?;
+//! }
+//! let (user, groups) = manifests.service_account_identity("kosmos-vc-controller").unwrap();
 //! let files = helm::Render::new().write_to(&engine, dir.path())?; // 000-...yaml, apply in order
 //! ```
 
@@ -298,6 +302,22 @@ impl Manifests {
         self.objects
             .iter()
             .find(|object| object["kind"] == kind && object["metadata"]["name"] == name)
+    }
+
+    /// The user and groups the ServiceAccount of Deployment `name` authenticates as, so a
+    /// test can run that binary with exactly the rights the chart grants it.
+    pub fn service_account_identity(&self, deployment: &str) -> Option<(String, Vec<String>)> {
+        let object = self.get("Deployment", deployment)?;
+        let namespace = object["metadata"]["namespace"].as_str()?;
+        let account = object["spec"]["template"]["spec"]["serviceAccountName"].as_str()?;
+        Some((
+            format!("system:serviceaccount:{namespace}:{account}"),
+            vec![
+                "system:serviceaccounts".to_owned(),
+                format!("system:serviceaccounts:{namespace}"),
+                "system:authenticated".to_owned(),
+            ],
+        ))
     }
 
     /// Kinds and names, for messages.

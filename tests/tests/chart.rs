@@ -1124,6 +1124,14 @@ fn default_release_keeps_the_controller_identity_the_webhook_trusts_by_default()
     let engine = engine_or_skip!();
     let manifests = render(&engine, &[]);
     assert!(manifests.get("ServiceAccount", CONTROLLER).is_some());
+    let (user, groups) = manifests
+        .service_account_identity(CONTROLLER)
+        .expect("controller identity");
+    assert_eq!(
+        user,
+        "system:serviceaccount:kosmos-system:kosmos-vc-controller"
+    );
+    assert!(groups.contains(&"system:serviceaccounts:kosmos-system".to_owned()));
     // docs/contracts.md: vc-webhook's --controller-username default.
     assert_eq!(
         flag_value(&container(&manifests, WEBHOOK), "controller-username").as_deref(),
