@@ -17,6 +17,7 @@
 //! (or a deadline, or a periodic resync) runs one pass that compares what exists with
 //! what the simulated component would have written, and writes only the difference.
 
+pub mod clustertree;
 pub mod nodes;
 pub mod services;
 pub mod tenant_apiserver;
