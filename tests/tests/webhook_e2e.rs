@@ -1,0 +1,466 @@
+//! vc-webhook end to end: the built `vc-webhook` binary runs as its own process against
+//! the test API server, is registered through a MutatingWebhookConfiguration and a
+//! ValidatingWebhookConfiguration (url + caBundle), and real `kubectl` talks to the
+//! API server, which calls the webhook for every VirtualCluster write.
+
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use http_body_util::{BodyExt as _, Empty};
+use hyper_util::rt::TokioIo;
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair, SanType};
+use rustls::pki_types::ServerName;
+use serde_json::Value;
+use vc_tests::apiserver::{TestApiServer, TestApiServerOptions};
+
+const CRD: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../charts/kosmos-vc/crds/virtualclusters.kosmos.io.yaml"
+);
+
+/// Two Ready worker nodes: `node-a` is promoted, `node-b` is the shared pool.
+const NODES: &str = r#"
+apiVersion: v1
+kind: Node
+metadata:
+  name: node-a
+  labels: {kubernetes.io/hostname: node-a}
+status:
+  allocatable: {cpu: "16", memory: 64Gi, pods: "110"}
+  conditions:
+  - {type: Ready, status: "True", reason: KubeletReady, message: kubelet is posting ready status}
+---
+apiVersion: v1
+kind: Node
+metadata:
+  name: node-b
+  labels: {kubernetes.io/hostname: node-b}
+status:
+  allocatable: {cpu: "16", memory: 64Gi, pods: "110"}
+  conditions:
+  - {type: Ready, status: "True", reason: KubeletReady, message: kubelet is posting ready status}
+"#;
+
+const PROD: &str = r#"apiVersion: kosmos.io/v1alpha1
+kind: VirtualCluster
+metadata:
+  name: prod
+  namespace: default
+spec:
+  promoteResources:
+    nodes: [node-a]
+    resources:
+      cpu: 4
+      memory: 8192Mi
+"#;
+
+const DEV_TAKING_NODE_A: &str = r#"apiVersion: kosmos.io/v1alpha1
+kind: VirtualCluster
+metadata:
+  name: dev
+  namespace: default
+spec:
+  promoteResources:
+    nodes: [node-a]
+"#;
+
+const REFUSAL: &str = r#"node "node-a" already belongs to VirtualCluster default/prod"#;
+
+/// The webhook process; killed when dropped so no test leaves it behind.
+#[cfg(test)]
+struct WebhookProcess {
+    child: Child,
+    log: PathBuf,
+}
+
+#[cfg(test)]
+impl WebhookProcess {
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+impl Drop for WebhookProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A CA and a serving certificate for `127.0.0.1`, PEM-encoded.
+#[cfg(test)]
+struct WebhookPki {
+    ca_pem: String,
+    cert_pem: String,
+    key_pem: String,
+}
+
+#[cfg(test)]
+fn webhook_pki() -> WebhookPki {
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "vc-webhook e2e CA");
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.subject_alt_names = vec![
+        SanType::IpAddress(Ipv4Addr::LOCALHOST.into()),
+        SanType::DnsName("localhost".try_into().unwrap()),
+    ];
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "vc-webhook");
+    let key = KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, &ca).unwrap();
+    WebhookPki {
+        ca_pem: ca.pem(),
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    }
+}
+
+/// `VC_WEBHOOK_BIN` when set, else `vc-webhook` in the target directory of this test
+/// binary (`target/<profile>/deps/webhook_e2e-*` -> `target/<profile>/vc-webhook`).
+#[cfg(test)]
+fn built_webhook() -> Option<PathBuf> {
+    if let Some(explicit) = std::env::var_os("VC_WEBHOOK_BIN") {
+        return Some(PathBuf::from(explicit));
+    }
+    let executable = std::env::current_exe().ok()?;
+    let profile_directory = executable.parent()?.parent()?;
+    Some(profile_directory.join("vc-webhook")).filter(|candidate| candidate.is_file())
+}
+
+#[cfg(test)]
+fn find_on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|directory| directory.join(name))
+        .find(|candidate| candidate.is_file())
+}
+
+#[cfg(test)]
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[cfg(test)]
+fn start_webhook(binary: &Path, directory: &Path, port: u16, kubeconfig: &Path) -> WebhookProcess {
+    let log = directory.join("vc-webhook.log");
+    let output = std::fs::File::create(&log).unwrap();
+    let child = Command::new(binary)
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--tls-cert")
+        .arg(directory.join("tls.crt"))
+        .arg("--tls-key")
+        .arg(directory.join("tls.key"))
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(["--log-format", "json", "--log-level", "info"])
+        .stdout(Stdio::from(output.try_clone().unwrap()))
+        .stderr(Stdio::from(output))
+        .spawn()
+        .unwrap();
+    WebhookProcess { child, log }
+}
+
+/// GET `path` over HTTPS, trusting only `ca_pem`; `None` when nothing answers yet.
+#[cfg(test)]
+async fn https_get(addr: SocketAddr, ca_pem: &str, path: &str) -> Option<(u16, String)> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap())
+        .unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::from(addr.ip()), tcp)
+        .await
+        .ok()?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .ok()?;
+    tokio::spawn(connection);
+    let request = http::Request::get(path)
+        .header("host", "127.0.0.1")
+        .body(Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.ok()?;
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await.ok()?.to_bytes();
+    Some((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+#[cfg(test)]
+fn webhook_configurations(port: u16, ca_pem: &str) -> String {
+    let ca_bundle = base64::engine::general_purpose::STANDARD.encode(ca_pem);
+    let webhook = |kind: &str, name: &str, path: &str| {
+        format!(
+            r#"apiVersion: admissionregistration.k8s.io/v1
+kind: {kind}
+metadata:
+  name: kosmos-vc-e2e
+webhooks:
+- name: {name}
+  admissionReviewVersions: [v1]
+  sideEffects: None
+  failurePolicy: Fail
+  timeoutSeconds: 5
+  clientConfig:
+    url: https://127.0.0.1:{port}{path}
+    caBundle: {ca_bundle}
+  rules:
+  - apiGroups: [kosmos.io]
+    apiVersions: [v1alpha1]
+    operations: [CREATE, UPDATE]
+    resources: [virtualclusters]
+    scope: Namespaced
+"#
+        )
+    };
+    [
+        webhook(
+            "MutatingWebhookConfiguration",
+            "mutate.vc.kosmos.io",
+            "/mutate",
+        ),
+        webhook(
+            "ValidatingWebhookConfiguration",
+            "validate.vc.kosmos.io",
+            "/validate",
+        ),
+    ]
+    .join("---\n")
+}
+
+#[cfg(test)]
+fn kubectl(
+    kubectl: &Path,
+    kubeconfig: &Path,
+    args: &[&str],
+    stdin_manifest: Option<&str>,
+) -> Output {
+    use std::io::Write as _;
+    let mut child = Command::new(kubectl)
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    if let Some(manifest) = stdin_manifest {
+        stdin.write_all(manifest.as_bytes()).unwrap();
+    }
+    drop(stdin);
+    child.wait_with_output().unwrap()
+}
+
+#[cfg(test)]
+fn text(output: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_sees_defaults_filled_and_a_taken_node_refused() {
+    let Some(kubectl_path) = find_on_path("kubectl") else {
+        eprintln!("skipped: kubectl is not on PATH");
+        return;
+    };
+    let Some(binary) = built_webhook() else {
+        eprintln!(
+            "skipped: vc-webhook is not built; run `cargo build -p vc-webhook` first (or set VC_WEBHOOK_BIN)"
+        );
+        return;
+    };
+
+    let server = TestApiServer::start(TestApiServerOptions::default()).unwrap();
+    let admin = server.kubeconfig_path().to_owned();
+    let run =
+        |args: &[&str], manifest: Option<&str>| kubectl(&kubectl_path, &admin, args, manifest);
+    // The test API server's built-in discovery (recorded from a real apiserver that had
+    // the CRD) may already serve kosmos.io/v1alpha1; installing the CRD on top would list
+    // the group twice and kubectl would refuse to map VirtualCluster. Install it only
+    // when the group is not served yet.
+    let served = run(&["get", "--raw", "/apis/kosmos.io/v1alpha1"], None);
+    if served.status.success() {
+        eprintln!(
+            "note: the test API server already serves kosmos.io/v1alpha1; not installing the CRD again"
+        );
+    } else {
+        server.install_yaml(CRD).await.unwrap();
+    }
+    server.install_yaml(NODES).await.unwrap();
+
+    let directory = tempfile::tempdir().unwrap();
+    let pki = webhook_pki();
+    std::fs::write(directory.path().join("tls.crt"), &pki.cert_pem).unwrap();
+    std::fs::write(directory.path().join("tls.key"), &pki.key_pem).unwrap();
+    let port = free_port();
+    let mut webhook = start_webhook(&binary, directory.path(), port, &admin);
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+
+    // Ready means both caches listed once, so node-a is known before anything is judged.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some((200, _)) = https_get(addr, &pki.ca_pem, "/readyz").await {
+            break;
+        }
+        if let Ok(Some(status)) = webhook.child.try_wait() {
+            panic!("vc-webhook exited with {status}:\n{}", webhook.log());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "vc-webhook not ready within 30 s:\n{}",
+            webhook.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let registered = run(
+        &["apply", "-f", "-"],
+        Some(&webhook_configurations(port, &pki.ca_pem)),
+    );
+    assert!(registered.status.success(), "{}", text(&registered));
+
+    // A valid VirtualCluster is stored with every default filled in.
+    let created = run(&["apply", "-f", "-"], Some(PROD));
+    assert!(
+        created.status.success(),
+        "{}\nwebhook log:\n{}",
+        text(&created),
+        webhook.log()
+    );
+    let stored = run(
+        &[
+            "get",
+            "virtualcluster",
+            "prod",
+            "-n",
+            "default",
+            "-o",
+            "json",
+        ],
+        None,
+    );
+    assert!(stored.status.success(), "{}", text(&stored));
+    let stored: Value = serde_json::from_slice(&stored.stdout).unwrap();
+    let spec = &stored["spec"];
+    assert_eq!(spec["kubernetesVersion"], "v1.33.4", "{spec}");
+    assert_eq!(spec["controlPlane"]["apiServer"]["replicas"], 1, "{spec}");
+    assert_eq!(
+        spec["controlPlane"]["apiServer"]["serviceType"], "ClusterIP",
+        "{spec}"
+    );
+    assert_eq!(spec["controlPlane"]["etcd"]["replicas"], 1, "{spec}");
+    assert_eq!(spec["controlPlane"]["etcd"]["storageSize"], "1Gi", "{spec}");
+    assert_eq!(
+        spec["clusterTree"]["image"], "ghcr.io/kosmos-io/clustertree-cluster-manager:v0.5.0",
+        "{spec}"
+    );
+    // Quantities in canonical form: the number 4 became "4", 8192Mi became "8Gi".
+    assert_eq!(spec["promoteResources"]["resources"]["cpu"], "4", "{spec}");
+    assert_eq!(
+        spec["promoteResources"]["resources"]["memory"], "8Gi",
+        "{spec}"
+    );
+    assert_eq!(
+        spec["promoteResources"]["nodes"],
+        serde_json::json!(["node-a"]),
+        "{spec}"
+    );
+
+    // The webhook learns about prod through its watch; until then a competitor could pass
+    // (the controller's claim is the final arbiter). Server-side dry runs probe the cache.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let probe = run(
+            &["apply", "--dry-run=server", "-f", "-"],
+            Some(DEV_TAKING_NODE_A),
+        );
+        if !probe.status.success() && String::from_utf8_lossy(&probe.stderr).contains(REFUSAL) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "dev was never refused: {}\n{}",
+            text(&probe),
+            webhook.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // The conflicting VirtualCluster is refused with the owner named, and not stored.
+    let refused = run(&["apply", "-f", "-"], Some(DEV_TAKING_NODE_A));
+    assert!(!refused.status.success(), "{}", text(&refused));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains(&format!(
+            r#"admission webhook "validate.vc.kosmos.io" denied the request: {REFUSAL}"#
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("Forbidden"), "{stderr}");
+    let missing = run(&["get", "virtualcluster", "dev", "-n", "default"], None);
+    assert!(!missing.status.success(), "{}", text(&missing));
+
+    // An update through kubectl apply passes the webhooks too, and stays defaulted.
+    let updated = run(
+        &["apply", "-f", "-"],
+        Some(&PROD.replace("cpu: 4", "cpu: 6")),
+    );
+    assert!(
+        updated.status.success(),
+        "{}\n{}",
+        text(&updated),
+        webhook.log()
+    );
+    let stored = run(
+        &[
+            "get",
+            "virtualcluster",
+            "prod",
+            "-n",
+            "default",
+            "-o",
+            "json",
+        ],
+        None,
+    );
+    let stored: Value = serde_json::from_slice(&stored.stdout).unwrap();
+    assert_eq!(stored["spec"]["promoteResources"]["resources"]["cpu"], "6");
+    assert_eq!(stored["spec"]["kubernetesVersion"], "v1.33.4");
+
+    let (status, metrics) = https_get(addr, &pki.ca_pem, "/metrics").await.unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains(r#"vc_webhook_admission_requests_total{endpoint="validate",operation="CREATE",result="denied"}"#),
+        "{metrics}"
+    );
+    drop(webhook);
+}
