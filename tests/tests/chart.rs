@@ -1304,6 +1304,28 @@ fn built_binary(name: &str) -> Option<PathBuf> {
         })
 }
 
+/// vc-controller is a library dependency of this crate: its own flag parser must accept
+/// the rendered arguments, and see the values the chart meant.
+#[test]
+fn controller_flag_parser_accepts_the_rendered_arguments() {
+    use clap::Parser as _;
+
+    let engine = engine_or_skip!();
+    for sets in [&[][..], EVERYTHING_ON] {
+        let manifests = render(&engine, sets);
+        let controller = container(&manifests, CONTROLLER);
+        let argv = std::iter::once("vc-controller".to_owned()).chain(args(&controller));
+        let flags = vc_controller::flags::Flags::try_parse_from(argv)
+            .unwrap_or_else(|error| panic!("vc-controller refuses {sets:?}: {error}"));
+        assert_eq!(flags.leader_elect, sets.contains(&"controller.replicas=2"));
+        assert_eq!(flags.probe_listen.to_string(), "0.0.0.0:8080");
+        assert_eq!(flags.leader_election_lease_name, CONTROLLER);
+        assert_eq!(flags.concurrency, 16);
+        assert_eq!(flags.log_format, vc_controller::flags::LogFormat::Json);
+        assert_eq!(flags.kubeconfig, None, "in-cluster configuration in a pod");
+    }
+}
+
 #[test]
 fn rendered_arguments_are_flags_the_binaries_accept() {
     let engine = engine_or_skip!();
