@@ -948,6 +948,87 @@ fn clusters_per_namespace_are_capped() {
     assert_allowed(&update_by(USER, &prod, &prod.clone(), &host(), &policy));
 }
 
+// --- requests exactly as kube-apiserver v1.36 sent them ------------------------------------
+
+/// `request.object` and `request.oldObject` of a recorded AdmissionReview.
+fn recorded(review: &str) -> (String, VirtualCluster, Option<VirtualCluster>) {
+    let review: serde_json::Value = serde_json::from_str(review).unwrap();
+    let request = &review["request"];
+    let object = serde_json::from_value(request["object"].clone()).unwrap();
+    let old_object = serde_json::from_value(request["oldObject"].clone()).unwrap();
+    let username = request["userInfo"]["username"].as_str().unwrap().to_owned();
+    (username, object, old_object)
+}
+
+/// Two 8-cpu, 64Gi pool nodes besides `node-a`, which the recorded requests promote.
+fn recorded_host() -> Inventory {
+    let mut inventory = Inventory::new();
+    for name in ["node-a", "node-b", "node-c"] {
+        inventory.upsert_node(NodeFacts {
+            allocatable: ResourceAmounts::from_iter([("cpu", 8 * CPU), ("memory", 64 * GI)]),
+            ..node(name)
+        });
+    }
+    inventory
+}
+
+#[test]
+fn recorded_create_is_judged_as_sent() {
+    let (username, object, old_object) = recorded(include_str!(
+        "fixtures/002-validate-CREATE-virtualclusters-vc-adm.request.json"
+    ));
+    assert!(old_object.is_none());
+    let request = Request {
+        operation: Operation::Create,
+        username: &username,
+        object: Some(&object),
+        old_object: None,
+    };
+    // The pool holds node-b and node-c once node-a is promoted: 16 cpu and 128Gi.
+    assert_allowed(&validate(&request, &recorded_host(), &Policy::default()));
+
+    let mut crowded = recorded_host();
+    crowded.upsert_cluster(ClusterFacts {
+        key: ClusterKey::new("default", "vc-other"),
+        nodes: vec![],
+        pooled: ResourceAmounts::from_iter([("cpu", 10 * CPU)]),
+    });
+    assert_denied(
+        &validate(&request, &crowded, &Policy::default()),
+        FORBIDDEN,
+        "pooled cpu request 10 exceeds what the shared pool can give: capacity 16 (after promoting node \"node-a\") × overcommit 1.0 = 16, already reserved by other VirtualClusters 10, available 6",
+    );
+}
+
+#[test]
+fn recorded_update_is_judged_against_the_other_clusters() {
+    let (username, object, old_object) = recorded(include_str!(
+        "fixtures/006-validate-UPDATE-virtualclusters-vc-adm.request.json"
+    ));
+    let old_object = old_object.unwrap();
+    let mut inventory = recorded_host();
+    inventory.upsert_cluster(ClusterFacts::from_virtual_cluster(&old_object).unwrap());
+    let request = Request {
+        operation: Operation::Update,
+        username: &username,
+        object: Some(&object),
+        old_object: Some(&old_object),
+    };
+    // cpu 10 -> 12 of a 16-cpu pool that only this cluster uses.
+    assert_allowed(&validate(&request, &inventory, &Policy::default()));
+
+    inventory.upsert_cluster(ClusterFacts {
+        key: ClusterKey::new("team-b", "dev"),
+        nodes: vec![],
+        pooled: ResourceAmounts::from_iter([("cpu", 5 * CPU)]),
+    });
+    assert_denied(
+        &validate(&request, &inventory, &Policy::default()),
+        FORBIDDEN,
+        "pooled cpu request 12 exceeds what the shared pool can give: capacity 16 × overcommit 1.0 = 16, already reserved by other VirtualClusters 5, available 11",
+    );
+}
+
 // --- properties -------------------------------------------------------------------------
 
 mod properties {
