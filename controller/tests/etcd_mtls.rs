@@ -1,10 +1,12 @@
-//! Runs a real etcd exactly as the tenant's StatefulSet renders it.
+//! Runs real etcd members exactly as the tenant's StatefulSet renders them, and talks to
+//! them exactly as the tenant's apiserver Deployment is configured to.
 //!
-//! The StatefulSet's flags and certificate layout are taken from the builder; only what
-//! belongs to the pod is rewritten: `$(POD_NAME)`, the volume root (a temp dir instead of
-//! `/`), and host:port pairs (127.0.0.1 and free ports instead of member DNS names).
-//! Then: the tenant's apiserver etcd-client certificate writes and reads a key, another
-//! tenant's certificate is refused, and plain HTTP is refused.
+//! Flags and certificate layouts come from the builders; only what belongs to the pod is
+//! rewritten: `$(POD_NAME)`, the volume root (a temp dir instead of `/`), and host:port
+//! pairs (127.0.0.1 and free ports instead of member DNS names). Then: the apiserver's
+//! etcd client certificate writes and reads a key, another tenant's certificate is
+//! refused, a client without certificate is refused, plain HTTP is refused, and three
+//! members replicate over peer mTLS.
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
@@ -18,8 +20,7 @@ use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
-use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Container, PodSpec, Secret};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -41,16 +42,22 @@ fn etcd_binary() -> Option<PathBuf> {
         .find(|path| path.is_file())
 }
 
-fn virtual_cluster(name: &str) -> TestResult<VirtualCluster> {
-    let manifest = format!(
-        "apiVersion: kosmos.io/v1alpha1\nkind: VirtualCluster\nmetadata:\n  name: {name}\n  namespace: team-a\n  uid: uid-{name}\nspec:\n  controlPlane:\n    etcd:\n      replicas: 1\n"
-    );
-    Ok(serde_yaml::from_str(&manifest)?)
+fn skip_without_etcd() -> Option<PathBuf> {
+    let binary = etcd_binary();
+    if binary.is_none() {
+        eprintln!(
+            "skipped: no etcd binary at {ETCD_CANDIDATES:?} and ETCD_BIN is unset (install Debian etcd-server)"
+        );
+    }
+    binary
 }
 
-/// Everything the StatefulSet of a fresh tenant renders, with its PKI Secrets.
-fn render(name: &str) -> TestResult<DesiredState> {
-    let vc = virtual_cluster(name)?;
+/// Everything a fresh tenant renders, with its PKI Secrets.
+fn render(name: &str, etcd_replicas: i32) -> TestResult<DesiredState> {
+    let manifest = format!(
+        "apiVersion: kosmos.io/v1alpha1\nkind: VirtualCluster\nmetadata:\n  name: {name}\n  namespace: team-a\n  uid: uid-{name}\nspec:\n  controlPlane:\n    etcd:\n      replicas: {etcd_replicas}\n"
+    );
+    let vc: VirtualCluster = serde_yaml::from_str(&manifest)?;
     let ctx = BuildContext::default();
     let observed = Observed::default();
     let tenant = Tenant::resolve(&vc, &ctx)?;
@@ -77,15 +84,16 @@ fn free_port() -> TestResult<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+fn only_container(pod: &PodSpec) -> TestResult<&Container> {
+    match pod.containers.as_slice() {
+        [container] => Ok(container),
+        _ => Err("expected exactly one container".into()),
+    }
+}
+
 /// Writes each mounted Secret key where the pod would see it, under `root`.
-fn lay_out_volumes(set: &StatefulSet, state: &DesiredState, root: &Path) -> TestResult<()> {
-    let pod = set
-        .spec
-        .as_ref()
-        .and_then(|spec| spec.template.spec.as_ref())
-        .ok_or("StatefulSet has no pod template")?;
-    let container = pod.containers.first().ok_or("pod has no container")?;
-    for mount in container.volume_mounts.iter().flatten() {
+fn lay_out_volumes(pod: &PodSpec, state: &DesiredState, root: &Path) -> TestResult<()> {
+    for mount in only_container(pod)?.volume_mounts.iter().flatten() {
         let target = root.join(mount.mount_path.trim_start_matches('/'));
         std::fs::create_dir_all(&target)?;
         let Some(volume) = pod.volumes.iter().flatten().find(|v| v.name == mount.name) else {
@@ -112,8 +120,12 @@ fn lay_out_volumes(set: &StatefulSet, state: &DesiredState, root: &Path) -> Test
     Ok(())
 }
 
-/// Rewrites `scheme://HOST:PORT` so each rendered port maps to a local free port.
-fn rewrite_urls(value: &str, ports: &BTreeMap<u16, u16>) -> String {
+/// Local ports of each member, keyed by the port the StatefulSet renders.
+type MemberPorts = Vec<BTreeMap<u16, u16>>;
+
+/// Rewrites every `scheme://HOST:PORT` in a flag value. `HOST` names a member either
+/// explicitly (`NAME-etcd-N.NAME-etcd-peer...`) or implicitly (the listening member).
+fn rewrite_urls(value: &str, member_prefix: &str, current: usize, ports: &MemberPorts) -> String {
     value
         .split(',')
         .map(|entry| {
@@ -124,11 +136,19 @@ fn rewrite_urls(value: &str, ports: &BTreeMap<u16, u16>) -> String {
             let Some((scheme, rest)) = url.split_once("://") else {
                 return entry.to_owned();
             };
-            let port = rest
-                .rsplit_once(':')
-                .and_then(|(_, port)| port.parse::<u16>().ok())
-                .and_then(|port| ports.get(&port));
-            match port {
+            let Some((host, port)) = rest.rsplit_once(':') else {
+                return entry.to_owned();
+            };
+            let member = host
+                .strip_prefix(member_prefix)
+                .and_then(|tail| tail.split('.').next())
+                .and_then(|ordinal| ordinal.parse::<usize>().ok())
+                .unwrap_or(current);
+            let local = port
+                .parse::<u16>()
+                .ok()
+                .and_then(|port| ports.get(member)?.get(&port));
+            match local {
                 Some(local) => format!("{prefix}{scheme}://127.0.0.1:{local}"),
                 None => entry.to_owned(),
             }
@@ -137,16 +157,18 @@ fn rewrite_urls(value: &str, ports: &BTreeMap<u16, u16>) -> String {
         .join(",")
 }
 
-/// The rendered flags with only the pod-specific values rewritten.
+/// The rendered flags of member `ordinal`, with only the pod-specific values rewritten.
 fn local_flags(
     args: &[String],
-    pod_name: &str,
+    tenant: &str,
+    ordinal: usize,
     root: &Path,
-    ports: &BTreeMap<u16, u16>,
+    ports: &MemberPorts,
 ) -> Vec<String> {
+    let member_prefix = format!("{tenant}-etcd-");
     args.iter()
         .map(|arg| {
-            let arg = arg.replace("$(POD_NAME)", pod_name);
+            let arg = arg.replace("$(POD_NAME)", &format!("{member_prefix}{ordinal}"));
             let Some((flag, value)) = arg.split_once('=') else {
                 return arg;
             };
@@ -155,14 +177,17 @@ fn local_flags(
                 return format!("{flag}={}", local.display());
             }
             if value.contains("://") {
-                return format!("{flag}={}", rewrite_urls(value, ports));
+                return format!(
+                    "{flag}={}",
+                    rewrite_urls(value, &member_prefix, ordinal, ports)
+                );
             }
             arg
         })
         .collect()
 }
 
-/// A running etcd, killed when dropped.
+/// A running etcd member, killed when dropped.
 struct EtcdProcess {
     child: Child,
     client_port: u16,
@@ -183,121 +208,207 @@ impl EtcdProcess {
     }
 }
 
-fn start_etcd(binary: &Path, state: &DesiredState, pod_name: &str) -> TestResult<EtcdProcess> {
-    let set = &state.etcd.stateful_set;
-    let root = tempfile::tempdir()?;
-    lay_out_volumes(set, state, root.path())?;
-    let container = set
+/// Starts every member of the tenant's rendered StatefulSet.
+fn start_members(
+    binary: &Path,
+    state: &DesiredState,
+    tenant: &str,
+) -> TestResult<Vec<EtcdProcess>> {
+    let spec = state
+        .etcd
+        .stateful_set
         .spec
         .as_ref()
-        .and_then(|spec| spec.template.spec.as_ref())
-        .and_then(|pod| pod.containers.first())
-        .ok_or("no etcd container")?;
+        .ok_or("StatefulSet has no spec")?;
+    let replicas = usize::try_from(spec.replicas.ok_or("no replicas rendered")?)?;
+    let pod = spec.template.spec.as_ref().ok_or("no pod template")?;
+    let container = only_container(pod)?;
     let rendered_ports: Vec<u16> = container
         .ports
         .iter()
         .flatten()
         .map(|port| u16::try_from(port.container_port))
         .collect::<Result<_, _>>()?;
-    let mut ports = BTreeMap::new();
-    for port in rendered_ports {
-        ports.insert(port, free_port()?);
+    let mut ports: MemberPorts = Vec::new();
+    for _ in 0..replicas {
+        let mut member = BTreeMap::new();
+        for port in &rendered_ports {
+            member.insert(*port, free_port()?);
+        }
+        ports.push(member);
     }
-    let client_port = *ports.get(&2379).ok_or("no client port rendered")?;
-    let flags = local_flags(
-        container.args.as_deref().unwrap_or_default(),
-        pod_name,
-        root.path(),
-        &ports,
-    );
-    let log = root.path().join("etcd.log");
-    let log_file = std::fs::File::create(&log)?;
-    let child = Command::new(binary)
-        .args(&flags)
-        .stdin(Stdio::null())
-        .stdout(log_file.try_clone()?)
-        .stderr(log_file)
-        .spawn()?;
-    Ok(EtcdProcess {
-        child,
-        client_port,
-        log,
-        _root: root,
+    let mut members = Vec::new();
+    for (ordinal, member_ports) in ports.iter().enumerate() {
+        let root = tempfile::tempdir()?;
+        lay_out_volumes(pod, state, root.path())?;
+        let flags = local_flags(
+            container.args.as_deref().unwrap_or_default(),
+            tenant,
+            ordinal,
+            root.path(),
+            &ports,
+        );
+        let log = root.path().join("etcd.log");
+        let log_file = std::fs::File::create(&log)?;
+        let child = Command::new(binary)
+            .args(&flags)
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone()?)
+            .stderr(log_file)
+            .spawn()?;
+        members.push(EtcdProcess {
+            child,
+            client_port: *member_ports.get(&2379).ok_or("no client port rendered")?,
+            log,
+            _root: root,
+        });
+    }
+    Ok(members)
+}
+
+/// How the rendered apiserver reaches etcd: the files its `--etcd-*` flags name, laid out
+/// from its own volumes, and the host of `--etcd-servers` it verifies the server as.
+struct ApiserverEtcdClient {
+    ca: Vec<u8>,
+    cert: Vec<u8>,
+    key: Vec<u8>,
+    server_host: String,
+}
+
+fn apiserver_etcd_client(state: &DesiredState) -> TestResult<ApiserverEtcdClient> {
+    let pod = state
+        .apiserver_deployment
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.template.spec.as_ref())
+        .ok_or("apiserver Deployment has no pod template")?;
+    let root = tempfile::tempdir()?;
+    lay_out_volumes(pod, state, root.path())?;
+    let container = only_container(pod)?;
+    let flag = |name: &str| -> TestResult<String> {
+        let prefix = format!("--{name}=");
+        container
+            .args
+            .iter()
+            .flatten()
+            .find_map(|arg| arg.strip_prefix(&prefix).map(str::to_owned))
+            .ok_or_else(|| format!("apiserver has no --{name}").into())
+    };
+    let read = |name: &str| -> TestResult<Vec<u8>> {
+        let path = flag(name)?;
+        Ok(std::fs::read(
+            root.path().join(path.trim_start_matches('/')),
+        )?)
+    };
+    let servers = flag("etcd-servers")?;
+    let server_host = servers
+        .strip_prefix("https://")
+        .and_then(|rest| rest.rsplit_once(':'))
+        .map(|(host, _)| host.to_owned())
+        .ok_or_else(|| format!("--etcd-servers={servers} is not https://HOST:PORT"))?;
+    Ok(ApiserverEtcdClient {
+        ca: read("etcd-cafile")?,
+        cert: read("etcd-certfile")?,
+        key: read("etcd-keyfile")?,
+        server_host,
     })
 }
 
-/// A TLS client trusting `ca_pem` and presenting `client` (certificate, key) if given.
-fn tls_config(ca_pem: &[u8], client: Option<(&[u8], &[u8])>) -> TestResult<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(CertificateDer::from_pem_slice(ca_pem)?)?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots);
-    Ok(match client {
-        Some((cert, key)) => builder.with_client_auth_cert(
-            vec![CertificateDer::from_pem_slice(cert)?],
-            PrivateKeyDer::from_pem_slice(key)?,
-        )?,
-        None => builder.with_no_client_auth(),
-    })
+/// A TLS client towards one etcd.
+#[derive(Clone)]
+struct EtcdClient {
+    config: Arc<rustls::ClientConfig>,
+    server_name: ServerName<'static>,
 }
 
-/// POSTs JSON to etcd's gRPC gateway over HTTPS; returns status and body.
-async fn post(
-    config: &rustls::ClientConfig,
-    port: u16,
-    path: &str,
-    body: serde_json::Value,
-) -> TestResult<(u16, serde_json::Value)> {
-    let exchange = async {
-        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-        let connector = tokio_rustls::TlsConnector::from(Arc::new(config.clone()));
-        let server = ServerName::try_from("127.0.0.1")?.to_owned();
-        let tls = connector.connect(server, tcp).await?;
-        let (mut sender, connection) =
-            hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
-        tokio::spawn(connection);
-        let request = http::Request::post(path)
-            .header(http::header::HOST, format!("127.0.0.1:{port}"))
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .body(Full::new(Bytes::from(serde_json::to_vec(&body)?)))?;
-        let response = sender.send_request(request).await?;
-        let status = response.status().as_u16();
-        let bytes = response.into_body().collect().await?.to_bytes();
-        let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
-        TestResult::Ok((status, json))
-    };
-    tokio::time::timeout(REQUEST_TIMEOUT, exchange).await?
-}
-
-async fn put(config: &rustls::ClientConfig, port: u16, key: &str, value: &str) -> TestResult<u16> {
-    let body = serde_json::json!({"key": STANDARD.encode(key), "value": STANDARD.encode(value)});
-    Ok(post(config, port, "/v3/kv/put", body).await?.0)
-}
-
-async fn get(config: &rustls::ClientConfig, port: u16, key: &str) -> TestResult<Option<String>> {
-    let body = serde_json::json!({"key": STANDARD.encode(key)});
-    let (status, json) = post(config, port, "/v3/kv/range", body).await?;
-    if status != 200 {
-        return Err(format!("range answered {status}: {json}").into());
+impl EtcdClient {
+    /// Trusts `ca_pem`, verifies the server as `server_name`, presents `client` if given.
+    fn new(ca_pem: &[u8], client: Option<(&[u8], &[u8])>, server_name: &str) -> TestResult<Self> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(CertificateDer::from_pem_slice(ca_pem)?)?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots);
+        let config = match client {
+            Some((cert, key)) => builder.with_client_auth_cert(
+                vec![CertificateDer::from_pem_slice(cert)?],
+                PrivateKeyDer::from_pem_slice(key)?,
+            )?,
+            None => builder.with_no_client_auth(),
+        };
+        Ok(Self {
+            config: Arc::new(config),
+            server_name: ServerName::try_from(server_name.to_owned())?,
+        })
     }
-    let Some(encoded) = json["kvs"][0]["value"].as_str() else {
-        return Ok(None);
-    };
-    Ok(Some(String::from_utf8(STANDARD.decode(encoded)?)?))
-}
 
-/// Waits until the tenant's client can read, or the deadline passes.
-async fn wait_ready(etcd: &EtcdProcess, config: &rustls::ClientConfig) -> TestResult<()> {
-    let started = Instant::now();
-    loop {
-        match get(config, etcd.client_port, "readiness-probe").await {
-            Ok(_) => return Ok(()),
-            Err(error) if started.elapsed() > STARTUP_DEADLINE => {
-                return Err(format!("etcd not ready: {error}\n{}", etcd.log_text()).into());
+    /// The rendered apiserver's own view of etcd.
+    fn for_apiserver(client: &ApiserverEtcdClient) -> TestResult<Self> {
+        Self::new(
+            &client.ca,
+            Some((&client.cert, &client.key)),
+            &client.server_host,
+        )
+    }
+
+    /// POSTs JSON to etcd's gRPC gateway on 127.0.0.1:`port`; returns status and body.
+    async fn post(
+        &self,
+        port: u16,
+        path: &str,
+        body: serde_json::Value,
+    ) -> TestResult<(u16, serde_json::Value)> {
+        let exchange = async {
+            let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+            let connector = tokio_rustls::TlsConnector::from(self.config.clone());
+            let tls = connector.connect(self.server_name.clone(), tcp).await?;
+            let (mut sender, connection) =
+                hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
+            tokio::spawn(connection);
+            let request = http::Request::post(path)
+                .header(http::header::HOST, format!("127.0.0.1:{port}"))
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .body(Full::new(Bytes::from(serde_json::to_vec(&body)?)))?;
+            let response = sender.send_request(request).await?;
+            let status = response.status().as_u16();
+            let bytes = response.into_body().collect().await?.to_bytes();
+            let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+            TestResult::Ok((status, json))
+        };
+        tokio::time::timeout(REQUEST_TIMEOUT, exchange).await?
+    }
+
+    async fn put(&self, port: u16, key: &str, value: &str) -> TestResult<u16> {
+        let body =
+            serde_json::json!({"key": STANDARD.encode(key), "value": STANDARD.encode(value)});
+        Ok(self.post(port, "/v3/kv/put", body).await?.0)
+    }
+
+    /// A linearizable read: it needs a quorum of members.
+    async fn get(&self, port: u16, key: &str) -> TestResult<Option<String>> {
+        let body = serde_json::json!({"key": STANDARD.encode(key)});
+        let (status, json) = self.post(port, "/v3/kv/range", body).await?;
+        if status != 200 {
+            return Err(format!("range answered {status}: {json}").into());
+        }
+        let Some(encoded) = json["kvs"][0]["value"].as_str() else {
+            return Ok(None);
+        };
+        Ok(Some(String::from_utf8(STANDARD.decode(encoded)?)?))
+    }
+
+    /// Waits until `member` answers a linearizable read, or the deadline passes.
+    async fn wait_ready(&self, member: &EtcdProcess) -> TestResult<()> {
+        let started = Instant::now();
+        loop {
+            match self.get(member.client_port, "readiness-probe").await {
+                Ok(_) => return Ok(()),
+                Err(error) if started.elapsed() > STARTUP_DEADLINE => {
+                    return Err(format!("etcd not ready: {error}\n{}", member.log_text()).into());
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
             }
-            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
         }
     }
 }
@@ -315,7 +426,7 @@ async fn plain_http_put(port: u16) -> TestResult<String> {
         );
         tcp.write_all(request.as_bytes()).await?;
         let mut answer = Vec::new();
-        // etcd either answers with a TLS alert / HTTP 400 or just closes; both end the read.
+        // etcd either answers with an error or just closes; both end the read.
         let _ = tcp.read_to_end(&mut answer).await;
         TestResult::Ok(String::from_utf8_lossy(&answer).into_owned())
     };
@@ -324,72 +435,65 @@ async fn plain_http_put(port: u16) -> TestResult<String> {
 
 #[tokio::test]
 async fn rendered_etcd_serves_only_its_own_tenant_over_mtls() {
-    let Some(binary) = etcd_binary() else {
-        eprintln!(
-            "skipped: no etcd binary at {ETCD_CANDIDATES:?} and ETCD_BIN is unset (install Debian etcd-server)"
-        );
+    let Some(binary) = skip_without_etcd() else {
         return;
     };
-    let tenant = render("tenant-a").unwrap();
-    let intruder = render("tenant-b").unwrap();
-    let etcd = start_etcd(&binary, &tenant, "tenant-a-etcd-0").unwrap();
+    let tenant = render("tenant-a", 1).unwrap();
+    let intruder = render("tenant-b", 1).unwrap();
+    let members = start_members(&binary, &tenant, "tenant-a").unwrap();
+    let etcd = &members[0];
 
-    let etcd_ca = secret_data(&tenant, "tenant-a-apiserver-etcd-client", "ca.crt").unwrap();
-    let own = tls_config(
-        etcd_ca,
-        Some((
-            secret_data(&tenant, "tenant-a-apiserver-etcd-client", "tls.crt").unwrap(),
-            secret_data(&tenant, "tenant-a-apiserver-etcd-client", "tls.key").unwrap(),
-        )),
-    )
-    .unwrap();
-    wait_ready(&etcd, &own).await.unwrap();
-
-    // The tenant's apiserver client certificate can write and read.
+    // The apiserver as rendered: its --etcd-* files, verifying etcd as its --etcd-servers host.
+    let apiserver = apiserver_etcd_client(&tenant).unwrap();
+    assert_eq!(apiserver.server_host, "tenant-a-etcd.team-a.svc");
+    let own = EtcdClient::for_apiserver(&apiserver).unwrap();
+    own.wait_ready(etcd).await.unwrap();
     assert_eq!(
-        put(&own, etcd.client_port, "/registry/probe", "written")
+        own.put(etcd.client_port, "/registry/probe", "written")
             .await
             .unwrap(),
         200
     );
     assert_eq!(
-        get(&own, etcd.client_port, "/registry/probe")
+        own.get(etcd.client_port, "/registry/probe")
             .await
             .unwrap()
             .as_deref(),
         Some("written")
     );
 
-    // Another tenant's client certificate is refused (signed by another etcd CA).
-    let foreign = tls_config(
-        etcd_ca,
-        Some((
-            secret_data(&intruder, "tenant-b-apiserver-etcd-client", "tls.crt").unwrap(),
-            secret_data(&intruder, "tenant-b-apiserver-etcd-client", "tls.key").unwrap(),
-        )),
+    // Another tenant's apiserver client certificate is refused (another etcd CA signed it).
+    let foreign = apiserver_etcd_client(&intruder).unwrap();
+    let stolen = EtcdClient::new(
+        &apiserver.ca,
+        Some((&foreign.cert, &foreign.key)),
+        &apiserver.server_host,
     )
     .unwrap();
-    let attempt = put(&foreign, etcd.client_port, "/registry/probe", "stolen").await;
-    let refusal = attempt.expect_err("a foreign certificate was served");
+    let refusal = stolen
+        .put(etcd.client_port, "/registry/probe", "stolen")
+        .await
+        .expect_err("a foreign certificate was served");
     eprintln!("foreign certificate refused: {refusal}");
 
-    // No client certificate at all is refused too.
-    let anonymous = tls_config(etcd_ca, None).unwrap();
-    let attempt = put(&anonymous, etcd.client_port, "/registry/probe", "anonymous").await;
-    let refusal = attempt.expect_err("a client without certificate was served");
+    // A client without certificate is refused too.
+    let anonymous = EtcdClient::new(&apiserver.ca, None, &apiserver.server_host).unwrap();
+    let refusal = anonymous
+        .put(etcd.client_port, "/registry/probe", "anonymous")
+        .await
+        .expect_err("a client without certificate was served");
     eprintln!("anonymous client refused: {refusal}");
 
     // The other tenant's etcd CA does not vouch for this etcd's serving certificate.
-    let wrong_trust = tls_config(
-        secret_data(&intruder, "tenant-b-apiserver-etcd-client", "ca.crt").unwrap(),
-        Some((
-            secret_data(&tenant, "tenant-a-apiserver-etcd-client", "tls.crt").unwrap(),
-            secret_data(&tenant, "tenant-a-apiserver-etcd-client", "tls.key").unwrap(),
-        )),
+    let wrong_trust = EtcdClient::new(
+        &foreign.ca,
+        Some((&apiserver.cert, &apiserver.key)),
+        &apiserver.server_host,
     )
     .unwrap();
     assert!(
-        get(&wrong_trust, etcd.client_port, "/registry/probe")
+        wrong_trust
+            .get(etcd.client_port, "/registry/probe")
             .await
             .is_err()
     );
@@ -404,11 +508,45 @@ async fn rendered_etcd_serves_only_its_own_tenant_over_mtls() {
 
     // None of the refused writes landed.
     assert_eq!(
-        get(&own, etcd.client_port, "/registry/probe")
+        own.get(etcd.client_port, "/registry/probe")
             .await
             .unwrap()
             .as_deref(),
         Some("written")
     );
-    assert_eq!(get(&own, etcd.client_port, "plain").await.unwrap(), None);
+    assert_eq!(own.get(etcd.client_port, "plain").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn three_rendered_members_replicate_over_peer_mtls() {
+    let Some(binary) = skip_without_etcd() else {
+        return;
+    };
+    let tenant = render("tenant-c", 3).unwrap();
+    let members = start_members(&binary, &tenant, "tenant-c").unwrap();
+    assert_eq!(members.len(), 3);
+    let client = EtcdClient::for_apiserver(&apiserver_etcd_client(&tenant).unwrap()).unwrap();
+    for member in &members {
+        client.wait_ready(member).await.unwrap();
+    }
+    assert_eq!(
+        client
+            .put(members[0].client_port, "/registry/replicated", "yes")
+            .await
+            .unwrap(),
+        200
+    );
+    // Linearizable reads on the other members need the quorum reached over peer mTLS.
+    for member in &members[1..] {
+        assert_eq!(
+            client
+                .get(member.client_port, "/registry/replicated")
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("yes"),
+            "{}",
+            member.log_text()
+        );
+    }
 }
