@@ -769,16 +769,18 @@ fn controller_leader_election_follows_the_replica_count() {
     );
 
     let env = controller.env.unwrap_or_default();
-    let pod_namespace = env
-        .iter()
-        .find(|var| var.name == "POD_NAMESPACE")
-        .expect("POD_NAMESPACE");
-    let field = pod_namespace
-        .value_from
-        .as_ref()
-        .and_then(|source| source.field_ref.as_ref())
-        .expect("downward API");
-    assert_eq!(field.field_path, "metadata.namespace");
+    for (variable, path) in [
+        ("POD_NAMESPACE", "metadata.namespace"),
+        ("POD_NAME", "metadata.name"),
+    ] {
+        let field = env
+            .iter()
+            .find(|var| var.name == variable)
+            .and_then(|var| var.value_from.as_ref())
+            .and_then(|source| source.field_ref.as_ref())
+            .unwrap_or_else(|| panic!("{variable} from the downward API"));
+        assert_eq!(field.field_path, path);
+    }
 }
 
 #[test]
