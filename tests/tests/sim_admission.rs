@@ -22,6 +22,12 @@ use vc_tests::admission::{
 };
 
 #[cfg(test)]
+const STORED_VALIDATING_FIXTURE: &str =
+    include_str!("sim_fixtures/stored-validatingwebhookconfiguration.json");
+#[cfg(test)]
+const STORED_MUTATING_FIXTURE: &str =
+    include_str!("sim_fixtures/stored-mutatingwebhookconfiguration.json");
+#[cfg(test)]
 const UNREACHABLE_FIXTURE: &str =
     include_str!("sim_fixtures/webhook-unreachable-failurePolicy-Fail-status-response.json");
 
@@ -747,4 +753,67 @@ async fn requests_outside_the_rules_are_not_sent() {
         Ok(vec![])
     );
     assert!(webhook.received().is_empty());
+}
+
+/// The configurations kube-apiserver stored (caBundle and URL pointed at our webhook).
+#[cfg(test)]
+fn stored_fixture<T: serde::de::DeserializeOwned>(raw: &str, webhook: &Webhook, path: &str) -> T {
+    let mut value: Value = serde_json::from_str(raw).unwrap();
+    value["webhooks"][0]["clientConfig"] = url_config(webhook, path);
+    serde_json::from_value(value).unwrap()
+}
+
+#[tokio::test]
+async fn stored_fixture_configurations_dispatch_like_the_recording() {
+    let webhook = Webhook::start(&["127.0.0.1"]).await;
+    let mutating: MutatingWebhookConfiguration =
+        stored_fixture(STORED_MUTATING_FIXTURE, &webhook, "/label");
+    let validating: ValidatingWebhookConfiguration =
+        stored_fixture(STORED_VALIDATING_FIXTURE, &webhook, "/allow");
+    let mutated = run_mutating(
+        std::slice::from_ref(&mutating),
+        &create_attrs(),
+        &no_services,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        mutated.object.unwrap()["metadata"]["labels"]["first"],
+        "yes"
+    );
+    assert_eq!(
+        run_validating(
+            std::slice::from_ref(&validating),
+            &create_attrs(),
+            &no_services
+        )
+        .await,
+        Ok(vec![])
+    );
+    // The recorded rules list virtualclusters/status, so status writes reach both.
+    let mut status = create_attrs();
+    status.operation = Operation::Update;
+    status.sub_resource = Some("status".to_owned());
+    status.old_object = status.object.clone();
+    assert_eq!(
+        run_validating(&[validating], &status, &no_services).await,
+        Ok(vec![])
+    );
+    let paths: Vec<String> = webhook
+        .received()
+        .into_iter()
+        .map(|r| r.path_and_query)
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            "/label?timeout=5s",
+            "/allow?timeout=5s",
+            "/allow?timeout=5s"
+        ]
+    );
+    assert_eq!(
+        webhook.received()[2].review["request"]["subResource"],
+        "status"
+    );
 }

@@ -17,6 +17,7 @@ use vc_tests::simulation::services::{self, ServiceOptions};
 use vc_tests::simulation::workloads::{
     self, READINESS_ANNOTATION, WorkloadOptions, deployment_is_ready,
 };
+use vc_tests::simulation::{Simulation, SimulationOptions};
 
 #[cfg(test)]
 const WAIT: Duration = Duration::from_secs(15);
@@ -520,4 +521,49 @@ async fn services_get_endpoints_slices_and_load_balancer_addresses() {
         endpoints.get_opt("web").await.ok()?.is_none().then_some(())
     })
     .await;
+}
+
+#[tokio::test]
+async fn one_call_starts_every_simulator() {
+    let (_server, client) = server().await;
+    let simulation = Simulation::start(client.clone(), SimulationOptions::with_nodes(2))
+        .await
+        .unwrap();
+    let nodes: Api<Node> = Api::all(client.clone());
+    assert_eq!(
+        nodes
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        2
+    );
+    assert_eq!(
+        simulation.fleet.as_ref().unwrap().names(),
+        ["node1", "node2"]
+    );
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    deployments
+        .create(&PostParams::default(), &deployment("app", 1, None))
+        .await
+        .unwrap();
+    eventually("app to be ready", || async {
+        deployments
+            .get("app")
+            .await
+            .ok()
+            .filter(deployment_is_ready)
+    })
+    .await;
+    simulation.stop();
+    deployments
+        .create(&PostParams::default(), &deployment("after", 1, None))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(
+        !deployment_is_ready(&deployments.get("after").await.unwrap()),
+        "a stopped simulation writes nothing"
+    );
 }

@@ -37,6 +37,83 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+/// Which simulators [`Simulation::start`] runs; every one is optional.
+#[derive(Clone, Debug)]
+pub struct SimulationOptions {
+    /// Host nodes to register (none: no kubelets).
+    pub nodes: Vec<nodes::NodeSpec>,
+    pub fleet: nodes::FleetOptions,
+    pub workloads: Option<workloads::WorkloadOptions>,
+    pub services: Option<services::ServiceOptions>,
+    pub tenants: Option<tenant_apiserver::TenantOptions>,
+    pub clustertree: Option<clustertree::ClusterTreeOptions>,
+}
+
+impl SimulationOptions {
+    /// Everything on, with `count` default worker nodes `node1..nodeN`.
+    pub fn with_nodes(count: usize) -> Self {
+        SimulationOptions {
+            nodes: nodes::default_nodes(count),
+            fleet: nodes::FleetOptions::default(),
+            workloads: Some(workloads::WorkloadOptions::default()),
+            services: Some(services::ServiceOptions::default()),
+            tenants: Some(tenant_apiserver::TenantOptions::default()),
+            clustertree: Some(clustertree::ClusterTreeOptions::default()),
+        }
+    }
+}
+
+/// The simulators of one cluster, started together; dropping it stops them all.
+#[derive(Debug)]
+pub struct Simulation {
+    /// The simulated kubelets (`set_ready`, `cordon`), when nodes were asked for.
+    pub fleet: Option<nodes::NodeFleet>,
+    /// The tenant API servers, when that simulator runs.
+    pub tenants: Option<tenant_apiserver::TenantApiServers>,
+    handle: SimHandle,
+}
+
+impl Simulation {
+    /// Registers the nodes, then starts every simulator `options` turns on.
+    pub async fn start(client: kube::Client, options: SimulationOptions) -> Result<Self, SimError> {
+        let fleet = if options.nodes.is_empty() {
+            None
+        } else {
+            Some(nodes::NodeFleet::start(client.clone(), options.nodes, options.fleet).await?)
+        };
+        let mut handle = SimHandle::default();
+        if let Some(workload_options) = options.workloads {
+            handle = handle.merge(workloads::spawn(client.clone(), workload_options));
+        }
+        if let Some(service_options) = options.services {
+            handle = handle.merge(services::spawn(client.clone(), service_options));
+        }
+        if let Some(tree_options) = options.clustertree {
+            handle = handle.merge(clustertree::spawn(client.clone(), tree_options));
+        }
+        let tenants = options
+            .tenants
+            .map(|tenant_options| tenant_apiserver::spawn(client, tenant_options));
+        Ok(Simulation {
+            fleet,
+            tenants,
+            handle,
+        })
+    }
+
+    /// Stops every simulator (and the tenant API servers).
+    pub fn stop(self) {
+        let Simulation {
+            fleet,
+            tenants,
+            handle,
+        } = self;
+        handle.stop();
+        drop(tenants);
+        drop(fleet);
+    }
+}
+
 /// A running simulator. Dropping it (or calling [`SimHandle::stop`]) aborts its tasks.
 #[derive(Debug, Default)]
 pub struct SimHandle {
