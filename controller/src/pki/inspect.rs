@@ -40,6 +40,11 @@ impl CertificateFacts {
         self.not_before <= now && now < self.not_after
     }
 
+    /// Whether the certificate's validity has ended at `now`.
+    pub fn expired_at(&self, now: jiff::Timestamp) -> bool {
+        now.as_second() >= self.not_after
+    }
+
     /// Whether less than a third of the lifetime is left at `now`.
     pub fn needs_renewal(&self, now: jiff::Timestamp) -> bool {
         let lifetime = self.not_after - self.not_before;

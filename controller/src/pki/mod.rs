@@ -379,7 +379,12 @@ fn decide_ca(stored: Option<&StoredCertificate>, now: jiff::Timestamp) -> Decisi
         Ok(facts) => facts,
         Err(reason) => return Decision::Issue(reason),
     };
-    if !facts.is_ca || !facts.valid_at(now) {
+    if !facts.is_ca {
+        return Decision::Issue(IssueReason::SubjectChanged);
+    }
+    // A CA that is not yet valid is kept: that only means this controller's clock is
+    // behind the one that issued it, and replacing the CA would cut off the tenant.
+    if facts.expired_at(now) {
         return Decision::Issue(IssueReason::Expired);
     }
     Decision::Keep
@@ -398,7 +403,9 @@ fn decide_leaf(
         Ok(facts) => facts,
         Err(reason) => return Decision::Issue(reason),
     };
-    if !facts.valid_at(now) {
+    // Not-yet-valid leaves are kept for the same reason as CAs: clock skew between
+    // controller replicas must not make them flap.
+    if facts.expired_at(now) {
         return Decision::Issue(IssueReason::Expired);
     }
     if facts.needs_renewal(now) {

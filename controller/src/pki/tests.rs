@@ -492,3 +492,39 @@ fn errors_name_the_step_and_never_the_key() {
     assert!(matches!(error, PkiError::LoadSigningCa { .. }), "{error}");
     assert!(!error.to_string().contains("not a key"), "{error}");
 }
+
+#[test]
+fn a_controller_with_a_slow_clock_keeps_everything() {
+    let tenant = identity("prod");
+    let material = fresh(&tenant);
+    let existing = stored(&tenant, &material);
+    // An hour before issuance every certificate is "not yet valid": skew, not a reason
+    // to replace a CA.
+    let plan = plan_certificates(
+        &tenant,
+        &existing,
+        now() - jiff::SignedDuration::from_hours(1),
+    );
+    assert!(!plan.issues_anything(), "{plan:?}");
+}
+
+#[test]
+fn a_ca_secret_holding_a_leaf_is_replaced() {
+    let tenant = identity("prod");
+    let material = fresh(&tenant);
+    let mut existing = stored(&tenant, &material);
+    let leaf = existing.leaf(LeafKind::Admin).unwrap().clone();
+    existing.insert_ca(
+        CaKind::Cluster,
+        StoredCertificate {
+            ca_pem: None,
+            ..leaf
+        },
+    );
+    let plan = plan_certificates(&tenant, &existing, now());
+    assert_eq!(
+        plan.cas[&CaKind::Cluster],
+        Decision::Issue(IssueReason::SubjectChanged)
+    );
+    assert_eq!(plan.cas[&CaKind::Etcd], Decision::Keep);
+}
