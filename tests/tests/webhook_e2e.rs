@@ -462,5 +462,29 @@ async fn kubectl_sees_defaults_filled_and_a_taken_node_refused() {
         metrics.contains(r#"vc_webhook_admission_requests_total{endpoint="validate",operation="CREATE",result="denied"}"#),
         "{metrics}"
     );
-    drop(webhook);
+
+    // SIGTERM: the webhook stops accepting, finishes in-flight requests and exits cleanly.
+    let terminated = Command::new("kill")
+        .args(["-TERM", &webhook.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(terminated.success());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = webhook.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "vc-webhook ignored SIGTERM:\n{}",
+            webhook.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "exit {status}:\n{}", webhook.log());
+    assert!(
+        webhook.log().contains("\"message\":\"stopped\""),
+        "{}",
+        webhook.log()
+    );
 }
