@@ -13,6 +13,7 @@ use kube::runtime::events::{Event, Recorder, Reporter};
 use kube::runtime::reflector::Store;
 use vc_api::VirtualCluster;
 
+use crate::pki::PkiMaterial;
 use crate::resources::BuildContext;
 use crate::telemetry::Metrics;
 use crate::tenant::TenantClients;
@@ -91,8 +92,21 @@ pub struct Context {
     /// Cached clients of tenant apiservers.
     pub tenants: TenantClients,
     attempts: Mutex<HashMap<String, u32>>,
+    waits: Mutex<HashMap<String, u32>>,
+    pki: Mutex<HashMap<String, CachedPki>>,
     synced: tokio::sync::watch::Receiver<bool>,
 }
+
+/// A tenant's PKI as last verified, keyed by what it was computed from.
+struct CachedPki {
+    fingerprint: String,
+    checked: std::time::Instant,
+    material: PkiMaterial,
+}
+
+/// How long a verified PKI is reused before its certificates are inspected again;
+/// far below the renewal window (a third of a year), so renewals are never late.
+pub const PKI_RECHECK: Duration = Duration::from_secs(600);
 
 impl std::fmt::Debug for Context {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -127,6 +141,8 @@ impl Context {
             timing,
             tenants: TenantClients::default(),
             attempts: Mutex::default(),
+            waits: Mutex::default(),
+            pki: Mutex::default(),
             synced,
         }
     }
@@ -164,6 +180,65 @@ impl Context {
         if let Ok(mut attempts) = self.attempts.lock() {
             attempts.remove(key);
         }
+    }
+}
+
+impl Context {
+    /// The PKI verified for tenant `uid` from exactly `fingerprint` (the identity and
+    /// the stored Secrets' resourceVersions), if it was checked recently. Parsing and
+    /// verifying a dozen certificates on every reconcile of every tenant would dominate
+    /// the controller's CPU.
+    pub fn cached_pki(&self, uid: &str, fingerprint: &str) -> Option<PkiMaterial> {
+        let cache = self.pki.lock().ok()?;
+        let entry = cache.get(uid)?;
+        (entry.fingerprint == fingerprint && entry.checked.elapsed() < PKI_RECHECK)
+            .then(|| entry.material.clone())
+    }
+
+    /// Remembers a PKI that needed nothing issued.
+    pub fn remember_pki(&self, uid: &str, fingerprint: String, material: PkiMaterial) {
+        if let Ok(mut cache) = self.pki.lock() {
+            cache.insert(
+                uid.to_owned(),
+                CachedPki {
+                    fingerprint,
+                    checked: std::time::Instant::now(),
+                    material,
+                },
+            );
+        }
+    }
+
+    /// How long to wait before looking again at a tenant that waits for something only
+    /// polling can see (its apiserver answering, nodes appearing in it): `wait`, doubling
+    /// per consecutive wait, capped at the resync period.
+    pub fn next_wait(&self, key: &str) -> Duration {
+        let attempt = match self.waits.lock() {
+            Ok(mut waits) => {
+                let attempt = waits.entry(key.to_owned()).or_default();
+                *attempt = attempt.saturating_add(1);
+                *attempt
+            }
+            Err(_) => 1,
+        };
+        backoff_delay(attempt, self.timing.wait, self.timing.resync)
+    }
+
+    /// Forgets the waits of `key` once it made progress.
+    pub fn reset_wait(&self, key: &str) {
+        if let Ok(mut waits) = self.waits.lock() {
+            waits.remove(key);
+        }
+    }
+
+    /// Drops everything cached about a deleted tenant.
+    pub fn forget_tenant(&self, key: &str, uid: &str) {
+        self.reset_wait(key);
+        self.reset_backoff(key);
+        if let Ok(mut cache) = self.pki.lock() {
+            cache.remove(uid);
+        }
+        self.tenants.forget(uid);
     }
 }
 

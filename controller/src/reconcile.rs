@@ -103,14 +103,21 @@ async fn run_chain(
     vc: Arc<VirtualCluster>,
     ctx: &Context,
 ) -> Result<Action> {
-    finalizer(api, FINALIZER, vc, |event| async {
+    let outcome = finalizer(api, FINALIZER, vc, |event| async {
         match event {
             Finalizer::Apply(vc) => apply(&vc, ctx).await,
             Finalizer::Cleanup(vc) => cleanup(&vc, ctx).await,
         }
     })
-    .await
-    .map_err(|error| Error::Finalizer(Box::new(error)))
+    .await;
+    match outcome {
+        // The object is already gone: someone else (or a previous attempt whose answer
+        // was lost) removed the last finalizer. Nothing is left to do.
+        Err(kube::runtime::finalizer::Error::RemoveFinalizer(error)) if is_not_found(&error) => {
+            Ok(Action::await_change())
+        }
+        result => result.map_err(|error| Error::Finalizer(Box::new(error))),
+    }
 }
 
 /// What the Controller does after a failed reconcile: back off exponentially per object
@@ -513,10 +520,17 @@ async fn plan_pki(
             Err(source) => return Err(Error::ApplySecret { name, source }),
         }
     }
-    let existing = ExistingPki::from_secrets(&tenant.name, stored.iter().map(Arc::as_ref));
     let identity = tenant_identity(tenant, &ctx.build, observed).map_err(build_error)?;
+    let fingerprint = pki_fingerprint(&identity, &stored);
+    if let Some(material) = ctx.cached_pki(&tenant.uid, &fingerprint) {
+        return Ok((material, Vec::new(), stored));
+    }
+    let existing = ExistingPki::from_secrets(&tenant.name, stored.iter().map(Arc::as_ref));
     let (plan, material) = ensure_pki(&identity, &existing, k8s_openapi::jiff::Timestamp::now())
         .map_err(|error| Error::BuildPki(error.to_string()))?;
+    if !plan.issues_anything() {
+        ctx.remember_pki(&tenant.uid, fingerprint, material.clone());
+    }
     let mut issued: Vec<String> = plan
         .cas
         .iter()
@@ -533,6 +547,31 @@ async fn plan_pki(
         issued.push("service-account key".to_owned());
     }
     Ok((material, issued, stored))
+}
+
+/// What a PKI was computed from: the tenant's identity and the exact versions of its
+/// stored Secrets. Any change to either makes the PKI be inspected again.
+fn pki_fingerprint(identity: &crate::pki::TenantIdentity, stored: &[Arc<Secret>]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    hasher.update(format!("{identity:?}").as_bytes());
+    let mut versions: Vec<(String, String)> = stored
+        .iter()
+        .map(|secret| {
+            (
+                secret.name_any(),
+                secret.resource_version().unwrap_or_default(),
+            )
+        })
+        .collect();
+    versions.sort();
+    for (name, version) in versions {
+        hasher.update(name.as_bytes());
+        hasher.update([0]);
+        hasher.update(version.as_bytes());
+        hasher.update([0]);
+    }
+    hex::encode(hasher.finalize())
 }
 
 /// Writes the PKI Secrets: a Secret that does not exist is created (never applied), so
@@ -1093,7 +1132,8 @@ async fn apply(vc: &VirtualCluster, ctx: &Context) -> Result<Action> {
     };
     let status = desired_status(vc, &outcome, k8s_openapi::jiff::Timestamp::now());
     let phase = status.phase;
-    if needs_write(vc.status.as_ref(), &status) {
+    let status_written = needs_write(vc.status.as_ref(), &status);
+    if status_written {
         write_status(vc, &status, ctx).await?;
         if let Some((reason, message)) = outcome.claims.problem()
             && reason == "NodeConflict"
@@ -1122,13 +1162,18 @@ async fn apply(vc: &VirtualCluster, ctx: &Context) -> Result<Action> {
             );
         }
     }
+    let key = object_key(vc);
+    if status_written || !changes.0.is_empty() {
+        ctx.reset_wait(&key);
+    }
     changes.publish(vc, ctx).await;
     Ok(if phase == Some(Phase::Completed) {
+        ctx.reset_wait(&key);
         Action::requeue(ctx.timing.resync)
     } else if !outcome.claims.raced.is_empty() {
         Action::requeue(ctx.timing.backoff_base)
     } else {
-        Action::requeue(ctx.timing.wait)
+        Action::requeue(ctx.next_wait(&key))
     })
 }
 
@@ -1336,7 +1381,7 @@ async fn cleanup(vc: &VirtualCluster, ctx: &Context) -> Result<Action> {
         &role_name,
     )
     .await?;
-    ctx.tenants.forget(&claimant.uid);
+    ctx.forget_tenant(&object_key(vc), &claimant.uid);
     changes.record(
         "Cleaned",
         Step::Cleanup,

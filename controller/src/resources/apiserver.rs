@@ -182,6 +182,7 @@ pub fn deployment(tenant: &Tenant, ctx: &BuildContext, config_hash: &str) -> Dep
             protocol: Some("TCP".to_owned()),
             ..ContainerPort::default()
         }]),
+        resources: Some(requests("250m", "256Mi")),
         startup_probe: Some(http_probe("/livez", SECURE_PORT, "HTTPS", 24)),
         liveness_probe: Some(http_probe("/livez", SECURE_PORT, "HTTPS", 8)),
         readiness_probe: Some(http_probe("/readyz", SECURE_PORT, "HTTPS", 3)),

@@ -113,6 +113,7 @@ fn container(
     name: &str,
     image: String,
     args: Vec<String>,
+    cpu: &str,
     port: i32,
     mounts: Vec<k8s_openapi::api::core::v1::VolumeMount>,
 ) -> Container {
@@ -121,6 +122,7 @@ fn container(
         image: Some(image),
         command: Some(vec![name.to_owned()]),
         args: Some(args),
+        resources: Some(requests(cpu, "128Mi")),
         startup_probe: Some(http_probe("/healthz", port, "HTTPS", 24)),
         liveness_probe: Some(http_probe("/healthz", port, "HTTPS", 8)),
         volume_mounts: Some(mounts),
@@ -156,6 +158,7 @@ pub fn controller_manager_deployment(
         "kube-controller-manager",
         tenant.component_image(ctx, "kube-controller-manager"),
         controller_manager_args(tenant, ctx),
+        "200m",
         CONTROLLER_MANAGER_PORT,
         vec![
             read_only_mount("kubeconfig", KUBECONFIG_DIR),
@@ -190,6 +193,7 @@ pub fn scheduler_deployment(tenant: &Tenant, ctx: &BuildContext, config_hash: &s
         "kube-scheduler",
         tenant.component_image(ctx, "kube-scheduler"),
         scheduler_args(tenant),
+        "100m",
         SCHEDULER_PORT,
         vec![read_only_mount("kubeconfig", KUBECONFIG_DIR)],
     );

@@ -13,7 +13,9 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::meta::{Component, labels, owned_meta, selector};
-use super::pod::{env_from_field, http_probe, pod_template, projected_secrets, read_only_mount};
+use super::pod::{
+    env_from_field, http_probe, pod_template, projected_secrets, read_only_mount, requests,
+};
 use super::{BuildContext, Tenant, names};
 use crate::pki::{CA_CERT_KEY, TLS_CERT_KEY, TLS_KEY_KEY};
 

@@ -110,13 +110,51 @@ pub fn deployment(
     }
 }
 
+/// CPU and memory requests, as kubeadm sets them for the control plane.
+pub fn requests(cpu: &str, memory: &str) -> ResourceRequirements {
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_owned(), Quantity(cpu.to_owned())),
+            ("memory".to_owned(), Quantity(memory.to_owned())),
+        ])),
+        ..ResourceRequirements::default()
+    }
+}
+
+/// Spreads the replicas of one component over host nodes when it can.
+fn spread(tenant: &Tenant, component: Component) -> Affinity {
+    Affinity {
+        pod_anti_affinity: Some(PodAntiAffinity {
+            preferred_during_scheduling_ignored_during_execution: Some(vec![
+                WeightedPodAffinityTerm {
+                    weight: 100,
+                    pod_affinity_term: PodAffinityTerm {
+                        label_selector: Some(selector(tenant, component)),
+                        topology_key: "kubernetes.io/hostname".to_owned(),
+                        ..PodAffinityTerm::default()
+                    },
+                },
+            ]),
+            ..PodAntiAffinity::default()
+        }),
+        ..Affinity::default()
+    }
+}
+
 /// A pod template labelled for `component`, with the config hash annotation.
+///
+/// Service links are off: a namespace holding many tenants has thousands of Services,
+/// and injecting each as environment variables would bloat every control-plane pod.
 pub fn pod_template(
     tenant: &Tenant,
     component: Component,
     config_hash: &str,
-    pod_spec: PodSpec,
+    mut pod_spec: PodSpec,
 ) -> PodTemplateSpec {
+    pod_spec.enable_service_links = Some(false);
+    if pod_spec.affinity.is_none() {
+        pod_spec.affinity = Some(spread(tenant, component));
+    }
     PodTemplateSpec {
         metadata: Some(ObjectMeta {
             labels: Some(labels(tenant, component)),
