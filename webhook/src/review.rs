@@ -109,10 +109,43 @@ pub fn answer(endpoint: Endpoint, body: &[u8], admission: &Admission) -> Answer 
         Admission::ParseOnly => (AdmissionResponse::from(&request), Outcome::Allowed),
         Admission::Enforce(enforcement) => decide(endpoint, &request, enforcement),
     };
+    log_decision(endpoint, &request, &response, outcome);
     Answer {
         reply: Reply::Review(Box::new(response.into_review())),
         operation,
         outcome,
+    }
+}
+
+/// One line per refusal at info (operators look for these), everything else at debug.
+fn log_decision(
+    endpoint: Endpoint,
+    request: &AdmissionRequest<DynamicObject>,
+    response: &AdmissionResponse,
+    outcome: Outcome,
+) {
+    let namespace = request.namespace.as_deref().unwrap_or_default();
+    if response.allowed {
+        tracing::debug!(
+            endpoint = endpoint.as_str(),
+            uid = %request.uid,
+            namespace,
+            name = %request.name,
+            patched = response.patch.is_some(),
+            "admitted"
+        );
+    } else {
+        tracing::info!(
+            endpoint = endpoint.as_str(),
+            uid = %request.uid,
+            namespace,
+            name = %request.name,
+            user = request.user_info.username.as_deref().unwrap_or_default(),
+            result = outcome.as_str(),
+            code = response.result.code,
+            message = %response.result.message,
+            "refused"
+        );
     }
 }
 

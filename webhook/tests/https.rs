@@ -652,3 +652,40 @@ async fn certificate_rotation_reaches_new_connections_and_spares_open_ones() {
     stop_watching.cancel();
     server.stop().await;
 }
+
+/// kube-apiserver (Go) negotiates HTTP/2 with webhooks when the server offers it.
+#[tokio::test]
+async fn http2_is_negotiated_and_served() {
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let harness = start(host()).await;
+    let mut config = (*harness.client).clone();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(harness.server.local_addr)
+        .await
+        .unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(
+            rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+            tcp,
+        )
+        .await
+        .unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let body = fixture("002");
+    let request = http::Request::post("https://localhost/validate?timeout=5s")
+        .header("content-type", "application/json")
+        .body(Full::new(body.clone()))
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    let answer = response.into_body().collect().await.unwrap().to_bytes();
+    assert!(Answer::read(&body, &answer).allowed);
+}
