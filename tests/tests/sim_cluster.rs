@@ -15,7 +15,7 @@ use vc_tests::apiserver::{TestApiServer, TestApiServerOptions};
 use vc_tests::simulation::nodes::{FleetOptions, NodeFleet, NodeSpec, default_nodes};
 use vc_tests::simulation::services::{self, ServiceOptions};
 use vc_tests::simulation::workloads::{
-    self, READINESS_ANNOTATION, WorkloadOptions, deployment_is_ready,
+    self, READINESS_ANNOTATION, WorkloadMode, WorkloadOptions, deployment_is_ready,
 };
 use vc_tests::simulation::{Simulation, SimulationOptions};
 
@@ -565,5 +565,108 @@ async fn one_call_starts_every_simulator() {
     assert!(
         !deployment_is_ready(&deployments.get("after").await.unwrap()),
         "a stopped simulation writes nothing"
+    );
+}
+
+#[tokio::test]
+async fn excluded_workloads_are_left_alone() {
+    let (_server, client) = server().await;
+    let exclude = std::collections::BTreeMap::from([(
+        "app.kubernetes.io/component".to_owned(),
+        "etcd".to_owned(),
+    )]);
+    let _sim = workloads::spawn(
+        client.clone(),
+        WorkloadOptions {
+            exclude_labels: exclude,
+            ..fast_workloads()
+        },
+    );
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let mut etcd = deployment("etcd", 1, None);
+    etcd.metadata.labels =
+        Some([("app.kubernetes.io/component".to_owned(), "etcd".to_owned())].into());
+    deployments
+        .create(&PostParams::default(), &etcd)
+        .await
+        .unwrap();
+    deployments
+        .create(&PostParams::default(), &deployment("web", 1, None))
+        .await
+        .unwrap();
+    eventually("web to be ready", || async {
+        deployments
+            .get("web")
+            .await
+            .ok()
+            .filter(deployment_is_ready)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(
+        deployments.get("etcd").await.unwrap().status.is_none(),
+        "an excluded workload gets no status"
+    );
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    assert!(
+        pods.list(&ListParams::default().labels("app=etcd"))
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn kubelet_only_mode_runs_pods_that_controllers_created() {
+    let (_server, client) = server().await;
+    let options = WorkloadOptions {
+        mode: WorkloadMode::KubeletOnly,
+        ..fast_workloads()
+    };
+    let _sim = workloads::spawn(client.clone(), options);
+    // What a real kube-controller-manager would have created: a StatefulSet and its pod,
+    // and a bare pod that asks to stay unready.
+    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), "default");
+    let set: StatefulSet = serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "StatefulSet",
+        "metadata": {"name": "db", "namespace": "default", "annotations": {READINESS_ANNOTATION: "delay=300ms"}},
+        "spec": {"serviceName": "db", "selector": {"matchLabels": {"app": "db"}},
+                 "template": {"metadata": {"labels": {"app": "db"}}, "spec": {"containers": [{"name": "db", "image": "db"}]}}}
+    }))
+    .unwrap();
+    let set = sets.create(&PostParams::default(), &set).await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let owned: Pod = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "db-0", "namespace": "default", "labels": {"app": "db"},
+                     "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "db", "uid": set.uid().unwrap(), "controller": true}]},
+        "spec": {"containers": [{"name": "db", "image": "db"}]}
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &owned).await.unwrap();
+    let stuck: Pod = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "stuck", "namespace": "default", "annotations": {READINESS_ANNOTATION: "never"}},
+        "spec": {"containers": [{"name": "c", "image": "c"}]}
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &stuck).await.unwrap();
+    let running = eventually("db-0 to run", || async {
+        let pod = pods.get("db-0").await.ok()?;
+        pod.status.clone()?.pod_ip.map(|ip| (pod, ip))
+    })
+    .await;
+    assert!(running.1.starts_with("127.200."));
+    assert_eq!(running.0.status.unwrap().phase.as_deref(), Some("Running"));
+    let stuck = pods.get("stuck").await.unwrap().status.unwrap();
+    assert_eq!(
+        (stuck.phase.as_deref(), stuck.pod_ip),
+        (Some("Pending"), None),
+        "`never` keeps a pod unready"
+    );
+    assert!(
+        sets.get("db").await.unwrap().status.is_none(),
+        "workload status is left to the real controllers"
     );
 }

@@ -16,7 +16,7 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::Store;
@@ -275,8 +275,31 @@ pub struct WorkloadOptions {
     pub pod_ip_start: Ipv4Addr,
     /// Only this namespace (`None`: all).
     pub namespace: Option<String>,
+    /// Workloads (and, kubelet-only, Pods) carrying all these labels are left alone, e.g.
+    /// `app.kubernetes.io/component=etcd` when a test runs a real etcd for them.
+    pub exclude_labels: BTreeMap<String, String>,
+    pub mode: WorkloadMode,
     /// Periodic full pass, which also retries failed writes.
     pub resync: Duration,
+}
+
+/// Who else is running against the API server.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum WorkloadMode {
+    /// No kube-controller-manager: play the deployment and statefulset controllers
+    /// (status, Pods) and the kubelets.
+    #[default]
+    Controllers,
+    /// A real kube-controller-manager creates ReplicaSets and Pods and writes workload
+    /// status: play only the kubelets, making every Pod Running and Ready (after the
+    /// delay its own, its ReplicaSet's, Deployment's or StatefulSet's readiness
+    /// annotation asks for). Pods need not be bound to a node.
+    KubeletOnly,
+}
+
+/// Whether `labels` carry every pair of a non-empty `exclude` set.
+pub fn is_excluded(labels: &BTreeMap<String, String>, exclude: &BTreeMap<String, String>) -> bool {
+    !exclude.is_empty() && exclude.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
 impl Default for WorkloadOptions {
@@ -286,6 +309,8 @@ impl Default for WorkloadOptions {
             create_pods: true,
             pod_ip_start: Ipv4Addr::new(127, 200, 0, 1),
             namespace: None,
+            exclude_labels: BTreeMap::new(),
+            mode: WorkloadMode::Controllers,
             resync: Duration::from_secs(2),
         }
     }
@@ -301,6 +326,7 @@ struct Workload {
     uid: String,
     generation: i64,
     replicas: i32,
+    labels: BTreeMap<String, String>,
     annotations: BTreeMap<String, String>,
     template: Value,
     status: Option<Value>,
@@ -317,6 +343,7 @@ impl Workload {
             uid: d.uid()?,
             generation: d.metadata.generation.unwrap_or(1),
             replicas: spec.replicas.unwrap_or(1),
+            labels: d.labels().clone(),
             annotations: d.annotations().clone(),
             template: serde_json::to_value(&spec.template).ok()?,
             status: d.status.as_ref().and_then(|s| serde_json::to_value(s).ok()),
@@ -333,6 +360,7 @@ impl Workload {
             uid: s.uid()?,
             generation: s.metadata.generation.unwrap_or(1),
             replicas: spec.replicas.unwrap_or(1),
+            labels: s.labels().clone(),
             annotations: s.annotations().clone(),
             template: serde_json::to_value(&spec.template).ok()?,
             status: s
@@ -491,7 +519,18 @@ pub fn spawn(client: Client, options: WorkloadOptions) -> SimHandle {
     let (statefulsets, t2) =
         watch_store(statefulsets_api, watcher::Config::default(), notify.clone());
     let mut tasks = vec![t1, t2];
-    let pods = if options.create_pods {
+    let replicasets = if options.mode == WorkloadMode::KubeletOnly {
+        let api = match &options.namespace {
+            Some(ns) => Api::<ReplicaSet>::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        };
+        let (store, task) = watch_store(api, watcher::Config::default(), notify.clone());
+        tasks.push(task);
+        Some(store)
+    } else {
+        None
+    };
+    let pods = if options.create_pods || options.mode == WorkloadMode::KubeletOnly {
         let (pods, t3) = watch_store(pods_api, watcher::Config::default(), notify.clone());
         tasks.push(t3);
         Some(pods)
@@ -503,6 +542,7 @@ pub fn spawn(client: Client, options: WorkloadOptions) -> SimHandle {
         options,
         deployments,
         statefulsets,
+        replicasets,
         pods,
         first_seen: HashMap::new(),
     };
@@ -523,6 +563,7 @@ struct WorkloadSim {
     options: WorkloadOptions,
     deployments: Store<Deployment>,
     statefulsets: Store<StatefulSet>,
+    replicasets: Option<Store<ReplicaSet>>,
     pods: Option<Store<Pod>>,
     /// When each (uid, generation) was first seen: the delay counts from there.
     first_seen: HashMap<(String, i64), Instant>,
@@ -540,6 +581,9 @@ impl WorkloadSim {
     }
 
     async fn pass(&mut self) -> Option<Instant> {
+        if self.options.mode == WorkloadMode::KubeletOnly {
+            return self.kubelet_pass().await;
+        }
         let workloads: Vec<Workload> = self
             .deployments
             .state()
@@ -551,6 +595,7 @@ impl WorkloadSim {
                     .iter()
                     .filter_map(|s| Workload::from_statefulset(s)),
             )
+            .filter(|w| !is_excluded(&w.labels, &self.options.exclude_labels))
             .collect();
         let live: BTreeSet<(String, i64)> = workloads
             .iter()
@@ -577,9 +622,110 @@ impl WorkloadSim {
         next
     }
 
+    /// Kubelet-only: every Pod becomes Running and Ready after its delay.
+    async fn kubelet_pass(&mut self) -> Option<Instant> {
+        let pods = self.pods.as_ref()?.state();
+        let live: BTreeSet<(String, i64)> =
+            pods.iter().filter_map(|p| Some((p.uid()?, 0))).collect();
+        self.first_seen.retain(|key, _| live.contains(key));
+        let mut used_ips: BTreeSet<Ipv4Addr> = pods
+            .iter()
+            .filter_map(|p| p.status.as_ref()?.pod_ip.as_ref()?.parse().ok())
+            .collect();
+        let now = Instant::now();
+        let mut next: Option<Instant> = None;
+        for pod in &pods {
+            if pod.metadata.deletion_timestamp.is_some()
+                || is_excluded(pod.labels(), &self.options.exclude_labels)
+            {
+                continue;
+            }
+            let Some(uid) = pod.uid() else { continue };
+            let first_seen = *self.first_seen.entry((uid, 0)).or_insert(now);
+            let plan = readiness(&self.pod_annotations(pod), self.options.default_delay);
+            let (phase, wake) = phase_at(&plan, 1, first_seen, now);
+            next = match (next, wake) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let ip = match phase {
+                Phase::Progressing => None,
+                _ => pod
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.pod_ip.as_ref()?.parse().ok())
+                    .or_else(|| next_free_ip(self.options.pod_ip_start, &mut used_ips)),
+            };
+            let desired = pod_status(pod, &phase, ip, &now_rfc3339());
+            let current = pod
+                .status
+                .as_ref()
+                .and_then(|s| serde_json::to_value(s).ok());
+            let Some(patch) = status_patch(current.as_ref(), &desired) else {
+                continue;
+            };
+            let namespace = pod.namespace().unwrap_or_default();
+            let result = Api::<Pod>::namespaced(self.client.clone(), &namespace)
+                .patch_status(
+                    &pod.name_any(),
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                )
+                .await;
+            if let Err(error) = result {
+                tracing::debug!(%error, "kubelet simulation could not write pod status");
+            }
+        }
+        next
+    }
+
+    /// The readiness annotations that apply to a pod: its own, else its owner's (through
+    /// a ReplicaSet up to the Deployment).
+    fn pod_annotations(&self, pod: &Pod) -> BTreeMap<String, String> {
+        if pod.annotations().contains_key(READINESS_ANNOTATION) {
+            return pod.annotations().clone();
+        }
+        let namespace = pod.namespace();
+        let owner =
+            |kind: &str,
+             refs: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference]| {
+                refs.iter().find(|o| o.kind == kind).map(|o| o.uid.clone())
+            };
+        if let Some(uid) = owner("StatefulSet", pod.owner_references())
+            && let Some(set) = self
+                .statefulsets
+                .state()
+                .into_iter()
+                .find(|s| s.uid().as_deref() == Some(uid.as_str()))
+        {
+            return set.annotations().clone();
+        }
+        let replicaset =
+            owner("ReplicaSet", pod.owner_references()).and_then(|uid| {
+                self.replicasets.as_ref()?.state().into_iter().find(|r| {
+                    r.uid().as_deref() == Some(uid.as_str()) && r.namespace() == namespace
+                })
+            });
+        let Some(replicaset) = replicaset else {
+            return BTreeMap::new();
+        };
+        if replicaset.annotations().contains_key(READINESS_ANNOTATION) {
+            return replicaset.annotations().clone();
+        }
+        owner("Deployment", replicaset.owner_references())
+            .and_then(|uid| {
+                self.deployments
+                    .state()
+                    .into_iter()
+                    .find(|d| d.uid().as_deref() == Some(uid.as_str()))
+            })
+            .map(|d| d.annotations().clone())
+            .unwrap_or_default()
+    }
+
     async fn reconcile(&self, workload: &Workload, phase: &Phase) -> Result<(), SimError> {
         let hash = workload.hash();
-        if self.pods.is_some() {
+        if self.options.create_pods {
             self.reconcile_pods(workload, &hash, phase).await?;
         }
         let now = now_rfc3339();
@@ -744,6 +890,20 @@ mod tests {
 
     fn annotated(value: &str) -> BTreeMap<String, String> {
         BTreeMap::from([(READINESS_ANNOTATION.to_owned(), value.to_owned())])
+    }
+
+    #[test]
+    fn exclusion_needs_every_label_and_an_empty_set_excludes_nothing() {
+        let labels = BTreeMap::from([
+            ("app.kubernetes.io/component".to_owned(), "etcd".to_owned()),
+            ("tier".to_owned(), "db".to_owned()),
+        ]);
+        let etcd = BTreeMap::from([("app.kubernetes.io/component".to_owned(), "etcd".to_owned())]);
+        assert!(is_excluded(&labels, &etcd));
+        let mut both = etcd.clone();
+        both.insert("tier".to_owned(), "web".to_owned());
+        assert!(!is_excluded(&labels, &both));
+        assert!(!is_excluded(&labels, &BTreeMap::new()));
     }
 
     #[test]
