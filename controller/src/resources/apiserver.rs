@@ -13,6 +13,7 @@ use vc_api::ServiceType;
 use super::meta::{Component, labels, owned_meta};
 use super::pod::{
     deployment as owned_deployment, env_from_field, http_probe, projected_secrets, read_only_mount,
+    requests,
 };
 use super::{BuildContext, Tenant, names};
 use crate::pki::{CA_CERT_KEY, SA_PRIVATE_KEY, SA_PUBLIC_KEY, TLS_CERT_KEY, TLS_KEY_KEY};

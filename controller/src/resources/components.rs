@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::{Container, PodSpec, SecretVolumeSource, Volume}
 use vc_api::constants::KUBECONFIG_SECRET_KEY;
 
 use super::meta::Component;
-use super::pod::{deployment, http_probe, projected_secrets, read_only_mount};
+use super::pod::{deployment, http_probe, projected_secrets, read_only_mount, requests};
 use super::{BuildContext, Tenant, names};
 use crate::pki::{SA_PRIVATE_KEY, TLS_CERT_KEY, TLS_KEY_KEY};
 

@@ -185,6 +185,7 @@ pub fn stateful_set(tenant: &Tenant, ctx: &BuildContext, config_hash: &str) -> S
             container_port("peer", PEER_PORT),
             container_port("metrics", METRICS_PORT),
         ]),
+        resources: Some(requests("100m", "100Mi")),
         liveness_probe: Some(http_probe(
             "/health?serializable=true",
             METRICS_PORT,

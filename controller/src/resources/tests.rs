@@ -874,3 +874,66 @@ fn defaults_fill_what_the_webhook_would() {
     assert_eq!(resolved.etcd_storage_size, "1Gi");
     assert_eq!(resolved.etcd_storage_class, None);
 }
+
+#[test]
+fn control_plane_pods_spread_request_resources_and_skip_service_links() {
+    let state = build(&default_vc());
+    let etcd_pod = state
+        .etcd
+        .stateful_set
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap();
+    let pods = [
+        etcd_pod,
+        pod_spec(&state.apiserver_deployment),
+        pod_spec(&state.controller_manager),
+        pod_spec(&state.scheduler),
+    ];
+    for pod in pods {
+        assert_eq!(pod.enable_service_links, Some(false));
+        let requests = container(pod)
+            .resources
+            .as_ref()
+            .unwrap()
+            .requests
+            .as_ref()
+            .unwrap();
+        assert!(requests.contains_key("cpu") && requests.contains_key("memory"));
+        let spread = pod
+            .affinity
+            .as_ref()
+            .unwrap()
+            .pod_anti_affinity
+            .as_ref()
+            .unwrap()
+            .preferred_during_scheduling_ignored_during_execution
+            .as_ref()
+            .unwrap();
+        let term = &spread[0].pod_affinity_term;
+        assert_eq!(term.topology_key, "kubernetes.io/hostname");
+        let own_labels = &pod_labels_of(pod, &state);
+        assert_eq!(
+            term.label_selector.as_ref().unwrap().match_labels.as_ref(),
+            Some(own_labels)
+        );
+    }
+}
+
+fn pod_labels_of(pod: &PodSpec, state: &DesiredState) -> BTreeMap<String, String> {
+    let templates = [
+        &state.etcd.stateful_set.spec.as_ref().unwrap().template,
+        &state.apiserver_deployment.spec.as_ref().unwrap().template,
+        &state.controller_manager.spec.as_ref().unwrap().template,
+        &state.scheduler.spec.as_ref().unwrap().template,
+    ];
+    templates
+        .into_iter()
+        .find(|template| template.spec.as_ref() == Some(pod))
+        .and_then(|template| template.metadata.as_ref()?.labels.clone())
+        .unwrap()
+}
