@@ -116,6 +116,9 @@ async fn run_chain(
         Err(kube::runtime::finalizer::Error::RemoveFinalizer(error)) if is_not_found(&error) => {
             Ok(Action::await_change())
         }
+        // The chain's own errors keep their step; only finalizer writes are "finalizer".
+        Err(kube::runtime::finalizer::Error::ApplyFailed(error))
+        | Err(kube::runtime::finalizer::Error::CleanupFailed(error)) => Err(error),
         result => result.map_err(|error| Error::Finalizer(Box::new(error))),
     }
 }

@@ -45,7 +45,9 @@ pub struct Harness {
         tokio::sync::oneshot::Sender<()>,
         tokio::task::JoinHandle<()>,
     )>,
-    kubelet: tokio::task::JoinHandle<()>,
+    kubelet: Option<tokio::task::JoinHandle<()>>,
+    /// The shared simulators of vc-tests, when the test asked for them.
+    pub simulation: Option<vc_tests::simulation::Simulation>,
     pub tenants: Arc<Mutex<BTreeMap<String, TestApiServer>>>,
 }
 
@@ -64,18 +66,8 @@ impl Harness {
     /// Starts the server with `nodes` worker nodes; `serve_tenants` starts a tenant
     /// apiserver for every ready apiserver Deployment.
     pub async fn start(nodes: usize, serve_tenants: bool) -> Self {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_test_writer()
-            .try_init();
-        let server =
-            TestApiServer::start(TestApiServerOptions::default()).expect("test API server starts");
-        server
-            .install_yaml(crd_path().to_str().unwrap())
-            .await
-            .expect("CRD installs");
-        let admin = server.client().await.unwrap();
-        let node_api: Api<Node> = Api::all(admin.clone());
+        let mut harness = Self::bare().await;
+        let node_api: Api<Node> = Api::all(harness.admin.clone());
         for index in 0..nodes {
             let node: Node = serde_json::from_value(json!({
                 "apiVersion": "v1", "kind": "Node",
@@ -88,19 +80,54 @@ impl Harness {
                 .await
                 .unwrap();
         }
-        let tenants: Arc<Mutex<BTreeMap<String, TestApiServer>>> = Arc::default();
-        let kubelet = tokio::spawn(kubelet_loop(admin.clone(), serve_tenants, tenants.clone()));
-        let mut harness = Self {
+        harness.kubelet = Some(tokio::spawn(kubelet_loop(
+            harness.admin.clone(),
+            serve_tenants,
+            harness.tenants.clone(),
+        )));
+        harness.start_controller().await;
+        harness
+    }
+
+    /// Starts the server with vc-tests' own simulators (kubelets with heartbeats,
+    /// workload readiness, tenant API servers, clustertree) and `nodes` nodes
+    /// `node1..nodeN`.
+    pub async fn start_simulated(nodes: usize) -> Self {
+        let mut harness = Self::bare().await;
+        let simulation = vc_tests::simulation::Simulation::start(
+            harness.admin.clone(),
+            vc_tests::simulation::SimulationOptions::with_nodes(nodes),
+        )
+        .await
+        .expect("simulation starts");
+        harness.simulation = Some(simulation);
+        harness.start_controller().await;
+        harness
+    }
+
+    /// The server with the CRD installed; nothing else runs yet.
+    async fn bare() -> Self {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+        let server =
+            TestApiServer::start(TestApiServerOptions::default()).expect("test API server starts");
+        server
+            .install_yaml(crd_path().to_str().unwrap())
+            .await
+            .expect("CRD installs");
+        let admin = server.client().await.unwrap();
+        Self {
             server,
             admin,
             metrics: Arc::new(Metrics::default()),
             health: Arc::new(Health::default()),
             controller: None,
-            kubelet,
-            tenants,
-        };
-        harness.start_controller().await;
-        harness
+            kubelet: None,
+            simulation: None,
+            tenants: Arc::default(),
+        }
     }
 
     /// Starts (or restarts) the controller in-process.
@@ -129,6 +156,13 @@ impl Harness {
             },
         ));
         self.controller = Some((stop_tx, handle));
+    }
+
+    /// Kills the controller like a crash: in-flight reconciles stop wherever they are.
+    pub fn kill_controller(&mut self) {
+        if let Some((_, handle)) = self.controller.take() {
+            handle.abort();
+        }
     }
 
     /// Stops the controller, letting in-flight reconciles finish.
@@ -220,7 +254,12 @@ impl Harness {
 
     pub async fn shutdown(mut self) {
         self.stop_controller().await;
-        self.kubelet.abort();
+        if let Some(kubelet) = self.kubelet.take() {
+            kubelet.abort();
+        }
+        if let Some(simulation) = self.simulation.take() {
+            simulation.stop();
+        }
     }
 }
 
