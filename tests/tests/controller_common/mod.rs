@@ -49,6 +49,8 @@ pub struct Harness {
     /// The shared simulators of vc-tests, when the test asked for them.
     pub simulation: Option<vc_tests::simulation::Simulation>,
     pub tenants: Arc<Mutex<BTreeMap<String, TestApiServer>>>,
+    /// `NS/NAME` of workloads the kubelet stand-in leaves un-rolled-out for now.
+    pub held: Arc<Mutex<BTreeSet<String>>>,
 }
 
 /// Test timing: short waits and a short resync so tests see several resyncs quickly.
@@ -84,6 +86,7 @@ impl Harness {
             harness.admin.clone(),
             serve_tenants,
             harness.tenants.clone(),
+            harness.held.clone(),
         )));
         harness.start_controller().await;
         harness
@@ -127,6 +130,7 @@ impl Harness {
             kubelet: None,
             simulation: None,
             tenants: Arc::default(),
+            held: Arc::default(),
         }
     }
 
@@ -281,9 +285,10 @@ async fn kubelet_loop(
     admin: Client,
     serve_tenants: bool,
     tenants: Arc<Mutex<BTreeMap<String, TestApiServer>>>,
+    held: Arc<Mutex<BTreeSet<String>>>,
 ) {
     loop {
-        let _ = mark_rolled_out(&admin).await;
+        let _ = mark_rolled_out(&admin, &held).await;
         if serve_tenants {
             let _ = serve_tenant_apiservers(&admin, &tenants).await;
             let _ = register_leaf_nodes(&admin, &tenants).await;
@@ -292,9 +297,20 @@ async fn kubelet_loop(
     }
 }
 
-async fn mark_rolled_out(admin: &Client) -> Result<(), kube::Error> {
+async fn mark_rolled_out(
+    admin: &Client,
+    held: &Mutex<BTreeSet<String>>,
+) -> Result<(), kube::Error> {
+    let is_held = |namespace: Option<String>, name: String| {
+        held.lock()
+            .unwrap()
+            .contains(&format!("{}/{name}", namespace.unwrap_or_default()))
+    };
     let sets: Api<StatefulSet> = Api::all(admin.clone());
     for set in sets.list(&ListParams::default()).await? {
+        if is_held(set.namespace(), set.name_any()) {
+            continue;
+        }
         let generation = set.metadata.generation.unwrap_or(1);
         let replicas = set.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
         let status = set.status.clone().unwrap_or_default();
@@ -317,6 +333,9 @@ async fn mark_rolled_out(admin: &Client) -> Result<(), kube::Error> {
     }
     let deployments: Api<Deployment> = Api::all(admin.clone());
     for deployment in deployments.list(&ListParams::default()).await? {
+        if is_held(deployment.namespace(), deployment.name_any()) {
+            continue;
+        }
         let generation = deployment.metadata.generation.unwrap_or(1);
         let replicas = deployment
             .spec
