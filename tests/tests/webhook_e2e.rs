@@ -462,6 +462,11 @@ async fn kubectl_sees_defaults_filled_and_a_taken_node_refused() {
         metrics.contains(r#"vc_webhook_admission_requests_total{endpoint="validate",operation="CREATE",result="denied"}"#),
         "{metrics}"
     );
+    assert!(
+        metrics.contains(r#"vc_webhook_cache_objects{kind="node"} 2"#)
+            && metrics.contains(r#"vc_webhook_cache_objects{kind="virtualcluster"} 1"#),
+        "{metrics}"
+    );
 
     // SIGTERM: the webhook stops accepting, finishes in-flight requests and exits cleanly.
     let terminated = Command::new("kill")

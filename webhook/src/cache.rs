@@ -20,6 +20,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, Resource};
+use prometheus_client::metrics::gauge::Gauge;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 use vc_api::VirtualCluster;
@@ -259,10 +260,15 @@ impl<K: Mirrored> Mirror<K> {
 }
 
 /// Mirrors every host Node into `inventory` until the task is dropped.
-pub async fn run_node_cache(client: Client, inventory: SharedInventory, readiness: Arc<Readiness>) {
+pub async fn run_node_cache(
+    client: Client,
+    inventory: SharedInventory,
+    readiness: Arc<Readiness>,
+    objects: Gauge,
+) {
     let api: Api<SlimNode> = Api::all(client);
-    mirror(api, inventory, "Node", move || {
-        readiness.mark_nodes_synced()
+    mirror(api, inventory, "Node", objects, move || {
+        readiness.mark_nodes_synced();
     })
     .await;
 }
@@ -272,9 +278,10 @@ pub async fn run_cluster_cache(
     client: Client,
     inventory: SharedInventory,
     readiness: Arc<Readiness>,
+    objects: Gauge,
 ) {
     let api: Api<VirtualCluster> = Api::all(client);
-    mirror(api, inventory, "VirtualCluster", move || {
+    mirror(api, inventory, "VirtualCluster", objects, move || {
         readiness.mark_clusters_synced();
     })
     .await;
@@ -284,6 +291,7 @@ async fn mirror<K: Mirrored>(
     api: Api<K>,
     inventory: SharedInventory,
     kind: &'static str,
+    objects: Gauge,
     on_synced: impl Fn(),
 ) where
     K::DynamicType: Default + Eq + Hash + Clone,
@@ -295,7 +303,9 @@ async fn mirror<K: Mirrored>(
     while let Some(item) = stream.next().await {
         match item {
             Ok(event) => {
-                if mirror.handle(event, &inventory) {
+                let listed = mirror.handle(event, &inventory);
+                objects.set(i64::try_from(mirror.len()).unwrap_or(i64::MAX));
+                if listed {
                     tracing::info!(kind, objects = mirror.len(), "cache synced");
                     on_synced();
                 }

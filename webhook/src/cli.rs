@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use vc_api::ServiceType;
 use vc_api::admission::{Defaults, Inventory, Policy, Ratio, parse_quantity};
 
-use crate::metrics::Metrics;
+use crate::metrics::{CacheKind, Metrics};
 use crate::review::{Admission, Enforcement};
 use crate::server::{Readiness, Webhook};
 use crate::tls::{self, CertificatePaths, ReloadingCertificate};
@@ -285,27 +285,30 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 
     let inventory: SharedInventory = Arc::new(parking_lot::RwLock::new(Inventory::new()));
     let readiness = Arc::new(Readiness::default());
-    let webhook = Arc::new(Webhook {
-        admission: Admission::Enforce(Box::new(Enforcement {
-            inventory: Arc::clone(&inventory),
-            policy,
-            defaults,
-        })),
-        metrics: Metrics::new(),
-        readiness: Arc::clone(&readiness),
-    });
-
-    let shutdown = CancellationToken::new();
+    let metrics = Metrics::new();
     let node_cache = tokio::spawn(cache::run_node_cache(
         client.clone(),
         Arc::clone(&inventory),
         Arc::clone(&readiness),
+        metrics.cache_objects(CacheKind::Node),
     ));
     let cluster_cache = tokio::spawn(cache::run_cluster_cache(
         client,
-        inventory,
+        Arc::clone(&inventory),
         Arc::clone(&readiness),
+        metrics.cache_objects(CacheKind::VirtualCluster),
     ));
+    let webhook = Arc::new(Webhook {
+        admission: Admission::Enforce(Box::new(Enforcement {
+            inventory,
+            policy,
+            defaults,
+        })),
+        metrics,
+        readiness,
+    });
+
+    let shutdown = CancellationToken::new();
     tokio::spawn(certificate.watch(tls::DEFAULT_RELOAD_INTERVAL, shutdown.clone()));
 
     let listener = TcpListener::bind(cli.listen)

@@ -8,6 +8,7 @@ use std::time::Duration;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -101,7 +102,7 @@ macro_rules! label_value_from_as_str {
         }
     )*};
 }
-label_value_from_as_str!(Endpoint, OperationLabel, Outcome);
+label_value_from_as_str!(Endpoint, OperationLabel, Outcome, CacheKind);
 
 /// Labels of the request counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -112,6 +113,32 @@ pub struct RequestLabels {
     pub operation: OperationLabel,
     /// How it ended.
     pub result: Outcome,
+}
+
+/// Which watch cache a gauge describes.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum CacheKind {
+    /// Host Nodes.
+    Node,
+    /// VirtualClusters.
+    VirtualCluster,
+}
+
+impl CacheKind {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Node => "node",
+            Self::VirtualCluster => "virtualcluster",
+        }
+    }
+}
+
+/// Labels of the cache gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheLabels {
+    /// Which cache.
+    pub kind: CacheKind,
 }
 
 /// Labels of the latency histogram.
@@ -127,6 +154,7 @@ pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     latency: Family<LatencyLabels, Histogram>,
+    cache_objects: Family<CacheLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -153,10 +181,17 @@ impl Metrics {
             "Time from receiving an admission request to answering it",
             latency.clone(),
         );
+        let cache_objects = Family::<CacheLabels, Gauge>::default();
+        registry.register(
+            "cache_objects",
+            "Objects held in a watch cache",
+            cache_objects.clone(),
+        );
         Self {
             registry,
             requests,
             latency,
+            cache_objects,
         }
     }
 
@@ -178,6 +213,12 @@ impl Metrics {
         self.latency
             .get_or_create(&LatencyLabels { endpoint })
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// The gauge a cache keeps its object count in.
+    pub fn cache_objects(&self, kind: CacheKind) -> Gauge {
+        self.cache_objects
+            .get_or_create_owned(&CacheLabels { kind })
     }
 
     /// How many requests ended with these labels so far.
@@ -221,6 +262,12 @@ mod tests {
         );
         assert!(
             text.contains(r#"vc_webhook_admission_duration_seconds_count{endpoint="validate"} 1"#),
+            "{text}"
+        );
+        metrics.cache_objects(CacheKind::Node).set(3);
+        let text = metrics.encode().unwrap();
+        assert!(
+            text.contains(r#"vc_webhook_cache_objects{kind="node"} 3"#),
             "{text}"
         );
     }
