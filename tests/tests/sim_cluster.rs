@@ -513,6 +513,29 @@ async fn services_get_endpoints_slices_and_load_balancer_addresses() {
         "the ingress address is the loopback cluster IP"
     );
 
+    // Settled: endpoints are not rewritten on every resync.
+    let versions = || async {
+        let e = endpoints
+            .get("web")
+            .await
+            .unwrap()
+            .resource_version()
+            .unwrap();
+        let list = slices
+            .list(&ListParams::default().labels("kubernetes.io/service-name=web"))
+            .await
+            .unwrap();
+        let s: Vec<String> = list
+            .items
+            .iter()
+            .map(|s| s.resource_version().unwrap())
+            .collect();
+        (e, s)
+    };
+    let before = versions().await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(versions().await, before);
+
     service_api
         .delete("web", &DeleteParams::default())
         .await

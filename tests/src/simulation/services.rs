@@ -340,7 +340,7 @@ impl ServiceSim {
             return Ok(());
         }
         let backends = backends(service, &pods.state());
-        let desired = endpoints_for(service, &backends);
+        let desired = without_nulls(endpoints_for(service, &backends));
         let existing = endpoints
             .state()
             .into_iter()
@@ -416,7 +416,7 @@ impl ServiceSim {
         backends: &[Backend],
         slices: &Store<EndpointSlice>,
     ) -> Result<(), SimError> {
-        let desired = endpoint_slice_for(service, backends);
+        let desired = without_nulls(endpoint_slice_for(service, backends));
         let existing = slices.state().into_iter().find(|s| {
             s.namespace().as_deref() == Some(namespace)
                 && s.labels().get(SERVICE_NAME_LABEL).map(String::as_str) == Some(name)
@@ -495,6 +495,21 @@ impl ServiceSim {
     }
 }
 
+/// The JSON an API server returns for `value`: absent optional fields are omitted, not
+/// null, so comparisons with what is stored see no false difference.
+pub fn without_nulls(value: Value) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k, without_nulls(v)))
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.into_iter().map(without_nulls).collect()),
+        other => other,
+    }
+}
+
 fn ignore_conflict(error: kube::Error) -> Result<(), kube::Error> {
     match error {
         kube::Error::Api(status) if status.code == 409 => Ok(()),
@@ -570,6 +585,14 @@ mod tests {
         let svc = service(Value::Null, json!([{"port": 80}]), "ClusterIP");
         assert!(backends(&svc, &[pod("a", json!({}), Some("127.200.0.1"), true)]).is_empty());
         assert_eq!(endpoints_for(&svc, &[])["subsets"], Value::Null);
+    }
+
+    #[test]
+    fn nulls_are_dropped_at_every_depth() {
+        assert_eq!(
+            without_nulls(json!({"a": null, "b": [{"c": null, "d": 1}], "e": {"f": null}})),
+            json!({"b": [{"d": 1}], "e": {}})
+        );
     }
 
     #[test]
