@@ -452,7 +452,7 @@ fn discovery_root(state: &State, req: &Req, core: bool) -> Result<hyper::Respons
     let registry = state.registry();
     if !wants_v2 && only_aggregated {
         return Err(ApiError::not_acceptable(
-            "only the following media types are accepted: application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList",
+            "only the following media types are accepted: application/json, application/yaml, application/vnd.kubernetes.protobuf",
         ));
     }
     if wants_v2 {

@@ -351,6 +351,40 @@ fn validate_array(items: &[Value], schema: &Value, path: &str, causes: &mut Vec<
             validate(item, item_schema, &format!("{path}[{i}]"), causes);
         }
     }
+}
+
+/// The list-type checks (duplicates in `set` and `map` lists), which the apiserver runs
+/// after schema validation, so their causes come last.
+pub fn validate_list_types(value: &Value, schema: &Value, path: &str, causes: &mut Vec<Cause>) {
+    match value {
+        Value::Object(map) => {
+            let props = schema.get("properties").and_then(Value::as_object);
+            for (key, child) in map {
+                let child_schema =
+                    props
+                        .and_then(|p| p.get(key))
+                        .or(match schema.get("additionalProperties") {
+                            Some(s @ Value::Object(_)) => Some(s),
+                            _ => None,
+                        });
+                if let Some(s) = child_schema {
+                    validate_list_types(child, s, &join(path, key), causes);
+                }
+            }
+        }
+        Value::Array(items) => {
+            if let Some(item_schema) = schema.get("items") {
+                for (i, item) in items.iter().enumerate() {
+                    validate_list_types(item, item_schema, &format!("{path}[{i}]"), causes);
+                }
+            }
+            check_list_type(items, schema, path, causes);
+        }
+        _ => {}
+    }
+}
+
+fn check_list_type(items: &[Value], schema: &Value, path: &str, causes: &mut Vec<Cause>) {
     match schema.get("x-kubernetes-list-type").and_then(Value::as_str) {
         Some("set") => {
             for (i, item) in items.iter().enumerate() {
@@ -450,6 +484,7 @@ mod tests {
         let obj = json!({"spec": {"kubeconfig": 5, "cpu": true, "nodes": ["n1", "n1"], "mode": "C", "replicas": 0}});
         let mut causes = Vec::new();
         validate(&obj, &schema(), "", &mut causes);
+        validate_list_types(&obj, &schema(), "", &mut causes);
         let fields: Vec<(&str, &str)> = causes
             .iter()
             .map(|c| (c.field.as_str(), c.reason.as_str()))

@@ -430,6 +430,7 @@ impl State {
         schema::apply_defaults(obj, schema);
         let mut causes = Vec::new();
         schema::validate(obj, schema, "", &mut causes);
+        schema::validate_list_types(obj, schema, "", &mut causes);
         if causes.is_empty() {
             Ok(())
         } else {

@@ -304,10 +304,14 @@ impl ApiError {
     }
 
     fn invalid_with(subject: String, mut details: Details, name: &str, causes: Vec<Cause>) -> Self {
-        let parts: Vec<String> = causes
-            .iter()
-            .map(|c| format!("{}: {}", c.field, c.message))
-            .collect();
+        // Like Go's error aggregate, the message lists each distinct error once.
+        let mut parts: Vec<String> = Vec::new();
+        for c in &causes {
+            let part = format!("{}: {}", c.field, c.message);
+            if !parts.contains(&part) {
+                parts.push(part);
+            }
+        }
         let joined = if parts.len() == 1 {
             parts[0].clone()
         } else {
