@@ -339,7 +339,7 @@ async fn readiness_annotation_delays_blocks_or_fails_the_rollout() {
     for (name, annotation) in [
         ("never", "never"),
         ("broken", "fail"),
-        ("later", "delay=1500ms"),
+        ("later", "delay=3s"),
         ("typo", "delay=soon"),
     ] {
         deployments

@@ -3,13 +3,14 @@
 //! `kube-node-lease`, which a real node-lifecycle controller watches).
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Node, Taint};
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::{Value, json};
+use tokio::sync::Mutex;
 
 use super::{SimError, SimHandle, now_rfc3339};
 
@@ -226,10 +227,9 @@ impl NodeFleet {
     /// Marks a node Ready or NotReady (condition `Unknown`, as when its kubelet stops).
     pub async fn set_ready(&self, name: &str, ready: bool) -> Result<(), SimError> {
         let spec = self.spec(name)?;
-        self.ready
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(name.to_owned(), ready);
+        // Held across the write, so a heartbeat in flight cannot overwrite it.
+        let mut states = self.ready.lock().await;
+        states.insert(name.to_owned(), ready);
         write_status(&self.client, spec, ready).await
     }
 
@@ -297,18 +297,14 @@ async fn write_status(client: &Client, spec: &NodeSpec, ready: bool) -> Result<(
 
 async fn heartbeat_all(client: &Client, specs: &[NodeSpec], ready: &Mutex<BTreeMap<String, bool>>) {
     for spec in specs {
-        let is_ready = ready
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&spec.name)
-            .copied()
-            .unwrap_or(true);
-        if !is_ready {
+        let states = ready.lock().await;
+        if !states.get(&spec.name).copied().unwrap_or(true) {
             continue;
         }
         if let Err(error) = write_status(client, spec, true).await {
             tracing::debug!(%error, "node heartbeat failed");
         }
+        drop(states);
         if let Err(error) = renew_lease(client, &spec.name).await {
             tracing::debug!(%error, "node lease renewal failed");
         }
