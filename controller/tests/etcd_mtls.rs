@@ -191,6 +191,7 @@ fn local_flags(
 struct EtcdProcess {
     child: Child,
     client_port: u16,
+    peer_port: u16,
     log: PathBuf,
     _root: tempfile::TempDir,
 }
@@ -259,6 +260,7 @@ fn start_members(
         members.push(EtcdProcess {
             child,
             client_port: *member_ports.get(&2379).ok_or("no client port rendered")?,
+            peer_port: *member_ports.get(&2380).ok_or("no peer port rendered")?,
             log,
             _root: root,
         });
@@ -359,6 +361,18 @@ impl EtcdClient {
         path: &str,
         body: serde_json::Value,
     ) -> TestResult<(u16, serde_json::Value)> {
+        let body = Bytes::from(serde_json::to_vec(&body)?);
+        self.request(http::Method::POST, port, path, body).await
+    }
+
+    /// One HTTPS request to 127.0.0.1:`port`; returns status and JSON body.
+    async fn request(
+        &self,
+        method: http::Method,
+        port: u16,
+        path: &str,
+        body: Bytes,
+    ) -> TestResult<(u16, serde_json::Value)> {
         let exchange = async {
             let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
             let connector = tokio_rustls::TlsConnector::from(self.config.clone());
@@ -366,10 +380,12 @@ impl EtcdClient {
             let (mut sender, connection) =
                 hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
             tokio::spawn(connection);
-            let request = http::Request::post(path)
+            let request = http::Request::builder()
+                .method(method)
+                .uri(path)
                 .header(http::header::HOST, format!("127.0.0.1:{port}"))
                 .header(http::header::CONTENT_TYPE, "application/json")
-                .body(Full::new(Bytes::from(serde_json::to_vec(&body)?)))?;
+                .body(Full::new(body))?;
             let response = sender.send_request(request).await?;
             let status = response.status().as_u16();
             let bytes = response.into_body().collect().await?.to_bytes();
@@ -549,4 +565,55 @@ async fn three_rendered_members_replicate_over_peer_mtls() {
             member.log_text()
         );
     }
+}
+
+#[tokio::test]
+async fn peer_port_admits_only_the_tenant_peer_certificate() {
+    let Some(binary) = skip_without_etcd() else {
+        return;
+    };
+    let tenant = render("tenant-d", 1).unwrap();
+    let intruder = render("tenant-e", 1).unwrap();
+    let members = start_members(&binary, &tenant, "tenant-d").unwrap();
+    let etcd = &members[0];
+    let client = EtcdClient::for_apiserver(&apiserver_etcd_client(&tenant).unwrap()).unwrap();
+    client.wait_ready(etcd).await.unwrap();
+
+    // Peers verify each other by member name, with the etcd CA.
+    let member_name = "tenant-d-etcd-0.tenant-d-etcd-peer.team-a.svc";
+    let ca = secret_data(&tenant, "tenant-d-etcd-server", "ca.crt").unwrap();
+    let peer = |state: &DesiredState, secret: &str| {
+        EtcdClient::new(
+            ca,
+            Some((
+                secret_data(state, secret, "tls.crt").unwrap(),
+                secret_data(state, secret, "tls.key").unwrap(),
+            )),
+            member_name,
+        )
+        .unwrap()
+    };
+    // `GET /members` is etcd's peer-to-peer membership endpoint.
+    let own = peer(&tenant, "tenant-d-etcd-peer");
+    let (status, members_json) = own
+        .request(http::Method::GET, etcd.peer_port, "/members", Bytes::new())
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{members_json}");
+    assert_eq!(members_json[0]["name"], "tenant-d-etcd-0", "{members_json}");
+
+    let foreign = peer(&intruder, "tenant-e-etcd-peer");
+    let refusal = foreign
+        .request(http::Method::GET, etcd.peer_port, "/members", Bytes::new())
+        .await
+        .expect_err("another tenant's peer certificate was admitted");
+    eprintln!("foreign peer refused: {refusal}");
+    let anonymous = EtcdClient::new(ca, None, member_name).unwrap();
+    assert!(
+        anonymous
+            .request(http::Method::GET, etcd.peer_port, "/members", Bytes::new())
+            .await
+            .is_err(),
+        "a peer without certificate was admitted"
+    );
 }
