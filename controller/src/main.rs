@@ -13,6 +13,9 @@ use vc_controller::leader::{LeaderElector, Leadership, default_identity};
 use vc_controller::runner::{RunConfig, run};
 use vc_controller::telemetry::{Health, Metrics, init_logging, serve_probes};
 
+/// How long a stopping controller waits for in-flight reconciles.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(25);
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let flags = Flags::parse();
@@ -63,14 +66,32 @@ async fn main() -> anyhow::Result<()> {
         let _ = controller_stop.wait_for(|stop| *stop).await;
         let _ = controller_stop_tx.send(());
     });
-    run(
+    let controller = run(
         client,
         RunConfig::from_flags(&flags),
         metrics,
-        health,
+        health.clone(),
         controller_stop_rx.map(|_| ()),
-    )
-    .await;
+    );
+    // kube-runtime holds its runner until the watches have synced, and then cannot see a
+    // shutdown either; with nothing synced, no reconcile can be in flight, so stopping
+    // does not wait. Otherwise in-flight reconciles get a grace period below the
+    // kubelet's default 30 s.
+    let stop_deadline = {
+        let stop_rx = stop_rx.clone();
+        let health = health.clone();
+        async move {
+            stopped(stop_rx).await;
+            if health.is_ready() {
+                tokio::time::sleep(SHUTDOWN_GRACE).await;
+                tracing::warn!("in-flight reconciles did not finish within {SHUTDOWN_GRACE:?}");
+            }
+        }
+    };
+    tokio::select! {
+        () = controller => {}
+        () = stop_deadline => {}
+    }
 
     let _ = stop_tx.send(true);
     let mut lost = false;
