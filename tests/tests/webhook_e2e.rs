@@ -286,75 +286,152 @@ fn text(output: &Output) -> String {
     )
 }
 
+/// The test API server with the CRD and two nodes, `vc-webhook` running and ready, and
+/// both webhook configurations registered.
+#[cfg(test)]
+struct Host {
+    server: TestApiServer,
+    webhook: WebhookProcess,
+    kubectl: PathBuf,
+    admin: PathBuf,
+    addr: SocketAddr,
+    ca_pem: String,
+    _directory: tempfile::TempDir,
+}
+
+#[cfg(test)]
+impl Host {
+    /// `None` (after printing why) when kubectl or the built webhook is missing.
+    async fn start() -> Option<Self> {
+        let Some(kubectl_path) = find_on_path("kubectl") else {
+            eprintln!("skipped: kubectl is not on PATH");
+            return None;
+        };
+        let Some(binary) = built_webhook() else {
+            eprintln!(
+                "skipped: vc-webhook is not built; run `cargo build -p vc-webhook` first (or set VC_WEBHOOK_BIN)"
+            );
+            return None;
+        };
+        let server = TestApiServer::start(TestApiServerOptions::default()).unwrap();
+        let admin = server.kubeconfig_path().to_owned();
+        // The test API server's built-in discovery (recorded from a real apiserver that
+        // had the CRD) may already serve kosmos.io/v1alpha1; installing the CRD on top
+        // would list the group twice and kubectl would refuse to map VirtualCluster.
+        // Install it only when the group is not served yet.
+        let served = kubectl(
+            &kubectl_path,
+            &admin,
+            &["get", "--raw", "/apis/kosmos.io/v1alpha1"],
+            None,
+        );
+        if served.status.success() {
+            eprintln!(
+                "note: the test API server already serves kosmos.io/v1alpha1; not installing the CRD again"
+            );
+        } else {
+            server.install_yaml(CRD).await.unwrap();
+        }
+        server.install_yaml(NODES).await.unwrap();
+
+        let directory = tempfile::tempdir().unwrap();
+        let pki = webhook_pki();
+        std::fs::write(directory.path().join("tls.crt"), &pki.cert_pem).unwrap();
+        std::fs::write(directory.path().join("tls.key"), &pki.key_pem).unwrap();
+        let port = free_port();
+        let mut webhook = start_webhook(&binary, directory.path(), port, &admin);
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+
+        // Ready means both caches listed once, so node-a is known before anything is judged.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some((200, _)) = https_get(addr, &pki.ca_pem, "/readyz").await {
+                break;
+            }
+            if let Ok(Some(status)) = webhook.child.try_wait() {
+                panic!("vc-webhook exited with {status}:\n{}", webhook.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "vc-webhook not ready within 30 s:\n{}",
+                webhook.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let host = Self {
+            server,
+            webhook,
+            kubectl: kubectl_path,
+            admin,
+            addr,
+            ca_pem: pki.ca_pem,
+            _directory: directory,
+        };
+        let registered = host.run(
+            &["apply", "-f", "-"],
+            Some(&webhook_configurations(port, &host.ca_pem)),
+        );
+        assert!(registered.status.success(), "{}", text(&registered));
+        Some(host)
+    }
+
+    fn run(&self, args: &[&str], manifest: Option<&str>) -> Output {
+        kubectl(&self.kubectl, &self.admin, args, manifest)
+    }
+
+    /// Creates `prod` (holding node-a) and waits until the webhook's cache knows it.
+    async fn create_prod(&self) {
+        let created = self.run(&["apply", "-f", "-"], Some(PROD));
+        assert!(
+            created.status.success(),
+            "{}\nwebhook log:\n{}",
+            text(&created),
+            self.webhook.log()
+        );
+        // The webhook learns about prod through its watch; until then a competitor could
+        // pass (the controller's claim is the final arbiter). Server-side dry runs probe
+        // the cache.
+        self.wait_for_dev(false).await;
+    }
+
+    /// Waits up to 30 s until a server-side dry run of `dev` is admitted (`true`) or
+    /// refused with the owner named (`false`).
+    async fn wait_for_dev(&self, admitted: bool) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let probe = self.run(
+                &["apply", "--dry-run=server", "-f", "-"],
+                Some(DEV_TAKING_NODE_A),
+            );
+            let refused =
+                !probe.status.success() && String::from_utf8_lossy(&probe.stderr).contains(REFUSAL);
+            if probe.status.success() == admitted && (admitted || refused) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "dev never became {}: {}\n{}",
+                if admitted { "admitted" } else { "refused" },
+                text(&probe),
+                self.webhook.log()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_sees_defaults_filled_and_a_taken_node_refused() {
-    let Some(kubectl_path) = find_on_path("kubectl") else {
-        eprintln!("skipped: kubectl is not on PATH");
+    let Some(mut host) = Host::start().await else {
         return;
     };
-    let Some(binary) = built_webhook() else {
-        eprintln!(
-            "skipped: vc-webhook is not built; run `cargo build -p vc-webhook` first (or set VC_WEBHOOK_BIN)"
-        );
-        return;
-    };
-
-    let server = TestApiServer::start(TestApiServerOptions::default()).unwrap();
-    let admin = server.kubeconfig_path().to_owned();
-    let run =
-        |args: &[&str], manifest: Option<&str>| kubectl(&kubectl_path, &admin, args, manifest);
-    // The test API server's built-in discovery (recorded from a real apiserver that had
-    // the CRD) may already serve kosmos.io/v1alpha1; installing the CRD on top would list
-    // the group twice and kubectl would refuse to map VirtualCluster. Install it only
-    // when the group is not served yet.
-    let served = run(&["get", "--raw", "/apis/kosmos.io/v1alpha1"], None);
-    if served.status.success() {
-        eprintln!(
-            "note: the test API server already serves kosmos.io/v1alpha1; not installing the CRD again"
-        );
-    } else {
-        server.install_yaml(CRD).await.unwrap();
-    }
-    server.install_yaml(NODES).await.unwrap();
-
-    let directory = tempfile::tempdir().unwrap();
-    let pki = webhook_pki();
-    std::fs::write(directory.path().join("tls.crt"), &pki.cert_pem).unwrap();
-    std::fs::write(directory.path().join("tls.key"), &pki.key_pem).unwrap();
-    let port = free_port();
-    let mut webhook = start_webhook(&binary, directory.path(), port, &admin);
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-
-    // Ready means both caches listed once, so node-a is known before anything is judged.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some((200, _)) = https_get(addr, &pki.ca_pem, "/readyz").await {
-            break;
-        }
-        if let Ok(Some(status)) = webhook.child.try_wait() {
-            panic!("vc-webhook exited with {status}:\n{}", webhook.log());
-        }
-        assert!(
-            Instant::now() < deadline,
-            "vc-webhook not ready within 30 s:\n{}",
-            webhook.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-
-    let registered = run(
-        &["apply", "-f", "-"],
-        Some(&webhook_configurations(port, &pki.ca_pem)),
-    );
-    assert!(registered.status.success(), "{}", text(&registered));
-
-    // A valid VirtualCluster is stored with every default filled in.
+    let run = |args: &[&str], manifest: Option<&str>| host.run(args, manifest);
     let created = run(&["apply", "-f", "-"], Some(PROD));
     assert!(
         created.status.success(),
         "{}\nwebhook log:\n{}",
         text(&created),
-        webhook.log()
+        host.webhook.log()
     );
     let stored = run(
         &[
@@ -396,24 +473,8 @@ async fn kubectl_sees_defaults_filled_and_a_taken_node_refused() {
     );
 
     // The webhook learns about prod through its watch; until then a competitor could pass
-    // (the controller's claim is the final arbiter). Server-side dry runs probe the cache.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let probe = run(
-            &["apply", "--dry-run=server", "-f", "-"],
-            Some(DEV_TAKING_NODE_A),
-        );
-        if !probe.status.success() && String::from_utf8_lossy(&probe.stderr).contains(REFUSAL) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "dev was never refused: {}\n{}",
-            text(&probe),
-            webhook.log()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    // (the controller's claim is the final arbiter).
+    host.wait_for_dev(false).await;
 
     // The conflicting VirtualCluster is refused with the owner named, and not stored.
     let refused = run(&["apply", "-f", "-"], Some(DEV_TAKING_NODE_A));
@@ -438,7 +499,7 @@ async fn kubectl_sees_defaults_filled_and_a_taken_node_refused() {
         updated.status.success(),
         "{}\n{}",
         text(&updated),
-        webhook.log()
+        host.webhook.log()
     );
     let stored = run(
         &[
@@ -456,7 +517,9 @@ async fn kubectl_sees_defaults_filled_and_a_taken_node_refused() {
     assert_eq!(stored["spec"]["promoteResources"]["resources"]["cpu"], "6");
     assert_eq!(stored["spec"]["kubernetesVersion"], "v1.33.4");
 
-    let (status, metrics) = https_get(addr, &pki.ca_pem, "/metrics").await.unwrap();
+    let (status, metrics) = https_get(host.addr, &host.ca_pem, "/metrics")
+        .await
+        .unwrap();
     assert_eq!(status, 200);
     assert!(
         metrics.contains(r#"vc_webhook_admission_requests_total{endpoint="validate",operation="CREATE",result="denied"}"#),
@@ -470,26 +533,74 @@ async fn kubectl_sees_defaults_filled_and_a_taken_node_refused() {
 
     // SIGTERM: the webhook stops accepting, finishes in-flight requests and exits cleanly.
     let terminated = Command::new("kill")
-        .args(["-TERM", &webhook.child.id().to_string()])
+        .args(["-TERM", &host.webhook.child.id().to_string()])
         .status()
         .unwrap();
     assert!(terminated.success());
     let deadline = Instant::now() + Duration::from_secs(15);
     let status = loop {
-        if let Some(status) = webhook.child.try_wait().unwrap() {
+        if let Some(status) = host.webhook.child.try_wait().unwrap() {
             break status;
         }
         assert!(
             Instant::now() < deadline,
             "vc-webhook ignored SIGTERM:\n{}",
-            webhook.log()
+            host.webhook.log()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    assert!(status.success(), "exit {status}:\n{}", webhook.log());
+    assert!(status.success(), "exit {status}:\n{}", host.webhook.log());
     assert!(
-        webhook.log().contains("\"message\":\"stopped\""),
+        host.webhook.log().contains("\"message\":\"stopped\""),
         "{}",
-        webhook.log()
+        host.webhook.log()
+    );
+}
+
+/// A VirtualCluster deleted while the webhook's watch is down and the history compacted
+/// can only be noticed by a re-list; its node must then be free again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relist_after_a_broken_watch_frees_the_node_of_a_deleted_cluster() {
+    use vc_tests::apiserver::hooks::FaultMatch;
+
+    let Some(host) = Host::start().await else {
+        return;
+    };
+    host.create_prod().await;
+
+    // Break the webhook's VirtualCluster watch and keep it broken while prod goes away.
+    let watches = FaultMatch {
+        verb: Some("watch".to_owned()),
+        resource: Some("virtualclusters".to_owned()),
+        user: None,
+    };
+    host.server.faults().fail_next(10_000, watches);
+    host.server.faults().cut_watches();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let deleted = host.run(
+        &[
+            "delete",
+            "virtualcluster",
+            "prod",
+            "-n",
+            "default",
+            "--wait=false",
+        ],
+        None,
+    );
+    assert!(deleted.status.success(), "{}", text(&deleted));
+    // Without history the watch cannot resume: only a re-list shows that prod is gone.
+    host.server.compact();
+    host.server.faults().clear();
+
+    host.wait_for_dev(true).await;
+    let log = host.webhook.log();
+    let relists = log
+        .lines()
+        .filter(|line| line.contains("cache synced") && line.contains("VirtualCluster"))
+        .count();
+    assert!(
+        relists >= 2,
+        "expected a second VirtualCluster list:\n{log}"
     );
 }
