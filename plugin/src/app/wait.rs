@@ -9,6 +9,9 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kubectl_vc::cli::WaitFor;
 use vc_api::{Phase, VirtualCluster};
 
+/// How often `--wait` re-reads the object besides watching it.
+const RESYNC: Duration = Duration::from_secs(5);
+
 /// Whether `phase` satisfies the wait.
 pub fn reached(phase: Option<Phase>, target: WaitFor) -> bool {
     match target {
@@ -52,8 +55,21 @@ pub async fn for_phase(
         })
         .boxed();
     let mut last_seen: Option<String> = None;
+    // A fresh GET now and then covers a watch that silently stops delivering events.
+    let mut resync = tokio::time::interval(RESYNC);
+    resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let watch = async {
-        while let Some(cluster) = stream.try_next().await? {
+        loop {
+            let cluster = tokio::select! {
+                next = stream.try_next() => match next? {
+                    Some(cluster) => cluster,
+                    None => break,
+                },
+                _ = resync.tick() => match api.get_opt(name).await? {
+                    Some(cluster) => cluster,
+                    None => bail!("VirtualCluster \"{name}\" was deleted while waiting"),
+                },
+            };
             if cluster.metadata.deletion_timestamp.is_some() {
                 bail!("VirtualCluster \"{name}\" is being deleted");
             }
