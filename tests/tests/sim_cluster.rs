@@ -693,3 +693,33 @@ async fn kubelet_only_mode_runs_pods_that_controllers_created() {
         "workload status is left to the real controllers"
     );
 }
+
+#[tokio::test]
+async fn pods_get_the_default_service_account_a_real_apiserver_requires() {
+    let (_server, client) = server().await;
+    let _sim = workloads::spawn(client.clone(), fast_workloads());
+    let namespace: k8s_openapi::api::core::v1::Namespace =
+        serde_json::from_value(json!({"metadata": {"name": "team-x"}})).unwrap();
+    Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
+        .create(&PostParams::default(), &namespace)
+        .await
+        .unwrap();
+    let mut web = deployment("web", 1, None);
+    web.metadata.namespace = Some("team-x".to_owned());
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "team-x");
+    deployments
+        .create(&PostParams::default(), &web)
+        .await
+        .unwrap();
+    eventually("web to be ready", || async {
+        deployments
+            .get("web")
+            .await
+            .ok()
+            .filter(deployment_is_ready)
+    })
+    .await;
+    let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+        Api::namespaced(client.clone(), "team-x");
+    assert!(accounts.get_opt("default").await.unwrap().is_some());
+}

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
@@ -545,6 +545,7 @@ pub fn spawn(client: Client, options: WorkloadOptions) -> SimHandle {
         replicasets,
         pods,
         first_seen: HashMap::new(),
+        service_accounts_ready: std::sync::Mutex::default(),
     };
     let resync = sim.options.resync;
     tasks.push(tokio::spawn(async move {
@@ -567,6 +568,8 @@ struct WorkloadSim {
     pods: Option<Store<Pod>>,
     /// When each (uid, generation) was first seen: the delay counts from there.
     first_seen: HashMap<(String, i64), Instant>,
+    /// Namespaces known to have ServiceAccount `default` (pods are refused without it).
+    service_accounts_ready: std::sync::Mutex<BTreeSet<String>>,
 }
 
 impl WorkloadSim {
@@ -723,6 +726,45 @@ impl WorkloadSim {
             .unwrap_or_default()
     }
 
+    /// What kube-controller-manager's serviceaccount controller guarantees: ServiceAccount
+    /// `default` in every namespace. A real kube-apiserver refuses pods without it.
+    async fn ensure_default_service_account(&self, namespace: &str) {
+        let known = self
+            .service_accounts_ready
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(namespace);
+        if known {
+            return;
+        }
+        let api = Api::<ServiceAccount>::namespaced(self.client.clone(), namespace);
+        let exists = match api.get_opt("default").await {
+            Ok(found) => found.is_some(),
+            Err(error) => {
+                tracing::debug!(%error, %namespace, "reading ServiceAccount default");
+                return;
+            }
+        };
+        if !exists {
+            let account: ServiceAccount = serde_json::from_value(json!({
+                "metadata": {"name": "default", "namespace": namespace}
+            }))
+            .unwrap_or_default();
+            match api.create(&PostParams::default(), &account).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(status)) if status.code == 409 => {}
+                Err(error) => {
+                    tracing::debug!(%error, %namespace, "creating ServiceAccount default");
+                    return;
+                }
+            }
+        }
+        self.service_accounts_ready
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(namespace.to_owned());
+    }
+
     async fn reconcile(&self, workload: &Workload, phase: &Phase) -> Result<(), SimError> {
         let hash = workload.hash();
         if self.options.create_pods {
@@ -822,6 +864,8 @@ impl WorkloadSim {
             let pod: Pod = match existing {
                 Some(pod) => (**pod).clone(),
                 None => {
+                    self.ensure_default_service_account(&workload.namespace)
+                        .await;
                     let body: Pod =
                         serde_json::from_value(workload.pod(name, hash)).unwrap_or_default();
                     match api.create(&PostParams::default(), &body).await {
