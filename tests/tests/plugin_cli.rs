@@ -1,0 +1,547 @@
+//! kubectl-vc against the test API server, through real kubectl plugin discovery: the
+//! built `kubectl-vc` is the only plugin on PATH and every command runs as `kubectl vc ...`.
+//!
+//! The controller and webhook are not running here. Where a test needs them, the test plays
+//! their part through the API (status patches, an admission hook that denies, the admin
+//! kubeconfig Secret pointing at a second test API server acting as the tenant), so what is
+//! checked is the plugin's side of each contract.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use kube::Api;
+use kube::api::{Patch, PatchParams};
+use serde_json::json;
+use vc_api::VirtualCluster;
+use vc_tests::apiserver::{
+    AdmissionAttributes, AdmissionHook, AdmissionPhase, AdmissionResult, ApiError, ServiceResolver,
+    TestApiServer, TestApiServerOptions, WebhookConfigs,
+};
+
+const CRD: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../charts/kosmos-vc/crds/virtualclusters.kosmos.io.yaml"
+);
+
+/// A host API server with the CRD and three Ready nodes, a private kubeconfig copy, and a
+/// PATH where `kubectl vc` finds the built plugin.
+struct Host {
+    server: TestApiServer,
+    runtime: tokio::runtime::Runtime,
+    home: tempfile::TempDir,
+    kubeconfig: PathBuf,
+    path: OsString,
+    kubectl: PathBuf,
+}
+
+#[cfg(test)]
+impl Host {
+    /// `None` (after printing why) when kubectl or the built plugin is missing.
+    fn start() -> Option<Self> {
+        let Some(kubectl) = find_on_path("kubectl") else {
+            eprintln!("skipped: kubectl is not on PATH");
+            return None;
+        };
+        let Some(plugin) = built_plugin() else {
+            eprintln!("skipped: kubectl-vc is not built; run `cargo build -p kubectl-vc` first");
+            return None;
+        };
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let server = TestApiServer::start(TestApiServerOptions::default()).unwrap();
+        runtime.block_on(server.install_yaml(CRD)).unwrap();
+        let nodes: Vec<String> = (1..=3).map(node_manifest).collect();
+        runtime
+            .block_on(server.install_yaml(&nodes.join("---\n")))
+            .unwrap();
+
+        let home = tempfile::tempdir().unwrap();
+        let bin = home.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        std::os::unix::fs::symlink(&plugin, bin.join("kubectl-vc")).unwrap();
+        let kubeconfig = home.path().join("config");
+        std::fs::copy(server.kubeconfig_path(), &kubeconfig).unwrap();
+        let mut path = OsString::from(&bin);
+        if let Some(rest) = std::env::var_os("PATH") {
+            path.push(":");
+            path.push(rest);
+        }
+        Some(Self {
+            server,
+            runtime,
+            home,
+            kubeconfig,
+            path,
+            kubectl,
+        })
+    }
+
+    /// Runs `kubectl ARGS` with this host's kubeconfig, HOME and PATH.
+    fn kubectl(&self, args: &[&str]) -> Output {
+        Command::new(&self.kubectl)
+            .args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("HOME", self.home.path())
+            .env("PATH", &self.path)
+            .output()
+            .unwrap()
+    }
+
+    /// Runs `kubectl vc ARGS` and asserts it succeeded; returns stdout.
+    fn vc_ok(&self, args: &[&str]) -> String {
+        let output = self.vc(args);
+        assert!(
+            output.status.success(),
+            "kubectl vc {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&output.stderr),
+            String::from_utf8_lossy(&output.stdout)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    }
+
+    fn vc(&self, args: &[&str]) -> Output {
+        let mut full = vec!["vc"];
+        full.extend_from_slice(args);
+        self.kubectl(&full)
+    }
+
+    fn clusters(&self) -> Api<VirtualCluster> {
+        let client = self.runtime.block_on(self.server.client()).unwrap();
+        Api::namespaced(client, "default")
+    }
+}
+
+#[cfg(test)]
+fn node_manifest(index: usize) -> String {
+    format!(
+        "apiVersion: v1\nkind: Node\nmetadata:\n  name: node{index}\nstatus:\n  conditions:\n  - {{type: Ready, status: \"True\", reason: KubeletReady, message: ready}}\n"
+    )
+}
+
+fn find_on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|directory| directory.join(name))
+        .find(|candidate| candidate.is_file())
+}
+
+/// `KUBECTL_VC` when set, else `kubectl-vc` in the target directory of this test binary
+/// (`target/<profile>/deps/plugin_cli-*` -> `target/<profile>/kubectl-vc`).
+fn built_plugin() -> Option<PathBuf> {
+    if let Some(explicit) = std::env::var_os("KUBECTL_VC") {
+        return Some(PathBuf::from(explicit));
+    }
+    let executable = std::env::current_exe().ok()?;
+    let profile_directory = executable.parent()?.parent()?;
+    Some(profile_directory.join("kubectl-vc")).filter(|candidate| candidate.is_file())
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn create_list_get_describe_delete_through_kubectl() {
+    let Some(host) = Host::start() else { return };
+
+    let created = host.vc_ok(&[
+        "create",
+        "prod",
+        "--nodes",
+        "node1,node2",
+        "--cpu",
+        "2",
+        "--memory",
+        "4Gi",
+    ]);
+    assert_eq!(created, "virtualcluster.kosmos.io/prod created\n");
+    host.vc_ok(&[
+        "create",
+        "staging",
+        "--cpu",
+        "1",
+        "--kubernetes-version",
+        "v1.33.4",
+    ]);
+
+    let table = host.vc_ok(&["list"]);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 3, "{table}");
+    assert!(lines[0].starts_with("NAME   "), "{table}");
+    let prod: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!(
+        &prod[..6],
+        ["prod", "<none>", "node1,node2", "2", "4Gi", "<none>"],
+        "{table}"
+    );
+    let staging: Vec<&str> = lines[2].split_whitespace().collect();
+    assert_eq!(
+        &staging[..6],
+        ["staging", "<none>", "<none>", "1", "<none>", "v1.33.4"],
+        "{table}"
+    );
+
+    let wide = host.vc_ok(&["get", "-A", "-o", "wide"]);
+    assert!(wide.starts_with("NAMESPACE   NAME "), "{wide}");
+    assert!(
+        wide.lines()
+            .next()
+            .unwrap()
+            .ends_with("CONDITIONS   ENDPOINT"),
+        "{wide}"
+    );
+
+    let json: serde_json::Value =
+        serde_json::from_str(&host.vc_ok(&["get", "prod", "-o", "json"])).unwrap();
+    assert_eq!(
+        json["spec"]["promoteResources"]["nodes"],
+        json!(["node1", "node2"])
+    );
+    assert_eq!(json["metadata"].get("managedFields"), None);
+    assert_eq!(
+        host.vc_ok(&["get", "-o", "name"]),
+        "virtualcluster.kosmos.io/prod\nvirtualcluster.kosmos.io/staging\n"
+    );
+
+    let page = host.vc_ok(&["describe", "prod"]);
+    for expected in [
+        "Name:                   prod\n",
+        "Namespace:              default\n",
+        "    Nodes:              node1, node2\n",
+        "  node1   True\n",
+        "Events:",
+    ] {
+        assert!(page.contains(expected), "missing {expected:?} in\n{page}");
+    }
+
+    assert_eq!(
+        host.vc_ok(&["delete", "prod", "staging"]),
+        "virtualcluster.kosmos.io \"prod\" deleted\nvirtualcluster.kosmos.io \"staging\" deleted\n"
+    );
+    let missing = host.vc(&["get", "prod"]);
+    assert_eq!(missing.status.code(), Some(1));
+    let message = stderr(&missing);
+    assert!(message.starts_with("Error from server (NotFound): VirtualCluster \"prod\" not found in namespace \"default\"\n"), "{message}");
+    assert!(message.contains("kubectl vc list -A"), "{message}");
+    assert_eq!(host.vc(&["delete", "prod"]).status.code(), Some(1));
+    assert_eq!(host.vc_ok(&["delete", "prod", "--ignore-not-found"]), "");
+}
+
+#[test]
+fn label_selector_and_namespaces_narrow_the_list() {
+    let Some(host) = Host::start() else { return };
+    host.runtime
+        .block_on(host.server.install_yaml(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: team-a}\n---\napiVersion: kosmos.io/v1alpha1\nkind: VirtualCluster\nmetadata: {name: a, namespace: team-a, labels: {tier: gold}}\nspec: {}\n---\napiVersion: kosmos.io/v1alpha1\nkind: VirtualCluster\nmetadata: {name: b, namespace: default}\nspec: {}\n",
+        ))
+        .unwrap();
+    assert_eq!(
+        host.vc_ok(&["list", "-o", "name"]),
+        "virtualcluster.kosmos.io/b\n"
+    );
+    assert_eq!(
+        host.vc_ok(&["list", "-n", "team-a", "-o", "name"]),
+        "virtualcluster.kosmos.io/a\n"
+    );
+    assert_eq!(
+        host.vc_ok(&["list", "-A", "-l", "tier=gold", "-o", "name"]),
+        "virtualcluster.kosmos.io/a\n"
+    );
+    let empty = host.vc(&["list", "-l", "tier=silver"]);
+    assert!(empty.status.success());
+    assert_eq!(stderr(&empty), "No resources found in default namespace.\n");
+}
+
+/// Denies every VirtualCluster named `denied` the way the apiserver relays a webhook denial.
+#[derive(Debug)]
+struct DenyingWebhook;
+
+const DENIAL: &str = "admission webhook \"validate.vc.kosmos.io\" denied the request: node \"node7\" already belongs to VirtualCluster team-a/prod";
+
+impl AdmissionHook for DenyingWebhook {
+    fn admit<'a>(
+        &'a self,
+        phase: AdmissionPhase,
+        attrs: &'a AdmissionAttributes,
+        _configs: &'a WebhookConfigs,
+        _resolver: ServiceResolver,
+    ) -> BoxFuture<'a, Result<AdmissionResult, ApiError>> {
+        Box::pin(async move {
+            if matches!(phase, AdmissionPhase::Validating)
+                && attrs.resource == "virtualclusters"
+                && attrs.name == "denied"
+            {
+                let body = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": DENIAL, "reason": "Forbidden", "code": 403});
+                return Err(ApiError::raw(403, "Forbidden", DENIAL, body.to_string()));
+            }
+            Ok(AdmissionResult::default())
+        })
+    }
+}
+
+const WEBHOOK_CONFIGURATION: &str = "apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingWebhookConfiguration
+metadata: {name: kosmos-vc}
+webhooks:
+- name: validate.vc.kosmos.io
+  clientConfig: {url: \"https://127.0.0.1:9/validate\"}
+  rules: [{apiGroups: [kosmos.io], apiVersions: [v1alpha1], operations: [CREATE, UPDATE], resources: [virtualclusters]}]
+  sideEffects: None
+  admissionReviewVersions: [v1]
+";
+
+#[test]
+fn denied_create_prints_the_webhook_message_and_exits_1() {
+    let Some(host) = Host::start() else { return };
+    host.server.set_admission(Some(Arc::new(DenyingWebhook)));
+    // The server consults admission only while a webhook configuration exists; the hook
+    // above answers in place of the URL.
+    host.runtime
+        .block_on(host.server.install_yaml(WEBHOOK_CONFIGURATION))
+        .unwrap();
+
+    let denied = host.vc(&["create", "denied", "--nodes", "node7"]);
+    assert_eq!(denied.status.code(), Some(1));
+    assert_eq!(
+        stderr(&denied),
+        format!("Error from server (Forbidden): {DENIAL}\n")
+    );
+    assert!(denied.stdout.is_empty());
+
+    let dry_run = host.vc(&["create", "denied", "--dry-run=server"]);
+    assert_eq!(
+        dry_run.status.code(),
+        Some(1),
+        "server dry run must go through admission"
+    );
+
+    assert_eq!(
+        host.vc_ok(&["create", "allowed", "--cpu", "1", "--dry-run=server"]),
+        "virtualcluster.kosmos.io/allowed created (server dry run)\n"
+    );
+    assert_eq!(
+        host.vc(&["get", "allowed"]).status.code(),
+        Some(1),
+        "server dry run must store nothing"
+    );
+}
+
+#[test]
+fn create_wait_returns_once_the_status_says_initialized() {
+    let Some(host) = Host::start() else { return };
+    let clusters = host.clusters();
+    // Plays the controller: moves the phase along once the object exists.
+    let controller = host.runtime.spawn(async move {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while clusters.get_opt("prod").await.unwrap().is_none() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "prod was never created"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        for (phase, message) in [
+            ("Pending", ""),
+            ("Preparing", "waiting for etcd"),
+            ("Initialized", ""),
+        ] {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let status = json!({"status": {"phase": phase, "message": message}});
+            clusters
+                .patch_status("prod", &PatchParams::default(), &Patch::Merge(&status))
+                .await
+                .unwrap();
+        }
+    });
+
+    let output = host.vc(&["create", "prod", "--cpu", "1", "--wait", "--timeout", "60s"]);
+    let progress = stderr(&output);
+    assert!(output.status.success(), "{progress}");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "virtualcluster.kosmos.io/prod created\n"
+    );
+    let lines: Vec<&str> = progress
+        .lines()
+        .filter(|line| line.starts_with("prod: "))
+        .collect();
+    assert_eq!(lines.last(), Some(&"prod: Initialized"), "{progress}");
+    assert!(
+        lines.contains(&"prod: Preparing (waiting for etcd)"),
+        "{progress}"
+    );
+    host.runtime.block_on(controller).unwrap();
+
+    let timed_out = host.vc(&["create", "stuck", "--cpu", "1", "--wait", "--timeout", "1s"]);
+    assert_eq!(timed_out.status.code(), Some(1));
+    assert!(
+        stderr(&timed_out).contains(
+            "timed out after 1s waiting for VirtualCluster \"stuck\" to become Initialized"
+        ),
+        "{}",
+        stderr(&timed_out)
+    );
+}
+
+#[test]
+fn nodes_add_and_remove_patch_the_node_list() {
+    let Some(host) = Host::start() else { return };
+    host.vc_ok(&["create", "prod", "--nodes", "node1"]);
+    assert_eq!(
+        host.vc_ok(&["nodes", "add", "prod", "node2", "node3"]),
+        "virtualcluster.kosmos.io/prod patched\n"
+    );
+    assert_eq!(
+        host.vc_ok(&["nodes", "remove", "prod", "node1"]),
+        "virtualcluster.kosmos.io/prod patched\n"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&host.vc_ok(&["get", "prod", "-o", "json"])).unwrap();
+    assert_eq!(
+        json["spec"]["promoteResources"]["nodes"],
+        json!(["node2", "node3"])
+    );
+    let again = host.vc(&["nodes", "add", "prod", "node2"]);
+    assert!(again.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&again.stdout),
+        "virtualcluster.kosmos.io/prod unchanged\n"
+    );
+    assert_eq!(
+        stderr(&again),
+        "warning: node \"node2\" is already in VirtualCluster \"prod\"\n"
+    );
+}
+
+/// Writes the tenant's admin kubeconfig where the controller would: Secret
+/// `NAME-admin-kubeconfig`, key `kubeconfig`.
+#[cfg(test)]
+fn publish_tenant_kubeconfig(host: &Host, name: &str, tenant: &TestApiServer) {
+    let text = std::fs::read(tenant.kubeconfig_path()).unwrap();
+    use base64::Engine as _;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(text);
+    let secret = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {}, namespace: default}}\ndata:\n  {}: {encoded}\n",
+        vc_api::constants::admin_kubeconfig_secret_name(name),
+        vc_api::constants::KUBECONFIG_SECRET_KEY
+    );
+    host.runtime
+        .block_on(host.server.install_yaml(&secret))
+        .unwrap();
+}
+
+#[cfg(test)]
+fn parse(path: &Path) -> serde_yaml::Value {
+    serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[test]
+fn use_context_reaches_the_tenant_and_delete_removes_the_entries() {
+    let Some(host) = Host::start() else { return };
+    // A second API server stands in for the tenant control plane.
+    let tenant = TestApiServer::start(TestApiServerOptions::default()).unwrap();
+    host.runtime
+        .block_on(tenant.install_yaml(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: only-in-the-tenant}\n",
+        ))
+        .unwrap();
+    host.vc_ok(&["create", "prod", "--cpu", "1"]);
+    publish_tenant_kubeconfig(&host, "prod", &tenant);
+    let before = parse(&host.kubeconfig);
+    let host_context = before["current-context"].as_str().unwrap().to_owned();
+
+    assert_eq!(
+        host.vc_ok(&["use-context", "prod"]),
+        "Switched to context \"vc-prod\".\n"
+    );
+    let current = host.kubectl(&["config", "current-context"]);
+    assert_eq!(String::from_utf8_lossy(&current.stdout), "vc-prod\n");
+    let ready = host.kubectl(&["get", "--raw", "/readyz"]);
+    assert!(ready.status.success(), "{}", stderr(&ready));
+    assert_eq!(String::from_utf8_lossy(&ready.stdout), "ok");
+    let tenant_only = host.kubectl(&["get", "namespace", "only-in-the-tenant", "-o", "name"]);
+    assert_eq!(
+        String::from_utf8_lossy(&tenant_only.stdout),
+        "namespace/only-in-the-tenant\n",
+        "{}",
+        stderr(&tenant_only)
+    );
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&host.kubeconfig).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+
+    // --print names the entries as asked and leaves the file alone.
+    let switched_back = host.kubectl(&["config", "use-context", &host_context]);
+    assert!(switched_back.status.success());
+    let file_before_print = std::fs::read(&host.kubeconfig).unwrap();
+    let printed: serde_yaml::Value = serde_yaml::from_str(&host.vc_ok(&[
+        "use-context",
+        "prod",
+        "--print",
+        "--context-name",
+        "mine",
+    ]))
+    .unwrap();
+    assert_eq!(printed["current-context"], "mine");
+    assert_eq!(printed["contexts"][0]["context"]["cluster"], "mine");
+    assert_eq!(std::fs::read(&host.kubeconfig).unwrap(), file_before_print);
+
+    // A second use-context replaces its entries: still one of each.
+    assert_eq!(
+        host.vc_ok(&["use-context", "prod", "--no-switch"]),
+        format!(
+            "Context \"vc-prod\" merged into {}.\n",
+            host.kubeconfig.display()
+        )
+    );
+    let merged = parse(&host.kubeconfig);
+    assert_eq!(merged["contexts"].as_sequence().unwrap().len(), 2);
+    assert_eq!(
+        merged["current-context"].as_str(),
+        Some(host_context.as_str())
+    );
+
+    let deleted = host.vc_ok(&["delete", "prod"]);
+    assert!(
+        deleted.contains(&format!(
+            "Removed context \"vc-prod\" from {}.",
+            host.kubeconfig.display()
+        )),
+        "{deleted}"
+    );
+    assert_eq!(parse(&host.kubeconfig), before);
+}
+
+#[test]
+fn kubeconfig_falls_back_to_the_spec_field() {
+    let Some(host) = Host::start() else { return };
+    use base64::Engine as _;
+    let tenant_kubeconfig = "apiVersion: v1\nkind: Config\nclusters: [{name: t, cluster: {server: \"https://127.100.0.9:6443\"}}]\nusers: [{name: t, user: {token: abc}}]\ncontexts: [{name: t, context: {cluster: t, user: t}}]\ncurrent-context: t\n";
+    let encoded = base64::engine::general_purpose::STANDARD.encode(tenant_kubeconfig);
+    host.runtime
+        .block_on(host.server.install_yaml(&format!(
+            "apiVersion: kosmos.io/v1alpha1\nkind: VirtualCluster\nmetadata: {{name: prod, namespace: default}}\nspec: {{kubeconfig: {encoded}}}\n"
+        )))
+        .unwrap();
+    assert_eq!(host.vc_ok(&["kubeconfig", "prod"]), tenant_kubeconfig);
+    // Listing and describing never print the credential.
+    assert!(
+        !host
+            .vc_ok(&["get", "prod", "-o", "yaml"])
+            .contains(&encoded)
+    );
+    assert!(!host.vc_ok(&["describe", "prod"]).contains(&encoded));
+
+    host.vc_ok(&["create", "fresh"]);
+    let none_yet = host.vc(&["use-context", "fresh"]);
+    assert_eq!(none_yet.status.code(), Some(1));
+    assert!(
+        stderr(&none_yet).contains("has no kubeconfig yet"),
+        "{}",
+        stderr(&none_yet)
+    );
+}
