@@ -27,20 +27,6 @@ pub const PKI_DIR: &str = "/etc/kubernetes/pki";
 /// Name of the certificate volume.
 pub const PKI_VOLUME: &str = "k8s-certs";
 
-/// Secrets the apiserver pods mount.
-pub fn mounted_secrets(tenant: &Tenant) -> Vec<String> {
-    let name = &tenant.name;
-    vec![
-        names::cluster_ca_secret(name),
-        names::apiserver_tls_secret(name),
-        names::apiserver_etcd_client_secret(name),
-        names::apiserver_kubelet_client_secret(name),
-        names::front_proxy_ca_secret(name),
-        names::front_proxy_client_secret(name),
-        names::service_account_key_secret(name),
-    ]
-}
-
 /// Service `NAME-apiserver`.
 pub fn service(tenant: &Tenant) -> Service {
     let service_type = match tenant.service_type {

@@ -44,13 +44,6 @@ pub const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceacc
 /// resource is only accepted as `requests.NAME`.
 const PLAIN_QUOTA_RESOURCES: [&str; 4] = ["cpu", "memory", "ephemeral-storage", "pods"];
 
-/// Secrets the clustertree pods mount.
-pub fn mounted_secrets(tenant: &Tenant) -> Vec<String> {
-    vec![vc_api::constants::admin_kubeconfig_secret_name(
-        &tenant.name,
-    )]
-}
-
 /// The cluster-scoped workload Namespace `vc-NS-NAME`.
 pub fn workload_namespace(tenant: &Tenant) -> Namespace {
     Namespace {

@@ -32,22 +32,6 @@ pub fn leader_elect(tenant: &Tenant) -> bool {
     replicas(tenant) > 1
 }
 
-/// Secrets the controller-manager pods mount.
-pub fn controller_manager_mounted_secrets(tenant: &Tenant) -> Vec<String> {
-    let name = &tenant.name;
-    vec![
-        names::controller_manager_kubeconfig_secret(name),
-        names::cluster_ca_secret(name),
-        names::front_proxy_ca_secret(name),
-        names::service_account_key_secret(name),
-    ]
-}
-
-/// Secrets the scheduler pods mount.
-pub fn scheduler_mounted_secrets(tenant: &Tenant) -> Vec<String> {
-    vec![names::scheduler_kubeconfig_secret(&tenant.name)]
-}
-
 fn kubeconfig_volume(secret: String, file: &str) -> Volume {
     Volume {
         name: "kubeconfig".to_owned(),

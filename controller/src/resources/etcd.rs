@@ -36,14 +36,6 @@ pub const DATA_VOLUME: &str = "data";
 /// Name of the certificate volume.
 pub const PKI_VOLUME: &str = "etcd-pki";
 
-/// Secrets the etcd pods mount.
-pub fn mounted_secrets(tenant: &Tenant) -> Vec<String> {
-    vec![
-        names::etcd_server_secret(&tenant.name),
-        names::etcd_peer_secret(&tenant.name),
-    ]
-}
-
 fn service_port(name: &str, port: i32) -> ServicePort {
     ServicePort {
         name: Some(name.to_owned()),

@@ -1,8 +1,8 @@
 //! Labels, ownerReferences and the pod-template hash shared by every builder.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{KeyToPath, PodSpec, PodTemplateSpec, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use sha2::{Digest, Sha256};
 use vc_api::constants::{COMPONENT_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE, TENANT_NAME_LABEL};
@@ -105,23 +105,71 @@ pub fn unowned_meta(
     }
 }
 
-/// SHA-256 over the names and data of `secrets`, in name order.
-pub fn config_hash<'a>(secrets: impl IntoIterator<Item = &'a Secret>) -> String {
-    let mut sorted: Vec<&Secret> = secrets.into_iter().collect();
-    sorted.sort_by(|left, right| left.metadata.name.cmp(&right.metadata.name));
+/// SHA-256 over exactly the Secret keys `pod` mounts (projected or plain Secret volumes;
+/// every key when a volume lists no items), in a fixed order. A change to any other key,
+/// such as the external endpoint in the admin kubeconfig, does not roll the pod.
+pub fn mounted_config_hash(pod: &PodSpec, secrets: &[&Secret]) -> String {
+    let mut mounted: BTreeSet<(String, Option<String>)> = BTreeSet::new();
+    let mut add = |secret: &str, items: Option<&Vec<KeyToPath>>| match items {
+        Some(items) => mounted.extend(
+            items
+                .iter()
+                .map(|item| (secret.to_owned(), Some(item.key.clone()))),
+        ),
+        None => {
+            mounted.insert((secret.to_owned(), None));
+        }
+    };
+    for volume in pod.volumes.iter().flatten() {
+        if let Some(secret) = &volume.secret
+            && let Some(name) = &secret.secret_name
+        {
+            add(name, secret.items.as_ref());
+        }
+        for source in volume
+            .projected
+            .iter()
+            .flat_map(|p| p.sources.iter().flatten())
+        {
+            if let Some(secret) = &source.secret {
+                add(&secret.name, secret.items.as_ref());
+            }
+        }
+    }
     let mut hasher = Sha256::new();
-    for secret in sorted {
-        let name = secret.metadata.name.as_deref().unwrap_or_default();
-        hasher.update((name.len() as u64).to_be_bytes());
-        hasher.update(name.as_bytes());
-        for (key, value) in secret.data.iter().flatten() {
-            hasher.update((key.len() as u64).to_be_bytes());
-            hasher.update(key.as_bytes());
-            hasher.update((value.0.len() as u64).to_be_bytes());
-            hasher.update(&value.0);
+    let mut write = |bytes: &[u8]| {
+        hasher.update((bytes.len() as u64).to_be_bytes());
+        hasher.update(bytes);
+    };
+    for (name, key) in mounted {
+        let data = secrets
+            .iter()
+            .find(|secret| secret.metadata.name.as_deref() == Some(name.as_str()))
+            .and_then(|secret| secret.data.as_ref());
+        write(name.as_bytes());
+        for (stored_key, value) in data.into_iter().flatten() {
+            if key.as_ref().is_none_or(|key| key == stored_key) {
+                write(stored_key.as_bytes());
+                write(&value.0);
+            }
         }
     }
     hex::encode(hasher.finalize())
+}
+
+/// Sets the config-hash annotation of `template` from the Secret keys it mounts.
+pub fn stamp_config_hash(template: &mut PodTemplateSpec, secrets: &[&Secret]) {
+    let hash = template
+        .spec
+        .as_ref()
+        .map(|pod| mounted_config_hash(pod, secrets))
+        .unwrap_or_default();
+    template
+        .metadata
+        .get_or_insert_with(ObjectMeta::default)
+        .annotations
+        .get_or_insert_with(BTreeMap::new)
+        .insert(CONFIG_HASH_ANNOTATION.to_owned(), hash);
 }
 
 /// Pod-template annotations carrying `hash`.

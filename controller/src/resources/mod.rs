@@ -354,40 +354,32 @@ impl DesiredState {
         let tenant = Tenant::resolve(vc, ctx)?;
         let pki_secrets = secrets::pki_secrets(&tenant, pki)?;
         let admin_kubeconfig = secrets::admin_kubeconfig_secret(&tenant, observed, pki)?;
-        let hash_of = |names: &[String]| {
-            meta::config_hash(
-                pki_secrets
-                    .iter()
-                    .chain(std::iter::once(&admin_kubeconfig))
-                    .filter(|secret| {
-                        secret
-                            .metadata
-                            .name
-                            .as_ref()
-                            .is_some_and(|name| names.contains(name))
-                    }),
-            )
+        let mounted: Vec<&Secret> = pki_secrets
+            .iter()
+            .chain(std::iter::once(&admin_kubeconfig))
+            .collect();
+        let stamped = |mut deployment: Deployment| {
+            if let Some(spec) = deployment.spec.as_mut() {
+                meta::stamp_config_hash(&mut spec.template, &mounted);
+            }
+            deployment
         };
-        let etcd_hash = hash_of(&etcd::mounted_secrets(&tenant));
-        let apiserver_hash = hash_of(&apiserver::mounted_secrets(&tenant));
-        let controller_manager_hash =
-            hash_of(&components::controller_manager_mounted_secrets(&tenant));
-        let scheduler_hash = hash_of(&components::scheduler_mounted_secrets(&tenant));
-        let clustertree_hash = hash_of(&clustertree::mounted_secrets(&tenant));
+        let mut stateful_set = etcd::stateful_set(&tenant, ctx, "");
+        if let Some(spec) = stateful_set.spec.as_mut() {
+            meta::stamp_config_hash(&mut spec.template, &mounted);
+        }
         Ok(Self {
             etcd: EtcdObjects {
                 peer_service: etcd::peer_service(&tenant),
                 client_service: etcd::client_service(&tenant),
-                stateful_set: etcd::stateful_set(&tenant, ctx, &etcd_hash),
+                stateful_set,
             },
             apiserver_service: apiserver::service(&tenant),
-            apiserver_deployment: apiserver::deployment(&tenant, ctx, &apiserver_hash),
-            controller_manager: components::controller_manager_deployment(
-                &tenant,
-                ctx,
-                &controller_manager_hash,
-            ),
-            scheduler: components::scheduler_deployment(&tenant, ctx, &scheduler_hash),
+            apiserver_deployment: stamped(apiserver::deployment(&tenant, ctx, "")),
+            controller_manager: stamped(components::controller_manager_deployment(
+                &tenant, ctx, "",
+            )),
+            scheduler: stamped(components::scheduler_deployment(&tenant, ctx, "")),
             clustertree: ClusterTreeObjects {
                 namespace: clustertree::workload_namespace(&tenant),
                 resource_quota: clustertree::pool_quota(&tenant),
@@ -396,7 +388,7 @@ impl DesiredState {
                 role_binding: clustertree::role_binding(&tenant),
                 cluster_role: clustertree::cluster_role(&tenant, &observed.claimed_nodes),
                 cluster_role_binding: clustertree::cluster_role_binding(&tenant),
-                deployment: clustertree::deployment(&tenant, &clustertree_hash),
+                deployment: stamped(clustertree::deployment(&tenant, "")),
             },
             pki_secrets,
             admin_kubeconfig,

@@ -937,3 +937,41 @@ fn pod_labels_of(pod: &PodSpec, state: &DesiredState) -> BTreeMap<String, String
         .and_then(|template| template.metadata.as_ref()?.labels.clone())
         .unwrap()
 }
+
+#[test]
+fn only_mounted_keys_roll_pods() {
+    let vc = virtual_cluster("  controlPlane:\n    apiServer:\n      serviceType: LoadBalancer\n");
+    let hash = |state: &DesiredState| {
+        state
+            .clustertree
+            .deployment
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .annotations
+            .as_ref()
+            .unwrap()[CONFIG_HASH_ANNOTATION]
+            .clone()
+    };
+    let before = build(&vc);
+    let mut with_ingress = observed();
+    with_ingress.load_balancer_hosts = vec!["198.51.100.4".to_owned()];
+    let after = DesiredState::build(&vc, &BuildContext::default(), &with_ingress, pki()).unwrap();
+    // The external kubeconfig changed; the clustertree mounts only the internal one.
+    assert_ne!(before.admin_kubeconfig, after.admin_kubeconfig);
+    assert_eq!(hash(&before), hash(&after));
+    assert_eq!(hash(&before).len(), 64);
+
+    let pod = pod_spec(&before.clustertree.deployment);
+    let mut changed = before.admin_kubeconfig.clone();
+    changed.data.as_mut().unwrap().insert(
+        "kubeconfig-internal".to_owned(),
+        k8s_openapi::ByteString(b"other".to_vec()),
+    );
+    let original = meta::mounted_config_hash(pod, &[&before.admin_kubeconfig]);
+    assert_ne!(original, meta::mounted_config_hash(pod, &[&changed]));
+}
