@@ -8,6 +8,7 @@ use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::FromDer;
 use x509_parser::x509::SubjectPublicKeyInfo;
 
+use super::PkiError;
 use super::profile::Usage;
 
 /// What the PKI plan needs to know about a stored certificate.
@@ -65,9 +66,15 @@ fn parse_pem(pem: &[u8]) -> Result<x509_parser::pem::Pem, String> {
 }
 
 /// Parses a PEM certificate into the facts the plan compares.
-pub fn inspect_certificate(pem: &[u8]) -> Result<CertificateFacts, String> {
-    let pem = parse_pem(pem)?;
-    let certificate = pem.parse_x509().map_err(|error| error.to_string())?;
+pub fn inspect_certificate(pem: &[u8]) -> Result<CertificateFacts, PkiError> {
+    let failed = |reason: String| PkiError::ParseExistingCertificate {
+        what: "PEM".to_owned(),
+        reason,
+    };
+    let pem = parse_pem(pem).map_err(failed)?;
+    let certificate = pem
+        .parse_x509()
+        .map_err(|error| failed(error.to_string()))?;
     Ok(facts_of(&certificate))
 }
 

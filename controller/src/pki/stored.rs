@@ -138,9 +138,9 @@ impl ExistingPki {
                 existing.leaves.insert(kind, stored);
             }
         }
-        existing.service_account = data_of(
-            super::super::resources::names::service_account_key_secret(tenant_name),
-        )
+        existing.service_account = data_of(crate::resources::names::service_account_key_secret(
+            tenant_name,
+        ))
         .and_then(|data| {
             Some(StoredServiceAccountKey {
                 private_pem: PrivateKeyPem::new(text(&data, SA_PRIVATE_KEY)?),

@@ -528,3 +528,28 @@ fn a_ca_secret_holding_a_leaf_is_replaced() {
     );
     assert_eq!(plan.cas[&CaKind::Etcd], Decision::Keep);
 }
+
+#[test]
+fn unparseable_certificates_are_reported_without_their_content() {
+    let error =
+        inspect_certificate(b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
+            .unwrap_err();
+    assert!(
+        matches!(error, PkiError::ParseExistingCertificate { .. }),
+        "{error}"
+    );
+    assert!(
+        error
+            .to_string()
+            .starts_with("failed to parse the stored PEM certificate"),
+        "{error}"
+    );
+    let error =
+        inspect_certificate(b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
+            .unwrap_err();
+    assert!(
+        error.to_string().contains("expected a CERTIFICATE"),
+        "{error}"
+    );
+    assert!(!error.to_string().contains("AAAA"), "{error}");
+}
