@@ -288,6 +288,60 @@ mod kubectl {
         let image = k.ok(&["get", "deploy", "web", "-n", "team-a", "-o", "jsonpath={.spec.template.spec.containers[0].image} {.metadata.generation} {.spec.replicas}"]);
         assert_eq!(image, "nginx:2 2 1");
 
+        // kubectl's generator commands send protobuf bodies.
+        k.ok(&["create", "namespace", "team-b"]);
+        k.ok(&[
+            "create",
+            "secret",
+            "generic",
+            "gen",
+            "-n",
+            "team-b",
+            "--from-literal=user=admin",
+        ]);
+        k.ok(&[
+            "create",
+            "configmap",
+            "cfg",
+            "-n",
+            "team-b",
+            "--from-literal=mode=fast",
+        ]);
+        k.ok(&["create", "serviceaccount", "robot", "-n", "team-b"]);
+        assert_eq!(
+            k.ok(&[
+                "get",
+                "secret",
+                "gen",
+                "-n",
+                "team-b",
+                "-o",
+                "jsonpath={.data.user}"
+            ]),
+            "YWRtaW4="
+        );
+        assert_eq!(
+            k.ok(&[
+                "get",
+                "configmap",
+                "cfg",
+                "-n",
+                "team-b",
+                "-o",
+                "jsonpath={.data.mode}"
+            ]),
+            "fast"
+        );
+        let refused = k.fails(&[
+            "create",
+            "deployment",
+            "gen",
+            "-n",
+            "team-b",
+            "--image=nginx",
+        ]);
+        assert!(refused.contains("send it as JSON or YAML"), "{refused}");
+
         // Deleting the namespace removes its contents, then the namespace.
         k.ok(&["delete", "namespace", "team-a", "--timeout=30s"]);
         let err = k.fails(&["get", "namespace", "team-a"]);

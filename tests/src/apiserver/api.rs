@@ -814,6 +814,9 @@ fn decode_body(req: &Req, rt: &ResourceType) -> Result<Value, ApiError> {
                 patch::go_json_error(&e)
             ))
         }),
+        "application/vnd.kubernetes.protobuf" => super::protobuf::decode(&req.body).map_err(|m| {
+            ApiError::with_code(415, Some("UnsupportedMediaType"), m)
+        }),
         "application/yaml" => serde_yaml::from_slice(&req.body).map_err(|e| ApiError::bad_request(format!("the object provided is unrecognized (must be of type {}): {e}", rt.kind))),
         _ => Err(ApiError::with_code(
             415,

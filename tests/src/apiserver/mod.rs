@@ -14,6 +14,7 @@ mod managed;
 mod openapi;
 mod patch;
 pub mod pki;
+mod protobuf;
 mod registry;
 mod schema;
 mod selectors;
