@@ -71,14 +71,15 @@ fn map_entry(entry: &[u8], bytes_value: bool) -> Option<(String, Value)> {
 }
 
 fn insert_map(target: &mut Map<String, Value>, name: &str, entry: &[u8], bytes_value: bool) {
-    if let Some((k, v)) = map_entry(entry, bytes_value) {
-        if let Some(m) = target
-            .entry(name)
-            .or_insert_with(|| json!({}))
-            .as_object_mut()
-        {
-            m.insert(k, v);
-        }
+    let Some((k, v)) = map_entry(entry, bytes_value) else {
+        return;
+    };
+    if let Some(m) = target
+        .entry(name)
+        .or_insert_with(|| json!({}))
+        .as_object_mut()
+    {
+        m.insert(k, v);
     }
 }
 
