@@ -1,0 +1,67 @@
+//! `vc-sandbox`: try kosmos-vc without a cluster.
+//!
+//! Starts what the end-to-end scenarios start — the test API server with six SIMULATED
+//! host nodes, the chart's CRD, RBAC and webhook configurations, and the built
+//! `vc-webhook` and `vc-controller` as separate processes — then stays up and prints the
+//! `KUBECONFIG` to use with `kubectl vc create ...`. Ctrl-C stops everything it started.
+//!
+//! Build first: `cargo build --workspace --bins`, then `cargo run -p vc-tests --bin vc-sandbox`.
+
+// The harness is shared with tests/tests/e2e.rs; the sandbox uses its start-up half.
+#[allow(dead_code)]
+#[path = "../../chart/helm.rs"]
+mod helm;
+
+#[allow(dead_code)]
+#[path = "../../tests/e2e/harness.rs"]
+mod harness;
+
+use anyhow::bail;
+use harness::{Harness, HostKind, NotStarted, Options, SIMULATED_NODES};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let mut options = Options::new("sandbox");
+    options.host = HostKind::TestApiServer;
+    let harness = match Harness::start(options).await {
+        Ok(harness) => harness,
+        Err(NotStarted::Skip(why)) => bail!("the sandbox cannot start: {why}"),
+        Err(NotStarted::Failed(error)) => return Err(error.context("starting the sandbox")),
+    };
+    let work = harness.work_dir().display().to_string();
+    println!(
+        "kosmos-vc sandbox is running.\n\
+         \n\
+         The host is an in-process test API server. Its {SIMULATED_NODES} nodes (node1..node{SIMULATED_NODES}, 8 CPUs / 32Gi each)\n\
+         are SIMULATED: no kubelet, no container runtime. Tenant control planes are stand-ins too:\n\
+         each tenant's kube-apiserver is a test API server serving the certificates the controller\n\
+         issued, on the Service's cluster IP (127.100.x.x; Linux routes all of 127/8 to loopback).\n\
+         vc-webhook and vc-controller are the real binaries, with the chart's flags and RBAC.\n\
+         \n\
+         In another shell:\n\
+         \n\
+         \x20 export KUBECONFIG={kubeconfig}\n\
+         \x20 export PATH={plugins}:$PATH\n\
+         \x20 kubectl vc create demo --nodes node1 --cpu 2 --memory 4Gi --wait\n\
+         \x20 kubectl vc use-context demo && kubectl get nodes\n\
+         \n\
+         Logs: {work}/vc-webhook.log and {work}/vc-controller.log\n\
+         Press Ctrl-C to stop everything.",
+        kubeconfig = harness.operator.kubeconfig.display(),
+        plugins = harness.plugin_dir().display(),
+    );
+    wait_for_stop().await?;
+    drop(harness);
+    println!("stopped; removed {work}");
+    Ok(())
+}
+
+/// Ctrl-C or SIGTERM.
+async fn wait_for_stop() -> anyhow::Result<()> {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result?,
+        _ = terminate.recv() => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,1195 @@
+//! The end-to-end harness: a host cluster with kosmos-vc installed the way an operator
+//! installs it, driven only through the real binaries and the real kubectl.
+//!
+//! Three kinds of host ([`HostKind`]):
+//! - the in-process test API server (default), RBAC enforced, with simulated kubelets
+//!   (node1..node6, 8 CPUs / 32Gi each), controllers, tenant API servers and clustertree;
+//! - a real kube-apiserver + etcd from `KUBEBUILDER_ASSETS` (the simulators stay outside
+//!   it, as clients);
+//! - an existing cluster with the chart already installed (`KOSMOS_VC_E2E_KUBECONFIG`,
+//!   used by `.github/workflows/e2e.yml` on kind): nothing is started, real nodes are used.
+//!
+//! On the simulated hosts the CRD, ServiceAccounts, RBAC, webhook Service and webhook
+//! configurations come from the chart rendered by Helm's engine (`webhook.tls.mode=secret`
+//! with a CA made here), and `vc-webhook` / `vc-controller` run as separate processes with
+//! the arguments of the rendered Deployments, only in-cluster things replaced (kubeconfig,
+//! listen addresses, certificate paths), each as its chart ServiceAccount. The webhook
+//! Service is pointed at the webhook process by an EndpointSlice holding 127.0.0.1:PORT,
+//! which the test API server's admission dispatcher resolves like kube-apiserver does; a
+//! real kube-apiserver refuses loopback endpoints, so there the webhook configurations'
+//! `clientConfig.service` is replaced by `url: https://127.0.0.1:PORT/PATH` (the serving
+//! certificate carries both names).
+//!
+//! Shared with the `vc-sandbox` binary, so nothing here panics: every step returns an
+//! error that says what it was doing.
+
+use std::ffi::OsString;
+use std::fmt::Write as _;
+use std::io::{Read as _, Seek as _, SeekFrom};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, anyhow, bail};
+use base64::Engine as _;
+use kube::Client;
+use serde_json::{Value, json};
+use vc_tests::apiserver::envtest::{self, Envtest};
+use vc_tests::apiserver::pki::TestCa;
+use vc_tests::apiserver::{TestApiServer, TestApiServerOptions, client_from_kubeconfig};
+use vc_tests::simulation::clustertree::ClusterTreeOptions;
+use vc_tests::simulation::nodes::{FleetOptions, default_nodes};
+use vc_tests::simulation::services::ServiceOptions;
+use vc_tests::simulation::tenant_apiserver::TenantOptions;
+use vc_tests::simulation::workloads::WorkloadOptions;
+use vc_tests::simulation::{Simulation, SimulationOptions};
+
+use crate::helm;
+
+/// Release namespace of the chart.
+pub const RELEASE_NAMESPACE: &str = "kosmos-system";
+/// Names of the chart's Deployments (and ServiceAccounts).
+pub const WEBHOOK: &str = "kosmos-vc-webhook";
+pub const CONTROLLER: &str = "kosmos-vc-controller";
+/// Namespace the scenarios create VirtualClusters in.
+pub const TENANT_NAMESPACE: &str = "default";
+/// Environment variable naming an existing cluster with the chart installed.
+pub const EXTERNAL_KUBECONFIG_ENV: &str = "KOSMOS_VC_E2E_KUBECONFIG";
+/// Environment variable naming the directory of the built binaries.
+pub const BIN_DIR_ENV: &str = "KOSMOS_VC_BIN_DIR";
+/// Simulated host nodes.
+pub const SIMULATED_NODES: usize = 6;
+/// Secret holding the webhook serving certificate (`webhook.tls.mode=secret`).
+const WEBHOOK_TLS_SECRET: &str = "kosmos-vc-webhook-e2e-tls";
+/// The EndpointSlice standing in for the webhook pods.
+const WEBHOOK_SLICE: &str = "kosmos-vc-webhook-local";
+const LOG_TAIL_LINES: usize = 60;
+
+/// Which host cluster the harness drives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HostKind {
+    /// The in-process test API server.
+    TestApiServer,
+    /// kube-apiserver + etcd from `KUBEBUILDER_ASSETS`.
+    RealApiServer,
+    /// An existing cluster with the chart installed (`KOSMOS_VC_E2E_KUBECONFIG`).
+    External,
+}
+
+/// How to start.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Label of the scenario, for messages.
+    pub scenario: String,
+    pub host: HostKind,
+    /// Delay before simulated workloads become ready (longer gives a window in which a
+    /// tenant is provisioning).
+    pub workload_delay: Duration,
+    /// Where the work directory goes (default: a temporary directory removed at the end).
+    pub work_dir: Option<PathBuf>,
+}
+
+impl Options {
+    /// The host the environment asks for: `KOSMOS_VC_E2E_KUBECONFIG`, else the test API
+    /// server.
+    pub fn new(scenario: &str) -> Self {
+        let host = if std::env::var_os(EXTERNAL_KUBECONFIG_ENV).is_some() {
+            HostKind::External
+        } else {
+            HostKind::TestApiServer
+        };
+        Options {
+            scenario: scenario.to_owned(),
+            host,
+            workload_delay: Duration::from_millis(200),
+            work_dir: None,
+        }
+    }
+}
+
+/// The host API server, whichever it is.
+enum Host {
+    InProcess(Box<TestApiServer>),
+    Real(Box<Envtest>),
+    External(PathBuf),
+}
+
+impl Host {
+    fn kubeconfig_path(&self) -> &Path {
+        match self {
+            Host::InProcess(server) => server.kubeconfig_path(),
+            Host::Real(envtest) => envtest.kubeconfig_path(),
+            Host::External(path) => path,
+        }
+    }
+
+    fn kubeconfig_for(&self, user: &str, groups: &[&str]) -> anyhow::Result<PathBuf> {
+        match self {
+            Host::InProcess(server) => Ok(server.kubeconfig_for(user, groups)?),
+            Host::Real(envtest) => Ok(envtest.kubeconfig_for(user, groups)?),
+            Host::External(_) => bail!(
+                "cannot issue credentials for {user} on an existing cluster ({EXTERNAL_KUBECONFIG_ENV})"
+            ),
+        }
+    }
+}
+
+/// A child process whose output goes to a log file; killed when dropped.
+pub struct Process {
+    name: String,
+    child: Child,
+    log: PathBuf,
+}
+
+impl std::fmt::Debug for Process {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Process")
+            .field("name", &self.name)
+            .field("pid", &self.child.id())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Process {
+    fn spawn(name: &str, mut command: Command, log: &Path) -> anyhow::Result<Self> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .with_context(|| format!("opening the log {}", log.display()))?;
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(file.try_clone()?))
+            .stderr(Stdio::from(file))
+            .spawn()
+            .with_context(|| format!("starting {name}"))?;
+        Ok(Process {
+            name: name.to_owned(),
+            child,
+            log: log.to_owned(),
+        })
+    }
+
+    /// Fails when the process has exited, with the tail of its log.
+    fn check_running(&mut self) -> anyhow::Result<()> {
+        match self.child.try_wait() {
+            Ok(Some(status)) => bail!(
+                "{} exited with {status}; last log lines:\n{}",
+                self.name,
+                log_tail(&self.log, LOG_TAIL_LINES)
+            ),
+            Ok(None) => Ok(()),
+            Err(error) => bail!("checking on {}: {error}", self.name),
+        }
+    }
+
+    /// SIGKILL and reap.
+    fn kill(&mut self) {
+        let _killed = self.child.kill();
+        let _reaped = self.child.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The last `lines` lines of a log file.
+pub fn log_tail(path: &Path, lines: usize) -> String {
+    let mut text = String::new();
+    if let Ok(mut file) = std::fs::File::open(path) {
+        let length = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let _seeked = file.seek(SeekFrom::Start(length.saturating_sub(256 * 1024)));
+        let _read = file.read_to_string(&mut text);
+    }
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// The directory of the built `vc-webhook`, `vc-controller` and `kubectl-vc`.
+pub fn binary_dir() -> anyhow::Result<PathBuf> {
+    const NAMES: [&str; 3] = ["vc-webhook", "vc-controller", "kubectl-vc"];
+    let candidates: Vec<PathBuf> = match std::env::var_os(BIN_DIR_ENV) {
+        Some(dir) => vec![PathBuf::from(dir)],
+        None => {
+            let executable = std::env::current_exe().context("locating this executable")?;
+            // target/debug/deps/e2e-HASH for tests, target/debug/vc-sandbox for the sandbox.
+            executable
+                .ancestors()
+                .skip(1)
+                .take(2)
+                .map(Path::to_path_buf)
+                .collect()
+        }
+    };
+    for dir in &candidates {
+        if NAMES.iter().all(|name| dir.join(name).is_file()) {
+            return Ok(dir.clone());
+        }
+    }
+    let searched: Vec<String> = candidates.iter().map(|d| d.display().to_string()).collect();
+    bail!(
+        "the binaries {NAMES:?} are not all built (looked in {searched:?}); run `cargo build --workspace --bins` first, or set {BIN_DIR_ENV}"
+    )
+}
+
+/// `name` on PATH.
+pub fn find_on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|directory| directory.join(name))
+        .find(|candidate| candidate.is_file())
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")
+        .context("finding a free port")?
+        .local_addr()?
+        .port())
+}
+
+/// An operator's shell: a private HOME and kubeconfig, and a PATH where kubectl finds
+/// the built `kubectl-vc` plugin.
+#[derive(Debug)]
+pub struct Operator {
+    pub home: PathBuf,
+    pub kubeconfig: PathBuf,
+    path: OsString,
+    kubectl: PathBuf,
+}
+
+/// What a command did.
+#[derive(Debug)]
+pub struct Run {
+    pub args: Vec<String>,
+    pub success: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn from_output(args: &[&str], output: &Output) -> Self {
+        Run {
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
+            success: output.status.success(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    /// The output, for messages.
+    pub fn describe(&self) -> String {
+        format!(
+            "kubectl {}\n--- exit: {}\n--- stdout:\n{}\n--- stderr:\n{}",
+            self.args.join(" "),
+            if self.success { "success" } else { "failure" },
+            self.stdout,
+            self.stderr
+        )
+    }
+
+    /// Ok(stdout) when the command succeeded, else an error with its output.
+    pub fn ok(self) -> anyhow::Result<String> {
+        if self.success {
+            Ok(self.stdout)
+        } else {
+            Err(anyhow!("command failed: {}", self.describe()))
+        }
+    }
+}
+
+impl Operator {
+    fn new(
+        home: &Path,
+        admin_kubeconfig: &Path,
+        plugin_dir: &Path,
+        kubectl: PathBuf,
+    ) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(home).with_context(|| format!("creating {}", home.display()))?;
+        let kubeconfig = home.join("kubeconfig");
+        std::fs::copy(admin_kubeconfig, &kubeconfig).context("copying the admin kubeconfig")?;
+        let mut path = OsString::from(plugin_dir);
+        if let Some(rest) = std::env::var_os("PATH") {
+            path.push(":");
+            path.push(rest);
+        }
+        Ok(Operator {
+            home: home.to_owned(),
+            kubeconfig,
+            path,
+            kubectl,
+        })
+    }
+
+    /// `kubectl ARGS` with the operator's kubeconfig (or `kubeconfig`), HOME and PATH.
+    pub async fn kubectl_with(
+        &self,
+        kubeconfig: &Path,
+        args: &[&str],
+        stdin: Option<&str>,
+    ) -> anyhow::Result<Run> {
+        use tokio::io::AsyncWriteExt as _;
+        let mut child = tokio::process::Command::new(&self.kubectl)
+            .args(args)
+            .env("KUBECONFIG", kubeconfig)
+            .env("HOME", &self.home)
+            .env("PATH", &self.path)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("running kubectl {}", args.join(" ")))?;
+        if let Some(mut input) = child.stdin.take() {
+            if let Some(text) = stdin {
+                input.write_all(text.as_bytes()).await?;
+            }
+        }
+        let output = tokio::time::timeout(Duration::from_secs(150), child.wait_with_output())
+            .await
+            .map_err(|_| anyhow!("kubectl {} did not finish within 150 s", args.join(" ")))??;
+        Ok(Run::from_output(args, &output))
+    }
+
+    /// `kubectl ARGS` as the operator.
+    pub async fn kubectl(&self, args: &[&str]) -> anyhow::Result<Run> {
+        self.kubectl_with(&self.kubeconfig, args, None).await
+    }
+
+    /// `kubectl ARGS` that must succeed; its stdout.
+    pub async fn succeed(&self, args: &[&str]) -> anyhow::Result<String> {
+        self.kubectl(args).await?.ok()
+    }
+
+    /// `kubectl apply -f -` of `manifest` with `kubeconfig`, validated by the server
+    /// (`--validate=false` turns off kubectl's client-side OpenAPI check only, which
+    /// `helm install` does not make either).
+    pub async fn apply(&self, kubeconfig: &Path, manifest: &str) -> anyhow::Result<String> {
+        self.kubectl_with(
+            kubeconfig,
+            &["apply", "--validate=false", "-f", "-"],
+            Some(manifest),
+        )
+        .await?
+        .ok()
+    }
+
+    /// Synchronous `kubectl`, for diagnostics printed from `Drop`.
+    fn kubectl_blocking(&self, kubeconfig: &Path, args: &[&str]) -> String {
+        match Command::new(&self.kubectl)
+            .args(args)
+            .env("KUBECONFIG", kubeconfig)
+            .env("HOME", &self.home)
+            .stdin(Stdio::null())
+            .output()
+        {
+            Ok(output) => format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            ),
+            Err(error) => format!("(kubectl could not run: {error})"),
+        }
+    }
+}
+
+/// How the controller is started, kept to restart it.
+#[derive(Debug)]
+struct ControllerLaunch {
+    binary: PathBuf,
+    args: Vec<String>,
+    probe: SocketAddr,
+    log: PathBuf,
+}
+
+/// A running host with kosmos-vc installed.
+pub struct Harness {
+    pub kind: HostKind,
+    scenario: String,
+    started: Instant,
+    host: Host,
+    pub admin: Client,
+    pub operator: Operator,
+    pub simulation: Option<Simulation>,
+    webhook: Option<Process>,
+    webhook_log: Option<PathBuf>,
+    controller: Option<Process>,
+    controller_launch: Option<ControllerLaunch>,
+    /// Host node names the scenarios may promote, in order.
+    pub nodes: Vec<String>,
+    work: WorkDir,
+}
+
+enum WorkDir {
+    Temp(tempfile::TempDir),
+    Given(PathBuf),
+}
+
+impl WorkDir {
+    fn path(&self) -> &Path {
+        match self {
+            WorkDir::Temp(dir) => dir.path(),
+            WorkDir::Given(path) => path,
+        }
+    }
+}
+
+impl std::fmt::Debug for Harness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Harness")
+            .field("kind", &self.kind)
+            .field("scenario", &self.scenario)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why the harness did not start.
+#[derive(Debug)]
+pub enum NotStarted {
+    /// Something optional is absent (kubectl, Helm engine, KUBEBUILDER_ASSETS): skip.
+    Skip(String),
+    /// Something that must work did not.
+    Failed(anyhow::Error),
+}
+
+impl From<anyhow::Error> for NotStarted {
+    fn from(error: anyhow::Error) -> Self {
+        NotStarted::Failed(error)
+    }
+}
+
+impl Harness {
+    /// Starts the host and installs kosmos-vc on it.
+    pub async fn start(options: Options) -> Result<Self, NotStarted> {
+        let started = Instant::now();
+        let Some(kubectl) = find_on_path("kubectl") else {
+            return Err(NotStarted::Skip("kubectl is not on PATH".to_owned()));
+        };
+        let bin = binary_dir()?;
+        let work = match &options.work_dir {
+            Some(path) => {
+                std::fs::create_dir_all(path).context("creating the work directory")?;
+                WorkDir::Given(path.clone())
+            }
+            None => WorkDir::Temp(
+                tempfile::Builder::new()
+                    .prefix("kosmos-vc-e2e-")
+                    .tempdir()
+                    .context("creating the work directory")?,
+            ),
+        };
+        let plugin_dir = work.path().join("bin");
+        std::fs::create_dir_all(&plugin_dir).context("creating the plugin directory")?;
+        let link = plugin_dir.join("kubectl-vc");
+        if !link.exists() {
+            std::os::unix::fs::symlink(bin.join("kubectl-vc"), &link)
+                .context("linking kubectl-vc onto the operator's PATH")?;
+        }
+
+        let host = match options.host {
+            HostKind::External => {
+                let path = std::env::var_os(EXTERNAL_KUBECONFIG_ENV)
+                    .map(PathBuf::from)
+                    .ok_or_else(|| anyhow!("{EXTERNAL_KUBECONFIG_ENV} is not set"))?;
+                Host::External(path)
+            }
+            HostKind::RealApiServer => {
+                let Some(assets) = envtest::assets() else {
+                    return Err(NotStarted::Skip(
+                        "KUBEBUILDER_ASSETS does not hold kube-apiserver and etcd".to_owned(),
+                    ));
+                };
+                Host::Real(Box::new(Envtest::start(&assets).await.context(
+                    "starting kube-apiserver and etcd from KUBEBUILDER_ASSETS",
+                )?))
+            }
+            HostKind::TestApiServer => Host::InProcess(Box::new(
+                TestApiServer::start(TestApiServerOptions {
+                    enforce_rbac: true,
+                    ..TestApiServerOptions::default()
+                })
+                .context("starting the test API server")?,
+            )),
+        };
+        let admin = client_from_kubeconfig(host.kubeconfig_path())
+            .await
+            .context("connecting to the host as admin")?;
+        let operator = Operator::new(
+            &work.path().join("home"),
+            host.kubeconfig_path(),
+            &plugin_dir,
+            kubectl,
+        )?;
+        let mut harness = Harness {
+            kind: options.host,
+            scenario: options.scenario.clone(),
+            started,
+            host,
+            admin,
+            operator,
+            simulation: None,
+            webhook: None,
+            webhook_log: None,
+            controller: None,
+            controller_launch: None,
+            nodes: Vec::new(),
+            work,
+        };
+        if harness.kind == HostKind::External {
+            harness.nodes = harness.external_worker_nodes().await?;
+            return Ok(harness);
+        }
+        let engine = helm::HelmEngine::find().map_err(NotStarted::Skip)?;
+        harness.install(&engine, &bin, &options).await?;
+        eprintln!(
+            "[{}] host ready in {:.1?}: chart installed, vc-webhook and vc-controller running, {} simulated nodes",
+            harness.scenario,
+            harness.started.elapsed(),
+            harness.nodes.len()
+        );
+        Ok(harness)
+    }
+
+    /// The work directory (logs, kubeconfigs, the operator's HOME).
+    pub fn work_dir(&self) -> &Path {
+        self.work.path()
+    }
+
+    /// The directory holding `kubectl-vc`, to put on PATH.
+    pub fn plugin_dir(&self) -> PathBuf {
+        self.work.path().join("bin")
+    }
+
+    /// A kubeconfig for `user` in `groups` on the host.
+    pub fn kubeconfig_for(&self, user: &str, groups: &[&str]) -> anyhow::Result<PathBuf> {
+        self.host.kubeconfig_for(user, groups)
+    }
+
+    async fn install(
+        &mut self,
+        engine: &helm::HelmEngine,
+        bin: &Path,
+        options: &Options,
+    ) -> anyhow::Result<()> {
+        let dir = self.work.path().to_owned();
+        // The webhook's CA and serving certificate: valid for the Service's DNS names
+        // (what kube-apiserver verifies when it calls through the Service) and 127.0.0.1
+        // (the url form used on a real kube-apiserver).
+        let ca = TestCa::generate("kosmos-vc e2e webhook CA").context("creating the webhook CA")?;
+        let serving = ca
+            .issue_server(&[
+                format!("{WEBHOOK}.{RELEASE_NAMESPACE}.svc"),
+                format!("{WEBHOOK}.{RELEASE_NAMESPACE}.svc.cluster.local"),
+            ])
+            .context("issuing the webhook serving certificate")?;
+        let ca_bundle = base64::engine::general_purpose::STANDARD.encode(ca.cert_pem());
+        let manifests = helm::Render::new()
+            .set("webhook.replicas=1")
+            .set("webhook.tls.mode=secret")
+            .set(&format!("webhook.tls.secret.name={WEBHOOK_TLS_SECRET}"))
+            .set(&format!("webhook.tls.secret.caBundle={ca_bundle}"))
+            .set("logFormat=json")
+            .run(engine)
+            .map_err(|failure| anyhow!("rendering the chart: {failure}"))?;
+
+        let kubeconfig = self.host.kubeconfig_path().to_owned();
+        self.operator
+            .apply(
+                &kubeconfig,
+                &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": RELEASE_NAMESPACE}}).to_string(),
+            )
+            .await
+            .context("creating the release namespace")?;
+        let tls_secret = json!({
+            "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+            "metadata": {"name": WEBHOOK_TLS_SECRET, "namespace": RELEASE_NAMESPACE},
+            "stringData": {"tls.crt": serving.cert_pem, "tls.key": serving.key_pem, "ca.crt": ca.cert_pem()}
+        });
+        self.operator
+            .apply(&kubeconfig, &tls_secret.to_string())
+            .await
+            .context("creating the webhook TLS Secret")?;
+        // What `helm install` creates, minus the pods (the binaries run as processes here)
+        // and the webhook configurations (registered once the webhook answers).
+        const LATER_OR_NEVER: [&str; 4] = [
+            "Deployment",
+            "PodDisruptionBudget",
+            "MutatingWebhookConfiguration",
+            "ValidatingWebhookConfiguration",
+        ];
+        let installed: Vec<&Value> = manifests
+            .objects
+            .iter()
+            .filter(|object| !LATER_OR_NEVER.iter().any(|kind| object["kind"] == *kind))
+            .collect();
+        self.operator
+            .apply(&kubeconfig, &as_list(&installed))
+            .await
+            .context("applying the rendered chart")?;
+        self.operator
+            .kubectl_with(
+                &kubeconfig,
+                &[
+                    "wait",
+                    "--for=condition=Established",
+                    "--timeout=30s",
+                    "crd/virtualclusters.kosmos.io",
+                ],
+                None,
+            )
+            .await?
+            .ok()
+            .context("waiting for the VirtualCluster CRD to be established")?;
+
+        self.simulation = Some(self.start_simulation(options).await?);
+        self.nodes = default_nodes(SIMULATED_NODES)
+            .into_iter()
+            .map(|node| node.name)
+            .collect();
+
+        // vc-webhook, as the Deployment runs it.
+        let webhook_deployment = manifests
+            .get("Deployment", WEBHOOK)
+            .ok_or_else(|| anyhow!("the chart rendered no Deployment {WEBHOOK}"))?;
+        let tls_dir = dir.join("webhook-tls");
+        std::fs::create_dir_all(&tls_dir)?;
+        std::fs::write(tls_dir.join("tls.crt"), &serving.cert_pem)?;
+        std::fs::write(tls_dir.join("tls.key"), &serving.key_pem)?;
+        let webhook_port = free_port()?;
+        let mut args = container_args(webhook_deployment)?;
+        replace_flag(&mut args, "--listen", &format!("127.0.0.1:{webhook_port}"))?;
+        replace_flag(
+            &mut args,
+            "--tls-cert",
+            &tls_dir.join("tls.crt").display().to_string(),
+        )?;
+        replace_flag(
+            &mut args,
+            "--tls-key",
+            &tls_dir.join("tls.key").display().to_string(),
+        )?;
+        let webhook_identity = manifests
+            .service_account_identity(WEBHOOK)
+            .ok_or_else(|| anyhow!("the chart's Deployment {WEBHOOK} names no ServiceAccount"))?;
+        let webhook_kubeconfig = self.identity_kubeconfig(&webhook_identity)?;
+        args.push(format!("--kubeconfig={}", webhook_kubeconfig.display()));
+        let log = dir.join("vc-webhook.log");
+        let mut command = Command::new(bin.join("vc-webhook"));
+        command.args(&args);
+        self.webhook = Some(Process::spawn("vc-webhook", command, &log)?);
+        self.webhook_log = Some(log);
+        self.wait_webhook_ready(webhook_port, ca.cert_pem()).await?;
+
+        // Point the chart's webhook Service (or, on a real apiserver, the configurations)
+        // at the process, then register the rendered webhook configurations.
+        let mut configurations: Vec<Value> = manifests
+            .of_kind("MutatingWebhookConfiguration")
+            .chain(manifests.of_kind("ValidatingWebhookConfiguration"))
+            .cloned()
+            .collect();
+        if self.kind == HostKind::RealApiServer {
+            for configuration in &mut configurations {
+                point_at_url(configuration, webhook_port);
+            }
+        } else {
+            self.operator
+                .apply(
+                    &kubeconfig,
+                    &webhook_endpoint_slice(webhook_port).to_string(),
+                )
+                .await
+                .context("creating the EndpointSlice of the webhook Service")?;
+        }
+        self.operator
+            .apply(
+                &kubeconfig,
+                &as_list(&configurations.iter().collect::<Vec<_>>()),
+            )
+            .await
+            .context("registering the webhook configurations")?;
+
+        // vc-controller, as the Deployment runs it.
+        let controller_deployment = manifests
+            .get("Deployment", CONTROLLER)
+            .ok_or_else(|| anyhow!("the chart rendered no Deployment {CONTROLLER}"))?;
+        let probe = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
+        let mut args = container_args(controller_deployment)?;
+        replace_flag(&mut args, "--probe-listen", &probe.to_string())?;
+        let controller_identity =
+            manifests
+                .service_account_identity(CONTROLLER)
+                .ok_or_else(|| {
+                    anyhow!("the chart's Deployment {CONTROLLER} names no ServiceAccount")
+                })?;
+        let controller_kubeconfig = self.identity_kubeconfig(&controller_identity)?;
+        args.push(format!("--kubeconfig={}", controller_kubeconfig.display()));
+        self.controller_launch = Some(ControllerLaunch {
+            binary: bin.join("vc-controller"),
+            args,
+            probe,
+            log: dir.join("vc-controller.log"),
+        });
+        self.start_controller().await?;
+        self.wait_webhook_admits().await
+    }
+
+    fn identity_kubeconfig(
+        &self,
+        (user, groups): &(String, Vec<String>),
+    ) -> anyhow::Result<PathBuf> {
+        let groups: Vec<&str> = groups.iter().map(String::as_str).collect();
+        self.host
+            .kubeconfig_for(user, &groups)
+            .with_context(|| format!("issuing a kubeconfig for {user}"))
+    }
+
+    async fn start_simulation(&self, options: &Options) -> anyhow::Result<Simulation> {
+        let workloads = WorkloadOptions {
+            default_delay: options.workload_delay,
+            resync: Duration::from_millis(500),
+            ..WorkloadOptions::default()
+        };
+        let services = ServiceOptions {
+            resync: Duration::from_millis(500),
+            ..ServiceOptions::default()
+        };
+        let simulation_options = SimulationOptions {
+            nodes: default_nodes(SIMULATED_NODES),
+            fleet: FleetOptions::default(),
+            workloads: Some(workloads.clone()),
+            services: Some(services.clone()),
+            tenants: Some(TenantOptions {
+                tenant_workloads: Some(WorkloadOptions {
+                    pod_ip_start: Ipv4Addr::new(127, 201, 0, 1),
+                    ..workloads
+                }),
+                tenant_services: Some(services),
+                resync: Duration::from_millis(500),
+                ..TenantOptions::default()
+            }),
+            clustertree: Some(ClusterTreeOptions {
+                poll: Duration::from_millis(300),
+                resync: Duration::from_millis(500),
+                ..ClusterTreeOptions::default()
+            }),
+        };
+        Simulation::start(self.admin.clone(), simulation_options)
+            .await
+            .context(
+                "starting the simulated kubelets, controllers, tenant API servers and clustertree",
+            )
+    }
+
+    async fn wait_webhook_ready(&mut self, port: u16, ca_pem: &str) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        loop {
+            if let Some(webhook) = self.webhook.as_mut() {
+                webhook.check_running()?;
+            }
+            if https_status(addr, ca_pem, "/readyz").await == Some(200) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "vc-webhook did not answer 200 on https://{addr}/readyz within 30 s; log:\n{}",
+                    self.webhook_log
+                        .as_deref()
+                        .map(|l| log_tail(l, LOG_TAIL_LINES))
+                        .unwrap_or_default()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until a server-side dry run of a VirtualCluster passes both webhooks: the
+    /// configurations are registered and the webhook's caches have listed the nodes.
+    async fn wait_webhook_admits(&self) -> anyhow::Result<()> {
+        let probe = format!(
+            "apiVersion: kosmos.io/v1alpha1\nkind: VirtualCluster\nmetadata:\n  name: admission-probe\n  namespace: {TENANT_NAMESPACE}\nspec:\n  promoteResources:\n    nodes: [{}]\n",
+            self.nodes.first().map_or("node1", String::as_str)
+        );
+        let kubeconfig = self.host.kubeconfig_path().to_owned();
+        self.eventually(
+            "the webhooks to admit a dry-run VirtualCluster",
+            Duration::from_secs(30),
+            || async {
+                let run = self
+                    .operator
+                    .kubectl_with(
+                        &kubeconfig,
+                        &["apply", "--dry-run=server", "-o", "json", "-f", "-"],
+                        Some(&probe),
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if !run.success {
+                    return Err(run.describe());
+                }
+                // Defaulted by the mutating webhook: it was really called.
+                let object: Value = serde_json::from_str(&run.stdout).map_err(|e| e.to_string())?;
+                if object["spec"]["kubernetesVersion"].is_string() {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "the mutating webhook did not fill defaults: {}",
+                        run.stdout
+                    ))
+                }
+            },
+        )
+        .await
+    }
+
+    /// Starts (or restarts) vc-controller and waits for its /readyz.
+    pub async fn start_controller(&mut self) -> anyhow::Result<()> {
+        let launch = self.controller_launch.as_ref().ok_or_else(|| {
+            anyhow!("the controller is not run by this harness (existing cluster)")
+        })?;
+        let mut command = Command::new(&launch.binary);
+        command
+            .args(&launch.args)
+            .env("POD_NAMESPACE", RELEASE_NAMESPACE)
+            .env("POD_NAME", "vc-controller-e2e");
+        let mut process = Process::spawn("vc-controller", command, &launch.log)?;
+        let probe = launch.probe;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            process.check_running()?;
+            if http_status(probe, "/readyz").await == Some(200) {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "vc-controller did not answer 200 on http://{probe}/readyz within 30 s; log:\n{}",
+                    log_tail(&launch.log, LOG_TAIL_LINES)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.controller = Some(process);
+        Ok(())
+    }
+
+    /// SIGKILLs vc-controller (no graceful shutdown), as a crashed pod.
+    pub fn kill_controller(&mut self) -> anyhow::Result<()> {
+        let mut process = self
+            .controller
+            .take()
+            .ok_or_else(|| anyhow!("vc-controller is not running"))?;
+        process.kill();
+        Ok(())
+    }
+
+    /// Polls `check` until it returns Ok, at most `limit`; the error names `what` and the
+    /// last thing `check` saw.
+    pub async fn eventually<T, F, Fut>(
+        &self,
+        what: &str,
+        limit: Duration,
+        mut check: F,
+    ) -> anyhow::Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, String>>,
+    {
+        let deadline = Instant::now() + limit;
+        loop {
+            let last = match check().await {
+                Ok(value) => return Ok(value),
+                Err(last) => last,
+            };
+            if Instant::now() > deadline {
+                bail!("timed out after {limit:?} waiting for {what}; last seen: {last}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Worker nodes of an existing cluster (not control-plane), by name.
+    async fn external_worker_nodes(&self) -> anyhow::Result<Vec<String>> {
+        let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(self.admin.clone());
+        let list = nodes
+            .list(&kube::api::ListParams::default())
+            .await
+            .context("listing the nodes of the existing cluster")?;
+        Ok(list
+            .items
+            .into_iter()
+            .filter(|node| {
+                node.metadata.labels.as_ref().is_none_or(|labels| {
+                    !vc_api::constants::CONTROL_PLANE_NODE_LABELS
+                        .iter()
+                        .any(|label| labels.contains_key(*label))
+                })
+            })
+            .filter_map(|node| node.metadata.name)
+            .collect())
+    }
+
+    /// Writes the admin kubeconfig of tenant `name` (from its Secret) and returns its path.
+    pub async fn tenant_kubeconfig(&self, name: &str) -> anyhow::Result<PathBuf> {
+        let text = self
+            .operator
+            .succeed(&["vc", "kubeconfig", name, "-n", TENANT_NAMESPACE])
+            .await
+            .with_context(|| format!("reading the kubeconfig of tenant {name}"))?;
+        let path = self.work.path().join(format!("{name}.kubeconfig"));
+        std::fs::write(&path, text)?;
+        Ok(path)
+    }
+
+    /// Everything a reader needs to see why a scenario failed.
+    pub fn diagnostics(&self) -> String {
+        let mut out = String::new();
+        let host = self.host.kubeconfig_path();
+        let kubectl = |args: &[&str]| self.operator.kubectl_blocking(host, args);
+        let _ = writeln!(out, "===== VirtualClusters (with status)");
+        out.push_str(&kubectl(&["get", "virtualclusters", "-A", "-o", "yaml"]));
+        let _ = writeln!(out, "\n===== Nodes and their claim labels");
+        out.push_str(&kubectl(&[
+            "get",
+            "nodes",
+            "-L",
+            "vc.kosmos.io/owner-namespace,vc.kosmos.io/owner-name",
+        ]));
+        let _ = writeln!(out, "\n===== Control-plane workloads on the host");
+        out.push_str(&kubectl(&[
+            "get",
+            "deployments,statefulsets,services,secrets",
+            "-n",
+            TENANT_NAMESPACE,
+            "-l",
+            "app.kubernetes.io/managed-by=kosmos-vc",
+        ]));
+        let names = kubectl(&[
+            "get",
+            "virtualclusters",
+            "-n",
+            TENANT_NAMESPACE,
+            "-o",
+            "jsonpath={.items[*].metadata.name}",
+        ]);
+        for name in names.split_whitespace() {
+            let _ = writeln!(out, "\n===== Deployments inside tenant {name}");
+            let secret = vc_api::constants::admin_kubeconfig_secret_name(name);
+            let encoded = kubectl(&[
+                "get",
+                "secret",
+                &secret,
+                "-n",
+                TENANT_NAMESPACE,
+                "-o",
+                "jsonpath={.data.kubeconfig}",
+            ]);
+            match base64::engine::general_purpose::STANDARD.decode(encoded.trim()) {
+                Ok(text) => {
+                    let path = self.work.path().join(format!("diag-{name}.kubeconfig"));
+                    if std::fs::write(&path, text).is_ok() {
+                        out.push_str(&self.operator.kubectl_blocking(
+                            &path,
+                            &[
+                                "get",
+                                "deployments,nodes",
+                                "-A",
+                                "-o",
+                                "wide",
+                                "--request-timeout=5s",
+                            ],
+                        ));
+                    }
+                }
+                Err(_) => {
+                    let _ = writeln!(out, "(no readable Secret {secret}: {})", encoded.trim());
+                }
+            }
+        }
+        for (name, log) in [
+            ("vc-webhook", self.webhook_log.clone()),
+            (
+                "vc-controller",
+                self.controller_launch.as_ref().map(|l| l.log.clone()),
+            ),
+        ] {
+            if let Some(log) = log {
+                let _ = writeln!(
+                    out,
+                    "\n===== last {LOG_TAIL_LINES} lines of the {name} log ({})",
+                    log.display()
+                );
+                out.push_str(&log_tail(&log, LOG_TAIL_LINES));
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "\n[{}] FAILED after {:.1?}; what the host looked like:\n{}",
+                self.scenario,
+                self.started.elapsed(),
+                self.diagnostics()
+            );
+        }
+        // Processes first, so nothing writes while the host goes away.
+        drop(self.controller.take());
+        drop(self.webhook.take());
+        if let Some(simulation) = self.simulation.take() {
+            simulation.stop();
+        }
+    }
+}
+
+/// Prints the wall time of a scenario when it ends, passing or failing.
+#[derive(Debug)]
+pub struct WallTime {
+    scenario: &'static str,
+    started: Instant,
+}
+
+impl WallTime {
+    pub fn start(scenario: &'static str) -> Self {
+        WallTime {
+            scenario,
+            started: Instant::now(),
+        }
+    }
+}
+
+impl Drop for WallTime {
+    fn drop(&mut self) {
+        let outcome = if std::thread::panicking() {
+            "failed"
+        } else {
+            "done"
+        };
+        eprintln!(
+            "e2e scenario {:?} {outcome}: wall time {:.1} s",
+            self.scenario,
+            self.started.elapsed().as_secs_f64()
+        );
+    }
+}
+
+/// `v1 List` of objects, for one `kubectl apply`.
+fn as_list(objects: &[&Value]) -> String {
+    json!({"apiVersion": "v1", "kind": "List", "items": objects}).to_string()
+}
+
+/// The args of the single container of a rendered Deployment.
+fn container_args(deployment: &Value) -> anyhow::Result<Vec<String>> {
+    let args = deployment
+        .pointer("/spec/template/spec/containers/0/args")
+        .and_then(Value::as_array)
+        .ok_or_else(|| anyhow!("the rendered Deployment has no container args"))?;
+    Ok(args
+        .iter()
+        .filter_map(Value::as_str)
+        .map(str::to_owned)
+        .collect())
+}
+
+/// Replaces `--flag=VALUE` (or `--flag VALUE`); fails when the rendered args lack it, so
+/// a renamed flag in the chart cannot go unnoticed.
+fn replace_flag(args: &mut Vec<String>, flag: &str, value: &str) -> anyhow::Result<()> {
+    let prefix = format!("{flag}=");
+    if let Some(arg) = args.iter_mut().find(|arg| arg.starts_with(&prefix)) {
+        *arg = format!("{flag}={value}");
+        return Ok(());
+    }
+    if let Some(index) = args.iter().position(|arg| arg == flag) {
+        if let Some(next) = args.get_mut(index + 1) {
+            value.clone_into(next);
+            return Ok(());
+        }
+    }
+    bail!("the rendered Deployment does not pass {flag} (args: {args:?})")
+}
+
+/// The EndpointSlice a Service controller would write for one ready webhook pod.
+fn webhook_endpoint_slice(port: u16) -> Value {
+    json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {
+            "name": WEBHOOK_SLICE, "namespace": RELEASE_NAMESPACE,
+            "labels": {"kubernetes.io/service-name": WEBHOOK}
+        },
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": true}}],
+        "ports": [{"name": "https", "port": port, "protocol": "TCP"}]
+    })
+}
+
+/// Replaces every webhook's `clientConfig.service` by a `url` on 127.0.0.1.
+fn point_at_url(configuration: &mut Value, port: u16) {
+    if let Some(webhooks) = configuration["webhooks"].as_array_mut() {
+        for webhook in webhooks {
+            let client = &mut webhook["clientConfig"];
+            let path = client["service"]["path"].as_str().unwrap_or("/").to_owned();
+            if let Some(map) = client.as_object_mut() {
+                map.remove("service");
+                map.insert(
+                    "url".to_owned(),
+                    json!(format!("https://127.0.0.1:{port}{path}")),
+                );
+            }
+        }
+    }
+}
+
+/// The status of an HTTPS GET trusting only `ca_pem`; `None` when nothing answers.
+async fn https_status(addr: SocketAddr, ca_pem: &str, path: &str) -> Option<u16> {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, ServerName};
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).ok()?)
+        .ok()?;
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .ok()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::from(addr.ip()), tcp)
+        .await
+        .ok()?;
+    request_status(tls, path).await
+}
+
+/// The status of a plain HTTP GET; `None` when nothing answers.
+async fn http_status(addr: SocketAddr, path: &str) -> Option<u16> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.ok()?;
+    request_status(tcp, path).await
+}
+
+async fn request_status<S>(stream: S, path: &str) -> Option<u16>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .ok()?;
+    tokio::spawn(connection);
+    let request = http::Request::get(path)
+        .header("host", "127.0.0.1")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .ok()?;
+    let response = tokio::time::timeout(Duration::from_secs(5), sender.send_request(request))
+        .await
+        .ok()?
+        .ok()?;
+    Some(response.status().as_u16())
+}
