@@ -206,7 +206,28 @@ fn create_list_get_describe_delete_through_kubectl() {
         "virtualcluster.kosmos.io/prod\nvirtualcluster.kosmos.io/staging\n"
     );
 
+    let uid = json["metadata"]["uid"].as_str().unwrap().to_owned();
+    let now = jiff::Timestamp::now();
+    let events = format!(
+        "apiVersion: v1\nkind: Event\nmetadata: {{name: prod.1, namespace: default}}\ninvolvedObject: {{apiVersion: kosmos.io/v1alpha1, kind: VirtualCluster, name: prod, namespace: default, uid: {uid}}}\nreason: Provisioned\nmessage: control plane ready\ntype: Normal\ncount: 2\nsource: {{component: kosmos-vc-controller}}\nfirstTimestamp: \"{now}\"\nlastTimestamp: \"{now}\"\n---\napiVersion: v1\nkind: Event\nmetadata: {{name: other.1, namespace: default}}\ninvolvedObject: {{apiVersion: kosmos.io/v1alpha1, kind: VirtualCluster, name: staging, namespace: default, uid: other-uid}}\nreason: SomethingElse\nmessage: not about prod\ntype: Warning\nsource: {{component: kosmos-vc-controller}}\nlastTimestamp: \"{now}\"\n"
+    );
+    host.runtime
+        .block_on(host.server.install_yaml(&events))
+        .unwrap();
     let page = host.vc_ok(&["describe", "prod"]);
+    let event_line = page
+        .lines()
+        .find(|line| line.contains("Provisioned"))
+        .unwrap_or_default();
+    assert!(
+        event_line.starts_with("  Normal   Provisioned   "),
+        "{page}"
+    );
+    assert!(
+        event_line.ends_with("(x2)   kosmos-vc-controller   control plane ready"),
+        "{page}"
+    );
+    assert!(!page.contains("not about prod"), "{page}");
     for expected in [
         "Name:                   prod\n",
         "Namespace:              default\n",
