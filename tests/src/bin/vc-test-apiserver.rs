@@ -14,9 +14,14 @@ struct Args {
     /// Where to write the admin kubeconfig.
     #[arg(long, default_value = "vc-test-apiserver.kubeconfig")]
     kubeconfig_out: PathBuf,
-    /// Number of Ready Nodes to create (node1..nodeN).
+    /// Number of Ready Nodes (node1..nodeN, cpu 8, memory 32Gi, pods 110), kept alive by
+    /// the node simulator, with the workload, Service, tenant-apiserver and clustertree
+    /// simulators running too.
     #[arg(long, default_value_t = 0)]
     nodes: usize,
+    /// Only create the Nodes (static, no heartbeats) and run no simulator.
+    #[arg(long)]
+    no_simulators: bool,
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: SocketAddr,
@@ -44,12 +49,22 @@ async fn main() -> anyhow::Result<()> {
         ..TestApiServerOptions::default()
     };
     let server = TestApiServer::start(options).context("starting the test API server")?;
-    if args.nodes > 0 {
-        let docs: Vec<String> = (1..=args.nodes).map(node_manifest).collect();
-        server
-            .install_yaml(&docs.join("---\n"))
+    let mut simulation = None;
+    if args.no_simulators {
+        if args.nodes > 0 {
+            let docs: Vec<String> = (1..=args.nodes).map(node_manifest).collect();
+            server
+                .install_yaml(&docs.join("---\n"))
+                .await
+                .context("creating nodes")?;
+        }
+    } else if args.nodes > 0 {
+        let client = server.client().await.context("building the admin client")?;
+        let options = vc_tests::simulation::SimulationOptions::with_nodes(args.nodes);
+        let started = vc_tests::simulation::Simulation::start(client, options)
             .await
-            .context("creating nodes")?;
+            .context("starting the simulators")?;
+        simulation = Some(started);
     }
     let kubeconfig = std::fs::read_to_string(server.kubeconfig_path())
         .context("reading the admin kubeconfig")?;
@@ -65,6 +80,9 @@ async fn main() -> anyhow::Result<()> {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+    }
+    if let Some(sim) = simulation {
+        sim.stop();
     }
     server.shutdown();
     Ok(())
