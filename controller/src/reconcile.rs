@@ -1103,10 +1103,26 @@ async fn apply(vc: &VirtualCluster, ctx: &Context) -> Result<Action> {
     let mut clustertree_ready = false;
     let mut visible = Vec::new();
     let mut waiting = kubeconfig.waiting.clone();
+    // Once the kubeconfig is out, the status must say so even when a later step fails:
+    // such an error is reported after the status is written.
+    let mut deferred: Option<Error> = None;
     if kubeconfig.published {
-        clustertree_ready = apply_clustertree(&desired, ctx, &mut changes).await?;
+        match apply_clustertree(&desired, ctx, &mut changes).await {
+            Ok(ready) => clustertree_ready = ready,
+            Err(error) => {
+                waiting = Some(error.to_string());
+                deferred = Some(error);
+            }
+        }
         match &kubeconfig.tenant_client {
-            Some(client) => visible = promote(&tenant, client, &held, &mut changes).await?,
+            Some(_) if deferred.is_some() => {}
+            Some(client) => match promote(&tenant, client, &held, &mut changes).await {
+                Ok(promoted) => visible = promoted,
+                Err(error) => {
+                    waiting = Some(error.to_string());
+                    deferred = Some(error);
+                }
+            },
             None => {
                 // The apiserver is rolling: keep reporting what the tenant listed before.
                 visible = vc
@@ -1170,6 +1186,9 @@ async fn apply(vc: &VirtualCluster, ctx: &Context) -> Result<Action> {
         ctx.reset_wait(&key);
     }
     changes.publish(vc, ctx).await;
+    if let Some(error) = deferred {
+        return Err(error);
+    }
     Ok(if phase == Some(Phase::Completed) {
         ctx.reset_wait(&key);
         Action::requeue(ctx.timing.resync)
