@@ -6,5 +6,6 @@
 
 pub mod build;
 pub mod cli;
+pub mod completion;
 pub mod kubeconfig;
 pub mod output;

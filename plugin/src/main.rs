@@ -8,6 +8,17 @@ use clap::{CommandFactory, Parser};
 use kubectl_vc::cli::{Cli, Command};
 
 fn main() -> ExitCode {
+    let raw: Vec<String> = std::env::args().skip(1).collect();
+    if raw.first().map(String::as_str) == Some("__complete") {
+        // kubectl's plugin completion protocol (see `kubectl_vc::completion`).
+        return match start_runtime() {
+            Some(runtime) => {
+                print!("{}", runtime.block_on(app::complete(&raw[1..])));
+                ExitCode::SUCCESS
+            }
+            None => ExitCode::FAILURE,
+        };
+    }
     let cli = Cli::parse();
     match &cli.command {
         // Commands that need no cluster run without starting a runtime: `--help`, `version`
@@ -56,6 +67,21 @@ fn main() -> ExitCode {
                 eprintln!("error: {error:#}");
             }
             ExitCode::FAILURE
+        }
+    }
+}
+
+fn start_runtime() -> Option<tokio::runtime::Runtime> {
+    // kube's rustls client needs a process-wide crypto provider; ring is the workspace's.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => Some(runtime),
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            None
         }
     }
 }

@@ -27,6 +27,11 @@ const CRD: &str = concat!(
     "/../charts/kosmos-vc/crds/virtualclusters.kosmos.io.yaml"
 );
 
+const COMPLETION_SCRIPT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../plugin/completion/kubectl_complete-vc"
+);
+
 /// A host API server with the CRD and three Ready nodes, a private kubeconfig copy, and a
 /// PATH where `kubectl vc` finds the built plugin.
 struct Host {
@@ -62,6 +67,7 @@ impl Host {
         let bin = home.path().join("bin");
         std::fs::create_dir(&bin).unwrap();
         std::os::unix::fs::symlink(&plugin, bin.join("kubectl-vc")).unwrap();
+        std::fs::copy(COMPLETION_SCRIPT, bin.join("kubectl_complete-vc")).unwrap();
         let kubeconfig = home.path().join("config");
         std::fs::copy(server.kubeconfig_path(), &kubeconfig).unwrap();
         let mut path = OsString::from(&bin);
@@ -564,5 +570,33 @@ fn kubeconfig_falls_back_to_the_spec_field() {
         stderr(&none_yet).contains("has no kubeconfig yet"),
         "{}",
         stderr(&none_yet)
+    );
+}
+
+#[test]
+fn kubectl_completes_names_through_the_plugin() {
+    let Some(host) = Host::start() else { return };
+    host.vc_ok(&["create", "prod"]);
+    host.vc_ok(&["create", "preview"]);
+    host.vc_ok(&["create", "other"]);
+    let names = host.kubectl(&["__complete", "vc", "describe", "p"]);
+    assert_eq!(
+        String::from_utf8_lossy(&names.stdout),
+        "preview\nprod\n:4\n",
+        "{}",
+        stderr(&names)
+    );
+    let more = host.kubectl(&["__complete", "vc", "delete", "prod", ""]);
+    assert_eq!(
+        String::from_utf8_lossy(&more.stdout),
+        "other\npreview\n:4\n",
+        "{}",
+        stderr(&more)
+    );
+    let commands = host.kubectl(&["__complete", "vc", "use"]);
+    assert!(
+        String::from_utf8_lossy(&commands.stdout).starts_with("use-context\t"),
+        "{}",
+        stderr(&commands)
     );
 }

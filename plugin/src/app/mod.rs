@@ -13,6 +13,52 @@ mod wait;
 use anyhow::Result;
 use kubectl_vc::cli::{Cli, Command};
 
+/// Answers kubectl's completion request for `kubectl vc ARGS... WORD` in cobra's protocol;
+/// VirtualCluster names come from one LIST, and any failure just offers nothing.
+pub async fn complete(words: &[String]) -> String {
+    use kubectl_vc::completion::{self, Candidates};
+    let (word, before) = match words.split_last() {
+        Some((word, before)) => (word.as_str(), before),
+        None => ("", words),
+    };
+    let found =
+        match completion::candidates(&<Cli as clap::CommandFactory>::command(), before, word) {
+            Candidates::Words(words) => words,
+            Candidates::VirtualClusterNames => {
+                virtual_cluster_names(&completion::global_flags(before), word)
+                    .await
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|(name, _)| !before.contains(name))
+                    .collect()
+            }
+        };
+    completion::render(&found)
+}
+
+async fn virtual_cluster_names(
+    global: &kubectl_vc::cli::GlobalArgs,
+    prefix: &str,
+) -> Result<Vec<(String, String)>> {
+    let session = session::connect(global).await?;
+    let api: kube::Api<vc_api::VirtualCluster> =
+        kube::Api::namespaced(session.client, &session.namespace);
+    let list = api.list(&kube::api::ListParams::default()).await?;
+    Ok(list
+        .items
+        .into_iter()
+        .filter_map(|cluster| {
+            let name = cluster.metadata.name?;
+            let phase = cluster
+                .status
+                .and_then(|status| status.phase)
+                .map(|phase| phase.to_string())
+                .unwrap_or_default();
+            name.starts_with(prefix).then_some((name, phase))
+        })
+        .collect())
+}
+
 /// Runs a command that needs the cluster.
 pub async fn run(cli: Cli) -> Result<()> {
     let global = &cli.global;
