@@ -714,7 +714,8 @@ fn list(state: &State, req: &Req, target: &Target) -> Result<hyper::Response<Bod
             (inner.current_rv(), None)
         }
     };
-    let mut items: Vec<Value> = Vec::new();
+    // Shared references: a list of 50,000 objects must not copy them.
+    let mut items: Vec<std::sync::Arc<Value>> = Vec::new();
     let mut last_key = None;
     let mut more = false;
     let pinned = fields.pinned_name().map(str::to_string);
@@ -729,7 +730,7 @@ fn list(state: &State, req: &Req, target: &Target) -> Result<hyper::Response<Bod
             more = true;
             break;
         }
-        items.push(served(rt, obj));
+        items.push(obj.clone());
         last_key = Some(key.clone());
     }
     drop(inner);
@@ -740,7 +741,8 @@ fn list(state: &State, req: &Req, target: &Target) -> Result<hyper::Response<Bod
         _ => {}
     }
     if req.wants_table() {
-        let refs: Vec<&Value> = items.iter().collect();
+        let owned: Vec<Value> = items.iter().map(|o| served(rt, o)).collect();
+        let refs: Vec<&Value> = owned.iter().collect();
         let t = table::table(
             rt,
             &refs,
@@ -751,11 +753,43 @@ fn list(state: &State, req: &Req, target: &Target) -> Result<hyper::Response<Bod
         return Ok(json_response(200, &t, &[]));
     }
     if req.wants_metadata() {
-        let list = json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": metadata, "items": items.iter().map(partial_metadata).collect::<Vec<_>>()});
+        let list = json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": metadata, "items": items.iter().map(|o| partial_metadata(o)).collect::<Vec<_>>()});
         return Ok(json_response(200, &list, &[]));
     }
-    let body = json!({"apiVersion": rt.api_version(), "items": items, "kind": rt.list_kind, "metadata": metadata});
-    Ok(json_response(200, &body, &[]))
+    Ok(bytes_response(
+        200,
+        "application/json",
+        list_body(rt, &items, &metadata),
+        &[],
+    ))
+}
+
+/// Writes `{"apiVersion":..,"items":[..],"kind":..,"metadata":..}` straight from the
+/// stored objects (keys in the order a Value would sort them).
+fn list_body(rt: &ResourceType, items: &[std::sync::Arc<Value>], metadata: &Value) -> Vec<u8> {
+    let api_version = rt.api_version();
+    let mut out = Vec::with_capacity(64 + items.len() * 1024);
+    out.extend_from_slice(b"{\"apiVersion\":");
+    let _ = serde_json::to_writer(&mut out, &api_version);
+    out.extend_from_slice(b",\"items\":[");
+    for (i, obj) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        let same_version =
+            obj.get("apiVersion").and_then(Value::as_str) == Some(api_version.as_str());
+        let _ = if same_version {
+            serde_json::to_writer(&mut out, obj.as_ref())
+        } else {
+            serde_json::to_writer(&mut out, &served(rt, obj))
+        };
+    }
+    out.extend_from_slice(b"],\"kind\":");
+    let _ = serde_json::to_writer(&mut out, &rt.list_kind);
+    out.extend_from_slice(b",\"metadata\":");
+    let _ = serde_json::to_writer(&mut out, metadata);
+    out.push(b'}');
+    out
 }
 
 fn write_ctx(req: &Req) -> Result<WriteCtx, ApiError> {
