@@ -61,8 +61,10 @@ pub fn update<T>(
     path: &Path,
     edit: impl FnOnce(&mut Mapping) -> Result<T, DocumentError>,
 ) -> Result<T, KubeconfigError> {
+    // The lock is named after the path as given, as kubectl names it, so both exclude each
+    // other even when the kubeconfig is a symlink.
+    let _lock = FileLock::acquire(path)?;
     let target = write_target(path);
-    let _lock = FileLock::acquire(&target)?;
     let existing = read_optional(&target)?;
     let mut document = existing.clone().unwrap_or_default();
     let result = edit(&mut document).map_err(|source| KubeconfigError::EditFile {
