@@ -413,3 +413,39 @@ fn kubectl() -> Option<std::path::PathBuf> {
         .map(|directory| directory.join("kubectl"))
         .find(|candidate| candidate.is_file())
 }
+
+#[test]
+fn our_lock_is_the_one_kubectl_respects() {
+    let Some(kubectl) = kubectl() else {
+        eprintln!("skipped: kubectl is not on PATH");
+        return;
+    };
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("config");
+    fs::write(&path, USER_KUBECONFIG).unwrap();
+    let before = fs::read(&path).unwrap();
+    {
+        let _lock = kubeconfig::file::FileLock::acquire(&path).unwrap();
+        let output = std::process::Command::new(&kubectl)
+            .args(["config", "set-context", "while-locked", "--kubeconfig"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            !output.status.success(),
+            "kubectl must not write while we hold the lock"
+        );
+        assert!(String::from_utf8_lossy(&output.stderr).contains("config.lock"));
+        assert_eq!(fs::read(&path).unwrap(), before);
+    }
+    let output = std::process::Command::new(&kubectl)
+        .args(["config", "set-context", "after-unlock", "--kubeconfig"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
