@@ -171,5 +171,35 @@ async fn create_wait_use_context_reaches_the_tenant_and_delete_cleans_up() {
         .succeed(&["config", "get-contexts", "-o", "name"])
         .await;
     assert_eq!(contexts.trim(), host_context);
+
+    // create --use-context waits for the kubeconfig and switches in one step.
+    let (created, _) = operator
+        .succeed(&[
+            "vc",
+            "create",
+            "dev",
+            "--cpu",
+            "1",
+            "--use-context",
+            "--context-name",
+            "dev-admin",
+            "--timeout",
+            "120s",
+        ])
+        .await;
+    assert_eq!(
+        created,
+        "virtualcluster.kosmos.io/dev created\nSwitched to context \"dev-admin\".\n"
+    );
+    let (ready, _) = operator.succeed(&["get", "--raw", "/readyz"]).await;
+    assert_eq!(ready, "ok");
+    operator
+        .succeed(&["config", "use-context", &host_context])
+        .await;
+    let (deleted, _) = operator.succeed(&["vc", "delete", "dev"]).await;
+    assert!(
+        deleted.contains("Removed context \"dev-admin\""),
+        "{deleted}"
+    );
     harness.shutdown().await;
 }
