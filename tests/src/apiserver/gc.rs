@@ -58,12 +58,13 @@ fn snapshot(state: &State) -> Vec<Node> {
     nodes
 }
 
-/// Runs until `shutdown` fires, acting whenever a deletion happened (and every second).
+/// Runs until `shutdown` fires, acting whenever a deletion or an owned object's creation
+/// happened (and every 5 s as a safety net).
 pub async fn run(state: Arc<State>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     loop {
         tokio::select! {
             _ = state.gc_wake.notified() => {}
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
             _ = shutdown.changed() => return,
         }
         for _round in 0..100 {

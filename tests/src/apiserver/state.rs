@@ -621,6 +621,10 @@ impl State {
                 }
             };
         self.after_write(ctx, rt, "");
+        if obj.pointer("/metadata/ownerReferences").is_some() {
+            // The garbage collector also deletes dependents created for absent owners.
+            self.gc_wake.notify_one();
+        }
         let stored = stored.map(|s| (*s).clone()).unwrap_or(obj);
         if rt.group == "apiextensions.k8s.io" && rt.plural == "customresourcedefinitions" {
             self.establish_crd(&name);
