@@ -476,6 +476,65 @@ mod semantics {
         real_dry_run_writes_nothing
     );
 
+    async fn selector_watch_sees_objects_leave_and_enter(cluster: &TestCluster) {
+        let api: Api<ConfigMap> = Api::namespaced(cluster.client().await.unwrap(), NS);
+        let name = unique("selected");
+        let mut obj = cm(&name, &[]);
+        obj.metadata.labels = Some(BTreeMap::from([("tier".to_string(), "gold".to_string())]));
+        let created = api.create(&PostParams::default(), &obj).await.unwrap();
+        let rv = created.metadata.resource_version.unwrap();
+        let params = kube::api::WatchParams::default()
+            .labels("tier=gold")
+            .timeout(3);
+        let mut stream = api.watch(&params, &rv).await.unwrap().boxed();
+        let relabel = |tier: &str| json!({"metadata": {"labels": {"tier": tier}}});
+        api.patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(&relabel("silver")),
+        )
+        .await
+        .unwrap();
+        api.patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"data": {"x": "1"}})),
+        )
+        .await
+        .unwrap();
+        api.patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(&relabel("gold")),
+        )
+        .await
+        .unwrap();
+        let mut kinds = Vec::new();
+        let started = std::time::Instant::now();
+        // The server ends the watch after timeoutSeconds=3.
+        while let Some(event) = tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .unwrap()
+        {
+            match event.unwrap() {
+                kube::api::WatchEvent::Added(_) => kinds.push("ADDED"),
+                kube::api::WatchEvent::Modified(_) => kinds.push("MODIFIED"),
+                kube::api::WatchEvent::Deleted(_) => kinds.push("DELETED"),
+                _ => {}
+            }
+        }
+        assert_eq!(kinds, ["DELETED", "ADDED"]);
+        assert!(
+            started.elapsed() < Duration::from_secs(9),
+            "the watch must end at its timeout"
+        );
+    }
+    both!(
+        selector_watch_sees_objects_leave_and_enter,
+        in_process_selector_watch_sees_objects_leave_and_enter,
+        real_selector_watch_sees_objects_leave_and_enter
+    );
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn too_old_watch_gets_gone_and_watcher_recovers() {
         let cluster = TestCluster::in_process().unwrap();
