@@ -35,7 +35,7 @@ async fn main() -> anyhow::Result<()> {
          The host is an in-process test API server. Its {SIMULATED_NODES} nodes (node1..node{SIMULATED_NODES}, 8 CPUs / 32Gi each)\n\
          are SIMULATED: no kubelet, no container runtime. Tenant control planes are stand-ins too:\n\
          each tenant's kube-apiserver is a test API server serving the certificates the controller\n\
-         issued, on the Service's cluster IP (127.100.x.x; Linux routes all of 127/8 to loopback).\n\
+         issued, on the Service's cluster IP (a 127.x.y.z address; Linux routes all of 127/8 to loopback).\n\
          vc-webhook and vc-controller are the real binaries, with the chart's flags and RBAC.\n\
          \n\
          In another shell:\n\

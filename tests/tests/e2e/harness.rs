@@ -344,10 +344,10 @@ impl Operator {
             .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("running kubectl {}", args.join(" ")))?;
-        if let Some(mut input) = child.stdin.take() {
-            if let Some(text) = stdin {
-                input.write_all(text.as_bytes()).await?;
-            }
+        if let Some(mut input) = child.stdin.take()
+            && let Some(text) = stdin
+        {
+            input.write_all(text.as_bytes()).await?;
         }
         let output = tokio::time::timeout(Duration::from_secs(150), child.wait_with_output())
             .await
@@ -421,6 +421,8 @@ pub struct Harness {
     controller_launch: Option<ControllerLaunch>,
     /// Host node names the scenarios may promote, in order.
     pub nodes: Vec<String>,
+    /// `kubectl port-forward`s to tenant apiservers (existing clusters only).
+    port_forwards: std::sync::Mutex<Vec<Process>>,
     work: WorkDir,
 }
 
@@ -510,6 +512,7 @@ impl Harness {
             HostKind::TestApiServer => Host::InProcess(Box::new(
                 TestApiServer::start(TestApiServerOptions {
                     enforce_rbac: true,
+                    service_cidr: private_service_cidr(),
                     ..TestApiServerOptions::default()
                 })
                 .context("starting the test API server")?,
@@ -537,6 +540,7 @@ impl Harness {
             controller: None,
             controller_launch: None,
             nodes: Vec::new(),
+            port_forwards: std::sync::Mutex::default(),
             work,
         };
         if harness.kind == HostKind::External {
@@ -932,13 +936,65 @@ impl Harness {
             .collect())
     }
 
-    /// Writes the admin kubeconfig of tenant `name` (from its Secret) and returns its path.
+    /// The URL the operator reaches tenant `name`'s apiserver at, when the kubeconfig's
+    /// own endpoint does not work from here: `None` on the simulated hosts (cluster IPs
+    /// are loopback addresses on this machine); on an existing cluster a
+    /// `kubectl port-forward` to Service `NAME-apiserver` (its certificate names
+    /// 127.0.0.1).
+    pub async fn tenant_server(&self, name: &str) -> anyhow::Result<Option<String>> {
+        if self.kind != HostKind::External {
+            return Ok(None);
+        }
+        let port = free_port()?;
+        let mut command = Command::new(&self.operator.kubectl);
+        command
+            .args([
+                "port-forward",
+                "-n",
+                TENANT_NAMESPACE,
+                &format!("service/{name}-apiserver"),
+                &format!("{port}:6443"),
+            ])
+            .env("KUBECONFIG", self.host.kubeconfig_path());
+        let log = self.work.path().join(format!("port-forward-{name}.log"));
+        let process = Process::spawn("kubectl port-forward", command, &log)?;
+        self.port_forwards
+            .lock()
+            .map_err(|_| anyhow!("the port-forward list is poisoned"))?
+            .push(process);
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        self.eventually(
+            &format!("kubectl port-forward to {name}-apiserver on {addr}"),
+            Duration::from_secs(30),
+            || async {
+                tokio::net::TcpStream::connect(addr)
+                    .await
+                    .map(drop)
+                    .map_err(|e| format!("{e}; {}", log_tail(&log, 5)))
+            },
+        )
+        .await?;
+        Ok(Some(format!("https://{addr}")))
+    }
+
+    /// Writes the admin kubeconfig of tenant `name` (from its Secret, through
+    /// `kubectl vc kubeconfig`) and returns its path; its server is the one
+    /// [`Harness::tenant_server`] gives, when it gives one.
     pub async fn tenant_kubeconfig(&self, name: &str) -> anyhow::Result<PathBuf> {
         let text = self
             .operator
             .succeed(&["vc", "kubeconfig", name, "-n", TENANT_NAMESPACE])
             .await
             .with_context(|| format!("reading the kubeconfig of tenant {name}"))?;
+        let text = match self.tenant_server(name).await? {
+            None => text,
+            Some(server) => {
+                let mut config: serde_yaml::Value =
+                    serde_yaml::from_str(&text).context("parsing the tenant kubeconfig")?;
+                config["clusters"][0]["cluster"]["server"] = serde_yaml::Value::from(server);
+                serde_yaml::to_string(&config)?
+            }
+        };
         let path = self.work.path().join(format!("{name}.kubeconfig"));
         std::fs::write(&path, text)?;
         Ok(path)
@@ -1039,7 +1095,29 @@ impl Drop for Harness {
                 self.diagnostics()
             );
         }
+        if self.kind == HostKind::External {
+            // The next scenario reuses the cluster and the names: leave it empty.
+            eprintln!(
+                "[{}] deleting this scenario's VirtualClusters: {}",
+                self.scenario,
+                self.operator.kubectl_blocking(
+                    self.host.kubeconfig_path(),
+                    &[
+                        "delete",
+                        "virtualclusters",
+                        "--all",
+                        "-n",
+                        TENANT_NAMESPACE,
+                        "--wait",
+                        "--timeout=180s"
+                    ],
+                )
+            );
+        }
         // Processes first, so nothing writes while the host goes away.
+        if let Ok(mut forwards) = self.port_forwards.lock() {
+            forwards.clear();
+        }
         drop(self.controller.take());
         drop(self.webhook.take());
         if let Some(simulation) = self.simulation.take() {
@@ -1079,6 +1157,16 @@ impl Drop for WallTime {
     }
 }
 
+/// A loopback /24 for the host's Service cluster IPs, picked at random so harnesses running
+/// at the same time (parallel tests, a sandbox) do not hand out the same IPs: the tenant
+/// API server simulator binds `CLUSTER_IP:6443` of each tenant. Avoids 127.0/16 and the
+/// simulators' tenant Service and pod ranges (127.101, 127.200, 127.201).
+fn private_service_cidr() -> String {
+    let second = rand::random_range(110..=199_u8);
+    let third = rand::random::<u8>();
+    format!("127.{second}.{third}.0/24")
+}
+
 /// `v1 List` of objects, for one `kubectl apply`.
 fn as_list(objects: &[&Value]) -> String {
     json!({"apiVersion": "v1", "kind": "List", "items": objects}).to_string()
@@ -1105,11 +1193,11 @@ fn replace_flag(args: &mut Vec<String>, flag: &str, value: &str) -> anyhow::Resu
         *arg = format!("{flag}={value}");
         return Ok(());
     }
-    if let Some(index) = args.iter().position(|arg| arg == flag) {
-        if let Some(next) = args.get_mut(index + 1) {
-            value.clone_into(next);
-            return Ok(());
-        }
+    if let Some(index) = args.iter().position(|arg| arg == flag)
+        && let Some(next) = args.get_mut(index + 1)
+    {
+        value.clone_into(next);
+        return Ok(());
     }
     bail!("the rendered Deployment does not pass {flag} (args: {args:?})")
 }
