@@ -617,6 +617,20 @@ mod semantics {
         }
         server.faults().clear();
         api.get("f1").await.unwrap();
+        server.faults().delay_next(
+            1,
+            Duration::from_millis(300),
+            vc_tests::apiserver::FaultMatch {
+                verb: Some("get".into()),
+                ..Default::default()
+            },
+        );
+        let started = std::time::Instant::now();
+        api.get("f1").await.unwrap();
+        assert!(
+            started.elapsed() >= Duration::from_millis(300),
+            "the delayed answer came early"
+        );
         let mut stream = api
             .watch(&kube::api::WatchParams::default(), "0")
             .await
