@@ -600,3 +600,14 @@ fn kubectl_completes_names_through_the_plugin() {
         stderr(&commands)
     );
 }
+
+#[test]
+fn a_missing_namespace_is_named_by_the_server() {
+    let Some(host) = Host::start() else { return };
+    let no_namespace = host.vc(&["create", "prod", "-n", "nowhere"]);
+    assert_eq!(no_namespace.status.code(), Some(1));
+    assert_eq!(
+        stderr(&no_namespace),
+        "Error from server (NotFound): namespaces \"nowhere\" not found\n"
+    );
+}

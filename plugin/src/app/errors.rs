@@ -45,15 +45,84 @@ pub fn is_conflict(error: &kube::Error) -> bool {
 pub fn api(error: kube::Error, namespace: &str, name: Option<&str>) -> anyhow::Error {
     match error {
         kube::Error::Api(status) if status.code == 404 => {
-            let about_object = status.details.as_ref().is_some_and(|details| {
-                details.kind == PLURAL || Some(details.name.as_str()) == name
-            });
+            let kind = status
+                .details
+                .as_ref()
+                .map(|details| details.kind.as_str())
+                .unwrap_or_default();
+            let names_object = status
+                .details
+                .as_ref()
+                .is_some_and(|details| Some(details.name.as_str()) == name);
             match name {
-                Some(name) if about_object => Reported(output::not_found(name, namespace)).into(),
-                _ => Reported(output::resource_type_missing()).into(),
+                Some(name) if kind == PLURAL || (kind.is_empty() && names_object) => {
+                    Reported(output::not_found(name, namespace)).into()
+                }
+                // No details at all: the URL itself is unknown, so the CRD is missing.
+                _ if kind.is_empty() => Reported(output::resource_type_missing()).into(),
+                // Something else is missing, such as the namespace: the server says which.
+                _ => Reported(output::server_error(&status)).into(),
             }
         }
         kube::Error::Api(status) => Reported(output::server_error(&status)).into(),
         other => anyhow::Error::new(other).context("cannot reach the API server"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failure(body: serde_json::Value) -> kube::Error {
+        kube::Error::Api(Box::new(serde_json::from_value(body).unwrap()))
+    }
+
+    fn text(error: anyhow::Error) -> String {
+        error.downcast::<Reported>().unwrap().0
+    }
+
+    #[test]
+    fn missing_object_names_cluster_namespace_and_next_step() {
+        // Recorded from kube-apiserver v1.36 (errors/404-delete-missing.json).
+        let error = failure(
+            serde_json::json!({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"virtualclusters.kosmos.io \"vc-ssa\" not found","reason":"NotFound","details":{"name":"vc-ssa","group":"kosmos.io","kind":"virtualclusters"},"code":404}),
+        );
+        assert_eq!(
+            text(api(error, "team-a", Some("vc-ssa"))),
+            output::not_found("vc-ssa", "team-a")
+        );
+    }
+
+    #[test]
+    fn unknown_resource_type_points_at_the_installation() {
+        let error = failure(
+            serde_json::json!({"message": "404 page not found", "reason": "NotFound", "code": 404}),
+        );
+        assert_eq!(
+            text(api(error, "default", Some("x"))),
+            output::resource_type_missing()
+        );
+    }
+
+    #[test]
+    fn missing_namespace_is_the_servers_message() {
+        let error = failure(
+            serde_json::json!({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"namespaces \"nowhere\" not found","reason":"NotFound","details":{"name":"nowhere","kind":"namespaces"},"code":404}),
+        );
+        assert_eq!(
+            text(api(error, "nowhere", None)),
+            "Error from server (NotFound): namespaces \"nowhere\" not found"
+        );
+    }
+
+    #[test]
+    fn denial_is_verbatim() {
+        let error = failure(
+            serde_json::json!({"message":"admission webhook \"validate.kosmos.io\" denied the request: no","reason":"Forbidden","code":403}),
+        );
+        assert_eq!(
+            text(api(error, "default", Some("x"))),
+            "Error from server (Forbidden): admission webhook \"validate.kosmos.io\" denied the request: no"
+        );
     }
 }
