@@ -87,9 +87,14 @@ impl Host {
 
     /// Runs `kubectl ARGS` with this host's kubeconfig, HOME and PATH.
     fn kubectl(&self, args: &[&str]) -> Output {
+        self.kubectl_with(args, self.kubeconfig.as_os_str())
+    }
+
+    /// Runs `kubectl ARGS` with `KUBECONFIG` set to `kubeconfig_variable`.
+    fn kubectl_with(&self, args: &[&str], kubeconfig_variable: &std::ffi::OsStr) -> Output {
         Command::new(&self.kubectl)
             .args(args)
-            .env("KUBECONFIG", &self.kubeconfig)
+            .env("KUBECONFIG", kubeconfig_variable)
             .env("HOME", self.home.path())
             .env("PATH", &self.path)
             .output()
@@ -609,5 +614,48 @@ fn a_missing_namespace_is_named_by_the_server() {
     assert_eq!(
         stderr(&no_namespace),
         "Error from server (NotFound): namespaces \"nowhere\" not found\n"
+    );
+}
+
+#[test]
+fn use_context_with_two_kubeconfig_files_writes_the_first_existing_one() {
+    let Some(host) = Host::start() else { return };
+    let tenant = TestApiServer::start(TestApiServerOptions::default()).unwrap();
+    host.vc_ok(&["create", "prod"]);
+    publish_tenant_kubeconfig(&host, "prod", &tenant);
+    // KUBECONFIG=missing:personal:config, where `personal` exists but is empty.
+    let missing = host.home.path().join("missing");
+    let personal = host.home.path().join("personal");
+    std::fs::write(&personal, "").unwrap();
+    let variable = std::env::join_paths([&missing, &personal, &host.kubeconfig]).unwrap();
+    let shared_before = std::fs::read(&host.kubeconfig).unwrap();
+
+    let switched = host.kubectl_with(&["vc", "use-context", "prod"], &variable);
+    assert!(switched.status.success(), "{}", stderr(&switched));
+    assert_eq!(
+        String::from_utf8_lossy(&switched.stdout),
+        "Switched to context \"vc-prod\".\n"
+    );
+    assert!(!missing.exists());
+    assert_eq!(
+        std::fs::read(&host.kubeconfig).unwrap(),
+        shared_before,
+        "the shared file must not change"
+    );
+    let personal_file = parse(&personal);
+    assert_eq!(personal_file["current-context"], "vc-prod");
+
+    // kubectl merges both files and lands on the tenant.
+    let ready = host.kubectl_with(&["get", "--raw", "/readyz"], &variable);
+    assert_eq!(
+        String::from_utf8_lossy(&ready.stdout),
+        "ok",
+        "{}",
+        stderr(&ready)
+    );
+    let contexts = host.kubectl_with(&["config", "get-contexts", "-o", "name"], &variable);
+    assert_eq!(
+        String::from_utf8_lossy(&contexts.stdout),
+        "vc-prod\nvc-test\n"
     );
 }
