@@ -29,8 +29,19 @@ use kube::runtime::watcher;
 use serde_json::Value;
 use vc_api::VirtualCluster;
 
-/// Longest any single wait of a scenario lasts.
+/// Longest any single wait of a scenario lasts on the simulated hosts.
 const WAIT: Duration = Duration::from_secs(60);
+
+/// `--timeout` of the plugin's waits: real images on an existing cluster take longer to
+/// pull and start than simulated workloads.
+#[cfg(test)]
+fn plugin_timeout(harness: &Harness) -> &'static str {
+    if harness.kind == HostKind::External {
+        "300s"
+    } else {
+        "90s"
+    }
+}
 
 /// Starts a harness, or prints why the scenario is skipped.
 #[cfg(test)]
@@ -123,7 +134,7 @@ async fn create_completed(
         memory,
         "--wait=completed",
         "--timeout",
-        "90s",
+        plugin_timeout(harness),
     ]);
     harness.operator.succeed(&args).await.unwrap()
 }
@@ -791,7 +802,14 @@ async fn lifecycle() {
 
     let deleted = harness
         .operator
-        .succeed(&["vc", "delete", "tenant1", "--wait", "--timeout", "60s"])
+        .succeed(&[
+            "vc",
+            "delete",
+            "tenant1",
+            "--wait",
+            "--timeout",
+            plugin_timeout(&harness),
+        ])
         .await
         .unwrap();
     assert!(

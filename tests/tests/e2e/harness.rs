@@ -890,8 +890,8 @@ impl Harness {
         Ok(())
     }
 
-    /// Polls `check` until it returns Ok, at most `limit`; the error names `what` and the
-    /// last thing `check` saw.
+    /// Polls `check` until it returns Ok, at most `limit` (5× on an existing cluster); the
+    /// error names `what` and the last thing `check` saw.
     pub async fn eventually<T, F, Fut>(
         &self,
         what: &str,
@@ -902,6 +902,12 @@ impl Harness {
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, String>>,
     {
+        // Real images on an existing cluster are pulled and started, not simulated.
+        let limit = if self.kind == HostKind::External {
+            limit * 5
+        } else {
+            limit
+        };
         let deadline = Instant::now() + limit;
         loop {
             let last = match check().await {
