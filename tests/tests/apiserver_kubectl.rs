@@ -231,6 +231,49 @@ mod kubectl {
     }
 
     #[test]
+    fn kubectl_impersonation_and_auth_can_i_follow_stored_rbac() {
+        if !kubectl_available() {
+            return;
+        }
+        let options = TestApiServerOptions {
+            enforce_rbac: true,
+            ..TestApiServerOptions::default()
+        };
+        let server = TestApiServer::start(options).expect("server starts");
+        let k = setup(&server);
+        let sa = "--as=system:serviceaccount:kosmos-system:ctl";
+        let out = k.run(&["auth", "can-i", "list", "secrets", "-n", "default", sa]);
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "no");
+        let err = k.fails(&["get", "secrets", "-n", "default", sa]);
+        assert!(
+            err.contains("User \"system:serviceaccount:kosmos-system:ctl\" cannot list resource \"secrets\" in API group \"\" in the namespace \"default\""),
+            "{err}"
+        );
+        let rbac = "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: secret-reader}\nrules:\n- apiGroups: [\"\"]\n  resources: [secrets]\n  verbs: [get, list, watch]\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {name: ctl-reads, namespace: default}\nroleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: secret-reader}\nsubjects:\n- {kind: ServiceAccount, name: ctl, namespace: kosmos-system}\n";
+        k.apply_text(rbac, &[]);
+        assert_eq!(
+            k.ok(&["auth", "can-i", "list", "secrets", "-n", "default", sa])
+                .trim(),
+            "yes"
+        );
+        let out = k.run(&["auth", "can-i", "list", "secrets", "-n", "kube-system", sa]);
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "no");
+        k.ok(&["get", "secrets", "-n", "default", sa]);
+        // A user who may not impersonate is refused.
+        let nobody = server.kubeconfig_for("nobody", &[]).expect("kubeconfig");
+        let out = k
+            .command(&["get", "secrets", "--as=admin"])
+            .env("KUBECONFIG", &nobody)
+            .output()
+            .expect("kubectl runs");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains("cannot impersonate"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn kubectl_manages_nodes_namespaces_secrets_and_deployments() {
         if !kubectl_available() {
             return;

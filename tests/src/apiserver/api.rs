@@ -140,7 +140,7 @@ pub async fn handle(
     parts: Parts,
     body: Bytes,
 ) -> hyper::Response<Body> {
-    let req = Req {
+    let mut req = Req {
         method: parts.method.clone(),
         path: parts.uri.path().to_string(),
         query: parse_query(parts.uri.query()),
@@ -148,10 +148,152 @@ pub async fn handle(
         body,
         user,
     };
+    match impersonate(&state, &req) {
+        Ok(Some(user)) => req.user = user,
+        Ok(None) => {}
+        Err(e) => return error_response(&e),
+    }
     match route(&state, &req).await {
         Ok(resp) => resp,
         Err(e) => error_response(&e),
     }
+}
+
+/// `Impersonate-User` / `Impersonate-Group` (kubectl `--as`, `--as-group`): allowed when
+/// the caller may `impersonate` users and groups.
+fn impersonate(state: &State, req: &Req) -> Result<Option<UserInfo>, ApiError> {
+    let Some(user) = req
+        .headers
+        .get("impersonate-user")
+        .and_then(|v| v.to_str().ok())
+    else {
+        return Ok(None);
+    };
+    let mut groups: Vec<String> = req
+        .headers
+        .get_all("impersonate-group")
+        .iter()
+        .filter_map(|v| v.to_str().ok().map(str::to_string))
+        .collect();
+    let mut checks = vec![("users", String::new(), user.to_string())];
+    if let Some(rest) = user.strip_prefix("system:serviceaccount:") {
+        let (ns, name) = rest.split_once(':').unwrap_or(("", rest));
+        checks = vec![("serviceaccounts", ns.to_string(), name.to_string())];
+        groups.extend([
+            "system:serviceaccounts".to_string(),
+            format!("system:serviceaccounts:{ns}"),
+        ]);
+    }
+    checks.extend(groups.iter().map(|g| ("groups", String::new(), g.clone())));
+    for (resource, namespace, name) in checks {
+        let attrs = AuthzAttributes {
+            user: req.user.username.clone(),
+            groups: req.user.groups.clone(),
+            verb: "impersonate".into(),
+            resource: resource.into(),
+            namespace,
+            name,
+            ..AuthzAttributes::default()
+        };
+        if let AuthzDecision::Deny(_) = decide(state, &attrs, &req.user) {
+            let message = super::wiring::forbidden_message(&attrs, "");
+            return Err(ApiError::with_code(403, Some("Forbidden"), message));
+        }
+    }
+    if !groups.iter().any(|g| g == "system:authenticated") {
+        groups.push("system:authenticated".into());
+    }
+    Ok(Some(UserInfo {
+        username: user.to_string(),
+        groups,
+        ..UserInfo::default()
+    }))
+}
+
+/// SelfSubjectAccessReview and SubjectAccessReview: what `kubectl auth can-i` asks.
+fn access_review(
+    state: &State,
+    req: &Req,
+    self_review: bool,
+) -> Result<hyper::Response<Body>, ApiError> {
+    if req.method != http::Method::POST {
+        return Err(ApiError::page_not_found());
+    }
+    let protobuf = req
+        .header("content-type")
+        .starts_with("application/vnd.kubernetes.protobuf");
+    let mut review: Value = if protobuf {
+        super::protobuf::decode(&req.body).map_err(ApiError::bad_request)?
+    } else {
+        serde_json::from_slice(&req.body)
+            .map_err(|e| ApiError::bad_request(format!("error decoding the access review: {e}")))?
+    };
+    let spec = review.get("spec").cloned().unwrap_or_else(|| json!({}));
+    let text = |v: &Value, k: &str| {
+        v.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let (user, groups) = if self_review {
+        (req.user.clone(), req.user.groups.clone())
+    } else {
+        let groups: Vec<String> = spec
+            .get("groups")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|g| g.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        (
+            UserInfo {
+                username: text(&spec, "user"),
+                groups: groups.clone(),
+                ..UserInfo::default()
+            },
+            groups,
+        )
+    };
+    let attrs = match (
+        spec.get("resourceAttributes"),
+        spec.get("nonResourceAttributes"),
+    ) {
+        (Some(r), _) => AuthzAttributes {
+            user: user.username.clone(),
+            groups,
+            verb: text(r, "verb"),
+            api_group: text(r, "group"),
+            resource: text(r, "resource"),
+            subresource: text(r, "subresource"),
+            namespace: text(r, "namespace"),
+            name: text(r, "name"),
+            non_resource_path: None,
+        },
+        (None, Some(n)) => AuthzAttributes {
+            user: user.username.clone(),
+            groups,
+            verb: text(n, "verb"),
+            non_resource_path: Some(text(n, "path")),
+            ..AuthzAttributes::default()
+        },
+        (None, None) => {
+            return Err(ApiError::bad_request(
+                "spec.resourceAttributes or spec.nonResourceAttributes is required",
+            ));
+        }
+    };
+    let status = match decide(state, &attrs, &user) {
+        AuthzDecision::Allow => json!({"allowed": true}),
+        AuthzDecision::Deny(reason) if reason.is_empty() => json!({"allowed": false}),
+        AuthzDecision::Deny(reason) => json!({"allowed": false, "reason": reason}),
+    };
+    review["status"] = status;
+    if review.get("metadata").is_none() {
+        review["metadata"] = json!({});
+    }
+    Ok(json_response(201, &review, &[]))
 }
 
 const PUBLIC_PATHS: &[&str] = &["/version", "/healthz", "/livez", "/readyz", "/version/"];
@@ -165,6 +307,18 @@ async fn route(state: &Arc<State>, req: &Req) -> Result<hyper::Response<Body>, A
     );
     if !resource_request {
         return non_resource(state, req, path, &segments).await;
+    }
+    match segments.as_slice() {
+        [
+            "apis",
+            "authorization.k8s.io",
+            "v1",
+            "selfsubjectaccessreviews",
+        ] => return access_review(state, req, true),
+        ["apis", "authorization.k8s.io", "v1", "subjectaccessreviews"] => {
+            return access_review(state, req, false);
+        }
+        _ => {}
     }
     let (group, version, rest) = match segments.as_slice() {
         ["api", v, rest @ ..] => ("", *v, rest),

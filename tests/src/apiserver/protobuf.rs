@@ -120,7 +120,56 @@ fn object_meta(buf: &[u8]) -> Option<Value> {
 }
 
 /// The kinds this decoder understands.
-pub const SUPPORTED: &str = "Namespace, Secret, ConfigMap, ServiceAccount";
+pub const SUPPORTED: &str =
+    "Namespace, Secret, ConfigMap, ServiceAccount, (Self)SubjectAccessReview";
+
+fn strings_of(buf: &[u8], names: &[(u32, &str)]) -> Option<Map<String, Value>> {
+    let mut m = Map::new();
+    for f in fields(buf)? {
+        if let Field::Bytes(n, v) = f
+            && let Some((_, name)) = names.iter().find(|(num, _)| *num == n)
+        {
+            m.insert((*name).to_string(), json!(text(v)));
+        }
+    }
+    Some(m)
+}
+
+/// `SubjectAccessReviewSpec` (also the self-review's spec, which has fields 1 and 2 only).
+fn access_review_spec(buf: &[u8]) -> Option<Value> {
+    let mut spec = Map::new();
+    for f in fields(buf)? {
+        match f {
+            Field::Bytes(1, r) => {
+                let attrs = [
+                    (1, "namespace"),
+                    (2, "verb"),
+                    (3, "group"),
+                    (4, "version"),
+                    (5, "resource"),
+                    (6, "subresource"),
+                    (7, "name"),
+                ];
+                spec.insert(
+                    "resourceAttributes".into(),
+                    Value::Object(strings_of(r, &attrs)?),
+                );
+            }
+            Field::Bytes(2, n) => {
+                spec.insert(
+                    "nonResourceAttributes".into(),
+                    Value::Object(strings_of(n, &[(1, "path"), (2, "verb")])?),
+                );
+            }
+            Field::Bytes(3, u) => {
+                spec.insert("user".into(), json!(text(u)));
+            }
+            Field::Bytes(4, g) => push_string(&mut spec, "groups", g),
+            _ => {}
+        }
+    }
+    Some(Value::Object(spec))
+}
 
 /// Decodes a protobuf request body into the JSON object it stands for.
 pub fn decode(body: &[u8]) -> Result<Value, String> {
@@ -183,7 +232,20 @@ pub fn decode(body: &[u8]) -> Result<Value, String> {
             ("ServiceAccount", Field::Varint(4, v)) => {
                 obj.insert("automountServiceAccountToken".into(), json!(v != 0));
             }
-            ("Secret" | "ConfigMap" | "ServiceAccount", _) => {}
+            ("SelfSubjectAccessReview" | "SubjectAccessReview", Field::Bytes(2, spec)) => {
+                obj.insert(
+                    "spec".into(),
+                    access_review_spec(spec).ok_or("malformed access review spec")?,
+                );
+            }
+            (
+                "Secret"
+                | "ConfigMap"
+                | "ServiceAccount"
+                | "SelfSubjectAccessReview"
+                | "SubjectAccessReview",
+                _,
+            ) => {}
             (other, _) => {
                 return Err(format!(
                     "the test API server decodes protobuf bodies only for {SUPPORTED}, not {other}; send it as JSON or YAML (kubectl create -f / kubectl apply -f)"
