@@ -536,7 +536,7 @@ mod semantics {
     );
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn too_old_watch_gets_gone_and_watcher_recovers() {
+    async fn too_old_watch_resource_version_gets_410_gone() {
         let cluster = TestCluster::in_process().unwrap();
         let TestCluster::InProcess(server) = &cluster else {
             unreachable!()
