@@ -66,6 +66,8 @@ const WEBHOOK_TLS_SECRET: &str = "kosmos-vc-webhook-e2e-tls";
 /// The EndpointSlice standing in for the webhook pods.
 const WEBHOOK_SLICE: &str = "kosmos-vc-webhook-local";
 const LOG_TAIL_LINES: usize = 60;
+/// Bound of every start-up wait: generous, since CI runs many scenarios on 2 cores.
+const STARTUP_WAIT: Duration = Duration::from_secs(60);
 
 /// Which host cluster the harness drives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -640,7 +642,7 @@ impl Harness {
                 &[
                     "wait",
                     "--for=condition=Established",
-                    "--timeout=30s",
+                    "--timeout=60s",
                     "crd/virtualclusters.kosmos.io",
                 ],
                 None,
@@ -789,7 +791,7 @@ impl Harness {
     }
 
     async fn wait_webhook_ready(&mut self, port: u16, ca_pem: &str) -> anyhow::Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + STARTUP_WAIT;
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
         loop {
             if let Some(webhook) = self.webhook.as_mut() {
@@ -800,7 +802,7 @@ impl Harness {
             }
             if Instant::now() > deadline {
                 bail!(
-                    "vc-webhook did not answer 200 on https://{addr}/readyz within 30 s; log:\n{}",
+                    "vc-webhook did not answer 200 on https://{addr}/readyz within {STARTUP_WAIT:?}; log:\n{}",
                     self.webhook_log
                         .as_deref()
                         .map(|l| log_tail(l, LOG_TAIL_LINES))
@@ -821,7 +823,7 @@ impl Harness {
         let kubeconfig = self.host.kubeconfig_path().to_owned();
         self.eventually(
             "the webhooks to admit a dry-run VirtualCluster",
-            Duration::from_secs(30),
+            STARTUP_WAIT,
             || async {
                 let run = self
                     .operator
@@ -862,7 +864,7 @@ impl Harness {
             .env("POD_NAME", "vc-controller-e2e");
         let mut process = Process::spawn("vc-controller", command, &launch.log)?;
         let probe = launch.probe;
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + STARTUP_WAIT;
         loop {
             process.check_running()?;
             if http_status(probe, "/readyz").await == Some(200) {
@@ -870,7 +872,7 @@ impl Harness {
             }
             if Instant::now() > deadline {
                 bail!(
-                    "vc-controller did not answer 200 on http://{probe}/readyz within 30 s; log:\n{}",
+                    "vc-controller did not answer 200 on http://{probe}/readyz within {STARTUP_WAIT:?}; log:\n{}",
                     log_tail(&launch.log, LOG_TAIL_LINES)
                 );
             }
@@ -971,7 +973,7 @@ impl Harness {
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
         self.eventually(
             &format!("kubectl port-forward to {name}-apiserver on {addr}"),
-            Duration::from_secs(30),
+            STARTUP_WAIT,
             || async {
                 tokio::net::TcpStream::connect(addr)
                     .await
