@@ -490,6 +490,18 @@ mod errors {
             &v,
         );
 
+        let (s, body) = admin
+            .call(
+                "GET",
+                &format!("{VCS}/vc1"),
+                None,
+                "",
+                Some("application/xml"),
+            )
+            .await;
+        let v: Value = serde_json::from_slice(&body).expect("json");
+        assert_matches("406-not-acceptable-accept-xml.json", s, &v);
+
         // Compacted history: exact lists and old continue tokens are gone.
         server.compact();
         let (s, v) = admin

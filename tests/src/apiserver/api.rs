@@ -308,6 +308,16 @@ async fn route(state: &Arc<State>, req: &Req) -> Result<hyper::Response<Body>, A
     if !resource_request {
         return non_resource(state, req, path, &segments).await;
     }
+    let accept = req.accept();
+    let acceptable = accept.is_empty()
+        || ["json", "*/*", "yaml", "protobuf"]
+            .iter()
+            .any(|t| accept.contains(t));
+    if !acceptable {
+        return Err(ApiError::not_acceptable(
+            "only the following media types are accepted: application/json, application/yaml, application/vnd.kubernetes.protobuf",
+        ));
+    }
     match segments.as_slice() {
         [
             "apis",
