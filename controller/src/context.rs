@@ -147,11 +147,10 @@ impl Context {
         }
     }
 
-    /// Waits until every cache has listed its objects, so no reconcile mistakes a
-    /// not-yet-listed Secret for a missing one. Returns at once after start-up.
-    pub async fn wait_for_caches(&self) {
-        let mut synced = self.synced.clone();
-        let _ = synced.wait_for(|synced| *synced).await;
+    /// Whether every cache has listed its objects. Until then a reconcile could mistake
+    /// a not-yet-listed Secret for a missing one, so it must not run.
+    pub fn caches_synced(&self) -> bool {
+        *self.synced.borrow()
     }
 
     /// Publishes an Event about `vc`; failures are logged, never fatal.

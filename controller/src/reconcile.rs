@@ -43,9 +43,16 @@ use crate::rollout::{
 use crate::status::{DesiredCondition, Progress, compute_phase, needs_write, set_condition};
 use crate::tenant;
 
+/// How soon a reconcile that arrived before the caches synced runs again.
+const CACHE_SYNC_RETRY: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Entry point of the Controller: runs the finalizer-guarded chain and records metrics.
 pub async fn reconcile(vc: Arc<VirtualCluster>, ctx: Arc<Context>) -> Result<Action> {
-    ctx.wait_for_caches().await;
+    if !ctx.caches_synced() {
+        // Never wait inside a reconcile: the caches are fed by the same Controller whose
+        // workers would be blocked, so waiting here could starve them for good.
+        return Ok(Action::requeue(CACHE_SYNC_RETRY));
+    }
     let started = Instant::now();
     let key = object_key(&vc);
     let namespace = vc.namespace().unwrap_or_default();

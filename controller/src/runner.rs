@@ -172,15 +172,30 @@ pub async fn run(
         cluster_role_bindings,
     };
 
-    let controller = Controller::new(
-        Api::<VirtualCluster>::all(client.clone()),
-        watcher::Config::default(),
-    );
-    let virtual_clusters = controller.store();
+    // The VirtualCluster cache is ours, not the Controller's: kube-runtime's applier
+    // already waits on the Controller's store, and a store wakes only one waiter. Its
+    // first complete listing is seen on the event stream instead.
+    let (virtual_clusters, vc_writer) = reflector::store::<VirtualCluster>();
+    let (vc_listed_tx, vc_listed_rx) = tokio::sync::watch::channel(false);
+    let vc_stream = reflector::reflector(
+        vc_writer,
+        watcher(
+            Api::<VirtualCluster>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .inspect(move |event| {
+            if matches!(event, Ok(watcher::Event::InitDone)) {
+                vc_listed_tx.send_replace(true);
+            }
+        }),
+    )
+    .default_backoff()
+    .applied_objects();
+    let controller = Controller::for_stream(vc_stream, virtual_clusters.clone());
     let (ready_tx, ready_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(mark_ready_when_synced(
         stores.clone(),
-        virtual_clusters.clone(),
+        vc_listed_rx,
         health,
         ready_tx,
     ));
@@ -231,27 +246,53 @@ fn no_trigger<K>(_: K) -> Option<ObjectRef<VirtualCluster>> {
 
 async fn mark_ready_when_synced(
     stores: Stores,
-    virtual_clusters: Store<VirtualCluster>,
+    mut virtual_clusters_listed: tokio::sync::watch::Receiver<bool>,
     health: Arc<Health>,
     ready: tokio::sync::watch::Sender<bool>,
 ) {
-    let synced = futures::future::join_all([
-        stores.nodes.wait_until_ready().boxed(),
-        stores.secrets.wait_until_ready().boxed(),
-        stores.services.wait_until_ready().boxed(),
-        stores.stateful_sets.wait_until_ready().boxed(),
-        stores.deployments.wait_until_ready().boxed(),
-        stores.service_accounts.wait_until_ready().boxed(),
-        stores.resource_quotas.wait_until_ready().boxed(),
-        stores.roles.wait_until_ready().boxed(),
-        stores.role_bindings.wait_until_ready().boxed(),
-        stores.namespaces.wait_until_ready().boxed(),
-        stores.cluster_roles.wait_until_ready().boxed(),
-        stores.cluster_role_bindings.wait_until_ready().boxed(),
-        virtual_clusters.wait_until_ready().boxed(),
-    ])
+    let named = [
+        ("nodes", stores.nodes.wait_until_ready().boxed()),
+        ("secrets", stores.secrets.wait_until_ready().boxed()),
+        ("services", stores.services.wait_until_ready().boxed()),
+        (
+            "statefulsets",
+            stores.stateful_sets.wait_until_ready().boxed(),
+        ),
+        ("deployments", stores.deployments.wait_until_ready().boxed()),
+        (
+            "serviceaccounts",
+            stores.service_accounts.wait_until_ready().boxed(),
+        ),
+        (
+            "resourcequotas",
+            stores.resource_quotas.wait_until_ready().boxed(),
+        ),
+        ("roles", stores.roles.wait_until_ready().boxed()),
+        (
+            "rolebindings",
+            stores.role_bindings.wait_until_ready().boxed(),
+        ),
+        ("namespaces", stores.namespaces.wait_until_ready().boxed()),
+        (
+            "clusterroles",
+            stores.cluster_roles.wait_until_ready().boxed(),
+        ),
+        (
+            "clusterrolebindings",
+            stores.cluster_role_bindings.wait_until_ready().boxed(),
+        ),
+    ];
+    let synced = futures::future::join_all(named.into_iter().map(|(name, ready)| async move {
+        let result = ready.await;
+        tracing::debug!(watch = name, "cache synced");
+        result
+    }))
     .await;
-    if synced.iter().all(Result::is_ok) {
+    let listed = virtual_clusters_listed
+        .wait_for(|listed| *listed)
+        .await
+        .is_ok();
+    if listed && synced.iter().all(Result::is_ok) {
         tracing::info!("watches synced; reconciling");
         health.set_ready();
         let _ = ready.send(true);
