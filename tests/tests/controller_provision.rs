@@ -2,6 +2,7 @@
 //! Initialized and Completed, its kubeconfig works, a settled tenant costs no writes,
 //! and a delete leaves nothing behind.
 
+#[cfg(test)]
 mod controller_common;
 
 use std::collections::BTreeSet;
@@ -23,8 +24,10 @@ use vc_api::constants::{
 
 use controller_common::{Harness, carries_any_claim, condition};
 
+#[cfg(test)]
 const PROVISION_TIMEOUT: Duration = Duration::from_secs(60);
 
+#[cfg(test)]
 fn kubectl_available() -> bool {
     std::process::Command::new("kubectl")
         .arg("version")
@@ -258,6 +261,7 @@ async fn settled_tenant_reconciles_write_nothing() {
     harness.shutdown().await;
 }
 
+#[cfg(test)]
 fn reconcile_count(harness: &Harness) -> u64 {
     let text = harness.metrics.encode().unwrap();
     text.lines()

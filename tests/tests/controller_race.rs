@@ -2,6 +2,7 @@
 //! with exactly one owner, every loser says who owns its node, and deleting a winner
 //! lets a loser converge.
 
+#[cfg(test)]
 mod controller_common;
 
 use std::collections::BTreeMap;
@@ -14,18 +15,24 @@ use vc_api::condition_types::NODES_PROMOTED;
 
 use controller_common::{Harness, condition, owner_of};
 
+#[cfg(test)]
 const CLUSTERS: usize = 50;
+#[cfg(test)]
 const NODES: usize = 20;
+#[cfg(test)]
 const NAMESPACE: &str = "race";
 
+#[cfg(test)]
 fn cluster_name(index: usize) -> String {
     format!("vc-{index:02}")
 }
 
+#[cfg(test)]
 fn node_of(index: usize) -> String {
     format!("node-{}", index % NODES)
 }
 
+#[cfg(test)]
 /// Node → owner (`NS/NAME`) as the Nodes' labels say.
 async fn owners(harness: &Harness) -> BTreeMap<String, Option<String>> {
     let nodes: Api<Node> = Api::all(harness.admin.clone());
@@ -38,6 +45,7 @@ async fn owners(harness: &Harness) -> BTreeMap<String, Option<String>> {
         .collect()
 }
 
+#[cfg(test)]
 /// Checks every listed node has one owner among the clusters listing it, and that every
 /// other cluster listing it reports NodeConflict naming that owner.
 async fn settled(harness: &Harness, alive: &[usize]) -> Option<BTreeMap<String, String>> {

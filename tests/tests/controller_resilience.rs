@@ -2,6 +2,7 @@
 //! the chain and restarted, or fed 500s, 429s and cut watches, the tenant still
 //! converges, with one copy of each object and the CA it got first.
 
+#[cfg(test)]
 mod controller_common;
 
 use std::collections::BTreeMap;
@@ -16,8 +17,10 @@ use vc_tests::apiserver::FaultMatch;
 
 use controller_common::{CONTROLLER_USER, Harness};
 
+#[cfg(test)]
 const TIMEOUT: Duration = Duration::from_secs(90);
 
+#[cfg(test)]
 /// Names of the tenant's Secrets, Services, StatefulSets and Deployments.
 async fn tenant_objects(harness: &Harness, namespace: &str, name: &str) -> Vec<String> {
     let params = ListParams::default().labels(&format!("{TENANT_NAME_LABEL}={name}"));
@@ -55,6 +58,7 @@ async fn tenant_objects(harness: &Harness, namespace: &str, name: &str) -> Vec<S
     names
 }
 
+#[cfg(test)]
 async fn ca_certificates(
     harness: &Harness,
     namespace: &str,
@@ -73,6 +77,7 @@ async fn ca_certificates(
     cas
 }
 
+#[cfg(test)]
 /// One step of the chain, observed from outside.
 async fn step_done(harness: &Harness, step: usize) -> bool {
     let client = harness.admin.clone();

@@ -3,6 +3,7 @@
 //! Deployment mounts, and the clustertree): what the controller renders must work for
 //! a simulator that only reads the objects, not the controller's conventions.
 
+#[cfg(test)]
 mod controller_common;
 
 use std::time::Duration;

@@ -1,6 +1,7 @@
 //! A kubernetesVersion bump rolls the apiserver before controller-manager and scheduler
 //! (etcd's image follows its own flag), shows `Updating` meanwhile, and keeps the CA.
 
+#[cfg(test)]
 mod controller_common;
 
 use std::time::{Duration, Instant};
@@ -13,8 +14,10 @@ use serde_json::json;
 
 use controller_common::Harness;
 
+#[cfg(test)]
 const TIMEOUT: Duration = Duration::from_secs(60);
 
+#[cfg(test)]
 async fn image(deployments: &Api<Deployment>, name: &str) -> String {
     let deployment = deployments.get(name).await.unwrap();
     deployment.spec.unwrap().template.spec.unwrap().containers[0]
