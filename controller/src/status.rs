@@ -92,18 +92,15 @@ pub struct Progress {
 
 /// The phase for `progress`, given the phase stored before.
 ///
-/// Once a tenant has been handed out (Initialized or later), work on it shows as
-/// `Updating` rather than falling back to `Preparing`, so users can tell "not yet
-/// built" from "changing".
+/// Once a tenant has been completed, work on it shows as `Updating` rather than falling
+/// back to an earlier phase, so users can tell "not yet built" from "changing". A fresh
+/// tenant whose components are still rolling out for the first time is not updating:
+/// it goes Preparing, Initialized, Completed, as the proposal describes.
 pub fn compute_phase(progress: Progress, previous: Option<Phase>) -> Phase {
-    let was_handed_out = matches!(
-        previous,
-        Some(Phase::Initialized | Phase::Completed | Phase::Updating)
-    );
     let was_completed = matches!(previous, Some(Phase::Completed | Phase::Updating));
     if progress.failed {
         Phase::Failed
-    } else if progress.rolling && (was_handed_out || progress.kubeconfig_published) {
+    } else if progress.rolling && was_completed {
         Phase::Updating
     } else if progress.kubeconfig_published && progress.promotion_complete {
         Phase::Completed
@@ -236,6 +233,20 @@ mod tests {
         assert_eq!(
             compute_phase(fresh_rolling, Some(Phase::Preparing)),
             Phase::Preparing
+        );
+        // The kubeconfig published while the scheduler still rolls out for the first
+        // time: the tenant is Initialized, on its first and on later passes.
+        let first_rollout = Progress {
+            kubeconfig_published: true,
+            ..fresh_rolling
+        };
+        assert_eq!(
+            compute_phase(first_rollout, Some(Phase::Preparing)),
+            Phase::Initialized
+        );
+        assert_eq!(
+            compute_phase(first_rollout, Some(Phase::Initialized)),
+            Phase::Initialized
         );
     }
 
