@@ -227,6 +227,16 @@ impl ServiceAllocator {
         }
     }
 
+    /// Starts handing out cluster IPs at `offset` into the range instead of its first
+    /// address. Test servers running side by side on one machine share the loopback
+    /// range, and tenant API servers bind their Service's cluster IP, so each server
+    /// starts at its own place to keep tenants of parallel tests apart.
+    pub fn starting_at(mut self, offset: u32) -> Self {
+        let last_usable = self.size.saturating_sub(3).max(1);
+        self.next_ip = offset.clamp(1, last_usable);
+        self
+    }
+
     fn allocate_ip(&mut self) -> Option<Ipv4Addr> {
         for _ in 0..self.size {
             let offset = self.next_ip;
@@ -400,6 +410,21 @@ impl ServiceAllocator {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_random_start_stays_inside_the_range_and_wraps() {
+        let (base, size) = parse_cidr("127.100.7.0/30").unwrap();
+        let mut alloc = ServiceAllocator::new(base, size).starting_at(1000);
+        let first = alloc.allocate_ip().unwrap();
+        let second = alloc.allocate_ip().unwrap();
+        assert_eq!(first, Ipv4Addr::new(127, 100, 7, 1));
+        assert_eq!(second, Ipv4Addr::new(127, 100, 7, 2));
+        assert_eq!(alloc.allocate_ip(), None, "a /30 has two usable addresses");
+
+        let (base, size) = parse_cidr("127.100.0.0/16").unwrap();
+        let mut alloc = ServiceAllocator::new(base, size).starting_at(513);
+        assert_eq!(alloc.allocate_ip(), Some(Ipv4Addr::new(127, 100, 2, 1)));
+    }
 
     #[test]
     fn services_get_loopback_cluster_ips_and_node_ports() {

@@ -256,7 +256,10 @@ impl TestApiServer {
                     .clone()
                     .unwrap_or_else(|| Arc::new(wiring::WebhookAdmission)),
             )),
-            services: Mutex::new(builtin::ServiceAllocator::new(base, size)),
+            services: Mutex::new(
+                builtin::ServiceAllocator::new(base, size)
+                    .starting_at(rand::random_range(1..size.max(2))),
+            ),
             gc_wake: tokio::sync::Notify::new(),
             server_address: RwLock::new(String::new()),
         });
