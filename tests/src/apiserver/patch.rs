@@ -40,11 +40,31 @@ pub fn apply_json_patch(doc: &Value, body: &[u8]) -> Result<Value, ApiError> {
     }
     let patch: json_patch::Patch = serde_json::from_value(ops)
         .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
+    let rejected =
+        || ApiError::patch_failed("the server rejected our request due to an error in our request");
     let mut out = doc.clone();
-    json_patch::patch(&mut out, &patch).map_err(|_| {
-        ApiError::patch_failed("the server rejected our request due to an error in our request")
-    })?;
+    for operation in patch.0 {
+        if is_null_test_of_absent_member(&out, &operation) {
+            continue;
+        }
+        json_patch::patch(&mut out, &[operation]).map_err(|_| rejected())?;
+    }
     Ok(out)
+}
+
+/// The apiserver's JSON patch library treats `test` of a member that does not exist
+/// against `null` as a success (its parent must exist). kube-runtime's finalizer helper
+/// relies on it to add the first finalizer race-free; RFC 6902 alone would refuse it.
+fn is_null_test_of_absent_member(doc: &Value, operation: &json_patch::PatchOperation) -> bool {
+    let json_patch::PatchOperation::Test(test) = operation else {
+        return false;
+    };
+    if !test.value.is_null() {
+        return false;
+    }
+    let path = test.path.as_str();
+    let parent = path.rsplit_once('/').map_or("", |(parent, _)| parent);
+    doc.pointer(parent).is_some_and(Value::is_object) && doc.pointer(path).is_none()
 }
 
 /// Applies a JSON merge patch (RFC 7386).
@@ -271,6 +291,29 @@ mod tests {
         );
         let err = apply_json_patch(&json!({}), br#"{"op":"add"}"#).unwrap_err();
         assert_eq!(err.code, 400);
+    }
+
+    #[test]
+    fn testing_an_absent_member_against_null_succeeds_like_the_apiserver() {
+        let doc = json!({"metadata": {"name": "a"}});
+        let patch = br#"[{"op":"test","path":"/metadata/finalizers","value":null},{"op":"add","path":"/metadata/finalizers","value":["kosmos.io/finalizer"]}]"#;
+        let out = apply_json_patch(&doc, patch).unwrap();
+        assert_eq!(
+            out["metadata"]["finalizers"],
+            json!(["kosmos.io/finalizer"])
+        );
+
+        // Once the member exists the test compares values again, so a racing writer loses.
+        let err = apply_json_patch(&out, patch).unwrap_err();
+        assert_eq!(err.code, 422);
+
+        // The parent must exist, as in the apiserver.
+        let err = apply_json_patch(
+            &doc,
+            br#"[{"op":"test","path":"/spec/missing","value":null}]"#,
+        )
+        .unwrap_err();
+        assert_eq!(err.code, 422);
     }
 
     #[test]
