@@ -57,11 +57,7 @@ pub async fn reconcile(vc: Arc<VirtualCluster>, ctx: Arc<Context>) -> Result<Act
     let key = object_key(&vc);
     let namespace = vc.namespace().unwrap_or_default();
     let api: Api<VirtualCluster> = Api::namespaced(ctx.client.clone(), &namespace);
-    let result = match add_finalizer_first(&api, &vc).await {
-        Err(error) => Err(error),
-        Ok(true) => Ok(Action::await_change()),
-        Ok(false) => run_chain(&api, vc.clone(), &ctx).await,
-    };
+    let result = run_chain(&api, vc.clone(), &ctx).await;
     match &result {
         Ok(_) => ctx.reset_backoff(&key),
         Err(error) if !error.is_transient() => report_invalid(&vc, error, &ctx).await,
@@ -72,39 +68,9 @@ pub async fn reconcile(vc: Arc<VirtualCluster>, ctx: Arc<Context>) -> Result<Act
     result
 }
 
-/// Puts our finalizer in place before any side effect, with a merge patch that carries
-/// the object's resourceVersion (a concurrent change is a 409 and a retry). kube-runtime's
-/// helper would do the same with a JSON patch whose `test` of an absent
-/// `/metadata/finalizers` only some apiserver implementations accept; the precondition
-/// form works everywhere. Returns whether it wrote (the update triggers the next run).
-async fn add_finalizer_first(api: &Api<VirtualCluster>, vc: &VirtualCluster) -> Result<bool> {
-    if vc.meta().deletion_timestamp.is_some() || vc.finalizers().iter().any(|f| f == FINALIZER) {
-        return Ok(false);
-    }
-    let mut finalizers = vc.finalizers().to_vec();
-    finalizers.push(FINALIZER.to_owned());
-    let patch = json!({
-        "metadata": {
-            "finalizers": finalizers,
-            "resourceVersion": vc.resource_version(),
-        }
-    });
-    api.patch(
-        &vc.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(&patch),
-    )
-    .await
-    .map_err(|source| {
-        Error::Finalizer(Box::new(kube::runtime::finalizer::Error::AddFinalizer(
-            source,
-        )))
-    })?;
-    Ok(true)
-}
-
-/// The chain under kube-runtime's finalizer helper: Apply while the object lives,
-/// Cleanup (then finalizer removal) once it is being deleted.
+/// The chain under kube-runtime's finalizer helper: it puts the finalizer in place before
+/// any side effect (a JSON patch guarded by a `test` of the current finalizers), runs
+/// Apply while the object lives, and Cleanup then finalizer removal once it is deleted.
 async fn run_chain(
     api: &Api<VirtualCluster>,
     vc: Arc<VirtualCluster>,
