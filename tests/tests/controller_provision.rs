@@ -3,6 +3,7 @@
 //! and a delete leaves nothing behind.
 
 #[cfg(test)]
+#[allow(dead_code)] // each test binary uses part of the shared harness
 mod controller_common;
 
 use std::collections::BTreeSet;

@@ -3,6 +3,7 @@
 //! lets a loser converge.
 
 #[cfg(test)]
+#[allow(dead_code)] // each test binary uses part of the shared harness
 mod controller_common;
 
 use std::collections::BTreeMap;

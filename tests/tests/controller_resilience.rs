@@ -3,6 +3,7 @@
 //! converges, with one copy of each object and the CA it got first.
 
 #[cfg(test)]
+#[allow(dead_code)] // each test binary uses part of the shared harness
 mod controller_common;
 
 use std::collections::BTreeMap;

@@ -4,6 +4,7 @@
 //! a simulator that only reads the objects, not the controller's conventions.
 
 #[cfg(test)]
+#[allow(dead_code)] // each test binary uses part of the shared harness
 mod controller_common;
 
 use std::time::Duration;

@@ -2,6 +2,7 @@
 //! (etcd's image follows its own flag), shows `Updating` meanwhile, and keeps the CA.
 
 #[cfg(test)]
+#[allow(dead_code)] // each test binary uses part of the shared harness
 mod controller_common;
 
 use std::time::{Duration, Instant};

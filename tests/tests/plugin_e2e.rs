@@ -3,6 +3,7 @@
 //! operator's commands run as `kubectl vc ...` through kubectl's plugin discovery.
 
 #[cfg(test)]
+#[allow(dead_code)] // each test binary uses part of the shared harness
 mod controller_common;
 
 use std::ffi::OsString;

@@ -3,8 +3,6 @@
 //! identity, and a small kubelet stand-in that marks workloads ready and serves each
 //! tenant's apiserver on its Service's cluster IP with the tenant's own certificates.
 
-#![allow(dead_code)]
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
