@@ -61,36 +61,9 @@ impl Default for BuildContext {
     }
 }
 
-/// The webhook's defaults (`docs/contracts.md`), applied again here so a VirtualCluster
-/// that bypassed the webhook still provisions the same way.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Defaults {
-    /// `spec.kubernetesVersion`.
-    pub kubernetes_version: String,
-    /// `spec.controlPlane.apiServer.replicas`.
-    pub apiserver_replicas: i32,
-    /// `spec.controlPlane.apiServer.serviceType`.
-    pub apiserver_service_type: ServiceType,
-    /// `spec.controlPlane.etcd.replicas`.
-    pub etcd_replicas: i32,
-    /// `spec.controlPlane.etcd.storageSize`.
-    pub etcd_storage_size: String,
-    /// `spec.clusterTree.image`.
-    pub clustertree_image: String,
-}
-
-impl Default for Defaults {
-    fn default() -> Self {
-        Self {
-            kubernetes_version: "v1.33.4".to_owned(),
-            apiserver_replicas: 1,
-            apiserver_service_type: ServiceType::ClusterIP,
-            etcd_replicas: 1,
-            etcd_storage_size: "1Gi".to_owned(),
-            clustertree_image: "ghcr.io/kosmos-io/clustertree-cluster-manager:v0.5.0".to_owned(),
-        }
-    }
-}
+/// The webhook's defaults, applied again here so a VirtualCluster that bypassed the
+/// webhook still provisions the same way; one type, so the two can never disagree.
+pub use vc_api::admission::Defaults;
 
 /// Facts about the host the builders cannot know from the spec alone.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
