@@ -81,26 +81,13 @@ pub struct CreateFlags {
     pub kubernetes_version: Option<String>,
 }
 
-/// Whether `name` is a DNS-1123 label, the rule for names that become Service and
-/// namespace names on the host.
-pub fn is_dns_label(name: &str) -> bool {
-    let bytes = name.as_bytes();
-    !bytes.is_empty()
-        && bytes.len() <= 63
-        && bytes
-            .iter()
-            .all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || *byte == b'-')
-        && bytes.first().is_some_and(u8::is_ascii_alphanumeric)
-        && bytes.last().is_some_and(u8::is_ascii_alphanumeric)
-}
-
 /// A VirtualCluster from `create` flags.
 pub fn from_flags(
     name: &str,
     namespace: &str,
     flags: &CreateFlags,
 ) -> Result<VirtualCluster, BuildError> {
-    if !is_dns_label(name) {
+    if !vc_api::admission::is_dns1123_label(name) {
         return Err(BuildError::CheckName(name.to_owned()));
     }
     let mut nodes: Vec<String> = Vec::new();

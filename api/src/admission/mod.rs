@@ -34,4 +34,6 @@ pub use facts::{ClusterFacts, ClusterKey, NodeFacts, ResourceAmounts};
 pub use inventory::Inventory;
 pub use policy::{DEFAULT_CONTROLLER_USERNAME, Policy, Ratio, RatioError};
 pub use quantity::{MILLI, QuantityError, canonical_quantity, format_amount, parse_quantity};
-pub use rules::{Denial, FORBIDDEN, INVALID, Operation, Request, Verdict, validate};
+pub use rules::{
+    Denial, FORBIDDEN, INVALID, Operation, Request, Verdict, is_dns1123_label, validate,
+};

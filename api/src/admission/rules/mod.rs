@@ -8,6 +8,8 @@ mod nodes;
 mod quota;
 mod reserved;
 mod spec;
+
+pub use spec::is_dns1123_label;
 mod updates;
 
 #[cfg(test)]

@@ -181,17 +181,20 @@ fn check_external_hosts(hosts: &[String]) -> Result<(), Denial> {
 /// A DNS-1123 subdomain, optionally with a leading `*.` wildcard label.
 fn is_dns_name(host: &str) -> bool {
     let name = host.strip_prefix("*.").unwrap_or(host);
-    let label_ok = |label: &str| {
-        let bytes = label.as_bytes();
-        !bytes.is_empty()
-            && bytes.len() <= 63
-            && bytes
-                .iter()
-                .all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || *byte == b'-')
-            && bytes.first().is_some_and(u8::is_ascii_alphanumeric)
-            && bytes.last().is_some_and(u8::is_ascii_alphanumeric)
-    };
-    !name.is_empty() && name.len() <= 253 && name.split('.').all(label_ok)
+    !name.is_empty() && name.len() <= 253 && name.split('.').all(is_dns1123_label)
+}
+
+/// Whether `name` is a DNS-1123 label (`[a-z0-9]([-a-z0-9]*[a-z0-9])?`, at most 63
+/// characters): the rule for namespace and Service names, which tenants' names become.
+pub fn is_dns1123_label(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 63
+        && bytes
+            .iter()
+            .all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || *byte == b'-')
+        && bytes.first().is_some_and(u8::is_ascii_alphanumeric)
+        && bytes.last().is_some_and(u8::is_ascii_alphanumeric)
 }
 
 #[cfg(test)]
