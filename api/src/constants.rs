@@ -51,6 +51,14 @@ pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 /// Value of [`MANAGED_BY_LABEL`].
 pub const MANAGED_BY_VALUE: &str = "kosmos-vc";
 
+/// Pod-template annotation holding a hash of every Secret the pod mounts, so a
+/// certificate renewal rolls the pods that use it and no others.
+pub const CONFIG_HASH_ANNOTATION: &str = "vc.kosmos.io/config-hash";
+
+/// Name of the kubeconfig extension that marks the cluster, user and context entries
+/// `kubectl vc use-context` wrote, so `kubectl vc delete` never removes a hand-made entry.
+pub const KUBECONFIG_MARKER_EXTENSION: &str = "kosmos.io/virtualcluster";
+
 /// Secret key holding the tenant's admin kubeconfig with the externally reachable endpoint.
 pub const KUBECONFIG_SECRET_KEY: &str = "kubeconfig";
 /// Secret key holding the tenant's admin kubeconfig with the in-cluster Service endpoint.

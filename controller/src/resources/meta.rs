@@ -9,10 +9,7 @@ use vc_api::constants::{COMPONENT_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE, TEN
 
 use super::Tenant;
 
-/// Pod-template annotation holding a hash of every Secret the pod mounts, so a certificate
-/// renewal rolls the pods. Only the controller reads it.
-// Belongs in vc_api::constants; kept here until that file's owner moves it.
-pub const CONFIG_HASH_ANNOTATION: &str = "vc.kosmos.io/config-hash";
+pub use vc_api::constants::CONFIG_HASH_ANNOTATION;
 
 /// The `app.kubernetes.io/component` values of `docs/contracts.md`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -12,9 +12,9 @@ use serde_yaml::{Mapping, Value};
 
 use super::document::{self, CURRENT_CONTEXT, DocumentError, NamedList};
 
-/// Name of the kubeconfig extension that marks entries written by `kubectl vc use-context`.
-/// kubectl keeps `extensions` on clusters, users and contexts through its own edits.
-pub const MARKER_EXTENSION_NAME: &str = "kosmos.io/virtualcluster";
+/// kubectl keeps `extensions` on clusters, users and contexts through its own edits, so
+/// this marker survives them.
+pub use vc_api::constants::KUBECONFIG_MARKER_EXTENSION as MARKER_EXTENSION_NAME;
 
 /// The VirtualCluster an entry belongs to.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
