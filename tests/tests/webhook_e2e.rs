@@ -315,23 +315,7 @@ impl Host {
         };
         let server = TestApiServer::start(TestApiServerOptions::default()).unwrap();
         let admin = server.kubeconfig_path().to_owned();
-        // The test API server's built-in discovery (recorded from a real apiserver that
-        // had the CRD) may already serve kosmos.io/v1alpha1; installing the CRD on top
-        // would list the group twice and kubectl would refuse to map VirtualCluster.
-        // Install it only when the group is not served yet.
-        let served = kubectl(
-            &kubectl_path,
-            &admin,
-            &["get", "--raw", "/apis/kosmos.io/v1alpha1"],
-            None,
-        );
-        if served.status.success() {
-            eprintln!(
-                "note: the test API server already serves kosmos.io/v1alpha1; not installing the CRD again"
-            );
-        } else {
-            server.install_yaml(CRD).await.unwrap();
-        }
+        server.install_yaml(CRD).await.unwrap();
         server.install_yaml(NODES).await.unwrap();
 
         let directory = tempfile::tempdir().unwrap();
