@@ -975,6 +975,42 @@ fn the_image_loaded_into_kind_is_the_one_the_chart_runs() {
 }
 
 #[test]
+fn the_tenant_images_are_read_from_flags_the_chart_sets() {
+    let workflow = workflow();
+    // `arg DEPLOYMENT FLAG` in the pre-pull step reads `--FLAG=VALUE` from the installed
+    // Deployment; a renamed flag would make it pull an image named from an empty string.
+    let call = regex::Regex::new(r"\barg ([a-z0-9-]+) ([a-z0-9-]+)\)").expect("valid regex");
+    let deployments = [
+        harness_str_const("WEBHOOK"),
+        harness_str_const("CONTROLLER"),
+    ];
+    let mut seen = 0;
+    for step in &workflow.steps {
+        let Some(run) = &step.run else { continue };
+        for capture in call.captures_iter(run) {
+            seen += 1;
+            let (deployment, flag) = (&capture[1], &capture[2]);
+            assert!(
+                deployments.iter().any(|d| d == deployment),
+                "{WORKFLOW}: {}.run reads flags of Deployment {deployment}, which the chart does not install ({deployments:?} in {HARNESS}); use one of those",
+                step.at
+            );
+            let component = deployment.rsplit('-').next().unwrap_or_default();
+            let template = format!("{CHART_DIR}/templates/{component}-deployment.yaml");
+            assert!(
+                read(&template).contains(&format!("--{flag}=")),
+                "{WORKFLOW}: {}.run reads `--{flag}=` of {deployment}, but {template} does not set that flag; use the flag's current name (docs/contracts.md, Flags)",
+                step.at
+            );
+        }
+    }
+    assert!(
+        seen >= 4,
+        "{WORKFLOW}: the tenant images are no longer read from the installed Deployments' flags (found {seen} `arg DEPLOYMENT FLAG` calls); pre-pull them again so a missing image fails by name"
+    );
+}
+
+#[test]
 fn failure_diagnostics_show_the_tenants_and_keep_credentials_out() {
     let workflow = workflow();
     let tenant_namespace = harness_str_const("TENANT_NAMESPACE");
