@@ -1,10 +1,20 @@
 //! Runs the same tests against a real kube-apiserver + etcd, started the way
 //! controller-runtime's envtest does, when `KUBEBUILDER_ASSETS` holds both binaries.
 //! [`TestCluster`] hides which one a test talks to.
+//!
+//! The end-to-end harness also asks for a loopback Service range (so tenant apiservers can
+//! be bound on their cluster IPs on this machine) and, when the assets hold it, a
+//! kube-controller-manager running only the controllers a bare kube-apiserver lacks for
+//! deletion to finish ([`CONTROLLER_MANAGER_CONTROLLERS`]).
+//!
+//! The argument lists are pure functions of [`EnvtestOptions`], [`EnvtestPaths`] and
+//! [`EnvtestPorts`], so they are unit-tested here although no kube-apiserver binary exists
+//! on the machines these tests usually run on.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use super::pki::{self, KubeconfigCredential, TestCa};
@@ -13,6 +23,42 @@ use super::{ServerError, StartError, TestApiServer, TestApiServerOptions, client
 /// The message a real-apiserver variant prints when it cannot run.
 pub const SKIP_MESSAGE: &str =
     "skipped: KUBEBUILDER_ASSETS not set (needs kube-apiserver and etcd)";
+
+/// The Service range envtest has always used: fine when nothing needs to reach a Service.
+pub const DEFAULT_SERVICE_CIDR: &str = "10.0.0.0/24";
+
+/// The only kube-controller-manager controllers started (canonical names of v1.28+; the
+/// older aliases `garbagecollector`, `namespace` and `resourcequota` are still accepted).
+///
+/// - `garbage-collector-controller`: deleting a VirtualCluster leaves its owned Secrets,
+///   Services, Deployments and StatefulSets (and their Pods) to the garbage collector.
+/// - `namespace-controller`: the tenant's workload namespace `vc-NS-NAME`, deleted by the
+///   controller's finalizer, stays `Terminating` until this controller empties it and
+///   removes the `kubernetes` finalizer.
+/// - `resourcequota-controller`: that namespace holds the tenant's ResourceQuota, and
+///   kube-apiserver's quota admission refuses every pod the quota covers until this
+///   controller has written the quota's usage.
+///
+/// Nothing else: the deployment, replicaset and statefulset controllers stay off because
+/// the workload simulator plays them on the host (two writers of one status would fight),
+/// `serviceaccount-token` is not needed (every identity uses a client certificate), and
+/// the Pods the simulator creates are never bound to a node, so a real apiserver deletes
+/// them at once without a kubelet or `podgc`.
+pub const CONTROLLER_MANAGER_CONTROLLERS: [&str; 3] = [
+    "garbage-collector-controller",
+    "namespace-controller",
+    "resourcequota-controller",
+];
+
+/// Identity of kube-controller-manager. `system:masters` because, with
+/// `--use-service-account-credentials=false`, every controller uses this one identity,
+/// and the bootstrap `system:kube-controller-manager` role only grants what the
+/// per-controller ServiceAccount mode needs (list/watch everything, no deletes).
+const CONTROLLER_MANAGER_USER: &str = "system:kube-controller-manager";
+const CONTROLLER_MANAGER_GROUP: &str = "system:masters";
+
+/// Bound of the readiness waits of kube-apiserver and kube-controller-manager.
+const READY_WAIT: Duration = Duration::from_secs(60);
 
 /// Why the real control plane could not start.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +76,14 @@ pub enum EnvtestError {
     },
     #[error("kube-apiserver did not become ready within {0:?} (logs in {1})")]
     NotReady(Duration, String),
+    #[error("kube-controller-manager did not answer 200 on /healthz within {0:?} (log: {1})")]
+    ControllerManagerNotReady(Duration, String),
+    #[error("{binary} exited with {status} while starting (log: {log})")]
+    Exited {
+        binary: String,
+        status: std::process::ExitStatus,
+        log: String,
+    },
     #[error("writing {path}: {source}")]
     WriteFile {
         path: String,
@@ -37,10 +91,125 @@ pub enum EnvtestError {
     },
 }
 
+/// How the real control plane is started. `Default` is what envtest always did: Service
+/// range [`DEFAULT_SERVICE_CIDR`], no kube-controller-manager.
+#[derive(Clone, Debug)]
+pub struct EnvtestOptions {
+    /// `--service-cluster-ip-range`. A loopback range (see [`private_service_cidr`]) makes
+    /// every cluster IP a local address; kube-apiserver validates the range only as a CIDR
+    /// whose IPv4 mask is at least /12.
+    pub service_cidr: String,
+    /// Also start kube-controller-manager with [`CONTROLLER_MANAGER_CONTROLLERS`] when
+    /// the assets hold the binary (silently not started otherwise; see
+    /// [`Envtest::has_controller_manager`]).
+    pub controller_manager: bool,
+}
+
+impl Default for EnvtestOptions {
+    fn default() -> Self {
+        EnvtestOptions {
+            service_cidr: DEFAULT_SERVICE_CIDR.to_owned(),
+            controller_manager: false,
+        }
+    }
+}
+
+/// Every file the control plane reads or writes, under one work directory.
+#[derive(Clone, Debug)]
+pub struct EnvtestPaths {
+    pub dir: PathBuf,
+    pub etcd_data: PathBuf,
+    pub ca_cert: PathBuf,
+    pub apiserver_cert: PathBuf,
+    pub apiserver_key: PathBuf,
+    /// Signs and verifies ServiceAccount tokens.
+    pub service_account_key: PathBuf,
+    pub admin_kubeconfig: PathBuf,
+    pub controller_manager_kubeconfig: PathBuf,
+    pub controller_manager_cert: PathBuf,
+    pub controller_manager_key: PathBuf,
+}
+
+impl EnvtestPaths {
+    pub fn under(dir: &Path) -> Self {
+        EnvtestPaths {
+            dir: dir.to_owned(),
+            etcd_data: dir.join("etcd"),
+            ca_cert: dir.join("ca.crt"),
+            apiserver_cert: dir.join("apiserver.crt"),
+            apiserver_key: dir.join("apiserver.key"),
+            service_account_key: dir.join("sa.key"),
+            admin_kubeconfig: dir.join("admin.kubeconfig"),
+            controller_manager_kubeconfig: dir.join("controller-manager.kubeconfig"),
+            controller_manager_cert: dir.join("controller-manager.crt"),
+            controller_manager_key: dir.join("controller-manager.key"),
+        }
+    }
+
+    /// The log file of `binary`'s stdout and stderr.
+    pub fn log(&self, binary: &str) -> PathBuf {
+        self.dir.join(format!("{binary}.log"))
+    }
+}
+
+/// The 127.0.0.1 ports of the control plane.
+#[derive(Clone, Copy, Debug)]
+pub struct EnvtestPorts {
+    pub etcd_client: u16,
+    pub etcd_peer: u16,
+    pub apiserver: u16,
+    pub controller_manager: u16,
+}
+
+impl EnvtestPorts {
+    fn free() -> Result<Self, EnvtestError> {
+        Ok(EnvtestPorts {
+            etcd_client: free_port()?,
+            etcd_peer: free_port()?,
+            apiserver: free_port()?,
+            controller_manager: free_port()?,
+        })
+    }
+
+    pub fn apiserver_url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.apiserver)
+    }
+
+    fn controller_manager_url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.controller_manager)
+    }
+}
+
 /// The directory named by `KUBEBUILDER_ASSETS`, if it holds kube-apiserver and etcd.
 pub fn assets() -> Option<PathBuf> {
     let dir = PathBuf::from(std::env::var_os("KUBEBUILDER_ASSETS")?);
     (dir.join("kube-apiserver").is_file() && dir.join("etcd").is_file()).then_some(dir)
+}
+
+/// `kube-controller-manager` in `assets`, when it is there.
+pub fn controller_manager_binary(assets: &Path) -> Option<PathBuf> {
+    Some(assets.join("kube-controller-manager")).filter(|path| path.is_file())
+}
+
+/// The second octets [`private_service_cidr`] picks from: clear of 127.0/16 (loopback in
+/// daily use) and the simulators' ranges (test API server Services 127.100, tenant
+/// Services 127.101, pod IPs 127.200 and 127.201).
+const PRIVATE_SECOND_OCTETS: std::ops::RangeInclusive<u32> = 110..=199;
+
+/// A loopback /24 for a host's Service cluster IPs. Harnesses running at the same time
+/// (parallel tests, a sandbox) must not hand out the same IPs, since a tenant apiserver is
+/// bound on `CLUSTER_IP:6443` of its Service: calls in one process walk the ranges from a
+/// random start (no repeat before all 23,040 are used), and other processes start
+/// elsewhere at random.
+pub fn private_service_cidr() -> String {
+    static START: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    static TAKEN: AtomicU32 = AtomicU32::new(0);
+    let count = (PRIVATE_SECOND_OCTETS.end() - PRIVATE_SECOND_OCTETS.start() + 1) * 256;
+    let start = *START.get_or_init(|| rand::random_range(0..count));
+    let index = (start + TAKEN.fetch_add(1, Ordering::Relaxed) % count) % count;
+    let second = PRIVATE_SECOND_OCTETS.start() + index / 256;
+    let third = index % 256;
+    format!("127.{second}.{third}.0/24")
 }
 
 fn free_port() -> Result<u16, EnvtestError> {
@@ -55,115 +224,252 @@ fn write(path: &Path, text: &str) -> Result<(), EnvtestError> {
     })
 }
 
-/// A real etcd + kube-apiserver pair; both are killed on drop.
-#[derive(Debug)]
-pub struct Envtest {
-    dir: tempfile::TempDir,
-    etcd: Child,
-    apiserver: Child,
-    kubeconfig: PathBuf,
-    ca: TestCa,
-    url: String,
+fn flag(name: &str, value: impl std::fmt::Display) -> String {
+    format!("--{name}={value}")
 }
 
-impl Envtest {
-    /// Starts etcd and kube-apiserver from `assets` and waits until the apiserver is ready.
-    pub async fn start(assets: &Path) -> Result<Self, EnvtestError> {
-        let dir = tempfile::Builder::new()
-            .prefix("vc-envtest")
-            .tempdir()
-            .map_err(EnvtestError::WorkDir)?;
-        let d = dir.path();
-        let ca = TestCa::generate("envtest-ca")?;
-        let serving = ca.issue_server(&[])?;
-        let sa = ca.issue_client("service-accounts", &[])?;
-        write(&d.join("ca.crt"), ca.cert_pem())?;
-        write(&d.join("apiserver.crt"), &serving.cert_pem)?;
-        write(&d.join("apiserver.key"), &serving.key_pem)?;
-        write(&d.join("sa.key"), &sa.key_pem)?;
-        let (etcd_port, peer_port, api_port) = (free_port()?, free_port()?, free_port()?);
-        let log = |name: &str| -> Result<Stdio, EnvtestError> {
-            let path = d.join(name);
-            std::fs::File::create(&path)
-                .map(Stdio::from)
-                .map_err(|source| EnvtestError::WriteFile {
-                    path: path.display().to_string(),
-                    source,
-                })
-        };
-        let etcd_url = format!("http://127.0.0.1:{etcd_port}");
-        let etcd = Command::new(assets.join("etcd"))
-            .args([
-                &format!("--data-dir={}", d.join("etcd").display()),
-                &format!("--listen-client-urls={etcd_url}"),
-                &format!("--advertise-client-urls={etcd_url}"),
-                &format!("--listen-peer-urls=http://127.0.0.1:{peer_port}"),
-                &format!("--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}"),
-                &format!("--initial-cluster=default=http://127.0.0.1:{peer_port}"),
-            ])
-            .stdout(log("etcd.log")?)
-            .stderr(log("etcd.err.log")?)
-            .spawn()
-            .map_err(|source| EnvtestError::Spawn {
-                binary: "etcd".into(),
-                source,
-            })?;
-        let apiserver = Command::new(assets.join("kube-apiserver"))
-            .args([
-                "--bind-address=127.0.0.1".to_string(),
-                "--advertise-address=127.0.0.1".to_string(),
-                format!("--secure-port={api_port}"),
-                format!("--etcd-servers={etcd_url}"),
-                format!("--cert-dir={}", d.display()),
-                format!("--tls-cert-file={}", d.join("apiserver.crt").display()),
-                format!(
-                    "--tls-private-key-file={}",
-                    d.join("apiserver.key").display()
-                ),
-                format!("--client-ca-file={}", d.join("ca.crt").display()),
-                "--service-account-issuer=https://kubernetes.default.svc.cluster.local".to_string(),
-                format!("--service-account-key-file={}", d.join("sa.key").display()),
-                format!(
-                    "--service-account-signing-key-file={}",
-                    d.join("sa.key").display()
-                ),
-                "--service-cluster-ip-range=10.0.0.0/24".to_string(),
-                "--authorization-mode=RBAC".to_string(),
-                "--disable-admission-plugins=ServiceAccount".to_string(),
-                "--allow-privileged=true".to_string(),
-            ])
-            .stdout(log("apiserver.log")?)
-            .stderr(log("apiserver.err.log")?)
-            .spawn()
-            .map_err(|source| EnvtestError::Spawn {
-                binary: "kube-apiserver".into(),
-                source,
-            })?;
-        let url = format!("https://127.0.0.1:{api_port}");
-        let admin = ca.issue_client("admin", &["system:masters".to_string()])?;
-        let text = pki::render_kubeconfig(
+/// etcd on 127.0.0.1, plain HTTP (only kube-apiserver talks to it).
+pub fn etcd_args(paths: &EnvtestPaths, ports: &EnvtestPorts) -> Vec<String> {
+    let client = format!("http://127.0.0.1:{}", ports.etcd_client);
+    let peer = format!("http://127.0.0.1:{}", ports.etcd_peer);
+    vec![
+        flag("data-dir", paths.etcd_data.display()),
+        flag("listen-client-urls", &client),
+        flag("advertise-client-urls", &client),
+        flag("listen-peer-urls", &peer),
+        flag("initial-advertise-peer-urls", &peer),
+        flag("initial-cluster", format!("default={peer}")),
+    ]
+}
+
+/// kube-apiserver as envtest starts it: own CA for serving and client certificates,
+/// RBAC, no ServiceAccount admission (nothing here creates token Secrets), and the
+/// Service range of `options`.
+pub fn apiserver_args(
+    options: &EnvtestOptions,
+    paths: &EnvtestPaths,
+    ports: &EnvtestPorts,
+) -> Vec<String> {
+    vec![
+        flag("bind-address", "127.0.0.1"),
+        flag("advertise-address", "127.0.0.1"),
+        flag("secure-port", ports.apiserver),
+        flag(
+            "etcd-servers",
+            format!("http://127.0.0.1:{}", ports.etcd_client),
+        ),
+        flag("cert-dir", paths.dir.display()),
+        flag("tls-cert-file", paths.apiserver_cert.display()),
+        flag("tls-private-key-file", paths.apiserver_key.display()),
+        flag("client-ca-file", paths.ca_cert.display()),
+        flag(
+            "service-account-issuer",
+            "https://kubernetes.default.svc.cluster.local",
+        ),
+        flag(
+            "service-account-key-file",
+            paths.service_account_key.display(),
+        ),
+        flag(
+            "service-account-signing-key-file",
+            paths.service_account_key.display(),
+        ),
+        flag("service-cluster-ip-range", &options.service_cidr),
+        flag("authorization-mode", "RBAC"),
+        flag("disable-admission-plugins", "ServiceAccount"),
+        flag("allow-privileged", "true"),
+    ]
+}
+
+/// kube-controller-manager against the envtest apiserver, serving its `/healthz` on
+/// 127.0.0.1 with a certificate of the envtest CA, without leader election (one
+/// instance), every controller under its own client-certificate identity
+/// (`--use-service-account-credentials=false`), and only [`CONTROLLER_MANAGER_CONTROLLERS`].
+/// `--authentication-skip-lookup` keeps it from reading the client CA from
+/// `kube-system/extension-apiserver-authentication`: it is given as a file.
+pub fn controller_manager_args(paths: &EnvtestPaths, ports: &EnvtestPorts) -> Vec<String> {
+    let kubeconfig = paths.controller_manager_kubeconfig.display();
+    vec![
+        flag("kubeconfig", &kubeconfig),
+        flag("authentication-kubeconfig", &kubeconfig),
+        flag("authorization-kubeconfig", &kubeconfig),
+        flag("authentication-skip-lookup", "true"),
+        flag("client-ca-file", paths.ca_cert.display()),
+        flag("bind-address", "127.0.0.1"),
+        flag("secure-port", ports.controller_manager),
+        flag("tls-cert-file", paths.controller_manager_cert.display()),
+        flag(
+            "tls-private-key-file",
+            paths.controller_manager_key.display(),
+        ),
+        flag("controllers", CONTROLLER_MANAGER_CONTROLLERS.join(",")),
+        flag("use-service-account-credentials", "false"),
+        flag("leader-elect", "false"),
+    ]
+}
+
+/// The certificates and kubeconfigs of the control plane.
+struct EnvtestFiles {
+    ca: TestCa,
+}
+
+/// Writes every file the arguments name (the etcd data directory is etcd's own): the
+/// CA, the apiserver's serving certificate and ServiceAccount key, the admin kubeconfig,
+/// and kube-controller-manager's kubeconfig and serving certificate.
+fn write_files(paths: &EnvtestPaths, ports: &EnvtestPorts) -> Result<EnvtestFiles, EnvtestError> {
+    let ca = TestCa::generate("envtest-ca")?;
+    let serving = ca.issue_server(&[])?;
+    let service_accounts = ca.issue_client("service-accounts", &[])?;
+    write(&paths.ca_cert, ca.cert_pem())?;
+    write(&paths.apiserver_cert, &serving.cert_pem)?;
+    pki::write_private_file(&paths.apiserver_key, &serving.key_pem)?;
+    pki::write_private_file(&paths.service_account_key, &service_accounts.key_pem)?;
+    let url = ports.apiserver_url();
+    let admin = ca.issue_client("admin", &["system:masters".to_owned()])?;
+    pki::write_private_file(
+        &paths.admin_kubeconfig,
+        &pki::render_kubeconfig(
             &url,
             ca.cert_pem(),
             "envtest",
             &KubeconfigCredential::ClientCert(admin),
+        )?,
+    )?;
+    let controller_manager = ca.issue_client(
+        CONTROLLER_MANAGER_USER,
+        &[CONTROLLER_MANAGER_GROUP.to_owned()],
+    )?;
+    pki::write_private_file(
+        &paths.controller_manager_kubeconfig,
+        &pki::render_kubeconfig(
+            &url,
+            ca.cert_pem(),
+            "envtest",
+            &KubeconfigCredential::ClientCert(controller_manager),
+        )?,
+    )?;
+    let controller_manager_serving = ca.issue_server(&[])?;
+    write(
+        &paths.controller_manager_cert,
+        &controller_manager_serving.cert_pem,
+    )?;
+    pki::write_private_file(
+        &paths.controller_manager_key,
+        &controller_manager_serving.key_pem,
+    )?;
+    Ok(EnvtestFiles { ca })
+}
+
+/// Starts `binary` with stdout and stderr in `log`.
+fn spawn(binary: &Path, args: &[String], log: &Path) -> Result<Child, EnvtestError> {
+    let name = binary.file_name().map_or_else(
+        || binary.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    let open = || {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .map_err(|source| EnvtestError::WriteFile {
+                path: log.display().to_string(),
+                source,
+            })
+    };
+    let stdout = open()?;
+    let stderr = open()?;
+    Command::new(binary)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(stdout))
+        .stderr(Stdio::from(stderr))
+        .spawn()
+        .map_err(|source| EnvtestError::Spawn {
+            binary: name,
+            source,
+        })
+}
+
+/// A real etcd + kube-apiserver pair (and optionally kube-controller-manager); all are
+/// killed on drop.
+#[derive(Debug)]
+pub struct Envtest {
+    dir: tempfile::TempDir,
+    paths: EnvtestPaths,
+    etcd: Child,
+    apiserver: Child,
+    controller_manager: Option<Child>,
+    kubeconfig: PathBuf,
+    ca: TestCa,
+    url: String,
+    options: EnvtestOptions,
+}
+
+impl Envtest {
+    /// Starts etcd and kube-apiserver from `assets` with the default options and waits
+    /// until the apiserver is ready.
+    pub async fn start(assets: &Path) -> Result<Self, EnvtestError> {
+        Self::start_with(assets, EnvtestOptions::default()).await
+    }
+
+    /// Starts etcd, kube-apiserver and (when `options` ask and `assets` hold it)
+    /// kube-controller-manager, and waits until each is ready.
+    pub async fn start_with(assets: &Path, options: EnvtestOptions) -> Result<Self, EnvtestError> {
+        let dir = tempfile::Builder::new()
+            .prefix("vc-envtest")
+            .tempdir()
+            .map_err(EnvtestError::WorkDir)?;
+        let paths = EnvtestPaths::under(dir.path());
+        let ports = EnvtestPorts::free()?;
+        let files = write_files(&paths, &ports)?;
+        let etcd = spawn(
+            &assets.join("etcd"),
+            &etcd_args(&paths, &ports),
+            &paths.log("etcd"),
         )?;
-        let kubeconfig = d.join("admin.kubeconfig");
-        pki::write_private_file(&kubeconfig, &text)?;
-        let env = Self {
+        let apiserver = match spawn(
+            &assets.join("kube-apiserver"),
+            &apiserver_args(&options, &paths, &ports),
+            &paths.log("kube-apiserver"),
+        ) {
+            Ok(child) => child,
+            Err(error) => {
+                kill(etcd);
+                return Err(error);
+            }
+        };
+        let mut env = Self {
+            kubeconfig: paths.admin_kubeconfig.clone(),
+            paths,
             dir,
             etcd,
             apiserver,
-            kubeconfig,
-            ca,
-            url,
+            controller_manager: None,
+            ca: files.ca,
+            url: ports.apiserver_url(),
+            options,
         };
-        env.wait_ready(Duration::from_secs(60)).await?;
+        env.wait_ready(READY_WAIT).await?;
+        if env.options.controller_manager
+            && let Some(binary) = controller_manager_binary(assets)
+        {
+            let child = spawn(
+                &binary,
+                &controller_manager_args(&env.paths, &ports),
+                &env.paths.log("kube-controller-manager"),
+            )?;
+            env.controller_manager = Some(child);
+            env.wait_controller_manager_ready(&ports.controller_manager_url(), READY_WAIT)
+                .await?;
+        }
         Ok(env)
     }
 
-    async fn wait_ready(&self, limit: Duration) -> Result<(), EnvtestError> {
+    async fn wait_ready(&mut self, limit: Duration) -> Result<(), EnvtestError> {
         let start = Instant::now();
         while start.elapsed() < limit {
+            exited("kube-apiserver", &mut self.apiserver, &self.paths)?;
+            exited("etcd", &mut self.etcd, &self.paths)?;
             if let Ok(client) = client_from_kubeconfig(&self.kubeconfig).await {
                 let ns: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(client);
                 if ns.get("default").await.is_ok() {
@@ -178,12 +484,72 @@ impl Envtest {
         ))
     }
 
+    /// Polls kube-controller-manager's `/healthz` (always allowed, no credentials needed)
+    /// over TLS trusting the envtest CA.
+    async fn wait_controller_manager_ready(
+        &mut self,
+        url: &str,
+        limit: Duration,
+    ) -> Result<(), EnvtestError> {
+        // /healthz is always allowed; the certificate only spares an anonymous request.
+        let prober = self.ca.issue_client("envtest-probe", &[])?;
+        let probe = pki::render_kubeconfig(
+            url,
+            self.ca.cert_pem(),
+            "controller-manager",
+            &KubeconfigCredential::ClientCert(prober),
+        )?;
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Some(child) = self.controller_manager.as_mut() {
+                exited("kube-controller-manager", child, &self.paths)?;
+            }
+            if healthz(&probe).await {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        Err(EnvtestError::ControllerManagerNotReady(
+            limit,
+            self.paths
+                .log("kube-controller-manager")
+                .display()
+                .to_string(),
+        ))
+    }
+
     pub fn url(&self) -> &str {
         &self.url
     }
 
     pub fn kubeconfig_path(&self) -> &Path {
         &self.kubeconfig
+    }
+
+    /// The `--service-cluster-ip-range` kube-apiserver runs with.
+    pub fn service_cidr(&self) -> &str {
+        &self.options.service_cidr
+    }
+
+    /// Whether kube-controller-manager runs: only then do owned objects get garbage
+    /// collected and deleted namespaces disappear.
+    pub fn has_controller_manager(&self) -> bool {
+        self.controller_manager.is_some()
+    }
+
+    /// The log file of each process started, for diagnostics.
+    pub fn logs(&self) -> Vec<(&'static str, PathBuf)> {
+        let mut logs = vec![
+            ("etcd", self.paths.log("etcd")),
+            ("kube-apiserver", self.paths.log("kube-apiserver")),
+        ];
+        if self.controller_manager.is_some() {
+            logs.push((
+                "kube-controller-manager",
+                self.paths.log("kube-controller-manager"),
+            ));
+        }
+        logs
     }
 
     /// A kubeconfig for `user` in `groups` (client certificate from the envtest CA).
@@ -205,9 +571,54 @@ impl Envtest {
     }
 }
 
+/// Fails when `child` has already exited, naming its log.
+fn exited(binary: &str, child: &mut Child, paths: &EnvtestPaths) -> Result<(), EnvtestError> {
+    match child.try_wait() {
+        Ok(Some(status)) => Err(EnvtestError::Exited {
+            binary: binary.to_owned(),
+            status,
+            log: paths.log(binary).display().to_string(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Whether GET /healthz through `kubeconfig` answers `ok`.
+async fn healthz(kubeconfig: &str) -> bool {
+    let Ok(parsed) = kube::config::Kubeconfig::from_yaml(kubeconfig) else {
+        return false;
+    };
+    let Ok(config) =
+        kube::Config::from_custom_kubeconfig(parsed, &kube::config::KubeConfigOptions::default())
+            .await
+    else {
+        return false;
+    };
+    let Ok(client) = kube::Client::try_from(config) else {
+        return false;
+    };
+    let Ok(request) = http::Request::get("/healthz").body(Vec::new()) else {
+        return false;
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(5), client.request_text(request)).await,
+        Ok(Ok(body)) if body.trim() == "ok"
+    )
+}
+
+fn kill(mut child: Child) {
+    let _killed = child.kill();
+    let _reaped = child.wait();
+}
+
 impl Drop for Envtest {
     fn drop(&mut self) {
-        for child in [&mut self.apiserver, &mut self.etcd] {
+        // The controller manager first: it would log every refused request otherwise.
+        let children = self
+            .controller_manager
+            .iter_mut()
+            .chain([&mut self.apiserver, &mut self.etcd]);
+        for child in children {
             let _killed = child.kill();
             let _reaped = child.wait();
         }
@@ -258,8 +669,214 @@ impl TestCluster {
     }
 
     /// True for a real kube-apiserver (garbage collection there needs
-    /// kube-controller-manager, which envtest does not run).
+    /// kube-controller-manager, which this variant does not start).
     pub fn is_real(&self) -> bool {
         matches!(self, Self::Real(_))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::net::Ipv4Addr;
+
+    use super::*;
+
+    fn ports() -> EnvtestPorts {
+        EnvtestPorts {
+            etcd_client: 2379,
+            etcd_peer: 2380,
+            apiserver: 6443,
+            controller_manager: 10257,
+        }
+    }
+
+    fn value<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
+        let prefix = format!("--{name}=");
+        args.iter().find_map(|arg| arg.strip_prefix(&prefix))
+    }
+
+    /// (network, prefix length) of an IPv4 CIDR.
+    fn parse_cidr(cidr: &str) -> (Ipv4Addr, u8) {
+        let (ip, bits) = cidr.split_once('/').unwrap();
+        (ip.parse().unwrap(), bits.parse().unwrap())
+    }
+
+    #[test]
+    fn the_default_options_keep_what_envtest_always_ran() {
+        let paths = EnvtestPaths::under(Path::new("/work"));
+        let args = apiserver_args(&EnvtestOptions::default(), &paths, &ports());
+        assert_eq!(
+            value(&args, "service-cluster-ip-range"),
+            Some("10.0.0.0/24")
+        );
+        assert!(!EnvtestOptions::default().controller_manager);
+        assert_eq!(value(&args, "secure-port"), Some("6443"));
+        assert_eq!(value(&args, "bind-address"), Some("127.0.0.1"));
+        assert_eq!(value(&args, "etcd-servers"), Some("http://127.0.0.1:2379"));
+    }
+
+    #[test]
+    fn the_private_service_cidr_is_a_loopback_slash_24_clear_of_the_simulators() {
+        for _ in 0..2000 {
+            let cidr = private_service_cidr();
+            let (network, bits) = parse_cidr(&cidr);
+            assert_eq!(bits, 24, "{cidr}");
+            // kube-apiserver: an IPv4 Service range must be no wider than /12.
+            assert!(bits >= 12, "{cidr}");
+            assert!(network.is_loopback(), "{cidr}");
+            assert_eq!(network.octets()[3], 0, "{cidr}");
+            let second = network.octets()[1];
+            assert!(
+                ![0, 100, 101, 200, 201].contains(&second),
+                "{cidr} overlaps loopback in use or a simulator range"
+            );
+        }
+    }
+
+    #[test]
+    fn two_harnesses_pick_different_service_cidrs() {
+        let picked: BTreeSet<String> = (0..500).map(|_| private_service_cidr()).collect();
+        assert_eq!(picked.len(), 500, "a range was handed out twice");
+    }
+
+    #[test]
+    fn the_apiserver_gets_the_loopback_service_cidr_asked_for() {
+        let options = EnvtestOptions {
+            service_cidr: private_service_cidr(),
+            controller_manager: true,
+        };
+        let paths = EnvtestPaths::under(Path::new("/work"));
+        let args = apiserver_args(&options, &paths, &ports());
+        let range = value(&args, "service-cluster-ip-range").unwrap();
+        assert_eq!(range, options.service_cidr);
+        assert!(parse_cidr(range).0.is_loopback(), "{range}");
+        assert_eq!(
+            args.iter()
+                .filter(|arg| arg.starts_with("--service-cluster-ip-range="))
+                .count(),
+            1
+        );
+    }
+
+    #[test]
+    fn the_controller_manager_runs_only_garbage_collection_namespace_deletion_and_quota_usage() {
+        let paths = EnvtestPaths::under(Path::new("/work"));
+        let args = controller_manager_args(&paths, &ports());
+        assert_eq!(
+            value(&args, "controllers"),
+            Some("garbage-collector-controller,namespace-controller,resourcequota-controller")
+        );
+        let controllers = value(&args, "controllers").unwrap();
+        for absent in [
+            "*",
+            "deployment",
+            "replicaset",
+            "statefulset",
+            "serviceaccount-token",
+        ] {
+            assert!(
+                !controllers.split(',').any(|c| c.starts_with(absent)),
+                "{absent} must stay off: {controllers}"
+            );
+        }
+        assert_eq!(
+            value(&args, "use-service-account-credentials"),
+            Some("false")
+        );
+        assert_eq!(value(&args, "leader-elect"), Some("false"));
+        assert_eq!(value(&args, "bind-address"), Some("127.0.0.1"));
+        assert_eq!(value(&args, "secure-port"), Some("10257"));
+        assert_eq!(value(&args, "authentication-skip-lookup"), Some("true"));
+        assert_eq!(
+            value(&args, "kubeconfig"),
+            Some("/work/controller-manager.kubeconfig")
+        );
+    }
+
+    #[test]
+    fn every_argument_is_a_flag_with_a_value() {
+        let paths = EnvtestPaths::under(Path::new("/work"));
+        let options = EnvtestOptions::default();
+        for args in [
+            etcd_args(&paths, &ports()),
+            apiserver_args(&options, &paths, &ports()),
+            controller_manager_args(&paths, &ports()),
+        ] {
+            for arg in &args {
+                let (name, value) = arg.split_once('=').unwrap();
+                assert!(name.starts_with("--") && !value.is_empty(), "{arg}");
+            }
+            let names: BTreeSet<&str> = args.iter().map(|a| a.split('=').next().unwrap()).collect();
+            assert_eq!(names.len(), args.len(), "a flag is repeated: {args:?}");
+        }
+    }
+
+    #[test]
+    fn every_file_flag_names_a_file_that_start_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = EnvtestPaths::under(dir.path());
+        let ports = ports();
+        write_files(&paths, &ports).unwrap();
+        let options = EnvtestOptions::default();
+        let mut checked = 0;
+        for args in [
+            apiserver_args(&options, &paths, &ports),
+            controller_manager_args(&paths, &ports),
+        ] {
+            for arg in &args {
+                let (name, value) = arg.split_once('=').unwrap();
+                if name.ends_with("-file") || name.ends_with("kubeconfig") {
+                    assert!(
+                        Path::new(value).is_file(),
+                        "{name} names {value}, not written"
+                    );
+                    checked += 1;
+                }
+            }
+        }
+        // apiserver: tls cert/key, client CA, 2 ServiceAccount keys; controller manager:
+        // 3 kubeconfigs, client CA, tls cert/key.
+        assert_eq!(checked, 11);
+        for file in [&paths.ca_cert, &paths.admin_kubeconfig] {
+            assert!(file.is_file(), "{}", file.display());
+        }
+    }
+
+    #[test]
+    fn the_controller_manager_kubeconfig_is_its_own_identity_on_the_apiserver() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = EnvtestPaths::under(dir.path());
+        write_files(&paths, &ports()).unwrap();
+        let read = |path: &Path| -> serde_yaml::Value {
+            serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+        };
+        let kubeconfig = read(&paths.controller_manager_kubeconfig);
+        let admin = read(&paths.admin_kubeconfig);
+        assert_eq!(
+            kubeconfig["clusters"][0]["cluster"]["server"].as_str(),
+            Some("https://127.0.0.1:6443")
+        );
+        let cert = |config: &serde_yaml::Value| {
+            config["users"][0]["user"]["client-certificate-data"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        };
+        assert_ne!(cert(&kubeconfig), cert(&admin));
+        let der = base64::Engine::decode(
+            &base64::engine::general_purpose::STANDARD,
+            cert(&kubeconfig),
+        )
+        .unwrap();
+        let pem = String::from_utf8(der).unwrap();
+        let (_, parsed) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).unwrap();
+        let certificate = parsed.parse_x509().unwrap();
+        let subject = certificate.subject().to_string();
+        assert!(
+            subject.contains("CN=system:kube-controller-manager")
+                && subject.contains("O=system:masters"),
+            "{subject}"
+        );
     }
 }
