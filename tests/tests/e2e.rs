@@ -33,13 +33,14 @@ use vc_api::VirtualCluster;
 const WAIT: Duration = Duration::from_secs(60);
 
 /// `--timeout` of the plugin's waits: real images on an existing cluster take longer to
-/// pull and start than simulated workloads.
+/// pull and start than simulated workloads, and each tenant on a real apiserver starts
+/// four real processes.
 #[cfg(test)]
 fn plugin_timeout(harness: &Harness) -> &'static str {
-    if harness.kind == HostKind::External {
-        "300s"
-    } else {
-        "90s"
+    match harness.kind {
+        HostKind::External => "300s",
+        HostKind::RealApiServer => "180s",
+        HostKind::TestApiServer => "90s",
     }
 }
 
@@ -54,6 +55,41 @@ async fn start(options: Options) -> Option<Harness> {
         }
         Err(NotStarted::Failed(error)) => panic!("the e2e harness did not start: {error:#}"),
     }
+}
+
+/// Two tests of one scenario: on the simulated host (or, with `KOSMOS_VC_E2E_KUBECONFIG`,
+/// the existing cluster), and on a real kube-apiserver from `KUBEBUILDER_ASSETS` (which
+/// prints `skipped: ...` without them).
+macro_rules! on_both_hosts {
+    ($scenario:ident: $simulated:ident, $real:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $simulated() {
+            $scenario(Options::new(stringify!($simulated))).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $real() {
+            $scenario(real_apiserver(stringify!($real))).await;
+        }
+    };
+}
+
+/// Options of a real-apiserver twin.
+#[cfg(test)]
+fn real_apiserver(scenario: &str) -> Options {
+    let mut options = Options::new(scenario);
+    options.host = HostKind::RealApiServer;
+    options
+}
+
+/// Prints the scenario's wall time when it ends, naming the host it ran on.
+#[cfg(test)]
+fn wall_time(title: &str, options: &Options) -> WallTime {
+    WallTime::start(match options.host {
+        HostKind::TestApiServer => title.to_owned(),
+        HostKind::RealApiServer => format!("{title} (real apiserver)"),
+        HostKind::External => format!("{title} (existing cluster)"),
+    })
 }
 
 /// Every distinct phase `name` goes through, in order, as a watch sees it.
@@ -176,11 +212,17 @@ fn json(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
 
+on_both_hosts!(
+    scenario_creation: virtual_control_plane_creation,
+    real_virtual_control_plane_creation
+);
+
 /// (1) Virtual Control Plane Creation.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn virtual_control_plane_creation() {
-    let _wall = WallTime::start("Virtual Control Plane Creation");
-    let Some(harness) = start(Options::new("creation")).await else {
+#[cfg(test)]
+async fn scenario_creation(options: Options) {
+    let mut wall = wall_time("Virtual Control Plane Creation", &options);
+    let Some(harness) = start(options).await else {
+        wall.skipped();
         return;
     };
     let (node1, node2) = (harness.nodes[0].clone(), harness.nodes[1].clone());
@@ -213,6 +255,21 @@ async fn virtual_control_plane_creation() {
             .await
             .unwrap(),
     );
+    if harness.kind != HostKind::External {
+        // The chart's default, filled in by vc-webhook through the apiserver's admission.
+        assert_eq!(
+            vc["spec"]["kubernetesVersion"], "v1.33.4",
+            "defaulted by vc-webhook: {vc}"
+        );
+    }
+    // vc-controller, with only the chart's RBAC, claimed both nodes.
+    for node in [&node1, &node2] {
+        assert_eq!(
+            claim_of(&harness, node).await.as_deref(),
+            Some("default/tenant1"),
+            "the claim of {node}"
+        );
+    }
     let encoded = vc["spec"]["kubeconfig"].as_str().unwrap_or_default();
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(encoded)
@@ -256,11 +313,17 @@ async fn virtual_control_plane_creation() {
 #[path = "e2e/etcd.rs"]
 mod etcd;
 
+on_both_hosts!(
+    scenario_service: service_creation_in_the_virtual_control_plane,
+    real_service_creation_in_the_virtual_control_plane
+);
+
 /// (2) Service Creation in the Virtual Control Plane.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn service_creation_in_the_virtual_control_plane() {
-    let _wall = WallTime::start("Service Creation in the Virtual Control Plane");
-    let Some(harness) = start(Options::new("service")).await else {
+#[cfg(test)]
+async fn scenario_service(options: Options) {
+    let mut wall = wall_time("Service Creation in the Virtual Control Plane", &options);
+    let Some(harness) = start(options).await else {
+        wall.skipped();
         return;
     };
     let (node1, node2) = (harness.nodes[0].clone(), harness.nodes[1].clone());
@@ -456,9 +519,13 @@ async fn service_creation_in_the_virtual_control_plane() {
         }
     };
     let create = |kind: &str, namespace: &str| {
+        // Requests and limits, as a ResourceQuota on cpu and memory requires of every pod
+        // on a real apiserver (the test API server does not enforce quotas).
         let object = if kind == "Pod" {
             serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "carried", "namespace": namespace},
-                "spec": {"containers": [{"name": "web", "image": "nginx:1.27"}]}})
+                "spec": {"containers": [{"name": "web", "image": "nginx:1.27", "resources": {
+                    "requests": {"cpu": "100m", "memory": "64Mi"},
+                    "limits": {"cpu": "100m", "memory": "64Mi"}}}]}})
         } else {
             serde_json::json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "carried", "namespace": namespace},
                 "spec": {"ports": [{"port": 80}]}})
@@ -470,7 +537,16 @@ async fn service_creation_in_the_virtual_control_plane() {
     };
     for kind in ["Pod", "Service"] {
         let allowed = create(kind, &workload_namespace).await;
-        assert!(allowed.success, "{}", allowed.describe());
+        if kind == "Pod" && !allowed.success && quota_not_yet_counted(&harness, &allowed) {
+            // RBAC let the request through (the refusal comes from ResourceQuota
+            // admission, which runs after authorization), but the pod itself is refused.
+            eprintln!(
+                "skipped: admitting a pod in {workload_namespace} on a real apiserver needs the quota's usage, which only kube-controller-manager's resourcequota controller computes (absent from KUBEBUILDER_ASSETS); RBAC allowed it: {}",
+                allowed.stderr.trim()
+            );
+        } else {
+            assert!(allowed.success, "{}", allowed.describe());
+        }
         let refused = create(kind, "default").await;
         assert!(
             !refused.success && refused.stderr.contains("forbidden"),
@@ -487,6 +563,19 @@ async fn service_creation_in_the_virtual_control_plane() {
         "{}",
         unpromoted.describe()
     );
+}
+
+/// Whether `run` was refused only because the workload namespace's ResourceQuota has no
+/// computed usage yet: a real apiserver's ResourceQuota admission refuses every pod it
+/// covers until kube-controller-manager's resourcequota controller has written the quota's
+/// status, so without kube-controller-manager that refusal is expected (and proves that
+/// RBAC, which runs first, allowed the request).
+#[cfg(test)]
+fn quota_not_yet_counted(harness: &Harness, run: &harness::Run) -> bool {
+    harness.kind == HostKind::RealApiServer
+        && !harness.computes_quota_usage()
+        && run.stderr.contains("status unknown for quota")
+        && !run.stderr.contains("cannot create resource")
 }
 
 /// A kubeconfig with `server`'s cluster entry and `user`'s credentials (both admin
@@ -508,11 +597,14 @@ fn crossed_kubeconfig(
     out.to_owned()
 }
 
+on_both_hosts!(scenario_isolation: isolation, real_isolation);
+
 /// (3) Isolation between tenants, and between tenants and the host.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn isolation() {
-    let _wall = WallTime::start("Isolation");
-    let Some(harness) = start(Options::new("isolation")).await else {
+#[cfg(test)]
+async fn scenario_isolation(options: Options) {
+    let mut wall = wall_time("Isolation", &options);
+    let Some(harness) = start(options).await else {
+        wall.skipped();
         return;
     };
     let [node1, node2, node3] = [0, 1, 2].map(|i| harness.nodes[i].clone());
@@ -635,15 +727,19 @@ fn read_server(kubeconfig: &std::path::Path) -> String {
         .to_owned()
 }
 
+on_both_hosts!(scenario_quota: quota, real_quota);
+
 /// (4) Quota of the shared pool.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn quota() {
-    let _wall = WallTime::start("Quota");
-    let Some(harness) = start(Options::new("quota")).await else {
+#[cfg(test)]
+async fn scenario_quota(options: Options) {
+    let mut wall = wall_time("Quota", &options);
+    let Some(harness) = start(options).await else {
+        wall.skipped();
         return;
     };
     if harness.kind == HostKind::External {
         eprintln!("skipped: the quota numbers assume the simulated pool of 6 nodes x 8 CPUs");
+        wall.skipped();
         return;
     }
     let node1 = harness.nodes[0].clone();
@@ -721,11 +817,14 @@ async fn quota() {
     assert!(rest.success, "{}", rest.describe());
 }
 
+on_both_hosts!(scenario_lifecycle: lifecycle, real_lifecycle);
+
 /// (5) Lifecycle: nodes in and out, then delete.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lifecycle() {
-    let _wall = WallTime::start("Lifecycle");
-    let Some(harness) = start(Options::new("lifecycle")).await else {
+#[cfg(test)]
+async fn scenario_lifecycle(options: Options) {
+    let mut wall = wall_time("Lifecycle", &options);
+    let Some(harness) = start(options).await else {
+        wall.skipped();
         return;
     };
     let [node1, node2, node3] = [0, 1, 2].map(|i| harness.nodes[i].clone());
@@ -827,51 +926,90 @@ async fn lifecycle() {
         "{}",
         gone.describe()
     );
-    // Owned objects go with the garbage collector; cluster-scoped ones with the finalizer.
+    // Cluster-scoped objects go with the controller's finalizer; owned ones with the
+    // garbage collector, and the workload namespace with the namespace controller.
     let workload_namespace =
         vc_api::constants::tenant_workload_namespace(TENANT_NAMESPACE, "tenant1");
+    let garbage_collected = harness.collects_garbage();
     harness
-        .eventually("every object of tenant1 to be gone", WAIT, || async {
-            let owned = harness
-                .operator
-                .kubectl(&[
-                    "get",
-                    "secrets,deployments,statefulsets,services,serviceaccounts",
-                    "-n",
-                    TENANT_NAMESPACE,
-                    "-l",
-                    "vc.kosmos.io/virtualcluster=tenant1",
-                    "-o",
-                    "name",
-                ])
-                .await
-                .map_err(|e| e.to_string())?;
-            let cluster_scoped = harness
-                .operator
-                .kubectl(&[
-                    "get",
-                    &format!("namespace/{workload_namespace}"),
-                    "clusterrole/kosmos-vc:default:tenant1:clustertree",
-                    "clusterrolebinding/kosmos-vc:default:tenant1:clustertree",
-                    "-o",
-                    "name",
-                    "--ignore-not-found",
-                ])
-                .await
-                .map_err(|e| e.to_string())?;
-            let left = format!("{}{}", owned.stdout, cluster_scoped.stdout);
-            if owned.success && cluster_scoped.success && left.trim().is_empty() {
-                Ok(())
+        .eventually(
+            if garbage_collected {
+                "every object of tenant1 to be gone"
             } else {
-                Err(format!(
-                    "{}\n{}",
-                    owned.describe(),
-                    cluster_scoped.describe()
-                ))
-            }
-        })
+                "tenant1's ClusterRole and binding to be gone and its namespace to be Terminating"
+            },
+            WAIT,
+            || async {
+                let finalized = harness
+                    .operator
+                    .kubectl(&[
+                        "get",
+                        "clusterrole/kosmos-vc:default:tenant1:clustertree",
+                        "clusterrolebinding/kosmos-vc:default:tenant1:clustertree",
+                        "-o",
+                        "name",
+                        "--ignore-not-found",
+                    ])
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let namespace = harness
+                    .operator
+                    .kubectl(&[
+                        "get",
+                        &format!("namespace/{workload_namespace}"),
+                        "-o",
+                        "json",
+                        "--ignore-not-found",
+                    ])
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let owned = harness
+                    .operator
+                    .kubectl(&[
+                        "get",
+                        "secrets,deployments,statefulsets,services,serviceaccounts",
+                        "-n",
+                        TENANT_NAMESPACE,
+                        "-l",
+                        "vc.kosmos.io/virtualcluster=tenant1",
+                        "-o",
+                        "name",
+                    ])
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let namespace_done = if garbage_collected {
+                    namespace.stdout.trim().is_empty()
+                } else {
+                    // Without a namespace controller nothing empties and finalizes it.
+                    serde_json::from_str::<Value>(&namespace.stdout)
+                        .is_ok_and(|ns| ns["metadata"]["deletionTimestamp"].is_string())
+                };
+                let owned_done = !garbage_collected || owned.stdout.trim().is_empty();
+                if finalized.success
+                    && finalized.stdout.trim().is_empty()
+                    && namespace.success
+                    && namespace_done
+                    && owned.success
+                    && owned_done
+                {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "{}\n{}\n{}",
+                        finalized.describe(),
+                        namespace.describe(),
+                        owned.describe()
+                    ))
+                }
+            },
+        )
         .await
         .unwrap();
+    if !garbage_collected {
+        eprintln!(
+            "skipped: \"delete leaves nothing behind\" for tenant1's owned Secrets, Services, Deployments and StatefulSets and its namespace {workload_namespace} (Terminating): a bare kube-apiserver has no garbage collector or namespace controller, and KUBEBUILDER_ASSETS holds no kube-controller-manager"
+        );
+    }
     for node in &harness.nodes {
         assert_eq!(
             claim_of(&harness, node).await,
@@ -881,20 +1019,26 @@ async fn lifecycle() {
     }
 }
 
+on_both_hosts!(
+    scenario_restart: controller_restart_mid_provisioning,
+    real_controller_restart_mid_provisioning
+);
+
 /// (6) The controller dies mid-provisioning; the tenant converges with the same CA.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn controller_restart_mid_provisioning() {
-    let _wall = WallTime::start("Controller restart mid-provisioning");
-    let mut options = Options::new("restart");
+#[cfg(test)]
+async fn scenario_restart(mut options: Options) {
+    let mut wall = wall_time("Controller restart mid-provisioning", &options);
     // Slow workloads leave a window between the PKI Secrets and Initialized.
     options.workload_delay = Duration::from_secs(3);
     let Some(mut harness) = start(options).await else {
+        wall.skipped();
         return;
     };
     if harness.kind == HostKind::External {
         eprintln!(
             "skipped: the controller runs in the cluster; this scenario restarts a local process"
         );
+        wall.skipped();
         return;
     }
     let node1 = harness.nodes[0].clone();
@@ -991,116 +1135,4 @@ async fn read_ca(harness: &Harness) -> Result<String, String> {
     } else {
         Err(run.describe())
     }
-}
-
-/// Real apiserver mode: the same installation on kube-apiserver + etcd from
-/// `KUBEBUILDER_ASSETS` (webhook configurations by `url`, since a real apiserver refuses
-/// loopback endpoints), with the simulators outside it as clients. What a real apiserver
-/// adds over the test API server: its RBAC (escalation checks on the controller's
-/// ClusterRoles), its admission chain calling vc-webhook, its CRD validation.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn real_apiserver_admission_and_provisioning() {
-    let _wall = WallTime::start("Real apiserver: admission and provisioning");
-    let mut options = Options::new("real-apiserver");
-    options.host = HostKind::RealApiServer;
-    let Some(harness) = start(options).await else {
-        return;
-    };
-    let [node1, node2] = [0, 1].map(|i| harness.nodes[i].clone());
-    harness
-        .operator
-        .succeed(&[
-            "vc",
-            "create",
-            "tenant1",
-            "--nodes",
-            &format!("{node1},{node2}"),
-            "--cpu",
-            "10",
-            "--memory",
-            "100Gi",
-        ])
-        .await
-        .unwrap();
-    let stored = json(
-        &harness
-            .operator
-            .succeed(&["get", "virtualcluster", "tenant1", "-o", "json"])
-            .await
-            .unwrap(),
-    );
-    assert_eq!(
-        stored["spec"]["kubernetesVersion"], "v1.33.4",
-        "defaulted by vc-webhook: {stored}"
-    );
-
-    let refused = harness
-        .eventually("the webhook to refuse node2 for tenant2", WAIT, || async {
-            let run = harness
-                .operator
-                .kubectl(&["vc", "create", "tenant2", "--nodes", &node2])
-                .await
-                .map_err(|e| e.to_string())?;
-            if !run.success
-                && run
-                    .stderr
-                    .contains("already belongs to VirtualCluster default/tenant1")
-            {
-                Ok(run)
-            } else {
-                Err(run.describe())
-            }
-        })
-        .await
-        .unwrap();
-    assert!(
-        refused.stderr.contains(&format!("node \"{node2}\"")),
-        "{}",
-        refused.describe()
-    );
-    let quota = harness
-        .operator
-        .kubectl(&["vc", "create", "big", "--cpu", "1000", "--memory", "1Gi"])
-        .await
-        .unwrap();
-    assert!(
-        !quota.success && quota.stderr.contains("pooled cpu request 1000 exceeds"),
-        "{}",
-        quota.describe()
-    );
-
-    // vc-controller, with only the chart's RBAC, claims the nodes and lays out the
-    // control plane (the tenant apiserver itself cannot start here: its Service's cluster
-    // IP is not a local address).
-    harness
-        .eventually(
-            "tenant1's node claims, CA Secret and etcd StatefulSet",
-            WAIT,
-            || async {
-                let claims = [
-                    claim_of(&harness, &node1).await,
-                    claim_of(&harness, &node2).await,
-                ];
-                let objects = harness
-                    .operator
-                    .kubectl(&[
-                        "get",
-                        "secret/tenant1-ca",
-                        "statefulset/tenant1-etcd",
-                        "deployment/tenant1-apiserver",
-                        "-o",
-                        "name",
-                    ])
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let tenant = Some("default/tenant1".to_owned());
-                if claims.iter().all(|c| *c == tenant) && objects.success {
-                    Ok(())
-                } else {
-                    Err(format!("claims {claims:?}; {}", objects.describe()))
-                }
-            },
-        )
-        .await
-        .unwrap();
 }

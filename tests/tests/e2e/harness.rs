@@ -4,8 +4,13 @@
 //! Three kinds of host ([`HostKind`]):
 //! - the in-process test API server (default), RBAC enforced, with simulated kubelets
 //!   (node1..node6, 8 CPUs / 32Gi each), controllers, tenant API servers and clustertree;
-//! - a real kube-apiserver + etcd from `KUBEBUILDER_ASSETS` (the simulators stay outside
-//!   it, as clients);
+//! - a real kube-apiserver + etcd from `KUBEBUILDER_ASSETS`, with a loopback Service range,
+//!   and kube-controller-manager (garbage collector and namespace controller only) when the
+//!   assets hold it. The simulated kubelets and host controllers stay outside it, as
+//!   clients; each tenant's control plane runs as local etcd / kube-apiserver /
+//!   kube-controller-manager / kube-scheduler processes from the flags the controller
+//!   rendered (`vc_tests::simulation::local_control_plane`), bound on the tenant Service's
+//!   cluster IP;
 //! - an existing cluster with the chart already installed (`KOSMOS_VC_E2E_KUBECONFIG`,
 //!   used by `.github/workflows/e2e.yml` on kind): nothing is started, real nodes are used.
 //!
@@ -36,7 +41,7 @@ use anyhow::{Context as _, anyhow, bail};
 use base64::Engine as _;
 use kube::Client;
 use serde_json::{Value, json};
-use vc_tests::apiserver::envtest::{self, Envtest};
+use vc_tests::apiserver::envtest::{self, Envtest, EnvtestOptions, private_service_cidr};
 use vc_tests::apiserver::pki::TestCa;
 use vc_tests::apiserver::{TestApiServer, TestApiServerOptions, client_from_kubeconfig};
 use vc_tests::simulation::clustertree::ClusterTreeOptions;
@@ -66,6 +71,9 @@ const WEBHOOK_TLS_SECRET: &str = "kosmos-vc-webhook-e2e-tls";
 /// The EndpointSlice standing in for the webhook pods.
 const WEBHOOK_SLICE: &str = "kosmos-vc-webhook-local";
 const LOG_TAIL_LINES: usize = 60;
+/// Bound of one kubectl run: above the longest `--timeout` a scenario gives the plugin's
+/// waits (300 s on an existing cluster), so the plugin reports its own timeout.
+const KUBECTL_LIMIT: Duration = Duration::from_secs(330);
 /// Bound of every start-up wait: generous, since CI runs many scenarios on 2 cores.
 const STARTUP_WAIT: Duration = Duration::from_secs(60);
 
@@ -351,9 +359,14 @@ impl Operator {
         {
             input.write_all(text.as_bytes()).await?;
         }
-        let output = tokio::time::timeout(Duration::from_secs(150), child.wait_with_output())
+        let output = tokio::time::timeout(KUBECTL_LIMIT, child.wait_with_output())
             .await
-            .map_err(|_| anyhow!("kubectl {} did not finish within 150 s", args.join(" ")))??;
+            .map_err(|_| {
+                anyhow!(
+                    "kubectl {} did not finish within {KUBECTL_LIMIT:?}",
+                    args.join(" ")
+                )
+            })??;
         Ok(Run::from_output(args, &output))
     }
 
@@ -406,6 +419,13 @@ struct ControllerLaunch {
     args: Vec<String>,
     probe: SocketAddr,
     log: PathBuf,
+}
+
+/// Options of the simulators, shared by the host and the tenants.
+struct SimulatorOptions {
+    host_workloads: WorkloadOptions,
+    tenant_workloads: WorkloadOptions,
+    services: ServiceOptions,
 }
 
 /// A running host with kosmos-vc installed.
@@ -470,8 +490,30 @@ impl Harness {
     /// Starts the host and installs kosmos-vc on it.
     pub async fn start(options: Options) -> Result<Self, NotStarted> {
         let started = Instant::now();
+        // What a scenario cannot run without is checked before anything starts, so a
+        // skipped scenario costs nothing.
+        let assets = match options.host {
+            HostKind::RealApiServer => Some(envtest::assets().ok_or_else(|| {
+                NotStarted::Skip(match std::env::var_os("KUBEBUILDER_ASSETS") {
+                    None => {
+                        "KUBEBUILDER_ASSETS is not set (needs kube-apiserver and etcd)".to_owned()
+                    }
+                    Some(dir) => format!(
+                        "KUBEBUILDER_ASSETS={} does not hold kube-apiserver and etcd",
+                        PathBuf::from(dir).display()
+                    ),
+                })
+            })?),
+            HostKind::TestApiServer | HostKind::External => None,
+        };
         let Some(kubectl) = find_on_path("kubectl") else {
             return Err(NotStarted::Skip("kubectl is not on PATH".to_owned()));
+        };
+        let engine = match options.host {
+            HostKind::External => None,
+            HostKind::TestApiServer | HostKind::RealApiServer => {
+                Some(helm::HelmEngine::find().map_err(NotStarted::Skip)?)
+            }
         };
         let bin = binary_dir()?;
         let work = match &options.work_dir {
@@ -502,13 +544,17 @@ impl Harness {
                 Host::External(path)
             }
             HostKind::RealApiServer => {
-                let Some(assets) = envtest::assets() else {
-                    return Err(NotStarted::Skip(
-                        "KUBEBUILDER_ASSETS does not hold kube-apiserver and etcd".to_owned(),
-                    ));
+                let assets = assets
+                    .clone()
+                    .ok_or_else(|| anyhow!("KUBEBUILDER_ASSETS was checked above"))?;
+                // Loopback cluster IPs, so each tenant's kube-apiserver can be bound on
+                // its Service's cluster IP here, as the controller expects to reach it.
+                let options = EnvtestOptions {
+                    service_cidr: private_service_cidr(),
+                    controller_manager: true,
                 };
-                Host::Real(Box::new(Envtest::start(&assets).await.context(
-                    "starting kube-apiserver and etcd from KUBEBUILDER_ASSETS",
+                Host::Real(Box::new(Envtest::start_with(&assets, options).await.context(
+                    "starting etcd, kube-apiserver (and kube-controller-manager) from KUBEBUILDER_ASSETS",
                 )?))
             }
             HostKind::TestApiServer => Host::InProcess(Box::new(
@@ -545,19 +591,65 @@ impl Harness {
             port_forwards: std::sync::Mutex::default(),
             work,
         };
-        if harness.kind == HostKind::External {
+        let Some(engine) = engine else {
             harness.nodes = harness.external_worker_nodes().await?;
             return Ok(harness);
-        }
-        let engine = helm::HelmEngine::find().map_err(NotStarted::Skip)?;
+        };
         harness.install(&engine, &bin, &options).await?;
+        if let Some(assets) = &assets {
+            harness.start_local_control_planes(assets)?;
+        }
         eprintln!(
-            "[{}] host ready in {:.1?}: chart installed, vc-webhook and vc-controller running, {} simulated nodes",
+            "[{}] host ready in {:.1?}: {}; chart installed, vc-webhook and vc-controller running, {} simulated nodes",
             harness.scenario,
             harness.started.elapsed(),
+            harness.describe_host(),
             harness.nodes.len()
         );
         Ok(harness)
+    }
+
+    /// Starts each tenant's control plane as local processes once the controller renders
+    /// it: a real host apiserver does not start tenant API servers by itself.
+    fn start_local_control_planes(&mut self, _assets: &Path) -> anyhow::Result<()> {
+        bail!(
+            "the tenants' control planes on a real apiserver need vc_tests::simulation::local_control_plane, which this build does not have yet"
+        )
+    }
+
+    /// One line on what runs as the host, for the start-up message.
+    fn describe_host(&self) -> String {
+        match &self.host {
+            Host::InProcess(_) => "the in-process test API server".to_owned(),
+            Host::Real(envtest) => format!(
+                "kube-apiserver + etcd from KUBEBUILDER_ASSETS (Services in {}){}",
+                envtest.service_cidr(),
+                if envtest.has_controller_manager() {
+                    ", kube-controller-manager with the garbage collector and namespace controller"
+                } else {
+                    ", no kube-controller-manager (no garbage collection, namespaces stay Terminating)"
+                }
+            ),
+            Host::External(path) => format!("the existing cluster of {}", path.display()),
+        }
+    }
+
+    /// Whether deleted owners take their dependents along and deleted namespaces go away:
+    /// the test API server does both itself, an existing cluster runs
+    /// kube-controller-manager, a bare kube-apiserver only when `KUBEBUILDER_ASSETS` also
+    /// held kube-controller-manager.
+    pub fn collects_garbage(&self) -> bool {
+        match &self.host {
+            Host::Real(envtest) => envtest.has_controller_manager(),
+            Host::InProcess(_) | Host::External(_) => true,
+        }
+    }
+
+    /// Whether ResourceQuota usage is computed on the host. A real apiserver's quota
+    /// admission refuses every pod a quota covers until kube-controller-manager's
+    /// resourcequota controller has counted it; the test API server enforces no quota.
+    pub fn computes_quota_usage(&self) -> bool {
+        self.collects_garbage()
     }
 
     /// The work directory (logs, kubeconfigs, the operator's HOME).
@@ -753,30 +845,63 @@ impl Harness {
             .with_context(|| format!("issuing a kubeconfig for {user}"))
     }
 
-    async fn start_simulation(&self, options: &Options) -> anyhow::Result<Simulation> {
-        let workloads = WorkloadOptions {
+    /// What the simulated kubelets and controllers do on the host and in each tenant.
+    fn simulator_options(&self, options: &Options) -> SimulatorOptions {
+        // The test API server takes any pod IP, and loopback ones reach nothing by
+        // accident. A real kube-apiserver refuses loopback addresses in Endpoints and
+        // EndpointSlices, so there pods get addresses of 198.18.0.0/15 (RFC 2544,
+        // benchmarking: routed nowhere): only the Services' endpoints list them.
+        let (host_pods, tenant_pods) = match self.kind {
+            HostKind::RealApiServer => (Ipv4Addr::new(198, 18, 0, 1), Ipv4Addr::new(198, 19, 0, 1)),
+            HostKind::TestApiServer | HostKind::External => (
+                WorkloadOptions::default().pod_ip_start,
+                Ipv4Addr::new(127, 201, 0, 1),
+            ),
+        };
+        let host_workloads = WorkloadOptions {
             default_delay: options.workload_delay,
+            pod_ip_start: host_pods,
             resync: Duration::from_millis(500),
             ..WorkloadOptions::default()
         };
-        let services = ServiceOptions {
-            resync: Duration::from_millis(500),
-            ..ServiceOptions::default()
+        SimulatorOptions {
+            tenant_workloads: WorkloadOptions {
+                pod_ip_start: tenant_pods,
+                ..host_workloads.clone()
+            },
+            host_workloads,
+            services: ServiceOptions {
+                resync: Duration::from_millis(500),
+                ..ServiceOptions::default()
+            },
+        }
+    }
+
+    /// The simulated kubelets and host controllers (deployments, statefulsets, Service
+    /// endpoints) and the clustertree. On the test API server also each tenant's API
+    /// server; on a real one the tenants' control planes are real processes instead
+    /// ([`Harness::start_local_control_planes`]).
+    async fn start_simulation(&self, options: &Options) -> anyhow::Result<Simulation> {
+        let SimulatorOptions {
+            host_workloads,
+            tenant_workloads,
+            services,
+        } = self.simulator_options(options);
+        let tenants = match self.kind {
+            HostKind::RealApiServer => None,
+            HostKind::TestApiServer | HostKind::External => Some(TenantOptions {
+                tenant_workloads: Some(tenant_workloads),
+                tenant_services: Some(services.clone()),
+                resync: Duration::from_millis(500),
+                ..TenantOptions::default()
+            }),
         };
         let simulation_options = SimulationOptions {
             nodes: default_nodes(SIMULATED_NODES),
             fleet: FleetOptions::default(),
-            workloads: Some(workloads.clone()),
-            services: Some(services.clone()),
-            tenants: Some(TenantOptions {
-                tenant_workloads: Some(WorkloadOptions {
-                    pod_ip_start: Ipv4Addr::new(127, 201, 0, 1),
-                    ..workloads
-                }),
-                tenant_services: Some(services),
-                resync: Duration::from_millis(500),
-                ..TenantOptions::default()
-            }),
+            workloads: Some(host_workloads),
+            services: Some(services),
+            tenants,
             clustertree: Some(ClusterTreeOptions {
                 poll: Duration::from_millis(300),
                 resync: Duration::from_millis(500),
@@ -892,8 +1017,8 @@ impl Harness {
         Ok(())
     }
 
-    /// Polls `check` until it returns Ok, at most `limit` (5× on an existing cluster); the
-    /// error names `what` and the last thing `check` saw.
+    /// Polls `check` until it returns Ok, at most `limit` (5× on an existing cluster, 3× on
+    /// a real apiserver); the error names `what` and the last thing `check` saw.
     pub async fn eventually<T, F, Fut>(
         &self,
         what: &str,
@@ -904,11 +1029,13 @@ impl Harness {
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, String>>,
     {
-        // Real images on an existing cluster are pulled and started, not simulated.
-        let limit = if self.kind == HostKind::External {
-            limit * 5
-        } else {
-            limit
+        // Real images on an existing cluster are pulled and started, not simulated; on a
+        // real apiserver each tenant's etcd, kube-apiserver, kube-controller-manager and
+        // kube-scheduler are real processes.
+        let limit = match self.kind {
+            HostKind::External => limit * 5,
+            HostKind::RealApiServer => limit * 3,
+            HostKind::TestApiServer => limit,
         };
         let deadline = Instant::now() + limit;
         loop {
@@ -1089,6 +1216,16 @@ impl Harness {
                 out.push_str(&log_tail(&log, LOG_TAIL_LINES));
             }
         }
+        if let Host::Real(envtest) = &self.host {
+            for (name, log) in envtest.logs() {
+                let _ = writeln!(
+                    out,
+                    "\n===== last {LOG_TAIL_LINES} lines of the host {name} log ({})",
+                    log.display()
+                );
+                out.push_str(&log_tail(&log, LOG_TAIL_LINES));
+            }
+        }
         out
     }
 }
@@ -1137,16 +1274,23 @@ impl Drop for Harness {
 /// Prints the wall time of a scenario when it ends, passing or failing.
 #[derive(Debug)]
 pub struct WallTime {
-    scenario: &'static str,
+    scenario: String,
     started: Instant,
+    skipped: bool,
 }
 
 impl WallTime {
-    pub fn start(scenario: &'static str) -> Self {
+    pub fn start(scenario: String) -> Self {
         WallTime {
             scenario,
             started: Instant::now(),
+            skipped: false,
         }
+    }
+
+    /// The scenario did not run (it printed `skipped: ...`).
+    pub fn skipped(&mut self) {
+        self.skipped = true;
     }
 }
 
@@ -1154,6 +1298,8 @@ impl Drop for WallTime {
     fn drop(&mut self) {
         let outcome = if std::thread::panicking() {
             "failed"
+        } else if self.skipped {
+            "skipped"
         } else {
             "done"
         };
@@ -1163,16 +1309,6 @@ impl Drop for WallTime {
             self.started.elapsed().as_secs_f64()
         );
     }
-}
-
-/// A loopback /24 for the host's Service cluster IPs, picked at random so harnesses running
-/// at the same time (parallel tests, a sandbox) do not hand out the same IPs: the tenant
-/// API server simulator binds `CLUSTER_IP:6443` of each tenant. Avoids 127.0/16 and the
-/// simulators' tenant Service and pod ranges (127.101, 127.200, 127.201).
-fn private_service_cidr() -> String {
-    let second = rand::random_range(110..=199_u8);
-    let third = rand::random::<u8>();
-    format!("127.{second}.{third}.0/24")
 }
 
 /// `v1 List` of objects, for one `kubectl apply`.
