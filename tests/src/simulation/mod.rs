@@ -12,12 +12,18 @@
 //! - [`services`]: LoadBalancer ingress addresses, Endpoints and EndpointSlices.
 //! - [`tenant_apiserver`]: a tenant API server per ready tenant kube-apiserver Deployment.
 //! - [`clustertree`]: the virtual Nodes the clustertree registers in a tenant.
+//! - [`local_pod`]: one container of a host pod template as a local process plan (volumes
+//!   laid out, flags and kubeconfigs pointed at local addresses).
+//! - [`local_control_plane`]: each tenant's etcd, kube-apiserver, controller-manager and
+//!   scheduler as local processes, from the objects the controller wrote.
 //!
 //! Each simulator works level-triggered: a watch keeps a local cache, and every change
 //! (or a deadline, or a periodic resync) runs one pass that compares what exists with
 //! what the simulated component would have written, and writes only the difference.
 
 pub mod clustertree;
+pub mod local_control_plane;
+pub mod local_pod;
 pub mod nodes;
 pub mod services;
 pub mod tenant_apiserver;

@@ -1,0 +1,910 @@
+//! The local control-plane simulator against what vc-controller renders: the process
+//! plans of all four components point at laid-out files with the Secrets' contents and at
+//! local addresses that serve what the flags name, a real etcd runs from the rendered
+//! StatefulSet and takes the tenant apiserver's etcd client certificate, and (with
+//! `KUBEBUILDER_ASSETS`) a real tenant kube-apiserver answers through the admin kubeconfig.
+
+#[cfg(test)]
+#[allow(dead_code)] // each test binary uses part of the shared harness
+mod controller_common;
+
+// Helpers live in a cfg(test) module so clippy treats them as test code.
+#[cfg(test)]
+mod local_control_plane_tests {
+    use super::controller_common;
+    use std::collections::BTreeMap;
+    use std::net::{IpAddr, SocketAddr};
+    use std::path::{Path, PathBuf};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD;
+    use http_body_util::{BodyExt as _, Full};
+    use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+    use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
+    use kube::api::{Patch, PatchParams, PostParams};
+    use kube::{Api, Client, Resource, ResourceExt as _};
+    use rustls::client::danger::ServerCertVerifier as _;
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+    use serde_json::json;
+    use vc_api::VirtualCluster;
+    use vc_controller::pki::{ExistingPki, ensure_pki};
+    use vc_controller::resources::{BuildContext, DesiredState, Observed, Tenant, tenant_identity};
+    use vc_tests::apiserver::envtest::{self, SKIP_MESSAGE};
+    use vc_tests::apiserver::{TestApiServer, TestApiServerOptions};
+    use vc_tests::simulation::local_control_plane::{
+        self, Component, ControlPlaneBinaries, LocalControlPlaneOptions, LocalControlPlanes,
+        TenantObjects, TenantPlanner,
+    };
+    use vc_tests::simulation::local_pod::{LocalPodPlan, VolumeSources};
+
+    const NAMESPACE: &str = "team";
+    const TENANT: &str = "t1";
+
+    fn virtual_cluster(etcd_replicas: i32) -> VirtualCluster {
+        serde_yaml::from_str(&format!(
+        "apiVersion: kosmos.io/v1alpha1\nkind: VirtualCluster\nmetadata:\n  name: {TENANT}\n  namespace: {NAMESPACE}\n  uid: 5e1f00d2-aaaa-bbbb-cccc-000000000001\nspec:\n  controlPlane:\n    etcd:\n      replicas: {etcd_replicas}\n  promoteResources:\n    nodes: [node1]\n    resources: {{cpu: 2, memory: 4Gi}}\n"
+    ))
+    .unwrap()
+    }
+
+    /// Everything the controller would write for the tenant, its apiserver Service holding
+    /// `cluster_ip` (the certificates name it).
+    fn desired_state(cluster_ip: IpAddr, etcd_replicas: i32) -> DesiredState {
+        let vc = virtual_cluster(etcd_replicas);
+        let ctx = BuildContext::default();
+        let observed = Observed {
+            apiserver_cluster_ip: Some(cluster_ip),
+            load_balancer_hosts: Vec::new(),
+            claimed_nodes: vec!["node1".to_owned()],
+        };
+        let tenant = Tenant::resolve(&vc, &ctx).unwrap();
+        let identity = tenant_identity(&tenant, &ctx, &observed).unwrap();
+        let (_, pki) =
+            ensure_pki(&identity, &ExistingPki::default(), jiff::Timestamp::now()).unwrap();
+        DesiredState::build(&vc, &ctx, &observed, &pki).unwrap()
+    }
+
+    fn secrets_of(desired: &DesiredState) -> BTreeMap<String, Secret> {
+        desired
+            .pki_secrets
+            .iter()
+            .chain(std::iter::once(&desired.admin_kubeconfig))
+            .map(|s| (s.name_any(), s.clone()))
+            .collect()
+    }
+
+    fn with_cluster_ip(mut service: Service, ip: &str) -> Service {
+        if let Some(spec) = service.spec.as_mut() {
+            spec.cluster_ip = Some(ip.to_owned());
+        }
+        service
+    }
+
+    /// The secret key behind a laid-out file, as the kubelet would have written it.
+    fn secret_bytes(secrets: &BTreeMap<String, Secret>, secret: &str, key: &str) -> Vec<u8> {
+        secrets[secret].data.as_ref().unwrap()[key].0.clone()
+    }
+
+    /// Every rendered path now points into the plan's root at a file or directory that exists.
+    fn assert_paths_are_local(plan: &LocalPodPlan) {
+        for arg in &plan.args {
+            let Some((flag, value)) = arg.split_once('=') else {
+                continue;
+            };
+            if !value.starts_with('/') {
+                continue;
+            }
+            let path = Path::new(value);
+            assert!(
+                path.starts_with(&plan.root),
+                "{}: {flag} still points outside the pod root: {value}",
+                plan.container
+            );
+            // A path the program creates itself (etcd's --data-dir) needs its parent.
+            assert!(
+                path.exists() || path.parent().is_some_and(Path::is_dir),
+                "{}: {flag}={value} was not laid out",
+                plan.container
+            );
+        }
+    }
+
+    fn flag_path(plan: &LocalPodPlan, flag: &str) -> PathBuf {
+        PathBuf::from(
+            plan.flag(flag)
+                .unwrap_or_else(|| panic!("{} has no --{flag}", plan.container)),
+        )
+    }
+
+    fn url_port(url: &str, scheme: &str) -> u16 {
+        let rest = url
+            .strip_prefix(&format!("{scheme}://127.0.0.1:"))
+            .unwrap_or_else(|| panic!("{url} is not {scheme}://127.0.0.1:PORT"));
+        rest.parse().unwrap()
+    }
+
+    /// The apiserver's serving certificate, verified as a client of the cluster IP would.
+    fn assert_serving_cert_verifies(plan: &LocalPodPlan, ca_pem: &[u8], ip: IpAddr) {
+        let cert = std::fs::read(flag_path(plan, "tls-cert-file")).unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_slice(ca_pem).unwrap())
+            .unwrap();
+        let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            Arc::new(roots),
+            Arc::new(rustls::crypto::ring::default_provider()),
+        )
+        .build()
+        .unwrap();
+        verifier
+            .verify_server_cert(
+                &CertificateDer::from_pem_slice(&cert).unwrap(),
+                &[],
+                &ServerName::IpAddress(ip.into()),
+                &[],
+                UnixTime::now(),
+            )
+            .unwrap_or_else(|e| panic!("the serving certificate does not verify for {ip}: {e}"));
+    }
+
+    /// The server of the kubeconfig `--kubeconfig` names.
+    fn kubeconfig_server(plan: &LocalPodPlan) -> String {
+        let text = std::fs::read(flag_path(plan, "kubeconfig")).unwrap();
+        let document: serde_yaml::Value = serde_yaml::from_slice(&text).unwrap();
+        document["clusters"][0]["cluster"]["server"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    #[test]
+    fn plans_of_all_four_components_are_local_and_consistent() {
+        let cluster_ip: IpAddr = "127.150.3.7".parse().unwrap();
+        let desired = desired_state(cluster_ip, 1);
+        let secrets = secrets_of(&desired);
+        let mut etcd = desired.etcd.stateful_set.clone();
+        etcd.metadata.uid = Some("0d1c2b3a-0000-0000-0000-000000000000".to_owned());
+        let objects = TenantObjects {
+            namespace: NAMESPACE.to_owned(),
+            name: TENANT.to_owned(),
+            etcd: Some(etcd),
+            apiserver: Some(desired.apiserver_deployment.clone()),
+            controller_manager: Some(desired.controller_manager.clone()),
+            scheduler: Some(desired.scheduler.clone()),
+            services: vec![
+                with_cluster_ip(desired.apiserver_service.clone(), &cluster_ip.to_string()),
+                with_cluster_ip(desired.etcd.client_service.clone(), "127.150.3.8"),
+                desired.etcd.peer_service.clone(),
+            ],
+            sources: VolumeSources {
+                secrets: secrets.clone(),
+                config_maps: BTreeMap::new(),
+            },
+        };
+        let work = tempfile::tempdir().unwrap();
+        let mut planner = TenantPlanner::new(work.path(), "cluster.local", NAMESPACE, TENANT);
+        let mut plan = |component| {
+            let plan = planner.plan(&objects, component, 0).unwrap();
+            plan.materialise().unwrap();
+            assert_paths_are_local(&plan);
+            plan
+        };
+        let etcd = plan(Component::Etcd);
+        let apiserver = plan(Component::ApiServer);
+        let controller_manager = plan(Component::ControllerManager);
+        let scheduler = plan(Component::Scheduler);
+
+        // etcd: its own files, members on loopback ports, advertised where it listens.
+        assert_eq!(etcd.program, "etcd");
+        assert_eq!(etcd.flag("name"), Some("t1-etcd-0"));
+        let client_port = url_port(etcd.flag("listen-client-urls").unwrap(), "https");
+        let peer_port = url_port(etcd.flag("listen-peer-urls").unwrap(), "https");
+        assert_eq!(
+            etcd.flag("advertise-client-urls"),
+            Some(format!("https://127.0.0.1:{client_port}").as_str())
+        );
+        assert_eq!(
+            etcd.flag("initial-advertise-peer-urls"),
+            Some(format!("https://127.0.0.1:{peer_port}").as_str())
+        );
+        assert_eq!(
+            etcd.flag("initial-cluster"),
+            Some(format!("t1-etcd-0=https://127.0.0.1:{peer_port}").as_str())
+        );
+        url_port(etcd.flag("listen-metrics-urls").unwrap(), "http");
+        for (flag, secret, key) in [
+            ("cert-file", "t1-etcd-server", "tls.crt"),
+            ("key-file", "t1-etcd-server", "tls.key"),
+            ("trusted-ca-file", "t1-etcd-server", "ca.crt"),
+            ("peer-cert-file", "t1-etcd-peer", "tls.crt"),
+            ("peer-key-file", "t1-etcd-peer", "tls.key"),
+            ("peer-trusted-ca-file", "t1-etcd-server", "ca.crt"),
+        ] {
+            assert_eq!(
+                std::fs::read(flag_path(&etcd, flag)).unwrap(),
+                secret_bytes(&secrets, secret, key),
+                "etcd --{flag}"
+            );
+        }
+
+        // kube-apiserver: on the cluster IP and Service port, etcd at the local member.
+        assert_eq!(apiserver.program, "kube-apiserver");
+        let ip = cluster_ip.to_string();
+        assert_eq!(apiserver.flag("bind-address"), Some(ip.as_str()));
+        assert_eq!(apiserver.flag("advertise-address"), Some(ip.as_str()));
+        assert_eq!(apiserver.flag("secure-port"), Some("6443"));
+        assert_eq!(
+            apiserver.flag("etcd-servers"),
+            Some(format!("https://127.0.0.1:{client_port}").as_str())
+        );
+        assert_eq!(
+            apiserver.flag("service-account-issuer"),
+            Some("https://kubernetes.default.svc.cluster.local"),
+            "a URL naming no tenant Service stays as rendered"
+        );
+        for (flag, secret, key) in [
+            ("client-ca-file", "t1-ca", "tls.crt"),
+            ("tls-cert-file", "t1-apiserver-tls", "tls.crt"),
+            ("tls-private-key-file", "t1-apiserver-tls", "tls.key"),
+            ("etcd-cafile", "t1-apiserver-etcd-client", "ca.crt"),
+            ("etcd-certfile", "t1-apiserver-etcd-client", "tls.crt"),
+            ("etcd-keyfile", "t1-apiserver-etcd-client", "tls.key"),
+            ("service-account-key-file", "t1-sa", "sa.pub"),
+            ("service-account-signing-key-file", "t1-sa", "sa.key"),
+            (
+                "requestheader-client-ca-file",
+                "t1-front-proxy-ca",
+                "tls.crt",
+            ),
+            ("proxy-client-cert-file", "t1-front-proxy-client", "tls.crt"),
+        ] {
+            assert_eq!(
+                std::fs::read(flag_path(&apiserver, flag)).unwrap(),
+                secret_bytes(&secrets, secret, key),
+                "kube-apiserver --{flag}"
+            );
+        }
+        assert_serving_cert_verifies(
+            &apiserver,
+            &secret_bytes(&secrets, "t1-ca", "tls.crt"),
+            cluster_ip,
+        );
+        assert_eq!(
+            std::fs::read(flag_path(&apiserver, "etcd-cafile")).unwrap(),
+            std::fs::read(flag_path(&etcd, "trusted-ca-file")).unwrap(),
+            "the apiserver trusts the CA etcd's serving certificate comes from"
+        );
+
+        // controller-manager and scheduler: loopback, own ports, the apiserver at the cluster IP.
+        let apiserver_url = format!("https://{cluster_ip}:6443");
+        for plan in [&controller_manager, &scheduler] {
+            assert_eq!(
+                plan.flag("bind-address"),
+                Some("127.0.0.1"),
+                "{}",
+                plan.container
+            );
+            let port: u16 = plan.flag("secure-port").unwrap().parse().unwrap();
+            assert!(
+                ![0, 10257, 10259].contains(&port),
+                "{}: {port}",
+                plan.container
+            );
+            assert_eq!(kubeconfig_server(plan), apiserver_url, "{}", plan.container);
+            for flag in ["authentication-kubeconfig", "authorization-kubeconfig"] {
+                assert_eq!(
+                    plan.flag(flag),
+                    plan.flag("kubeconfig"),
+                    "{}",
+                    plan.container
+                );
+            }
+        }
+        assert_ne!(
+            controller_manager.flag("secure-port"),
+            scheduler.flag("secure-port")
+        );
+        for (flag, secret, key) in [
+            ("cluster-signing-cert-file", "t1-ca", "tls.crt"),
+            ("cluster-signing-key-file", "t1-ca", "tls.key"),
+            ("root-ca-file", "t1-ca", "tls.crt"),
+            ("service-account-private-key-file", "t1-sa", "sa.key"),
+        ] {
+            assert_eq!(
+                std::fs::read(flag_path(&controller_manager, flag)).unwrap(),
+                secret_bytes(&secrets, secret, key),
+                "kube-controller-manager --{flag}"
+            );
+        }
+
+        // The same planner keeps the ports: a restarted etcd is where the apiserver looks.
+        let again = planner.plan(&objects, Component::Etcd, 0).unwrap();
+        assert_eq!(again.args, etcd.args);
+    }
+
+    fn etcd_binary() -> Option<PathBuf> {
+        std::env::var_os("ETCD_BIN")
+            .map(PathBuf::from)
+            .into_iter()
+            .chain(["/usr/bin/etcd", "/usr/local/bin/etcd"].map(PathBuf::from))
+            .find(|path| path.is_file())
+    }
+
+    /// TLS client config trusting `ca`, presenting `cert`/`key`.
+    fn tls_config(ca: &[u8], cert: &[u8], key: &[u8]) -> Arc<rustls::ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_slice(ca).unwrap())
+            .unwrap();
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(
+            vec![CertificateDer::from_pem_slice(cert).unwrap()],
+            PrivateKeyDer::from_pem_slice(key).unwrap(),
+        )
+        .unwrap();
+        Arc::new(config)
+    }
+
+    /// POSTs JSON to etcd's gRPC gateway at `addr`, verifying it as `addr`'s IP.
+    async fn etcd_post(
+        config: &Arc<rustls::ClientConfig>,
+        addr: SocketAddr,
+        path: &str,
+        body: serde_json::Value,
+    ) -> Result<(u16, serde_json::Value), String> {
+        let exchange = async {
+            let tcp = tokio::net::TcpStream::connect(addr)
+                .await
+                .map_err(|e| e.to_string())?;
+            let tls = tokio_rustls::TlsConnector::from(config.clone())
+                .connect(ServerName::IpAddress(addr.ip().into()), tcp)
+                .await
+                .map_err(|e| e.to_string())?;
+            let (mut sender, connection) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+                    .await
+                    .map_err(|e| e.to_string())?;
+            tokio::spawn(connection);
+            let request = http::Request::post(path)
+                .header("host", addr.to_string())
+                .header("content-type", "application/json")
+                .body(Full::new(bytes::Bytes::from(body.to_string())))
+                .map_err(|e| e.to_string())?;
+            let response = sender
+                .send_request(request)
+                .await
+                .map_err(|e| e.to_string())?;
+            let status = response.status().as_u16();
+            let bytes = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?
+                .to_bytes();
+            Ok((
+                status,
+                serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+            ))
+        };
+        tokio::time::timeout(Duration::from_secs(10), exchange)
+            .await
+            .map_err(|_| "no answer within 10 s".to_owned())?
+    }
+
+    /// The apiserver's etcd client, built from the files and URL of its plan.
+    struct ApiserverEtcdClient {
+        config: Arc<rustls::ClientConfig>,
+        addr: SocketAddr,
+    }
+
+    impl ApiserverEtcdClient {
+        fn of(plan: &LocalPodPlan) -> Self {
+            let read = |flag: &str| std::fs::read(flag_path(plan, flag)).unwrap();
+            let servers = plan.flag("etcd-servers").unwrap();
+            let addr = servers
+                .strip_prefix("https://")
+                .and_then(|rest| rest.split(',').next())
+                .and_then(|first| first.parse().ok())
+                .unwrap_or_else(|| panic!("--etcd-servers={servers} is not https://IP:PORT"));
+            ApiserverEtcdClient {
+                config: tls_config(
+                    &read("etcd-cafile"),
+                    &read("etcd-certfile"),
+                    &read("etcd-keyfile"),
+                ),
+                addr,
+            }
+        }
+
+        async fn put(&self, key: &str, value: &str) -> Result<(), String> {
+            let body = json!({"key": STANDARD.encode(key), "value": STANDARD.encode(value)});
+            match etcd_post(&self.config, self.addr, "/v3/kv/put", body).await? {
+                (200, _) => Ok(()),
+                (status, body) => Err(format!("put answered {status}: {body}")),
+            }
+        }
+
+        async fn get(&self, key: &str) -> Result<Option<String>, String> {
+            let body = json!({"key": STANDARD.encode(key)});
+            let (status, body) = etcd_post(&self.config, self.addr, "/v3/kv/range", body).await?;
+            if status != 200 {
+                return Err(format!("range answered {status}: {body}"));
+            }
+            Ok(body["kvs"][0]["value"]
+                .as_str()
+                .map(|v| String::from_utf8(STANDARD.decode(v).unwrap()).unwrap()))
+        }
+    }
+
+    /// Polls `check` until it gives `Some`; panics with `what` and the diagnostics after
+    /// `limit`.
+    async fn eventually<T, F, Fut>(
+        planes: &LocalControlPlanes,
+        limit: Duration,
+        what: &str,
+        mut check: F,
+    ) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Option<T>>,
+    {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(value) = check().await {
+                return value;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {limit:?} waiting for {what}\n{}",
+                planes.diagnostics()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn without_owners<K: Resource>(mut object: K) -> K {
+        // No VirtualCluster exists on this host: its garbage collector must not collect these.
+        object.meta_mut().owner_references = None;
+        object
+    }
+
+    /// Writes the tenant's objects to `host` as the controller would, and returns them.
+    async fn write_tenant(host: &Client, etcd_replicas: i32) -> DesiredState {
+        Api::<Namespace>::all(host.clone())
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({"metadata": {"name": NAMESPACE}})).unwrap(),
+            )
+            .await
+            .unwrap();
+        let services: Api<Service> = Api::namespaced(host.clone(), NAMESPACE);
+        let provisional = desired_state("127.0.0.1".parse().unwrap(), etcd_replicas);
+        let apiserver_service = services
+            .create(
+                &PostParams::default(),
+                &without_owners(provisional.apiserver_service.clone()),
+            )
+            .await
+            .unwrap();
+        let cluster_ip: IpAddr = apiserver_service
+            .spec
+            .and_then(|s| s.cluster_ip)
+            .unwrap()
+            .parse()
+            .unwrap();
+        let desired = desired_state(cluster_ip, etcd_replicas);
+        let post = PostParams::default();
+        for secret in secrets_of(&desired).into_values() {
+            Api::<Secret>::namespaced(host.clone(), NAMESPACE)
+                .create(&post, &without_owners(secret))
+                .await
+                .unwrap();
+        }
+        for service in [&desired.etcd.peer_service, &desired.etcd.client_service] {
+            services
+                .create(&post, &without_owners(service.clone()))
+                .await
+                .unwrap();
+        }
+        Api::<StatefulSet>::namespaced(host.clone(), NAMESPACE)
+            .create(&post, &without_owners(desired.etcd.stateful_set.clone()))
+            .await
+            .unwrap();
+        for deployment in [
+            &desired.apiserver_deployment,
+            &desired.controller_manager,
+            &desired.scheduler,
+        ] {
+            Api::<Deployment>::namespaced(host.clone(), NAMESPACE)
+                .create(&post, &without_owners(deployment.clone()))
+                .await
+                .unwrap();
+        }
+        desired
+    }
+
+    fn etcd_pid(planes: &LocalControlPlanes) -> Option<u32> {
+        member_pid(planes, 0)
+    }
+
+    fn member_pid(planes: &LocalControlPlanes, ordinal: i32) -> Option<u32> {
+        planes
+            .running()
+            .into_iter()
+            .find(|c| c.component == Component::Etcd && c.ordinal == ordinal)
+            .map(|c| c.pid)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn etcd_runs_from_the_statefulset_and_takes_the_apiserver_client_certificate() {
+        let Some(etcd) = etcd_binary() else {
+            eprintln!(
+                "skipped: no etcd binary at /usr/bin/etcd or /usr/local/bin/etcd and ETCD_BIN is unset"
+            );
+            return;
+        };
+        let started = Instant::now();
+        let host_server = TestApiServer::start(TestApiServerOptions::default()).unwrap();
+        let host = host_server.client().await.unwrap();
+        write_tenant(&host, 1).await;
+        let work = tempfile::tempdir().unwrap();
+        let missing_apiserver = work.path().join("absent").join("kube-apiserver");
+        let planes = local_control_plane::spawn(
+            host.clone(),
+            LocalControlPlaneOptions {
+                binaries: ControlPlaneBinaries {
+                    etcd,
+                    kube_apiserver: missing_apiserver.clone(),
+                    kube_controller_manager: None,
+                    kube_scheduler: None,
+                },
+                work_dir: work.path().to_owned(),
+                namespace: Some(NAMESPACE.to_owned()),
+                cluster_domain: "cluster.local".to_owned(),
+                tenant_workloads: None,
+                tenant_services: None,
+                resync: Duration::from_millis(300),
+            },
+        );
+
+        // etcd runs; the apiserver's files are laid out but it cannot start, and says why.
+        let apiserver = eventually(
+            &planes,
+            Duration::from_secs(30),
+            "etcd and the apiserver plan",
+            || {
+                let ready = etcd_pid(&planes).is_some();
+                let plan = planes.plan(NAMESPACE, TENANT, Component::ApiServer, 0);
+                async move { plan.filter(|_| ready) }
+            },
+        )
+        .await;
+        let diagnostics = planes.diagnostics();
+        assert!(
+            diagnostics.contains(&format!(
+                "apiserver-0: not started: binary {} does not exist",
+                missing_apiserver.display()
+            )),
+            "{diagnostics}"
+        );
+        assert!(
+            diagnostics.contains("note: no kube-controller-manager binary")
+                && diagnostics.contains("note: no kube-scheduler binary"),
+            "{diagnostics}"
+        );
+        assert!(
+            diagnostics.contains("etcd-0: running, pid"),
+            "{diagnostics}"
+        );
+
+        // A kube-apiserver-shaped client: its --etcd-* files and its --etcd-servers.
+        let client = ApiserverEtcdClient::of(&apiserver);
+        eventually(
+            &planes,
+            Duration::from_secs(30),
+            "etcd to accept a put over mTLS",
+            || {
+                let client = &client;
+                async move {
+                    client
+                        .put("/registry/local/t1", "before the restart")
+                        .await
+                        .ok()
+                }
+            },
+        )
+        .await;
+        assert_eq!(
+            client.get("/registry/local/t1").await.unwrap().as_deref(),
+            Some("before the restart")
+        );
+        let first_pid = etcd_pid(&planes).unwrap();
+
+        // A new pod template (the controller's config hash) restarts the member on its
+        // ports, with its data.
+        let sets: Api<StatefulSet> = Api::namespaced(host.clone(), NAMESPACE);
+        let patch = json!({"spec": {"template": {"metadata": {"annotations": {
+            vc_api::constants::CONFIG_HASH_ANNOTATION: "changed-by-the-test"
+        }}}}});
+        sets.patch("t1-etcd", &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap();
+        eventually(&planes, Duration::from_secs(20), "etcd to restart", || {
+            let pid = etcd_pid(&planes);
+            async move { pid.filter(|pid| *pid != first_pid) }
+        })
+        .await;
+        assert!(
+            !Path::new(&format!("/proc/{first_pid}")).exists(),
+            "the old etcd process is gone"
+        );
+        let value = eventually(
+            &planes,
+            Duration::from_secs(30),
+            "the restarted etcd to answer",
+            || {
+                let client = &client;
+                async move { client.get("/registry/local/t1").await.ok() }
+            },
+        )
+        .await;
+        assert_eq!(value.as_deref(), Some("before the restart"));
+
+        eprintln!("{}", planes.diagnostics());
+
+        // Scaled to 0: the member stops.
+        let second_pid = etcd_pid(&planes).unwrap();
+        sets.patch(
+            "t1-etcd",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"replicas": 0}})),
+        )
+        .await
+        .unwrap();
+        eventually(&planes, Duration::from_secs(20), "etcd to stop", || {
+            let running = etcd_pid(&planes);
+            async move { running.is_none().then_some(()) }
+        })
+        .await;
+        assert!(!Path::new(&format!("/proc/{second_pid}")).exists());
+        drop(planes);
+        eprintln!(
+            "local etcd from the rendered StatefulSet: started, restarted and stopped in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn dropping_the_simulator_kills_its_processes() {
+        let Some(etcd) = etcd_binary() else {
+            eprintln!(
+                "skipped: no etcd binary at /usr/bin/etcd or /usr/local/bin/etcd and ETCD_BIN is unset"
+            );
+            return;
+        };
+        let host_server = TestApiServer::start(TestApiServerOptions::default()).unwrap();
+        let host = host_server.client().await.unwrap();
+        write_tenant(&host, 1).await;
+        let work = tempfile::tempdir().unwrap();
+        let planes = local_control_plane::spawn(
+            host,
+            LocalControlPlaneOptions {
+                binaries: ControlPlaneBinaries {
+                    etcd,
+                    kube_apiserver: work.path().join("kube-apiserver"),
+                    kube_controller_manager: None,
+                    kube_scheduler: None,
+                },
+                work_dir: work.path().to_owned(),
+                namespace: None,
+                cluster_domain: "cluster.local".to_owned(),
+                tenant_workloads: None,
+                tenant_services: None,
+                resync: Duration::from_millis(300),
+            },
+        );
+        let pid = eventually(&planes, Duration::from_secs(30), "etcd to start", || {
+            let pid = etcd_pid(&planes);
+            async move { pid }
+        })
+        .await;
+        assert!(Path::new(&format!("/proc/{pid}")).exists());
+        drop(planes);
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "etcd {pid} outlived the simulator"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn three_etcd_members_form_one_cluster_through_their_peer_names() {
+        let Some(etcd) = etcd_binary() else {
+            eprintln!(
+                "skipped: no etcd binary at /usr/bin/etcd or /usr/local/bin/etcd and ETCD_BIN is unset"
+            );
+            return;
+        };
+        let started = Instant::now();
+        let host_server = TestApiServer::start(TestApiServerOptions::default()).unwrap();
+        let host = host_server.client().await.unwrap();
+        write_tenant(&host, 3).await;
+        let work = tempfile::tempdir().unwrap();
+        let planes = local_control_plane::spawn(
+            host,
+            LocalControlPlaneOptions {
+                binaries: ControlPlaneBinaries {
+                    etcd,
+                    kube_apiserver: work.path().join("kube-apiserver"),
+                    kube_controller_manager: None,
+                    kube_scheduler: None,
+                },
+                work_dir: work.path().to_owned(),
+                namespace: Some(NAMESPACE.to_owned()),
+                cluster_domain: "cluster.local".to_owned(),
+                tenant_workloads: None,
+                tenant_services: None,
+                resync: Duration::from_millis(300),
+            },
+        );
+        let apiserver = eventually(
+            &planes,
+            Duration::from_secs(30),
+            "three members and the apiserver plan",
+            || {
+                let all = (0..3).all(|ordinal| member_pid(&planes, ordinal).is_some());
+                let plan = planes.plan(NAMESPACE, TENANT, Component::ApiServer, 0);
+                async move { plan.filter(|_| all) }
+            },
+        )
+        .await;
+        let members: Vec<LocalPodPlan> = (0..3)
+            .map(|ordinal| {
+                planes
+                    .plan(NAMESPACE, TENANT, Component::Etcd, ordinal)
+                    .unwrap()
+            })
+            .collect();
+        let peer_urls: Vec<String> = members
+            .iter()
+            .map(|m| m.flag("initial-advertise-peer-urls").unwrap().to_owned())
+            .collect();
+        let expected_cluster: Vec<String> = peer_urls
+            .iter()
+            .enumerate()
+            .map(|(ordinal, url)| format!("t1-etcd-{ordinal}={url}"))
+            .collect();
+        for member in &members {
+            assert_eq!(
+                member.flag("initial-cluster"),
+                Some(expected_cluster.join(",").as_str())
+            );
+        }
+        // Written through the member the apiserver uses, read from the last one.
+        let writer = ApiserverEtcdClient::of(&apiserver);
+        eventually(
+            &planes,
+            Duration::from_secs(45),
+            "the three-member cluster to accept a put",
+            || {
+                let writer = &writer;
+                async move {
+                    writer
+                        .put("/registry/local/quorum", "replicated")
+                        .await
+                        .ok()
+                }
+            },
+        )
+        .await;
+        let last_client_url = members[2].flag("advertise-client-urls").unwrap();
+        let reader = ApiserverEtcdClient {
+            config: writer.config.clone(),
+            addr: last_client_url
+                .strip_prefix("https://")
+                .unwrap()
+                .parse()
+                .unwrap(),
+        };
+        assert_ne!(reader.addr, writer.addr);
+        let value = eventually(
+            &planes,
+            Duration::from_secs(20),
+            "member 2 to return the key",
+            || {
+                let reader = &reader;
+                async move { reader.get("/registry/local/quorum").await.ok().flatten() }
+            },
+        )
+        .await;
+        assert_eq!(value, "replicated");
+        eprintln!(
+            "three local etcd members formed one cluster in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+    }
+
+    /// With `KUBEBUILDER_ASSETS`: the in-process controller provisions a tenant on the test
+    /// API server, and its kube-apiserver runs as a process from the rendered Deployment.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn tenant_kube_apiserver_process_answers_through_the_admin_kubeconfig() {
+        let Some(assets) = envtest::assets() else {
+            println!("{SKIP_MESSAGE}");
+            return;
+        };
+        let binaries = ControlPlaneBinaries::discover(&assets).unwrap();
+        let started = Instant::now();
+        let harness = controller_common::Harness::start(2, false).await;
+        let work = tempfile::tempdir().unwrap();
+        let planes = local_control_plane::spawn(
+            harness.admin.clone(),
+            LocalControlPlaneOptions {
+                binaries,
+                work_dir: work.path().to_owned(),
+                namespace: Some("team-l".to_owned()),
+                cluster_domain: "cluster.local".to_owned(),
+                tenant_workloads: Some(Default::default()),
+                tenant_services: Some(Default::default()),
+                resync: Duration::from_millis(500),
+            },
+        );
+        harness.create_vc("team-l", "real", &["node-0"]).await;
+        let secrets: Api<Secret> = Api::namespaced(harness.admin.clone(), "team-l");
+        let client = eventually(
+            &planes,
+            Duration::from_secs(120),
+            "the tenant kube-apiserver to answer /readyz through the admin kubeconfig",
+            || {
+                let secrets = secrets.clone();
+                async move {
+                    let secret = secrets.get_opt("real-admin-kubeconfig").await.ok()??;
+                    let text = String::from_utf8(secret.data?.get("kubeconfig")?.0.clone()).ok()?;
+                    let kubeconfig = kube::config::Kubeconfig::from_yaml(&text).ok()?;
+                    let config = kube::Config::from_custom_kubeconfig(
+                        kubeconfig,
+                        &kube::config::KubeConfigOptions::default(),
+                    )
+                    .await
+                    .ok()?;
+                    let client = Client::try_from(config).ok()?;
+                    let request = http::Request::get("/readyz").body(Vec::new()).ok()?;
+                    let answer = client.request_text(request).await.ok()?;
+                    (answer.trim() == "ok").then_some(client)
+                }
+            },
+        )
+        .await;
+        let namespaces = Api::<Namespace>::all(client)
+            .list(&Default::default())
+            .await
+            .unwrap();
+        assert!(
+            namespaces
+                .items
+                .iter()
+                .any(|n| n.name_any() == "kube-system"),
+            "a real tenant apiserver has kube-system"
+        );
+        let running = planes.running();
+        assert!(
+            running
+                .iter()
+                .any(|c| c.component == Component::ApiServer && c.name == "real"),
+            "{}",
+            planes.diagnostics()
+        );
+        eprintln!(
+            "real tenant kube-apiserver from the rendered Deployment ready in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        drop(planes);
+        harness.shutdown().await;
+    }
+}
