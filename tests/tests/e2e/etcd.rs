@@ -1,14 +1,14 @@
 //! The tenant's etcd is a real etcd: `/usr/bin/etcd` started from the StatefulSet the
-//! controller created on the host, with the Secrets it mounts written where the pod would
-//! see them, and reached exactly as the tenant's apiserver Deployment is configured to
-//! (its `--etcd-cafile/--etcd-certfile/--etcd-keyfile` and the host of `--etcd-servers`).
-//! Only what belongs to the pod is rewritten: `$(POD_NAME)`, the volume root and the
-//! member host:port pairs (127.0.0.1 and free ports). Same approach as
-//! `controller/tests/etcd_mtls.rs`, but from the objects the running controller wrote.
+//! controller created on the host, and reached exactly as the tenant's apiserver
+//! Deployment is configured to (its `--etcd-cafile/--etcd-certfile/--etcd-keyfile`, and
+//! the host of its rendered `--etcd-servers` as the name etcd's certificate must carry).
+//! Both are translated by `vc_tests::simulation::local_control_plane`'s planner, the same
+//! one that runs whole tenant control planes: volumes laid out from the mounted Secrets,
+//! `$(POD_NAME)`, paths, and member URLs on 127.0.0.1 with free ports.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,10 +16,15 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use http_body_util::{BodyExt as _, Full};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{Container, PodSpec, Secret};
+use k8s_openapi::api::core::v1::{Secret, Service};
 use kube::Api;
+use kube::api::ListParams;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use vc_api::constants::TENANT_NAME_LABEL;
+use vc_tests::simulation::local_control_plane::{Component, TenantObjects, TenantPlanner};
+use vc_tests::simulation::local_pod::VolumeSources;
+use vc_tests::simulation::tenant_apiserver::flag_value;
 
 use crate::harness::{Harness, TENANT_NAMESPACE};
 
@@ -46,107 +51,43 @@ fn etcd_binary() -> Option<PathBuf> {
         .find(|path| path.is_file())
 }
 
-fn only_container(pod: &PodSpec) -> &Container {
-    assert_eq!(pod.containers.len(), 1, "one container expected");
-    &pod.containers[0]
-}
-
-fn pod_of_statefulset(set: &StatefulSet) -> &PodSpec {
-    set.spec
-        .as_ref()
-        .and_then(|spec| spec.template.spec.as_ref())
-        .expect("the etcd StatefulSet has a pod template")
-}
-
-/// Writes each mounted Secret key where the pod would see it, under `root`.
-fn lay_out_volumes(pod: &PodSpec, secrets: &BTreeMap<String, Secret>, root: &Path) {
-    for mount in only_container(pod).volume_mounts.iter().flatten() {
-        let target = root.join(mount.mount_path.trim_start_matches('/'));
-        std::fs::create_dir_all(&target).unwrap();
-        let Some(volume) = pod.volumes.iter().flatten().find(|v| v.name == mount.name) else {
-            continue; // a volumeClaimTemplate: a new PVC is an empty directory
-        };
-        let sources = volume
-            .projected
-            .as_ref()
-            .map(|p| p.sources.clone().unwrap_or_default())
-            .unwrap_or_default();
-        for source in sources {
-            let Some(projection) = source.secret else {
-                continue;
-            };
-            let secret = &secrets[&projection.name];
-            for item in projection.items.iter().flatten() {
-                let file = target.join(&item.path);
-                std::fs::create_dir_all(file.parent().unwrap()).unwrap();
-                let data = secret
-                    .data
-                    .as_ref()
-                    .and_then(|d| d.get(&item.key))
-                    .unwrap_or_else(|| {
-                        panic!("Secret {} has no key {}", projection.name, item.key)
-                    });
-                std::fs::write(&file, &data.0).unwrap();
-            }
-        }
+/// The tenant's workloads, Services and Secrets as the controller wrote them.
+async fn tenant_objects(harness: &Harness, tenant: &str) -> TenantObjects {
+    let client = harness.admin.clone();
+    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), TENANT_NAMESPACE);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), TENANT_NAMESPACE);
+    let services: Api<Service> = Api::namespaced(client.clone(), TENANT_NAMESPACE);
+    let secrets: Api<Secret> = Api::namespaced(client, TENANT_NAMESPACE);
+    let secrets: BTreeMap<String, Secret> = secrets
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|s| Some((s.metadata.name.clone()?, s)))
+        .collect();
+    TenantObjects {
+        namespace: TENANT_NAMESPACE.to_owned(),
+        name: tenant.to_owned(),
+        etcd: Some(sets.get(&format!("{tenant}-etcd")).await.unwrap()),
+        apiserver: Some(
+            deployments
+                .get(&format!("{tenant}-apiserver"))
+                .await
+                .unwrap(),
+        ),
+        controller_manager: None,
+        scheduler: None,
+        services: services
+            .list(&ListParams::default().labels(&format!("{TENANT_NAME_LABEL}={tenant}")))
+            .await
+            .unwrap()
+            .items,
+        sources: VolumeSources {
+            secrets,
+            config_maps: BTreeMap::new(),
+        },
     }
-}
-
-/// The rendered flags with `$(POD_NAME)`, absolute paths and `scheme://host:port` URLs
-/// made local.
-fn local_flags(
-    args: &[String],
-    pod_name: &str,
-    root: &Path,
-    ports: &BTreeMap<u16, u16>,
-) -> Vec<String> {
-    args.iter()
-        .map(|arg| {
-            let arg = arg.replace("$(POD_NAME)", pod_name);
-            let Some((flag, value)) = arg.split_once('=') else {
-                return arg;
-            };
-            if value.starts_with('/') {
-                return format!(
-                    "{flag}={}",
-                    root.join(value.trim_start_matches('/')).display()
-                );
-            }
-            if !value.contains("://") {
-                return arg;
-            }
-            let urls: Vec<String> = value
-                .split(',')
-                .map(|entry| {
-                    let (prefix, url) = entry
-                        .split_once('=')
-                        .map_or((String::new(), entry), |(n, u)| (format!("{n}="), u));
-                    let Some((scheme, rest)) = url.split_once("://") else {
-                        return entry.to_owned();
-                    };
-                    let local = rest
-                        .rsplit_once(':')
-                        .and_then(|(_, port)| port.parse::<u16>().ok())
-                        .and_then(|port| ports.get(&port));
-                    match local {
-                        Some(local) => format!("{prefix}{scheme}://127.0.0.1:{local}"),
-                        None => entry.to_owned(),
-                    }
-                })
-                .collect();
-            format!("{flag}={}", urls.join(","))
-        })
-        .collect()
-}
-
-fn flag<'a>(container: &'a Container, name: &str) -> &'a str {
-    let prefix = format!("--{name}=");
-    container
-        .args
-        .iter()
-        .flatten()
-        .find_map(|arg| arg.strip_prefix(&prefix))
-        .unwrap_or_else(|| panic!("the tenant apiserver has no --{name}"))
 }
 
 /// TLS client config trusting `ca`, presenting `cert`/`key`.
@@ -230,77 +171,66 @@ pub async fn tenant_etcd_is_real(harness: &Harness, tenant: &str) {
         eprintln!("skipped: tenant etcd sub-part: on an existing cluster the etcd pod itself runs");
         return;
     }
-    let sets: Api<StatefulSet> = Api::namespaced(harness.admin.clone(), TENANT_NAMESPACE);
-    let deployments: Api<Deployment> = Api::namespaced(harness.admin.clone(), TENANT_NAMESPACE);
-    let secrets: Api<Secret> = Api::namespaced(harness.admin.clone(), TENANT_NAMESPACE);
-    let set = sets.get(&format!("{tenant}-etcd")).await.unwrap();
-    let apiserver = deployments
-        .get(&format!("{tenant}-apiserver"))
-        .await
-        .unwrap();
-    let secrets: BTreeMap<String, Secret> = secrets
-        .list(&kube::api::ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter_map(|s| Some((s.metadata.name.clone()?, s)))
-        .collect();
-
-    let pod = pod_of_statefulset(&set);
-    let container = only_container(pod);
-    let mut ports = BTreeMap::new();
-    for port in container.ports.iter().flatten() {
-        let rendered = u16::try_from(port.container_port).unwrap();
-        let local = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        ports.insert(rendered, local);
-    }
-    let client_port = ports[&2379];
-    let root = harness.work_dir().join(format!("{tenant}-etcd-0"));
-    lay_out_volumes(pod, &secrets, &root);
-    let args = local_flags(
-        container.args.as_deref().unwrap_or_default(),
-        &format!("{tenant}-etcd-0"),
-        &root,
-        &ports,
+    let objects = tenant_objects(harness, tenant).await;
+    let mut planner = TenantPlanner::new(
+        &harness.work_dir().join("tenant-etcd"),
+        "cluster.local",
+        TENANT_NAMESPACE,
+        tenant,
     );
-    let log = root.join("etcd.log");
+    let etcd_plan = planner.plan(&objects, Component::Etcd, 0).unwrap();
+    etcd_plan.materialise().unwrap();
+    let args = etcd_plan.args.clone();
+    let log = planner.root().join("etcd-0.log");
     let file = std::fs::File::create(&log).unwrap();
     let mut etcd = Etcd {
-        child: Command::new(&binary)
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().unwrap())
-            .stderr(file)
+        child: etcd_plan
+            .command(&binary)
+            .stdout(Stdio::from(file.try_clone().unwrap()))
+            .stderr(Stdio::from(file))
             .spawn()
             .unwrap(),
         log,
     };
 
-    // The apiserver's view: its own mounted files and the host it verifies etcd as.
-    let apiserver_pod = apiserver
-        .spec
-        .as_ref()
-        .and_then(|s| s.template.spec.as_ref())
-        .unwrap();
-    let apiserver_root = harness.work_dir().join(format!("{tenant}-apiserver-0"));
-    lay_out_volumes(apiserver_pod, &secrets, &apiserver_root);
-    let apiserver_container = only_container(apiserver_pod);
-    let read = |name: &str| {
-        std::fs::read(apiserver_root.join(flag(apiserver_container, name).trim_start_matches('/')))
-            .unwrap()
+    // The apiserver's view: its own mounted files, the local address of its
+    // --etcd-servers, and the host it verifies etcd as (from the rendered flag).
+    let apiserver_plan = planner.plan(&objects, Component::ApiServer, 0).unwrap();
+    apiserver_plan.materialise().unwrap();
+    let read = |flag: &str| {
+        std::fs::read(
+            apiserver_plan
+                .flag(flag)
+                .unwrap_or_else(|| panic!("the tenant apiserver has no --{flag}")),
+        )
+        .unwrap()
     };
-    let servers = flag(apiserver_container, "etcd-servers");
-    let server_host = servers
+    let rendered_container = objects
+        .apiserver
+        .as_ref()
+        .and_then(|d| d.spec.as_ref())
+        .and_then(|s| s.template.spec.as_ref())
+        .and_then(|p| p.containers.first())
+        .unwrap();
+    let rendered_servers = flag_value(rendered_container, "etcd-servers").unwrap();
+    let server_host = rendered_servers
         .strip_prefix("https://")
         .and_then(|rest| rest.split(',').next())
         .and_then(|first| first.rsplit_once(':'))
         .map(|(host, _)| host.to_owned())
-        .unwrap_or_else(|| panic!("--etcd-servers={servers} is not https://HOST:PORT"));
+        .unwrap_or_else(|| panic!("--etcd-servers={rendered_servers} is not https://HOST:PORT"));
+    let local_servers = apiserver_plan.flag("etcd-servers").unwrap();
+    let client_port: u16 = local_servers
+        .strip_prefix("https://127.0.0.1:")
+        .and_then(|port| port.parse().ok())
+        .unwrap_or_else(|| {
+            panic!("--etcd-servers={local_servers} does not point at the local member")
+        });
+    assert_eq!(
+        Some(local_servers),
+        etcd_plan.flag("advertise-client-urls"),
+        "the apiserver reaches etcd where the member advertises itself"
+    );
     let config = tls_config(
         &read("etcd-cafile"),
         &read("etcd-certfile"),
