@@ -6,6 +6,10 @@
 //! `KUBECONFIG` to use with `kubectl vc create ...`. Ctrl-C stops everything it started.
 //!
 //! Build first: `cargo build --workspace --bins`, then `cargo run -p vc-tests --bin vc-sandbox`.
+//!
+//! `--real-apiserver` uses kube-apiserver + etcd (and kube-controller-manager) from
+//! `KUBEBUILDER_ASSETS` as the host instead, with each tenant's control plane run as local
+//! processes from the flags the controller rendered, as the e2e `real_` twins do.
 
 // The harness is shared with tests/tests/e2e.rs; the sandbox uses its start-up half.
 #[allow(dead_code)]
@@ -19,23 +23,51 @@ mod harness;
 use anyhow::bail;
 use harness::{Harness, HostKind, NotStarted, Options, SIMULATED_NODES};
 
+const USAGE: &str = "usage: vc-sandbox [--real-apiserver]";
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut options = Options::new("sandbox");
     options.host = HostKind::TestApiServer;
+    for arg in std::env::args().skip(1) {
+        match arg.as_str() {
+            "--real-apiserver" => options.host = HostKind::RealApiServer,
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return Ok(());
+            }
+            other => bail!("unknown argument {other:?}; {USAGE}"),
+        }
+    }
+    let host = options.host;
     let harness = match Harness::start(options).await {
         Ok(harness) => harness,
         Err(NotStarted::Skip(why)) => bail!("the sandbox cannot start: {why}"),
         Err(NotStarted::Failed(error)) => return Err(error.context("starting the sandbox")),
     };
     let work = harness.work_dir().display().to_string();
+    let (host_text, tenants_text) = match host {
+        HostKind::RealApiServer => (
+            "The host is kube-apiserver + etcd from KUBEBUILDER_ASSETS (and kube-controller-manager, when there,\n\
+             with only the garbage collector, namespace and resourcequota controllers).",
+            "Tenant control planes are real processes: etcd, kube-apiserver (and kube-controller-manager,\n\
+             kube-scheduler, when KUBEBUILDER_ASSETS holds them) started with the flags the controller rendered,\n\
+             the kube-apiserver on the Service's cluster IP (a 127.x.y.z address; Linux routes all of 127/8 to\n\
+             loopback). Their kubelets are simulated.",
+        ),
+        HostKind::TestApiServer | HostKind::External => (
+            "The host is an in-process test API server.",
+            "Tenant control planes are stand-ins too: each tenant's kube-apiserver is a test API server\n\
+             serving the certificates the controller issued, on the Service's cluster IP (a 127.x.y.z\n\
+             address; Linux routes all of 127/8 to loopback).",
+        ),
+    };
     println!(
         "kosmos-vc sandbox is running.\n\
          \n\
-         The host is an in-process test API server. Its {SIMULATED_NODES} nodes (node1..node{SIMULATED_NODES}, 8 CPUs / 32Gi each)\n\
-         are SIMULATED: no kubelet, no container runtime. Tenant control planes are stand-ins too:\n\
-         each tenant's kube-apiserver is a test API server serving the certificates the controller\n\
-         issued, on the Service's cluster IP (a 127.x.y.z address; Linux routes all of 127/8 to loopback).\n\
+         {host_text}\n\
+         Its {SIMULATED_NODES} nodes (node1..node{SIMULATED_NODES}, 8 CPUs / 32Gi each) are SIMULATED: no kubelet, no container runtime.\n\
+         {tenants_text}\n\
          vc-webhook and vc-controller are the real binaries, with the chart's flags and RBAC.\n\
          \n\
          In another shell:\n\

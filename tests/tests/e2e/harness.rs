@@ -45,6 +45,9 @@ use vc_tests::apiserver::envtest::{self, Envtest, EnvtestOptions, private_servic
 use vc_tests::apiserver::pki::TestCa;
 use vc_tests::apiserver::{TestApiServer, TestApiServerOptions, client_from_kubeconfig};
 use vc_tests::simulation::clustertree::ClusterTreeOptions;
+use vc_tests::simulation::local_control_plane::{
+    self, ControlPlaneBinaries, LocalControlPlaneOptions, LocalControlPlanes,
+};
 use vc_tests::simulation::nodes::{FleetOptions, default_nodes};
 use vc_tests::simulation::services::ServiceOptions;
 use vc_tests::simulation::tenant_apiserver::TenantOptions;
@@ -71,6 +74,8 @@ const WEBHOOK_TLS_SECRET: &str = "kosmos-vc-webhook-e2e-tls";
 /// The EndpointSlice standing in for the webhook pods.
 const WEBHOOK_SLICE: &str = "kosmos-vc-webhook-local";
 const LOG_TAIL_LINES: usize = 60;
+/// `--cluster-domain` of vc-controller when the chart does not pass it.
+const DEFAULT_CLUSTER_DOMAIN: &str = "cluster.local";
 /// Bound of one kubectl run: above the longest `--timeout` a scenario gives the plugin's
 /// waits (300 s on an existing cluster), so the plugin reports its own timeout.
 const KUBECTL_LIMIT: Duration = Duration::from_secs(330);
@@ -443,6 +448,8 @@ pub struct Harness {
     controller_launch: Option<ControllerLaunch>,
     /// Host node names the scenarios may promote, in order.
     pub nodes: Vec<String>,
+    /// The tenants' control planes as local processes (real apiserver only).
+    local_control_planes: Option<LocalControlPlanes>,
     /// `kubectl port-forward`s to tenant apiservers (existing clusters only).
     port_forwards: std::sync::Mutex<Vec<Process>>,
     work: WorkDir,
@@ -588,6 +595,7 @@ impl Harness {
             controller: None,
             controller_launch: None,
             nodes: Vec::new(),
+            local_control_planes: None,
             port_forwards: std::sync::Mutex::default(),
             work,
         };
@@ -597,7 +605,7 @@ impl Harness {
         };
         harness.install(&engine, &bin, &options).await?;
         if let Some(assets) = &assets {
-            harness.start_local_control_planes(assets)?;
+            harness.start_local_control_planes(assets, &options)?;
         }
         eprintln!(
             "[{}] host ready in {:.1?}: {}; chart installed, vc-webhook and vc-controller running, {} simulated nodes",
@@ -609,12 +617,47 @@ impl Harness {
         Ok(harness)
     }
 
-    /// Starts each tenant's control plane as local processes once the controller renders
-    /// it: a real host apiserver does not start tenant API servers by itself.
-    fn start_local_control_planes(&mut self, _assets: &Path) -> anyhow::Result<()> {
-        bail!(
-            "the tenants' control planes on a real apiserver need vc_tests::simulation::local_control_plane, which this build does not have yet"
-        )
+    /// Runs each tenant's control plane as local processes (etcd, kube-apiserver on the
+    /// apiserver Service's cluster IP, and kube-controller-manager and kube-scheduler when
+    /// the assets hold them) from the flags the controller rendered: a real host
+    /// apiserver has no kubelet to run them, and the in-process tenant API server would
+    /// not show whether those flags work.
+    fn start_local_control_planes(
+        &mut self,
+        assets: &Path,
+        options: &Options,
+    ) -> anyhow::Result<()> {
+        let binaries = ControlPlaneBinaries::discover(assets)
+            .map_err(|why| anyhow!("finding the tenants' control-plane binaries: {why}"))?;
+        let SimulatorOptions {
+            tenant_workloads,
+            services,
+            ..
+        } = self.simulator_options(options);
+        let cluster_domain = self
+            .controller_launch
+            .as_ref()
+            .and_then(|launch| {
+                launch
+                    .args
+                    .iter()
+                    .find_map(|arg| arg.strip_prefix("--cluster-domain="))
+            })
+            .unwrap_or(DEFAULT_CLUSTER_DOMAIN)
+            .to_owned();
+        self.local_control_planes = Some(local_control_plane::spawn(
+            self.admin.clone(),
+            LocalControlPlaneOptions {
+                binaries,
+                work_dir: self.work.path().join("tenants"),
+                namespace: Some(TENANT_NAMESPACE.to_owned()),
+                cluster_domain,
+                tenant_workloads: Some(tenant_workloads),
+                tenant_services: Some(services),
+                resync: Duration::from_millis(500),
+            },
+        ));
+        Ok(())
     }
 
     /// One line on what runs as the host, for the start-up message.
@@ -1216,6 +1259,10 @@ impl Harness {
                 out.push_str(&log_tail(&log, LOG_TAIL_LINES));
             }
         }
+        if let Some(planes) = &self.local_control_planes {
+            let _ = writeln!(out, "\n===== tenant control planes (local processes)");
+            out.push_str(&planes.diagnostics());
+        }
         if let Host::Real(envtest) = &self.host {
             for (name, log) in envtest.logs() {
                 let _ = writeln!(
@@ -1263,6 +1310,7 @@ impl Drop for Harness {
         if let Ok(mut forwards) = self.port_forwards.lock() {
             forwards.clear();
         }
+        drop(self.local_control_planes.take());
         drop(self.controller.take());
         drop(self.webhook.take());
         if let Some(simulation) = self.simulation.take() {
