@@ -536,7 +536,30 @@ async fn scenario_service(options: Options) {
         attempt(args, Some(object.to_string()))
     };
     for kind in ["Pod", "Service"] {
-        let allowed = create(kind, &workload_namespace).await;
+        let allowed = if kind == "Pod"
+            && harness.kind == HostKind::RealApiServer
+            && harness.computes_quota_usage()
+        {
+            // Quota admission refuses the pod until the resourcequota controller has
+            // written the new quota's usage, moments after the quota appeared.
+            harness
+                .eventually(
+                    &format!("the quota of {workload_namespace} to be counted"),
+                    WAIT,
+                    || async {
+                        let run = create(kind, &workload_namespace).await;
+                        if run.stderr.contains("status unknown for quota") {
+                            Err(run.describe())
+                        } else {
+                            Ok(run)
+                        }
+                    },
+                )
+                .await
+                .unwrap()
+        } else {
+            create(kind, &workload_namespace).await
+        };
         if kind == "Pod" && !allowed.success && quota_not_yet_counted(&harness, &allowed) {
             // RBAC let the request through (the refusal comes from ResourceQuota
             // admission, which runs after authorization), but the pod itself is refused.

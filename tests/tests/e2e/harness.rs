@@ -633,7 +633,7 @@ impl Harness {
             tenant_workloads,
             services,
             ..
-        } = self.simulator_options(options);
+        } = simulator_options(self.kind, options);
         let cluster_domain = self
             .controller_launch
             .as_ref()
@@ -888,38 +888,6 @@ impl Harness {
             .with_context(|| format!("issuing a kubeconfig for {user}"))
     }
 
-    /// What the simulated kubelets and controllers do on the host and in each tenant.
-    fn simulator_options(&self, options: &Options) -> SimulatorOptions {
-        // The test API server takes any pod IP, and loopback ones reach nothing by
-        // accident. A real kube-apiserver refuses loopback addresses in Endpoints and
-        // EndpointSlices, so there pods get addresses of 198.18.0.0/15 (RFC 2544,
-        // benchmarking: routed nowhere): only the Services' endpoints list them.
-        let (host_pods, tenant_pods) = match self.kind {
-            HostKind::RealApiServer => (Ipv4Addr::new(198, 18, 0, 1), Ipv4Addr::new(198, 19, 0, 1)),
-            HostKind::TestApiServer | HostKind::External => (
-                WorkloadOptions::default().pod_ip_start,
-                Ipv4Addr::new(127, 201, 0, 1),
-            ),
-        };
-        let host_workloads = WorkloadOptions {
-            default_delay: options.workload_delay,
-            pod_ip_start: host_pods,
-            resync: Duration::from_millis(500),
-            ..WorkloadOptions::default()
-        };
-        SimulatorOptions {
-            tenant_workloads: WorkloadOptions {
-                pod_ip_start: tenant_pods,
-                ..host_workloads.clone()
-            },
-            host_workloads,
-            services: ServiceOptions {
-                resync: Duration::from_millis(500),
-                ..ServiceOptions::default()
-            },
-        }
-    }
-
     /// The simulated kubelets and host controllers (deployments, statefulsets, Service
     /// endpoints) and the clustertree. On the test API server also each tenant's API
     /// server; on a real one the tenants' control planes are real processes instead
@@ -929,7 +897,7 @@ impl Harness {
             host_workloads,
             tenant_workloads,
             services,
-        } = self.simulator_options(options);
+        } = simulator_options(self.kind, options);
         let tenants = match self.kind {
             HostKind::RealApiServer => None,
             HostKind::TestApiServer | HostKind::External => Some(TenantOptions {
@@ -1359,6 +1327,38 @@ impl Drop for WallTime {
     }
 }
 
+/// What the simulated kubelets and controllers do on the host and in each tenant.
+fn simulator_options(kind: HostKind, options: &Options) -> SimulatorOptions {
+    // The test API server takes any pod IP, and loopback ones reach nothing by accident. A
+    // real kube-apiserver refuses loopback addresses in Endpoints and EndpointSlices, so
+    // there pods get addresses of 198.18.0.0/15 (RFC 2544, benchmarking: routed nowhere):
+    // only the Services' endpoints list them.
+    let (host_pods, tenant_pods) = match kind {
+        HostKind::RealApiServer => (Ipv4Addr::new(198, 18, 0, 1), Ipv4Addr::new(198, 19, 0, 1)),
+        HostKind::TestApiServer | HostKind::External => (
+            WorkloadOptions::default().pod_ip_start,
+            Ipv4Addr::new(127, 201, 0, 1),
+        ),
+    };
+    let host_workloads = WorkloadOptions {
+        default_delay: options.workload_delay,
+        pod_ip_start: host_pods,
+        resync: Duration::from_millis(500),
+        ..WorkloadOptions::default()
+    };
+    SimulatorOptions {
+        tenant_workloads: WorkloadOptions {
+            pod_ip_start: tenant_pods,
+            ..host_workloads.clone()
+        },
+        host_workloads,
+        services: ServiceOptions {
+            resync: Duration::from_millis(500),
+            ..ServiceOptions::default()
+        },
+    }
+}
+
 /// `v1 List` of objects, for one `kubectl apply`.
 fn as_list(objects: &[&Value]) -> String {
     json!({"apiVersion": "v1", "kind": "List", "items": objects}).to_string()
@@ -1472,4 +1472,71 @@ where
         .ok()?
         .ok()?;
     Some(response.status().as_u16())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What kube-apiserver's `ValidateNonSpecialIP` refuses in Endpoints and EndpointSlices.
+    fn special(ip: Ipv4Addr) -> bool {
+        ip.is_unspecified() || ip.is_loopback() || ip.is_link_local() || ip.is_multicast()
+    }
+
+    #[test]
+    fn on_a_real_apiserver_pods_get_addresses_it_accepts_in_endpoints() {
+        let options = simulator_options(HostKind::RealApiServer, &Options::new("unit"));
+        let (host, tenant) = (
+            options.host_workloads.pod_ip_start,
+            options.tenant_workloads.pod_ip_start,
+        );
+        assert!(!special(host) && !special(tenant), "{host} {tenant}");
+        assert!(
+            !host.is_private() && !tenant.is_private(),
+            "{host} {tenant}"
+        );
+        assert_ne!(host.octets()[..2], tenant.octets()[..2]);
+    }
+
+    #[test]
+    fn on_the_test_api_server_pods_keep_loopback_addresses() {
+        let options = simulator_options(HostKind::TestApiServer, &Options::new("unit"));
+        assert!(options.host_workloads.pod_ip_start.is_loopback());
+        assert!(options.tenant_workloads.pod_ip_start.is_loopback());
+        assert_ne!(
+            options.host_workloads.pod_ip_start.octets()[..2],
+            options.tenant_workloads.pod_ip_start.octets()[..2]
+        );
+    }
+
+    #[test]
+    fn the_workload_delay_reaches_host_and_tenant_workloads() {
+        let mut given = Options::new("unit");
+        given.workload_delay = Duration::from_secs(3);
+        let options = simulator_options(HostKind::RealApiServer, &given);
+        assert_eq!(options.host_workloads.default_delay, Duration::from_secs(3));
+        assert_eq!(
+            options.tenant_workloads.default_delay,
+            Duration::from_secs(3)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_real_apiserver_host_without_assets_is_skipped_before_anything_starts() {
+        if std::env::var_os("KUBEBUILDER_ASSETS").is_some() {
+            eprintln!("skipped: KUBEBUILDER_ASSETS is set, so the real host would start");
+            return;
+        }
+        let mut options = Options::new("unit");
+        options.host = HostKind::RealApiServer;
+        let started = Instant::now();
+        match Harness::start(options).await {
+            Err(NotStarted::Skip(why)) => {
+                assert!(why.contains("KUBEBUILDER_ASSETS is not set"), "{why}");
+            }
+            Err(NotStarted::Failed(error)) => panic!("failed instead of skipping: {error:#}"),
+            Ok(harness) => panic!("started without assets: {harness:?}"),
+        }
+        assert!(started.elapsed() < Duration::from_secs(1));
+    }
 }
