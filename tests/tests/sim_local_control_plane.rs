@@ -683,7 +683,7 @@ mod local_control_plane_tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn dropping_the_simulator_kills_its_processes() {
+    async fn an_exited_process_restarts_and_dropping_the_simulator_kills_it() {
         let Some(etcd) = etcd_binary() else {
             eprintln!(
                 "skipped: no etcd binary at /usr/bin/etcd or /usr/local/bin/etcd and ETCD_BIN is unset"
@@ -717,6 +717,22 @@ mod local_control_plane_tests {
         })
         .await;
         assert!(Path::new(&format!("/proc/{pid}")).exists());
+        // A crash (SIGKILL from outside) is seen and the member starts again.
+        let killed = std::process::Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        let pid = eventually(&planes, Duration::from_secs(30), "etcd to restart", || {
+            let restarted = etcd_pid(&planes).filter(|new| *new != pid);
+            async move { restarted }
+        })
+        .await;
+        let diagnostics = planes.diagnostics();
+        assert!(
+            diagnostics.contains("etcd-0: running") && diagnostics.contains("(failures 1,"),
+            "{diagnostics}"
+        );
         drop(planes);
         assert!(
             !Path::new(&format!("/proc/{pid}")).exists(),
@@ -827,6 +843,243 @@ mod local_control_plane_tests {
         assert_eq!(value, "replicated");
         eprintln!(
             "three local etcd members formed one cluster in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+    }
+
+    /// A stand-in for kube-apiserver, kube-controller-manager and kube-scheduler (by the
+    /// name it is run as) where the real binaries are absent: it uses exactly what the
+    /// real one would take from its flags. kube-apiserver checks etcd's `/health` with its
+    /// `--etcd-*` files at `--etcd-servers`, then serves `/readyz` with `--tls-*` on
+    /// `--bind-address:--secure-port`; the others call `/readyz` with the server and
+    /// credentials of `--kubeconfig`, then hold `--bind-address:--secure-port`.
+    const STAND_IN: &str = r#"#!/usr/bin/env python3
+import base64, http.server, os, re, socket, ssl, sys, tempfile, time, urllib.parse
+
+role = os.path.basename(sys.argv[0])
+flags = dict(a[2:].split("=", 1) for a in sys.argv[1:] if a.startswith("--") and "=" in a)
+
+def log(message):
+    print(f"stand-in {role}: {message}", flush=True)
+
+def tls_get(url, ca, cert, key, path):
+    parts = urllib.parse.urlsplit(url)
+    context = ssl.create_default_context(cafile=ca)
+    context.load_cert_chain(cert, key)
+    with socket.create_connection((parts.hostname, parts.port), timeout=5) as sock:
+        with context.wrap_socket(sock, server_hostname=parts.hostname) as tls:
+            tls.sendall(f"GET {path} HTTP/1.1\r\nHost: {parts.netloc}\r\nConnection: close\r\n\r\n".encode())
+            data = b""
+            while chunk := tls.recv(65536):
+                data += chunk
+    return data.decode(errors="replace")
+
+def retry(what, check):
+    error = None
+    for _ in range(150):
+        try:
+            if check():
+                return
+        except Exception as e:
+            error = e
+        time.sleep(0.2)
+    log(f"{what} failed: {error}")
+    sys.exit(1)
+
+if role == "kube-apiserver":
+    etcd = flags["etcd-servers"].split(",")[0]
+    retry(f"etcd {etcd}", lambda: '"health":"true"' in tls_get(etcd, flags["etcd-cafile"], flags["etcd-certfile"], flags["etcd-keyfile"], "/health").replace(" ", ""))
+    log(f"etcd {etcd} healthy over mTLS")
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        def do_GET(self):
+            ok = self.path.split("?")[0] in ("/readyz", "/livez", "/healthz")
+            body = b"ok" if ok else b'{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"NotFound","code":404}'
+            self.send_response(200 if ok else 404)
+            self.send_header("Content-Type", "text/plain" if ok else "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer((flags["bind-address"], int(flags["secure-port"])), Handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(flags["tls-cert-file"], flags["tls-private-key-file"])
+    context.load_verify_locations(flags["client-ca-file"])
+    context.verify_mode = ssl.CERT_OPTIONAL
+    context.set_alpn_protocols(["http/1.1"])
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    log(f"serving on {flags['bind-address']}:{flags['secure-port']}")
+    server.serve_forever()
+else:
+    text = open(flags["kubeconfig"]).read()
+    server = re.search(r"server:\s*(\S+)", text).group(1)
+    directory = tempfile.mkdtemp()
+    files = {}
+    for field in ("certificate-authority-data", "client-certificate-data", "client-key-data"):
+        files[field] = os.path.join(directory, field)
+        with open(files[field], "wb") as out:
+            out.write(base64.b64decode(re.search(field + r":\s*(\S+)", text).group(1)))
+    retry(f"/readyz of {server}", lambda: tls_get(server, files["certificate-authority-data"], files["client-certificate-data"], files["client-key-data"], "/readyz").endswith("ok"))
+    log(f"readyz ok via {server}")
+    listener = socket.create_server((flags["bind-address"], int(flags["secure-port"])))
+    log(f"holding {flags['bind-address']}:{flags['secure-port']}")
+    while True:
+        time.sleep(3600)
+"#;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_whole_control_plane_starts_from_the_rendered_flags_with_stand_ins() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let Some(etcd) = etcd_binary() else {
+            eprintln!(
+                "skipped: no etcd binary at /usr/bin/etcd or /usr/local/bin/etcd and ETCD_BIN is unset"
+            );
+            return;
+        };
+        if std::process::Command::new("python3")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            eprintln!("skipped: python3 (the stand-in kube binaries) is not on PATH");
+            return;
+        }
+        let started = Instant::now();
+        let host_server = TestApiServer::start(TestApiServerOptions::default()).unwrap();
+        let host = host_server.client().await.unwrap();
+        write_tenant(&host, 1).await;
+        let cluster_ip = Api::<Service>::namespaced(host.clone(), NAMESPACE)
+            .get("t1-apiserver")
+            .await
+            .unwrap()
+            .spec
+            .and_then(|s| s.cluster_ip)
+            .unwrap();
+        let work = tempfile::tempdir().unwrap();
+        let bin = work.path().join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        let stand_in = |name: &str| {
+            let path = bin.join(name);
+            std::fs::write(&path, STAND_IN).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+            path
+        };
+        let planes = local_control_plane::spawn(
+            host.clone(),
+            LocalControlPlaneOptions {
+                binaries: ControlPlaneBinaries {
+                    etcd,
+                    kube_apiserver: stand_in("kube-apiserver"),
+                    kube_controller_manager: Some(stand_in("kube-controller-manager")),
+                    kube_scheduler: Some(stand_in("kube-scheduler")),
+                },
+                work_dir: work.path().to_owned(),
+                namespace: Some(NAMESPACE.to_owned()),
+                cluster_domain: "cluster.local".to_owned(),
+                tenant_workloads: Some(Default::default()),
+                tenant_services: Some(Default::default()),
+                resync: Duration::from_millis(300),
+            },
+        );
+
+        // /readyz through the admin kubeconfig's in-cluster server, made local.
+        eventually(
+            &planes,
+            Duration::from_secs(40),
+            "the simulators inside the tenant",
+            || {
+                let client = planes.client(NAMESPACE, TENANT);
+                async move { client }
+            },
+        )
+        .await;
+        let tenant_dir = work.path().join(NAMESPACE).join(TENANT);
+        let apiserver_url = format!("https://{cluster_ip}:6443");
+        for (log, line) in [
+            (
+                "apiserver-0.log",
+                "stand-in kube-apiserver: etcd https://127.0.0.1:".to_owned(),
+            ),
+            (
+                "apiserver-0.log",
+                format!("stand-in kube-apiserver: serving on {cluster_ip}:6443"),
+            ),
+            (
+                "controller-manager-0.log",
+                format!("stand-in kube-controller-manager: readyz ok via {apiserver_url}"),
+            ),
+            (
+                "scheduler-0.log",
+                format!("stand-in kube-scheduler: readyz ok via {apiserver_url}"),
+            ),
+        ] {
+            let path = tenant_dir.join(log);
+            eventually(&planes, Duration::from_secs(40), &line, || {
+                let found = std::fs::read_to_string(&path)
+                    .unwrap_or_default()
+                    .contains(&line);
+                async move { found.then_some(()) }
+            })
+            .await;
+        }
+        let running = planes.running();
+        for component in Component::ALL {
+            assert!(
+                running.iter().any(|c| c.component == component),
+                "{component:?} is not running\n{}",
+                planes.diagnostics()
+            );
+        }
+        let diagnostics = planes.diagnostics();
+        assert!(
+            diagnostics.contains(
+                "inside the tenant: simulated kubelets beside the real kube-controller-manager"
+            ),
+            "{diagnostics}"
+        );
+
+        // The operator's admin kubeconfig works unchanged against the process.
+        let secret = Api::<Secret>::namespaced(host.clone(), NAMESPACE)
+            .get("t1-admin-kubeconfig")
+            .await
+            .unwrap();
+        let text = String::from_utf8(secret.data.unwrap()["kubeconfig"].0.clone()).unwrap();
+        let kubeconfig = kube::config::Kubeconfig::from_yaml(&text).unwrap();
+        assert_eq!(
+            kubeconfig.clusters[0]
+                .cluster
+                .as_ref()
+                .unwrap()
+                .server
+                .as_deref(),
+            Some(apiserver_url.as_str())
+        );
+        let config = kube::Config::from_custom_kubeconfig(
+            kubeconfig,
+            &kube::config::KubeConfigOptions::default(),
+        )
+        .await
+        .unwrap();
+        let client = Client::try_from(config).unwrap();
+        let answer = client
+            .request_text(http::Request::get("/readyz").body(Vec::new()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(answer, "ok");
+
+        let pids: Vec<u32> = running.iter().map(|c| c.pid).collect();
+        drop(planes);
+        for pid in pids {
+            assert!(
+                !Path::new(&format!("/proc/{pid}")).exists(),
+                "process {pid} outlived the simulator"
+            );
+        }
+        eprintln!(
+            "etcd and stand-in kube binaries started from the rendered flags in {:.1} s",
             started.elapsed().as_secs_f64()
         );
     }

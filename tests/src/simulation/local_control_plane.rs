@@ -877,6 +877,10 @@ struct LocalSim {
     state: Shared,
 }
 
+fn sooner(next: &mut Option<Instant>, at: Instant) {
+    *next = Some(next.map_or(at, |current| current.min(at)));
+}
+
 /// What one pass decided to do for a tenant outside the lock.
 struct TenantWork {
     objects: TenantObjects,
@@ -949,229 +953,259 @@ type StartFailure = (Option<Box<LocalPodPlan>>, LocalControlPlaneError);
 impl LocalSim {
     /// One level-triggered pass; returns when the next one is due at the latest.
     async fn pass(&self) -> Option<Instant> {
-        let observed = self.observed();
-        let now = Instant::now();
-        let mut next: Option<Instant> = None;
-        let mut soonest = |at: Instant| {
-            next = Some(next.map_or(at, |n: Instant| n.min(at)));
-        };
-        let mut work = Vec::new();
-        {
-            let mut state = lock(&self.state);
-            if state.stopped {
-                return None;
-            }
-            let mut wanted_by_tenant = BTreeMap::new();
-            for (key, objects) in &observed {
-                let mut wanted = BTreeMap::new();
-                for component in Component::ALL {
-                    let ordinals = objects.wanted_ordinals(component);
-                    if ordinals.is_empty() {
-                        continue;
-                    }
-                    if self
-                        .options
-                        .binaries
-                        .for_program(component.container())
-                        .is_none()
-                    {
-                        let note = format!(
-                            "no {} binary: tenant {}s are not run",
-                            component.container(),
-                            component.label()
-                        );
-                        if state.notes.insert(note.clone()) {
-                            tracing::info!("{note}");
-                        }
-                        continue;
-                    }
-                    let hash = template_hash(objects.template(component));
-                    for ordinal in ordinals {
-                        wanted.insert((component, ordinal), hash.clone());
-                    }
-                }
-                if !wanted.is_empty() {
-                    wanted_by_tenant.insert(key.clone(), wanted);
-                }
-            }
-            state.tenants.retain(|(namespace, name), _| {
-                let keep = wanted_by_tenant.contains_key(&(namespace.clone(), name.clone()));
-                if !keep {
-                    tracing::info!(%namespace, %name, "tenant control plane gone; processes stopped");
-                }
-                keep
-            });
-            for (key, wanted) in wanted_by_tenant {
-                let Some(objects) = observed.get(&key) else {
-                    continue;
-                };
-                let tenant = state
-                    .tenants
-                    .entry(key.clone())
-                    .or_insert_with(|| TenantState {
-                        planner: TenantPlanner::new(
-                            &self.options.work_dir,
-                            &self.options.cluster_domain,
-                            &key.0,
-                            &key.1,
-                        ),
-                        slots: BTreeMap::new(),
-                        inside: None,
-                        inside_error: None,
-                    });
-                // A changed template is a new pod: the old process goes first.
-                tenant.slots.retain(|(component, ordinal), slot| {
-                    let keep = wanted.get(&(*component, *ordinal)) == Some(&slot.template_hash);
-                    if !keep && slot.process.is_some() {
-                        tracing::info!(namespace = %key.0, name = %key.1, component = component.label(), ordinal, "pod template changed or workload gone; process stopped");
-                    }
-                    keep
-                });
-                for ((component, ordinal), hash) in wanted {
-                    let log = tenant
-                        .planner
-                        .root()
-                        .join(format!("{}-{ordinal}.log", component.label()));
-                    tenant
-                        .slots
-                        .entry((component, ordinal))
-                        .or_insert_with(|| Slot {
-                            template_hash: hash,
-                            process: None,
-                            plan: None,
-                            log,
-                            last_error: None,
-                            last_exit: None,
-                            failures: 0,
-                            next_start: now,
-                        });
-                }
-                let mut to_start = Vec::new();
-                for ((component, ordinal), slot) in &mut tenant.slots {
-                    if let Some(process) = slot.process.as_mut() {
-                        match process.child.try_wait() {
-                            Ok(Some(status)) => {
-                                tracing::warn!(namespace = %key.0, name = %key.1, component = component.label(), ordinal, %status, log = %slot.log.display(), "process exited; restarting after a back-off");
-                                slot.last_exit = Some(status);
-                                slot.process = None;
-                                slot.failures += 1;
-                                slot.next_start = now + slot.backoff();
-                            }
-                            _ => continue,
-                        }
-                    }
-                    if slot.next_start <= now {
-                        to_start.push((*component, *ordinal));
-                    } else {
-                        soonest(slot.next_start);
-                    }
-                }
-                if !tenant.slots.contains_key(&(Component::ApiServer, 0)) {
-                    tenant.inside = None;
-                }
-                let check_inside = if tenant.inside.is_none() && tenant.apiserver_running() {
-                    tenant.planner.service_map(objects).ok()
-                } else {
-                    None
-                };
-                if !to_start.is_empty() || check_inside.is_some() {
-                    work.push(TenantWork {
-                        objects: objects.clone(),
-                        to_start,
-                        check_inside,
-                    });
-                }
-            }
-        }
+        let mut next = None;
+        let work = self.reconcile_slots(&mut next)?;
         for mut item in work {
-            let key = (item.objects.namespace.clone(), item.objects.name.clone());
-            let sources = if item.to_start.is_empty() {
-                Ok(VolumeSources::default())
-            } else {
-                self.read_sources(&key.0).await
-            };
-            {
-                let mut state = lock(&self.state);
-                if state.stopped {
-                    return None;
-                }
-                let Some(tenant) = state.tenants.get_mut(&key) else {
-                    continue;
-                };
-                let sources_read = match sources {
-                    Ok(sources) => {
-                        item.objects.sources = sources;
-                        true
-                    }
-                    Err(error) => {
-                        tracing::debug!(%error, "tenant control plane not started; retrying");
-                        false
-                    }
-                };
-                for (component, ordinal) in &item.to_start {
-                    let TenantState { planner, slots, .. } = tenant;
-                    let Some(slot) = slots.get_mut(&(*component, *ordinal)) else {
-                        continue;
-                    };
-                    let result = if sources_read {
-                        self.start(planner, &item.objects, *component, *ordinal, slot)
-                    } else {
-                        Err((
-                            None,
-                            LocalControlPlaneError::ReadTenant {
-                                tenant: format!("{}/{}", key.0, key.1),
-                                what: "Secrets and ConfigMaps",
-                                reason: "listing them failed".to_owned(),
-                            },
-                        ))
-                    };
-                    let now = Instant::now();
-                    match result {
-                        Ok((process, plan)) => {
-                            tracing::info!(namespace = %key.0, name = %key.1, component = component.label(), ordinal, pid = process.pid, log = %slot.log.display(), "control-plane process started");
-                            slot.process = Some(process);
-                            slot.plan = Some(plan);
-                            slot.last_error = None;
-                        }
-                        Err((plan, error)) => {
-                            let error = error.to_string();
-                            if slot.last_error.as_deref() != Some(error.as_str()) {
-                                tracing::warn!(%error, "control-plane process not started; retrying after a back-off");
-                            }
-                            if let Some(plan) = plan {
-                                slot.plan = Some(*plan);
-                            }
-                            slot.last_error = Some(error);
-                            slot.failures += 1;
-                            slot.next_start = now + slot.backoff();
-                            soonest(slot.next_start);
-                        }
-                    }
-                }
+            if !item.to_start.is_empty() {
+                self.start_components(&mut item, &mut next).await?;
             }
-            if let Some(services) = item.check_inside {
-                let started = self.start_inside(&item.objects, &services).await;
-                let mut state = lock(&self.state);
-                if state.stopped {
-                    return None;
-                }
-                if let Some(tenant) = state.tenants.get_mut(&key) {
-                    match started {
-                        Ok(inside) if tenant.apiserver_running() => {
-                            tracing::info!(namespace = %key.0, name = %key.1, inside = %inside.description, "tenant apiserver ready");
-                            tenant.inside = Some(inside);
-                            tenant.inside_error = None;
-                        }
-                        Ok(_) => {}
-                        Err(error) => {
-                            tenant.inside_error = Some(error);
-                            soonest(Instant::now() + Duration::from_millis(500));
-                        }
-                    }
-                }
+            if let Some(services) = item.check_inside.take() {
+                self.connect_inside(&item.objects, &services, &mut next)
+                    .await?;
             }
         }
         next
+    }
+
+    /// Compares what runs with what the workloads ask for: stops what is no longer
+    /// wanted or whose template changed, notices exits, and says what to start. `None`
+    /// once the simulator is stopped.
+    fn reconcile_slots(&self, next: &mut Option<Instant>) -> Option<Vec<TenantWork>> {
+        let observed = self.observed();
+        let now = Instant::now();
+        let mut state = lock(&self.state);
+        if state.stopped {
+            return None;
+        }
+        let mut wanted_by_tenant = BTreeMap::new();
+        for (key, objects) in &observed {
+            let wanted = self.wanted_slots(objects, &mut state.notes);
+            if !wanted.is_empty() {
+                wanted_by_tenant.insert(key.clone(), wanted);
+            }
+        }
+        state.tenants.retain(|(namespace, name), _| {
+            let keep = wanted_by_tenant.contains_key(&(namespace.clone(), name.clone()));
+            if !keep {
+                tracing::info!(%namespace, %name, "tenant control plane gone; processes stopped");
+            }
+            keep
+        });
+        let mut work = Vec::new();
+        for (key, wanted) in wanted_by_tenant {
+            let Some(objects) = observed.get(&key) else {
+                continue;
+            };
+            let tenant = state
+                .tenants
+                .entry(key.clone())
+                .or_insert_with(|| TenantState {
+                    planner: TenantPlanner::new(
+                        &self.options.work_dir,
+                        &self.options.cluster_domain,
+                        &key.0,
+                        &key.1,
+                    ),
+                    slots: BTreeMap::new(),
+                    inside: None,
+                    inside_error: None,
+                });
+            // A changed template is a new pod: the old process goes first.
+            tenant.slots.retain(|(component, ordinal), slot| {
+                let keep = wanted.get(&(*component, *ordinal)) == Some(&slot.template_hash);
+                if !keep && slot.process.is_some() {
+                    tracing::info!(namespace = %key.0, name = %key.1, component = component.label(), ordinal, "pod template changed or workload gone; process stopped");
+                }
+                keep
+            });
+            for ((component, ordinal), hash) in wanted {
+                let log = tenant
+                    .planner
+                    .root()
+                    .join(format!("{}-{ordinal}.log", component.label()));
+                tenant
+                    .slots
+                    .entry((component, ordinal))
+                    .or_insert_with(|| Slot {
+                        template_hash: hash,
+                        process: None,
+                        plan: None,
+                        log,
+                        last_error: None,
+                        last_exit: None,
+                        failures: 0,
+                        next_start: now,
+                    });
+            }
+            let mut to_start = Vec::new();
+            for ((component, ordinal), slot) in &mut tenant.slots {
+                if let Some(process) = slot.process.as_mut() {
+                    match process.child.try_wait() {
+                        Ok(Some(status)) => {
+                            tracing::warn!(namespace = %key.0, name = %key.1, component = component.label(), ordinal, %status, log = %slot.log.display(), "process exited; restarting after a back-off");
+                            slot.last_exit = Some(status);
+                            slot.process = None;
+                            slot.failures += 1;
+                            slot.next_start = now + slot.backoff();
+                        }
+                        _ => continue,
+                    }
+                }
+                if slot.next_start <= now {
+                    to_start.push((*component, *ordinal));
+                } else {
+                    sooner(next, slot.next_start);
+                }
+            }
+            if !tenant.slots.contains_key(&(Component::ApiServer, 0)) {
+                tenant.inside = None;
+            }
+            let check_inside = if tenant.inside.is_none() && tenant.apiserver_running() {
+                tenant.planner.service_map(objects).ok()
+            } else {
+                None
+            };
+            if !to_start.is_empty() || check_inside.is_some() {
+                work.push(TenantWork {
+                    objects: objects.clone(),
+                    to_start,
+                    check_inside,
+                });
+            }
+        }
+        Some(work)
+    }
+
+    /// `(component, ordinal) -> template hash` of what should run for one tenant;
+    /// components without a binary are noted once and left out.
+    fn wanted_slots(
+        &self,
+        objects: &TenantObjects,
+        notes: &mut BTreeSet<String>,
+    ) -> BTreeMap<(Component, i32), String> {
+        let mut wanted = BTreeMap::new();
+        for component in Component::ALL {
+            let ordinals = objects.wanted_ordinals(component);
+            if ordinals.is_empty() {
+                continue;
+            }
+            if self
+                .options
+                .binaries
+                .for_program(component.container())
+                .is_none()
+            {
+                let note = format!(
+                    "no {} binary: tenant {}s are not run",
+                    component.container(),
+                    component.label()
+                );
+                if notes.insert(note.clone()) {
+                    tracing::info!("{note}");
+                }
+                continue;
+            }
+            let hash = template_hash(objects.template(component));
+            for ordinal in ordinals {
+                wanted.insert((component, ordinal), hash.clone());
+            }
+        }
+        wanted
+    }
+
+    /// Reads the namespace's Secrets and ConfigMaps, then starts each pending component
+    /// (in component order: etcd first). `None` once the simulator is stopped.
+    async fn start_components(
+        &self,
+        item: &mut TenantWork,
+        next: &mut Option<Instant>,
+    ) -> Option<()> {
+        let key = (item.objects.namespace.clone(), item.objects.name.clone());
+        let sources = self.read_sources(&key.0).await;
+        let mut state = lock(&self.state);
+        if state.stopped {
+            return None;
+        }
+        let Some(tenant) = state.tenants.get_mut(&key) else {
+            return Some(());
+        };
+        let sources_error = match sources {
+            Ok(sources) => {
+                item.objects.sources = sources;
+                None
+            }
+            Err(reason) => Some(reason),
+        };
+        let TenantState { planner, slots, .. } = tenant;
+        for (component, ordinal) in &item.to_start {
+            let Some(slot) = slots.get_mut(&(*component, *ordinal)) else {
+                continue;
+            };
+            let result = match &sources_error {
+                None => self.start(planner, &item.objects, *component, *ordinal, slot),
+                Some(reason) => Err((
+                    None,
+                    LocalControlPlaneError::ReadTenant {
+                        tenant: item.objects.tenant(),
+                        what: "Secrets and ConfigMaps",
+                        reason: reason.clone(),
+                    },
+                )),
+            };
+            match result {
+                Ok((process, plan)) => {
+                    tracing::info!(namespace = %key.0, name = %key.1, component = component.label(), ordinal, pid = process.pid, log = %slot.log.display(), "control-plane process started");
+                    slot.process = Some(process);
+                    slot.plan = Some(plan);
+                    slot.last_error = None;
+                }
+                Err((plan, error)) => {
+                    let error = error.to_string();
+                    if slot.last_error.as_deref() != Some(error.as_str()) {
+                        tracing::warn!(%error, "control-plane process not started; retrying after a back-off");
+                    }
+                    if let Some(plan) = plan {
+                        slot.plan = Some(*plan);
+                    }
+                    slot.last_error = Some(error);
+                    slot.failures += 1;
+                    slot.next_start = Instant::now() + slot.backoff();
+                    sooner(next, slot.next_start);
+                }
+            }
+        }
+        Some(())
+    }
+
+    /// Starts the simulators inside a tenant whose apiserver became ready, or notes why
+    /// not yet. `None` once the simulator is stopped.
+    async fn connect_inside(
+        &self,
+        objects: &TenantObjects,
+        services: &ServiceMap,
+        next: &mut Option<Instant>,
+    ) -> Option<()> {
+        let started = self.start_inside(objects, services).await;
+        let mut state = lock(&self.state);
+        if state.stopped {
+            return None;
+        }
+        let key = (objects.namespace.clone(), objects.name.clone());
+        if let Some(tenant) = state.tenants.get_mut(&key) {
+            match started {
+                Ok(inside) if tenant.apiserver_running() => {
+                    tracing::info!(namespace = %key.0, name = %key.1, inside = %inside.description, "tenant apiserver ready");
+                    tenant.inside = Some(inside);
+                    tenant.inside_error = None;
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    tenant.inside_error = Some(error);
+                    sooner(next, Instant::now() + Duration::from_millis(500));
+                }
+            }
+        }
+        Some(())
     }
 
     async fn read_sources(&self, namespace: &str) -> Result<VolumeSources, String> {
@@ -1367,4 +1401,117 @@ async fn connect_tenant(
     .await
     .map_err(|e| format!("the kubeconfig of Secret {secret_name}: {e}"))?;
     Client::try_from(config).map_err(|e| format!("a client for tenant {}: {e}", objects.tenant()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn touch(dir: &Path, name: &str) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, b"").unwrap();
+        path
+    }
+
+    #[test]
+    fn binaries_come_from_the_assets_first() {
+        let assets = tempfile::tempdir().unwrap();
+        let error = ControlPlaneBinaries::discover(assets.path()).unwrap_err();
+        assert_eq!(
+            error,
+            format!("no kube-apiserver in {}", assets.path().display())
+        );
+        let apiserver = touch(assets.path(), "kube-apiserver");
+        let etcd = touch(assets.path(), "etcd");
+        let found = ControlPlaneBinaries::discover(assets.path()).unwrap();
+        assert_eq!(
+            found,
+            ControlPlaneBinaries {
+                etcd: etcd.clone(),
+                kube_apiserver: apiserver.clone(),
+                kube_controller_manager: None,
+                kube_scheduler: None,
+            }
+        );
+        let controller_manager = touch(assets.path(), "kube-controller-manager");
+        let found = ControlPlaneBinaries::discover(assets.path()).unwrap();
+        assert_eq!(found.kube_controller_manager, Some(controller_manager));
+        assert_eq!(
+            found.for_program("kube-apiserver"),
+            Some(apiserver.as_path())
+        );
+        assert_eq!(found.for_program("kube-scheduler"), None);
+        assert_eq!(found.for_program("clustertree"), None);
+    }
+
+    fn deployment(replicas: i32, deleting: bool) -> Deployment {
+        let mut value = json!({
+            "metadata": {"name": "t-apiserver", "namespace": "team"},
+            "spec": {"replicas": replicas, "selector": {}, "template": {"spec": {"containers": []}}}
+        });
+        if deleting {
+            value["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+        }
+        serde_json::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn one_process_per_member_and_per_running_deployment() {
+        let etcd: StatefulSet = serde_json::from_value(json!({
+            "metadata": {"name": "t-etcd"},
+            "spec": {"replicas": 3, "selector": {}, "serviceName": "t-etcd-peer", "template": {}}
+        }))
+        .unwrap();
+        let objects = TenantObjects {
+            etcd: Some(etcd),
+            apiserver: Some(deployment(2, false)),
+            controller_manager: Some(deployment(0, false)),
+            scheduler: Some(deployment(1, true)),
+            ..TenantObjects::default()
+        };
+        assert_eq!(objects.wanted_ordinals(Component::Etcd), [0, 1, 2]);
+        assert_eq!(objects.wanted_ordinals(Component::ApiServer), [0]);
+        assert!(
+            objects
+                .wanted_ordinals(Component::ControllerManager)
+                .is_empty()
+        );
+        assert!(objects.wanted_ordinals(Component::Scheduler).is_empty());
+    }
+
+    #[test]
+    fn a_changed_annotation_changes_the_template_hash() {
+        let mut template: PodTemplateSpec = serde_json::from_value(json!({
+            "metadata": {"annotations": {"vc.kosmos.io/config-hash": "a"}},
+            "spec": {"containers": [{"name": "c"}]}
+        }))
+        .unwrap();
+        let before = template_hash(Some(&template));
+        assert_eq!(before, template_hash(Some(&template.clone())));
+        template.metadata.as_mut().unwrap().annotations = Some(BTreeMap::from([(
+            "vc.kosmos.io/config-hash".to_owned(),
+            "b".to_owned(),
+        )]));
+        assert_ne!(before, template_hash(Some(&template)));
+    }
+
+    #[test]
+    fn back_off_doubles_up_to_a_cap() {
+        let mut slot = Slot {
+            template_hash: String::new(),
+            process: None,
+            plan: None,
+            log: PathBuf::new(),
+            last_error: None,
+            last_exit: None,
+            failures: 1,
+            next_start: Instant::now(),
+        };
+        assert_eq!(slot.backoff(), Duration::from_millis(500));
+        slot.failures = 3;
+        assert_eq!(slot.backoff(), Duration::from_secs(2));
+        slot.failures = 30;
+        assert_eq!(slot.backoff(), MAX_BACKOFF);
+    }
 }
