@@ -543,28 +543,31 @@ impl Harness {
                 .context("linking kubectl-vc onto the operator's PATH")?;
         }
 
-        let host = match options.host {
-            HostKind::External => {
+        // `assets` is there exactly when a real apiserver was asked for.
+        let host = match (&assets, options.host) {
+            (Some(assets), _) => {
+                // Loopback cluster IPs, so each tenant's kube-apiserver can be bound on
+                // its Service's cluster IP here, as the controller expects to reach it.
+                let envtest_options = EnvtestOptions {
+                    service_cidr: private_service_cidr(),
+                    controller_manager: true,
+                };
+                Host::Real(Box::new(Envtest::start_with(assets, envtest_options).await.context(
+                    "starting etcd, kube-apiserver (and kube-controller-manager) from KUBEBUILDER_ASSETS",
+                )?))
+            }
+            (None, HostKind::External) => {
                 let path = std::env::var_os(EXTERNAL_KUBECONFIG_ENV)
                     .map(PathBuf::from)
                     .ok_or_else(|| anyhow!("{EXTERNAL_KUBECONFIG_ENV} is not set"))?;
                 Host::External(path)
             }
-            HostKind::RealApiServer => {
-                let assets = assets
-                    .clone()
-                    .ok_or_else(|| anyhow!("KUBEBUILDER_ASSETS was checked above"))?;
-                // Loopback cluster IPs, so each tenant's kube-apiserver can be bound on
-                // its Service's cluster IP here, as the controller expects to reach it.
-                let options = EnvtestOptions {
-                    service_cidr: private_service_cidr(),
-                    controller_manager: true,
-                };
-                Host::Real(Box::new(Envtest::start_with(&assets, options).await.context(
-                    "starting etcd, kube-apiserver (and kube-controller-manager) from KUBEBUILDER_ASSETS",
-                )?))
+            (None, HostKind::RealApiServer) => {
+                return Err(
+                    anyhow!("a real apiserver was asked for without KUBEBUILDER_ASSETS").into(),
+                );
             }
-            HostKind::TestApiServer => Host::InProcess(Box::new(
+            (None, HostKind::TestApiServer) => Host::InProcess(Box::new(
                 TestApiServer::start(TestApiServerOptions {
                     enforce_rbac: true,
                     service_cidr: private_service_cidr(),
