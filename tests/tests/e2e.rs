@@ -1,8 +1,10 @@
 //! The proposal's test plan, end to end: the chart's own manifests, the real `vc-webhook`
 //! and `vc-controller` processes under their chart identities, the real `kubectl` and the
 //! built `kubectl vc` plugin, against the test API server with simulated nodes (or, with
-//! `KUBEBUILDER_ASSETS`, a real kube-apiserver; or, with `KOSMOS_VC_E2E_KUBECONFIG`, an
-//! existing cluster). See `tests/README.md` ("End-to-end scenarios").
+//! `KOSMOS_VC_E2E_KUBECONFIG`, an existing cluster). Every scenario also has a `real_` twin
+//! on a real kube-apiserver from `KUBEBUILDER_ASSETS`, where the tenants' control planes
+//! run as local processes from the flags the controller rendered; without the assets the
+//! twin prints `skipped: ...`. See `tests/README.md` ("End-to-end scenarios").
 //!
 //! Each scenario starts its own harness, prints its wall time, and on failure prints the
 //! VirtualClusters, the nodes' claim labels, the tenants' Deployments and the webhook and
