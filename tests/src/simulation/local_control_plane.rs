@@ -55,8 +55,10 @@ use super::{SimHandle, wait_for_next_pass, watch_store};
 const ETCD_FALLBACKS: [&str; 2] = ["/usr/bin/etcd", "/usr/local/bin/etcd"];
 /// Lines of each log the diagnostics show.
 const LOG_TAIL_LINES: usize = 15;
-/// Longest wait before a failed or exited component is started again.
+/// Longest wait before an exited component is started again.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// Longest wait before a component that could not be started is tried again.
+const START_RETRY_CAP: Duration = Duration::from_secs(2);
 
 /// The binaries the control plane runs from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -1169,7 +1171,9 @@ impl LocalSim {
                     }
                     slot.last_error = Some(error);
                     slot.failures += 1;
-                    slot.next_start = Instant::now() + slot.backoff();
+                    // Mostly something not written yet (a Secret, the cluster IP): look
+                    // again soon, unlike a process that ran and exited.
+                    slot.next_start = Instant::now() + slot.backoff().min(START_RETRY_CAP);
                     sooner(next, slot.next_start);
                 }
             }
@@ -1494,6 +1498,12 @@ mod tests {
             "b".to_owned(),
         )]));
         assert_ne!(before, template_hash(Some(&template)));
+    }
+
+    #[test]
+    fn the_simulator_can_live_in_shared_harnesses() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<LocalControlPlanes>();
     }
 
     #[test]
