@@ -1154,8 +1154,17 @@ impl Harness {
         let mut out = String::new();
         let host = self.host.kubeconfig_path();
         let kubectl = |args: &[&str]| self.operator.kubectl_blocking(host, args);
-        let _ = writeln!(out, "===== VirtualClusters (with status)");
-        out.push_str(&kubectl(&["get", "virtualclusters", "-A", "-o", "yaml"]));
+        let _ = writeln!(
+            out,
+            "===== VirtualClusters (with status; spec.kubeconfig, the tenant admin credential, left out)"
+        );
+        out.push_str(&without_kubeconfigs(&kubectl(&[
+            "get",
+            "virtualclusters",
+            "-A",
+            "-o",
+            "json",
+        ])));
         let _ = writeln!(out, "\n===== Nodes and their claim labels");
         out.push_str(&kubectl(&[
             "get",
@@ -1210,7 +1219,8 @@ impl Harness {
                     }
                 }
                 Err(_) => {
-                    let _ = writeln!(out, "(no readable Secret {secret}: {})", encoded.trim());
+                    // What kubectl printed may be part of the credential: never echo it.
+                    let _ = writeln!(out, "(Secret {secret} is missing or not base64)");
                 }
             }
         }
@@ -1362,6 +1372,34 @@ fn simulator_options(kind: HostKind, options: &Options) -> SimulatorOptions {
     }
 }
 
+/// A VirtualCluster list as YAML without `spec.kubeconfig`: failure output ends up in CI
+/// logs, and that field is the tenant's admin credential. Unparseable output is not shown.
+fn without_kubeconfigs(list_json: &str) -> String {
+    // kubectl's stderr (warnings) follows the JSON document in what kubectl_blocking gives.
+    let first = serde_json::Deserializer::from_str(list_json)
+        .into_iter::<Value>()
+        .next();
+    let Some(Ok(mut list)) = first else {
+        // kubectl's own error line says why (no CRD, no server); anything else may be a
+        // cut-off object.
+        if let Some(error) = list_json.lines().next().filter(|l| l.starts_with("error:")) {
+            return format!("{error}\n");
+        }
+        return format!(
+            "(kubectl did not print a VirtualCluster list; {} bytes not shown)\n",
+            list_json.len()
+        );
+    };
+    for item in list["items"].as_array_mut().into_iter().flatten() {
+        if let Some(spec) = item["spec"].as_object_mut()
+            && spec.remove("kubeconfig").is_some()
+        {
+            spec.insert("kubeconfig".to_owned(), Value::from("(redacted)"));
+        }
+    }
+    serde_yaml::to_string(&list["items"]).unwrap_or_default()
+}
+
 /// `v1 List` of objects, for one `kubectl apply`.
 fn as_list(objects: &[&Value]) -> String {
     json!({"apiVersion": "v1", "kind": "List", "items": objects}).to_string()
@@ -1484,6 +1522,26 @@ mod tests {
     /// What kube-apiserver's `ValidateNonSpecialIP` refuses in Endpoints and EndpointSlices.
     fn special(ip: Ipv4Addr) -> bool {
         ip.is_unspecified() || ip.is_loopback() || ip.is_link_local() || ip.is_multicast()
+    }
+
+    #[test]
+    fn failure_output_never_shows_a_tenant_kubeconfig() {
+        let list = json!({"items": [
+            {"metadata": {"name": "tenant1"}, "spec": {"kubeconfig": "YXBpVmVyc2lvbjogdjEK", "promoteResources": {"nodes": ["node1"]}}, "status": {"phase": "Completed"}},
+            {"metadata": {"name": "tenant2"}, "spec": {}}
+        ]});
+        let shown = without_kubeconfigs(&format!("{list}\nWarning: a kubectl warning on stderr\n"));
+        assert!(!shown.contains("YXBpVmVyc2lvbjogdjEK"), "{shown}");
+        assert!(
+            shown.contains("(redacted)") && shown.contains("node1") && shown.contains("Completed"),
+            "{shown}"
+        );
+        let cut = without_kubeconfigs(r#"{"items": [{"spec": {"kubeconfig": "YXBp"#);
+        assert!(cut.contains("not shown") && !cut.contains("YXBp"), "{cut}");
+        let error = without_kubeconfigs(
+            "error: the server doesn't have a resource type \"virtualclusters\"\n",
+        );
+        assert!(error.contains("doesn't have a resource type"), "{error}");
     }
 
     #[test]
