@@ -10,7 +10,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{Endpoints, Pod, Service, ServicePort};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt as _};
@@ -351,21 +351,29 @@ impl ServiceSim {
             name: name.clone(),
             source: Box::new(source),
         };
+        let patch = json!({"metadata": {"labels": desired["metadata"]["labels"]}, "subsets": desired["subsets"]});
         match existing {
             None => {
                 let body: Endpoints = serde_json::from_value(desired).unwrap_or_default();
-                api.create(&PostParams::default(), &body)
-                    .await
-                    .map(drop)
-                    .or_else(ignore_conflict)
-                    .map_err(write_error)?;
+                match api.create(&PostParams::default(), &body).await {
+                    Ok(_) => {}
+                    // An earlier pass created them and the watch has not delivered that
+                    // yet (a loaded machine): write this pass's addresses anyway, or
+                    // the slice written next would run ahead of the Endpoints.
+                    Err(kube::Error::Api(status)) if status.code == 409 => {
+                        api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                            .await
+                            .map(drop)
+                            .map_err(write_error)?;
+                    }
+                    Err(other) => return Err(write_error(other)),
+                }
             }
             Some(current) => {
                 let current_value = serde_json::to_value(&current.subsets).unwrap_or(Value::Null);
                 let labels_match = desired["metadata"]["labels"]
                     == serde_json::to_value(current.labels()).unwrap_or(Value::Null);
                 if current_value != desired["subsets"] || !labels_match {
-                    let patch = json!({"metadata": {"labels": desired["metadata"]["labels"]}, "subsets": desired["subsets"]});
                     api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
                         .await
                         .map(drop)
@@ -373,6 +381,8 @@ impl ServiceSim {
                 }
             }
         }
+        // Endpoints first, slice second: a reader that sees an address in the slice
+        // finds it in the Endpoints too.
         self.reconcile_slice(service, &namespace, &name, &backends, slices)
             .await
     }
@@ -417,17 +427,47 @@ impl ServiceSim {
         slices: &Store<EndpointSlice>,
     ) -> Result<(), SimError> {
         let desired = without_nulls(endpoint_slice_for(service, backends));
-        let existing = slices.state().into_iter().find(|s| {
-            s.namespace().as_deref() == Some(namespace)
-                && s.labels().get(SERVICE_NAME_LABEL).map(String::as_str) == Some(name)
-        });
         let api = Api::<EndpointSlice>::namespaced(self.client.clone(), namespace);
         let write_error = |source: kube::Error| SimError::WriteEndpointSlice {
             namespace: namespace.to_owned(),
             name: name.to_owned(),
             source: Box::new(source),
         };
-        match existing {
+        let mut ours: Vec<Arc<EndpointSlice>> = slices
+            .state()
+            .into_iter()
+            .filter(|s| {
+                s.namespace().as_deref() == Some(namespace)
+                    && s.labels().get(SERVICE_NAME_LABEL).map(String::as_str) == Some(name)
+            })
+            .collect();
+        if ours.is_empty() {
+            // Slices have generated names, so creating one again never conflicts: ask the
+            // API server, not the cache, whether an earlier pass already created it (its
+            // watch event may not have arrived yet on a loaded machine).
+            let selector =
+                format!("{SERVICE_NAME_LABEL}={name},{SLICE_MANAGED_BY_LABEL}={SLICE_MANAGED_BY}");
+            ours = api
+                .list(&ListParams::default().labels(&selector))
+                .await
+                .map_err(write_error)?
+                .items
+                .into_iter()
+                .map(Arc::new)
+                .collect();
+        }
+        // One slice per Service (this simulator never needs more than one): keep the
+        // first by name, so every pass picks the same one, and remove the others, so
+        // readers adding up every slice count each pod once.
+        ours.sort_by_key(|s| s.name_any());
+        for duplicate in ours.iter().skip(1) {
+            api.delete(&duplicate.name_any(), &DeleteParams::default())
+                .await
+                .map(drop)
+                .or_else(ignore_not_found)
+                .map_err(write_error)?;
+        }
+        match ours.first() {
             None => {
                 let body: EndpointSlice =
                     serde_json::from_value(desired).unwrap_or_else(|_| EndpointSlice {
@@ -481,10 +521,7 @@ impl ServiceSim {
                 .delete(&orphan.name_any(), &DeleteParams::default())
                 .await
                 .map(drop)
-                .or_else(|e| match e {
-                    kube::Error::Api(status) if status.code == 404 => Ok(()),
-                    other => Err(other),
-                })
+                .or_else(ignore_not_found)
                 .map_err(|source| SimError::WriteEndpoints {
                     namespace,
                     name: orphan.name_any(),
@@ -510,9 +547,9 @@ pub fn without_nulls(value: Value) -> Value {
     }
 }
 
-fn ignore_conflict(error: kube::Error) -> Result<(), kube::Error> {
+fn ignore_not_found(error: kube::Error) -> Result<(), kube::Error> {
     match error {
-        kube::Error::Api(status) if status.code == 409 => Ok(()),
+        kube::Error::Api(status) if status.code == 404 => Ok(()),
         other => Err(other),
     }
 }
