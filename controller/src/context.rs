@@ -92,7 +92,7 @@ pub struct Context {
     /// Cached clients of tenant apiservers.
     pub tenants: TenantClients,
     attempts: Mutex<HashMap<String, u32>>,
-    waits: Mutex<HashMap<String, u32>>,
+    waits: Waits,
     pki: Mutex<HashMap<String, CachedPki>>,
     synced: tokio::sync::watch::Receiver<bool>,
 }
@@ -141,7 +141,7 @@ impl Context {
             timing,
             tenants: TenantClients::default(),
             attempts: Mutex::default(),
-            waits: Mutex::default(),
+            waits: Waits::default(),
             pki: Mutex::default(),
             synced,
         }
@@ -209,25 +209,19 @@ impl Context {
     }
 
     /// How long to wait before looking again at a tenant that waits for something only
-    /// polling can see (its apiserver answering, nodes appearing in it): `wait`, doubling
-    /// per consecutive wait, capped at the resync period.
+    /// polling can see (its apiserver answering, nodes appearing in it); see [`Waits`].
     pub fn next_wait(&self, key: &str) -> Duration {
-        let attempt = match self.waits.lock() {
-            Ok(mut waits) => {
-                let attempt = waits.entry(key.to_owned()).or_default();
-                *attempt = attempt.saturating_add(1);
-                *attempt
-            }
-            Err(_) => 1,
-        };
-        backoff_delay(attempt, self.timing.wait, self.timing.resync)
+        self.waits.next(
+            key,
+            std::time::Instant::now(),
+            self.timing.wait,
+            self.timing.resync,
+        )
     }
 
     /// Forgets the waits of `key` once it made progress.
     pub fn reset_wait(&self, key: &str) {
-        if let Ok(mut waits) = self.waits.lock() {
-            waits.remove(key);
-        }
+        self.waits.reset(key);
     }
 
     /// Drops everything cached about a deleted tenant.
@@ -238,6 +232,43 @@ impl Context {
             cache.remove(uid);
         }
         self.tenants.forget(uid);
+    }
+}
+
+/// When each tenant began waiting for something only polling can see.
+///
+/// The next look comes `base` plus the time already waited after (capped): polls that
+/// fire on schedule double the interval (5, 10, 20 s, ...), while reconciles that watch
+/// events trigger during the wait do not stretch it. Counting every reconcile as one
+/// more wait let a burst of unrelated events (other Deployments rolling out, the
+/// controller's own status write) push the next look 20-40 s away within milliseconds,
+/// so a tenant whose nodes had just appeared stayed Initialized that long.
+#[derive(Debug, Default)]
+pub struct Waits(Mutex<HashMap<String, std::time::Instant>>);
+
+impl Waits {
+    /// How long after `now` to look again at `key`, which is waiting.
+    pub fn next(
+        &self,
+        key: &str,
+        now: std::time::Instant,
+        base: Duration,
+        cap: Duration,
+    ) -> Duration {
+        let waited = match self.0.lock() {
+            Ok(mut waits) => {
+                now.saturating_duration_since(*waits.entry(key.to_owned()).or_insert(now))
+            }
+            Err(_) => Duration::ZERO,
+        };
+        base.saturating_add(waited).min(cap)
+    }
+
+    /// `key` made progress: its next wait starts again at `base`.
+    pub fn reset(&self, key: &str) {
+        if let Ok(mut waits) = self.0.lock() {
+            waits.remove(key);
+        }
     }
 }
 
@@ -261,5 +292,32 @@ mod tests {
         assert_eq!(backoff_delay(9, base, cap), Duration::from_secs(256));
         assert_eq!(backoff_delay(10, base, cap), cap);
         assert_eq!(backoff_delay(u32::MAX, base, cap), cap);
+    }
+
+    #[test]
+    fn waits_grow_with_time_waited_not_with_reconciles() {
+        let waits = Waits::default();
+        let (base, cap) = (Duration::from_secs(5), Duration::from_secs(300));
+        let start = std::time::Instant::now();
+        let at = |seconds: f64| start + Duration::from_secs_f64(seconds);
+        assert_eq!(waits.next("t", at(0.0), base, cap), base);
+        // A burst of event-triggered reconciles while waiting.
+        for seconds in [0.01, 0.02, 0.05] {
+            assert_eq!(
+                waits.next("t", at(seconds), base, cap),
+                base + Duration::from_secs_f64(seconds)
+            );
+        }
+        // Polls that fire on schedule double the interval.
+        assert_eq!(waits.next("t", at(5.0), base, cap), Duration::from_secs(10));
+        assert_eq!(
+            waits.next("t", at(15.0), base, cap),
+            Duration::from_secs(20)
+        );
+        assert_eq!(waits.next("t", at(1000.0), base, cap), cap);
+        // Other tenants wait on their own clock; progress starts over.
+        assert_eq!(waits.next("other", at(1000.0), base, cap), base);
+        waits.reset("t");
+        assert_eq!(waits.next("t", at(1001.0), base, cap), base);
     }
 }
