@@ -73,21 +73,26 @@ impl ControlPlaneBinaries {
     /// kube-apiserver (+ optional kube-controller-manager and kube-scheduler) from
     /// `assets`, etcd from `assets`, `ETCD_BIN`, or the usual system paths. The error says
     /// which of kube-apiserver and etcd is absent, and where it was looked for.
-    pub fn discover(assets: &Path) -> Result<Self, String> {
+    pub fn discover(assets: &Path) -> Result<Self, LocalControlPlaneError> {
         let in_assets = |name: &str| Some(assets.join(name)).filter(|path| path.is_file());
-        let kube_apiserver = in_assets("kube-apiserver")
-            .ok_or_else(|| format!("no kube-apiserver in {}", assets.display()))?;
+        let kube_apiserver = in_assets("kube-apiserver").ok_or_else(|| {
+            LocalControlPlaneError::DiscoverBinary {
+                binary: "kube-apiserver",
+                looked_in: assets.display().to_string(),
+            }
+        })?;
         let etcd = in_assets("etcd")
             .into_iter()
             .chain(std::env::var_os("ETCD_BIN").map(PathBuf::from))
             .chain(ETCD_FALLBACKS.iter().map(PathBuf::from))
             .find(|path| path.is_file())
-            .ok_or_else(|| {
-                format!(
-                    "no etcd in {}, ETCD_BIN or {}",
+            .ok_or_else(|| LocalControlPlaneError::DiscoverBinary {
+                binary: "etcd",
+                looked_in: format!(
+                    "{}, ETCD_BIN or {}",
                     assets.display(),
                     ETCD_FALLBACKS.join(", ")
-                )
+                ),
             })?;
         Ok(ControlPlaneBinaries {
             etcd,
@@ -173,6 +178,11 @@ impl Component {
 /// Why a component of a tenant could not be planned or started. Never carries Secret data.
 #[derive(Debug, thiserror::Error)]
 pub enum LocalControlPlaneError {
+    #[error("no {binary} in {looked_in}")]
+    DiscoverBinary {
+        binary: &'static str,
+        looked_in: String,
+    },
     #[error("the {component} workload of tenant {tenant} has no pod template spec")]
     ReadTemplate {
         tenant: String,
@@ -1423,7 +1433,7 @@ mod tests {
         let assets = tempfile::tempdir().unwrap();
         let error = ControlPlaneBinaries::discover(assets.path()).unwrap_err();
         assert_eq!(
-            error,
+            error.to_string(),
             format!("no kube-apiserver in {}", assets.path().display())
         );
         let apiserver = touch(assets.path(), "kube-apiserver");

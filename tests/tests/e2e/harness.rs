@@ -631,7 +631,7 @@ impl Harness {
         options: &Options,
     ) -> anyhow::Result<()> {
         let binaries = ControlPlaneBinaries::discover(assets)
-            .map_err(|why| anyhow!("finding the tenants' control-plane binaries: {why}"))?;
+            .context("finding the tenants' control-plane binaries")?;
         let SimulatorOptions {
             tenant_workloads,
             services,
