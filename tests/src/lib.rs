@@ -4,5 +4,6 @@
 
 pub mod admission;
 pub mod apiserver;
+pub mod etcd_gateway;
 pub mod rbac;
 pub mod simulation;

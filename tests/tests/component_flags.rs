@@ -8,27 +8,28 @@
 //! rewriting paths and addresses. etcd is checked against `etcd --help` when an etcd
 //! binary exists.
 
+#[cfg(test)]
+#[path = "support/rendered_tenant.rs"]
+mod rendered_tenant;
+
 // Helpers live in a cfg(test) module so clippy treats them as test code.
 #[cfg(test)]
 mod component_flags_tests {
+    use super::rendered_tenant::{NAMESPACE, TENANT, desired_state, tenant_objects};
     use std::collections::{BTreeMap, BTreeSet};
     use std::net::IpAddr;
     use std::path::{Path, PathBuf};
 
     use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-    use k8s_openapi::api::core::v1::{Container, PodSpec, Secret, Service};
-    use kube::ResourceExt as _;
-    use vc_api::VirtualCluster;
-    use vc_controller::pki::{ExistingPki, ensure_pki};
-    use vc_controller::resources::{BuildContext, DesiredState, Observed, Tenant, tenant_identity};
+    use k8s_openapi::api::core::v1::{Container, PodSpec};
+    use vc_controller::resources::DesiredState;
     use vc_tests::apiserver::envtest::{
         self, CONTROLLER_MANAGER_CONTROLLERS, EnvtestOptions, EnvtestPaths, EnvtestPorts,
     };
-    use vc_tests::simulation::local_control_plane::{Component, TenantObjects, TenantPlanner};
-    use vc_tests::simulation::local_pod::VolumeSources;
+    use vc_tests::etcd_gateway;
+    use vc_tests::simulation::local_control_plane::{Component, TenantPlanner};
+    use vc_tests::simulation::local_pod::container_words;
 
-    const NAMESPACE: &str = "team";
-    const TENANT: &str = "t1";
     const FIXTURE_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/component-flags");
 
     /// What one binary accepts, as its fixture lists it.
@@ -232,32 +233,6 @@ mod component_flags_tests {
         assert!(problems.is_empty(), "{}", problems.join("\n"));
     }
 
-    fn virtual_cluster(replicas: i32) -> VirtualCluster {
-        serde_yaml::from_str(&format!(
-            "apiVersion: kosmos.io/v1alpha1\nkind: VirtualCluster\nmetadata:\n  name: {TENANT}\n  namespace: {NAMESPACE}\n  uid: 5e1f00d2-aaaa-bbbb-cccc-000000000002\nspec:\n  controlPlane:\n    apiServer:\n      replicas: {replicas}\n    etcd:\n      replicas: {replicas}\n  promoteResources:\n    nodes: [node1]\n    resources: {{cpu: 2, memory: 4Gi}}\n"
-        ))
-        .unwrap()
-    }
-
-    /// Everything the controller would write for a tenant with `replicas` apiservers
-    /// (so controller-manager and scheduler replicas and leader election follow) and
-    /// `replicas` etcd members.
-    fn desired_state(cluster_ip: IpAddr, replicas: i32) -> DesiredState {
-        let vc = virtual_cluster(replicas);
-        let ctx = BuildContext::default();
-        let observed = Observed {
-            apiserver_cluster_ip: Some(cluster_ip),
-            load_balancer_hosts: Vec::new(),
-            claimed_nodes: vec!["node1".to_owned()],
-        };
-        let tenant = Tenant::resolve(&vc, &ctx).unwrap();
-        assert_eq!(tenant.apiserver_replicas, replicas);
-        let identity = tenant_identity(&tenant, &ctx, &observed).unwrap();
-        let (_, pki) =
-            ensure_pki(&identity, &ExistingPki::default(), jiff::Timestamp::now()).unwrap();
-        DesiredState::build(&vc, &ctx, &observed, &pki).unwrap()
-    }
-
     fn container<'a>(spec: Option<&'a PodSpec>, name: &str) -> &'a Container {
         spec.and_then(|s| s.containers.iter().find(|c| c.name == name))
             .unwrap_or_else(|| panic!("no container {name}"))
@@ -274,56 +249,6 @@ mod component_flags_tests {
     fn stateful_set_container<'a>(set: &'a StatefulSet, name: &str) -> &'a Container {
         let spec = set.spec.as_ref().and_then(|s| s.template.spec.as_ref());
         container(spec, name)
-    }
-
-    /// `command[1..]` then `args`: what the binary parses.
-    fn command_line(container: &Container) -> Vec<String> {
-        container
-            .command
-            .iter()
-            .flatten()
-            .skip(1)
-            .chain(container.args.iter().flatten())
-            .cloned()
-            .collect()
-    }
-
-    fn with_cluster_ip(mut service: Service, ip: &str) -> Service {
-        if let Some(spec) = service.spec.as_mut() {
-            spec.cluster_ip = Some(ip.to_owned());
-        }
-        service
-    }
-
-    fn secrets_of(desired: &DesiredState) -> BTreeMap<String, Secret> {
-        desired
-            .pki_secrets
-            .iter()
-            .chain(std::iter::once(&desired.admin_kubeconfig))
-            .map(|s| (s.name_any(), s.clone()))
-            .collect()
-    }
-
-    fn tenant_objects(desired: &DesiredState, cluster_ip: IpAddr) -> TenantObjects {
-        let mut etcd = desired.etcd.stateful_set.clone();
-        etcd.metadata.uid = Some("0d1c2b3a-0000-0000-0000-000000000002".to_owned());
-        TenantObjects {
-            namespace: NAMESPACE.to_owned(),
-            name: TENANT.to_owned(),
-            etcd: Some(etcd),
-            apiserver: Some(desired.apiserver_deployment.clone()),
-            controller_manager: Some(desired.controller_manager.clone()),
-            scheduler: Some(desired.scheduler.clone()),
-            services: vec![
-                with_cluster_ip(desired.apiserver_service.clone(), &cluster_ip.to_string()),
-                with_cluster_ip(desired.etcd.client_service.clone(), "127.150.4.8"),
-                desired.etcd.peer_service.clone(),
-            ],
-            sources: VolumeSources {
-                secrets: secrets_of(desired),
-                config_maps: BTreeMap::new(),
-            },
-        }
     }
 
     fn kube_binaries() -> [(Component, KnownFlags); 3] {
@@ -351,7 +276,7 @@ mod component_flags_tests {
     fn rendered_control_plane_flags_are_known_to_their_binaries() {
         let cluster_ip: IpAddr = "127.150.4.7".parse().unwrap();
         for replicas in [1, 3] {
-            let desired = desired_state(cluster_ip, replicas);
+            let desired = desired_state(cluster_ip, replicas, replicas);
             for (component, known) in kube_binaries() {
                 let container = rendered_container(&desired, component);
                 assert_eq!(
@@ -361,7 +286,7 @@ mod component_flags_tests {
                     known.binary
                 );
                 let what = format!("vc-controller's {} ({replicas} replicas)", known.binary);
-                let args = command_line(container);
+                let args = container_words(container);
                 assert!(!args.is_empty(), "{what}: no arguments");
                 check_command_line(&known, &what, &args);
             }
@@ -371,8 +296,8 @@ mod component_flags_tests {
     #[test]
     fn controller_manager_controllers_are_known_names_or_aliases() {
         let known = load("kube-controller-manager");
-        let desired = desired_state("127.150.4.7".parse().unwrap(), 1);
-        let args = command_line(rendered_container(&desired, Component::ControllerManager));
+        let desired = desired_state("127.150.4.7".parse().unwrap(), 1, 1);
+        let args = container_words(rendered_container(&desired, Component::ControllerManager));
         let controllers: Vec<String> = flags_of(&args)
             .into_iter()
             .filter(|(name, _)| name == "controllers")
@@ -441,8 +366,8 @@ mod component_flags_tests {
     fn local_control_plane_rewriting_keeps_flags_known() {
         let cluster_ip: IpAddr = "127.150.4.7".parse().unwrap();
         for replicas in [1, 3] {
-            let desired = desired_state(cluster_ip, replicas);
-            let objects = tenant_objects(&desired, cluster_ip);
+            let desired = desired_state(cluster_ip, replicas, replicas);
+            let objects = tenant_objects(&desired, cluster_ip, "127.150.4.8".parse().unwrap());
             let work = tempfile::tempdir().unwrap();
             let mut planner = TenantPlanner::new(work.path(), "cluster.local", NAMESPACE, TENANT);
             for (component, known) in kube_binaries() {
@@ -457,7 +382,7 @@ mod component_flags_tests {
                     // Rewriting changes values, never which flags are given, beyond the
                     // ones the planner sets on purpose (listed in the fixture too).
                     let rendered: BTreeSet<String> =
-                        flags_of(&command_line(rendered_container(&desired, component)))
+                        flags_of(&container_words(rendered_container(&desired, component)))
                             .into_iter()
                             .map(|(name, _)| name)
                             .collect();
@@ -474,11 +399,7 @@ mod component_flags_tests {
 
     /// The flag names `etcd --help` prints, when an etcd binary exists.
     fn etcd_help() -> Option<(PathBuf, BTreeSet<String>)> {
-        let binary = std::env::var_os("ETCD_BIN")
-            .map(PathBuf::from)
-            .into_iter()
-            .chain(std::iter::once(PathBuf::from("/usr/bin/etcd")))
-            .find(|path| path.is_file())?;
+        let binary = etcd_gateway::etcd_binary()?;
         let output = std::process::Command::new(&binary)
             .arg("--help")
             .output()
@@ -501,7 +422,10 @@ mod component_flags_tests {
     #[test]
     fn etcd_flags_are_known_to_etcd() {
         let Some((binary, names)) = etcd_help() else {
-            println!("skipped: no etcd binary (ETCD_BIN unset and /usr/bin/etcd absent)");
+            println!(
+                "skipped: no etcd binary (ETCD_BIN unset and {:?} absent)",
+                etcd_gateway::ETCD_FALLBACKS
+            );
             return;
         };
         let known = KnownFlags {
@@ -512,14 +436,14 @@ mod component_flags_tests {
         };
         let cluster_ip: IpAddr = "127.150.4.7".parse().unwrap();
         for replicas in [1, 3] {
-            let desired = desired_state(cluster_ip, replicas);
-            let rendered = command_line(rendered_container(&desired, Component::Etcd));
+            let desired = desired_state(cluster_ip, replicas, replicas);
+            let rendered = container_words(rendered_container(&desired, Component::Etcd));
             check_command_line(
                 &known,
                 &format!("vc-controller's etcd ({replicas} members)"),
                 &rendered,
             );
-            let objects = tenant_objects(&desired, cluster_ip);
+            let objects = tenant_objects(&desired, cluster_ip, "127.150.4.8".parse().unwrap());
             let work = tempfile::tempdir().unwrap();
             let mut planner = TenantPlanner::new(work.path(), "cluster.local", NAMESPACE, TENANT);
             for ordinal in 0..replicas {

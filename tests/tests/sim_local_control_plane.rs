@@ -7,11 +7,15 @@
 #[cfg(test)]
 #[allow(dead_code)] // each test binary uses part of the shared harness
 mod controller_common;
+#[cfg(test)]
+#[path = "support/rendered_tenant.rs"]
+mod rendered_tenant;
 
 // Helpers live in a cfg(test) module so clippy treats them as test code.
 #[cfg(test)]
 mod local_control_plane_tests {
     use super::controller_common;
+    use super::rendered_tenant::{NAMESPACE, TENANT, desired_state, secrets_of, tenant_objects};
     use std::collections::BTreeMap;
     use std::net::{IpAddr, SocketAddr};
     use std::path::{Path, PathBuf};
@@ -20,68 +24,23 @@ mod local_control_plane_tests {
 
     use base64::Engine as _;
     use base64::engine::general_purpose::STANDARD;
-    use http_body_util::{BodyExt as _, Full};
     use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
     use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
     use kube::api::{Patch, PatchParams, PostParams};
     use kube::{Api, Client, Resource, ResourceExt as _};
     use rustls::client::danger::ServerCertVerifier as _;
     use rustls::pki_types::pem::PemObject as _;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
     use serde_json::json;
-    use vc_api::VirtualCluster;
-    use vc_controller::pki::{ExistingPki, ensure_pki};
-    use vc_controller::resources::{BuildContext, DesiredState, Observed, Tenant, tenant_identity};
+    use vc_controller::resources::DesiredState;
     use vc_tests::apiserver::envtest::{self, SKIP_MESSAGE};
     use vc_tests::apiserver::{TestApiServer, TestApiServerOptions};
+    use vc_tests::etcd_gateway;
     use vc_tests::simulation::local_control_plane::{
         self, Component, ControlPlaneBinaries, LocalControlPlaneOptions, LocalControlPlanes,
-        TenantObjects, TenantPlanner,
+        TenantPlanner,
     };
-    use vc_tests::simulation::local_pod::{LocalPodPlan, VolumeSources};
-
-    const NAMESPACE: &str = "team";
-    const TENANT: &str = "t1";
-
-    fn virtual_cluster(etcd_replicas: i32) -> VirtualCluster {
-        serde_yaml::from_str(&format!(
-        "apiVersion: kosmos.io/v1alpha1\nkind: VirtualCluster\nmetadata:\n  name: {TENANT}\n  namespace: {NAMESPACE}\n  uid: 5e1f00d2-aaaa-bbbb-cccc-000000000001\nspec:\n  controlPlane:\n    etcd:\n      replicas: {etcd_replicas}\n  promoteResources:\n    nodes: [node1]\n    resources: {{cpu: 2, memory: 4Gi}}\n"
-    ))
-    .unwrap()
-    }
-
-    /// Everything the controller would write for the tenant, its apiserver Service holding
-    /// `cluster_ip` (the certificates name it).
-    fn desired_state(cluster_ip: IpAddr, etcd_replicas: i32) -> DesiredState {
-        let vc = virtual_cluster(etcd_replicas);
-        let ctx = BuildContext::default();
-        let observed = Observed {
-            apiserver_cluster_ip: Some(cluster_ip),
-            load_balancer_hosts: Vec::new(),
-            claimed_nodes: vec!["node1".to_owned()],
-        };
-        let tenant = Tenant::resolve(&vc, &ctx).unwrap();
-        let identity = tenant_identity(&tenant, &ctx, &observed).unwrap();
-        let (_, pki) =
-            ensure_pki(&identity, &ExistingPki::default(), jiff::Timestamp::now()).unwrap();
-        DesiredState::build(&vc, &ctx, &observed, &pki).unwrap()
-    }
-
-    fn secrets_of(desired: &DesiredState) -> BTreeMap<String, Secret> {
-        desired
-            .pki_secrets
-            .iter()
-            .chain(std::iter::once(&desired.admin_kubeconfig))
-            .map(|s| (s.name_any(), s.clone()))
-            .collect()
-    }
-
-    fn with_cluster_ip(mut service: Service, ip: &str) -> Service {
-        if let Some(spec) = service.spec.as_mut() {
-            spec.cluster_ip = Some(ip.to_owned());
-        }
-        service
-    }
+    use vc_tests::simulation::local_pod::LocalPodPlan;
 
     /// The secret key behind a laid-out file, as the kubelet would have written it.
     fn secret_bytes(secrets: &BTreeMap<String, Secret>, secret: &str, key: &str) -> Vec<u8> {
@@ -163,27 +122,9 @@ mod local_control_plane_tests {
     #[test]
     fn plans_of_all_four_components_are_local_and_consistent() {
         let cluster_ip: IpAddr = "127.150.3.7".parse().unwrap();
-        let desired = desired_state(cluster_ip, 1);
-        let secrets = secrets_of(&desired);
-        let mut etcd = desired.etcd.stateful_set.clone();
-        etcd.metadata.uid = Some("0d1c2b3a-0000-0000-0000-000000000000".to_owned());
-        let objects = TenantObjects {
-            namespace: NAMESPACE.to_owned(),
-            name: TENANT.to_owned(),
-            etcd: Some(etcd),
-            apiserver: Some(desired.apiserver_deployment.clone()),
-            controller_manager: Some(desired.controller_manager.clone()),
-            scheduler: Some(desired.scheduler.clone()),
-            services: vec![
-                with_cluster_ip(desired.apiserver_service.clone(), &cluster_ip.to_string()),
-                with_cluster_ip(desired.etcd.client_service.clone(), "127.150.3.8"),
-                desired.etcd.peer_service.clone(),
-            ],
-            sources: VolumeSources {
-                secrets: secrets.clone(),
-                config_maps: BTreeMap::new(),
-            },
-        };
+        let desired = desired_state(cluster_ip, 1, 1);
+        let objects = tenant_objects(&desired, cluster_ip, "127.150.3.8".parse().unwrap());
+        let secrets = objects.sources.secrets.clone();
         let work = tempfile::tempdir().unwrap();
         let mut planner = TenantPlanner::new(work.path(), "cluster.local", NAMESPACE, TENANT);
         let mut plan = |component| {
@@ -325,80 +266,6 @@ mod local_control_plane_tests {
         assert_eq!(again.args, etcd.args);
     }
 
-    fn etcd_binary() -> Option<PathBuf> {
-        std::env::var_os("ETCD_BIN")
-            .map(PathBuf::from)
-            .into_iter()
-            .chain(["/usr/bin/etcd", "/usr/local/bin/etcd"].map(PathBuf::from))
-            .find(|path| path.is_file())
-    }
-
-    /// TLS client config trusting `ca`, presenting `cert`/`key`.
-    fn tls_config(ca: &[u8], cert: &[u8], key: &[u8]) -> Arc<rustls::ClientConfig> {
-        let mut roots = rustls::RootCertStore::empty();
-        roots
-            .add(CertificateDer::from_pem_slice(ca).unwrap())
-            .unwrap();
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_client_auth_cert(
-            vec![CertificateDer::from_pem_slice(cert).unwrap()],
-            PrivateKeyDer::from_pem_slice(key).unwrap(),
-        )
-        .unwrap();
-        Arc::new(config)
-    }
-
-    /// POSTs JSON to etcd's gRPC gateway at `addr`, verifying it as `addr`'s IP.
-    async fn etcd_post(
-        config: &Arc<rustls::ClientConfig>,
-        addr: SocketAddr,
-        path: &str,
-        body: serde_json::Value,
-    ) -> Result<(u16, serde_json::Value), String> {
-        let exchange = async {
-            let tcp = tokio::net::TcpStream::connect(addr)
-                .await
-                .map_err(|e| e.to_string())?;
-            let tls = tokio_rustls::TlsConnector::from(config.clone())
-                .connect(ServerName::IpAddress(addr.ip().into()), tcp)
-                .await
-                .map_err(|e| e.to_string())?;
-            let (mut sender, connection) =
-                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
-                    .await
-                    .map_err(|e| e.to_string())?;
-            tokio::spawn(connection);
-            let request = http::Request::post(path)
-                .header("host", addr.to_string())
-                .header("content-type", "application/json")
-                .body(Full::new(bytes::Bytes::from(body.to_string())))
-                .map_err(|e| e.to_string())?;
-            let response = sender
-                .send_request(request)
-                .await
-                .map_err(|e| e.to_string())?;
-            let status = response.status().as_u16();
-            let bytes = response
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| e.to_string())?
-                .to_bytes();
-            Ok((
-                status,
-                serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
-            ))
-        };
-        tokio::time::timeout(Duration::from_secs(10), exchange)
-            .await
-            .map_err(|_| "no answer within 10 s".to_owned())?
-    }
-
     /// The apiserver's etcd client, built from the files and URL of its plan.
     struct ApiserverEtcdClient {
         config: Arc<rustls::ClientConfig>,
@@ -415,18 +282,31 @@ mod local_control_plane_tests {
                 .and_then(|first| first.parse().ok())
                 .unwrap_or_else(|| panic!("--etcd-servers={servers} is not https://IP:PORT"));
             ApiserverEtcdClient {
-                config: tls_config(
+                config: etcd_gateway::client_config(
                     &read("etcd-cafile"),
                     &read("etcd-certfile"),
                     &read("etcd-keyfile"),
-                ),
+                )
+                .unwrap(),
                 addr,
             }
         }
 
+        /// etcd's gateway verified as the IP the apiserver dials, as kube-apiserver does.
+        async fn post(
+            &self,
+            path: &str,
+            body: serde_json::Value,
+        ) -> Result<(u16, serde_json::Value), String> {
+            let server_name = self.addr.ip().to_string();
+            etcd_gateway::post(&self.config, &server_name, self.addr, path, body)
+                .await
+                .map_err(|e| e.to_string())
+        }
+
         async fn put(&self, key: &str, value: &str) -> Result<(), String> {
             let body = json!({"key": STANDARD.encode(key), "value": STANDARD.encode(value)});
-            match etcd_post(&self.config, self.addr, "/v3/kv/put", body).await? {
+            match self.post("/v3/kv/put", body).await? {
                 (200, _) => Ok(()),
                 (status, body) => Err(format!("put answered {status}: {body}")),
             }
@@ -434,7 +314,7 @@ mod local_control_plane_tests {
 
         async fn get(&self, key: &str) -> Result<Option<String>, String> {
             let body = json!({"key": STANDARD.encode(key)});
-            let (status, body) = etcd_post(&self.config, self.addr, "/v3/kv/range", body).await?;
+            let (status, body) = self.post("/v3/kv/range", body).await?;
             if status != 200 {
                 return Err(format!("range answered {status}: {body}"));
             }
@@ -486,7 +366,7 @@ mod local_control_plane_tests {
             .await
             .unwrap();
         let services: Api<Service> = Api::namespaced(host.clone(), NAMESPACE);
-        let provisional = desired_state("127.0.0.1".parse().unwrap(), etcd_replicas);
+        let provisional = desired_state("127.0.0.1".parse().unwrap(), 1, etcd_replicas);
         let apiserver_service = services
             .create(
                 &PostParams::default(),
@@ -500,7 +380,7 @@ mod local_control_plane_tests {
             .unwrap()
             .parse()
             .unwrap();
-        let desired = desired_state(cluster_ip, etcd_replicas);
+        let desired = desired_state(cluster_ip, 1, etcd_replicas);
         let post = PostParams::default();
         for secret in secrets_of(&desired).into_values() {
             Api::<Secret>::namespaced(host.clone(), NAMESPACE)
@@ -545,7 +425,7 @@ mod local_control_plane_tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn etcd_runs_from_the_statefulset_and_takes_the_apiserver_client_certificate() {
-        let Some(etcd) = etcd_binary() else {
+        let Some(etcd) = etcd_gateway::etcd_binary() else {
             eprintln!(
                 "skipped: no etcd binary at /usr/bin/etcd or /usr/local/bin/etcd and ETCD_BIN is unset"
             );
@@ -684,7 +564,7 @@ mod local_control_plane_tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_exited_process_restarts_and_dropping_the_simulator_kills_it() {
-        let Some(etcd) = etcd_binary() else {
+        let Some(etcd) = etcd_gateway::etcd_binary() else {
             eprintln!(
                 "skipped: no etcd binary at /usr/bin/etcd or /usr/local/bin/etcd and ETCD_BIN is unset"
             );
@@ -742,7 +622,7 @@ mod local_control_plane_tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn three_etcd_members_form_one_cluster_through_their_peer_names() {
-        let Some(etcd) = etcd_binary() else {
+        let Some(etcd) = etcd_gateway::etcd_binary() else {
             eprintln!(
                 "skipped: no etcd binary at /usr/bin/etcd or /usr/local/bin/etcd and ETCD_BIN is unset"
             );
@@ -933,7 +813,7 @@ else:
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_whole_control_plane_starts_from_the_rendered_flags_with_stand_ins() {
         use std::os::unix::fs::PermissionsExt as _;
-        let Some(etcd) = etcd_binary() else {
+        let Some(etcd) = etcd_gateway::etcd_binary() else {
             eprintln!(
                 "skipped: no etcd binary at /usr/bin/etcd or /usr/local/bin/etcd and ETCD_BIN is unset"
             );

@@ -44,6 +44,8 @@ use vc_api::constants::{
     admin_kubeconfig_secret_name,
 };
 
+use crate::etcd_gateway;
+
 use super::local_pod::{
     self, LocalPodError, LocalPodPlan, PodPlacement, ServiceMap, VolumeSources,
 };
@@ -51,8 +53,6 @@ use super::services::ServiceOptions;
 use super::workloads::{WorkloadMode, WorkloadOptions};
 use super::{SimHandle, wait_for_next_pass, watch_store};
 
-/// Where etcd is looked for when the assets do not hold it.
-const ETCD_FALLBACKS: [&str; 2] = ["/usr/bin/etcd", "/usr/local/bin/etcd"];
 /// Lines of each log the diagnostics show.
 const LOG_TAIL_LINES: usize = 15;
 /// Longest wait before an exited component is started again.
@@ -75,23 +75,19 @@ impl ControlPlaneBinaries {
     /// which of kube-apiserver and etcd is absent, and where it was looked for.
     pub fn discover(assets: &Path) -> Result<Self, LocalControlPlaneError> {
         let in_assets = |name: &str| Some(assets.join(name)).filter(|path| path.is_file());
-        let kube_apiserver = in_assets("kube-apiserver").ok_or_else(|| {
-            LocalControlPlaneError::DiscoverBinary {
+        let kube_apiserver =
+            in_assets("kube-apiserver").ok_or_else(|| LocalControlPlaneError::DiscoverBinary {
                 binary: "kube-apiserver",
                 looked_in: assets.display().to_string(),
-            }
-        })?;
+            })?;
         let etcd = in_assets("etcd")
-            .into_iter()
-            .chain(std::env::var_os("ETCD_BIN").map(PathBuf::from))
-            .chain(ETCD_FALLBACKS.iter().map(PathBuf::from))
-            .find(|path| path.is_file())
+            .or_else(etcd_gateway::etcd_binary)
             .ok_or_else(|| LocalControlPlaneError::DiscoverBinary {
                 binary: "etcd",
                 looked_in: format!(
                     "{}, ETCD_BIN or {}",
                     assets.display(),
-                    ETCD_FALLBACKS.join(", ")
+                    etcd_gateway::ETCD_FALLBACKS.join(", ")
                 ),
             })?;
         Ok(ControlPlaneBinaries {

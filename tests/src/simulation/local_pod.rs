@@ -491,7 +491,10 @@ pub fn required_ports(
     Ok(ports)
 }
 
-fn container_words(container: &Container) -> Vec<String> {
+/// What the binary parses: `command[1..]` then `args`. Flags may sit in either (the
+/// controller renders them in `command`, users add them in `args`), so every check of a
+/// container's flags reads both in this order, as the kubelet joins them.
+pub fn container_words(container: &Container) -> Vec<String> {
     container
         .command
         .iter()

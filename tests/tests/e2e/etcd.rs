@@ -7,28 +7,24 @@
 //! `$(POD_NAME)`, paths, and member URLs on 127.0.0.1 with free ports.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use http_body_util::{BodyExt as _, Full};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{Secret, Service};
 use kube::Api;
 use kube::api::ListParams;
-use rustls::pki_types::pem::PemObject as _;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use vc_api::constants::TENANT_NAME_LABEL;
+use vc_tests::etcd_gateway;
 use vc_tests::simulation::local_control_plane::{Component, TenantObjects, TenantPlanner};
 use vc_tests::simulation::local_pod::VolumeSources;
 use vc_tests::simulation::tenant_apiserver::flag_value;
 
 use crate::harness::{Harness, TENANT_NAMESPACE};
-
-const ETCD_CANDIDATES: [&str; 2] = ["/usr/bin/etcd", "/usr/local/bin/etcd"];
 
 /// A running etcd, killed when dropped.
 struct Etcd {
@@ -41,14 +37,6 @@ impl Drop for Etcd {
         let _killed = self.child.kill();
         let _reaped = self.child.wait();
     }
-}
-
-fn etcd_binary() -> Option<PathBuf> {
-    std::env::var_os("ETCD_BIN")
-        .map(PathBuf::from)
-        .into_iter()
-        .chain(ETCD_CANDIDATES.iter().map(PathBuf::from))
-        .find(|path| path.is_file())
 }
 
 /// The tenant's workloads, Services and Secrets as the controller wrote them.
@@ -90,80 +78,13 @@ async fn tenant_objects(harness: &Harness, tenant: &str) -> TenantObjects {
     }
 }
 
-/// TLS client config trusting `ca`, presenting `cert`/`key`.
-fn tls_config(ca: &[u8], cert: &[u8], key: &[u8]) -> Arc<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_slice(ca).unwrap())
-        .unwrap();
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_client_auth_cert(
-        vec![CertificateDer::from_pem_slice(cert).unwrap()],
-        PrivateKeyDer::from_pem_slice(key).unwrap(),
-    )
-    .unwrap();
-    Arc::new(config)
-}
-
-/// POSTs JSON to etcd's gRPC gateway; status and body, or why it failed.
-async fn post(
-    config: &Arc<rustls::ClientConfig>,
-    server_name: &str,
-    port: u16,
-    path: &str,
-    body: serde_json::Value,
-) -> Result<(u16, serde_json::Value), String> {
-    let exchange = async {
-        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .map_err(|e| e.to_string())?;
-        let name = ServerName::try_from(server_name.to_owned()).map_err(|e| e.to_string())?;
-        let tls = tokio_rustls::TlsConnector::from(config.clone())
-            .connect(name, tcp)
-            .await
-            .map_err(|e| e.to_string())?;
-        let (mut sender, connection) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
-                .await
-                .map_err(|e| e.to_string())?;
-        tokio::spawn(connection);
-        let request = http::Request::post(path)
-            .header("host", format!("127.0.0.1:{port}"))
-            .header("content-type", "application/json")
-            .body(Full::new(bytes::Bytes::from(body.to_string())))
-            .map_err(|e| e.to_string())?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| e.to_string())?;
-        let status = response.status().as_u16();
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?
-            .to_bytes();
-        Ok((
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
-        ))
-    };
-    tokio::time::timeout(Duration::from_secs(10), exchange)
-        .await
-        .map_err(|_| "no answer within 10 s".to_owned())?
-}
-
 /// Starts the tenant's etcd from its StatefulSet and writes/reads a key with the tenant
 /// apiserver's etcd client certificate. Skips (printing why) without an etcd binary.
 pub async fn tenant_etcd_is_real(harness: &Harness, tenant: &str) {
-    let Some(binary) = etcd_binary() else {
+    let Some(binary) = etcd_gateway::etcd_binary() else {
         eprintln!(
-            "skipped: tenant etcd sub-part: no etcd binary at {ETCD_CANDIDATES:?} and ETCD_BIN is unset"
+            "skipped: tenant etcd sub-part: no etcd binary at {:?} and ETCD_BIN is unset",
+            etcd_gateway::ETCD_FALLBACKS
         );
         return;
     };
@@ -231,11 +152,13 @@ pub async fn tenant_etcd_is_real(harness: &Harness, tenant: &str) {
         etcd_plan.flag("advertise-client-urls"),
         "the apiserver reaches etcd where the member advertises itself"
     );
-    let config = tls_config(
+    let config = etcd_gateway::client_config(
         &read("etcd-cafile"),
         &read("etcd-certfile"),
         &read("etcd-keyfile"),
-    );
+    )
+    .unwrap();
+    let client_addr = SocketAddr::from(([127, 0, 0, 1], client_port));
 
     let key = STANDARD.encode(format!("/registry/e2e/{tenant}"));
     let value = STANDARD.encode("written by the tenant apiserver's etcd client certificate");
@@ -247,10 +170,10 @@ pub async fn tenant_etcd_is_real(harness: &Harness, tenant: &str) {
                 std::fs::read_to_string(&etcd.log).unwrap_or_default()
             );
         }
-        let answer = post(
+        let answer = etcd_gateway::post(
             &config,
             &server_host,
-            client_port,
+            client_addr,
             "/v3/kv/put",
             serde_json::json!({"key": key, "value": value}),
         )
@@ -265,10 +188,10 @@ pub async fn tenant_etcd_is_real(harness: &Harness, tenant: &str) {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let (status, body) = post(
+    let (status, body) = etcd_gateway::post(
         &config,
         &server_host,
-        client_port,
+        client_addr,
         "/v3/kv/range",
         serde_json::json!({"key": key}),
     )
