@@ -411,6 +411,51 @@ mod local_control_plane_tests {
         desired
     }
 
+    /// The etcd binary, or `None` after saying why the test is skipped.
+    fn etcd_or_skip() -> Option<PathBuf> {
+        let etcd = etcd_gateway::etcd_binary();
+        if etcd.is_none() {
+            eprintln!(
+                "skipped: no etcd binary at {} and ETCD_BIN is unset",
+                etcd_gateway::ETCD_FALLBACKS.join(" or ")
+            );
+        }
+        etcd
+    }
+
+    /// A host API server holding the tenant's objects; it stops when the server is dropped.
+    async fn host_with_tenant(etcd_replicas: i32) -> (TestApiServer, Client) {
+        let server = TestApiServer::start(TestApiServerOptions::default()).unwrap();
+        let host = server.client().await.unwrap();
+        write_tenant(&host, etcd_replicas).await;
+        (server, host)
+    }
+
+    /// The simulator with `etcd` and `kube_apiserver`; controller-manager, scheduler and the
+    /// simulators inside the tenant are off until a test sets them. It resyncs every
+    /// 300 ms so that tests wait little for a change to be acted on.
+    fn simulator_options(
+        etcd: PathBuf,
+        kube_apiserver: PathBuf,
+        work_dir: &Path,
+        namespace: Option<&str>,
+    ) -> LocalControlPlaneOptions {
+        LocalControlPlaneOptions {
+            binaries: ControlPlaneBinaries {
+                etcd,
+                kube_apiserver,
+                kube_controller_manager: None,
+                kube_scheduler: None,
+            },
+            work_dir: work_dir.to_owned(),
+            namespace: namespace.map(str::to_owned),
+            cluster_domain: "cluster.local".to_owned(),
+            tenant_workloads: None,
+            tenant_services: None,
+            resync: Duration::from_millis(300),
+        }
+    }
+
     fn etcd_pid(planes: &LocalControlPlanes) -> Option<u32> {
         member_pid(planes, 0)
     }
@@ -425,34 +470,21 @@ mod local_control_plane_tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn etcd_runs_from_the_statefulset_and_takes_the_apiserver_client_certificate() {
-        let Some(etcd) = etcd_gateway::etcd_binary() else {
-            eprintln!(
-                "skipped: no etcd binary at /usr/bin/etcd or /usr/local/bin/etcd and ETCD_BIN is unset"
-            );
+        let Some(etcd) = etcd_or_skip() else {
             return;
         };
         let started = Instant::now();
-        let host_server = TestApiServer::start(TestApiServerOptions::default()).unwrap();
-        let host = host_server.client().await.unwrap();
-        write_tenant(&host, 1).await;
+        let (_host_server, host) = host_with_tenant(1).await;
         let work = tempfile::tempdir().unwrap();
         let missing_apiserver = work.path().join("absent").join("kube-apiserver");
         let planes = local_control_plane::spawn(
             host.clone(),
-            LocalControlPlaneOptions {
-                binaries: ControlPlaneBinaries {
-                    etcd,
-                    kube_apiserver: missing_apiserver.clone(),
-                    kube_controller_manager: None,
-                    kube_scheduler: None,
-                },
-                work_dir: work.path().to_owned(),
-                namespace: Some(NAMESPACE.to_owned()),
-                cluster_domain: "cluster.local".to_owned(),
-                tenant_workloads: None,
-                tenant_services: None,
-                resync: Duration::from_millis(300),
-            },
+            simulator_options(
+                etcd,
+                missing_apiserver.clone(),
+                work.path(),
+                Some(NAMESPACE),
+            ),
         );
 
         // etcd runs; the apiserver's files are laid out but it cannot start, and says why.
@@ -564,32 +596,14 @@ mod local_control_plane_tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_exited_process_restarts_and_dropping_the_simulator_kills_it() {
-        let Some(etcd) = etcd_gateway::etcd_binary() else {
-            eprintln!(
-                "skipped: no etcd binary at /usr/bin/etcd or /usr/local/bin/etcd and ETCD_BIN is unset"
-            );
+        let Some(etcd) = etcd_or_skip() else {
             return;
         };
-        let host_server = TestApiServer::start(TestApiServerOptions::default()).unwrap();
-        let host = host_server.client().await.unwrap();
-        write_tenant(&host, 1).await;
+        let (_host_server, host) = host_with_tenant(1).await;
         let work = tempfile::tempdir().unwrap();
         let planes = local_control_plane::spawn(
             host,
-            LocalControlPlaneOptions {
-                binaries: ControlPlaneBinaries {
-                    etcd,
-                    kube_apiserver: work.path().join("kube-apiserver"),
-                    kube_controller_manager: None,
-                    kube_scheduler: None,
-                },
-                work_dir: work.path().to_owned(),
-                namespace: None,
-                cluster_domain: "cluster.local".to_owned(),
-                tenant_workloads: None,
-                tenant_services: None,
-                resync: Duration::from_millis(300),
-            },
+            simulator_options(etcd, work.path().join("kube-apiserver"), work.path(), None),
         );
         let pid = eventually(&planes, Duration::from_secs(30), "etcd to start", || {
             let pid = etcd_pid(&planes);
@@ -622,33 +636,20 @@ mod local_control_plane_tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn three_etcd_members_form_one_cluster_through_their_peer_names() {
-        let Some(etcd) = etcd_gateway::etcd_binary() else {
-            eprintln!(
-                "skipped: no etcd binary at /usr/bin/etcd or /usr/local/bin/etcd and ETCD_BIN is unset"
-            );
+        let Some(etcd) = etcd_or_skip() else {
             return;
         };
         let started = Instant::now();
-        let host_server = TestApiServer::start(TestApiServerOptions::default()).unwrap();
-        let host = host_server.client().await.unwrap();
-        write_tenant(&host, 3).await;
+        let (_host_server, host) = host_with_tenant(3).await;
         let work = tempfile::tempdir().unwrap();
         let planes = local_control_plane::spawn(
             host,
-            LocalControlPlaneOptions {
-                binaries: ControlPlaneBinaries {
-                    etcd,
-                    kube_apiserver: work.path().join("kube-apiserver"),
-                    kube_controller_manager: None,
-                    kube_scheduler: None,
-                },
-                work_dir: work.path().to_owned(),
-                namespace: Some(NAMESPACE.to_owned()),
-                cluster_domain: "cluster.local".to_owned(),
-                tenant_workloads: None,
-                tenant_services: None,
-                resync: Duration::from_millis(300),
-            },
+            simulator_options(
+                etcd,
+                work.path().join("kube-apiserver"),
+                work.path(),
+                Some(NAMESPACE),
+            ),
         );
         let apiserver = eventually(
             &planes,
@@ -813,10 +814,7 @@ else:
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_whole_control_plane_starts_from_the_rendered_flags_with_stand_ins() {
         use std::os::unix::fs::PermissionsExt as _;
-        let Some(etcd) = etcd_gateway::etcd_binary() else {
-            eprintln!(
-                "skipped: no etcd binary at /usr/bin/etcd or /usr/local/bin/etcd and ETCD_BIN is unset"
-            );
+        let Some(etcd) = etcd_or_skip() else {
             return;
         };
         if std::process::Command::new("python3")
@@ -828,9 +826,7 @@ else:
             return;
         }
         let started = Instant::now();
-        let host_server = TestApiServer::start(TestApiServerOptions::default()).unwrap();
-        let host = host_server.client().await.unwrap();
-        write_tenant(&host, 1).await;
+        let (_host_server, host) = host_with_tenant(1).await;
         let cluster_ip = Api::<Service>::namespaced(host.clone(), NAMESPACE)
             .get("t1-apiserver")
             .await
@@ -847,23 +843,17 @@ else:
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
             path
         };
-        let planes = local_control_plane::spawn(
-            host.clone(),
-            LocalControlPlaneOptions {
-                binaries: ControlPlaneBinaries {
-                    etcd,
-                    kube_apiserver: stand_in("kube-apiserver"),
-                    kube_controller_manager: Some(stand_in("kube-controller-manager")),
-                    kube_scheduler: Some(stand_in("kube-scheduler")),
-                },
-                work_dir: work.path().to_owned(),
-                namespace: Some(NAMESPACE.to_owned()),
-                cluster_domain: "cluster.local".to_owned(),
-                tenant_workloads: Some(Default::default()),
-                tenant_services: Some(Default::default()),
-                resync: Duration::from_millis(300),
-            },
+        let mut options = simulator_options(
+            etcd,
+            stand_in("kube-apiserver"),
+            work.path(),
+            Some(NAMESPACE),
         );
+        options.binaries.kube_controller_manager = Some(stand_in("kube-controller-manager"));
+        options.binaries.kube_scheduler = Some(stand_in("kube-scheduler"));
+        options.tenant_workloads = Some(Default::default());
+        options.tenant_services = Some(Default::default());
+        let planes = local_control_plane::spawn(host.clone(), options);
 
         // /readyz through the admin kubeconfig's in-cluster server, made local.
         eventually(

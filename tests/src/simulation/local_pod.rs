@@ -861,9 +861,9 @@ fn volume_files(volume: &Volume, sources: &VolumeSources) -> Result<VolumeFiles,
     if let Some(secret) = &volume.secret {
         let secret_name = secret.secret_name.clone().unwrap_or_default();
         let default_mode = secret.default_mode.unwrap_or(DEFAULT_MODE);
-        files.extend(secret_items(
+        files.extend(keyed_files(
             name,
-            &secret_name,
+            KeyedObject::Secret(&secret_name),
             secret.items.as_deref(),
             secret.optional == Some(true),
             default_mode,
@@ -871,9 +871,9 @@ fn volume_files(volume: &Volume, sources: &VolumeSources) -> Result<VolumeFiles,
         )?);
     } else if let Some(config_map) = &volume.config_map {
         let default_mode = config_map.default_mode.unwrap_or(DEFAULT_MODE);
-        files.extend(config_map_items(
+        files.extend(keyed_files(
             name,
-            &config_map.name,
+            KeyedObject::ConfigMap(&config_map.name),
             config_map.items.as_deref(),
             config_map.optional == Some(true),
             default_mode,
@@ -883,18 +883,18 @@ fn volume_files(volume: &Volume, sources: &VolumeSources) -> Result<VolumeFiles,
         let default_mode = projected.default_mode.unwrap_or(DEFAULT_MODE);
         for source in projected.sources.iter().flatten() {
             if let Some(secret) = &source.secret {
-                files.extend(secret_items(
+                files.extend(keyed_files(
                     name,
-                    &secret.name,
+                    KeyedObject::Secret(&secret.name),
                     secret.items.as_deref(),
                     secret.optional == Some(true),
                     default_mode,
                     sources,
                 )?);
             } else if let Some(config_map) = &source.config_map {
-                files.extend(config_map_items(
+                files.extend(keyed_files(
                     name,
-                    &config_map.name,
+                    KeyedObject::ConfigMap(&config_map.name),
                     config_map.items.as_deref(),
                     config_map.optional == Some(true),
                     default_mode,
@@ -961,80 +961,95 @@ fn selected_items(
     }
 }
 
-fn secret_items(
-    volume: &str,
-    secret_name: &str,
-    items: Option<&[KeyToPath]>,
-    optional: bool,
-    default_mode: i32,
-    sources: &VolumeSources,
-) -> Result<Vec<(PathBuf, u32, Vec<u8>)>, LocalPodError> {
-    let Some(secret) = sources.secrets.get(secret_name) else {
-        if optional {
-            return Ok(Vec::new());
-        }
-        return Err(LocalPodError::ReadSecret {
-            volume: volume.to_owned(),
-            secret: secret_name.to_owned(),
-        });
-    };
-    let data = secret.data.clone().unwrap_or_default();
-    let keys = data.keys().cloned().collect();
-    selected_items(volume, keys, items, default_mode)?
-        .into_iter()
-        .filter_map(|(path, mode, key)| match data.get(&key) {
-            Some(bytes) => Some(Ok((path, mode, bytes.0.clone()))),
-            None if optional => None,
-            None => Some(Err(LocalPodError::ReadSecretKey {
-                volume: volume.to_owned(),
-                secret: secret_name.to_owned(),
-                key,
-            })),
-        })
-        .collect()
+/// The object a Secret or ConfigMap volume (or projected source) takes its keys from.
+#[derive(Clone, Copy)]
+enum KeyedObject<'a> {
+    Secret(&'a str),
+    ConfigMap(&'a str),
 }
 
-fn config_map_items(
+impl KeyedObject<'_> {
+    /// The object's keys with their bytes (a ConfigMap's `data` and `binaryData` both),
+    /// or `None` when `sources` lacks it.
+    fn data(self, sources: &VolumeSources) -> Option<BTreeMap<String, Vec<u8>>> {
+        match self {
+            KeyedObject::Secret(name) => sources.secrets.get(name).map(|secret| {
+                secret
+                    .data
+                    .iter()
+                    .flatten()
+                    .map(|(k, v)| (k.clone(), v.0.clone()))
+                    .collect()
+            }),
+            KeyedObject::ConfigMap(name) => sources.config_maps.get(name).map(|config_map| {
+                let text = config_map
+                    .data
+                    .iter()
+                    .flatten()
+                    .map(|(k, v)| (k.clone(), v.clone().into_bytes()));
+                let binary = config_map
+                    .binary_data
+                    .iter()
+                    .flatten()
+                    .map(|(k, v)| (k.clone(), v.0.clone()));
+                text.chain(binary).collect()
+            }),
+        }
+    }
+
+    fn missing(self, volume: &str) -> LocalPodError {
+        match self {
+            KeyedObject::Secret(secret) => LocalPodError::ReadSecret {
+                volume: volume.to_owned(),
+                secret: secret.to_owned(),
+            },
+            KeyedObject::ConfigMap(config_map) => LocalPodError::ReadConfigMap {
+                volume: volume.to_owned(),
+                config_map: config_map.to_owned(),
+            },
+        }
+    }
+
+    fn missing_key(self, volume: &str, key: String) -> LocalPodError {
+        match self {
+            KeyedObject::Secret(secret) => LocalPodError::ReadSecretKey {
+                volume: volume.to_owned(),
+                secret: secret.to_owned(),
+                key,
+            },
+            KeyedObject::ConfigMap(config_map) => LocalPodError::ReadConfigMapKey {
+                volume: volume.to_owned(),
+                config_map: config_map.to_owned(),
+                key,
+            },
+        }
+    }
+}
+
+/// The files of a Secret or ConfigMap volume: every key of `object`, or the listed
+/// `items`. An absent object or listed key fails the pod, as the kubelet does, unless the
+/// volume is optional.
+fn keyed_files(
     volume: &str,
-    config_map_name: &str,
+    object: KeyedObject<'_>,
     items: Option<&[KeyToPath]>,
     optional: bool,
     default_mode: i32,
     sources: &VolumeSources,
 ) -> Result<Vec<(PathBuf, u32, Vec<u8>)>, LocalPodError> {
-    let Some(config_map) = sources.config_maps.get(config_map_name) else {
+    let Some(data) = object.data(sources) else {
         if optional {
             return Ok(Vec::new());
         }
-        return Err(LocalPodError::ReadConfigMap {
-            volume: volume.to_owned(),
-            config_map: config_map_name.to_owned(),
-        });
+        return Err(object.missing(volume));
     };
-    let mut data: BTreeMap<String, Vec<u8>> = config_map
-        .data
-        .iter()
-        .flatten()
-        .map(|(k, v)| (k.clone(), v.clone().into_bytes()))
-        .collect();
-    data.extend(
-        config_map
-            .binary_data
-            .iter()
-            .flatten()
-            .map(|(k, v)| (k.clone(), v.0.clone())),
-    );
     let keys = data.keys().cloned().collect();
     selected_items(volume, keys, items, default_mode)?
         .into_iter()
         .filter_map(|(path, mode, key)| match data.get(&key) {
             Some(bytes) => Some(Ok((path, mode, bytes.clone()))),
             None if optional => None,
-            None => Some(Err(LocalPodError::ReadConfigMapKey {
-                volume: volume.to_owned(),
-                config_map: config_map_name.to_owned(),
-                key,
-            })),
+            None => Some(Err(object.missing_key(volume, key))),
         })
         .collect()
 }
