@@ -717,35 +717,21 @@ fn resolve_env(
                     }
                     other => return Err(error(format!("fieldRef {other} is not simulated"))),
                 }
-            } else if let Some(key) = &source.secret_key_ref {
-                let data = sources
-                    .secrets
-                    .get(&key.name)
-                    .and_then(|s| s.data.as_ref())
-                    .and_then(|d| d.get(&key.key));
-                match data {
-                    Some(bytes) => String::from_utf8_lossy(&bytes.0).into_owned(),
-                    None if key.optional == Some(true) => continue,
+            } else if let Some((object, key, optional)) = source
+                .secret_key_ref
+                .as_ref()
+                .map(|k| (KeyedObject::Secret(&k.name), &k.key, k.optional))
+                .or_else(|| {
+                    let k = source.config_map_key_ref.as_ref()?;
+                    Some((KeyedObject::ConfigMap(&k.name), &k.key, k.optional))
+                })
+            {
+                match object.env_value(sources, key) {
+                    Some(value) => value,
+                    None if optional == Some(true) => continue,
                     None => {
                         return Err(error(format!(
-                            "Secret {} has no key {} (or does not exist)",
-                            key.name, key.key
-                        )));
-                    }
-                }
-            } else if let Some(key) = &source.config_map_key_ref {
-                let data = sources
-                    .config_maps
-                    .get(&key.name)
-                    .and_then(|c| c.data.as_ref())
-                    .and_then(|d| d.get(&key.key));
-                match data {
-                    Some(value) => value.clone(),
-                    None if key.optional == Some(true) => continue,
-                    None => {
-                        return Err(error(format!(
-                            "ConfigMap {} has no key {} (or does not exist)",
-                            key.name, key.key
+                            "{object} has no key {key} (or does not exist)"
                         )));
                     }
                 }
@@ -857,48 +843,50 @@ fn mode_bits(mode: i32) -> u32 {
 
 fn volume_files(volume: &Volume, sources: &VolumeSources) -> Result<VolumeFiles, LocalPodError> {
     let name = &volume.name;
+    let keyed = |object, items, optional: Option<bool>, default_mode| {
+        keyed_files(
+            name,
+            object,
+            items,
+            optional == Some(true),
+            default_mode,
+            sources,
+        )
+    };
     let mut files = Vec::new();
     if let Some(secret) = &volume.secret {
         let secret_name = secret.secret_name.clone().unwrap_or_default();
         let default_mode = secret.default_mode.unwrap_or(DEFAULT_MODE);
-        files.extend(keyed_files(
-            name,
+        files.extend(keyed(
             KeyedObject::Secret(&secret_name),
             secret.items.as_deref(),
-            secret.optional == Some(true),
+            secret.optional,
             default_mode,
-            sources,
         )?);
     } else if let Some(config_map) = &volume.config_map {
         let default_mode = config_map.default_mode.unwrap_or(DEFAULT_MODE);
-        files.extend(keyed_files(
-            name,
+        files.extend(keyed(
             KeyedObject::ConfigMap(&config_map.name),
             config_map.items.as_deref(),
-            config_map.optional == Some(true),
+            config_map.optional,
             default_mode,
-            sources,
         )?);
     } else if let Some(projected) = &volume.projected {
         let default_mode = projected.default_mode.unwrap_or(DEFAULT_MODE);
         for source in projected.sources.iter().flatten() {
             if let Some(secret) = &source.secret {
-                files.extend(keyed_files(
-                    name,
+                files.extend(keyed(
                     KeyedObject::Secret(&secret.name),
                     secret.items.as_deref(),
-                    secret.optional == Some(true),
+                    secret.optional,
                     default_mode,
-                    sources,
                 )?);
             } else if let Some(config_map) = &source.config_map {
-                files.extend(keyed_files(
-                    name,
+                files.extend(keyed(
                     KeyedObject::ConfigMap(&config_map.name),
                     config_map.items.as_deref(),
-                    config_map.optional == Some(true),
+                    config_map.optional,
                     default_mode,
-                    sources,
                 )?);
             } else {
                 return Err(LocalPodError::SupportVolume {
@@ -968,6 +956,15 @@ enum KeyedObject<'a> {
     ConfigMap(&'a str),
 }
 
+impl std::fmt::Display for KeyedObject<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeyedObject::Secret(name) => write!(f, "Secret {name}"),
+            KeyedObject::ConfigMap(name) => write!(f, "ConfigMap {name}"),
+        }
+    }
+}
+
 impl KeyedObject<'_> {
     /// The object's keys with their bytes (a ConfigMap's `data` and `binaryData` both),
     /// or `None` when `sources` lacks it.
@@ -994,6 +991,25 @@ impl KeyedObject<'_> {
                     .map(|(k, v)| (k.clone(), v.0.clone()));
                 text.chain(binary).collect()
             }),
+        }
+    }
+
+    /// An environment variable's value from `key`: a ConfigMap's `data` only, as the
+    /// kubelet reads it (its `binaryData` is for volumes).
+    fn env_value(self, sources: &VolumeSources, key: &str) -> Option<String> {
+        match self {
+            KeyedObject::Secret(name) => sources
+                .secrets
+                .get(name)
+                .and_then(|s| s.data.as_ref())
+                .and_then(|d| d.get(key))
+                .map(|bytes| String::from_utf8_lossy(&bytes.0).into_owned()),
+            KeyedObject::ConfigMap(name) => sources
+                .config_maps
+                .get(name)
+                .and_then(|c| c.data.as_ref())
+                .and_then(|d| d.get(key))
+                .cloned(),
         }
     }
 
@@ -1511,6 +1527,75 @@ mod tests {
         assert!(
             matches!(error, LocalPodError::ResolveVolume { .. }),
             "{error}"
+        );
+    }
+
+    /// Secret and ConfigMap keys reach the process the same way through a volume and an
+    /// environment variable: a ConfigMap volume holds `data` and `binaryData`, an absent
+    /// optional key is left out, an absent required one names its object.
+    #[test]
+    fn keys_of_secrets_and_config_maps_reach_volumes_and_env() {
+        let spec = |optional: bool| {
+            pod(json!({
+                "containers": [{
+                    "name": "c",
+                    "command": ["/bin/c"],
+                    "env": [
+                        {"name": "FROM_SECRET", "valueFrom": {"secretKeyRef": {"name": "s", "key": "token"}}},
+                        {"name": "FROM_MAP", "valueFrom": {"configMapKeyRef": {"name": "m", "key": "mode"}}},
+                        {"name": "ABSENT", "valueFrom": {"configMapKeyRef": {"name": "m", "key": "absent", "optional": optional}}}
+                    ],
+                    "volumeMounts": [{"name": "config", "mountPath": "/etc/config"}]
+                }],
+                "volumes": [{"name": "config", "configMap": {"name": "m", "optional": optional, "items": [
+                    {"key": "mode", "path": "mode"},
+                    {"key": "blob", "path": "blob.bin"},
+                    {"key": "absent", "path": "absent"}
+                ]}}]
+            }))
+        };
+        let sources = VolumeSources {
+            secrets: BTreeMap::from([secret("s", &[("token", "t0ken")])]),
+            config_maps: BTreeMap::from([(
+                "m".to_owned(),
+                serde_json::from_value(json!({
+                    "metadata": {"name": "m"},
+                    "data": {"mode": "fast"},
+                    "binaryData": {"blob": "AAE="}
+                }))
+                .unwrap(),
+            )]),
+        };
+        let placement = placement(&[]);
+        let planned = plan(&spec(true), None, &placement, &services(), &sources).unwrap();
+        assert_eq!(
+            planned.env.get("FROM_SECRET").map(String::as_str),
+            Some("t0ken")
+        );
+        assert_eq!(
+            planned.env.get("FROM_MAP").map(String::as_str),
+            Some("fast")
+        );
+        assert!(!planned.env.contains_key("ABSENT"));
+        let files: BTreeMap<String, Vec<u8>> = planned
+            .files
+            .iter()
+            .map(|f| {
+                let name = f.path.file_name().unwrap().to_string_lossy().into_owned();
+                (name, f.contents().to_vec())
+            })
+            .collect();
+        assert_eq!(
+            files,
+            BTreeMap::from([
+                ("blob.bin".to_owned(), vec![0, 1]),
+                ("mode".to_owned(), b"fast".to_vec()),
+            ])
+        );
+        let error = plan(&spec(false), None, &placement, &services(), &sources).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "environment variable ABSENT: ConfigMap m has no key absent (or does not exist)"
         );
     }
 
