@@ -7,3 +7,14 @@ pub mod apiserver;
 pub mod etcd_gateway;
 pub mod rbac;
 pub mod simulation;
+
+use std::path::PathBuf;
+
+/// The first file called `name` in a `PATH` directory: the tests that drive an external
+/// tool (kubectl, actionlint, the Helm engine's python) skip without it instead of failing.
+pub fn find_on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|directory| directory.join(name))
+        .find(|candidate| candidate.is_file())
+}

@@ -21,6 +21,7 @@ use vc_tests::apiserver::{
     AdmissionAttributes, AdmissionHook, AdmissionPhase, AdmissionResult, ApiError, ServiceResolver,
     TestApiServer, TestApiServerOptions, WebhookConfigs,
 };
+use vc_tests::find_on_path;
 
 const CRD: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -130,13 +131,6 @@ fn node_manifest(index: usize) -> String {
     format!(
         "apiVersion: v1\nkind: Node\nmetadata:\n  name: node{index}\nstatus:\n  conditions:\n  - {{type: Ready, status: \"True\", reason: KubeletReady, message: ready}}\n"
     )
-}
-
-fn find_on_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|directory| directory.join(name))
-        .find(|candidate| candidate.is_file())
 }
 
 /// `KUBECTL_VC` when set, else `kubectl-vc` in the target directory of this test binary

@@ -1,7 +1,6 @@
 //! The node, workload and service simulators against the test API server, through a
 //! plain `kube::Client` as they would run against any API server.
 
-use std::future::Future;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
@@ -20,6 +19,12 @@ use vc_tests::simulation::workloads::{
 use vc_tests::simulation::{Simulation, SimulationOptions};
 
 #[cfg(test)]
+#[path = "support/eventually.rs"]
+mod support_eventually;
+#[cfg(test)]
+use support_eventually::eventually;
+
+#[cfg(test)]
 const WAIT: Duration = Duration::from_secs(15);
 
 #[cfg(test)]
@@ -27,26 +32,6 @@ async fn server() -> (TestApiServer, Client) {
     let server = TestApiServer::start(TestApiServerOptions::default()).unwrap();
     let client = server.client().await.unwrap();
     (server, client)
-}
-
-/// Polls `check` until it returns `Some`, failing with `what` after [`WAIT`].
-#[cfg(test)]
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[cfg(test)]
@@ -150,7 +135,7 @@ async fn nodes_register_with_capacity_heartbeat_and_can_fail() {
 
     // Heartbeats renew the kubelet Lease.
     let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
-    eventually("the node1 lease", || async {
+    eventually(WAIT, "the node1 lease", || async {
         leases.get_opt("node1").await.ok().flatten()
     })
     .await;
@@ -212,7 +197,7 @@ async fn deployment_becomes_ready_with_pods_and_then_settles() {
         .create(&PostParams::default(), &deployment("web", 2, None))
         .await
         .unwrap();
-    let ready = eventually("web to be ready", || async {
+    let ready = eventually(WAIT, "web to be ready", || async {
         deployments
             .get("web")
             .await
@@ -237,7 +222,7 @@ async fn deployment_becomes_ready_with_pods_and_then_settles() {
     );
 
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
-    let listed = eventually("two ready pods", || async {
+    let listed = eventually(WAIT, "two ready pods", || async {
         let list = pods
             .list(&ListParams::default().labels("app=web"))
             .await
@@ -309,7 +294,7 @@ async fn deployment_becomes_ready_with_pods_and_then_settles() {
         .patch("web", &PatchParams::default(), &Patch::Merge(&scale))
         .await
         .unwrap();
-    eventually("pods to be gone", || async {
+    eventually(WAIT, "pods to be gone", || async {
         let list = pods
             .list(&ListParams::default().labels("app=web"))
             .await
@@ -317,7 +302,7 @@ async fn deployment_becomes_ready_with_pods_and_then_settles() {
         list.items.is_empty().then_some(())
     })
     .await;
-    let scaled = eventually("the scaled status", || async {
+    let scaled = eventually(WAIT, "the scaled status", || async {
         let d = deployments.get("web").await.ok()?;
         (d.status.as_ref()?.observed_generation == d.metadata.generation).then_some(d)
     })
@@ -350,13 +335,13 @@ async fn readiness_annotation_delays_blocks_or_fails_the_rollout() {
             .await
             .unwrap();
     }
-    let failed = eventually("broken to fail", || async {
+    let failed = eventually(WAIT, "broken to fail", || async {
         let d = deployments.get("broken").await.ok()?;
         condition(&d, "Progressing").filter(|c| c.0 == "False")
     })
     .await;
     assert_eq!(failed.1, "ProgressDeadlineExceeded");
-    let typo = eventually("typo to fail", || async {
+    let typo = eventually(WAIT, "typo to fail", || async {
         let d = deployments.get("typo").await.ok()?;
         condition(&d, "Progressing").filter(|c| c.0 == "False")
     })
@@ -367,13 +352,13 @@ async fn readiness_annotation_delays_blocks_or_fails_the_rollout() {
         typo.2
     );
 
-    let pending = eventually("later to be progressing", || async {
+    let pending = eventually(WAIT, "later to be progressing", || async {
         let d = deployments.get("later").await.ok()?;
         condition(&d, "Available").map(|c| (d, c))
     })
     .await;
     assert_eq!(pending.1.0, "False", "not ready before its delay");
-    eventually("later to be ready", || async {
+    eventually(WAIT, "later to be ready", || async {
         deployments
             .get("later")
             .await
@@ -407,7 +392,7 @@ async fn statefulset_pods_have_ordinal_names_and_follow_scale() {
     }))
     .unwrap();
     sets.create(&PostParams::default(), &set).await.unwrap();
-    let ready = eventually("etcd to be ready", || async {
+    let ready = eventually(WAIT, "etcd to be ready", || async {
         let s = sets.get("etcd").await.ok()?;
         (s.status.as_ref()?.ready_replicas == Some(3)).then_some(s)
     })
@@ -432,7 +417,7 @@ async fn statefulset_pods_have_ordinal_names_and_follow_scale() {
     )
     .await
     .unwrap();
-    eventually("etcd-1 and etcd-2 to go", || async {
+    eventually(WAIT, "etcd-1 and etcd-2 to go", || async {
         let list = pods.list(&ListParams::default()).await.ok()?.items;
         (names(list) == ["etcd-0"]).then_some(())
     })
@@ -470,7 +455,7 @@ async fn services_get_endpoints_slices_and_load_balancer_addresses() {
     let cluster_ip = created.spec.unwrap().cluster_ip.unwrap();
 
     let endpoints: Api<Endpoints> = Api::namespaced(client.clone(), "default");
-    let filled = eventually("two ready endpoint addresses", || async {
+    let filled = eventually(WAIT, "two ready endpoint addresses", || async {
         let e = endpoints.get_opt("web").await.ok()??;
         let subset = e.subsets.as_ref()?.first()?.clone();
         (subset.addresses.as_ref()?.len() == 2).then_some(subset)
@@ -487,7 +472,7 @@ async fn services_get_endpoints_slices_and_load_balancer_addresses() {
     );
 
     let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "default");
-    let slice = eventually("the endpoint slice", || async {
+    let slice = eventually(WAIT, "the endpoint slice", || async {
         let list = slices
             .list(&ListParams::default().labels("kubernetes.io/service-name=web"))
             .await
@@ -503,7 +488,7 @@ async fn services_get_endpoints_slices_and_load_balancer_addresses() {
     );
     assert_eq!(slice.owner_references()[0].name, "web");
 
-    let ingress = eventually("the load-balancer address", || async {
+    let ingress = eventually(WAIT, "the load-balancer address", || async {
         let s = service_api.get("web").await.ok()?;
         s.status?.load_balancer?.ingress?.first()?.ip.clone()
     })
@@ -540,7 +525,7 @@ async fn services_get_endpoints_slices_and_load_balancer_addresses() {
         .delete("web", &DeleteParams::default())
         .await
         .unwrap();
-    eventually("the Endpoints to go with the Service", || async {
+    eventually(WAIT, "the Endpoints to go with the Service", || async {
         endpoints.get_opt("web").await.ok()?.is_none().then_some(())
     })
     .await;
@@ -571,7 +556,7 @@ async fn one_call_starts_every_simulator() {
         .create(&PostParams::default(), &deployment("app", 1, None))
         .await
         .unwrap();
-    eventually("app to be ready", || async {
+    eventually(WAIT, "app to be ready", || async {
         deployments
             .get("app")
             .await
@@ -617,7 +602,7 @@ async fn excluded_workloads_are_left_alone() {
         .create(&PostParams::default(), &deployment("web", 1, None))
         .await
         .unwrap();
-    eventually("web to be ready", || async {
+    eventually(WAIT, "web to be ready", || async {
         deployments
             .get("web")
             .await
@@ -675,7 +660,7 @@ async fn kubelet_only_mode_runs_pods_that_controllers_created() {
     }))
     .unwrap();
     pods.create(&PostParams::default(), &stuck).await.unwrap();
-    let running = eventually("db-0 to run", || async {
+    let running = eventually(WAIT, "db-0 to run", || async {
         let pod = pods.get("db-0").await.ok()?;
         pod.status.clone()?.pod_ip.map(|ip| (pod, ip))
     })
@@ -711,7 +696,7 @@ async fn pods_get_the_default_service_account_a_real_apiserver_requires() {
         .create(&PostParams::default(), &web)
         .await
         .unwrap();
-    eventually("web to be ready", || async {
+    eventually(WAIT, "web to be ready", || async {
         deployments
             .get("web")
             .await

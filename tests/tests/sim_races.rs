@@ -6,7 +6,6 @@
 //! test API server (`faults().delay_next` on verb `watch`): its cache is listed (empty)
 //! but sees nothing for the length of the delay, which is far longer than the test.
 
-use std::future::Future;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
@@ -16,6 +15,12 @@ use kube::{Api, Client, ResourceExt as _};
 use serde_json::json;
 use vc_tests::apiserver::{FaultMatch, TestApiServer, TestApiServerOptions};
 use vc_tests::simulation::services::{self, SERVICE_NAME_LABEL, ServiceOptions};
+
+#[cfg(test)]
+#[path = "support/eventually.rs"]
+mod support_eventually;
+#[cfg(test)]
+use support_eventually::eventually;
 
 /// How long the lagging watch stays silent: longer than anything the tests wait for.
 #[cfg(test)]
@@ -50,26 +55,6 @@ fn services_fast() -> ServiceOptions {
     ServiceOptions {
         resync: Duration::from_millis(200),
         ..ServiceOptions::default()
-    }
-}
-
-/// Polls `check` until it returns `Some`, failing with `what` after [`WAIT`].
-#[cfg(test)]
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -153,14 +138,14 @@ async fn endpoints_keep_up_with_the_slice_while_the_endpoints_watch_lags() {
     create_service(&client).await;
     let endpoints: Api<Endpoints> = Api::namespaced(client.clone(), "default");
     // The first pass created both, empty (no pod yet).
-    eventually("the first Endpoints and EndpointSlice", || async {
+    eventually(WAIT, "the first Endpoints and EndpointSlice", || async {
         let created = endpoints.get_opt("web").await.ok()?.is_some();
         (created && !slices_of_web(&client).await.is_empty()).then_some(())
     })
     .await;
 
     create_ready_pod(&client, "web-1", "127.200.0.11").await;
-    let sliced = eventually("a ready endpoint in the EndpointSlice", || async {
+    let sliced = eventually(WAIT, "a ready endpoint in the EndpointSlice", || async {
         let ready = ready_addresses(&slices_of_web(&client).await);
         (!ready.is_empty()).then_some(ready)
     })
@@ -181,14 +166,14 @@ async fn one_endpoint_slice_per_service_while_the_slice_watch_lags() {
     let _services = services::spawn(client.clone(), services_fast());
     create_service(&client).await;
     create_ready_pod(&client, "web-1", "127.200.0.11").await;
-    eventually("a ready endpoint in an EndpointSlice", || async {
+    eventually(WAIT, "a ready endpoint in an EndpointSlice", || async {
         let ready = ready_addresses(&slices_of_web(&client).await);
         (!ready.is_empty()).then_some(())
     })
     .await;
     // Several resyncs and a backend change, all while the slice cache stays empty.
     create_ready_pod(&client, "web-2", "127.200.0.12").await;
-    let slices = eventually("both pods in the EndpointSlices", || async {
+    let slices = eventually(WAIT, "both pods in the EndpointSlices", || async {
         let slices = slices_of_web(&client).await;
         (ready_addresses(&slices).contains(&"127.200.0.12".to_owned())).then_some(slices)
     })
@@ -228,7 +213,7 @@ async fn duplicate_endpoint_slices_are_removed() {
     assert_eq!(slices_of_web(&client).await.len(), 2);
     let _services = services::spawn(client.clone(), services_fast());
     create_ready_pod(&client, "web-1", "127.200.0.11").await;
-    let settled = eventually("one EndpointSlice with the ready pod", || async {
+    let settled = eventually(WAIT, "one EndpointSlice with the ready pod", || async {
         let slices = slices_of_web(&client).await;
         (slices.len() == 1 && ready_addresses(&slices) == ["127.200.0.11"]).then_some(slices)
     })

@@ -3,7 +3,6 @@
 //! cluster IP with the certificates it mounts; the clustertree registers virtual Nodes.
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -24,26 +23,13 @@ use vc_tests::simulation::tenant_apiserver::{self, TenantOptions};
 use vc_tests::simulation::workloads::{self, WorkloadOptions};
 
 #[cfg(test)]
-const WAIT: Duration = Duration::from_secs(20);
+#[path = "support/eventually.rs"]
+mod support_eventually;
+#[cfg(test)]
+use support_eventually::eventually;
 
 #[cfg(test)]
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+const WAIT: Duration = Duration::from_secs(20);
 
 /// The tenant's PKI: a CA, the apiserver serving certificate, an admin client certificate.
 #[cfg(test)]
@@ -298,7 +284,7 @@ async fn tenant_apiserver_serves_the_mounted_certificates_and_clustertree_regist
         &pki.admin_cert,
         &pki.admin_key,
     );
-    let running = eventually("the tenant API server", || async {
+    let running = eventually(WAIT, "the tenant API server", || async {
         tenants.running().into_iter().find(|t| t.name == "t1")
     })
     .await;
@@ -350,7 +336,7 @@ async fn tenant_apiserver_serves_the_mounted_certificates_and_clustertree_regist
     let clusters: Api<DynamicObject> = Api::all_with(tenant.clone(), &resource);
     let cluster: DynamicObject =
         serde_json::from_value(kosmos_cluster(&["node1", "node2"])).unwrap();
-    eventually("the Cluster to be created", || async {
+    eventually(WAIT, "the Cluster to be created", || async {
         clusters.create(&PostParams::default(), &cluster).await.ok()
     })
     .await;
@@ -376,9 +362,14 @@ async fn tenant_apiserver_serves_the_mounted_certificates_and_clustertree_regist
         .unwrap();
 
     let tenant_nodes: Api<Node> = Api::all(tenant.clone());
-    let leaves = eventually("two leaf nodes in the tenant", || async {
+    // A leaf is registered, then its status written: wait for both steps.
+    let leaves = eventually(WAIT, "two leaf nodes with status in the tenant", || async {
         let list = tenant_nodes.list(&ListParams::default()).await.ok()?;
-        (list.items.len() == 2).then_some(list.items)
+        let reported = list
+            .items
+            .iter()
+            .all(|node| node.status.as_ref().is_some_and(|s| s.capacity.is_some()));
+        (list.items.len() == 2 && reported).then_some(list.items)
     })
     .await;
     let node2 = leaves.iter().find(|n| n.name_any() == "node2").unwrap();
@@ -404,7 +395,7 @@ async fn tenant_apiserver_serves_the_mounted_certificates_and_clustertree_regist
         .patch("host", &PatchParams::default(), &Patch::Merge(&shrink))
         .await
         .unwrap();
-    eventually("node2 to leave the tenant", || async {
+    eventually(WAIT, "node2 to leave the tenant", || async {
         let names: Vec<String> = tenant_nodes
             .list(&ListParams::default())
             .await
@@ -426,7 +417,7 @@ async fn tenant_apiserver_serves_the_mounted_certificates_and_clustertree_regist
         )
         .await
         .unwrap();
-    eventually("the tenant API server to stop", || async {
+    eventually(WAIT, "the tenant API server to stop", || async {
         let refused = tokio::net::TcpStream::connect(format!("{cluster_ip}:6443"))
             .await
             .is_err();

@@ -16,6 +16,7 @@ use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair,
 use rustls::pki_types::ServerName;
 use serde_json::Value;
 use vc_tests::apiserver::{TestApiServer, TestApiServerOptions};
+use vc_tests::find_on_path;
 
 const CRD: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -135,14 +136,6 @@ fn built_webhook() -> Option<PathBuf> {
     let executable = std::env::current_exe().ok()?;
     let profile_directory = executable.parent()?.parent()?;
     Some(profile_directory.join("vc-webhook")).filter(|candidate| candidate.is_file())
-}
-
-#[cfg(test)]
-fn find_on_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|directory| directory.join(name))
-        .find(|candidate| candidate.is_file())
 }
 
 #[cfg(test)]

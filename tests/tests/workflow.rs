@@ -21,6 +21,7 @@ use std::process::Command;
 
 use serde_json::Value as Json;
 use serde_yaml::Value as Yaml;
+use vc_tests::find_on_path;
 
 #[cfg(test)]
 const WORKFLOW: &str = ".github/workflows/e2e.yml";
@@ -41,14 +42,6 @@ fn read(relative: &str) -> String {
     let path = root().join(relative);
     std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("{relative}: cannot read {}: {e}", path.display()))
-}
-
-#[cfg(test)]
-fn find_on_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|directory| directory.join(name))
-        .find(|candidate| candidate.is_file())
 }
 
 // ---------------------------------------------------------------------------------------

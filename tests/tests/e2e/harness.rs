@@ -55,6 +55,7 @@ use vc_tests::simulation::workloads::WorkloadOptions;
 use vc_tests::simulation::{Simulation, SimulationOptions};
 
 use crate::helm;
+pub use vc_tests::find_on_path;
 
 /// Release namespace of the chart.
 pub const RELEASE_NAMESPACE: &str = "kosmos-system";
@@ -250,14 +251,6 @@ pub fn binary_dir() -> anyhow::Result<PathBuf> {
     bail!(
         "the binaries {NAMES:?} are not all built (looked in {searched:?}); run `cargo build --workspace --bins` first, or set {BIN_DIR_ENV}"
     )
-}
-
-/// `name` on PATH.
-pub fn find_on_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|directory| directory.join(name))
-        .find(|candidate| candidate.is_file())
 }
 
 fn free_port() -> anyhow::Result<u16> {
