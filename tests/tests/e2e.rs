@@ -46,13 +46,16 @@ fn plugin_timeout(harness: &Harness) -> &'static str {
     }
 }
 
-/// Starts a harness, or prints why the scenario is skipped.
+/// Starts the scenario's wall-time line and its harness, or prints why the scenario is
+/// skipped.
 #[cfg(test)]
-async fn start(options: Options) -> Option<Harness> {
+async fn start(title: &str, options: Options) -> Option<(WallTime, Harness)> {
+    let mut wall = wall_time(title, &options);
     match Harness::start(options).await {
-        Ok(harness) => Some(harness),
+        Ok(harness) => Some((wall, harness)),
         Err(NotStarted::Skip(why)) => {
             eprintln!("skipped: {why}");
+            wall.skipped();
             None
         }
         Err(NotStarted::Failed(error)) => panic!("the e2e harness did not start: {error:#}"),
@@ -234,9 +237,7 @@ on_both_hosts!(
 /// (1) Virtual Control Plane Creation.
 #[cfg(test)]
 async fn scenario_creation(options: Options) {
-    let mut wall = wall_time("Virtual Control Plane Creation", &options);
-    let Some(harness) = start(options).await else {
-        wall.skipped();
+    let Some((_wall, harness)) = start("Virtual Control Plane Creation", options).await else {
         return;
     };
     let (node1, node2) = (harness.nodes[0].clone(), harness.nodes[1].clone());
@@ -335,9 +336,9 @@ on_both_hosts!(
 /// (2) Service Creation in the Virtual Control Plane.
 #[cfg(test)]
 async fn scenario_service(options: Options) {
-    let mut wall = wall_time("Service Creation in the Virtual Control Plane", &options);
-    let Some(harness) = start(options).await else {
-        wall.skipped();
+    let Some((_wall, harness)) =
+        start("Service Creation in the Virtual Control Plane", options).await
+    else {
         return;
     };
     let (node1, node2) = (harness.nodes[0].clone(), harness.nodes[1].clone());
@@ -658,9 +659,7 @@ on_both_hosts!(scenario_isolation: isolation, real_isolation);
 /// (3) Isolation between tenants, and between tenants and the host.
 #[cfg(test)]
 async fn scenario_isolation(options: Options) {
-    let mut wall = wall_time("Isolation", &options);
-    let Some(harness) = start(options).await else {
-        wall.skipped();
+    let Some((_wall, harness)) = start("Isolation", options).await else {
         return;
     };
     let [node1, node2, node3] = [0, 1, 2].map(|i| harness.nodes[i].clone());
@@ -788,9 +787,7 @@ on_both_hosts!(scenario_quota: quota, real_quota);
 /// (4) Quota of the shared pool.
 #[cfg(test)]
 async fn scenario_quota(options: Options) {
-    let mut wall = wall_time("Quota", &options);
-    let Some(harness) = start(options).await else {
-        wall.skipped();
+    let Some((mut wall, harness)) = start("Quota", options).await else {
         return;
     };
     if harness.kind == HostKind::External {
@@ -878,9 +875,7 @@ on_both_hosts!(scenario_lifecycle: lifecycle, real_lifecycle);
 /// (5) Lifecycle: nodes in and out, then delete.
 #[cfg(test)]
 async fn scenario_lifecycle(options: Options) {
-    let mut wall = wall_time("Lifecycle", &options);
-    let Some(harness) = start(options).await else {
-        wall.skipped();
+    let Some((_wall, harness)) = start("Lifecycle", options).await else {
         return;
     };
     let [node1, node2, node3] = [0, 1, 2].map(|i| harness.nodes[i].clone());
@@ -1083,11 +1078,10 @@ on_both_hosts!(
 /// (6) The controller dies mid-provisioning; the tenant converges with the same CA.
 #[cfg(test)]
 async fn scenario_restart(mut options: Options) {
-    let mut wall = wall_time("Controller restart mid-provisioning", &options);
     // Slow workloads leave a window between the PKI Secrets and Initialized.
     options.workload_delay = Duration::from_secs(3);
-    let Some(mut harness) = start(options).await else {
-        wall.skipped();
+    let Some((mut wall, mut harness)) = start("Controller restart mid-provisioning", options).await
+    else {
         return;
     };
     if harness.kind == HostKind::External {
