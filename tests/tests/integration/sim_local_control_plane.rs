@@ -4,18 +4,12 @@
 //! StatefulSet and takes the tenant apiserver's etcd client certificate, and (with
 //! `KUBEBUILDER_ASSETS`) a real tenant kube-apiserver answers through the admin kubeconfig.
 
-#[cfg(test)]
-#[allow(dead_code)] // each test binary uses part of the shared harness
-mod controller_common;
-#[cfg(test)]
-#[path = "support/rendered_tenant.rs"]
-mod rendered_tenant;
-
 // Helpers live in a cfg(test) module so clippy treats them as test code.
 #[cfg(test)]
 mod local_control_plane_tests {
-    use super::controller_common;
-    use super::rendered_tenant::{NAMESPACE, TENANT, desired_state, secrets_of, tenant_objects};
+    use crate::support::rendered_tenant::{
+        NAMESPACE, TENANT, desired_state, secrets_of, tenant_objects,
+    };
     use std::collections::BTreeMap;
     use std::net::{IpAddr, SocketAddr};
     use std::path::{Path, PathBuf};
@@ -964,7 +958,7 @@ else:
         };
         let binaries = ControlPlaneBinaries::discover(&assets).unwrap();
         let started = Instant::now();
-        let harness = controller_common::Harness::start(2, false).await;
+        let harness = crate::controller_common::Harness::start(2, false).await;
         let work = tempfile::tempdir().unwrap();
         let planes = local_control_plane::spawn(
             harness.admin.clone(),

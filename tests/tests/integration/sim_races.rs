@@ -16,11 +16,7 @@ use serde_json::json;
 use vc_tests::apiserver::{FaultMatch, TestApiServer, TestApiServerOptions};
 use vc_tests::simulation::services::{self, SERVICE_NAME_LABEL, ServiceOptions};
 
-#[cfg(test)]
-#[path = "support/eventually.rs"]
-mod support_eventually;
-#[cfg(test)]
-use support_eventually::eventually;
+use crate::support::eventually::eventually;
 
 /// How long the lagging watch stays silent: longer than anything the tests wait for.
 #[cfg(test)]

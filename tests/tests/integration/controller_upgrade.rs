@@ -1,10 +1,6 @@
 //! A kubernetesVersion bump rolls the apiserver before controller-manager and scheduler
 //! (etcd's image follows its own flag), shows `Updating` meanwhile, and keeps the CA.
 
-#[cfg(test)]
-#[allow(dead_code)] // each test binary uses part of the shared harness
-mod controller_common;
-
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -13,7 +9,7 @@ use kube::Api;
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
 
-use controller_common::Harness;
+use crate::controller_common::Harness;
 
 #[cfg(test)]
 const TIMEOUT: Duration = Duration::from_secs(60);

@@ -8,14 +8,10 @@
 //! rewriting paths and addresses. etcd is checked against `etcd --help` when an etcd
 //! binary exists.
 
-#[cfg(test)]
-#[path = "support/rendered_tenant.rs"]
-mod rendered_tenant;
-
 // Helpers live in a cfg(test) module so clippy treats them as test code.
 #[cfg(test)]
 mod component_flags_tests {
-    use super::rendered_tenant::{NAMESPACE, TENANT, desired_state, tenant_objects};
+    use crate::support::rendered_tenant::{NAMESPACE, TENANT, desired_state, tenant_objects};
     use std::collections::{BTreeMap, BTreeSet};
     use std::net::IpAddr;
     use std::path::{Path, PathBuf};

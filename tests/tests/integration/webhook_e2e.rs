@@ -127,7 +127,7 @@ fn webhook_pki() -> WebhookPki {
 }
 
 /// `VC_WEBHOOK_BIN` when set, else `vc-webhook` in the target directory of this test
-/// binary (`target/<profile>/deps/webhook_e2e-*` -> `target/<profile>/vc-webhook`).
+/// binary (`target/<profile>/deps/integration-*` -> `target/<profile>/vc-webhook`).
 #[cfg(test)]
 fn built_webhook() -> Option<PathBuf> {
     if let Some(explicit) = std::env::var_os("VC_WEBHOOK_BIN") {

@@ -3,15 +3,11 @@
 //! Deployment mounts, and the clustertree): what the controller renders must work for
 //! a simulator that only reads the objects, not the controller's conventions.
 
-#[cfg(test)]
-#[allow(dead_code)] // each test binary uses part of the shared harness
-mod controller_common;
-
 use std::time::Duration;
 
 use vc_api::condition_types::{CLUSTER_TREE_READY, CONTROL_PLANE_READY, NODES_PROMOTED, READY};
 
-use controller_common::{Harness, condition};
+use crate::controller_common::{Harness, condition};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn simulated_cluster_provisions_to_completed_and_stays_quiet() {
@@ -39,7 +35,7 @@ async fn simulated_cluster_provisions_to_completed_and_stays_quiet() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let counts = harness.server.write_counts();
     assert_eq!(
-        counts.requests_by(controller_common::CONTROLLER_USER),
+        counts.requests_by(crate::controller_common::CONTROLLER_USER),
         0,
         "requests by resource: {:?}",
         counts.requests_by_resource

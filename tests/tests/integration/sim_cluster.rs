@@ -18,11 +18,7 @@ use vc_tests::simulation::workloads::{
 };
 use vc_tests::simulation::{Simulation, SimulationOptions};
 
-#[cfg(test)]
-#[path = "support/eventually.rs"]
-mod support_eventually;
-#[cfg(test)]
-use support_eventually::eventually;
+use crate::support::eventually::eventually;
 
 #[cfg(test)]
 const WAIT: Duration = Duration::from_secs(15);

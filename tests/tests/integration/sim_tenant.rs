@@ -22,11 +22,7 @@ use vc_tests::simulation::nodes::{FleetOptions, NodeFleet, NodeSpec};
 use vc_tests::simulation::tenant_apiserver::{self, TenantOptions};
 use vc_tests::simulation::workloads::{self, WorkloadOptions};
 
-#[cfg(test)]
-#[path = "support/eventually.rs"]
-mod support_eventually;
-#[cfg(test)]
-use support_eventually::eventually;
+use crate::support::eventually::eventually;
 
 #[cfg(test)]
 const WAIT: Duration = Duration::from_secs(20);

@@ -12,7 +12,7 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{Node, Secret, Service};
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
-use serde_json::{Value, json};
+use serde_json::json;
 use vc_api::VirtualCluster;
 use vc_api::constants::{
     COMPONENT_LABEL, NODE_CLAIM_TAINT_KEY, NODE_OWNER_NAME_LABEL, NODE_OWNER_NAMESPACE_LABEL,
@@ -248,10 +248,6 @@ impl Harness {
             },
         )
         .await
-    }
-
-    pub fn controller_writes(&self) -> u64 {
-        self.server.write_counts().requests_by(CONTROLLER_USER)
     }
 
     pub async fn shutdown(mut self) {
@@ -523,8 +519,4 @@ pub fn owner_of(node: &Node) -> Option<String> {
         labels.get(NODE_OWNER_NAMESPACE_LABEL)?,
         labels.get(NODE_OWNER_NAME_LABEL)?
     ))
-}
-
-pub fn json_of<T: serde::Serialize>(value: &T) -> Value {
-    serde_json::to_value(value).unwrap()
 }

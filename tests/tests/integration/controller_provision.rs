@@ -2,10 +2,6 @@
 //! Initialized and Completed, its kubeconfig works, a settled tenant costs no writes,
 //! and a delete leaves nothing behind.
 
-#[cfg(test)]
-#[allow(dead_code)] // each test binary uses part of the shared harness
-mod controller_common;
-
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -23,7 +19,7 @@ use vc_api::constants::{
     tenant_workload_namespace,
 };
 
-use controller_common::{Harness, carries_any_claim, condition};
+use crate::controller_common::{Harness, carries_any_claim, condition};
 
 #[cfg(test)]
 const PROVISION_TIMEOUT: Duration = Duration::from_secs(60);
@@ -254,7 +250,7 @@ async fn settled_tenant_reconciles_write_nothing() {
         "expected several resyncs in 4 s, saw {reconciles} reconciles"
     );
     assert_eq!(
-        counts.requests_by(controller_common::CONTROLLER_USER),
+        counts.requests_by(crate::controller_common::CONTROLLER_USER),
         0,
         "a settled tenant must cost no write requests over {reconciles} reconciles; requests by resource: {:?}",
         counts.requests_by_resource

@@ -2,10 +2,6 @@
 //! with exactly one owner, every loser says who owns its node, and deleting a winner
 //! lets a loser converge.
 
-#[cfg(test)]
-#[allow(dead_code)] // each test binary uses part of the shared harness
-mod controller_common;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -14,7 +10,7 @@ use kube::api::{DeleteParams, ListParams};
 use kube::{Api, ResourceExt};
 use vc_api::condition_types::NODES_PROMOTED;
 
-use controller_common::{Harness, condition, owner_of};
+use crate::controller_common::{Harness, condition, owner_of};
 
 #[cfg(test)]
 const CLUSTERS: usize = 50;

@@ -3,10 +3,6 @@
 //! values. Every test prints `skipped: <why>` and returns when python3 or the engine is
 //! missing.
 
-#[allow(dead_code)] // shared with e2e.rs, which uses other parts of it
-#[path = "../chart/helm.rs"]
-mod helm;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -28,7 +24,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use helm::{HelmEngine, Manifests, Render};
+use crate::helm::{self, HelmEngine, Manifests, Render};
 use rustls::client::danger::ServerCertVerifier as _;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};

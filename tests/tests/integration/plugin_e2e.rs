@@ -2,16 +2,12 @@
 //! the kubelet stand-in serves the tenant's apiserver on its Service's cluster IP, and the
 //! operator's commands run as `kubectl vc ...` through kubectl's plugin discovery.
 
-#[cfg(test)]
-#[allow(dead_code)] // each test binary uses part of the shared harness
-mod controller_common;
-
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::Output;
 
 #[cfg(test)]
-use controller_common::Harness;
+use crate::controller_common::Harness;
 
 /// The operator's side: a private kubeconfig copy, HOME, and a PATH where kubectl finds the
 /// built plugin.

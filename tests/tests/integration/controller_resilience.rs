@@ -2,10 +2,6 @@
 //! the chain and restarted, or fed 500s, 429s and cut watches, the tenant still
 //! converges, with one copy of each object and the CA it got first.
 
-#[cfg(test)]
-#[allow(dead_code)] // each test binary uses part of the shared harness
-mod controller_common;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -16,7 +12,7 @@ use kube::{Api, ResourceExt};
 use vc_api::constants::{NODE_OWNER_NAME_LABEL, TENANT_NAME_LABEL, admin_kubeconfig_secret_name};
 use vc_tests::apiserver::FaultMatch;
 
-use controller_common::{CONTROLLER_USER, Harness};
+use crate::controller_common::{CONTROLLER_USER, Harness};
 
 #[cfg(test)]
 const TIMEOUT: Duration = Duration::from_secs(90);

@@ -23,13 +23,13 @@ use vc_tests::admission::{
 
 #[cfg(test)]
 const STORED_VALIDATING_FIXTURE: &str =
-    include_str!("sim_fixtures/stored-validatingwebhookconfiguration.json");
+    include_str!("../sim_fixtures/stored-validatingwebhookconfiguration.json");
 #[cfg(test)]
 const STORED_MUTATING_FIXTURE: &str =
-    include_str!("sim_fixtures/stored-mutatingwebhookconfiguration.json");
+    include_str!("../sim_fixtures/stored-mutatingwebhookconfiguration.json");
 #[cfg(test)]
 const UNREACHABLE_FIXTURE: &str =
-    include_str!("sim_fixtures/webhook-unreachable-failurePolicy-Fail-status-response.json");
+    include_str!("../sim_fixtures/webhook-unreachable-failurePolicy-Fail-status-response.json");
 
 /// A request the webhook received.
 #[cfg(test)]
