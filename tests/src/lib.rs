@@ -5,8 +5,10 @@
 pub mod admission;
 pub mod apiserver;
 pub mod etcd_gateway;
+pub mod probe;
 pub mod rbac;
 pub mod simulation;
+pub mod work_dir;
 
 use std::path::PathBuf;
 

@@ -47,6 +47,8 @@ use registry::Registry;
 use state::{State, WriteCtx};
 use store::{Expect, Store};
 
+use crate::work_dir::WorkDir;
+
 /// Serving certificate, key and the CA that client certificates must chain to (tenant
 /// API servers use the tenant's own PKI).
 #[derive(Clone)]
@@ -164,20 +166,6 @@ pub enum ServerError {
     Stopped,
 }
 
-enum WorkDir {
-    Temp(tempfile::TempDir),
-    Given(PathBuf),
-}
-
-impl WorkDir {
-    fn path(&self) -> &Path {
-        match self {
-            Self::Temp(t) => t.path(),
-            Self::Given(p) => p,
-        }
-    }
-}
-
 /// A running test API server. Dropping it stops it.
 pub struct TestApiServer {
     state: Arc<State>,
@@ -230,18 +218,8 @@ impl TestApiServer {
             }
         };
         let tls = server::tls_config(&cert_pem, &key_pem, &client_ca_pem)?;
-        let work_dir = match &options.work_dir {
-            Some(p) => {
-                std::fs::create_dir_all(p).map_err(StartError::WorkDir)?;
-                WorkDir::Given(p.clone())
-            }
-            None => WorkDir::Temp(
-                tempfile::Builder::new()
-                    .prefix("vc-test-apiserver")
-                    .tempdir()
-                    .map_err(StartError::WorkDir)?,
-            ),
-        };
+        let work_dir = WorkDir::create(options.work_dir.as_deref(), "vc-test-apiserver")
+            .map_err(StartError::WorkDir)?;
         let state = Arc::new(State {
             store: Store::new(options.watch_history),
             registry: RwLock::new(Registry::builtin()),

@@ -34,7 +34,6 @@ use std::io::{Read as _, Seek as _, SeekFrom};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, bail};
@@ -53,6 +52,7 @@ use vc_tests::simulation::services::ServiceOptions;
 use vc_tests::simulation::tenant_apiserver::TenantOptions;
 use vc_tests::simulation::workloads::WorkloadOptions;
 use vc_tests::simulation::{Simulation, SimulationOptions};
+use vc_tests::work_dir::WorkDir;
 
 use crate::helm;
 pub use vc_tests::find_on_path;
@@ -448,20 +448,6 @@ pub struct Harness {
     work: WorkDir,
 }
 
-enum WorkDir {
-    Temp(tempfile::TempDir),
-    Given(PathBuf),
-}
-
-impl WorkDir {
-    fn path(&self) -> &Path {
-        match self {
-            WorkDir::Temp(dir) => dir.path(),
-            WorkDir::Given(path) => path,
-        }
-    }
-}
-
 impl std::fmt::Debug for Harness {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Harness")
@@ -516,18 +502,8 @@ impl Harness {
             }
         };
         let bin = binary_dir()?;
-        let work = match &options.work_dir {
-            Some(path) => {
-                std::fs::create_dir_all(path).context("creating the work directory")?;
-                WorkDir::Given(path.clone())
-            }
-            None => WorkDir::Temp(
-                tempfile::Builder::new()
-                    .prefix("kosmos-vc-e2e-")
-                    .tempdir()
-                    .context("creating the work directory")?,
-            ),
-        };
+        let work = WorkDir::create(options.work_dir.as_deref(), "kosmos-vc-e2e-")
+            .context("creating the work directory")?;
         let plugin_dir = work.path().join("bin");
         std::fs::create_dir_all(&plugin_dir).context("creating the plugin directory")?;
         let link = plugin_dir.join("kubectl-vc");
@@ -1461,51 +1437,14 @@ fn point_at_url(configuration: &mut Value, port: u16) {
 
 /// The status of an HTTPS GET trusting only `ca_pem`; `None` when nothing answers.
 async fn https_status(addr: SocketAddr, ca_pem: &str, path: &str) -> Option<u16> {
-    use rustls::pki_types::pem::PemObject as _;
-    use rustls::pki_types::{CertificateDer, ServerName};
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).ok()?)
-        .ok()?;
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .ok()?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let tcp = tokio::net::TcpStream::connect(addr).await.ok()?;
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(ServerName::from(addr.ip()), tcp)
-        .await
-        .ok()?;
-    request_status(tls, path).await
+    let (status, _) = vc_tests::probe::https_get(addr, ca_pem, path).await?;
+    Some(status)
 }
 
 /// The status of a plain HTTP GET; `None` when nothing answers.
 async fn http_status(addr: SocketAddr, path: &str) -> Option<u16> {
-    let tcp = tokio::net::TcpStream::connect(addr).await.ok()?;
-    request_status(tcp, path).await
-}
-
-async fn request_status<S>(stream: S, path: &str) -> Option<u16>
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .ok()?;
-    tokio::spawn(connection);
-    let request = http::Request::get(path)
-        .header("host", "127.0.0.1")
-        .body(http_body_util::Empty::<bytes::Bytes>::new())
-        .ok()?;
-    let response = tokio::time::timeout(Duration::from_secs(5), sender.send_request(request))
-        .await
-        .ok()?
-        .ok()?;
-    Some(response.status().as_u16())
+    let (status, _) = vc_tests::probe::http_get(addr, path).await?;
+    Some(status)
 }
 
 #[cfg(test)]

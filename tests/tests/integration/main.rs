@@ -15,6 +15,7 @@ mod controller_common;
 mod support {
     pub mod eventually;
     pub mod rendered_tenant;
+    pub mod server;
 }
 // Shared with e2e.rs, which uses other parts of it.
 #[cfg(test)]

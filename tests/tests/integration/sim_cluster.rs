@@ -8,9 +8,8 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::{Api, Client, ResourceExt as _};
+use kube::{Api, ResourceExt as _};
 use serde_json::json;
-use vc_tests::apiserver::{TestApiServer, TestApiServerOptions};
 use vc_tests::simulation::nodes::{FleetOptions, NodeFleet, NodeSpec, default_nodes};
 use vc_tests::simulation::services::{self, ServiceOptions};
 use vc_tests::simulation::workloads::{
@@ -19,16 +18,10 @@ use vc_tests::simulation::workloads::{
 use vc_tests::simulation::{Simulation, SimulationOptions};
 
 use crate::support::eventually::eventually;
+use crate::support::server::server;
 
 #[cfg(test)]
 const WAIT: Duration = Duration::from_secs(15);
-
-#[cfg(test)]
-async fn server() -> (TestApiServer, Client) {
-    let server = TestApiServer::start(TestApiServerOptions::default()).unwrap();
-    let client = server.client().await.unwrap();
-    (server, client)
-}
 
 #[cfg(test)]
 fn fast_workloads() -> WorkloadOptions {

@@ -13,10 +13,11 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt as _};
 use serde_json::json;
-use vc_tests::apiserver::{FaultMatch, TestApiServer, TestApiServerOptions};
+use vc_tests::apiserver::{FaultMatch, TestApiServer};
 use vc_tests::simulation::services::{self, SERVICE_NAME_LABEL, ServiceOptions};
 
 use crate::support::eventually::eventually;
+use crate::support::server::server;
 
 /// How long the lagging watch stays silent: longer than anything the tests wait for.
 #[cfg(test)]
@@ -24,13 +25,6 @@ const WATCH_LAG: Duration = Duration::from_secs(20);
 
 #[cfg(test)]
 const WAIT: Duration = Duration::from_secs(10);
-
-#[cfg(test)]
-async fn server() -> (TestApiServer, Client) {
-    let server = TestApiServer::start(TestApiServerOptions::default()).unwrap();
-    let client = server.client().await.unwrap();
-    (server, client)
-}
 
 /// Delays the first watch of `resource` (the simulator's) by [`WATCH_LAG`].
 #[cfg(test)]

@@ -6,17 +6,14 @@
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use http_body_util::{BodyExt as _, Empty};
-use hyper_util::rt::TokioIo;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair, SanType};
-use rustls::pki_types::ServerName;
 use serde_json::Value;
 use vc_tests::apiserver::{TestApiServer, TestApiServerOptions};
 use vc_tests::find_on_path;
+use vc_tests::probe::https_get;
 
 const CRD: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -166,41 +163,6 @@ fn start_webhook(binary: &Path, directory: &Path, port: u16, kubeconfig: &Path) 
         .spawn()
         .unwrap();
     WebhookProcess { child, log }
-}
-
-/// GET `path` over HTTPS, trusting only `ca_pem`; `None` when nothing answers yet.
-#[cfg(test)]
-async fn https_get(addr: SocketAddr, ca_pem: &str, path: &str) -> Option<(u16, String)> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject as _;
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap())
-        .unwrap();
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let tcp = tokio::net::TcpStream::connect(addr).await.ok()?;
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(ServerName::from(addr.ip()), tcp)
-        .await
-        .ok()?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .ok()?;
-    tokio::spawn(connection);
-    let request = http::Request::get(path)
-        .header("host", "127.0.0.1")
-        .body(Empty::<bytes::Bytes>::new())
-        .unwrap();
-    let response = sender.send_request(request).await.ok()?;
-    let status = response.status().as_u16();
-    let body = response.into_body().collect().await.ok()?.to_bytes();
-    Some((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
 #[cfg(test)]

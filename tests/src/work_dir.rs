@@ -1,0 +1,60 @@
+//! Where a test server or harness keeps its files. A directory the caller names is kept
+//! afterwards so that its logs and kubeconfigs can be read; otherwise a temporary one is
+//! removed on drop.
+
+use std::path::{Path, PathBuf};
+
+#[derive(Debug)]
+pub enum WorkDir {
+    Temp(tempfile::TempDir),
+    Given(PathBuf),
+}
+
+impl WorkDir {
+    /// `given` (created if missing), else a new temporary directory named `prefix...`.
+    pub fn create(given: Option<&Path>, prefix: &str) -> std::io::Result<WorkDir> {
+        match given {
+            Some(path) => {
+                std::fs::create_dir_all(path)?;
+                Ok(WorkDir::Given(path.to_owned()))
+            }
+            None => Ok(WorkDir::Temp(
+                tempfile::Builder::new().prefix(prefix).tempdir()?,
+            )),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        match self {
+            WorkDir::Temp(dir) => dir.path(),
+            WorkDir::Given(path) => path,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::WorkDir;
+
+    #[test]
+    fn a_given_directory_is_created_and_kept_a_temporary_one_is_removed() {
+        let parent = tempfile::tempdir().unwrap();
+        let given = parent.path().join("a/b");
+        let work = WorkDir::create(Some(&given), "unused-").unwrap();
+        assert_eq!(work.path(), given);
+        drop(work);
+        assert!(given.is_dir(), "a named directory outlives the harness");
+
+        let work = WorkDir::create(None, "vc-work-dir-test-").unwrap();
+        let path = work.path().to_owned();
+        assert!(path.is_dir());
+        assert!(
+            path.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("vc-work-dir-test-")),
+            "{path:?}"
+        );
+        drop(work);
+        assert!(!path.exists(), "a temporary directory is removed on drop");
+    }
+}
