@@ -4,7 +4,7 @@
 //! certificate. Prints the time until all are Initialized, API requests per tenant (by
 //! method, counted on the controller's client), process RSS and PKI time per tenant.
 //!
-//! Run with `cargo bench -p vc-controller --bench provision [-- TENANTS]`.
+//! Run with `cargo bench -p vc-tests --bench provision [-- TENANTS]`.
 //! The RSS is the whole process (test API server, simulators and controller); the
 //! growth over the baseline measured before the controller starts bounds the
 //! controller's share from above (it also holds the objects the controller created in
