@@ -51,7 +51,9 @@ pub struct Stores {
 /// Timing knobs; the binary uses the defaults, tests shorten them.
 #[derive(Clone, Copy, Debug)]
 pub struct Timing {
-    /// Requeue of a tenant that waits for something to become ready.
+    /// First requeue of a tenant that waits for something only polling sees. Short,
+    /// because the first look often comes a moment too early: right after the apiserver
+    /// Deployment turns ready, its Service may not route yet (endpoints, kube-proxy).
     pub wait: Duration,
     /// Periodic re-check of a settled tenant.
     pub resync: Duration,
@@ -66,7 +68,7 @@ pub struct Timing {
 impl Default for Timing {
     fn default() -> Self {
         Self {
-            wait: Duration::from_secs(5),
+            wait: Duration::from_secs(1),
             resync: Duration::from_secs(300),
             backoff_base: Duration::from_secs(1),
             backoff_cap: Duration::from_secs(300),
@@ -238,7 +240,7 @@ impl Context {
 /// When each tenant began waiting for something only polling can see.
 ///
 /// The next look comes `base` plus the time already waited after (capped): polls that
-/// fire on schedule double the interval (5, 10, 20 s, ...), while reconciles that watch
+/// fire on schedule double the interval (1, 2, 4, 8 s, ...), while reconciles that watch
 /// events trigger during the wait do not stretch it. Counting every reconcile as one
 /// more wait let a burst of unrelated events (other Deployments rolling out, the
 /// controller's own status write) push the next look 20-40 s away within milliseconds,
