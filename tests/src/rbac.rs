@@ -15,6 +15,10 @@
 //! Members of `system:masters` are always allowed (kube-apiserver's privileged-group
 //! authorizer runs before RBAC). ClusterRoles with an `aggregationRule` are resolved here
 //! the way the clusterrole-aggregation controller would fill them.
+//!
+//! Writes of roles and bindings are also checked for escalation: [`confirm_no_escalation`]
+//! refuses rules the writer does not hold ([`uncovered_rules`]), as kube-apiserver's RBAC
+//! storage does, so a controller granting more than its own ClusterRole fails here too.
 
 use std::collections::BTreeMap;
 
@@ -73,7 +77,7 @@ pub fn authorize(objects: &RbacObjects, attrs: &RequestAttributes<'_>) -> Decisi
     }
     let mut errors: Vec<String> = Vec::new();
     for binding in &objects.cluster_role_bindings {
-        if !subjects_apply(attrs, binding.subjects.as_deref(), None) {
+        if !subjects_apply(attrs.user, attrs.groups, binding.subjects.as_deref(), None) {
             continue;
         }
         match role_ref_rules(objects, &binding.role_ref, None) {
@@ -87,7 +91,12 @@ pub fn authorize(objects: &RbacObjects, attrs: &RequestAttributes<'_>) -> Decisi
     if let Some(namespace) = attrs.namespace.filter(|ns| !ns.is_empty()) {
         for binding in &objects.role_bindings {
             if binding.metadata.namespace.as_deref() != Some(namespace)
-                || !subjects_apply(attrs, binding.subjects.as_deref(), Some(namespace))
+                || !subjects_apply(
+                    attrs.user,
+                    attrs.groups,
+                    binding.subjects.as_deref(),
+                    Some(namespace),
+                )
             {
                 continue;
             }
@@ -164,24 +173,26 @@ fn aggregate_reason(errors: &[String]) -> String {
 }
 
 fn subjects_apply(
-    attrs: &RequestAttributes<'_>,
+    user: &str,
+    groups: &[String],
     subjects: Option<&[Subject]>,
     binding_namespace: Option<&str>,
 ) -> bool {
     subjects
         .unwrap_or_default()
         .iter()
-        .any(|subject| subject_applies(attrs, subject, binding_namespace))
+        .any(|subject| subject_applies(user, groups, subject, binding_namespace))
 }
 
 fn subject_applies(
-    attrs: &RequestAttributes<'_>,
+    user: &str,
+    groups: &[String],
     subject: &Subject,
     binding_namespace: Option<&str>,
 ) -> bool {
     match subject.kind.as_str() {
-        "User" => attrs.user == subject.name,
-        "Group" => attrs.groups.contains(&subject.name),
+        "User" => user == subject.name,
+        "Group" => groups.contains(&subject.name),
         "ServiceAccount" => {
             // An unqualified ServiceAccount subject means one in the binding's namespace.
             let namespace = subject
@@ -189,7 +200,7 @@ fn subject_applies(
                 .as_deref()
                 .filter(|ns| !ns.is_empty())
                 .or(binding_namespace);
-            namespace.is_some_and(|ns| attrs.user == service_account_username(ns, &subject.name))
+            namespace.is_some_and(|ns| user == service_account_username(ns, &subject.name))
         }
         _ => false,
     }
@@ -200,39 +211,67 @@ pub fn service_account_username(namespace: &str, name: &str) -> String {
     format!("system:serviceaccount:{namespace}:{name}")
 }
 
-/// The rules a binding grants, or the error kube-apiserver reports for a dangling roleRef.
+/// The rules a binding grants, or the error the RBAC authorizer reports for a dangling
+/// roleRef (its informer listers word a missing object with the singular resource).
 fn role_ref_rules<'o>(
     objects: &'o RbacObjects,
     role_ref: &RoleRef,
     binding_namespace: Option<&str>,
 ) -> Result<Vec<&'o PolicyRule>, String> {
-    match (role_ref.kind.as_str(), binding_namespace) {
-        ("ClusterRole", _) => objects
+    resolve_role_ref(objects, role_ref, binding_namespace).map_err(|error| match error {
+        RoleRefError::RoleNotFound { name } => {
+            format!("role.rbac.authorization.k8s.io {name:?} not found")
+        }
+        RoleRefError::ClusterRoleNotFound { name } => {
+            format!("clusterrole.rbac.authorization.k8s.io {name:?} not found")
+        }
+        unsupported @ RoleRefError::UnsupportedKind { .. } => unsupported.to_string(),
+    })
+}
+
+/// Why a roleRef yields no rules, worded as kube-apiserver's RBAC storage words it: the
+/// escalation checks read roles through the registry, whose NotFound names the plural
+/// resource (`clusterroles.rbac.authorization.k8s.io "x" not found`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RoleRefError {
+    #[error("roles.rbac.authorization.k8s.io {} not found", go_quote(.name))]
+    RoleNotFound { name: String },
+    #[error("clusterroles.rbac.authorization.k8s.io {} not found", go_quote(.name))]
+    ClusterRoleNotFound { name: String },
+    #[error("unsupported role reference kind: {}", go_quote(.kind))]
+    UnsupportedKind { kind: String },
+}
+
+fn resolve_role_ref<'o>(
+    objects: &'o RbacObjects,
+    role_ref: &RoleRef,
+    binding_namespace: Option<&str>,
+) -> Result<Vec<&'o PolicyRule>, RoleRefError> {
+    match role_ref.kind.as_str() {
+        "ClusterRole" => objects
             .cluster_roles
             .iter()
             .find(|role| role.metadata.name.as_deref() == Some(role_ref.name.as_str()))
             .map(|role| cluster_role_rules(objects, role))
-            .ok_or_else(|| {
-                format!(
-                    "clusterrole.rbac.authorization.k8s.io {:?} not found",
-                    role_ref.name
-                )
+            .ok_or_else(|| RoleRefError::ClusterRoleNotFound {
+                name: role_ref.name.clone(),
             }),
-        ("Role", Some(namespace)) => objects
+        // A Role outside any namespace (a ClusterRoleBinding's) is never found.
+        "Role" => objects
             .roles
             .iter()
             .find(|role| {
                 role.metadata.name.as_deref() == Some(role_ref.name.as_str())
-                    && role.metadata.namespace.as_deref() == Some(namespace)
+                    && binding_namespace.is_some()
+                    && role.metadata.namespace.as_deref() == binding_namespace
             })
             .map(|role| role.rules.iter().flatten().collect())
-            .ok_or_else(|| {
-                format!(
-                    "role.rbac.authorization.k8s.io {:?} not found",
-                    role_ref.name
-                )
+            .ok_or_else(|| RoleRefError::RoleNotFound {
+                name: role_ref.name.clone(),
             }),
-        (kind, _) => Err(format!("unsupported role reference kind: {kind:?}")),
+        kind => Err(RoleRefError::UnsupportedKind {
+            kind: kind.to_owned(),
+        }),
     }
 }
 
@@ -321,6 +360,349 @@ fn non_resource_url_matches(rule: &PolicyRule, path: &str) -> bool {
                 .strip_suffix('*')
                 .is_some_and(|prefix| path.starts_with(prefix.trim_end_matches('*')))
     })
+}
+
+// --- escalation prevention ------------------------------------------------------------
+//
+// kube-apiserver lets nobody create or update a Role or ClusterRole granting more than
+// they hold, nor bind a role whose rules they do not hold (`escalate`/`bind` aside, which
+// the API server decides with the authorizer). "Hold" is judged by coverage, not by asking
+// the authorizer: every requested rule is broken into single group × resource × verb ×
+// name tuples (and URL × verb), and each tuple must be covered by one held rule.
+
+/// The rules of cluster-admin, which setting a ClusterRole's `aggregationRule` requires
+/// (an aggregated role can gather anything).
+pub fn full_authority() -> Vec<PolicyRule> {
+    let all = || Some(vec!["*".to_owned()]);
+    vec![
+        PolicyRule {
+            api_groups: all(),
+            resources: all(),
+            verbs: vec!["*".to_owned()],
+            ..PolicyRule::default()
+        },
+        PolicyRule {
+            non_resource_urls: all(),
+            verbs: vec!["*".to_owned()],
+            ..PolicyRule::default()
+        },
+    ]
+}
+
+/// One rule per group × resource × verb × resourceName, and per nonResourceURL × verb
+/// (the order kube-apiserver's `BreakdownRule` produces them in).
+pub fn breakdown_rule(rule: &PolicyRule) -> Vec<PolicyRule> {
+    let one = |value: &str| Some(vec![value.to_owned()]);
+    let names: Vec<Option<&String>> = match rule.resource_names.as_deref() {
+        Some(names) if !names.is_empty() => names.iter().map(Some).collect(),
+        _ => vec![None],
+    };
+    let mut tuples = Vec::new();
+    for group in rule.api_groups.iter().flatten() {
+        for resource in rule.resources.iter().flatten() {
+            for verb in &rule.verbs {
+                for name in &names {
+                    tuples.push(PolicyRule {
+                        api_groups: one(group),
+                        resources: one(resource),
+                        verbs: vec![verb.clone()],
+                        resource_names: name.map(|name| vec![name.clone()]),
+                        non_resource_urls: None,
+                    });
+                }
+            }
+        }
+    }
+    for url in rule.non_resource_urls.iter().flatten() {
+        for verb in &rule.verbs {
+            tuples.push(PolicyRule {
+                non_resource_urls: one(url),
+                verbs: vec![verb.clone()],
+                ..PolicyRule::default()
+            });
+        }
+    }
+    tuples
+}
+
+/// The broken-down tuples of `requested` that no rule of `held` covers, in order.
+pub fn uncovered_rules(held: &[PolicyRule], requested: &[PolicyRule]) -> Vec<PolicyRule> {
+    requested
+        .iter()
+        .flat_map(breakdown_rule)
+        .filter(|tuple| !held.iter().any(|owner| rule_covers(owner, tuple)))
+        .collect()
+}
+
+fn listed(values: Option<&[String]>, wanted: &str) -> bool {
+    values
+        .unwrap_or_default()
+        .iter()
+        .any(|value| value == wanted)
+}
+
+/// Whether `owner` covers `tuple`, one rule of [`breakdown_rule`]: every list of the
+/// tuple must be matched, an empty one matching trivially, as kube-apiserver's
+/// `ruleCovers` decides it.
+fn rule_covers(owner: &PolicyRule, tuple: &PolicyRule) -> bool {
+    let all_listed = |owned: Option<&[String]>, wanted: Option<&[String]>| {
+        wanted
+            .unwrap_or_default()
+            .iter()
+            .all(|value| listed(owned, value))
+    };
+    let verbs =
+        listed(Some(&owner.verbs), "*") || all_listed(Some(&owner.verbs), Some(&tuple.verbs));
+    let groups = listed(owner.api_groups.as_deref(), "*")
+        || all_listed(owner.api_groups.as_deref(), tuple.api_groups.as_deref());
+    let resources = resources_cover(
+        owner.resources.as_deref().unwrap_or_default(),
+        tuple.resources.as_deref().unwrap_or_default(),
+    );
+    let urls = tuple.non_resource_urls.iter().flatten().all(|path| {
+        owner
+            .non_resource_urls
+            .iter()
+            .flatten()
+            .any(|owned| non_resource_url_covers(owned, path))
+    });
+    let owner_names = owner.resource_names.as_deref().unwrap_or_default();
+    let names = match tuple.resource_names.as_deref().unwrap_or_default() {
+        // A request for every name needs an owner restricted to none.
+        [] => owner_names.is_empty(),
+        wanted => owner_names.is_empty() || wanted.iter().all(|name| owner_names.contains(name)),
+    };
+    verbs && groups && resources && urls && names
+}
+
+/// `*`, the exact resource, or `*/SUB` for a `RES/SUB` subresource.
+fn resources_cover(owned: &[String], wanted: &[String]) -> bool {
+    if owned.iter().any(|resource| resource == "*") {
+        return true;
+    }
+    wanted.iter().all(|resource| {
+        owned.contains(resource)
+            || resource.split_once('/').is_some_and(|(_, sub)| {
+                owned
+                    .iter()
+                    .any(|held| held.strip_prefix("*/") == Some(sub))
+            })
+    })
+}
+
+/// Equal, or a `prefix*` owner whose prefix (without its trailing stars) starts the path.
+fn non_resource_url_covers(owned: &str, path: &str) -> bool {
+    owned == path || (owned.ends_with('*') && path.starts_with(owned.trim_end_matches('*')))
+}
+
+/// Merges tuples that differ only by verb (same single group, resource and at most one
+/// name) into one rule listing the verbs in order, as kube-apiserver's `CompactRules`
+/// does before it prints the missing rights.
+pub fn compact_rules(rules: Vec<PolicyRule>) -> Vec<PolicyRule> {
+    let mut compacted = Vec::new();
+    let mut simple: Vec<PolicyRule> = Vec::new();
+    for rule in rules {
+        let key = simple_resource(&rule);
+        match key {
+            Some(key) => match simple
+                .iter_mut()
+                .find(|seen| simple_resource(seen) == Some(key))
+            {
+                Some(seen) => seen.verbs.extend(rule.verbs),
+                None => simple.push(rule),
+            },
+            None => compacted.push(rule),
+        }
+    }
+    compacted.extend(simple);
+    compacted
+}
+
+/// (group, resource, name) of a rule with one group, one resource, at most one name and
+/// no URL; `None` for any other rule.
+fn simple_resource(rule: &PolicyRule) -> Option<(&str, &str, Option<&str>)> {
+    let names = rule.resource_names.as_deref().unwrap_or_default();
+    if names.len() > 1
+        || !rule
+            .non_resource_urls
+            .as_deref()
+            .unwrap_or_default()
+            .is_empty()
+    {
+        return None;
+    }
+    match (rule.api_groups.as_deref(), rule.resources.as_deref()) {
+        (Some([group]), Some([resource])) => Some((
+            group.as_str(),
+            resource.as_str(),
+            names.first().map(String::as_str),
+        )),
+        _ => None,
+    }
+}
+
+/// A rule as kube-apiserver prints it in escalation errors (Go's `CompactString`):
+/// `{APIGroups:[""], Resources:["pods"], Verbs:["get"]}`, empty lists left out.
+pub fn compact_string(rule: &PolicyRule) -> String {
+    let fields = [
+        ("APIGroups", rule.api_groups.as_deref().unwrap_or_default()),
+        ("Resources", rule.resources.as_deref().unwrap_or_default()),
+        (
+            "NonResourceURLs",
+            rule.non_resource_urls.as_deref().unwrap_or_default(),
+        ),
+        (
+            "ResourceNames",
+            rule.resource_names.as_deref().unwrap_or_default(),
+        ),
+        ("Verbs", rule.verbs.as_slice()),
+    ];
+    let parts: Vec<String> = fields
+        .iter()
+        .filter(|(_, values)| !values.is_empty())
+        .map(|(label, values)| format!("{label}:{}", go_quote_list(values)))
+        .collect();
+    format!("{{{}}}", parts.join(", "))
+}
+
+/// The rules a binding's roleRef grants (a ClusterRole's, or a Role of the binding's
+/// namespace), for judging whether its creator holds them.
+pub fn role_reference_rules(
+    objects: &RbacObjects,
+    role_ref: &RoleRef,
+    binding_namespace: Option<&str>,
+) -> Result<Vec<PolicyRule>, RoleRefError> {
+    resolve_role_ref(objects, role_ref, binding_namespace)
+        .map(|rules| rules.into_iter().cloned().collect())
+}
+
+/// Every rule `user` holds in `namespace` (ClusterRoleBindings, plus the RoleBindings of
+/// the namespace when there is one), and the roleRefs that could not be resolved.
+pub fn rules_for(
+    objects: &RbacObjects,
+    user: &str,
+    groups: &[String],
+    namespace: Option<&str>,
+) -> (Vec<PolicyRule>, Vec<RoleRefError>) {
+    let mut rules = Vec::new();
+    let mut errors = Vec::new();
+    let mut collect = |resolved: Result<Vec<&PolicyRule>, RoleRefError>| match resolved {
+        Ok(found) => rules.extend(found.into_iter().cloned()),
+        Err(error) => errors.push(error),
+    };
+    for binding in &objects.cluster_role_bindings {
+        if subjects_apply(user, groups, binding.subjects.as_deref(), None) {
+            collect(resolve_role_ref(objects, &binding.role_ref, None));
+        }
+    }
+    if let Some(namespace) = namespace.filter(|ns| !ns.is_empty()) {
+        for binding in &objects.role_bindings {
+            if binding.metadata.namespace.as_deref() == Some(namespace)
+                && subjects_apply(user, groups, binding.subjects.as_deref(), Some(namespace))
+            {
+                collect(resolve_role_ref(
+                    objects,
+                    &binding.role_ref,
+                    Some(namespace),
+                ));
+            }
+        }
+    }
+    (rules, errors)
+}
+
+/// Why a write would grant rights its author does not hold.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EscalationError {
+    /// The text after `is forbidden: ` in kube-apiserver's 403: one line per missing
+    /// rule, sorted, and the unresolvable roleRefs of the author's own bindings.
+    #[error(
+        "user {} (groups={}) is attempting to grant RBAC permissions not currently held:\n{}{}",
+        go_quote(.user),
+        go_quote_list(.groups),
+        .missing.join("\n"),
+        resolution_errors_suffix(.resolution_errors)
+    )]
+    NotHeld {
+        user: String,
+        groups: Vec<String>,
+        /// [`compact_string`] of each missing (compacted) rule, sorted and unique.
+        missing: Vec<String>,
+        resolution_errors: Vec<RoleRefError>,
+    },
+}
+
+/// `; resolution errors: [<aggregate>]`: Go prints a one-element slice holding the
+/// aggregate of the resolver's errors (one message alone, several deduplicated in `[]`).
+fn resolution_errors_suffix(errors: &[RoleRefError]) -> String {
+    let mut messages: Vec<String> = Vec::new();
+    for error in errors {
+        push_unique(&mut messages, error.to_string());
+    }
+    match messages.as_slice() {
+        [] => String::new(),
+        [one] => format!("; resolution errors: [{one}]"),
+        many => format!("; resolution errors: [[{}]]", many.join(", ")),
+    }
+}
+
+/// kube-apiserver's `ConfirmNoEscalation`: whether `user` holds, in `namespace` (`None`
+/// for cluster-wide objects), every rule of `requested`.
+pub fn confirm_no_escalation(
+    objects: &RbacObjects,
+    user: &str,
+    groups: &[String],
+    namespace: Option<&str>,
+    requested: &[PolicyRule],
+) -> Result<(), EscalationError> {
+    let (held, resolution_errors) = rules_for(objects, user, groups, namespace);
+    let missing = uncovered_rules(&held, requested);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let described: std::collections::BTreeSet<String> =
+        compact_rules(missing).iter().map(compact_string).collect();
+    Err(EscalationError::NotHeld {
+        user: user.to_owned(),
+        groups: groups.to_vec(),
+        missing: described.into_iter().collect(),
+        resolution_errors,
+    })
+}
+
+/// A string as Go's `%q` prints it (`strconv.Quote`).
+pub fn go_quote(value: &str) -> String {
+    use std::fmt::Write as _;
+    let mut quoted = String::with_capacity(value.len() + 2);
+    quoted.push('"');
+    for c in value.chars() {
+        match c {
+            '"' => quoted.push_str("\\\""),
+            '\\' => quoted.push_str("\\\\"),
+            '\u{7}' => quoted.push_str("\\a"),
+            '\u{8}' => quoted.push_str("\\b"),
+            '\u{c}' => quoted.push_str("\\f"),
+            '\n' => quoted.push_str("\\n"),
+            '\r' => quoted.push_str("\\r"),
+            '\t' => quoted.push_str("\\t"),
+            '\u{b}' => quoted.push_str("\\v"),
+            c if u32::from(c) < 0x20 || c == '\u{7f}' => {
+                let _ = write!(quoted, "\\x{:02x}", u32::from(c));
+            }
+            c if c.is_control() => {
+                let _ = write!(quoted, "\\u{:04x}", u32::from(c));
+            }
+            c => quoted.push(c),
+        }
+    }
+    quoted.push('"');
+    quoted
+}
+
+/// A string slice as Go's `%q` prints it: `["a" "b"]`.
+pub fn go_quote_list(values: &[String]) -> String {
+    let quoted: Vec<String> = values.iter().map(|value| go_quote(value)).collect();
+    format!("[{}]", quoted.join(" "))
 }
 
 /// Why a label selector cannot be evaluated.
@@ -1443,5 +1825,443 @@ mod tests {
         fn s(v: &str) -> String {
             v.to_owned()
         }
+    }
+
+    // --- escalation prevention -----------------------------------------------------------
+
+    fn with_names(mut rule: PolicyRule, names: &[&str]) -> PolicyRule {
+        rule.resource_names = strings(names);
+        rule
+    }
+
+    fn urls(paths: &[&str], verbs: &[&str]) -> PolicyRule {
+        PolicyRule {
+            non_resource_urls: strings(paths),
+            verbs: verbs.iter().map(|s| (*s).to_owned()).collect(),
+            ..PolicyRule::default()
+        }
+    }
+
+    /// The uncovered tuples of `requested`, printed as kube-apiserver prints them.
+    fn missing(held: &[PolicyRule], requested: &[PolicyRule]) -> Vec<String> {
+        uncovered_rules(held, requested)
+            .iter()
+            .map(compact_string)
+            .collect()
+    }
+
+    fn owned(values: &[&str]) -> Vec<String> {
+        values.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn breakdown_is_one_tuple_per_group_resource_verb_and_name_and_per_url_and_verb() {
+        let both = PolicyRule {
+            non_resource_urls: strings(&["/healthz"]),
+            ..with_names(
+                rule(&["", "apps"], &["pods"], &["get", "list"]),
+                &["a", "b"],
+            )
+        };
+        let tuples: Vec<String> = breakdown_rule(&both).iter().map(compact_string).collect();
+        assert_eq!(tuples.len(), 2 * 2 * 2 + 2);
+        assert_eq!(
+            tuples[..3],
+            [
+                r#"{APIGroups:[""], Resources:["pods"], ResourceNames:["a"], Verbs:["get"]}"#,
+                r#"{APIGroups:[""], Resources:["pods"], ResourceNames:["b"], Verbs:["get"]}"#,
+                r#"{APIGroups:[""], Resources:["pods"], ResourceNames:["a"], Verbs:["list"]}"#,
+            ]
+        );
+        assert_eq!(
+            tuples[8..],
+            [
+                r#"{NonResourceURLs:["/healthz"], Verbs:["get"]}"#,
+                r#"{NonResourceURLs:["/healthz"], Verbs:["list"]}"#,
+            ]
+        );
+        assert!(
+            breakdown_rule(&rule(&[], &["pods"], &["get"])).is_empty(),
+            "a rule without groups grants nothing"
+        );
+    }
+
+    #[test]
+    fn verbs_are_covered_by_the_same_verb_or_a_star() {
+        let requested = [rule(&[""], &["pods"], &["get", "delete"])];
+        assert_eq!(
+            missing(&[rule(&[""], &["pods"], &["get"])], &requested),
+            [r#"{APIGroups:[""], Resources:["pods"], Verbs:["delete"]}"#]
+        );
+        assert!(missing(&[rule(&[""], &["pods"], &["*"])], &requested).is_empty());
+        let every_verb = rule(
+            &[""],
+            &["pods"],
+            &[
+                "get",
+                "list",
+                "watch",
+                "create",
+                "update",
+                "patch",
+                "delete",
+                "deletecollection",
+            ],
+        );
+        assert_eq!(
+            missing(&[every_verb], &[rule(&[""], &["pods"], &["*"])]),
+            [r#"{APIGroups:[""], Resources:["pods"], Verbs:["*"]}"#],
+            "granting `*` needs `*`, not every verb named"
+        );
+    }
+
+    #[test]
+    fn groups_are_covered_by_the_same_group_or_a_star() {
+        let requested = [rule(&["apps"], &["deployments"], &["get"])];
+        assert!(missing(&[rule(&["*"], &["deployments"], &["get"])], &requested).is_empty());
+        assert!(
+            missing(
+                &[rule(&["batch", "apps"], &["deployments"], &["get"])],
+                &requested
+            )
+            .is_empty()
+        );
+        assert_eq!(
+            missing(&[rule(&[""], &["deployments"], &["get"])], &requested).len(),
+            1,
+            "the core group is not apps"
+        );
+        assert_eq!(
+            missing(
+                &[rule(&["apps"], &["deployments"], &["get"])],
+                &[rule(&["*"], &["deployments"], &["get"])]
+            )
+            .len(),
+            1,
+            "granting every group needs `*`"
+        );
+    }
+
+    #[test]
+    fn resources_are_covered_exactly_by_a_star_or_by_star_slash_subresource() {
+        let get = |resource: &str| [rule(&[""], &[resource], &["get"])];
+        assert!(missing(&get("*"), &get("pods")).is_empty());
+        assert!(missing(&get("*"), &get("pods/log")).is_empty());
+        assert!(missing(&get("*/log"), &get("pods/log")).is_empty());
+        assert!(missing(&get("pods/log"), &get("pods/log")).is_empty());
+        assert!(missing(&get("*/status"), &get("*/status")).is_empty());
+        for (held, requested, why) in [
+            (
+                "pods",
+                "pods/log",
+                "a resource does not cover its subresources",
+            ),
+            (
+                "pods/log",
+                "pods",
+                "a subresource does not cover its resource",
+            ),
+            ("*/log", "pods", "*/SUB covers only that subresource"),
+            ("*/status", "pods/log", "*/SUB covers only that subresource"),
+            (
+                "pods/status",
+                "*/status",
+                "one resource's subresource is not all of them",
+            ),
+            ("pods", "*", "granting every resource needs `*`"),
+            ("services", "pods", "another resource"),
+        ] {
+            assert_eq!(missing(&get(held), &get(requested)).len(), 1, "{why}");
+        }
+    }
+
+    #[test]
+    fn resource_names_restrict_what_a_rule_covers() {
+        let nodes = |names: &[&str]| with_names(rule(&[""], &["nodes"], &["get"]), names);
+        assert!(
+            missing(&[nodes(&[])], &[nodes(&["n1", "n2"])]).is_empty(),
+            "an owner without names covers every name"
+        );
+        assert!(missing(&[nodes(&["n1", "n2", "n3"])], &[nodes(&["n1", "n2"])]).is_empty());
+        assert_eq!(
+            missing(&[nodes(&["n1"])], &[nodes(&["n1", "n2"])]),
+            [r#"{APIGroups:[""], Resources:["nodes"], ResourceNames:["n2"], Verbs:["get"]}"#]
+        );
+        assert_eq!(
+            missing(&[nodes(&["n1"])], &[nodes(&[])]),
+            [r#"{APIGroups:[""], Resources:["nodes"], Verbs:["get"]}"#],
+            "an owner with names never covers a grant of every name"
+        );
+    }
+
+    #[test]
+    fn non_resource_urls_are_covered_exactly_or_by_a_trailing_star() {
+        let get = |path: &str| [urls(&[path], &["get"])];
+        assert!(missing(&get("/healthz"), &get("/healthz")).is_empty());
+        assert!(missing(&get("/apis/*"), &get("/apis/kosmos.io")).is_empty());
+        assert!(missing(&get("/apis/**"), &get("/apis/kosmos.io")).is_empty());
+        assert!(missing(&get("*"), &get("/metrics")).is_empty());
+        assert!(missing(&get("/apis/*"), &get("/apis/*")).is_empty());
+        assert_eq!(
+            missing(&get("/apis/*"), &get("/apis")),
+            [r#"{NonResourceURLs:["/apis"], Verbs:["get"]}"#]
+        );
+        assert_eq!(missing(&get("/healthz"), &get("/healthz/etcd")).len(), 1);
+        assert_eq!(missing(&get("/apis/kosmos.io"), &get("/apis/*")).len(), 1);
+        assert_eq!(
+            missing(&get("/healthz"), &[urls(&["/healthz"], &["post"])]).len(),
+            1,
+            "the verb must match too"
+        );
+        assert_eq!(
+            missing(&[rule(&["*"], &["*"], &["*"])], &get("/healthz")).len(),
+            1,
+            "resource rules never cover URLs"
+        );
+        assert_eq!(
+            missing(&[urls(&["*"], &["*"])], &[rule(&[""], &["pods"], &["get"])]).len(),
+            1,
+            "URL rules never cover resources"
+        );
+        assert!(
+            missing(
+                &full_authority(),
+                &[
+                    urls(&["/healthz"], &["get"]),
+                    rule(&["apps"], &["deployments/scale"], &["update"])
+                ]
+            )
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn each_tuple_may_be_covered_by_a_different_held_rule() {
+        let held = [
+            rule(&[""], &["pods"], &["get"]),
+            rule(&[""], &["pods"], &["list"]),
+        ];
+        assert!(missing(&held, &[rule(&[""], &["pods"], &["get", "list"])]).is_empty());
+        assert!(uncovered_rules(&held, &[]).is_empty());
+        assert!(uncovered_rules(&[], &[PolicyRule::default()]).is_empty());
+    }
+
+    #[test]
+    fn compaction_merges_the_verbs_of_one_resource_and_name() {
+        let tuples = uncovered_rules(
+            &[],
+            &[
+                with_names(rule(&[""], &["nodes"], &["get", "list"]), &["n1"]),
+                rule(&[""], &["pods"], &["get", "list"]),
+                urls(&["/a"], &["get", "post"]),
+            ],
+        );
+        let compacted: Vec<String> = compact_rules(tuples).iter().map(compact_string).collect();
+        assert_eq!(
+            compacted,
+            [
+                r#"{NonResourceURLs:["/a"], Verbs:["get"]}"#,
+                r#"{NonResourceURLs:["/a"], Verbs:["post"]}"#,
+                r#"{APIGroups:[""], Resources:["nodes"], ResourceNames:["n1"], Verbs:["get" "list"]}"#,
+                r#"{APIGroups:[""], Resources:["pods"], Verbs:["get" "list"]}"#,
+            ]
+        );
+    }
+
+    #[test]
+    fn escalation_message_lists_each_missing_rule_sorted_as_kube_apiserver_does() {
+        let objects = RbacObjects {
+            cluster_roles: vec![cluster_role(
+                "pods-get",
+                vec![rule(&[""], &["pods"], &["get"])],
+            )],
+            cluster_role_bindings: vec![cluster_binding(
+                "pods-get",
+                vec![subject("User", "alice", None)],
+            )],
+            ..RbacObjects::default()
+        };
+        let groups = owned(&["team", "system:authenticated"]);
+        let requested = [
+            rule(&["apps"], &["deployments"], &["get"]),
+            rule(&[""], &["pods"], &["get", "list", "watch"]),
+        ];
+        let refused = confirm_no_escalation(&objects, "alice", &groups, None, &requested)
+            .expect_err("list, watch and deployments are not held");
+        assert_eq!(
+            refused.to_string(),
+            "user \"alice\" (groups=[\"team\" \"system:authenticated\"]) is attempting to grant \
+             RBAC permissions not currently held:\n\
+             {APIGroups:[\"\"], Resources:[\"pods\"], Verbs:[\"list\" \"watch\"]}\n\
+             {APIGroups:[\"apps\"], Resources:[\"deployments\"], Verbs:[\"get\"]}"
+        );
+        assert_eq!(
+            confirm_no_escalation(
+                &objects,
+                "alice",
+                &groups,
+                None,
+                &[rule(&[""], &["pods"], &["get"])]
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            confirm_no_escalation(&objects, "alice", &groups, None, &[]),
+            Ok(()),
+            "granting nothing escalates nothing"
+        );
+    }
+
+    #[test]
+    fn held_rules_are_the_cluster_wide_ones_plus_those_of_the_namespace() {
+        let objects = RbacObjects {
+            roles: vec![role(
+                "team-a",
+                "editor",
+                vec![rule(&[""], &["pods"], &["*"])],
+            )],
+            cluster_roles: vec![
+                cluster_role("cm-reader", vec![rule(&[""], &["configmaps"], &["get"])]),
+                cluster_role("nodes-get", vec![rule(&[""], &["nodes"], &["get"])]),
+            ],
+            role_bindings: vec![
+                binding(
+                    "team-a",
+                    "Role",
+                    "editor",
+                    vec![subject("Group", "team", None)],
+                ),
+                binding(
+                    "team-a",
+                    "ClusterRole",
+                    "cm-reader",
+                    vec![subject("User", "alice", None)],
+                ),
+            ],
+            cluster_role_bindings: vec![cluster_binding(
+                "nodes-get",
+                vec![subject("User", "alice", None)],
+            )],
+        };
+        let groups = owned(&["team"]);
+        let holds = |namespace: Option<&str>, requested: PolicyRule| {
+            confirm_no_escalation(&objects, "alice", &groups, namespace, &[requested]).is_ok()
+        };
+        let pods = || rule(&[""], &["pods"], &["create"]);
+        let configmaps = || rule(&[""], &["configmaps"], &["get"]);
+        let nodes = || rule(&[""], &["nodes"], &["get"]);
+        assert!(holds(Some("team-a"), pods()));
+        assert!(!holds(Some("team-b"), pods()));
+        assert!(
+            !holds(None, pods()),
+            "a RoleBinding holds nothing cluster-wide"
+        );
+        assert!(holds(Some("team-a"), configmaps()));
+        assert!(!holds(Some("team-b"), configmaps()));
+        assert!(holds(None, nodes()));
+        assert!(holds(Some("team-b"), nodes()));
+        assert!(
+            confirm_no_escalation(&objects, "bob", &[], Some("team-a"), &[pods()]).is_err(),
+            "bob is in no bound group"
+        );
+    }
+
+    #[test]
+    fn role_references_resolve_in_the_binding_namespace_and_name_what_is_missing() {
+        let objects = RbacObjects {
+            roles: vec![role(
+                "team-a",
+                "editor",
+                vec![rule(&[""], &["pods"], &["get"])],
+            )],
+            cluster_roles: vec![cluster_role(
+                "view",
+                vec![rule(&[""], &["pods"], &["list"])],
+            )],
+            ..RbacObjects::default()
+        };
+        let resolve = |kind: &str, name: &str, namespace: Option<&str>| {
+            role_reference_rules(&objects, &role_ref(kind, name), namespace)
+        };
+        assert_eq!(
+            resolve("Role", "editor", Some("team-a")),
+            Ok(vec![rule(&[""], &["pods"], &["get"])])
+        );
+        assert_eq!(
+            resolve("ClusterRole", "view", Some("team-b")),
+            Ok(vec![rule(&[""], &["pods"], &["list"])])
+        );
+        let not_found = |result: Result<Vec<PolicyRule>, RoleRefError>| {
+            result.map_err(|error| error.to_string())
+        };
+        assert_eq!(
+            not_found(resolve("Role", "editor", Some("team-b"))),
+            Err("roles.rbac.authorization.k8s.io \"editor\" not found".to_owned())
+        );
+        assert_eq!(
+            not_found(resolve("Role", "editor", None)),
+            Err("roles.rbac.authorization.k8s.io \"editor\" not found".to_owned())
+        );
+        assert_eq!(
+            not_found(resolve("ClusterRole", "gone", None)),
+            Err("clusterroles.rbac.authorization.k8s.io \"gone\" not found".to_owned())
+        );
+        assert_eq!(
+            not_found(resolve("Group", "x", None)),
+            Err("unsupported role reference kind: \"Group\"".to_owned())
+        );
+    }
+
+    #[test]
+    fn unresolvable_bindings_of_the_writer_follow_the_missing_rules() {
+        let pods = [rule(&[""], &["pods"], &["get"])];
+        let one_gone = RbacObjects {
+            cluster_role_bindings: vec![cluster_binding(
+                "gone",
+                vec![subject("User", "alice", None)],
+            )],
+            ..RbacObjects::default()
+        };
+        let refused = confirm_no_escalation(&one_gone, "alice", &[], None, &pods)
+            .expect_err("nothing is held");
+        assert!(
+            refused.to_string().ends_with(
+                "{APIGroups:[\"\"], Resources:[\"pods\"], Verbs:[\"get\"]}; resolution errors: \
+                 [clusterroles.rbac.authorization.k8s.io \"gone\" not found]"
+            ),
+            "{refused}"
+        );
+        let two_gone = RbacObjects {
+            cluster_role_bindings: vec![
+                cluster_binding("gone", vec![subject("User", "alice", None)]),
+                ClusterRoleBinding {
+                    metadata: meta("again", None),
+                    ..cluster_binding("gone", vec![subject("User", "alice", None)])
+                },
+                cluster_binding("also-gone", vec![subject("User", "alice", None)]),
+            ],
+            ..RbacObjects::default()
+        };
+        let refused = confirm_no_escalation(&two_gone, "alice", &[], None, &pods)
+            .expect_err("nothing is held");
+        assert!(
+            refused.to_string().ends_with(
+                "; resolution errors: [[clusterroles.rbac.authorization.k8s.io \"gone\" not found, \
+                 clusterroles.rbac.authorization.k8s.io \"also-gone\" not found]]"
+            ),
+            "{refused}"
+        );
+    }
+
+    #[test]
+    fn strings_are_quoted_as_go_quotes_them() {
+        assert_eq!(go_quote("plain"), "\"plain\"");
+        assert_eq!(
+            go_quote("a\"b\\c\nd\te\u{1}\u{7f}"),
+            "\"a\\\"b\\\\c\\nd\\te\\x01\\x7f\""
+        );
+        assert_eq!(go_quote("ü"), "\"ü\"");
+        assert_eq!(go_quote_list(&[]), "[]");
+        assert_eq!(go_quote_list(&owned(&["", "a"])), "[\"\" \"a\"]");
     }
 }

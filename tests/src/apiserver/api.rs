@@ -434,7 +434,7 @@ fn verb_of(req: &Req, target: &Target) -> String {
     .to_string()
 }
 
-fn rbac_snapshot(state: &State) -> RbacSnapshot {
+pub(super) fn rbac_snapshot(state: &State) -> RbacSnapshot {
     let inner = state.store.lock();
     let list = |plural: &str| -> Vec<Value> {
         let key = StorageKey {
@@ -454,7 +454,7 @@ fn rbac_snapshot(state: &State) -> RbacSnapshot {
     }
 }
 
-fn decide(state: &State, attrs: &AuthzAttributes, user: &UserInfo) -> AuthzDecision {
+pub(super) fn decide(state: &State, attrs: &AuthzAttributes, user: &UserInfo) -> AuthzDecision {
     if user.is_master() {
         return AuthzDecision::Allow;
     }

@@ -8,6 +8,7 @@
 
 mod api;
 mod builtin;
+mod escalation;
 mod gc;
 pub mod hooks;
 mod managed;

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use serde_json::{Map, Value, json};
 
 use super::builtin::{self, ServiceAllocator};
+use super::escalation::{self, RbacWrite};
 use super::hooks::{
     AdmissionAttributes, AdmissionHook, AdmissionOperation, AdmissionPhase, Authorizer, Faults,
     ServiceResolver, UserInfo, WebhookConfigs, WriteAccounting,
@@ -585,6 +586,14 @@ impl State {
             merge_mutation(&mut obj, mutated);
             self.normalise(ctx, rt, &mut obj)?;
         }
+        let write = RbacWrite {
+            rt,
+            namespace: ns,
+            url_name: if apply_manager.is_some() { &name } else { "" },
+            object: &obj,
+            old: None,
+        };
+        escalation::confirm_no_escalation(self, ctx, &write)?;
         attrs.object = Some(obj.clone());
         self.run_admission(ctx, AdmissionPhase::Validating, &attrs)
             .await?;
@@ -749,6 +758,14 @@ impl State {
                 merge_mutation(&mut new, mutated);
                 self.normalise(ctx, rt, &mut new)?;
             }
+            let write = RbacWrite {
+                rt,
+                namespace: ns,
+                url_name: name,
+                object: &new,
+                old: Some(&current),
+            };
+            escalation::confirm_no_escalation(self, ctx, &write)?;
             attrs.object = Some(new.clone());
             self.run_admission(ctx, AdmissionPhase::Validating, &attrs)
                 .await?;

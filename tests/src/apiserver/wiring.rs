@@ -29,14 +29,19 @@ fn typed<T: serde::de::DeserializeOwned>(values: &[Value]) -> Vec<T> {
         .collect()
 }
 
+/// The stored RBAC objects, typed (objects that do not parse grant nothing).
+pub fn rbac_objects(snapshot: &RbacSnapshot) -> rbac::RbacObjects {
+    rbac::RbacObjects {
+        roles: typed(&snapshot.roles),
+        cluster_roles: typed(&snapshot.cluster_roles),
+        role_bindings: typed(&snapshot.role_bindings),
+        cluster_role_bindings: typed(&snapshot.cluster_role_bindings),
+    }
+}
+
 impl Authorizer for RbacAuthorizer {
     fn authorize(&self, snapshot: &RbacSnapshot, attrs: &AuthzAttributes) -> AuthzDecision {
-        let objects = rbac::RbacObjects {
-            roles: typed(&snapshot.roles),
-            cluster_roles: typed(&snapshot.cluster_roles),
-            role_bindings: typed(&snapshot.role_bindings),
-            cluster_role_bindings: typed(&snapshot.cluster_role_bindings),
-        };
+        let objects = rbac_objects(snapshot);
         let request = to_rbac_attrs(attrs);
         match rbac::authorize(&objects, &request) {
             rbac::Decision::Allow => AuthzDecision::Allow,

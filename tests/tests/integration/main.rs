@@ -30,6 +30,8 @@ mod apiserver_errors;
 #[cfg(test)]
 mod apiserver_kubectl;
 #[cfg(test)]
+mod apiserver_rbac_escalation;
+#[cfg(test)]
 mod apiserver_semantics;
 #[cfg(test)]
 mod chart;
