@@ -18,6 +18,15 @@ pub enum PkiError {
         subject: String,
         source: rcgen::Error,
     },
+    #[error(
+        "issuing a certificate for {subject}: it can carry at most two groups besides \
+         system:authenticated, not {groups:?} (rcgen writes one value per attribute type); \
+         use a bearer token (TestApiServer::token_for) for more"
+    )]
+    TooManyGroups {
+        subject: String,
+        groups: Vec<String>,
+    },
     #[error("rendering a kubeconfig: {0}")]
     RenderKubeconfig(serde_yaml::Error),
     #[error("writing kubeconfig {path}: {source}")]
@@ -56,6 +65,41 @@ impl std::fmt::Debug for TestCa {
 
 fn new_key() -> Result<KeyPair, rcgen::Error> {
     KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+}
+
+/// `O` spelled as a custom attribute type: rcgen keeps one value per type, and pushing
+/// `OrganizationName` twice silently kept only the last group (a ServiceAccount's
+/// `system:serviceaccounts` and `system:serviceaccounts:NS` became neither). Readers match
+/// attributes by OID, so kube-apiserver and `x509-parser` see two `O`s.
+const ORGANIZATION_OID: [u64; 4] = [2, 5, 4, 10];
+
+/// CN = user, one O per group. `system:authenticated` is left out: every authenticator
+/// adds it, as kube-apiserver's AuthenticatedGroupAdder does.
+fn client_subject(user: &str, groups: &[String]) -> Result<DistinguishedName, PkiError> {
+    let groups: Vec<&String> = groups
+        .iter()
+        .filter(|group| *group != "system:authenticated")
+        .collect();
+    let mut subject = DistinguishedName::new();
+    match groups.as_slice() {
+        [] => {}
+        [only] => subject.push(DnType::OrganizationName, only.as_str()),
+        [first, second] => {
+            subject.push(DnType::OrganizationName, first.as_str());
+            subject.push(
+                DnType::CustomDnType(ORGANIZATION_OID.to_vec()),
+                second.as_str(),
+            );
+        }
+        _ => {
+            return Err(PkiError::TooManyGroups {
+                subject: user.to_owned(),
+                groups: groups.into_iter().cloned().collect(),
+            });
+        }
+    }
+    subject.push(DnType::CommonName, user);
+    Ok(subject)
 }
 
 impl TestCa {
@@ -123,12 +167,7 @@ impl TestCa {
         };
         let key = new_key().map_err(fail)?;
         let mut params = CertificateParams::default();
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, user);
-        for group in groups {
-            dn.push(DnType::OrganizationName, group.as_str());
-        }
-        params.distinguished_name = dn;
+        params.distinguished_name = client_subject(user, groups)?;
         params.key_usages = vec![
             KeyUsagePurpose::DigitalSignature,
             KeyUsagePurpose::KeyEncipherment,
@@ -192,4 +231,67 @@ pub fn write_private_file(path: &std::path::Path, contents: &str) -> Result<(), 
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(fail)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
+
+    use super::{PkiError, TestCa};
+
+    fn subject_of(cert_pem: &str) -> (Vec<String>, Vec<String>) {
+        let der = CertificateDer::from_pem_slice(cert_pem.as_bytes()).unwrap();
+        let (_, parsed) = x509_parser::parse_x509_certificate(der.as_ref()).unwrap();
+        let subject = parsed.subject();
+        let read = |values: Vec<&x509_parser::x509::AttributeTypeAndValue<'_>>| -> Vec<String> {
+            values
+                .into_iter()
+                .map(|value| value.as_str().unwrap().to_owned())
+                .collect()
+        };
+        (
+            read(subject.iter_common_name().collect()),
+            read(subject.iter_organization().collect()),
+        )
+    }
+
+    #[test]
+    fn a_service_account_certificate_carries_both_of_its_groups() {
+        let ca = TestCa::generate("test").unwrap();
+        let user = "system:serviceaccount:kosmos-system:kosmos-vc-controller";
+        let groups = [
+            "system:serviceaccounts".to_owned(),
+            "system:serviceaccounts:kosmos-system".to_owned(),
+            "system:authenticated".to_owned(),
+        ];
+        let cert = ca.issue_client(user, &groups).unwrap();
+        assert_eq!(
+            subject_of(&cert.cert_pem),
+            (vec![user.to_owned()], groups[..2].to_vec())
+        );
+
+        let admin = ca
+            .issue_client("admin", &["system:masters".to_owned()])
+            .unwrap();
+        assert_eq!(
+            subject_of(&admin.cert_pem),
+            (vec!["admin".to_owned()], vec!["system:masters".to_owned()])
+        );
+        let nobody = ca.issue_client("nobody", &[]).unwrap();
+        assert_eq!(subject_of(&nobody.cert_pem).1, Vec::<String>::new());
+    }
+
+    #[test]
+    fn more_groups_than_a_certificate_can_carry_are_refused_by_name() {
+        let ca = TestCa::generate("test").unwrap();
+        let groups = ["a".to_owned(), "b".to_owned(), "c".to_owned()];
+        let error = ca.issue_client("alice", &groups).unwrap_err();
+        assert!(matches!(error, PkiError::TooManyGroups { .. }), "{error:?}");
+        let message = error.to_string();
+        assert!(
+            message.contains("alice") && message.contains("token_for"),
+            "{message}"
+        );
+    }
 }

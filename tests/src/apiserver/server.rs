@@ -84,7 +84,9 @@ fn identity_of(cert: &CertificateDer<'_>) -> Option<UserInfo> {
         .iter_organization()
         .filter_map(|o| o.as_str().ok().map(str::to_string))
         .collect();
-    groups.push("system:authenticated".to_string());
+    if !groups.iter().any(|group| group == "system:authenticated") {
+        groups.push("system:authenticated".to_string());
+    }
     let fingerprint = {
         use sha2::Digest as _;
         hex::encode(sha2::Sha256::digest(cert.as_ref()))
