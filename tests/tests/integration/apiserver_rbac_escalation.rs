@@ -121,6 +121,18 @@ impl Http {
             .await
     }
 
+    /// A RoleBinding `name` in namespace `team` to `role_kind`/`role`.
+    async fn bind_in_team(&self, name: &str, role_kind: &str, role: &str) -> (u16, Value) {
+        let body = binding("RoleBinding", Some("team"), name, role_kind, role);
+        self.post(&role_bindings("team"), &body).await
+    }
+
+    /// A ClusterRoleBinding `name` to ClusterRole `role`.
+    async fn bind_cluster_wide(&self, name: &str, role: &str) -> (u16, Value) {
+        let body = binding("ClusterRoleBinding", None, name, "ClusterRole", role);
+        self.post(CLUSTER_ROLE_BINDINGS, &body).await
+    }
+
     async fn get(&self, path: &str) -> u16 {
         self.send("GET", path, "application/json", &Value::Null)
             .await
@@ -448,45 +460,16 @@ subjects:
         .unwrap();
     let binder = cluster.user("binder", &[]).await;
     let (status, body) = binder
-        .post(
-            &role_bindings("team"),
-            &binding(
-                "RoleBinding",
-                Some("team"),
-                "secrets",
-                "ClusterRole",
-                "secret-admin",
-            ),
-        )
+        .bind_in_team("secrets", "ClusterRole", "secret-admin")
         .await;
     assert_eq!(status, 201, "{body}");
     // bind on a role that does not exist yet lets the binding dangle, as on a real cluster.
-    let (status, body) = binder
-        .post(
-            &role_bindings("team"),
-            &binding(
-                "RoleBinding",
-                Some("team"),
-                "later",
-                "ClusterRole",
-                "not-yet",
-            ),
-        )
-        .await;
+    let (status, body) = binder.bind_in_team("later", "ClusterRole", "not-yet").await;
     assert_eq!(status, 201, "{body}");
 
     // Without bind: the role's rules must be held; a missing role is its 404.
     let (status, body) = binder
-        .post(
-            &role_bindings("team"),
-            &binding(
-                "RoleBinding",
-                Some("team"),
-                "granter",
-                "ClusterRole",
-                "granter",
-            ),
-        )
+        .bind_in_team("granter", "ClusterRole", "granter")
         .await;
     assert_eq!(status, 403);
     assert!(
@@ -497,18 +480,7 @@ subjects:
         ),
         "{body}"
     );
-    let (status, body) = binder
-        .post(
-            &role_bindings("team"),
-            &binding(
-                "RoleBinding",
-                Some("team"),
-                "ghost",
-                "ClusterRole",
-                "missing",
-            ),
-        )
-        .await;
+    let (status, body) = binder.bind_in_team("ghost", "ClusterRole", "missing").await;
     assert_eq!(status, 404);
     assert_eq!(
         body,
@@ -518,30 +490,14 @@ subjects:
             "details": {"name": "missing", "group": "rbac.authorization.k8s.io", "kind": "clusterroles"},
             "code": 404})
     );
-    let (status, body) = binder
-        .post(
-            &role_bindings("team"),
-            &binding("RoleBinding", Some("team"), "ghost", "Role", "missing"),
-        )
-        .await;
+    let (status, body) = binder.bind_in_team("ghost", "Role", "missing").await;
     assert_eq!(status, 404);
     assert_eq!(
         body["message"],
         "roles.rbac.authorization.k8s.io \"missing\" not found"
     );
     // bind is asked in the binding's namespace: none for a ClusterRoleBinding here.
-    let (status, _) = binder
-        .post(
-            CLUSTER_ROLE_BINDINGS,
-            &binding(
-                "ClusterRoleBinding",
-                None,
-                "secrets",
-                "ClusterRole",
-                "secret-admin",
-            ),
-        )
-        .await;
+    let (status, _) = binder.bind_cluster_wide("secrets", "secret-admin").await;
     assert_eq!(status, 403);
 }
 
@@ -572,43 +528,14 @@ rules:
         .await
         .unwrap();
     let granter = cluster.granter().await;
+    let (status, body) = granter.bind_cluster_wide("pods", "pod-reader").await;
+    assert_eq!(status, 201, "{body}");
     let (status, body) = granter
-        .post(
-            CLUSTER_ROLE_BINDINGS,
-            &binding(
-                "ClusterRoleBinding",
-                None,
-                "pods",
-                "ClusterRole",
-                "pod-reader",
-            ),
-        )
+        .bind_in_team("cm", "ClusterRole", "configmap-reader")
         .await;
     assert_eq!(status, 201, "{body}");
     let (status, body) = granter
-        .post(
-            &role_bindings("team"),
-            &binding(
-                "RoleBinding",
-                Some("team"),
-                "cm",
-                "ClusterRole",
-                "configmap-reader",
-            ),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
-    let (status, body) = granter
-        .post(
-            &role_bindings("team"),
-            &binding(
-                "RoleBinding",
-                Some("team"),
-                "cm-role",
-                "Role",
-                "configmap-reader",
-            ),
-        )
+        .bind_in_team("cm-role", "Role", "configmap-reader")
         .await;
     assert_eq!(status, 201, "{body}");
 
@@ -628,18 +555,7 @@ rules:
         .await;
     assert_eq!(status, 403);
     assert_eq!(body, granter_refusal("rolebindings", "cm", &[configmaps]));
-    let (status, body) = granter
-        .post(
-            CLUSTER_ROLE_BINDINGS,
-            &binding(
-                "ClusterRoleBinding",
-                None,
-                "cm",
-                "ClusterRole",
-                "configmap-reader",
-            ),
-        )
-        .await;
+    let (status, body) = granter.bind_cluster_wide("cm", "configmap-reader").await;
     assert_eq!(status, 403);
     assert_eq!(
         body,
@@ -758,18 +674,7 @@ async fn system_masters_may_grant_anything() {
         )
         .await;
     assert_eq!(status, 201, "{body}");
-    let (status, body) = root
-        .post(
-            CLUSTER_ROLE_BINDINGS,
-            &binding(
-                "ClusterRoleBinding",
-                None,
-                "everything",
-                "ClusterRole",
-                "everything",
-            ),
-        )
-        .await;
+    let (status, body) = root.bind_cluster_wide("everything", "everything").await;
     assert_eq!(status, 201, "{body}");
 
     // The same requests from someone allowed to write roles but outside system:masters.
@@ -779,16 +684,7 @@ async fn system_masters_may_grant_anything() {
         .await;
     assert_eq!(status, 403);
     let (status, _) = granter
-        .post(
-            CLUSTER_ROLE_BINDINGS,
-            &binding(
-                "ClusterRoleBinding",
-                None,
-                "everything-too",
-                "ClusterRole",
-                "everything",
-            ),
-        )
+        .bind_cluster_wide("everything-too", "everything")
         .await;
     assert_eq!(status, 403);
 }
