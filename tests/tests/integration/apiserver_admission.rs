@@ -3,7 +3,6 @@
 //! EndpointSlice), with the caller's identity; denials and warnings reach the client
 //! exactly as kube-apiserver v1.36 sends them (fixtures in `fixtures/.../admission/`).
 
-#[cfg(test)]
 mod admission {
     use std::path::Path;
     use std::sync::{Arc, Mutex};

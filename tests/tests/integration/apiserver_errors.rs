@@ -2,7 +2,6 @@
 //! kube-apiserver v1.36 (`tests/fixtures/kube-apiserver-v1.36/errors/`). Requests are
 //! the recorded ones; only values that differ per run (resourceVersions) are masked.
 
-#[cfg(test)]
 mod errors {
     use std::path::{Path, PathBuf};
 

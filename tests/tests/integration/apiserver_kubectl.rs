@@ -1,7 +1,6 @@
 //! The real `kubectl` (v1.32 on the machine) against the in-process test API server:
 //! the commands the team and the e2e tests use must behave as against a real cluster.
 
-#[cfg(test)]
 mod kubectl {
     use std::io::Read as _;
     use std::path::{Path, PathBuf};

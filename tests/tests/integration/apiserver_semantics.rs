@@ -2,8 +2,6 @@
 //! in-process test API server and, when `KUBEBUILDER_ASSETS` is set, against a real
 //! kube-apiserver + etcd (envtest) — so the two can be compared.
 
-// Helpers live in a cfg(test) module so clippy treats them as test code.
-#[cfg(test)]
 mod semantics {
 
     use std::collections::BTreeMap;

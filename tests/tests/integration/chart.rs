@@ -35,10 +35,8 @@ const CONTROLLER: &str = "kosmos-vc-controller";
 const TLS_SECRET: &str = "kosmos-vc-webhook-tls";
 
 /// A directory under the system temp dir, removed when dropped.
-#[cfg(test)]
 struct ScratchDir(PathBuf);
 
-#[cfg(test)]
 impl ScratchDir {
     fn new(purpose: &str) -> Self {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
@@ -56,7 +54,6 @@ impl ScratchDir {
     }
 }
 
-#[cfg(test)]
 impl Drop for ScratchDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
@@ -75,7 +72,6 @@ macro_rules! engine_or_skip {
     };
 }
 
-#[cfg(test)]
 /// Values for the `secret` TLS mode: an existing Secret and the CA that signed it.
 fn secret_mode_sets() -> Vec<String> {
     let pem = "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUb3BlcmF0b3ItY2E=\n-----END CERTIFICATE-----\n";
@@ -101,7 +97,6 @@ const EVERYTHING_ON: &[&str] = &[
     "policy.maxClustersPerNamespace=3",
 ];
 
-#[cfg(test)]
 fn render(engine: &HelmEngine, sets: &[&str]) -> Manifests {
     let request = sets
         .iter()
@@ -112,14 +107,12 @@ fn render(engine: &HelmEngine, sets: &[&str]) -> Manifests {
     }
 }
 
-#[cfg(test)]
 fn one<'a>(manifests: &'a Manifests, kind: &str, name: &str) -> &'a Value {
     manifests
         .get(kind, name)
         .unwrap_or_else(|| panic!("no {kind} {name} in {:?}", manifests.summary()))
 }
 
-#[cfg(test)]
 fn typed<T: DeserializeOwned>(object: &Value) -> T {
     serde_json::from_value(object.clone())
         .unwrap_or_else(|error| panic!("{} does not deserialize: {error}", object["kind"]))
@@ -127,7 +120,6 @@ fn typed<T: DeserializeOwned>(object: &Value) -> T {
 
 // --- every object is what its kind says ---------------------------------------------
 
-#[cfg(test)]
 /// Deserializes into `T` and back, and compares: a misspelled or misplaced field would
 /// be dropped by the typed round trip, so it shows up as a difference.
 fn round_trip<T: DeserializeOwned + Serialize>(object: &Value) -> Result<(), String> {
@@ -141,7 +133,6 @@ fn round_trip<T: DeserializeOwned + Serialize>(object: &Value) -> Result<(), Str
     }
 }
 
-#[cfg(test)]
 fn first_difference(rendered: &Value, typed: &Value, path: String) -> Option<String> {
     match (rendered, typed) {
         (Value::Object(left), Value::Object(right)) => left
@@ -169,7 +160,6 @@ fn first_difference(rendered: &Value, typed: &Value, path: String) -> Option<Str
     }
 }
 
-#[cfg(test)]
 /// Kinds without a k8s-openapi type (Prometheus Operator, cert-manager): checked as
 /// generic namespaced objects with a spec.
 fn generic_object(object: &Value) -> Result<(), String> {
@@ -183,7 +173,6 @@ fn generic_object(object: &Value) -> Result<(), String> {
     Ok(())
 }
 
-#[cfg(test)]
 fn check_typed(object: &Value) -> Result<(), String> {
     let api_version = object["apiVersion"].as_str().unwrap_or_default();
     let kind = object["kind"].as_str().unwrap_or_default();
@@ -216,7 +205,6 @@ fn check_typed(object: &Value) -> Result<(), String> {
     }
 }
 
-#[cfg(test)]
 fn assert_every_object_typed(manifests: &Manifests) {
     let problems: Vec<String> = manifests
         .objects
@@ -373,7 +361,6 @@ fn bad_values_are_refused_with_a_message_naming_them() {
     );
 }
 
-#[cfg(test)]
 fn assert_refused(engine: &HelmEngine, request: &Render, expected: &[&str]) {
     let failure = match request.run(engine) {
         Ok(manifests) => panic!("{request:?} rendered: {:?}", manifests.summary()),
@@ -391,7 +378,6 @@ fn assert_refused(engine: &HelmEngine, request: &Render, expected: &[&str]) {
 
 // --- webhook TLS ------------------------------------------------------------------------
 
-#[cfg(test)]
 fn secret_data(manifests: &Manifests, name: &str) -> BTreeMap<String, String> {
     let data = &one(manifests, "Secret", name)["data"];
     ["ca.crt", "tls.crt", "tls.key"]
@@ -405,7 +391,6 @@ fn secret_data(manifests: &Manifests, name: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
-#[cfg(test)]
 fn ca_bundles(manifests: &Manifests) -> Vec<Value> {
     [
         "MutatingWebhookConfiguration",
@@ -416,7 +401,6 @@ fn ca_bundles(manifests: &Manifests) -> Vec<Value> {
     .collect()
 }
 
-#[cfg(test)]
 fn pem_certificate(base64_pem: &str) -> CertificateDer<'static> {
     let pem = base64::engine::general_purpose::STANDARD
         .decode(base64_pem)
@@ -426,7 +410,6 @@ fn pem_certificate(base64_pem: &str) -> CertificateDer<'static> {
 
 /// Verifies `leaf` the way the apiserver does before calling the webhook: chain to the
 /// caBundle, validity now, and `server_name` among its SANs.
-#[cfg(test)]
 fn verify_serving_certificate(
     ca_bundle: &str,
     leaf: &str,
@@ -596,7 +579,6 @@ fn secret_mode_serves_the_given_secret_and_trusts_the_given_ca() {
     assert_eq!(webhook_tls_volume(&manifests), "operator-webhook-tls");
 }
 
-#[cfg(test)]
 fn webhook_tls_volume(manifests: &Manifests) -> String {
     let deployment: Deployment = typed(one(manifests, "Deployment", WEBHOOK));
     let pod = deployment
@@ -617,7 +599,6 @@ fn webhook_tls_volume(manifests: &Manifests) -> String {
 
 // --- workloads ------------------------------------------------------------------------
 
-#[cfg(test)]
 fn container(manifests: &Manifests, name: &str) -> k8s_openapi::api::core::v1::Container {
     let deployment: Deployment = typed(one(manifests, "Deployment", name));
     let pod = deployment
@@ -628,12 +609,10 @@ fn container(manifests: &Manifests, name: &str) -> k8s_openapi::api::core::v1::C
     pod.containers.into_iter().next().expect("a container")
 }
 
-#[cfg(test)]
 fn args(container: &k8s_openapi::api::core::v1::Container) -> Vec<String> {
     container.args.clone().unwrap_or_default()
 }
 
-#[cfg(test)]
 /// `--name=value` / `--name` pairs of a container's arguments.
 fn flags(container: &k8s_openapi::api::core::v1::Container) -> Vec<(String, Option<String>)> {
     args(container)
@@ -650,7 +629,6 @@ fn flags(container: &k8s_openapi::api::core::v1::Container) -> Vec<(String, Opti
         .collect()
 }
 
-#[cfg(test)]
 fn flag_value(container: &k8s_openapi::api::core::v1::Container, name: &str) -> Option<String> {
     flags(container)
         .into_iter()
@@ -709,7 +687,6 @@ fn both_containers_run_locked_down() {
     }
 }
 
-#[cfg(test)]
 fn probe_target(probe: Option<k8s_openapi::api::core::v1::Probe>) -> (String, String, String) {
     let get = probe
         .and_then(|probe| probe.http_get)
@@ -725,7 +702,6 @@ fn probe_target(probe: Option<k8s_openapi::api::core::v1::Probe>) -> (String, St
     )
 }
 
-#[cfg(test)]
 fn port_named(container: &k8s_openapi::api::core::v1::Container, name: &str) -> i32 {
     container
         .ports
@@ -1105,7 +1081,6 @@ fn default_release_keeps_the_controller_identity_the_webhook_trusts_by_default()
 
 // --- flags --------------------------------------------------------------------------
 
-#[cfg(test)]
 fn flag_names(container: &k8s_openapi::api::core::v1::Container) -> BTreeSet<String> {
     flags(container).into_iter().map(|(name, _)| name).collect()
 }
@@ -1216,7 +1191,6 @@ fn values_map_onto_every_flag_of_the_contract() {
     }
 }
 
-#[cfg(test)]
 /// Long flags a binary's `--help` lists, and whether each takes a value.
 fn help_flags(binary: &Path) -> Result<BTreeMap<String, bool>, String> {
     let output = Command::new(binary)
@@ -1252,7 +1226,6 @@ fn help_flags(binary: &Path) -> Result<BTreeMap<String, bool>, String> {
     Ok(flags)
 }
 
-#[cfg(test)]
 fn built_binary(name: &str) -> Option<PathBuf> {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)

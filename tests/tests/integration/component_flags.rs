@@ -8,8 +8,6 @@
 //! rewriting paths and addresses. etcd is checked against `etcd --help` when an etcd
 //! binary exists.
 
-// Helpers live in a cfg(test) module so clippy treats them as test code.
-#[cfg(test)]
 mod component_flags_tests {
     use crate::support::rendered_tenant::{NAMESPACE, TENANT, desired_state, tenant_objects};
     use std::collections::{BTreeMap, BTreeSet};

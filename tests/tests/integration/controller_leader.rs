@@ -11,9 +11,7 @@ use kube::api::PostParams;
 use vc_controller::leader::{LeaderElector, Leadership};
 use vc_tests::apiserver::{TestApiServer, TestApiServerOptions};
 
-#[cfg(test)]
 const NAMESPACE: &str = "kube-system";
-#[cfg(test)]
 const LEASE: &str = "kosmos-vc-controller";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -21,10 +21,8 @@ use vc_api::constants::{
 
 use crate::controller_common::{Harness, carries_any_claim, condition};
 
-#[cfg(test)]
 const PROVISION_TIMEOUT: Duration = Duration::from_secs(60);
 
-#[cfg(test)]
 fn kubectl_available() -> bool {
     std::process::Command::new("kubectl")
         .arg("version")
@@ -258,7 +256,6 @@ async fn settled_tenant_reconciles_write_nothing() {
     harness.shutdown().await;
 }
 
-#[cfg(test)]
 fn reconcile_count(harness: &Harness) -> u64 {
     let text = harness.metrics.encode().unwrap();
     text.lines()

@@ -12,24 +12,18 @@ use vc_api::condition_types::NODES_PROMOTED;
 
 use crate::controller_common::{Harness, condition, owner_of};
 
-#[cfg(test)]
 const CLUSTERS: usize = 50;
-#[cfg(test)]
 const NODES: usize = 20;
-#[cfg(test)]
 const NAMESPACE: &str = "race";
 
-#[cfg(test)]
 fn cluster_name(index: usize) -> String {
     format!("vc-{index:02}")
 }
 
-#[cfg(test)]
 fn node_of(index: usize) -> String {
     format!("node-{}", index % NODES)
 }
 
-#[cfg(test)]
 /// Node → owner (`NS/NAME`) as the Nodes' labels say.
 async fn owners(harness: &Harness) -> BTreeMap<String, Option<String>> {
     let nodes: Api<Node> = Api::all(harness.admin.clone());
@@ -42,7 +36,6 @@ async fn owners(harness: &Harness) -> BTreeMap<String, Option<String>> {
         .collect()
 }
 
-#[cfg(test)]
 /// Checks every listed node has one owner among the clusters listing it, and that every
 /// other cluster listing it reports NodeConflict naming that owner.
 async fn settled(harness: &Harness, alive: &[usize]) -> Option<BTreeMap<String, String>> {

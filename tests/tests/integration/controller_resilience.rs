@@ -14,10 +14,8 @@ use vc_tests::apiserver::FaultMatch;
 
 use crate::controller_common::{CONTROLLER_USER, Harness};
 
-#[cfg(test)]
 const TIMEOUT: Duration = Duration::from_secs(90);
 
-#[cfg(test)]
 /// Names of the tenant's Secrets, Services, StatefulSets and Deployments.
 async fn tenant_objects(harness: &Harness, namespace: &str, name: &str) -> Vec<String> {
     let params = ListParams::default().labels(&format!("{TENANT_NAME_LABEL}={name}"));
@@ -55,7 +53,6 @@ async fn tenant_objects(harness: &Harness, namespace: &str, name: &str) -> Vec<S
     names
 }
 
-#[cfg(test)]
 async fn ca_certificates(
     harness: &Harness,
     namespace: &str,
@@ -74,7 +71,6 @@ async fn ca_certificates(
     cas
 }
 
-#[cfg(test)]
 /// One step of the chain, observed from outside.
 async fn step_done(harness: &Harness, step: usize) -> bool {
     let client = harness.admin.clone();

@@ -11,10 +11,8 @@ use serde_json::json;
 
 use crate::controller_common::Harness;
 
-#[cfg(test)]
 const TIMEOUT: Duration = Duration::from_secs(60);
 
-#[cfg(test)]
 async fn image(deployments: &Api<Deployment>, name: &str) -> String {
     let deployment = deployments.get(name).await.unwrap();
     deployment.spec.unwrap().template.spec.unwrap().containers[0]

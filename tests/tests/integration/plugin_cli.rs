@@ -44,7 +44,6 @@ struct Host {
     kubectl: PathBuf,
 }
 
-#[cfg(test)]
 impl Host {
     /// `None` (after printing why) when kubectl or the built plugin is missing.
     fn start() -> Option<Self> {
@@ -126,7 +125,6 @@ impl Host {
     }
 }
 
-#[cfg(test)]
 fn node_manifest(index: usize) -> String {
     format!(
         "apiVersion: v1\nkind: Node\nmetadata:\n  name: node{index}\nstatus:\n  conditions:\n  - {{type: Ready, status: \"True\", reason: KubeletReady, message: ready}}\n"
@@ -444,7 +442,6 @@ fn nodes_add_and_remove_patch_the_node_list() {
 
 /// Writes the tenant's admin kubeconfig where the controller would: Secret
 /// `NAME-admin-kubeconfig`, key `kubeconfig`.
-#[cfg(test)]
 fn publish_tenant_kubeconfig(host: &Host, name: &str, tenant: &TestApiServer) {
     let text = std::fs::read(tenant.kubeconfig_path()).unwrap();
     use base64::Engine as _;
@@ -459,7 +456,6 @@ fn publish_tenant_kubeconfig(host: &Host, name: &str, tenant: &TestApiServer) {
         .unwrap();
 }
 
-#[cfg(test)]
 fn parse(path: &Path) -> serde_yaml::Value {
     serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }

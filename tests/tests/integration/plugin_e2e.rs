@@ -6,7 +6,6 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::Output;
 
-#[cfg(test)]
 use crate::controller_common::Harness;
 
 /// The operator's side: a private kubeconfig copy, HOME, and a PATH where kubectl finds the
@@ -18,7 +17,6 @@ struct Operator {
     kubectl: PathBuf,
 }
 
-#[cfg(test)]
 impl Operator {
     fn new(harness: &Harness, kubectl: PathBuf, plugin: PathBuf) -> Self {
         let home = tempfile::tempdir().unwrap();

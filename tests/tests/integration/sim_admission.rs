@@ -21,18 +21,14 @@ use vc_tests::admission::{
     AdmissionAttributes, Denied, Operation, UserInfo, run_mutating, run_validating,
 };
 
-#[cfg(test)]
 const STORED_VALIDATING_FIXTURE: &str =
     include_str!("../sim_fixtures/stored-validatingwebhookconfiguration.json");
-#[cfg(test)]
 const STORED_MUTATING_FIXTURE: &str =
     include_str!("../sim_fixtures/stored-mutatingwebhookconfiguration.json");
-#[cfg(test)]
 const UNREACHABLE_FIXTURE: &str =
     include_str!("../sim_fixtures/webhook-unreachable-failurePolicy-Fail-status-response.json");
 
 /// A request the webhook received.
-#[cfg(test)]
 #[derive(Clone, Debug)]
 struct Received {
     path_and_query: String,
@@ -41,19 +37,16 @@ struct Received {
 }
 
 /// A test CA and a serving certificate for `names`.
-#[cfg(test)]
 struct Pki {
     ca_pem: String,
     chain: Vec<CertificateDer<'static>>,
     key_pem: String,
 }
 
-#[cfg(test)]
 fn pki(names: &[&str]) -> Pki {
     pki_from("webhook-test-ca", names)
 }
 
-#[cfg(test)]
 fn pki_from(ca_name: &str, names: &[&str]) -> Pki {
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -77,7 +70,6 @@ fn pki_from(ca_name: &str, names: &[&str]) -> Pki {
 }
 
 /// The webhook's answer for one review.
-#[cfg(test)]
 fn answer(path: &str, review: &Value) -> (Option<Duration>, Value) {
     let uid = review["request"]["uid"].clone();
     let response = |body: Value| {
@@ -123,7 +115,6 @@ fn answer(path: &str, review: &Value) -> (Option<Duration>, Value) {
 }
 
 /// An HTTPS webhook on 127.0.0.1 that records what it receives; stops when dropped.
-#[cfg(test)]
 struct Webhook {
     addr: SocketAddr,
     ca_pem: String,
@@ -131,14 +122,12 @@ struct Webhook {
     task: tokio::task::JoinHandle<()>,
 }
 
-#[cfg(test)]
 impl Drop for Webhook {
     fn drop(&mut self) {
         self.task.abort();
     }
 }
 
-#[cfg(test)]
 impl Webhook {
     async fn start(names: &[&str]) -> Webhook {
         let pki = pki(names);
@@ -221,12 +210,10 @@ impl Webhook {
     }
 }
 
-#[cfg(test)]
 fn ca_bundle(pem: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(pem)
 }
 
-#[cfg(test)]
 fn webhook_entry(name: &str, client_config: Value, extra: Value) -> Value {
     let mut hook = json!({
         "name": name,
@@ -244,7 +231,6 @@ fn webhook_entry(name: &str, client_config: Value, extra: Value) -> Value {
     hook
 }
 
-#[cfg(test)]
 fn validating(config_name: &str, hooks: Vec<Value>) -> ValidatingWebhookConfiguration {
     serde_json::from_value(json!({
         "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
@@ -253,7 +239,6 @@ fn validating(config_name: &str, hooks: Vec<Value>) -> ValidatingWebhookConfigur
     .unwrap()
 }
 
-#[cfg(test)]
 fn mutating(config_name: &str, hooks: Vec<Value>) -> MutatingWebhookConfiguration {
     serde_json::from_value(json!({
         "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
@@ -262,12 +247,10 @@ fn mutating(config_name: &str, hooks: Vec<Value>) -> MutatingWebhookConfiguratio
     .unwrap()
 }
 
-#[cfg(test)]
 fn url_config(webhook: &Webhook, path: &str) -> Value {
     json!({"url": webhook.url(path), "caBundle": ca_bundle(&webhook.ca_pem)})
 }
 
-#[cfg(test)]
 fn create_attrs() -> AdmissionAttributes {
     AdmissionAttributes {
         operation: Operation::Create,
@@ -293,7 +276,6 @@ fn create_attrs() -> AdmissionAttributes {
     }
 }
 
-#[cfg(test)]
 fn no_services(_: &ServiceReference) -> Option<String> {
     None
 }
@@ -573,7 +555,6 @@ async fn certificate_from_another_ca_is_refused() {
     );
 }
 
-#[cfg(test)]
 fn service_config(webhook: &Webhook, path: &str) -> Value {
     json!({
         "service": {"namespace": "kosmos-system", "name": "vc-webhook", "path": path, "port": 8443},
@@ -756,7 +737,6 @@ async fn requests_outside_the_rules_are_not_sent() {
 }
 
 /// The configurations kube-apiserver stored (caBundle and URL pointed at our webhook).
-#[cfg(test)]
 fn stored_fixture<T: serde::de::DeserializeOwned>(raw: &str, webhook: &Webhook, path: &str) -> T {
     let mut value: Value = serde_json::from_str(raw).unwrap();
     value["webhooks"][0]["clientConfig"] = url_config(webhook, path);

@@ -20,10 +20,8 @@ use vc_tests::simulation::{Simulation, SimulationOptions};
 use crate::support::eventually::eventually;
 use crate::support::server::server;
 
-#[cfg(test)]
 const WAIT: Duration = Duration::from_secs(15);
 
-#[cfg(test)]
 fn fast_workloads() -> WorkloadOptions {
     WorkloadOptions {
         default_delay: Duration::from_millis(100),
@@ -32,7 +30,6 @@ fn fast_workloads() -> WorkloadOptions {
     }
 }
 
-#[cfg(test)]
 fn deployment(name: &str, replicas: i32, annotation: Option<&str>) -> Deployment {
     serde_json::from_value(json!({
         "apiVersion": "apps/v1", "kind": "Deployment",
@@ -52,7 +49,6 @@ fn deployment(name: &str, replicas: i32, annotation: Option<&str>) -> Deployment
     .unwrap()
 }
 
-#[cfg(test)]
 fn condition(d: &Deployment, type_: &str) -> Option<(String, String, String)> {
     d.status
         .as_ref()?

@@ -4,8 +4,6 @@
 //! StatefulSet and takes the tenant apiserver's etcd client certificate, and (with
 //! `KUBEBUILDER_ASSETS`) a real tenant kube-apiserver answers through the admin kubeconfig.
 
-// Helpers live in a cfg(test) module so clippy treats them as test code.
-#[cfg(test)]
 mod local_control_plane_tests {
     use crate::support::rendered_tenant::{
         NAMESPACE, TENANT, desired_state, secrets_of, tenant_objects,

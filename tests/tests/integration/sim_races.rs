@@ -20,14 +20,11 @@ use crate::support::eventually::eventually;
 use crate::support::server::server;
 
 /// How long the lagging watch stays silent: longer than anything the tests wait for.
-#[cfg(test)]
 const WATCH_LAG: Duration = Duration::from_secs(20);
 
-#[cfg(test)]
 const WAIT: Duration = Duration::from_secs(10);
 
 /// Delays the first watch of `resource` (the simulator's) by [`WATCH_LAG`].
-#[cfg(test)]
 fn lag_watch_of(server: &TestApiServer, resource: &str) {
     server.faults().delay_next(
         1,
@@ -40,7 +37,6 @@ fn lag_watch_of(server: &TestApiServer, resource: &str) {
     );
 }
 
-#[cfg(test)]
 fn services_fast() -> ServiceOptions {
     ServiceOptions {
         resync: Duration::from_millis(200),
@@ -48,7 +44,6 @@ fn services_fast() -> ServiceOptions {
     }
 }
 
-#[cfg(test)]
 async fn create_service(client: &Client) {
     let service: Service = serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Service",
@@ -63,7 +58,6 @@ async fn create_service(client: &Client) {
 }
 
 /// A pod of Service web, Running and Ready at `ip`, as a kubelet reports it.
-#[cfg(test)]
 async fn create_ready_pod(client: &Client, name: &str, ip: &str) {
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let pod: Pod = serde_json::from_value(json!({
@@ -82,7 +76,6 @@ async fn create_ready_pod(client: &Client, name: &str, ip: &str) {
         .unwrap();
 }
 
-#[cfg(test)]
 async fn slices_of_web(client: &Client) -> Vec<EndpointSlice> {
     Api::<EndpointSlice>::namespaced(client.clone(), "default")
         .list(&ListParams::default().labels(&format!("{SERVICE_NAME_LABEL}=web")))
@@ -91,7 +84,6 @@ async fn slices_of_web(client: &Client) -> Vec<EndpointSlice> {
         .items
 }
 
-#[cfg(test)]
 fn ready_addresses(slices: &[EndpointSlice]) -> Vec<String> {
     let mut addresses: Vec<String> = slices
         .iter()
@@ -103,7 +95,6 @@ fn ready_addresses(slices: &[EndpointSlice]) -> Vec<String> {
     addresses
 }
 
-#[cfg(test)]
 fn endpoints_addresses(endpoints: &Endpoints) -> Vec<String> {
     let mut addresses: Vec<String> = endpoints
         .subsets

@@ -24,11 +24,9 @@ use vc_tests::simulation::workloads::{self, WorkloadOptions};
 
 use crate::support::eventually::eventually;
 
-#[cfg(test)]
 const WAIT: Duration = Duration::from_secs(20);
 
 /// The tenant's PKI: a CA, the apiserver serving certificate, an admin client certificate.
-#[cfg(test)]
 struct TenantPki {
     ca_pem: String,
     serving_cert: String,
@@ -37,7 +35,6 @@ struct TenantPki {
     admin_key: String,
 }
 
-#[cfg(test)]
 fn tenant_pki(ca_name: &str, sans: Vec<String>) -> TenantPki {
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -73,7 +70,6 @@ fn tenant_pki(ca_name: &str, sans: Vec<String>) -> TenantPki {
     }
 }
 
-#[cfg(test)]
 fn kubeconfig(server: &str, ca: &str, cert: &str, key: &str) -> String {
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
     format!(
@@ -86,7 +82,6 @@ fn kubeconfig(server: &str, ca: &str, cert: &str, key: &str) -> String {
     )
 }
 
-#[cfg(test)]
 async fn client_for(kubeconfig_text: &str) -> Client {
     let kubeconfig = Kubeconfig::from_yaml(kubeconfig_text).unwrap();
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
@@ -95,12 +90,10 @@ async fn client_for(kubeconfig_text: &str) -> Client {
     Client::try_from(config).unwrap()
 }
 
-#[cfg(test)]
 fn labels(component: &str) -> Value {
     json!({"app.kubernetes.io/managed-by": "kosmos-vc", "vc.kosmos.io/virtualcluster": "t1", "app.kubernetes.io/component": component})
 }
 
-#[cfg(test)]
 fn secret(name: &str, data: &[(&str, &str)]) -> Secret {
     Secret {
         metadata: kube::api::ObjectMeta {
@@ -117,7 +110,6 @@ fn secret(name: &str, data: &[(&str, &str)]) -> Secret {
     }
 }
 
-#[cfg(test)]
 fn apiserver_deployment(replicas: i32) -> Deployment {
     serde_json::from_value(json!({
         "apiVersion": "apps/v1", "kind": "Deployment",
@@ -152,7 +144,6 @@ fn apiserver_deployment(replicas: i32) -> Deployment {
     .unwrap()
 }
 
-#[cfg(test)]
 fn clustertree_deployment() -> Deployment {
     serde_json::from_value(json!({
         "apiVersion": "apps/v1", "kind": "Deployment",
@@ -166,7 +157,6 @@ fn clustertree_deployment() -> Deployment {
     .unwrap()
 }
 
-#[cfg(test)]
 fn kosmos_cluster(leaves: &[&str]) -> Value {
     let models: Vec<Value> = leaves
         .iter()

@@ -69,20 +69,17 @@ spec:
 const REFUSAL: &str = r#"node "node-a" already belongs to VirtualCluster default/prod"#;
 
 /// The webhook process; killed when dropped so no test leaves it behind.
-#[cfg(test)]
 struct WebhookProcess {
     child: Child,
     log: PathBuf,
 }
 
-#[cfg(test)]
 impl WebhookProcess {
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 }
 
-#[cfg(test)]
 impl Drop for WebhookProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -91,14 +88,12 @@ impl Drop for WebhookProcess {
 }
 
 /// A CA and a serving certificate for `127.0.0.1`, PEM-encoded.
-#[cfg(test)]
 struct WebhookPki {
     ca_pem: String,
     cert_pem: String,
     key_pem: String,
 }
 
-#[cfg(test)]
 fn webhook_pki() -> WebhookPki {
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -125,7 +120,6 @@ fn webhook_pki() -> WebhookPki {
 
 /// `VC_WEBHOOK_BIN` when set, else `vc-webhook` in the target directory of this test
 /// binary (`target/<profile>/deps/integration-*` -> `target/<profile>/vc-webhook`).
-#[cfg(test)]
 fn built_webhook() -> Option<PathBuf> {
     if let Some(explicit) = std::env::var_os("VC_WEBHOOK_BIN") {
         return Some(PathBuf::from(explicit));
@@ -135,7 +129,6 @@ fn built_webhook() -> Option<PathBuf> {
     Some(profile_directory.join("vc-webhook")).filter(|candidate| candidate.is_file())
 }
 
-#[cfg(test)]
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -144,7 +137,6 @@ fn free_port() -> u16 {
         .port()
 }
 
-#[cfg(test)]
 fn start_webhook(binary: &Path, directory: &Path, port: u16, kubeconfig: &Path) -> WebhookProcess {
     let log = directory.join("vc-webhook.log");
     let output = std::fs::File::create(&log).unwrap();
@@ -165,7 +157,6 @@ fn start_webhook(binary: &Path, directory: &Path, port: u16, kubeconfig: &Path) 
     WebhookProcess { child, log }
 }
 
-#[cfg(test)]
 fn webhook_configurations(port: u16, ca_pem: &str) -> String {
     let ca_bundle = base64::engine::general_purpose::STANDARD.encode(ca_pem);
     let webhook = |kind: &str, name: &str, path: &str| {
@@ -207,7 +198,6 @@ webhooks:
     .join("---\n")
 }
 
-#[cfg(test)]
 fn kubectl(
     kubectl: &Path,
     kubeconfig: &Path,
@@ -231,7 +221,6 @@ fn kubectl(
     child.wait_with_output().unwrap()
 }
 
-#[cfg(test)]
 fn text(output: &Output) -> String {
     format!(
         "exit {:?}\nstdout: {}\nstderr: {}",
@@ -243,7 +232,6 @@ fn text(output: &Output) -> String {
 
 /// The test API server with the CRD and two nodes, `vc-webhook` running and ready, and
 /// both webhook configurations registered.
-#[cfg(test)]
 struct Host {
     server: TestApiServer,
     webhook: WebhookProcess,
@@ -254,7 +242,6 @@ struct Host {
     _directory: tempfile::TempDir,
 }
 
-#[cfg(test)]
 impl Host {
     /// `None` (after printing why) when kubectl or the built webhook is missing.
     async fn start() -> Option<Self> {

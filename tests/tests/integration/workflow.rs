@@ -23,21 +23,16 @@ use serde_json::Value as Json;
 use serde_yaml::Value as Yaml;
 use vc_tests::find_on_path;
 
-#[cfg(test)]
 const WORKFLOW: &str = ".github/workflows/e2e.yml";
-#[cfg(test)]
 const HARNESS: &str = "tests/tests/e2e/harness.rs";
-#[cfg(test)]
 const CHART_DIR: &str = "charts/kosmos-vc";
 
-#[cfg(test)]
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .map_or_else(|| PathBuf::from(".."), Path::to_path_buf)
 }
 
-#[cfg(test)]
 fn read(relative: &str) -> String {
     let path = root().join(relative);
     std::fs::read_to_string(&path)
@@ -48,7 +43,6 @@ fn read(relative: &str) -> String {
 // The workflow, parsed.
 
 /// One step of a job, with what the checks look at.
-#[cfg(test)]
 #[derive(Debug)]
 struct Step {
     /// `jobs.JOB.steps[INDEX]` (and the step's name), for messages.
@@ -60,14 +54,12 @@ struct Step {
     condition: Option<String>,
 }
 
-#[cfg(test)]
 #[derive(Debug)]
 struct Workflow {
     env: BTreeMap<String, String>,
     steps: Vec<Step>,
 }
 
-#[cfg(test)]
 fn string_map(value: &Yaml) -> BTreeMap<String, String> {
     let mut map = BTreeMap::new();
     if let Some(mapping) = value.as_mapping() {
@@ -86,7 +78,6 @@ fn string_map(value: &Yaml) -> BTreeMap<String, String> {
     map
 }
 
-#[cfg(test)]
 fn workflow() -> Workflow {
     let text = read(WORKFLOW);
     let doc: Yaml = serde_yaml::from_str(&text)
@@ -120,7 +111,6 @@ fn workflow() -> Workflow {
     Workflow { env, steps }
 }
 
-#[cfg(test)]
 impl Workflow {
     /// The one step that uses `action` (`owner/name`, any ref).
     fn uses(&self, action: &str) -> &Step {
@@ -190,7 +180,6 @@ impl Workflow {
 /// The simple commands of a shell script, as words: line continuations joined, comments
 /// dropped, quotes removed (no expansion), split at `;`, `&&`, `||` and `|`. Enough for
 /// the plain command lines of the workflow; heredoc bodies come out as harmless noise.
-#[cfg(test)]
 fn shell_commands(script: &str) -> Vec<Vec<String>> {
     let joined = script.replace("\\\n", " ");
     let mut commands = Vec::new();
@@ -237,7 +226,6 @@ fn shell_commands(script: &str) -> Vec<Vec<String>> {
 }
 
 /// The value of option `names` (`-p X`, `-pX`, `--package X`, `--package=X`), every time.
-#[cfg(test)]
 fn option_values(words: &[String], names: &[&str]) -> Vec<String> {
     let mut values = Vec::new();
     let mut iter = words.iter();
@@ -265,7 +253,6 @@ fn option_values(words: &[String], names: &[&str]) -> Vec<String> {
 // The repository, as the workflow must match it.
 
 /// `cargo metadata` of the workspace: packages and their targets.
-#[cfg(test)]
 fn cargo_metadata() -> Json {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
     let output = Command::new(cargo)
@@ -289,7 +276,6 @@ fn cargo_metadata() -> Json {
 }
 
 /// Target names of `kind` (`bin`, `test`) in package `name`; `None` when no such package.
-#[cfg(test)]
 fn targets(metadata: &Json, package: &str, kind: &str) -> Option<BTreeSet<String>> {
     let package = metadata["packages"]
         .as_array()?
@@ -310,7 +296,6 @@ fn targets(metadata: &Json, package: &str, kind: &str) -> Option<BTreeSet<String
     )
 }
 
-#[cfg(test)]
 fn package_names(metadata: &Json) -> BTreeSet<String> {
     metadata["packages"]
         .as_array()
@@ -321,7 +306,6 @@ fn package_names(metadata: &Json) -> BTreeSet<String> {
 }
 
 /// `const NAME: &str = "VALUE";` in the harness source.
-#[cfg(test)]
 fn harness_str_const(name: &str) -> String {
     let text = read(HARNESS);
     let pattern =
@@ -337,7 +321,6 @@ fn harness_str_const(name: &str) -> String {
 }
 
 /// The values of every `pub const *_ENV: &str` in the harness: the variables it reads.
-#[cfg(test)]
 fn harness_env_variables() -> BTreeSet<String> {
     let text = read(HARNESS);
     let pattern =
@@ -349,7 +332,6 @@ fn harness_env_variables() -> BTreeSet<String> {
 }
 
 /// The binaries `binary_dir()` insists on (`const NAMES: [&str; N] = [...]`).
-#[cfg(test)]
 fn harness_binary_names() -> Vec<String> {
     let text = read(HARNESS);
     let pattern =
@@ -367,7 +349,6 @@ fn harness_binary_names() -> Vec<String> {
 }
 
 /// The executables the chart's Deployments run: every `command: ["PATH", ...]`.
-#[cfg(test)]
 fn chart_commands() -> BTreeMap<String, String> {
     let pattern = regex::Regex::new(r#"command:\s*\[\s*"([^"]+)""#).expect("valid regex");
     let mut commands = BTreeMap::new();
@@ -394,7 +375,6 @@ fn chart_commands() -> BTreeMap<String, String> {
 
 /// `vMAJOR.MINOR.PATCH` (a `-prerelease` is ignored: the constraints here use `-0` only to
 /// admit pre-releases, and node images are releases).
-#[cfg(test)]
 fn parse_version(text: &str) -> Option<(u64, u64, u64)> {
     let text = text.trim().trim_start_matches('v');
     let core = text.split(['-', '+']).next()?;
@@ -408,7 +388,6 @@ fn parse_version(text: &str) -> Option<(u64, u64, u64)> {
 /// Whether `version` satisfies `constraint` (Masterminds/semver syntax as Helm uses it:
 /// `||` between alternatives, `,` or spaces between comparators of one alternative;
 /// `>=`, `>`, `<=`, `<`, `=`, `!=`, `~`, `^`). `Err` for what this does not understand.
-#[cfg(test)]
 fn satisfies(version: (u64, u64, u64), constraint: &str) -> Result<bool, String> {
     // `>= 1.30` is one comparator: glue operators to their versions first.
     let constraint = regex::Regex::new(r"([<>=!~^]+)\s+")
@@ -461,7 +440,6 @@ fn kube_version_constraints_are_read_as_helm_reads_them() {
 
 /// Runs `tool args` in the workspace root; `None` (after printing `skipped:`) when the tool
 /// is not installed.
-#[cfg(test)]
 fn run_linter(tool: &str, args: &[String]) -> Option<std::process::Output> {
     if find_on_path(tool).is_none() {
         eprintln!("skipped: {tool} is not on PATH (pip install -r .ci/requirements.txt)");
@@ -755,7 +733,6 @@ fn the_kind_node_image_satisfies_the_charts_kube_version() {
 }
 
 /// The `docker build` step: its image tag and its context directory.
-#[cfg(test)]
 fn docker_build(workflow: &Workflow) -> (String, String, String) {
     let builds = workflow.commands_starting(&["docker", "build"]);
     let [(step, words)] = builds.as_slice() else {
