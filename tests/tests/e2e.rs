@@ -714,8 +714,14 @@ async fn scenario_isolation(options: Options) {
         assert!(!auth.success, "{label}: {}", auth.describe());
         assert!(
             // Refused in the TLS handshake (client certificate from an untrusted CA)
-            // or by authentication: either way, no request is served.
-            auth.stderr.contains("Unauthorized") || auth.stderr.contains("remote error: tls:"),
+            // or by authentication (a real kube-apiserver answers 401, which kubectl
+            // words as "the server has asked for the client to provide credentials"):
+            // either way, no request is served.
+            auth.stderr.contains("Unauthorized")
+                || auth
+                    .stderr
+                    .contains("the server has asked for the client to provide credentials")
+                || auth.stderr.contains("remote error: tls:"),
             "{label}: {}",
             auth.describe()
         );

@@ -91,6 +91,54 @@ pub fn validate_name(rt: &ResourceType, name: &str) -> Option<Cause> {
     None
 }
 
+/// What kube-apiserver's pod validation refuses that a simulator once wrote: a
+/// container mounting a volume the pod does not declare (a StatefulSet pod built without
+/// its claim volume). One cause per such mount, worded as the real one.
+pub fn validate_pod_volume_mounts(rt: &ResourceType, obj: &Value) -> Vec<Cause> {
+    if !is(rt, "", "pods") {
+        return Vec::new();
+    }
+    let Some(spec) = obj.get("spec") else {
+        return Vec::new();
+    };
+    let declared: std::collections::BTreeSet<&str> = spec
+        .get("volumes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|volume| volume.get("name")?.as_str())
+        .collect();
+    let mut causes = Vec::new();
+    for list in ["initContainers", "containers"] {
+        let containers = spec
+            .get(list)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten();
+        for (index, container) in containers.enumerate() {
+            let mounts = container
+                .get("volumeMounts")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten();
+            for (mount_index, mount) in mounts.enumerate() {
+                let name = mount
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                if !declared.contains(name) {
+                    causes.push(Cause {
+                        reason: "FieldValueNotFound".to_string(),
+                        message: format!("Not found: {name:?}"),
+                        field: format!("spec.{list}[{index}].volumeMounts[{mount_index}].name"),
+                    });
+                }
+            }
+        }
+    }
+    causes
+}
+
 pub fn is_dns1123_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63

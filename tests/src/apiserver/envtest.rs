@@ -27,28 +27,52 @@ pub const SKIP_MESSAGE: &str =
 /// The Service range envtest has always used: fine when nothing needs to reach a Service.
 pub const DEFAULT_SERVICE_CIDR: &str = "10.0.0.0/24";
 
-/// The only kube-controller-manager controllers started (canonical names of v1.28+; the
-/// older aliases `garbagecollector`, `namespace` and `resourcequota` are still accepted).
+/// The kube-controller-manager controllers started: what a kubeadm cluster runs, less
+/// those that need a cloud, node CIDRs, CSR signing keys or aggregated metrics. Named one
+/// by one (canonical names of v1.28+) rather than `*`, because `*` also starts this
+/// build's OpenShift-only `service-ca-certificate-publisher-controller`.
 ///
-/// - `garbage-collector-controller`: deleting a VirtualCluster leaves its owned Secrets,
-///   Services, Deployments and StatefulSets (and their Pods) to the garbage collector.
-/// - `namespace-controller`: the tenant's workload namespace `vc-NS-NAME`, deleted by the
-///   controller's finalizer, stays `Terminating` until this controller empties it and
-///   removes the `kubernetes` finalizer.
-/// - `resourcequota-controller`: that namespace holds the tenant's ResourceQuota, and
-///   kube-apiserver's quota admission refuses every pod the quota covers until this
-///   controller has written the quota's usage.
-///
-/// Nothing else: the deployment, replicaset and statefulset controllers stay off because
-/// the workload simulator plays them on the host (two writers of one status would fight),
-/// `serviceaccount-token` is not needed (every identity uses a client certificate), and
-/// the Pods the simulator creates are never bound to a node, so a real apiserver deletes
-/// them at once without a kubelet or `podgc`.
-pub const CONTROLLER_MANAGER_CONTROLLERS: [&str; 3] = [
+/// Every workload, endpoint and volume controller the tenants' control planes rely on is
+/// the real one: only the kubelets are simulated (see `crate::simulation::workloads`,
+/// kubelet mode). `persistentvolume-binder-controller` with `--enable-hostpath-provisioner`
+/// provisions the etcd StatefulSet's claims for StorageClass [`HOSTPATH_STORAGE_CLASS`].
+pub const CONTROLLER_MANAGER_CONTROLLERS: [&str; 26] = [
+    "clusterrole-aggregation-controller",
+    "cronjob-controller",
+    "daemonset-controller",
+    "deployment-controller",
+    "disruption-controller",
+    "endpoints-controller",
+    "endpointslice-controller",
+    "endpointslice-mirroring-controller",
+    "ephemeral-volume-controller",
     "garbage-collector-controller",
+    "job-controller",
     "namespace-controller",
+    "node-lifecycle-controller",
+    "persistentvolume-binder-controller",
+    "persistentvolume-expander-controller",
+    "persistentvolume-protection-controller",
+    "persistentvolumeclaim-protection-controller",
+    "pod-garbage-collector-controller",
+    "replicaset-controller",
+    "replicationcontroller-controller",
     "resourcequota-controller",
+    "root-ca-certificate-publisher-controller",
+    "serviceaccount-controller",
+    "serviceaccount-token-controller",
+    "statefulset-controller",
+    "taint-eviction-controller",
 ];
+
+/// The default StorageClass of a real host, served by kube-controller-manager's hostpath
+/// provisioner (volumes under `/tmp/hostpath_pv/`, deleted with their claim).
+pub const HOSTPATH_STORAGE_CLASS: &str = "standard";
+
+/// Identity of kube-scheduler: the bootstrap ClusterRoleBindings `system:kube-scheduler`
+/// and `system:volume-scheduler` name this user, so it runs with what a kubeadm
+/// scheduler holds.
+const SCHEDULER_USER: &str = "system:kube-scheduler";
 
 /// Identity of kube-controller-manager. `system:masters` because, with
 /// `--use-service-account-credentials=false`, every controller uses this one identity,
@@ -63,6 +87,10 @@ const READY_WAIT: Duration = Duration::from_secs(60);
 /// Why the real control plane could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum EnvtestError {
+    #[error(
+        "CI is set, so the real twins must run, but KUBEBUILDER_ASSETS does not name a directory holding kube-apiserver and etcd; run `export KUBEBUILDER_ASSETS=$(../shared/k8s/install.sh ~/.cache/kosmos-vc/k8s-v1.36.2)`"
+    )]
+    AssetsMissing,
     #[error("creating certificates: {0}")]
     Pki(#[from] pki::PkiError),
     #[error("creating the work directory: {0}")]
@@ -76,8 +104,14 @@ pub enum EnvtestError {
     },
     #[error("kube-apiserver did not become ready within {0:?} (logs in {1})")]
     NotReady(Duration, String),
-    #[error("kube-controller-manager did not answer 200 on /healthz within {0:?} (log: {1})")]
-    ControllerManagerNotReady(Duration, String),
+    #[error("{binary} did not answer 200 on /healthz within {limit:?} (log: {log})")]
+    ComponentNotReady {
+        binary: &'static str,
+        limit: Duration,
+        log: String,
+    },
+    #[error("creating the default StorageClass {HOSTPATH_STORAGE_CLASS}: {0}")]
+    CreateStorageClass(#[source] kube::Error),
     #[error("{binary} exited with {status} while starting (log: {log})")]
     Exited {
         binary: String,
@@ -99,10 +133,12 @@ pub struct EnvtestOptions {
     /// every cluster IP a local address; kube-apiserver validates the range only as a CIDR
     /// whose IPv4 mask is at least /12.
     pub service_cidr: String,
-    /// Also start kube-controller-manager with [`CONTROLLER_MANAGER_CONTROLLERS`] when
-    /// the assets hold the binary (silently not started otherwise; see
-    /// [`Envtest::has_controller_manager`]).
+    /// Also start kube-controller-manager with [`CONTROLLER_MANAGER_CONTROLLERS`] and the
+    /// default StorageClass its hostpath provisioner serves, when the assets hold the
+    /// binary (silently not started otherwise; see [`Envtest::has_controller_manager`]).
     pub controller_manager: bool,
+    /// Also start kube-scheduler when the assets hold it (see [`Envtest::has_scheduler`]).
+    pub scheduler: bool,
 }
 
 impl Default for EnvtestOptions {
@@ -110,6 +146,7 @@ impl Default for EnvtestOptions {
         EnvtestOptions {
             service_cidr: DEFAULT_SERVICE_CIDR.to_owned(),
             controller_manager: false,
+            scheduler: false,
         }
     }
 }
@@ -122,12 +159,21 @@ pub struct EnvtestPaths {
     pub ca_cert: PathBuf,
     pub apiserver_cert: PathBuf,
     pub apiserver_key: PathBuf,
-    /// Signs and verifies ServiceAccount tokens.
+    /// Signs ServiceAccount tokens (`--service-account-signing-key-file`).
     pub service_account_key: PathBuf,
+    /// Verifies them: kube-apiserver's `--service-account-key-file` refuses a private key
+    /// alone, so this holds the certificate of [`Self::service_account_key`].
+    pub service_account_certificate: PathBuf,
     pub admin_kubeconfig: PathBuf,
     pub controller_manager_kubeconfig: PathBuf,
     pub controller_manager_cert: PathBuf,
     pub controller_manager_key: PathBuf,
+    /// kube-controller-manager's `--flex-volume-plugin-dir`, which it creates (under
+    /// `/usr/libexec` by default).
+    pub flex_volume_dir: PathBuf,
+    pub scheduler_kubeconfig: PathBuf,
+    pub scheduler_cert: PathBuf,
+    pub scheduler_key: PathBuf,
 }
 
 impl EnvtestPaths {
@@ -139,10 +185,15 @@ impl EnvtestPaths {
             apiserver_cert: dir.join("apiserver.crt"),
             apiserver_key: dir.join("apiserver.key"),
             service_account_key: dir.join("sa.key"),
+            service_account_certificate: dir.join("sa.crt"),
             admin_kubeconfig: dir.join("admin.kubeconfig"),
             controller_manager_kubeconfig: dir.join("controller-manager.kubeconfig"),
             controller_manager_cert: dir.join("controller-manager.crt"),
             controller_manager_key: dir.join("controller-manager.key"),
+            flex_volume_dir: dir.join("flexvolume"),
+            scheduler_kubeconfig: dir.join("scheduler.kubeconfig"),
+            scheduler_cert: dir.join("scheduler.crt"),
+            scheduler_key: dir.join("scheduler.key"),
         }
     }
 
@@ -159,6 +210,7 @@ pub struct EnvtestPorts {
     pub etcd_peer: u16,
     pub apiserver: u16,
     pub controller_manager: u16,
+    pub scheduler: u16,
 }
 
 impl EnvtestPorts {
@@ -168,6 +220,7 @@ impl EnvtestPorts {
             etcd_peer: free_port()?,
             apiserver: free_port()?,
             controller_manager: free_port()?,
+            scheduler: free_port()?,
         })
     }
 
@@ -178,6 +231,16 @@ impl EnvtestPorts {
     fn controller_manager_url(&self) -> String {
         format!("https://127.0.0.1:{}", self.controller_manager)
     }
+
+    fn scheduler_url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.scheduler)
+    }
+}
+
+/// Whether a real twin must run rather than skip: in CI (`CI` set, as `.ci/run` is run),
+/// a twin that skipped would count as passed while proving nothing.
+pub fn must_run_real() -> bool {
+    std::env::var("CI").is_ok_and(|value| !value.is_empty() && value != "false")
 }
 
 /// The directory named by `KUBEBUILDER_ASSETS`, if it holds kube-apiserver and etcd.
@@ -189,6 +252,11 @@ pub fn assets() -> Option<PathBuf> {
 /// `kube-controller-manager` in `assets`, when it is there.
 pub fn controller_manager_binary(assets: &Path) -> Option<PathBuf> {
     Some(assets.join("kube-controller-manager")).filter(|path| path.is_file())
+}
+
+/// `kube-scheduler` in `assets`, when it is there.
+pub fn scheduler_binary(assets: &Path) -> Option<PathBuf> {
+    Some(assets.join("kube-scheduler")).filter(|path| path.is_file())
 }
 
 /// The second octets [`private_service_cidr`] picks from: clear of 127.0/16 (loopback in
@@ -243,8 +311,8 @@ pub fn etcd_args(paths: &EnvtestPaths, ports: &EnvtestPorts) -> Vec<String> {
 }
 
 /// kube-apiserver as envtest starts it: own CA for serving and client certificates,
-/// RBAC, no ServiceAccount admission (nothing here creates token Secrets), and the
-/// Service range of `options`.
+/// RBAC, the default admission plugins (ServiceAccount among them, so pods get their
+/// tokens as on any cluster), and the Service range of `options`.
 pub fn apiserver_args(
     options: &EnvtestOptions,
     paths: &EnvtestPaths,
@@ -268,7 +336,7 @@ pub fn apiserver_args(
         ),
         flag(
             "service-account-key-file",
-            paths.service_account_key.display(),
+            paths.service_account_certificate.display(),
         ),
         flag(
             "service-account-signing-key-file",
@@ -276,7 +344,6 @@ pub fn apiserver_args(
         ),
         flag("service-cluster-ip-range", &options.service_cidr),
         flag("authorization-mode", "RBAC"),
-        flag("disable-admission-plugins", "ServiceAccount"),
         flag("allow-privileged", "true"),
     ]
 }
@@ -284,7 +351,9 @@ pub fn apiserver_args(
 /// kube-controller-manager against the envtest apiserver, serving its `/healthz` on
 /// 127.0.0.1 with a certificate of the envtest CA, without leader election (one
 /// instance), every controller under its own client-certificate identity
-/// (`--use-service-account-credentials=false`), and only [`CONTROLLER_MANAGER_CONTROLLERS`].
+/// (`--use-service-account-credentials=false`), and [`CONTROLLER_MANAGER_CONTROLLERS`]:
+/// ServiceAccount tokens signed with the apiserver's key, `kube-root-ca.crt` from the
+/// envtest CA, claims provisioned by the hostpath provisioner.
 /// `--authentication-skip-lookup` keeps it from reading the client CA from
 /// `kube-system/extension-apiserver-authentication`: it is given as a file.
 pub fn controller_manager_args(paths: &EnvtestPaths, ports: &EnvtestPorts) -> Vec<String> {
@@ -305,6 +374,31 @@ pub fn controller_manager_args(paths: &EnvtestPaths, ports: &EnvtestPorts) -> Ve
         flag("controllers", CONTROLLER_MANAGER_CONTROLLERS.join(",")),
         flag("use-service-account-credentials", "false"),
         flag("leader-elect", "false"),
+        flag(
+            "service-account-private-key-file",
+            paths.service_account_key.display(),
+        ),
+        flag("root-ca-file", paths.ca_cert.display()),
+        flag("enable-hostpath-provisioner", "true"),
+        flag("flex-volume-plugin-dir", paths.flex_volume_dir.display()),
+    ]
+}
+
+/// kube-scheduler against the envtest apiserver with the default profile, as
+/// `system:kube-scheduler`, serving `/healthz` on 127.0.0.1, without leader election.
+pub fn scheduler_args(paths: &EnvtestPaths, ports: &EnvtestPorts) -> Vec<String> {
+    let kubeconfig = paths.scheduler_kubeconfig.display();
+    vec![
+        flag("kubeconfig", &kubeconfig),
+        flag("authentication-kubeconfig", &kubeconfig),
+        flag("authorization-kubeconfig", &kubeconfig),
+        flag("authentication-skip-lookup", "true"),
+        flag("client-ca-file", paths.ca_cert.display()),
+        flag("bind-address", "127.0.0.1"),
+        flag("secure-port", ports.scheduler),
+        flag("tls-cert-file", paths.scheduler_cert.display()),
+        flag("tls-private-key-file", paths.scheduler_key.display()),
+        flag("leader-elect", "false"),
     ]
 }
 
@@ -324,6 +418,10 @@ fn write_files(paths: &EnvtestPaths, ports: &EnvtestPorts) -> Result<EnvtestFile
     write(&paths.apiserver_cert, &serving.cert_pem)?;
     pki::write_private_file(&paths.apiserver_key, &serving.key_pem)?;
     pki::write_private_file(&paths.service_account_key, &service_accounts.key_pem)?;
+    write(
+        &paths.service_account_certificate,
+        &service_accounts.cert_pem,
+    )?;
     let url = ports.apiserver_url();
     let admin = ca.issue_client("admin", &["system:masters".to_owned()])?;
     pki::write_private_file(
@@ -357,6 +455,19 @@ fn write_files(paths: &EnvtestPaths, ports: &EnvtestPorts) -> Result<EnvtestFile
         &paths.controller_manager_key,
         &controller_manager_serving.key_pem,
     )?;
+    let scheduler = ca.issue_client(SCHEDULER_USER, &[])?;
+    pki::write_private_file(
+        &paths.scheduler_kubeconfig,
+        &pki::render_kubeconfig(
+            &url,
+            ca.cert_pem(),
+            "envtest",
+            &KubeconfigCredential::ClientCert(scheduler),
+        )?,
+    )?;
+    let scheduler_serving = ca.issue_server(&[])?;
+    write(&paths.scheduler_cert, &scheduler_serving.cert_pem)?;
+    pki::write_private_file(&paths.scheduler_key, &scheduler_serving.key_pem)?;
     Ok(EnvtestFiles { ca })
 }
 
@@ -390,8 +501,8 @@ fn spawn(binary: &Path, args: &[String], log: &Path) -> Result<Child, EnvtestErr
         })
 }
 
-/// A real etcd + kube-apiserver pair (and optionally kube-controller-manager); all are
-/// killed on drop.
+/// A real etcd + kube-apiserver pair (and optionally kube-controller-manager and
+/// kube-scheduler); all are killed on drop.
 #[derive(Debug)]
 pub struct Envtest {
     dir: tempfile::TempDir,
@@ -399,6 +510,7 @@ pub struct Envtest {
     etcd: Child,
     apiserver: Child,
     controller_manager: Option<Child>,
+    scheduler: Option<Child>,
     kubeconfig: PathBuf,
     ca: TestCa,
     url: String,
@@ -412,8 +524,8 @@ impl Envtest {
         Self::start_with(assets, EnvtestOptions::default()).await
     }
 
-    /// Starts etcd, kube-apiserver and (when `options` ask and `assets` hold it)
-    /// kube-controller-manager, and waits until each is ready.
+    /// Starts etcd, kube-apiserver and (when `options` ask and `assets` hold them)
+    /// kube-controller-manager and kube-scheduler, and waits until each is ready.
     pub async fn start_with(assets: &Path, options: EnvtestOptions) -> Result<Self, EnvtestError> {
         let dir = tempfile::Builder::new()
             .prefix("vc-envtest")
@@ -445,6 +557,7 @@ impl Envtest {
             etcd,
             apiserver,
             controller_manager: None,
+            scheduler: None,
             ca: files.ca,
             url: ports.apiserver_url(),
             options,
@@ -453,16 +566,59 @@ impl Envtest {
         if env.options.controller_manager
             && let Some(binary) = controller_manager_binary(assets)
         {
+            env.create_default_storage_class().await?;
             let child = spawn(
                 &binary,
                 &controller_manager_args(&env.paths, &ports),
                 &env.paths.log("kube-controller-manager"),
             )?;
             env.controller_manager = Some(child);
-            env.wait_controller_manager_ready(&ports.controller_manager_url(), READY_WAIT)
+            env.wait_healthy(
+                "kube-controller-manager",
+                &ports.controller_manager_url(),
+                READY_WAIT,
+            )
+            .await?;
+        }
+        if env.options.scheduler
+            && let Some(binary) = scheduler_binary(assets)
+        {
+            let child = spawn(
+                &binary,
+                &scheduler_args(&env.paths, &ports),
+                &env.paths.log("kube-scheduler"),
+            )?;
+            env.scheduler = Some(child);
+            env.wait_healthy("kube-scheduler", &ports.scheduler_url(), READY_WAIT)
                 .await?;
         }
         Ok(env)
+    }
+
+    /// The default StorageClass a provisioned claim needs; the etcd StatefulSet's claims
+    /// name no class.
+    async fn create_default_storage_class(&self) -> Result<(), EnvtestError> {
+        let client = client_from_kubeconfig(&self.kubeconfig)
+            .await
+            .map_err(|error| EnvtestError::NotReady(READY_WAIT, error.to_string()))?;
+        let class: k8s_openapi::api::storage::v1::StorageClass =
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "storage.k8s.io/v1",
+                "kind": "StorageClass",
+                "metadata": {
+                    "name": HOSTPATH_STORAGE_CLASS,
+                    "annotations": {"storageclass.kubernetes.io/is-default-class": "true"},
+                },
+                "provisioner": "kubernetes.io/host-path",
+                "reclaimPolicy": "Delete",
+                "volumeBindingMode": "Immediate",
+            }))
+            .map_err(|error| EnvtestError::CreateStorageClass(kube::Error::SerdeError(error)))?;
+        kube::Api::<k8s_openapi::api::storage::v1::StorageClass>::all(client)
+            .create(&kube::api::PostParams::default(), &class)
+            .await
+            .map_err(EnvtestError::CreateStorageClass)?;
+        Ok(())
     }
 
     async fn wait_ready(&mut self, limit: Duration) -> Result<(), EnvtestError> {
@@ -484,38 +640,41 @@ impl Envtest {
         ))
     }
 
-    /// Polls kube-controller-manager's `/healthz` (always allowed, no credentials needed)
-    /// over TLS trusting the envtest CA.
-    async fn wait_controller_manager_ready(
+    /// Polls `/healthz` of `binary` (always allowed) over TLS trusting the envtest CA,
+    /// failing early when the process exits.
+    async fn wait_healthy(
         &mut self,
+        binary: &'static str,
         url: &str,
         limit: Duration,
     ) -> Result<(), EnvtestError> {
-        // /healthz is always allowed; the certificate only spares an anonymous request.
+        // The certificate only spares an anonymous request.
         let prober = self.ca.issue_client("envtest-probe", &[])?;
         let probe = pki::render_kubeconfig(
             url,
             self.ca.cert_pem(),
-            "controller-manager",
+            binary,
             &KubeconfigCredential::ClientCert(prober),
         )?;
         let start = Instant::now();
         while start.elapsed() < limit {
-            if let Some(child) = self.controller_manager.as_mut() {
-                exited("kube-controller-manager", child, &self.paths)?;
+            let child = match binary {
+                "kube-scheduler" => self.scheduler.as_mut(),
+                _ => self.controller_manager.as_mut(),
+            };
+            if let Some(child) = child {
+                exited(binary, child, &self.paths)?;
             }
             if healthz(&probe).await {
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
-        Err(EnvtestError::ControllerManagerNotReady(
+        Err(EnvtestError::ComponentNotReady {
+            binary,
             limit,
-            self.paths
-                .log("kube-controller-manager")
-                .display()
-                .to_string(),
-        ))
+            log: self.paths.log(binary).display().to_string(),
+        })
     }
 
     pub fn url(&self) -> &str {
@@ -537,6 +696,11 @@ impl Envtest {
         self.controller_manager.is_some()
     }
 
+    /// Whether kube-scheduler runs: only then are pods bound to nodes.
+    pub fn has_scheduler(&self) -> bool {
+        self.scheduler.is_some()
+    }
+
     /// The log file of each process started, for diagnostics.
     pub fn logs(&self) -> Vec<(&'static str, PathBuf)> {
         let mut logs = vec![
@@ -548,6 +712,9 @@ impl Envtest {
                 "kube-controller-manager",
                 self.paths.log("kube-controller-manager"),
             ));
+        }
+        if self.scheduler.is_some() {
+            logs.push(("kube-scheduler", self.paths.log("kube-scheduler")));
         }
         logs
     }
@@ -617,6 +784,7 @@ impl Drop for Envtest {
         let children = self
             .controller_manager
             .iter_mut()
+            .chain(self.scheduler.iter_mut())
             .chain([&mut self.apiserver, &mut self.etcd]);
         for child in children {
             let _killed = child.kill();
@@ -642,11 +810,22 @@ impl TestCluster {
 
     /// A real control plane, or None (after printing [`SKIP_MESSAGE`]) without assets.
     pub async fn real_or_skip() -> Result<Option<Self>, EnvtestError> {
+        Self::real_or_skip_with(EnvtestOptions::default()).await
+    }
+
+    /// [`Self::real_or_skip`] with `options`. In CI a missing asset is an error, not a skip
+    /// ([`must_run_real`]).
+    pub async fn real_or_skip_with(options: EnvtestOptions) -> Result<Option<Self>, EnvtestError> {
         let Some(assets) = assets() else {
+            if must_run_real() {
+                return Err(EnvtestError::AssetsMissing);
+            }
             eprintln!("{SKIP_MESSAGE}");
             return Ok(None);
         };
-        Ok(Some(Self::Real(Box::new(Envtest::start(&assets).await?))))
+        Ok(Some(Self::Real(Box::new(
+            Envtest::start_with(&assets, options).await?,
+        ))))
     }
 
     pub fn kubeconfig_path(&self) -> &Path {
@@ -688,6 +867,7 @@ mod tests {
             etcd_peer: 2380,
             apiserver: 6443,
             controller_manager: 10257,
+            scheduler: 10259,
         }
     }
 
@@ -745,6 +925,7 @@ mod tests {
         let options = EnvtestOptions {
             service_cidr: private_service_cidr(),
             controller_manager: true,
+            scheduler: true,
         };
         let paths = EnvtestPaths::under(Path::new("/work"));
         let args = apiserver_args(&options, &paths, &ports());
@@ -760,26 +941,44 @@ mod tests {
     }
 
     #[test]
-    fn the_controller_manager_runs_only_garbage_collection_namespace_deletion_and_quota_usage() {
+    fn the_controller_manager_runs_the_workload_endpoint_and_volume_controllers() {
         let paths = EnvtestPaths::under(Path::new("/work"));
         let args = controller_manager_args(&paths, &ports());
-        assert_eq!(
-            value(&args, "controllers"),
-            Some("garbage-collector-controller,namespace-controller,resourcequota-controller")
-        );
-        let controllers = value(&args, "controllers").unwrap();
-        for absent in [
-            "*",
-            "deployment",
-            "replicaset",
-            "statefulset",
-            "serviceaccount-token",
+        let controllers: BTreeSet<&str> = value(&args, "controllers").unwrap().split(',').collect();
+        for wanted in [
+            "deployment-controller",
+            "replicaset-controller",
+            "statefulset-controller",
+            "endpoints-controller",
+            "endpointslice-controller",
+            "serviceaccount-controller",
+            "serviceaccount-token-controller",
+            "garbage-collector-controller",
+            "namespace-controller",
+            "resourcequota-controller",
+            "persistentvolume-binder-controller",
         ] {
             assert!(
-                !controllers.split(',').any(|c| c.starts_with(absent)),
-                "{absent} must stay off: {controllers}"
+                controllers.contains(wanted),
+                "{wanted} missing: {controllers:?}"
             );
         }
+        // `*` would also start the OpenShift-only service CA publisher of this build.
+        assert!(!controllers.contains("*"));
+        assert!(
+            !controllers
+                .iter()
+                .any(|c| c.starts_with("service-ca-certificate-publisher"))
+        );
+        assert_eq!(value(&args, "enable-hostpath-provisioner"), Some("true"));
+        assert_eq!(
+            value(&args, "service-account-private-key-file"),
+            Some("/work/sa.key")
+        );
+        assert_eq!(
+            value(&args, "flex-volume-plugin-dir"),
+            Some("/work/flexvolume")
+        );
         assert_eq!(
             value(&args, "use-service-account-credentials"),
             Some("false")
@@ -795,6 +994,55 @@ mod tests {
     }
 
     #[test]
+    fn the_scheduler_runs_as_the_bootstrap_scheduler_identity() {
+        let paths = EnvtestPaths::under(Path::new("/work"));
+        let args = scheduler_args(&paths, &ports());
+        assert_eq!(
+            value(&args, "kubeconfig"),
+            Some("/work/scheduler.kubeconfig")
+        );
+        assert_eq!(value(&args, "secure-port"), Some("10259"));
+        assert_eq!(value(&args, "leader-elect"), Some("false"));
+        let dir = tempfile::tempdir().unwrap();
+        let paths = EnvtestPaths::under(dir.path());
+        write_files(&paths, &ports()).unwrap();
+        let kubeconfig: serde_yaml::Value =
+            serde_yaml::from_str(&std::fs::read_to_string(&paths.scheduler_kubeconfig).unwrap())
+                .unwrap();
+        let der = base64::Engine::decode(
+            &base64::engine::general_purpose::STANDARD,
+            kubeconfig["users"][0]["user"]["client-certificate-data"]
+                .as_str()
+                .unwrap(),
+        )
+        .unwrap();
+        let (_, parsed) = x509_parser::pem::parse_x509_pem(&der).unwrap();
+        let certificate = parsed.parse_x509().unwrap();
+        assert_eq!(
+            certificate.subject().to_string(),
+            "CN=system:kube-scheduler"
+        );
+    }
+
+    #[test]
+    fn the_apiserver_verifies_service_account_tokens_with_a_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = EnvtestPaths::under(dir.path());
+        write_files(&paths, &ports()).unwrap();
+        let args = apiserver_args(&EnvtestOptions::default(), &paths, &ports());
+        let verifying = value(&args, "service-account-key-file").unwrap();
+        // kube-apiserver refuses a private key alone here ("data does not contain any
+        // valid RSA or ECDSA public keys").
+        let text = std::fs::read_to_string(verifying).unwrap();
+        assert!(text.starts_with("-----BEGIN CERTIFICATE-----"), "{text}");
+        assert!(
+            !args
+                .iter()
+                .any(|a| a.starts_with("--disable-admission-plugins="))
+        );
+    }
+
+    #[test]
     fn every_argument_is_a_flag_with_a_value() {
         let paths = EnvtestPaths::under(Path::new("/work"));
         let options = EnvtestOptions::default();
@@ -802,6 +1050,7 @@ mod tests {
             etcd_args(&paths, &ports()),
             apiserver_args(&options, &paths, &ports()),
             controller_manager_args(&paths, &ports()),
+            scheduler_args(&paths, &ports()),
         ] {
             for arg in &args {
                 let (name, value) = arg.split_once('=').unwrap();
@@ -823,6 +1072,7 @@ mod tests {
         for args in [
             apiserver_args(&options, &paths, &ports),
             controller_manager_args(&paths, &ports),
+            scheduler_args(&paths, &ports),
         ] {
             for arg in &args {
                 let (name, value) = arg.split_once('=').unwrap();
@@ -836,8 +1086,9 @@ mod tests {
             }
         }
         // apiserver: tls cert/key, client CA, 2 ServiceAccount keys; controller manager:
+        // 3 kubeconfigs, client CA, tls cert/key, ServiceAccount key, root CA; scheduler:
         // 3 kubeconfigs, client CA, tls cert/key.
-        assert_eq!(checked, 11);
+        assert_eq!(checked, 19);
         for file in [&paths.ca_cert, &paths.admin_kubeconfig] {
             assert!(file.is_file(), "{}", file.display());
         }

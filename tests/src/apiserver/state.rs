@@ -456,6 +456,7 @@ impl State {
         }
         obj["apiVersion"] = json!(rt.api_version());
         obj["kind"] = json!(rt.kind);
+        let invalid_mounts = builtin::validate_pod_volume_mounts(rt, &obj);
         let Some(meta) = meta_mut(&mut obj) else {
             return Err(not_an_object(rt));
         };
@@ -499,6 +500,9 @@ impl State {
         }
         if let Some(cause) = builtin::validate_name(rt, &name) {
             return Err(ApiError::invalid(rt, &name, vec![cause]));
+        }
+        if !invalid_mounts.is_empty() {
+            return Err(ApiError::invalid(rt, &name, invalid_mounts));
         }
         for server_field in [
             "resourceVersion",

@@ -1,15 +1,17 @@
 //! `vc-sandbox`: try kosmos-vc without a cluster.
 //!
-//! Starts what the end-to-end scenarios start — the test API server with six SIMULATED
-//! host nodes, the chart's CRD, RBAC and webhook configurations, and the built
-//! `vc-webhook` and `vc-controller` as separate processes — then stays up and prints the
-//! `KUBECONFIG` to use with `kubectl vc create ...`. Ctrl-C stops everything it started.
+//! Starts what the end-to-end scenarios start — a host with six SIMULATED kubelets, the
+//! chart's CRD, RBAC and webhook configurations, and the built `vc-webhook` and
+//! `vc-controller` as separate processes — then stays up and prints the `KUBECONFIG` to
+//! use with `kubectl vc create ...`. Ctrl-C stops everything it started.
+//!
+//! The host is the real one whenever `KUBEBUILDER_ASSETS` holds the Kubernetes binaries
+//! (etcd, kube-apiserver, kube-controller-manager, kube-scheduler; each tenant's control
+//! plane runs as local processes from the flags the controller rendered), as the e2e
+//! `real_` twins use; otherwise, or with `--test-apiserver`, the in-process test API
+//! server. `--real-apiserver` insists on the real host.
 //!
 //! Build first: `cargo build --workspace --bins`, then `cargo run -p vc-tests --bin vc-sandbox`.
-//!
-//! `--real-apiserver` uses kube-apiserver + etcd (and kube-controller-manager) from
-//! `KUBEBUILDER_ASSETS` as the host instead, with each tenant's control plane run as local
-//! processes from the flags the controller rendered, as the e2e `real_` twins do.
 
 // The harness is shared with tests/tests/e2e.rs; the sandbox uses its start-up half.
 #[allow(dead_code)]
@@ -23,15 +25,25 @@ mod harness;
 use anyhow::bail;
 use harness::{Harness, HostKind, NotStarted, Options, SIMULATED_NODES};
 
-const USAGE: &str = "usage: vc-sandbox [--real-apiserver]";
+const USAGE: &str = "usage: vc-sandbox [--real-apiserver | --test-apiserver]";
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut options = Options::new("sandbox");
-    options.host = HostKind::TestApiServer;
+    options.host = if vc_tests::apiserver::envtest::assets().is_some() {
+        HostKind::RealApiServer
+    } else {
+        eprintln!(
+            "KUBEBUILDER_ASSETS does not name the Kubernetes binaries, so the host is the in-process \
+             test API server. For the real one: export KUBEBUILDER_ASSETS=$(../shared/k8s/install.sh \
+             ~/.cache/kosmos-vc/k8s-v1.36.2)"
+        );
+        HostKind::TestApiServer
+    };
     for arg in std::env::args().skip(1) {
         match arg.as_str() {
             "--real-apiserver" => options.host = HostKind::RealApiServer,
+            "--test-apiserver" => options.host = HostKind::TestApiServer,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return Ok(());
@@ -48,15 +60,16 @@ async fn main() -> anyhow::Result<()> {
     let work = harness.work_dir().display().to_string();
     let (host_text, tenants_text) = match host {
         HostKind::RealApiServer => (
-            "The host is kube-apiserver + etcd from KUBEBUILDER_ASSETS (and kube-controller-manager, when there,\n\
-             with only the garbage collector, namespace and resourcequota controllers).",
+            "The host is REAL: etcd, kube-apiserver, kube-controller-manager (its workload, endpoint,\n\
+             volume, garbage-collector and namespace controllers) and kube-scheduler from KUBEBUILDER_ASSETS.",
             "Tenant control planes are real processes: etcd, kube-apiserver (and kube-controller-manager,\n\
              kube-scheduler, when KUBEBUILDER_ASSETS holds them) started with the flags the controller rendered,\n\
              the kube-apiserver on the Service's cluster IP (a 127.x.y.z address; Linux routes all of 127/8 to\n\
-             loopback). Their kubelets are simulated.",
+             loopback). Their kubelets are simulated: pods turn Running without a container.",
         ),
         HostKind::TestApiServer | HostKind::External => (
-            "The host is an in-process test API server.",
+            "The host is an in-process test API server, whose deployment, statefulset and endpoint\n\
+             controllers are simulated (set KUBEBUILDER_ASSETS for the real ones).",
             "Tenant control planes are stand-ins too: each tenant's kube-apiserver is a test API server\n\
              serving the certificates the controller issued, on the Service's cluster IP (a 127.x.y.z\n\
              address; Linux routes all of 127/8 to loopback).",

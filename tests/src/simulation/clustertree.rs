@@ -44,8 +44,6 @@ use crate::rbac::label_selector_matches;
 pub const CLUSTERTREE_COMPONENT: &str = "clustertree";
 /// Label Kosmos puts on leaf nodes; virtual nodes without it are never touched.
 pub const LEAF_NODE_LABEL: &str = "kosmos.io/node";
-/// The taint Kosmos gives a leaf that declares none.
-pub const DEFAULT_LEAF_TAINT_KEY: &str = "kosmos.io/node";
 
 /// How the simulator behaves.
 #[derive(Clone, Debug)]
@@ -159,18 +157,13 @@ fn leaf_of(model: &Value, pooled: Option<&Value>, host_nodes: &[Arc<Node>]) -> O
         .get("labels")
         .and_then(|l| serde_json::from_value(l.clone()).ok())
         .unwrap_or_default();
-    let mut taints: Vec<Taint> = model
+    // Only the taints the leaf model declares: a tenant's real scheduler places nothing
+    // on a node tainted by default (as upstream Kosmos taints leaves), and a tenant's
+    // pods must schedule as in any cluster.
+    let taints: Vec<Taint> = model
         .get("taints")
         .and_then(|t| serde_json::from_value(t.clone()).ok())
         .unwrap_or_default();
-    if taints.is_empty() {
-        taints.push(Taint {
-            key: DEFAULT_LEAF_TAINT_KEY.to_owned(),
-            value: Some("true".to_owned()),
-            effect: "NoSchedule".to_owned(),
-            time_added: None,
-        });
-    }
     Some(Leaf {
         name,
         cpu,
@@ -312,22 +305,31 @@ struct TenantTree {
     nodes: Store<Node>,
 }
 
+/// How often the virtual Nodes' Leases and Ready condition are renewed: a tenant's real
+/// node-lifecycle controller marks a node silent for 40 s NotReady and taints it, after
+/// which its scheduler places nothing there.
+const HEARTBEAT: Duration = Duration::from_secs(10);
+
 impl TenantTree {
     async fn run(self, poll: Duration) {
         let mut tenant: Option<Client> = None;
+        let mut last_heartbeat: Option<tokio::time::Instant> = None;
         loop {
             if tenant.is_none() {
                 match self.connect().await {
                     Ok(client) => tenant = Some(client),
                     Err(error) => {
-                        tracing::debug!(%error, "clustertree cannot reach its tenant yet")
+                        super::report_error("clustertree cannot reach its tenant yet", &error)
                     }
                 }
             }
-            if let Some(client) = &tenant
-                && let Err(error) = self.sync(client).await
-            {
-                tracing::debug!(%error, "clustertree sync failed; retrying");
+            if let Some(client) = &tenant {
+                if let Err(error) = self.sync(client).await {
+                    super::report_error("clustertree sync failed; retrying", &error);
+                } else if last_heartbeat.is_none_or(|at| at.elapsed() >= HEARTBEAT) {
+                    self.heartbeat(client).await;
+                    last_heartbeat = Some(tokio::time::Instant::now());
+                }
             }
             tokio::time::sleep(poll).await;
         }
@@ -442,6 +444,44 @@ impl TenantTree {
         Ok(())
     }
 
+    /// Renews each virtual Node's Lease and Ready condition, as a kubelet would.
+    async fn heartbeat(&self, tenant: &Client) {
+        let api = Api::<Node>::all(tenant.clone());
+        let leaves = match api
+            .list(&ListParams::default().labels(&format!("{LEAF_NODE_LABEL}=true")))
+            .await
+        {
+            Ok(list) => list.items,
+            Err(error) => {
+                super::report_error(
+                    "clustertree heartbeat failed",
+                    &self.write_error("(list)", error),
+                );
+                return;
+            }
+        };
+        for node in leaves {
+            let name = node.name_any();
+            let ready = json!({"status": {"conditions": [{
+                "type": "Ready", "status": "True", "reason": "KubeletReady",
+                "message": "kubelet is posting ready status",
+                "lastHeartbeatTime": now_rfc3339(),
+            }]}});
+            if let Err(error) = api
+                .patch_status(&name, &PatchParams::default(), &Patch::Strategic(&ready))
+                .await
+            {
+                super::report_error(
+                    "clustertree heartbeat failed",
+                    &self.write_error(&name, error),
+                );
+            }
+            if let Err(error) = super::nodes::renew_lease(tenant, &name).await {
+                super::report_error("clustertree lease renewal failed", &error);
+            }
+        }
+    }
+
     async fn apply_leaf(
         &self,
         api: &Api<Node>,
@@ -550,7 +590,7 @@ mod tests {
             .collect();
         assert_eq!(summary, [("node1", "8", "32Gi"), ("node2", "16", "64Gi")]);
         assert_eq!(leaves[0].labels["team"], "a");
-        assert_eq!(leaves[0].taints[0].key, DEFAULT_LEAF_TAINT_KEY);
+        assert!(leaves[0].taints.is_empty(), "{:?}", leaves[0].taints);
     }
 
     #[test]

@@ -259,6 +259,27 @@ pub enum SimError {
     },
 }
 
+/// Prints a simulation error on stderr, where the test's output shows it, once per
+/// distinct message of a `site`: a loop retrying the same failure every pass would
+/// otherwise bury everything else. A simulator that swallowed its errors once hid that a
+/// real apiserver refused every pod it wrote.
+pub fn report_error(site: &'static str, error: &dyn std::fmt::Display) {
+    static SEEN: std::sync::Mutex<Option<std::collections::HashMap<&'static str, String>>> =
+        std::sync::Mutex::new(None);
+    let message = error.to_string();
+    let mut seen = SEEN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let last = seen
+        .get_or_insert_with(Default::default)
+        .entry(site)
+        .or_default();
+    if *last != message {
+        eprintln!("[simulation] {site}: {message}");
+        *last = message;
+    }
+}
+
 /// A watch-fed cache whose every event wakes `notify`.
 fn watch_store<K>(
     api: Api<K>,
@@ -275,7 +296,7 @@ where
         stream
             .for_each(|event| {
                 if let Err(error) = &event {
-                    tracing::debug!(%error, "simulation watch error, retrying");
+                    report_error("watch failed, retrying", error);
                 }
                 notify.notify_one();
                 futures::future::ready(())

@@ -283,7 +283,11 @@ async fn register(client: &Client, spec: &NodeSpec) -> Result<(), SimError> {
     }
 }
 
-async fn write_status(client: &Client, spec: &NodeSpec, ready: bool) -> Result<(), SimError> {
+pub(super) async fn write_status(
+    client: &Client,
+    spec: &NodeSpec,
+    ready: bool,
+) -> Result<(), SimError> {
     let status = spec.status(ready, &now_rfc3339());
     Api::<Node>::all(client.clone())
         .patch_status(&spec.name, &PatchParams::default(), &Patch::Merge(&status))
@@ -302,11 +306,11 @@ async fn heartbeat_all(client: &Client, specs: &[NodeSpec], ready: &Mutex<BTreeM
             continue;
         }
         if let Err(error) = write_status(client, spec, true).await {
-            tracing::debug!(%error, "node heartbeat failed");
+            super::report_error("node heartbeat failed", &error);
         }
         drop(states);
         if let Err(error) = renew_lease(client, &spec.name).await {
-            tracing::debug!(%error, "node lease renewal failed");
+            super::report_error("node lease renewal failed", &error);
         }
     }
 }
@@ -324,7 +328,7 @@ async fn ensure_lease_namespace(client: &Client) {
 }
 
 /// The kubelet's Lease, created on first renewal (server-side apply keeps it idempotent).
-async fn renew_lease(client: &Client, name: &str) -> Result<(), SimError> {
+pub(super) async fn renew_lease(client: &Client, name: &str) -> Result<(), SimError> {
     let api: Api<k8s_openapi::api::coordination::v1::Lease> =
         Api::namespaced(client.clone(), NODE_LEASE_NAMESPACE);
     let now = jiff::Timestamp::now()

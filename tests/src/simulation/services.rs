@@ -312,11 +312,11 @@ impl ServiceSim {
         let services = self.services.state();
         for service in &services {
             if let Err(error) = self.reconcile(service).await {
-                tracing::debug!(%error, "service simulation step failed; retrying on resync");
+                super::report_error("service simulation step failed; retrying on resync", &error);
             }
         }
         if let Err(error) = self.remove_orphaned_endpoints(&services).await {
-            tracing::debug!(%error, "removing endpoints of deleted services failed");
+            super::report_error("removing endpoints of deleted services failed", &error);
         }
         None
     }

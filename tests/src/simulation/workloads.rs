@@ -291,9 +291,11 @@ pub enum WorkloadMode {
     #[default]
     Controllers,
     /// A real kube-controller-manager creates ReplicaSets and Pods and writes workload
-    /// status: play only the kubelets, making every Pod Running and Ready (after the
-    /// delay its own, its ReplicaSet's, Deployment's or StatefulSet's readiness
-    /// annotation asks for). Pods need not be bound to a node.
+    /// status, and a real kube-scheduler binds them: play only the kubelets, making every
+    /// Pod bound to a node Running and Ready (after the delay its own, its ReplicaSet's,
+    /// Deployment's or StatefulSet's readiness annotation asks for), and finishing the
+    /// deletion of bound pods, which a real apiserver leaves to the kubelet. Unbound pods
+    /// are left alone, as a kubelet never sees them.
     KubeletOnly,
 }
 
@@ -329,6 +331,9 @@ struct Workload {
     labels: BTreeMap<String, String>,
     annotations: BTreeMap<String, String>,
     template: Value,
+    /// Names of a StatefulSet's `volumeClaimTemplates`: each pod gets a volume of that
+    /// name bound to its claim `NAME-POD`, as the statefulset controller adds them.
+    claim_templates: Vec<String>,
     status: Option<Value>,
 }
 
@@ -346,6 +351,7 @@ impl Workload {
             labels: d.labels().clone(),
             annotations: d.annotations().clone(),
             template: serde_json::to_value(&spec.template).ok()?,
+            claim_templates: Vec::new(),
             status: d.status.as_ref().and_then(|s| serde_json::to_value(s).ok()),
         })
     }
@@ -363,6 +369,12 @@ impl Workload {
             labels: s.labels().clone(),
             annotations: s.annotations().clone(),
             template: serde_json::to_value(&spec.template).ok()?,
+            claim_templates: spec
+                .volume_claim_templates
+                .iter()
+                .flatten()
+                .filter_map(|claim| claim.metadata.name.clone())
+                .collect(),
             status: s
                 .status
                 .as_ref()
@@ -429,6 +441,20 @@ impl Workload {
         });
         if self.kind == "StatefulSet" {
             pod["spec"]["hostname"] = json!(name);
+            for claim in &self.claim_templates {
+                let volumes = &mut pod["spec"]["volumes"];
+                if !volumes.is_array() {
+                    *volumes = json!([]);
+                }
+                if let Some(volumes) = volumes.as_array_mut()
+                    && !volumes.iter().any(|v| v["name"] == json!(claim))
+                {
+                    volumes.push(json!({
+                        "name": claim,
+                        "persistentVolumeClaim": {"claimName": format!("{claim}-{name}")},
+                    }));
+                }
+            }
         }
         pod
     }
@@ -619,7 +645,10 @@ impl WorkloadSim {
                 (a, b) => a.or(b),
             };
             if let Err(error) = self.reconcile(workload, &phase).await {
-                tracing::debug!(%error, "workload simulation step failed; retrying on resync");
+                super::report_error(
+                    "workload simulation step failed; retrying on resync",
+                    &error,
+                );
             }
         }
         next
@@ -638,9 +667,15 @@ impl WorkloadSim {
         let now = Instant::now();
         let mut next: Option<Instant> = None;
         for pod in &pods {
-            if pod.metadata.deletion_timestamp.is_some()
-                || is_excluded(pod.labels(), &self.options.exclude_labels)
-            {
+            let bound = pod
+                .spec
+                .as_ref()
+                .is_some_and(|spec| spec.node_name.is_some());
+            if !bound || is_excluded(pod.labels(), &self.options.exclude_labels) {
+                continue;
+            }
+            if pod.metadata.deletion_timestamp.is_some() {
+                self.finish_deletion(pod).await;
                 continue;
             }
             let Some(uid) = pod.uid() else { continue };
@@ -676,10 +711,32 @@ impl WorkloadSim {
                 )
                 .await;
             if let Err(error) = result {
-                tracing::debug!(%error, "kubelet simulation could not write pod status");
+                super::report_error("kubelet simulation could not write pod status", &error);
             }
         }
         next
+    }
+
+    /// What a kubelet does once a bound pod's containers have stopped: deletes it for
+    /// good (grace period 0, this very pod by uid).
+    async fn finish_deletion(&self, pod: &Pod) {
+        let namespace = pod.namespace().unwrap_or_default();
+        let mut params = DeleteParams::default().grace_period(0);
+        params.preconditions = Some(kube::api::Preconditions {
+            uid: pod.uid(),
+            resource_version: None,
+        });
+        let result = Api::<Pod>::namespaced(self.client.clone(), &namespace)
+            .delete(&pod.name_any(), &params)
+            .await
+            .map(drop)
+            .or_else(ignore_not_found);
+        if let Err(error) = result {
+            super::report_error(
+                "kubelet simulation could not finish a pod's deletion",
+                &format!("{namespace}/{}: {error}", pod.name_any()),
+            );
+        }
     }
 
     /// The readiness annotations that apply to a pod: its own, else its owner's (through
@@ -741,7 +798,10 @@ impl WorkloadSim {
         let exists = match api.get_opt("default").await {
             Ok(found) => found.is_some(),
             Err(error) => {
-                tracing::debug!(%error, %namespace, "reading ServiceAccount default");
+                super::report_error(
+                    "reading ServiceAccount default",
+                    &format!("{namespace}: {error}"),
+                );
                 return;
             }
         };
@@ -754,7 +814,10 @@ impl WorkloadSim {
                 Ok(_) => {}
                 Err(kube::Error::Api(status)) if status.code == 409 => {}
                 Err(error) => {
-                    tracing::debug!(%error, %namespace, "creating ServiceAccount default");
+                    super::report_error(
+                        "creating ServiceAccount default",
+                        &format!("{namespace}: {error}"),
+                    );
                     return;
                 }
             }
@@ -1044,6 +1107,28 @@ mod tests {
             "2026-01-01T00:00:09Z",
         );
         assert_eq!(again, ready, "nothing changed, timestamps kept");
+    }
+
+    #[test]
+    fn statefulset_pods_get_a_volume_for_each_claim_template() {
+        let set: StatefulSet = serde_json::from_value(json!({
+            "metadata": {"name": "db", "namespace": "ns", "uid": "u1"},
+            "spec": {
+                "serviceName": "db",
+                "selector": {"matchLabels": {"app": "db"}},
+                "template": {"metadata": {"labels": {"app": "db"}}, "spec": {"containers": [
+                    {"name": "db", "image": "db", "volumeMounts": [{"name": "data", "mountPath": "/var/lib/db"}]}
+                ]}},
+                "volumeClaimTemplates": [{"metadata": {"name": "data"}, "spec": {}}]
+            }
+        }))
+        .unwrap();
+        let workload = Workload::from_statefulset(&set).unwrap();
+        let pod = workload.pod("db-1", "abc");
+        assert_eq!(
+            pod["spec"]["volumes"],
+            json!([{"name": "data", "persistentVolumeClaim": {"claimName": "data-db-1"}}])
+        );
     }
 
     #[test]

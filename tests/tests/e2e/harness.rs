@@ -50,7 +50,7 @@ use vc_tests::simulation::local_control_plane::{
 use vc_tests::simulation::nodes::{FleetOptions, default_nodes};
 use vc_tests::simulation::services::ServiceOptions;
 use vc_tests::simulation::tenant_apiserver::TenantOptions;
-use vc_tests::simulation::workloads::WorkloadOptions;
+use vc_tests::simulation::workloads::{WorkloadMode, WorkloadOptions};
 use vc_tests::simulation::{Simulation, SimulationOptions};
 use vc_tests::work_dir::WorkDir;
 
@@ -479,17 +479,11 @@ impl Harness {
         // What a scenario cannot run without is checked before anything starts, so a
         // skipped scenario costs nothing.
         let assets = match options.host {
-            HostKind::RealApiServer => Some(envtest::assets().ok_or_else(|| {
-                NotStarted::Skip(match std::env::var_os("KUBEBUILDER_ASSETS") {
-                    None => {
-                        "KUBEBUILDER_ASSETS is not set (needs kube-apiserver and etcd)".to_owned()
-                    }
-                    Some(dir) => format!(
-                        "KUBEBUILDER_ASSETS={} does not hold kube-apiserver and etcd",
-                        PathBuf::from(dir).display()
-                    ),
-                })
-            })?),
+            HostKind::RealApiServer => Some(real_host_assets(
+                envtest::assets(),
+                std::env::var_os("KUBEBUILDER_ASSETS"),
+                envtest::must_run_real(),
+            )?),
             HostKind::TestApiServer | HostKind::External => None,
         };
         let Some(kubectl) = find_on_path("kubectl") else {
@@ -520,6 +514,7 @@ impl Harness {
                 let envtest_options = EnvtestOptions {
                     service_cidr: private_service_cidr(),
                     controller_manager: true,
+                    scheduler: true,
                 };
                 Host::Real(Box::new(Envtest::start_with(assets, envtest_options).await.context(
                     "starting etcd, kube-apiserver (and kube-controller-manager) from KUBEBUILDER_ASSETS",
@@ -639,10 +634,13 @@ impl Harness {
             Host::Real(envtest) => format!(
                 "kube-apiserver + etcd from KUBEBUILDER_ASSETS (Services in {}){}",
                 envtest.service_cidr(),
-                if envtest.has_controller_manager() {
-                    ", kube-controller-manager with the garbage collector and namespace controller"
-                } else {
-                    ", no kube-controller-manager (no garbage collection, namespaces stay Terminating)"
+                match (envtest.has_controller_manager(), envtest.has_scheduler()) {
+                    (true, true) =>
+                        ", kube-controller-manager (workload, endpoint, volume, garbage-collector and namespace controllers) and kube-scheduler; only the kubelets are simulated",
+                    (true, false) =>
+                        ", kube-controller-manager, no kube-scheduler (pods stay unbound)",
+                    (false, _) =>
+                        ", no kube-controller-manager (no garbage collection, namespaces stay Terminating)",
                 }
             ),
             Host::External(path) => format!("the existing cluster of {}", path.display()),
@@ -879,11 +877,27 @@ impl Harness {
                 ..TenantOptions::default()
             }),
         };
+        // On a real host, kube-controller-manager's own controllers run the workloads and
+        // fill the endpoints, and kube-scheduler binds the pods: only the kubelets are
+        // simulated.
+        let (host_workloads, host_services) = match self.kind {
+            HostKind::RealApiServer => (
+                WorkloadOptions {
+                    mode: WorkloadMode::KubeletOnly,
+                    ..host_workloads
+                },
+                ServiceOptions {
+                    endpoints: false,
+                    ..services
+                },
+            ),
+            HostKind::TestApiServer | HostKind::External => (host_workloads, services),
+        };
         let simulation_options = SimulationOptions {
             nodes: default_nodes(SIMULATED_NODES),
             fleet: FleetOptions::default(),
             workloads: Some(host_workloads),
-            services: Some(services),
+            services: Some(host_services),
             tenants,
             clustertree: Some(ClusterTreeOptions {
                 poll: Duration::from_millis(300),
@@ -1159,7 +1173,10 @@ impl Harness {
             "jsonpath={.items[*].metadata.name}",
         ]);
         for name in names.split_whitespace() {
-            let _ = writeln!(out, "\n===== Deployments inside tenant {name}");
+            let _ = writeln!(
+                out,
+                "\n===== Deployments, pods, nodes and events inside tenant {name}"
+            );
             let secret = vc_api::constants::admin_kubeconfig_secret_name(name);
             let encoded = kubectl(&[
                 "get",
@@ -1178,10 +1195,20 @@ impl Harness {
                             &path,
                             &[
                                 "get",
-                                "deployments,nodes",
+                                "deployments,pods,nodes",
                                 "-A",
                                 "-o",
                                 "wide",
+                                "--request-timeout=5s",
+                            ],
+                        ));
+                        out.push_str(&self.operator.kubectl_blocking(
+                            &path,
+                            &[
+                                "get",
+                                "events",
+                                "-A",
+                                "--sort-by=.lastTimestamp",
                                 "--request-timeout=5s",
                             ],
                         ));
@@ -1306,6 +1333,32 @@ impl Drop for WallTime {
             self.scenario,
             self.started.elapsed().as_secs_f64()
         );
+    }
+}
+
+/// The assets of a real host, or why there is none: a skip, except in CI, where a
+/// skipped real twin would pass while proving nothing.
+fn real_host_assets(
+    found: Option<PathBuf>,
+    named: Option<std::ffi::OsString>,
+    must_run: bool,
+) -> Result<PathBuf, NotStarted> {
+    if let Some(assets) = found {
+        return Ok(assets);
+    }
+    let why = match named {
+        None => "KUBEBUILDER_ASSETS is not set (needs kube-apiserver and etcd)".to_owned(),
+        Some(dir) => format!(
+            "KUBEBUILDER_ASSETS={} does not hold kube-apiserver and etcd",
+            PathBuf::from(dir).display()
+        ),
+    };
+    if must_run {
+        Err(NotStarted::Failed(anyhow!(
+            "{why}; CI is set, so the real twins must run: export KUBEBUILDER_ASSETS=$(../shared/k8s/install.sh ~/.cache/kosmos-vc/k8s-v1.36.2)"
+        )))
+    } else {
+        Err(NotStarted::Skip(why))
     }
 }
 
@@ -1514,22 +1567,33 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn a_real_apiserver_host_without_assets_is_skipped_before_anything_starts() {
-        if std::env::var_os("KUBEBUILDER_ASSETS").is_some() {
-            eprintln!("skipped: KUBEBUILDER_ASSETS is set, so the real host would start");
-            return;
-        }
-        let mut options = Options::new("unit");
-        options.host = HostKind::RealApiServer;
-        let started = Instant::now();
-        match Harness::start(options).await {
+    #[test]
+    fn a_real_host_without_assets_is_skipped_outside_ci_and_fails_in_ci() {
+        match real_host_assets(None, None, false) {
             Err(NotStarted::Skip(why)) => {
                 assert!(why.contains("KUBEBUILDER_ASSETS is not set"), "{why}");
             }
-            Err(NotStarted::Failed(error)) => panic!("failed instead of skipping: {error:#}"),
-            Ok(harness) => panic!("started without assets: {harness:?}"),
+            other => panic!("expected a skip, got {other:?}"),
         }
-        assert!(started.elapsed() < Duration::from_secs(1));
+        match real_host_assets(None, Some("/nowhere".into()), false) {
+            Err(NotStarted::Skip(why)) => {
+                assert!(why.contains("/nowhere does not hold"), "{why}");
+            }
+            other => panic!("expected a skip, got {other:?}"),
+        }
+        match real_host_assets(None, None, true) {
+            Err(NotStarted::Failed(error)) => {
+                let text = format!("{error:#}");
+                assert!(
+                    text.contains("CI is set") && text.contains("install.sh"),
+                    "{text}"
+                );
+            }
+            other => panic!("expected a failure in CI, got {other:?}"),
+        }
+        assert_eq!(
+            real_host_assets(Some("/assets".into()), None, true).unwrap(),
+            PathBuf::from("/assets")
+        );
     }
 }

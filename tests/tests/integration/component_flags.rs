@@ -324,10 +324,12 @@ mod component_flags_tests {
             etcd_peer: 12380,
             apiserver: 16443,
             controller_manager: 20257,
+            scheduler: 20259,
         };
         let options = EnvtestOptions {
             service_cidr: envtest::private_service_cidr(),
             controller_manager: true,
+            scheduler: true,
         };
         let apiserver = load("kube-apiserver");
         check_command_line(
@@ -340,6 +342,11 @@ mod component_flags_tests {
             &controller_manager,
             "envtest",
             &envtest::controller_manager_args(&paths, &ports),
+        );
+        check_command_line(
+            &load("kube-scheduler"),
+            "envtest",
+            &envtest::scheduler_args(&paths, &ports),
         );
         check_controllers(
             &controller_manager,
@@ -455,6 +462,7 @@ mod component_flags_tests {
             etcd_peer: 12380,
             apiserver: 16443,
             controller_manager: 20257,
+            scheduler: 20259,
         };
         check_command_line(
             &known,

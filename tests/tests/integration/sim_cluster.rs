@@ -634,17 +634,26 @@ async fn kubelet_only_mode_runs_pods_that_controllers_created() {
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": "db-0", "namespace": "default", "labels": {"app": "db"},
                      "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "db", "uid": set.uid().unwrap(), "controller": true}]},
-        "spec": {"containers": [{"name": "db", "image": "db"}]}
+        "spec": {"nodeName": "node1", "containers": [{"name": "db", "image": "db"}]}
     }))
     .unwrap();
     pods.create(&PostParams::default(), &owned).await.unwrap();
     let stuck: Pod = serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": "stuck", "namespace": "default", "annotations": {READINESS_ANNOTATION: "never"}},
-        "spec": {"containers": [{"name": "c", "image": "c"}]}
+        "spec": {"nodeName": "node1", "containers": [{"name": "c", "image": "c"}]}
     }))
     .unwrap();
     pods.create(&PostParams::default(), &stuck).await.unwrap();
+    let unscheduled: Pod = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "unscheduled", "namespace": "default"},
+        "spec": {"containers": [{"name": "c", "image": "c"}]}
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &unscheduled)
+        .await
+        .unwrap();
     let running = eventually(WAIT, "db-0 to run", || async {
         let pod = pods.get("db-0").await.ok()?;
         pod.status.clone()?.pod_ip.map(|ip| (pod, ip))
@@ -657,6 +666,15 @@ async fn kubelet_only_mode_runs_pods_that_controllers_created() {
         (stuck.phase.as_deref(), stuck.pod_ip),
         (Some("Pending"), None),
         "`never` keeps a pod unready"
+    );
+    assert!(
+        pods.get("unscheduled")
+            .await
+            .unwrap()
+            .status
+            .and_then(|s| s.phase)
+            != Some("Running".into()),
+        "a pod no scheduler bound is no kubelet's"
     );
     assert!(
         sets.get("db").await.unwrap().status.is_none(),
