@@ -99,6 +99,7 @@ macro_rules! require_kubectl {
     };
 }
 
+#[cfg(test)]
 /// Runs `kubectl ARGS --kubeconfig FILE`; panics with kubectl's stderr when it fails.
 fn run_kubectl(kubectl: &Path, file: &Path, args: &[&str]) -> String {
     let output = Command::new(kubectl)
@@ -117,6 +118,7 @@ fn run_kubectl(kubectl: &Path, file: &Path, args: &[&str]) -> String {
     String::from_utf8(output.stdout).unwrap()
 }
 
+#[cfg(test)]
 /// The kubeconfig as kubectl understands it.
 fn kubectl_view(kubectl: &Path, file: &Path) -> Json {
     serde_json::from_str(&run_kubectl(
@@ -149,6 +151,7 @@ fn demo() -> VirtualClusterRef {
     VirtualClusterRef::new("default", "demo")
 }
 
+#[cfg(test)]
 fn merge_demo(path: &Path) {
     let credentials = TenantCredentials::from_kubeconfig(TENANT_KUBECONFIG, None).unwrap();
     kubeconfig::write_tenant(
@@ -338,6 +341,7 @@ fn awkward_string() -> impl Strategy<Value = String> {
     ]
 }
 
+#[cfg(test)]
 /// A document whose every name, reference and free-text field is one of `words`, written
 /// the way the plugin writes: a context, cluster and user per word, plus an extension
 /// and exec arguments and env values carrying the words.

@@ -17,6 +17,7 @@ use kubectl_vc::cli::{Cli, Command};
 /// VirtualCluster names come from one LIST, and any failure just offers nothing.
 pub async fn complete(words: &[String]) -> String {
     use kubectl_vc::completion::{self, Candidates};
+    session::quiet();
     let (word, before) = match words.split_last() {
         Some((word, before)) => (word.as_str(), before),
         None => ("", words),

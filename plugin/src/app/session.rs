@@ -57,10 +57,22 @@ pub fn resolve(global: &GlobalArgs, rules: &LoadingRules) -> Result<Option<Resol
     Ok(Some(Resolved { merged, selection }))
 }
 
+/// Set while answering shell completion, where anything on stderr lands in the middle of
+/// the operator's command line.
+static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Keeps notes off stderr for the rest of the run.
+pub fn quiet() {
+    QUIET.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// Says once per run on stderr that commands go to the host, not the current context, so
 /// nobody wonders why `kubectl get` and `kubectl vc list` see different clusters.
 fn announce_host_context(current: &str, owner: &merge::VirtualClusterRef, host: &str) {
     static ANNOUNCED: std::sync::Once = std::sync::Once::new();
+    if QUIET.load(std::sync::atomic::Ordering::Relaxed) {
+        return;
+    }
     ANNOUNCED.call_once(|| {
         eprintln!(
             "Current context \"{current}\" is VirtualCluster {}/{}; using its host context \"{host}\" (pass --context to choose another, `kubectl vc disconnect` to go back).",

@@ -819,8 +819,7 @@ current-context: tenant1-admin@tenant1
             } else {
                 "certificate-authority-data: Q0EK"
             };
-            let indent = if list == "user" { "    " } else { "    " };
-            let tenant = TENANT.replace(anchor, &format!("{anchor}\n{indent}{line}"));
+            let tenant = TENANT.replace(anchor, &format!("{anchor}\n    {line}"));
             let error = TenantCredentials::from_kubeconfig(&tenant, None).unwrap_err();
             let message = error.to_string();
             assert!(

@@ -856,7 +856,9 @@ struct RulesWebhook {
 
 impl std::fmt::Debug for RulesWebhook {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter.debug_struct("RulesWebhook").finish_non_exhaustive()
+        formatter
+            .debug_struct("RulesWebhook")
+            .finish_non_exhaustive()
     }
 }
 
