@@ -155,9 +155,17 @@ pub enum ReturnError {
         /// The current context.
         current: String,
     },
+    /// The context was written before contexts recorded where they came from.
+    #[error(
+        "current context \"{current}\" does not record which context it came from (an older kubectl vc wrote it); switch with `kubectl config use-context NAME`, or run `kubectl vc use-context` again to record it"
+    )]
+    FindOrigin {
+        /// The current context.
+        current: String,
+    },
     /// Neither remembered context exists any more.
     #[error(
-        "current context \"{current}\" remembers {remembered}, but the kubeconfig holds neither any more; switch with `kubectl config use-context NAME`"
+        "current context \"{current}\" remembers {remembered}, missing from the kubeconfig now; switch with `kubectl config use-context NAME`"
     )]
     FindRememberedContext {
         /// The current context.
@@ -175,25 +183,27 @@ pub fn way_back(merged: &Mapping) -> Result<(String, String), ReturnError> {
         tenant_context(merged, current).ok_or_else(|| ReturnError::FindTenantMarker {
             current: current.to_owned(),
         })?;
-    let remembered: Vec<String> = [origin.previous_context, origin.host_context]
+    let mut remembered: Vec<String> = [origin.previous_context, origin.host_context]
         .into_iter()
         .flatten()
         .collect();
+    remembered.dedup();
+    if remembered.is_empty() {
+        return Err(ReturnError::FindOrigin {
+            current: current.to_owned(),
+        });
+    }
     remembered
         .iter()
         .find(|name| document::find_entry(merged, NamedList::Contexts, name).is_some())
         .map(|name| (current.to_owned(), name.clone()))
         .ok_or_else(|| ReturnError::FindRememberedContext {
             current: current.to_owned(),
-            remembered: if remembered.is_empty() {
-                "no context".to_owned()
-            } else {
-                remembered
-                    .iter()
-                    .map(|name| format!("context \"{name}\""))
-                    .collect::<Vec<_>>()
-                    .join(" and ")
-            },
+            remembered: remembered
+                .iter()
+                .map(|name| format!("context \"{name}\""))
+                .collect::<Vec<_>>()
+                .join(" and "),
         })
 }
 
@@ -971,8 +981,21 @@ current-context: tenant1-admin@tenant1
         .unwrap();
         assert_eq!(
             way_back(&document).unwrap_err().to_string(),
-            "current context \"vc-prod\" remembers context \"gone\" and context \"also-gone\", but the kubeconfig holds neither any more; switch with `kubectl config use-context NAME`"
+            "current context \"vc-prod\" remembers context \"gone\" and context \"also-gone\", missing from the kubeconfig now; switch with `kubectl config use-context NAME`"
         );
+        merge_tenant(
+            &mut document,
+            &credentials,
+            "vc-prod",
+            &prod(),
+            true,
+            &Origin::default(),
+        )
+        .unwrap();
+        assert!(matches!(
+            way_back(&document),
+            Err(ReturnError::FindOrigin { .. })
+        ));
         document.insert(CURRENT_CONTEXT.into(), "other".into());
         assert!(matches!(
             way_back(&document),
