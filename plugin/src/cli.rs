@@ -56,8 +56,11 @@ pub enum Command {
     Describe(DescribeArgs),
     /// Delete VirtualClusters and the kubeconfig entries `use-context` added for them
     Delete(DeleteArgs),
-    /// Merge a VirtualCluster's admin kubeconfig into your kubeconfig and switch to it
+    /// Merge a VirtualCluster's admin kubeconfig into your kubeconfig and switch to it;
+    /// --host switches back
     UseContext(UseContextArgs),
+    /// Switch back from a VirtualCluster's context to the one use-context switched away from
+    Disconnect,
     /// Print a VirtualCluster's admin kubeconfig (it contains credentials)
     Kubeconfig(KubeconfigArgs),
     /// Promote host nodes into a VirtualCluster or return them to the host
@@ -200,12 +203,16 @@ pub struct DeleteArgs {
 /// `use-context`.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "The kubeconfig file written is the one `kubectl config set-context` writes: --kubeconfig, else the\nfirst existing KUBECONFIG file, else ~/.kube/config. Entries of the same name are replaced in place, every\nother entry is kept, the file is replaced atomically under <file>.lock with mode 0600. YAML comments in\nthat file are not kept."
+    after_help = "The kubeconfig file written is the one `kubectl config set-context` writes: --kubeconfig, else the\nfirst existing KUBECONFIG file, else ~/.kube/config. Entries of the same name are replaced in place, every\nother entry is kept, the file is replaced atomically under <file>.lock with mode 0600. YAML comments in\nthat file are not kept. The new context remembers the current one; while it is current, kubectl vc\ncommands talk to the host context it was read through, and --host (or disconnect) switches back."
 )]
 pub struct UseContextArgs {
     /// Name of the VirtualCluster
-    #[arg(value_name = "NAME")]
-    pub name: String,
+    #[arg(value_name = "NAME", required_unless_present = "host")]
+    pub name: Option<String>,
+
+    /// Switch back to the context use-context switched away from (same as `kubectl vc disconnect`)
+    #[arg(long, conflicts_with_all = ["name", "context_name", "server", "print", "no_switch", "internal"])]
+    pub host: bool,
 
     /// Context, cluster and user name (default: vc-NAME, or vc-NAMESPACE-NAME outside default)
     #[arg(long, value_name = "NAME")]

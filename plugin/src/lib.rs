@@ -9,3 +9,4 @@ pub mod cli;
 pub mod completion;
 pub mod kubeconfig;
 pub mod output;
+pub mod warnings;

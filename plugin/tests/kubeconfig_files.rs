@@ -5,7 +5,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use kubectl_vc::kubeconfig::document::{self, NamedList};
-use kubectl_vc::kubeconfig::{self, LoadingRules, TenantCredentials, VirtualClusterRef};
+use kubectl_vc::kubeconfig::{self, LoadingRules, Origin, TenantCredentials, VirtualClusterRef};
 use pretty_assertions::assert_eq;
 use serde_yaml::{Mapping, Value};
 
@@ -123,7 +123,15 @@ fn use_context_keeps_every_existing_entry_and_field() {
     fs::write(&path, USER_KUBECONFIG).unwrap();
     let before = read(&path);
 
-    let outcome = kubeconfig::write_tenant(&path, &tenant(), "vc-prod", &prod(), true).unwrap();
+    let outcome = kubeconfig::write_tenant(
+        &path,
+        &tenant(),
+        "vc-prod",
+        &prod(),
+        true,
+        &Origin::default(),
+    )
+    .unwrap();
     assert!(outcome.switched);
     assert!(outcome.replaced.is_empty());
 
@@ -155,7 +163,15 @@ fn second_use_context_replaces_in_place_without_duplicates() {
     let directory = tempfile::tempdir().unwrap();
     let path = directory.path().join("config");
     fs::write(&path, USER_KUBECONFIG).unwrap();
-    kubeconfig::write_tenant(&path, &tenant(), "vc-prod", &prod(), true).unwrap();
+    kubeconfig::write_tenant(
+        &path,
+        &tenant(),
+        "vc-prod",
+        &prod(),
+        true,
+        &Origin::default(),
+    )
+    .unwrap();
     // The user adds a context after ours; the second merge must not move ours to the end.
     let mut document = read(&path);
     document::entries_mut(&mut document, NamedList::Contexts)
@@ -165,12 +181,14 @@ fn second_use_context_replaces_in_place_without_duplicates() {
                 .unwrap(),
         );
     document.insert("current-context".into(), "staging".into());
-    fs::write(&path, document::to_yaml(&document).unwrap()).unwrap();
+    fs::write(&path, document::to_yaml(&document)).unwrap();
 
     let moved =
         TenantCredentials::from_kubeconfig(TENANT_KUBECONFIG, Some("https://127.0.0.1:7443"))
             .unwrap();
-    let outcome = kubeconfig::write_tenant(&path, &moved, "vc-prod", &prod(), true).unwrap();
+    let outcome =
+        kubeconfig::write_tenant(&path, &moved, "vc-prod", &prod(), true, &Origin::default())
+            .unwrap();
     assert_eq!(outcome.replaced.len(), 3);
     assert_eq!(outcome.replaced_foreign().count(), 0);
 
@@ -199,7 +217,15 @@ fn no_switch_keeps_current_context() {
     let directory = tempfile::tempdir().unwrap();
     let path = directory.path().join("config");
     fs::write(&path, USER_KUBECONFIG).unwrap();
-    kubeconfig::write_tenant(&path, &tenant(), "vc-prod", &prod(), false).unwrap();
+    kubeconfig::write_tenant(
+        &path,
+        &tenant(),
+        "vc-prod",
+        &prod(),
+        false,
+        &Origin::default(),
+    )
+    .unwrap();
     assert_eq!(document::current_context(&read(&path)), Some("prod"));
 }
 
@@ -209,7 +235,15 @@ fn written_file_is_private() {
     let path = directory.path().join("config");
     fs::write(&path, USER_KUBECONFIG).unwrap();
     fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
-    kubeconfig::write_tenant(&path, &tenant(), "vc-prod", &prod(), true).unwrap();
+    kubeconfig::write_tenant(
+        &path,
+        &tenant(),
+        "vc-prod",
+        &prod(),
+        true,
+        &Origin::default(),
+    )
+    .unwrap();
     assert_eq!(
         fs::metadata(&path).unwrap().permissions().mode() & 0o777,
         0o600
@@ -229,7 +263,15 @@ fn written_file_is_private() {
 fn new_file_is_created_private_in_a_new_directory() {
     let directory = tempfile::tempdir().unwrap();
     let path = directory.path().join(".kube").join("config");
-    kubeconfig::write_tenant(&path, &tenant(), "vc-prod", &prod(), true).unwrap();
+    kubeconfig::write_tenant(
+        &path,
+        &tenant(),
+        "vc-prod",
+        &prod(),
+        true,
+        &Origin::default(),
+    )
+    .unwrap();
     assert_eq!(
         fs::metadata(&path).unwrap().permissions().mode() & 0o777,
         0o600
@@ -257,7 +299,15 @@ fn kubeconfig_variable_with_two_files_writes_to_the_first_existing_one() {
 
     let destination = kubeconfig::destination(&rules).unwrap();
     assert_eq!(destination, a);
-    kubeconfig::write_tenant(&destination, &tenant(), "vc-prod", &prod(), true).unwrap();
+    kubeconfig::write_tenant(
+        &destination,
+        &tenant(),
+        "vc-prod",
+        &prod(),
+        true,
+        &Origin::default(),
+    )
+    .unwrap();
 
     assert_eq!(
         fs::read(&b).unwrap(),
@@ -280,9 +330,25 @@ fn delete_removes_exactly_what_use_context_added() {
     let path = directory.path().join("config");
     fs::write(&path, USER_KUBECONFIG).unwrap();
     let original = read(&path);
-    kubeconfig::write_tenant(&path, &tenant(), "vc-prod", &prod(), true).unwrap();
+    kubeconfig::write_tenant(
+        &path,
+        &tenant(),
+        "vc-prod",
+        &prod(),
+        true,
+        &Origin::default(),
+    )
+    .unwrap();
     let other = VirtualClusterRef::new("team-b", "prod");
-    kubeconfig::write_tenant(&path, &tenant(), "vc-team-b-prod", &other, false).unwrap();
+    kubeconfig::write_tenant(
+        &path,
+        &tenant(),
+        "vc-team-b-prod",
+        &other,
+        false,
+        &Origin::default(),
+    )
+    .unwrap();
 
     let rules = LoadingRules::new(Some(path.clone()), None, None);
     let changed = kubeconfig::remove_tenant(&rules, &prod()).unwrap();
@@ -332,7 +398,15 @@ fn broken_kubeconfig_is_named_and_left_unchanged() {
     let path = directory.path().join("config");
     let broken = "apiVersion: v1\nclusters:\n- name: a\n  cluster: {server: [unclosed\n";
     fs::write(&path, broken).unwrap();
-    let error = kubeconfig::write_tenant(&path, &tenant(), "vc-prod", &prod(), true).unwrap_err();
+    let error = kubeconfig::write_tenant(
+        &path,
+        &tenant(),
+        "vc-prod",
+        &prod(),
+        true,
+        &Origin::default(),
+    )
+    .unwrap_err();
     let message = error.to_string();
     assert!(message.contains(&path.display().to_string()), "{message}");
     assert!(message.contains("not valid YAML"), "{message}");
@@ -345,7 +419,15 @@ fn kubeconfig_whose_lists_are_not_lists_is_left_unchanged() {
     let directory = tempfile::tempdir().unwrap();
     let path = directory.path().join("config");
     fs::write(&path, "contexts: {a: b}\n").unwrap();
-    let error = kubeconfig::write_tenant(&path, &tenant(), "vc-prod", &prod(), true).unwrap_err();
+    let error = kubeconfig::write_tenant(
+        &path,
+        &tenant(),
+        "vc-prod",
+        &prod(),
+        true,
+        &Origin::default(),
+    )
+    .unwrap_err();
     assert!(
         error.to_string().contains("`contexts` field is not a list"),
         "{error}"
@@ -380,7 +462,15 @@ fn kubectl_reads_the_merged_file() {
     let directory = tempfile::tempdir().unwrap();
     let path = directory.path().join("config");
     fs::write(&path, USER_KUBECONFIG).unwrap();
-    kubeconfig::write_tenant(&path, &tenant(), "vc-prod", &prod(), true).unwrap();
+    kubeconfig::write_tenant(
+        &path,
+        &tenant(),
+        "vc-prod",
+        &prod(),
+        true,
+        &Origin::default(),
+    )
+    .unwrap();
     let output = std::process::Command::new(kubectl)
         .args(["config", "get-contexts", "-o", "name", "--kubeconfig"])
         .arg(&path)

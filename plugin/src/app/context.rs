@@ -4,7 +4,10 @@ use anyhow::{Context as _, Result, anyhow};
 use base64::Engine as _;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
-use kubectl_vc::kubeconfig::{self, TenantCredentials, VirtualClusterRef, document, merge};
+use kubectl_vc::cli::GlobalArgs;
+use kubectl_vc::kubeconfig::{
+    self, LoadingRules, TenantCredentials, VirtualClusterRef, document, merge,
+};
 use vc_api::VirtualCluster;
 use vc_api::constants::{
     KUBECONFIG_INTERNAL_SECRET_KEY, KUBECONFIG_SECRET_KEY, admin_kubeconfig_secret_name,
@@ -79,7 +82,14 @@ pub async fn tenant_kubeconfig(session: &Session, name: &str, internal: bool) ->
 /// with `--print`), and switches to them unless `--no-switch`.
 pub async fn use_context(session: &Session, name: &str, options: &MergeOptions) -> Result<()> {
     let text = tenant_kubeconfig(session, name, options.internal).await?;
-    let credentials = TenantCredentials::from_kubeconfig(&text, options.server.as_deref())?;
+    let credentials = TenantCredentials::from_kubeconfig(&text, options.server.as_deref())
+        .with_context(|| {
+            format!(
+                "refusing the admin kubeconfig of VirtualCluster \"{name}\" in namespace \"{}\" (Secret {} or spec.kubeconfig)",
+                session.namespace,
+                admin_kubeconfig_secret_name(name)
+            )
+        })?;
     let owner = VirtualClusterRef::new(session.namespace.clone(), name);
     let entry_name = options
         .context_name
@@ -87,7 +97,7 @@ pub async fn use_context(session: &Session, name: &str, options: &MergeOptions) 
         .unwrap_or_else(|| owner.default_entry_name());
     if options.print {
         let standalone = merge::standalone_kubeconfig(&credentials, &entry_name, &owner);
-        print!("{}", document::to_yaml(&standalone)?);
+        print!("{}", document::to_yaml(&standalone));
         return Ok(());
     }
     let destination = kubeconfig::destination(&session.rules)?;
@@ -97,6 +107,7 @@ pub async fn use_context(session: &Session, name: &str, options: &MergeOptions) 
         &entry_name,
         &owner,
         !options.no_switch,
+        &session.origin,
     )
     .with_context(|| format!("cannot merge VirtualCluster \"{name}\" into the kubeconfig"))?;
     for replaced in outcome.replaced_foreign() {
@@ -135,4 +146,18 @@ pub fn forget(session: &Session, name: &str) {
             "warning: kubeconfig entries of VirtualCluster \"{name}\" were not removed: {error}"
         ),
     }
+}
+
+/// `use-context --host` and `disconnect`: switches from the current VirtualCluster context
+/// back to the context `use-context` switched away from. Needs no cluster.
+pub fn disconnect(global: &GlobalArgs) -> Result<()> {
+    let rules = LoadingRules::from_environment(global.kubeconfig.clone());
+    let files = kubeconfig::load(&rules)?;
+    let merged = kubeconfig::loading::merge_first_wins(&files);
+    let (current, back) = merge::way_back(&merged)?;
+    let destination = kubeconfig::destination(&rules)?;
+    kubeconfig::switch_context(&destination, &back)
+        .with_context(|| format!("cannot switch from context \"{current}\" back to \"{back}\""))?;
+    println!("Switched to context \"{back}\".");
+    Ok(())
 }

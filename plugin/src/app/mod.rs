@@ -17,6 +17,7 @@ use kubectl_vc::cli::{Cli, Command};
 /// VirtualCluster names come from one LIST, and any failure just offers nothing.
 pub async fn complete(words: &[String]) -> String {
     use kubectl_vc::completion::{self, Candidates};
+    session::quiet();
     let (word, before) = match words.split_last() {
         Some((word, before)) => (word.as_str(), before),
         None => ("", words),
@@ -68,7 +69,10 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Get(args) => get::get(&session::connect(global).await?, args).await,
         Command::Describe(args) => describe::describe(&session::connect(global).await?, args).await,
         Command::Delete(args) => delete::delete(&session::connect(global).await?, args).await,
+        Command::UseContext(args) if args.host => context::disconnect(global),
+        Command::Disconnect => context::disconnect(global),
         Command::UseContext(args) => {
+            let name = args.name.as_deref().unwrap_or_default();
             let options = context::MergeOptions {
                 context_name: args.context_name.clone(),
                 server: args.server.clone(),
@@ -76,7 +80,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 no_switch: args.no_switch,
                 internal: args.internal,
             };
-            context::use_context(&session::connect(global).await?, &args.name, &options).await
+            context::use_context(&session::connect(global).await?, name, &options).await
         }
         Command::Kubeconfig(args) => {
             let session = session::connect(global).await?;

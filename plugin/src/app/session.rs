@@ -4,7 +4,8 @@ use anyhow::{Context as _, Result, anyhow};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use kubectl_vc::cli::GlobalArgs;
-use kubectl_vc::kubeconfig::{self, LoadingRules, Overrides, loading};
+use kubectl_vc::kubeconfig::{self, LoadingRules, Origin, Overrides, document, loading, merge};
+use kubectl_vc::warnings::WarningLayer;
 use serde_yaml::Value;
 
 /// A client for the host cluster and the namespace commands act in.
@@ -16,6 +17,8 @@ pub struct Session {
     pub namespace: String,
     /// Where kubeconfig files come from, for commands that write them.
     pub rules: LoadingRules,
+    /// The host context in use and the context to go back to, for `use-context` to record.
+    pub origin: Origin,
 }
 
 /// The merged kubeconfig and what it selects, before any network I/O.
@@ -34,12 +37,48 @@ pub fn resolve(global: &GlobalArgs, rules: &LoadingRules) -> Result<Option<Resol
         return Ok(None);
     }
     let merged = loading::merge_first_wins(&files);
-    let overrides = Overrides {
+    let mut overrides = Overrides {
         context: global.context.clone(),
         namespace: global.namespace.clone(),
     };
+    if overrides.context.is_none()
+        && let Some(current) = document::current_context(&merged)
+        && let Some((owner, origin)) = merge::tenant_context(&merged, current)
+        && let Some(host) = origin.host_context.filter(|host| {
+            document::find_entry(&merged, document::NamedList::Contexts, host).is_some()
+        })
+    {
+        // A tenant's API server does not serve VirtualClusters; the host it was read
+        // through does.
+        announce_host_context(current, &owner, &host);
+        overrides.context = Some(host);
+    }
     let selection = loading::select(&merged, &overrides)?;
     Ok(Some(Resolved { merged, selection }))
+}
+
+/// Set while answering shell completion, where anything on stderr lands in the middle of
+/// the operator's command line.
+static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Keeps notes off stderr for the rest of the run.
+pub fn quiet() {
+    QUIET.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Says once per run on stderr that commands go to the host, not the current context, so
+/// nobody wonders why `kubectl get` and `kubectl vc list` see different clusters.
+fn announce_host_context(current: &str, owner: &merge::VirtualClusterRef, host: &str) {
+    static ANNOUNCED: std::sync::Once = std::sync::Once::new();
+    if QUIET.load(std::sync::atomic::Ordering::Relaxed) {
+        return;
+    }
+    ANNOUNCED.call_once(|| {
+        eprintln!(
+            "Current context \"{current}\" is VirtualCluster {}/{}; using its host context \"{host}\" (pass --context to choose another, `kubectl vc disconnect` to go back).",
+            owner.namespace, owner.name
+        );
+    });
 }
 
 /// The namespace commands act in, without connecting: for `create --dry-run=client`.
@@ -57,8 +96,14 @@ pub fn namespace_offline(global: &GlobalArgs) -> String {
 /// Connects to the host cluster selected by the kubeconfig rules and flags.
 pub async fn connect(global: &GlobalArgs) -> Result<Session> {
     let rules = LoadingRules::from_environment(global.kubeconfig.clone());
+    let mut origin = Origin::default();
     let (config, namespace) = match resolve(global, &rules)? {
         Some(resolved) => {
+            origin = Origin {
+                host_context: Some(resolved.selection.context.clone()),
+                previous_context: document::current_context(&resolved.merged)
+                    .map(|current| merge::context_before_tenants(&resolved.merged, current)),
+            };
             let typed: Kubeconfig = serde_yaml::from_value(Value::Mapping(resolved.merged))
                 .context("the merged kubeconfig has a field of the wrong type")?;
             let options = KubeConfigOptions {
@@ -96,10 +141,14 @@ pub async fn connect(global: &GlobalArgs) -> Result<Session> {
             ));
         }
     };
-    let client = Client::try_from(config).context("cannot build a client for the API server")?;
+    let client = kube::client::ClientBuilder::try_from(config)
+        .context("cannot build a client for the API server")?
+        .with_layer(&WarningLayer::to_stderr())
+        .build();
     Ok(Session {
         client,
         namespace,
         rules,
+        origin,
     })
 }

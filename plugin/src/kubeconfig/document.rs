@@ -58,9 +58,6 @@ pub enum DocumentError {
     /// added or removed without destroying it.
     #[error("its `{0}` field is not a list")]
     CheckList(&'static str),
-    /// The document cannot be turned back into YAML.
-    #[error("it cannot be written as YAML: {0}")]
-    SerializeYaml(#[source] serde_yaml::Error),
 }
 
 /// Parses kubeconfig text. Empty text (or a lone `null`) is an empty kubeconfig, as kubectl
@@ -84,9 +81,10 @@ pub fn parse(text: &str) -> Result<Mapping, DocumentError> {
     }
 }
 
-/// Writes a document back as YAML text.
-pub fn to_yaml(document: &Mapping) -> Result<String, DocumentError> {
-    serde_yaml::to_string(document).map_err(DocumentError::SerializeYaml)
+/// Writes a document back as YAML text that kubectl's YAML 1.1 reader takes exactly as
+/// it is (see [`super::emit`]).
+pub fn to_yaml(document: &Mapping) -> String {
+    super::emit::document(document)
 }
 
 /// A fresh kubeconfig with the header kubectl writes.

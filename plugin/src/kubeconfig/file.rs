@@ -72,10 +72,7 @@ pub fn update<T>(
         source,
     })?;
     if existing.as_ref() != Some(&document) {
-        let text = document::to_yaml(&document).map_err(|source| KubeconfigError::EditFile {
-            path: target.clone(),
-            source,
-        })?;
+        let text = document::to_yaml(&document);
         write_atomically(&target, text.as_bytes())?;
     }
     Ok(result)

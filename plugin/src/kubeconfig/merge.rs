@@ -44,10 +44,20 @@ impl VirtualClusterRef {
         }
     }
 
-    fn marker(&self) -> Value {
+    fn marker(&self, origin: Option<&Origin>) -> Value {
         let mut extension = Mapping::new();
         extension.insert("namespace".into(), self.namespace.clone().into());
         extension.insert("name".into(), self.name.clone().into());
+        if let Some(origin) = origin {
+            for (key, value) in [
+                (HOST_CONTEXT_KEY, &origin.host_context),
+                (PREVIOUS_CONTEXT_KEY, &origin.previous_context),
+            ] {
+                if let Some(value) = value {
+                    extension.insert(key.into(), value.clone().into());
+                }
+            }
+        }
         let mut named = Mapping::new();
         named.insert("name".into(), MARKER_EXTENSION_NAME.into());
         named.insert("extension".into(), Value::Mapping(extension));
@@ -59,20 +69,142 @@ impl VirtualClusterRef {
     }
 }
 
-/// The VirtualCluster named by an entry's marker extension, if it carries one.
-pub fn marker_of(entry: &Value, list: NamedList) -> Option<VirtualClusterRef> {
+/// Key of the tenant context's marker naming the context its VirtualCluster was read through.
+const HOST_CONTEXT_KEY: &str = "hostContext";
+/// Key of the tenant context's marker naming `current-context` before the switch.
+const PREVIOUS_CONTEXT_KEY: &str = "previousContext";
+
+/// Where a tenant context came from, kept in its marker: `kubectl vc` commands run in a
+/// tenant context talk to the host through `host_context`, and `use-context --host` goes
+/// back to `previous_context`. Without it an operator who switched into a tenant has no
+/// way back short of remembering the old context's name.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Origin {
+    /// The context the VirtualCluster was read through.
+    pub host_context: Option<String>,
+    /// `current-context` before `use-context` switched away from it; never a tenant
+    /// context, so going back always leaves the tenants.
+    pub previous_context: Option<String>,
+}
+
+fn marker_extension(entry: &Value, list: NamedList) -> Option<&Value> {
     let extensions = entry
         .get(list.body_key())?
         .get("extensions")?
         .as_sequence()?;
-    let extension = extensions
+    extensions
         .iter()
         .find(|named| named.get("name").and_then(Value::as_str) == Some(MARKER_EXTENSION_NAME))?
-        .get("extension")?;
+        .get("extension")
+}
+
+/// The VirtualCluster named by an entry's marker extension, if it carries one.
+pub fn marker_of(entry: &Value, list: NamedList) -> Option<VirtualClusterRef> {
+    let extension = marker_extension(entry, list)?;
     Some(VirtualClusterRef::new(
         document::string_field(extension, "namespace")?,
         document::string_field(extension, "name")?,
     ))
+}
+
+/// The VirtualCluster and origin of the context called `context`, when `use-context`
+/// wrote it.
+pub fn tenant_context(document: &Mapping, context: &str) -> Option<(VirtualClusterRef, Origin)> {
+    let entry = document::find_entry(document, NamedList::Contexts, context)?;
+    let owner = marker_of(entry, NamedList::Contexts)?;
+    let extension = marker_extension(entry, NamedList::Contexts)?;
+    let field = |key| document::string_field(extension, key).map(str::to_owned);
+    let origin = Origin {
+        host_context: field(HOST_CONTEXT_KEY),
+        previous_context: field(PREVIOUS_CONTEXT_KEY),
+    };
+    Some((owner, origin))
+}
+
+/// The context to remember as the one switched away from: `current` itself, or, when
+/// `current` is a tenant context, the context that one was switched to from, so going
+/// back from a second tenant does not land in the first.
+pub fn context_before_tenants(document: &Mapping, current: &str) -> String {
+    let mut context = current.to_owned();
+    let mut seen = std::collections::HashSet::new();
+    while seen.insert(context.clone()) {
+        let Some((_, origin)) = tenant_context(document, &context) else {
+            break;
+        };
+        match origin.previous_context.or(origin.host_context) {
+            Some(before) => context = before,
+            None => break,
+        }
+    }
+    context
+}
+
+/// Why `use-context --host` cannot go back.
+#[derive(Debug, thiserror::Error)]
+pub enum ReturnError {
+    /// `current-context` is not set.
+    #[error(
+        "current-context is not set, so there is no VirtualCluster context to leave; pick one with `kubectl config use-context NAME`"
+    )]
+    FindCurrentContext,
+    /// The current context is not one `use-context` wrote.
+    #[error(
+        "current context \"{current}\" was not written by `kubectl vc use-context`, so kubectl-vc does not know where it came from; switch with `kubectl config use-context NAME`"
+    )]
+    FindTenantMarker {
+        /// The current context.
+        current: String,
+    },
+    /// The context was written before contexts recorded where they came from.
+    #[error(
+        "current context \"{current}\" does not record which context it came from (an older kubectl vc wrote it); switch with `kubectl config use-context NAME`, or run `kubectl vc use-context` again to record it"
+    )]
+    FindOrigin {
+        /// The current context.
+        current: String,
+    },
+    /// Neither remembered context exists any more.
+    #[error(
+        "current context \"{current}\" remembers {remembered}, missing from the kubeconfig now; switch with `kubectl config use-context NAME`"
+    )]
+    FindRememberedContext {
+        /// The current context.
+        current: String,
+        /// The remembered names, for the message.
+        remembered: String,
+    },
+}
+
+/// The context `use-context --host` switches to from the current tenant context: the one
+/// switched away from, else the host context, whichever still exists in `merged`.
+pub fn way_back(merged: &Mapping) -> Result<(String, String), ReturnError> {
+    let current = document::current_context(merged).ok_or(ReturnError::FindCurrentContext)?;
+    let (_, origin) =
+        tenant_context(merged, current).ok_or_else(|| ReturnError::FindTenantMarker {
+            current: current.to_owned(),
+        })?;
+    let mut remembered: Vec<String> = [origin.previous_context, origin.host_context]
+        .into_iter()
+        .flatten()
+        .collect();
+    remembered.dedup();
+    if remembered.is_empty() {
+        return Err(ReturnError::FindOrigin {
+            current: current.to_owned(),
+        });
+    }
+    remembered
+        .iter()
+        .find(|name| document::find_entry(merged, NamedList::Contexts, name).is_some())
+        .map(|name| (current.to_owned(), name.clone()))
+        .ok_or_else(|| ReturnError::FindRememberedContext {
+            current: current.to_owned(),
+            remembered: remembered
+                .iter()
+                .map(|name| format!("context \"{name}\""))
+                .collect::<Vec<_>>()
+                .join(" and "),
+        })
 }
 
 /// The cluster and user bodies of a tenant's admin kubeconfig. Debug output never shows
@@ -116,6 +248,85 @@ pub enum TenantError {
     /// Its cluster has no server URL.
     #[error("the tenant kubeconfig's cluster has no server; pass --server URL")]
     FindTenantServer,
+    /// It carries a field that would act on the operator's machine or weaken TLS once
+    /// merged. Whoever can write the Secret or `spec.kubeconfig` chooses these fields, and
+    /// that is more people than the operator trusts with their workstation.
+    #[error(
+        "the tenant kubeconfig's {list} sets `{field}`, which kubectl-vc never copies into your kubeconfig: {why}. A kubeconfig read from the cluster may only carry {allowed}; check who can write it, or pass --print and review the entries yourself"
+    )]
+    RefuseTenantField {
+        /// `cluster` or `user`.
+        list: &'static str,
+        /// The refused field.
+        field: String,
+        /// What the field would do.
+        why: &'static str,
+        /// The fields that are accepted.
+        allowed: &'static str,
+    },
+    /// Its server URL is not `https://`, so the credentials would cross the network in clear text.
+    #[error(
+        "the tenant kubeconfig's cluster server {server:?} is not an https:// URL; pass --server https://HOST:PORT"
+    )]
+    CheckTenantServer {
+        /// The server URL as given.
+        server: String,
+    },
+}
+
+/// Fields of a tenant's cluster entry that are plain data: where to connect and whom to
+/// trust. `extensions` is inert without an exec plugin, which users may not carry.
+const ALLOWED_CLUSTER_FIELDS: &[&str] = &[
+    "server",
+    "certificate-authority-data",
+    "tls-server-name",
+    "extensions",
+];
+/// Fields of a tenant's user entry that are plain credentials, nothing that runs, reads a
+/// local file or names another identity.
+const ALLOWED_USER_FIELDS: &[&str] = &["client-certificate-data", "client-key-data", "token"];
+
+/// What a refused field would do once in the operator's kubeconfig.
+fn refusal_reason(field: &str) -> &'static str {
+    match field {
+        "exec" | "auth-provider" => {
+            "it runs a program on your machine whenever kubectl uses the context"
+        }
+        "insecure-skip-tls-verify" => "it turns off verification of the server's certificate",
+        "proxy-url" => "it sends your requests through a proxy the kubeconfig's writer chooses",
+        "certificate-authority" | "client-certificate" | "client-key" | "tokenFile" => {
+            "it makes kubectl read a file from your machine"
+        }
+        "as" | "as-uid" | "as-groups" | "as-user-extra" => {
+            "it makes kubectl impersonate another identity"
+        }
+        "username" | "password" => "it sends a password over basic authentication",
+        _ => "the controller never writes it",
+    }
+}
+
+/// Refuses every field of `body` outside `allowed`. A `null` field is as good as absent.
+fn check_fields(
+    body: &Mapping,
+    list: NamedList,
+    allowed: &'static [&'static str],
+    allowed_text: &'static str,
+) -> Result<(), TenantError> {
+    for (key, value) in body {
+        let field = key
+            .as_str()
+            .map_or_else(|| format!("{key:?}"), str::to_owned);
+        if value.is_null() || allowed.contains(&field.as_str()) {
+            continue;
+        }
+        return Err(TenantError::RefuseTenantField {
+            list: list.body_key(),
+            why: refusal_reason(&field),
+            field,
+            allowed: allowed_text,
+        });
+    }
+    Ok(())
 }
 
 impl TenantCredentials {
@@ -140,9 +351,31 @@ impl TenantCredentials {
                 })
         };
         let mut cluster = body(NamedList::Clusters)?;
-        let user = body(NamedList::Users)?;
-        if let Some(server) = server_override {
-            cluster.insert("server".into(), server.into());
+        let mut user = body(NamedList::Users)?;
+        let allowed = "a server URL, certificate-authority-data, tls-server-name and extensions in the cluster, and client-certificate-data, client-key-data or token in the user";
+        check_fields(
+            &cluster,
+            NamedList::Clusters,
+            ALLOWED_CLUSTER_FIELDS,
+            allowed,
+        )?;
+        check_fields(&user, NamedList::Users, ALLOWED_USER_FIELDS, allowed)?;
+        cluster.retain(|_, value| !value.is_null());
+        user.retain(|_, value| !value.is_null());
+        match server_override {
+            Some(server) => {
+                cluster.insert("server".into(), server.into());
+            }
+            None => {
+                if let Some(server) = cluster.get("server").and_then(Value::as_str)
+                    && !server.is_empty()
+                    && !server.starts_with("https://")
+                {
+                    return Err(TenantError::CheckTenantServer {
+                        server: server.to_owned(),
+                    });
+                }
+            }
         }
         if cluster
             .get("server")
@@ -167,8 +400,14 @@ impl TenantCredentials {
             .unwrap_or_default()
     }
 
-    /// The three entries, named `entry_name` and marked as belonging to `owner`.
-    fn entries(&self, entry_name: &str, owner: &VirtualClusterRef) -> [(NamedList, Value); 3] {
+    /// The three entries, named `entry_name` and marked as belonging to `owner`; the
+    /// context's marker also records `origin`.
+    fn entries(
+        &self,
+        entry_name: &str,
+        owner: &VirtualClusterRef,
+        origin: Option<&Origin>,
+    ) -> [(NamedList, Value); 3] {
         let mut context = Mapping::new();
         context.insert("cluster".into(), entry_name.into());
         context.insert("user".into(), entry_name.into());
@@ -181,15 +420,16 @@ impl TenantCredentials {
             (NamedList::Contexts, context),
         ]
         .map(|(list, body)| {
+            let origin = origin.filter(|_| list == NamedList::Contexts);
             (
                 list,
-                named_entry(list, entry_name, with_marker(body, owner)),
+                named_entry(list, entry_name, with_marker(body, owner, origin)),
             )
         })
     }
 }
 
-fn with_marker(mut body: Mapping, owner: &VirtualClusterRef) -> Mapping {
+fn with_marker(mut body: Mapping, owner: &VirtualClusterRef, origin: Option<&Origin>) -> Mapping {
     let extensions = body
         .entry("extensions".into())
         .or_insert_with(|| Value::Sequence(Vec::new()));
@@ -200,7 +440,7 @@ fn with_marker(mut body: Mapping, owner: &VirtualClusterRef) -> Mapping {
         extensions.retain(|named| {
             named.get("name").and_then(Value::as_str) != Some(MARKER_EXTENSION_NAME)
         });
-        extensions.push(owner.marker());
+        extensions.push(owner.marker(origin));
     }
     body
 }
@@ -220,7 +460,7 @@ pub fn standalone_kubeconfig(
     owner: &VirtualClusterRef,
 ) -> Mapping {
     let mut document = document::empty_kubeconfig();
-    for (list, entry) in credentials.entries(entry_name, owner) {
+    for (list, entry) in credentials.entries(entry_name, owner, None) {
         document.insert(list.key().into(), Value::Sequence(vec![entry]));
     }
     document.insert(CURRENT_CONTEXT.into(), entry_name.into());
@@ -249,18 +489,28 @@ impl MergeOutcome {
 
 /// Adds or replaces the tenant's cluster, user and context called `entry_name`, and points
 /// `current-context` at it when `switch` is set. Every other part of `document` is kept.
+/// The context records `origin`; its `previous_context` only when switching, since nothing
+/// was switched away from otherwise.
 pub fn merge_tenant(
     document: &mut Mapping,
     credentials: &TenantCredentials,
     entry_name: &str,
     owner: &VirtualClusterRef,
     switch: bool,
+    origin: &Origin,
 ) -> Result<MergeOutcome, DocumentError> {
     let mut outcome = MergeOutcome::default();
     if document.is_empty() {
         *document = document::empty_kubeconfig();
     }
-    for (list, entry) in credentials.entries(entry_name, owner) {
+    let origin = Origin {
+        host_context: origin.host_context.clone(),
+        previous_context: origin
+            .previous_context
+            .clone()
+            .filter(|previous| switch && previous != entry_name),
+    };
+    for (list, entry) in credentials.entries(entry_name, owner, Some(&origin)) {
         let entries = document::entries_mut(document, list)?;
         let existing = entries
             .iter_mut()
@@ -434,7 +684,15 @@ current-context: tenant1-admin@tenant1
     fn merge_into_an_empty_document_writes_a_full_kubeconfig() {
         let credentials = TenantCredentials::from_kubeconfig(TENANT, None).unwrap();
         let mut document = Mapping::new();
-        let outcome = merge_tenant(&mut document, &credentials, "vc-prod", &prod(), true).unwrap();
+        let outcome = merge_tenant(
+            &mut document,
+            &credentials,
+            "vc-prod",
+            &prod(),
+            true,
+            &Origin::default(),
+        )
+        .unwrap();
         assert!(outcome.switched && outcome.replaced.is_empty());
         assert_eq!(document["apiVersion"], "v1");
         assert_eq!(document["kind"], "Config");
@@ -450,7 +708,15 @@ current-context: tenant1-admin@tenant1
             "clusters: [{name: a, cluster: {server: https://a}}, {name: vc-prod, cluster: {server: https://old}}, {name: z, cluster: {server: https://z}}]\n",
         )
         .unwrap();
-        let outcome = merge_tenant(&mut document, &credentials, "vc-prod", &prod(), false).unwrap();
+        let outcome = merge_tenant(
+            &mut document,
+            &credentials,
+            "vc-prod",
+            &prod(),
+            false,
+            &Origin::default(),
+        )
+        .unwrap();
         assert_eq!(
             document::entry_names(&document, NamedList::Clusters),
             ["a", "vc-prod", "z"]
@@ -494,9 +760,25 @@ current-context: tenant1-admin@tenant1
         let mut document =
             document::parse("contexts: [{name: vc-other, context: {cluster: x, user: y}}]\n")
                 .unwrap();
-        merge_tenant(&mut document, &credentials, "vc-prod", &prod(), true).unwrap();
+        merge_tenant(
+            &mut document,
+            &credentials,
+            "vc-prod",
+            &prod(),
+            true,
+            &Origin::default(),
+        )
+        .unwrap();
         let other = VirtualClusterRef::new("team-b", "prod");
-        merge_tenant(&mut document, &credentials, "vc-team-b-prod", &other, false).unwrap();
+        merge_tenant(
+            &mut document,
+            &credentials,
+            "vc-team-b-prod",
+            &other,
+            false,
+            &Origin::default(),
+        )
+        .unwrap();
 
         let outcome = remove_tenant(&mut document, &prod());
         assert_eq!(outcome.contexts, ["vc-prod"]);
@@ -508,6 +790,217 @@ current-context: tenant1-admin@tenant1
             document::entry_names(&document, NamedList::Contexts),
             ["vc-other", "vc-team-b-prod"]
         );
+    }
+
+    #[test]
+    fn fields_that_act_on_the_operators_machine_are_refused_by_name() {
+        for (list, line, field) in [
+            (
+                "user",
+                "exec: {apiVersion: client.authentication.k8s.io/v1, command: sh}",
+                "exec",
+            ),
+            (
+                "user",
+                "auth-provider: {name: oidc, config: {}}",
+                "auth-provider",
+            ),
+            ("user", "tokenFile: /home/me/.ssh/id_ed25519", "tokenFile"),
+            ("user", "client-key: /home/me/.ssh/id_ed25519", "client-key"),
+            ("user", "as: system:admin", "as"),
+            (
+                "cluster",
+                "insecure-skip-tls-verify: true",
+                "insecure-skip-tls-verify",
+            ),
+            (
+                "cluster",
+                "proxy-url: http://evil.example:3128",
+                "proxy-url",
+            ),
+            (
+                "cluster",
+                "certificate-authority: /etc/passwd",
+                "certificate-authority",
+            ),
+        ] {
+            let anchor = if list == "user" {
+                "client-key-data: S0VZCg=="
+            } else {
+                "certificate-authority-data: Q0EK"
+            };
+            let tenant = TENANT.replace(anchor, &format!("{anchor}\n    {line}"));
+            let error = TenantCredentials::from_kubeconfig(&tenant, None).unwrap_err();
+            let message = error.to_string();
+            assert!(
+                message.starts_with(&format!(
+                    "the tenant kubeconfig's {list} sets `{field}`, which kubectl-vc never copies"
+                )),
+                "{message}"
+            );
+            assert!(message.contains("check who can write it"), "{message}");
+        }
+    }
+
+    #[test]
+    fn null_fields_are_as_good_as_absent() {
+        let tenant = TENANT.replace(
+            "client-key-data: S0VZCg==",
+            "client-key-data: S0VZCg==\n    exec: null",
+        );
+        let credentials = TenantCredentials::from_kubeconfig(&tenant, None).unwrap();
+        assert_eq!(credentials.user.get("exec"), None);
+    }
+
+    #[test]
+    fn a_plain_http_server_is_refused_unless_overridden() {
+        let tenant = TENANT.replace("https://127.100.0.7", "http://127.100.0.7");
+        let error = TenantCredentials::from_kubeconfig(&tenant, None).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "the tenant kubeconfig's cluster server \"http://127.100.0.7:6443\" is not an https:// URL; pass --server https://HOST:PORT"
+        );
+        assert!(
+            TenantCredentials::from_kubeconfig(&tenant, Some("https://127.0.0.1:7443")).is_ok()
+        );
+    }
+
+    fn host_document() -> Mapping {
+        document::parse(
+            "current-context: kind-host\ncontexts:\n- {name: kind-host, context: {cluster: h, user: h}}\n- {name: other, context: {cluster: h, user: h}}\nclusters: [{name: h, cluster: {server: https://h}}]\nusers: [{name: h, user: {token: t}}]\n",
+        )
+        .unwrap()
+    }
+
+    fn origin(host: &str, previous: &str) -> Origin {
+        Origin {
+            host_context: Some(host.into()),
+            previous_context: Some(previous.into()),
+        }
+    }
+
+    #[test]
+    fn the_tenant_context_remembers_where_it_came_from_and_the_way_back() {
+        let credentials = TenantCredentials::from_kubeconfig(TENANT, None).unwrap();
+        let mut document = host_document();
+        merge_tenant(
+            &mut document,
+            &credentials,
+            "vc-prod",
+            &prod(),
+            true,
+            &origin("kind-host", "other"),
+        )
+        .unwrap();
+        let (owner, remembered) = tenant_context(&document, "vc-prod").unwrap();
+        assert_eq!(owner, prod());
+        assert_eq!(remembered, origin("kind-host", "other"));
+        // Only the context records it; cluster and user carry the plain marker.
+        let cluster = document::find_body(&document, NamedList::Clusters, "vc-prod").unwrap();
+        assert_eq!(
+            cluster["extensions"][0]["extension"]
+                .as_mapping()
+                .unwrap()
+                .len(),
+            2
+        );
+        assert_eq!(
+            way_back(&document).unwrap(),
+            ("vc-prod".into(), "other".into())
+        );
+    }
+
+    #[test]
+    fn from_a_second_tenant_the_way_back_skips_the_first() {
+        let credentials = TenantCredentials::from_kubeconfig(TENANT, None).unwrap();
+        let mut document = host_document();
+        merge_tenant(
+            &mut document,
+            &credentials,
+            "vc-prod",
+            &prod(),
+            true,
+            &origin("kind-host", "kind-host"),
+        )
+        .unwrap();
+        let before = context_before_tenants(&document, "vc-prod");
+        assert_eq!(before, "kind-host");
+        let other = VirtualClusterRef::new("team-b", "dev");
+        merge_tenant(
+            &mut document,
+            &credentials,
+            "vc-team-b-dev",
+            &other,
+            true,
+            &origin("kind-host", &before),
+        )
+        .unwrap();
+        assert_eq!(way_back(&document).unwrap().1, "kind-host");
+    }
+
+    #[test]
+    fn without_a_switch_nothing_was_switched_away_from() {
+        let credentials = TenantCredentials::from_kubeconfig(TENANT, None).unwrap();
+        let mut document = host_document();
+        merge_tenant(
+            &mut document,
+            &credentials,
+            "vc-prod",
+            &prod(),
+            false,
+            &origin("kind-host", "other"),
+        )
+        .unwrap();
+        let (_, remembered) = tenant_context(&document, "vc-prod").unwrap();
+        assert_eq!(remembered.previous_context, None);
+        assert_eq!(remembered.host_context.as_deref(), Some("kind-host"));
+    }
+
+    #[test]
+    fn the_way_back_falls_back_to_the_host_and_names_what_is_gone() {
+        let credentials = TenantCredentials::from_kubeconfig(TENANT, None).unwrap();
+        let mut document = host_document();
+        merge_tenant(
+            &mut document,
+            &credentials,
+            "vc-prod",
+            &prod(),
+            true,
+            &origin("kind-host", "gone"),
+        )
+        .unwrap();
+        assert_eq!(way_back(&document).unwrap().1, "kind-host");
+        merge_tenant(
+            &mut document,
+            &credentials,
+            "vc-prod",
+            &prod(),
+            true,
+            &origin("also-gone", "gone"),
+        )
+        .unwrap();
+        assert_eq!(
+            way_back(&document).unwrap_err().to_string(),
+            "current context \"vc-prod\" remembers context \"gone\" and context \"also-gone\", missing from the kubeconfig now; switch with `kubectl config use-context NAME`"
+        );
+        merge_tenant(
+            &mut document,
+            &credentials,
+            "vc-prod",
+            &prod(),
+            true,
+            &Origin::default(),
+        )
+        .unwrap();
+        assert!(matches!(
+            way_back(&document),
+            Err(ReturnError::FindOrigin { .. })
+        ));
+        document.insert(CURRENT_CONTEXT.into(), "other".into());
+        assert!(matches!(
+            way_back(&document),
+            Err(ReturnError::FindTenantMarker { .. })
+        ));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! preferences, the order of entries.
 
 pub mod document;
+pub mod emit;
 pub mod file;
 pub mod loading;
 pub mod merge;
@@ -16,7 +17,7 @@ use serde_yaml::Mapping;
 
 use document::DocumentError;
 pub use loading::{LoadedFile, LoadingRules, Overrides, Selection};
-pub use merge::{MergeOutcome, RemovalOutcome, TenantCredentials, VirtualClusterRef};
+pub use merge::{MergeOutcome, Origin, RemovalOutcome, TenantCredentials, VirtualClusterRef};
 
 /// A step of reading or writing kubeconfig files that failed. Each message names the file.
 #[derive(Debug, thiserror::Error)]
@@ -127,9 +128,22 @@ pub fn write_tenant(
     entry_name: &str,
     owner: &VirtualClusterRef,
     switch: bool,
+    origin: &Origin,
 ) -> Result<MergeOutcome, KubeconfigError> {
     file::update(path, |document| {
-        merge::merge_tenant(document, credentials, entry_name, owner, switch)
+        merge::merge_tenant(document, credentials, entry_name, owner, switch, origin)
+    })
+}
+
+/// Sets `current-context` to `context` in `path`, the file `kubectl config use-context`
+/// would change.
+pub fn switch_context(path: &Path, context: &str) -> Result<(), KubeconfigError> {
+    file::update(path, |document| {
+        if document.is_empty() {
+            *document = document::empty_kubeconfig();
+        }
+        document.insert(document::CURRENT_CONTEXT.into(), context.into());
+        Ok(())
     })
 }
 

@@ -656,3 +656,298 @@ fn use_context_with_two_kubeconfig_files_writes_the_first_existing_one() {
         .collect();
     assert_eq!(listed, expected);
 }
+
+/// Runs `kubectl ARGS`, asserts success and returns stdout.
+fn kubectl_ok(host: &Host, args: &[&str]) -> String {
+    let output = host.kubectl(args);
+    assert!(
+        output.status.success(),
+        "kubectl {args:?} failed: {}",
+        stderr(&output)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// The words a YAML 1.1 reader (kubectl's) does not take as strings when written plain.
+const YAML_11_SPECIALS: &[&str] = &[
+    "y",
+    "n",
+    "yes",
+    "off",
+    "~",
+    "0x1F",
+    "1e3",
+    "010",
+    "2001-12-14",
+];
+
+#[test]
+fn use_context_keeps_a_context_kubectl_wrote_for_every_yaml_11_scalar() {
+    let Some(host) = Host::start() else { return };
+    let tenant = TestApiServer::start(TestApiServerOptions::default()).unwrap();
+    host.vc_ok(&["create", "demo"]);
+    publish_tenant_kubeconfig(&host, "demo", &tenant);
+    let host_context = kubectl_ok(&host, &["config", "current-context"])
+        .trim()
+        .to_owned();
+    for special in YAML_11_SPECIALS {
+        kubectl_ok(
+            &host,
+            &[
+                "config",
+                "set-context",
+                "other",
+                "--cluster=x",
+                &format!("--user={special}"),
+            ],
+        );
+        assert_eq!(
+            host.vc_ok(&["use-context", "demo"]),
+            "Switched to context \"vc-demo\".\n"
+        );
+        let listed = kubectl_ok(&host, &["config", "get-contexts"]);
+        let other: Vec<&str> = listed
+            .lines()
+            .map(|line| line.split_whitespace().collect::<Vec<_>>())
+            .find(|words| words.first() == Some(&"other"))
+            .unwrap_or_default();
+        assert_eq!(other, ["other", "x", special], "{listed}");
+        kubectl_ok(&host, &["config", "use-context", &host_context]);
+    }
+}
+
+#[test]
+fn in_a_tenant_context_vc_commands_reach_the_host_and_disconnect_goes_back() {
+    let Some(host) = Host::start() else { return };
+    let tenant = TestApiServer::start(TestApiServerOptions::default()).unwrap();
+    host.runtime
+        .block_on(tenant.install_yaml(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: only-in-the-tenant}\n",
+        ))
+        .unwrap();
+    host.vc_ok(&["create", "demo"]);
+    host.vc_ok(&["create", "staging"]);
+    publish_tenant_kubeconfig(&host, "demo", &tenant);
+    let host_context = kubectl_ok(&host, &["config", "current-context"])
+        .trim()
+        .to_owned();
+
+    host.vc_ok(&["use-context", "demo"]);
+    // kubectl itself now talks to the tenant...
+    assert_eq!(
+        kubectl_ok(
+            &host,
+            &["get", "namespace", "only-in-the-tenant", "-o", "name"]
+        ),
+        "namespace/only-in-the-tenant\n"
+    );
+    // ...and kubectl vc to the host it came from, saying so once.
+    let listed = host.vc(&["list", "-o", "name"]);
+    assert!(listed.status.success(), "{}", stderr(&listed));
+    assert_eq!(
+        String::from_utf8_lossy(&listed.stdout),
+        "virtualcluster.kosmos.io/demo\nvirtualcluster.kosmos.io/staging\n"
+    );
+    assert_eq!(
+        stderr(&listed),
+        format!(
+            "Current context \"vc-demo\" is VirtualCluster default/demo; using its host context \"{host_context}\" (pass --context to choose another, `kubectl vc disconnect` to go back).\n"
+        )
+    );
+    // A second use-context from inside the tenant reads through the host too.
+    host.vc_ok(&["use-context", "demo"]);
+
+    assert_eq!(
+        host.vc_ok(&["disconnect"]),
+        format!("Switched to context \"{host_context}\".\n")
+    );
+    assert_eq!(
+        kubectl_ok(&host, &["config", "current-context"]),
+        format!("{host_context}\n")
+    );
+    let back_on_host = host.vc(&["list", "-o", "name"]);
+    assert!(
+        stderr(&back_on_host).is_empty(),
+        "{}",
+        stderr(&back_on_host)
+    );
+
+    host.vc_ok(&["use-context", "demo"]);
+    assert_eq!(
+        host.vc_ok(&["use-context", "--host"]),
+        format!("Switched to context \"{host_context}\".\n")
+    );
+    let not_in_a_tenant = host.vc(&["disconnect"]);
+    assert_eq!(not_in_a_tenant.status.code(), Some(1));
+    assert_eq!(
+        stderr(&not_in_a_tenant),
+        format!(
+            "error: current context \"{host_context}\" was not written by `kubectl vc use-context`, so kubectl-vc does not know where it came from; switch with `kubectl config use-context NAME`\n"
+        )
+    );
+}
+
+#[test]
+fn tenant_kubeconfig_cannot_carry_exec_or_skip_tls() {
+    let Some(host) = Host::start() else { return };
+    let tenant = TestApiServer::start(TestApiServerOptions::default()).unwrap();
+    host.vc_ok(&["create", "demo"]);
+    let honest = std::fs::read_to_string(tenant.kubeconfig_path()).unwrap();
+    let mut document: serde_yaml::Value = serde_yaml::from_str(&honest).unwrap();
+    let user = &mut document["users"][0]["user"];
+    user["exec"] = serde_yaml::from_str(
+        "{apiVersion: client.authentication.k8s.io/v1, command: sh, args: [-c, 'touch /tmp/pwned'], interactiveMode: Never}",
+    )
+    .unwrap();
+    let with_exec = serde_yaml::to_string(&document).unwrap();
+    let mut document: serde_yaml::Value = serde_yaml::from_str(&honest).unwrap();
+    document["clusters"][0]["cluster"]["insecure-skip-tls-verify"] = true.into();
+    let skipping_tls = serde_yaml::to_string(&document).unwrap();
+
+    let before = std::fs::read(&host.kubeconfig).unwrap();
+    for (text, list, field) in [
+        (with_exec, "user", "exec"),
+        (skipping_tls, "cluster", "insecure-skip-tls-verify"),
+    ] {
+        use base64::Engine as _;
+        let encoded = base64::engine::general_purpose::STANDARD.encode(text);
+        let secret = format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: demo-admin-kubeconfig, namespace: default}}\ndata:\n  kubeconfig: {encoded}\n"
+        );
+        let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(
+            host.runtime.block_on(host.server.client()).unwrap(),
+            "default",
+        );
+        let _ = host
+            .runtime
+            .block_on(secrets.delete("demo-admin-kubeconfig", &Default::default()));
+        host.runtime
+            .block_on(host.server.install_yaml(&secret))
+            .unwrap();
+
+        let refused = host.vc(&["use-context", "demo"]);
+        assert_eq!(refused.status.code(), Some(1));
+        let message = stderr(&refused);
+        assert!(
+            message.starts_with(
+                "error: refusing the admin kubeconfig of VirtualCluster \"demo\" in namespace \"default\" (Secret demo-admin-kubeconfig or spec.kubeconfig): "
+            ),
+            "{message}"
+        );
+        assert!(
+            message.contains(&format!(
+                "the tenant kubeconfig's {list} sets `{field}`, which kubectl-vc never copies into your kubeconfig"
+            )),
+            "{message}"
+        );
+        assert_eq!(
+            std::fs::read(&host.kubeconfig).unwrap(),
+            before,
+            "a refused kubeconfig must not touch the operator's"
+        );
+    }
+}
+
+/// Plays the webhook with its own rules (`vc_api::admission::validate`) over the host's
+/// nodes and VirtualClusters, so the warning text is the webhook's.
+struct RulesWebhook {
+    client: kube::Client,
+}
+
+impl std::fmt::Debug for RulesWebhook {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("RulesWebhook")
+            .finish_non_exhaustive()
+    }
+}
+
+impl AdmissionHook for RulesWebhook {
+    fn admit<'a>(
+        &'a self,
+        phase: AdmissionPhase,
+        attrs: &'a AdmissionAttributes,
+        _configs: &'a WebhookConfigs,
+        _resolver: ServiceResolver,
+    ) -> BoxFuture<'a, Result<AdmissionResult, ApiError>> {
+        use vc_api::admission::{
+            ClusterFacts, Inventory, NodeFacts, Operation, Policy, Request, validate,
+        };
+        Box::pin(async move {
+            if !matches!(phase, AdmissionPhase::Validating)
+                || attrs.resource != "virtualclusters"
+                || !attrs.subresource.is_empty()
+            {
+                return Ok(AdmissionResult::default());
+            }
+            let mut inventory = Inventory::new();
+            let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(self.client.clone());
+            for node in nodes.list(&Default::default()).await.unwrap() {
+                inventory.upsert_node(NodeFacts::from_node(&node));
+            }
+            let clusters: Api<VirtualCluster> = Api::all(self.client.clone());
+            for cluster in clusters.list(&Default::default()).await.unwrap() {
+                if let Some(facts) = ClusterFacts::from_virtual_cluster(&cluster) {
+                    inventory.upsert_cluster(facts);
+                }
+            }
+            let parse = |value: &Option<serde_json::Value>| -> Option<VirtualCluster> {
+                value
+                    .clone()
+                    .map(|value| serde_json::from_value(value).unwrap())
+            };
+            let (object, old_object) = (parse(&attrs.object), parse(&attrs.old_object));
+            let operation = match attrs.operation.as_str() {
+                "CREATE" => Operation::Create,
+                "UPDATE" => Operation::Update,
+                _ => Operation::Delete,
+            };
+            let verdict = validate(
+                &Request {
+                    operation,
+                    username: &attrs.user.username,
+                    object: object.as_ref(),
+                    old_object: old_object.as_ref(),
+                },
+                &inventory,
+                &Policy::default(),
+            );
+            assert!(verdict.is_allowed(), "{:?}", verdict.denial);
+            Ok(AdmissionResult {
+                object: None,
+                warnings: verdict.warnings,
+            })
+        })
+    }
+}
+
+#[test]
+fn create_on_a_not_ready_node_prints_the_webhooks_warning() {
+    let Some(host) = Host::start() else { return };
+    let client = host.runtime.block_on(host.server.client()).unwrap();
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
+    let not_ready = json!({"status": {"conditions": [{"type": "Ready", "status": "False", "reason": "KubeletNotReady", "message": "PLEG is not healthy"}]}});
+    host.runtime
+        .block_on(nodes.patch_status("node2", &PatchParams::default(), &Patch::Merge(&not_ready)))
+        .unwrap();
+    host.server
+        .set_admission(Some(Arc::new(RulesWebhook { client })));
+    host.runtime
+        .block_on(host.server.install_yaml(WEBHOOK_CONFIGURATION))
+        .unwrap();
+
+    let created = host.vc(&["create", "demo", "--nodes", "node1,node2"]);
+    assert!(created.status.success(), "{}", stderr(&created));
+    assert_eq!(
+        String::from_utf8_lossy(&created.stdout),
+        "virtualcluster.kosmos.io/demo created\n"
+    );
+    assert_eq!(
+        stderr(&created),
+        "Warning: node \"node2\" is NotReady; it is promoted, but tenant workloads will not run on it until it is Ready and uncordoned\n"
+    );
+
+    let added = host.vc(&["nodes", "add", "demo", "node3"]);
+    assert!(added.status.success(), "{}", stderr(&added));
+    assert_eq!(stderr(&added), "", "a Ready node draws no warning");
+}
