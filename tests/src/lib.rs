@@ -5,6 +5,7 @@
 pub mod admission;
 pub mod apiserver;
 pub mod etcd_gateway;
+pub mod node;
 pub mod probe;
 pub mod rbac;
 pub mod simulation;

@@ -174,6 +174,9 @@ pub struct EnvtestPaths {
     pub scheduler_kubeconfig: PathBuf,
     pub scheduler_cert: PathBuf,
     pub scheduler_key: PathBuf,
+    /// kube-apiserver's client certificate towards kubelets (logs, exec, port-forward).
+    pub kubelet_client_cert: PathBuf,
+    pub kubelet_client_key: PathBuf,
 }
 
 impl EnvtestPaths {
@@ -194,6 +197,8 @@ impl EnvtestPaths {
             scheduler_kubeconfig: dir.join("scheduler.kubeconfig"),
             scheduler_cert: dir.join("scheduler.crt"),
             scheduler_key: dir.join("scheduler.key"),
+            kubelet_client_cert: dir.join("kubelet-client.crt"),
+            kubelet_client_key: dir.join("kubelet-client.key"),
         }
     }
 
@@ -343,8 +348,16 @@ pub fn apiserver_args(
             paths.service_account_key.display(),
         ),
         flag("service-cluster-ip-range", &options.service_cidr),
-        flag("authorization-mode", "RBAC"),
+        flag("authorization-mode", "Node,RBAC"),
+        flag("enable-admission-plugins", "NodeRestriction"),
         flag("allow-privileged", "true"),
+        flag(
+            "kubelet-client-certificate",
+            paths.kubelet_client_cert.display(),
+        ),
+        flag("kubelet-client-key", paths.kubelet_client_key.display()),
+        flag("kubelet-certificate-authority", paths.ca_cert.display()),
+        flag("kubelet-preferred-address-types", "InternalIP,Hostname"),
     ]
 }
 
@@ -455,6 +468,14 @@ fn write_files(paths: &EnvtestPaths, ports: &EnvtestPorts) -> Result<EnvtestFile
         &paths.controller_manager_key,
         &controller_manager_serving.key_pem,
     )?;
+    // kube-apiserver's identity towards kubelets, which authorise it through a
+    // SubjectAccessReview.
+    let kubelet_client = ca.issue_client(
+        "kube-apiserver-kubelet-client",
+        &["system:masters".to_owned()],
+    )?;
+    write(&paths.kubelet_client_cert, &kubelet_client.cert_pem)?;
+    pki::write_private_file(&paths.kubelet_client_key, &kubelet_client.key_pem)?;
     let scheduler = ca.issue_client(SCHEDULER_USER, &[])?;
     pki::write_private_file(
         &paths.scheduler_kubeconfig,
@@ -679,6 +700,12 @@ impl Envtest {
 
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// The CA every certificate of this control plane chains to: a real node's kubelet
+    /// and kube-proxy get their identities from it.
+    pub fn ca(&self) -> &TestCa {
+        &self.ca
     }
 
     pub fn kubeconfig_path(&self) -> &Path {
@@ -1076,7 +1103,10 @@ mod tests {
         ] {
             for arg in &args {
                 let (name, value) = arg.split_once('=').unwrap();
-                if name.ends_with("-file") || name.ends_with("kubeconfig") {
+                if name.ends_with("-file")
+                    || name.ends_with("kubeconfig")
+                    || name.starts_with("--kubelet-c")
+                {
                     assert!(
                         Path::new(value).is_file(),
                         "{name} names {value}, not written"
@@ -1085,10 +1115,10 @@ mod tests {
                 }
             }
         }
-        // apiserver: tls cert/key, client CA, 2 ServiceAccount keys; controller manager:
-        // 3 kubeconfigs, client CA, tls cert/key, ServiceAccount key, root CA; scheduler:
-        // 3 kubeconfigs, client CA, tls cert/key.
-        assert_eq!(checked, 19);
+        // apiserver: tls cert/key, client CA, 2 ServiceAccount keys, kubelet client
+        // cert/key and the kubelets' CA; controller manager: 3 kubeconfigs, client CA, tls cert/key,
+        // ServiceAccount key, root CA; scheduler: 3 kubeconfigs, client CA, tls cert/key.
+        assert_eq!(checked, 22);
         for file in [&paths.ca_cert, &paths.admin_kubeconfig] {
             assert!(file.is_file(), "{}", file.display());
         }

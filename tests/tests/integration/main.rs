@@ -54,6 +54,8 @@ mod plugin_cli;
 #[cfg(test)]
 mod plugin_e2e;
 #[cfg(test)]
+mod real_node;
+#[cfg(test)]
 mod sim_admission;
 #[cfg(test)]
 mod sim_cluster;

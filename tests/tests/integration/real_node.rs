@@ -1,0 +1,207 @@
+//! A real node (`vc_tests::node::RealNode`: containerd, runc, bridge CNI, kubelet and
+//! kube-proxy) joined to a real host control plane runs a real container from an image
+//! built here, serves it through a ClusterIP, answers `kubectl logs` and `exec`, and
+//! leaves the machine as it found it. Runs in the nextest group `real-node`, alone.
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Pod, Service};
+use kube::Api;
+use kube::api::{DeleteParams, PostParams};
+use serde_json::json;
+use vc_tests::apiserver::envtest::{self, Envtest, EnvtestOptions, SKIP_MESSAGE};
+use vc_tests::node::image::ImageSpec;
+use vc_tests::node::{MachineState, NodeOptions, RealNode, missing_programs};
+
+use crate::support::eventually::eventually;
+
+const ECHO_IMAGE: &str = "kosmos-vc.local/echo:1";
+const WAIT: Duration = Duration::from_secs(60);
+
+/// An HTTP server answering every request with the pod's hostname (busybox `httpd`
+/// running a CGI script).
+fn echo_image(dir: &std::path::Path) -> ImageSpec {
+    let script = dir.join("index.cgi");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\nhostname\n",
+    )
+    .unwrap();
+    ImageSpec::busybox(
+        ECHO_IMAGE,
+        &[
+            "/bin/sh",
+            "-c",
+            "echo serving on 8080; exec /bin/busybox httpd -f -v -p 8080 -h /www",
+        ],
+    )
+    .file("/www/cgi-bin/index.cgi", &script, 0o755)
+    .link("/bin/httpd", "busybox")
+}
+
+async fn http_get(url: &str) -> Option<String> {
+    let output = tokio::process::Command::new("wget")
+        .args(["-q", "-O", "-", "-T", "3", url])
+        .output()
+        .await
+        .ok()?;
+    output
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+}
+
+fn kubectl(kubeconfig: &std::path::Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_node_runs_a_container_and_leaves_nothing_behind() {
+    let Some(assets) = envtest::assets() else {
+        assert!(!envtest::must_run_real(), "CI is set: {SKIP_MESSAGE}");
+        eprintln!("{SKIP_MESSAGE}");
+        return;
+    };
+    let missing = missing_programs();
+    if !missing.is_empty() {
+        assert!(
+            !envtest::must_run_real(),
+            "CI is set, but the real node needs {missing:?} (.ci/run installs them)"
+        );
+        eprintln!("skipped: the real node needs {missing:?}");
+        return;
+    }
+    let before = MachineState::read();
+    let started = Instant::now();
+    let host = Envtest::start_with(
+        &assets,
+        EnvtestOptions {
+            controller_manager: true,
+            scheduler: true,
+            ..EnvtestOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let mut node = RealNode::start(&host, &assets, work.path(), NodeOptions::default())
+        .await
+        .unwrap();
+    eprintln!(
+        "node1 Ready {:.1} s after start",
+        started.elapsed().as_secs_f64()
+    );
+    node.load_image(&echo_image(work.path())).unwrap();
+
+    let client = host_client(&host).await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "echo", "labels": {"app": "echo"}},
+        "spec": {
+            "automountServiceAccountToken": false,
+            "containers": [{
+                "name": "echo", "image": ECHO_IMAGE, "imagePullPolicy": "Never",
+                "ports": [{"containerPort": 8080}],
+                "readinessProbe": {"httpGet": {"path": "/cgi-bin/index.cgi", "port": 8080}, "periodSeconds": 1},
+            }],
+        },
+    }))
+    .unwrap();
+    let created = Instant::now();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let ip = eventually(WAIT, "pod echo Ready with an IP", || async {
+        let pod = pods.get("echo").await.ok()?;
+        let status = pod.status?;
+        let ready = status
+            .conditions
+            .unwrap_or_default()
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True");
+        ready.then_some(status.pod_ip).flatten()
+    })
+    .await;
+    eprintln!(
+        "pod Ready at {ip} {:.2} s after create",
+        created.elapsed().as_secs_f64()
+    );
+    assert!(ip.starts_with("10.244.1."), "{ip}");
+    assert_eq!(
+        http_get(&format!("http://{ip}:8080/cgi-bin/index.cgi"))
+            .await
+            .as_deref(),
+        Some("echo"),
+        "the container answers on its pod IP"
+    );
+
+    let services: Api<Service> = Api::namespaced(client.clone(), "default");
+    let service: Service = serde_json::from_value(json!({
+        "metadata": {"name": "echo"},
+        "spec": {"selector": {"app": "echo"}, "ports": [{"port": 80, "targetPort": 8080}]},
+    }))
+    .unwrap();
+    let cluster_ip = services
+        .create(&PostParams::default(), &service)
+        .await
+        .unwrap()
+        .spec
+        .and_then(|s| s.cluster_ip)
+        .unwrap();
+    let url = format!("http://{cluster_ip}/cgi-bin/index.cgi");
+    let answer = eventually(WAIT, "the ClusterIP to route (kube-proxy)", || {
+        let url = url.clone();
+        async move { http_get(&url).await }
+    })
+    .await;
+    assert_eq!(answer, "echo");
+
+    let logs = kubectl(host.kubeconfig_path(), &["logs", "echo"]);
+    assert!(
+        String::from_utf8_lossy(&logs.stdout).contains("serving on 8080"),
+        "kubectl logs: {logs:?}"
+    );
+    let exec = kubectl(host.kubeconfig_path(), &["exec", "echo", "--", "hostname"]);
+    assert_eq!(
+        String::from_utf8_lossy(&exec.stdout).trim(),
+        "echo",
+        "{exec:?}"
+    );
+
+    pods.delete("echo", &DeleteParams::default().grace_period(1))
+        .await
+        .unwrap();
+    eventually(WAIT, "pod echo deleted by the kubelet", || async {
+        pods.get_opt("echo").await.ok()?.is_none().then_some(())
+    })
+    .await;
+
+    let problems = node.stop();
+    assert!(problems.is_empty(), "stopping the node: {problems:#?}");
+    drop(node);
+    drop(host);
+    let after = MachineState::read();
+    assert_eq!(before, after, "the node left something behind");
+    let leftover = std::process::Command::new("pgrep")
+        .args(["-f", &work.path().display().to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        leftover.stdout.is_empty(),
+        "processes left: {}",
+        String::from_utf8_lossy(&leftover.stdout)
+    );
+    eprintln!(
+        "real node test done in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+async fn host_client(host: &Envtest) -> kube::Client {
+    vc_tests::apiserver::client_from_kubeconfig(host.kubeconfig_path())
+        .await
+        .unwrap()
+}
