@@ -25,6 +25,13 @@ pub const FINALIZER: &str = "kosmos.io/finalizer";
 pub const CONTROLLER_FIELD_MANAGER: &str = "kosmos-vc-controller";
 /// Field manager of the plugin's writes, so `managedFields` shows who changed what.
 pub const PLUGIN_FIELD_MANAGER: &str = "kubectl-vc";
+/// Field manager of vc-clustertree's writes in a tenant.
+pub const CLUSTERTREE_FIELD_MANAGER: &str = "vc-clustertree";
+/// Label on every tenant Node vc-clustertree writes, valued `host` for a promoted host
+/// node and `pool` for the pooled-resources node: it deletes only Nodes carrying it.
+pub const MIRRORED_NODE_LABEL: &str = "vc.kosmos.io/mirrored-from";
+/// Name of the tenant Node standing for the pooled resources.
+pub const POOL_NODE_NAME: &str = "pool";
 
 /// Node label naming the namespace of the VirtualCluster that claimed the node.
 pub const NODE_OWNER_NAMESPACE_LABEL: &str = "vc.kosmos.io/owner-namespace";

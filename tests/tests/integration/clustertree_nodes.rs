@@ -1,0 +1,276 @@
+//! The real `vc-clustertree` process between two real kube-apiservers (a host and a
+//! tenant): under nothing but the host RBAC of a clustertree (its VirtualCluster, and
+//! `get` on the nodes it claimed), it mirrors exactly the claimed nodes and the pool
+//! into the tenant, keeps their Leases, follows a host node to NotReady, and removes a
+//! node once it is returned. The host's kubelets are simulated; everything else is real.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Node;
+use kube::Api;
+use kube::api::{Patch, PatchParams, PostParams};
+use serde_json::json;
+use vc_api::VirtualCluster;
+use vc_api::constants::{
+    NODE_CLAIM_TAINT_KEY, NODE_OWNER_NAME_LABEL, NODE_OWNER_NAMESPACE_LABEL,
+    NODE_OWNER_UID_ANNOTATION, POOL_NODE_NAME,
+};
+use vc_tests::apiserver::envtest::{self, Envtest, SKIP_MESSAGE};
+use vc_tests::simulation::nodes::{FleetOptions, NodeFleet, default_nodes};
+
+use crate::controller_common::crd_path;
+use crate::support::eventually::eventually;
+
+const WAIT: Duration = Duration::from_secs(30);
+const NAMESPACE: &str = "team-a";
+const TENANT: &str = "tenant1";
+
+/// `vc-clustertree` built beside this test executable (target/debug).
+fn clustertree_binary() -> PathBuf {
+    let executable = std::env::current_exe().unwrap();
+    executable
+        .ancestors()
+        .skip(1)
+        .take(2)
+        .map(|dir| dir.join("vc-clustertree"))
+        .find(|path| path.is_file())
+        .expect("vc-clustertree is not built; run `cargo build -p vc-clustertree`")
+}
+
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _killed = self.0.kill();
+        let _reaped = self.0.wait();
+    }
+}
+
+async fn claim(host: &kube::Client, node: &str, uid: &str, claimed: bool) {
+    let patch = if claimed {
+        json!({
+            "metadata": {
+                "labels": {NODE_OWNER_NAMESPACE_LABEL: NAMESPACE, NODE_OWNER_NAME_LABEL: TENANT},
+                "annotations": {NODE_OWNER_UID_ANNOTATION: uid},
+            },
+            "spec": {"taints": [{"key": NODE_CLAIM_TAINT_KEY, "value": TENANT, "effect": "NoSchedule"}]},
+        })
+    } else {
+        json!({
+            "metadata": {
+                "labels": {NODE_OWNER_NAMESPACE_LABEL: null, NODE_OWNER_NAME_LABEL: null},
+                "annotations": {NODE_OWNER_UID_ANNOTATION: null},
+            },
+            "spec": {"taints": null},
+        })
+    };
+    Api::<Node>::all(host.clone())
+        .patch(node, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+}
+
+/// What the controller grants a tenant's clustertree on the host: its VirtualCluster,
+/// and read access to exactly the nodes it claimed.
+fn clustertree_rbac(nodes: &[&str]) -> Vec<serde_json::Value> {
+    vec![
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+            "metadata": {"name": "clustertree-nodes"},
+            "rules": [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"], "resourceNames": nodes}],
+        }),
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": {"name": "clustertree-nodes"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "clustertree-nodes"},
+            "subjects": [{"kind": "User", "name": "clustertree"}],
+        }),
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+            "metadata": {"name": "clustertree", "namespace": NAMESPACE},
+            "rules": [{"apiGroups": ["kosmos.io"], "resources": ["virtualclusters"], "verbs": ["get"], "resourceNames": [TENANT]}],
+        }),
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": "clustertree", "namespace": NAMESPACE},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "clustertree"},
+            "subjects": [{"kind": "User", "name": "clustertree"}],
+        }),
+    ]
+}
+
+fn kubectl_apply(kubeconfig: &std::path::Path, manifest: &str) {
+    let mut child = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(["apply", "--server-side", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), manifest.as_bytes()).unwrap();
+    drop(child.stdin.take());
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "kubectl apply: {output:?}");
+}
+
+fn ready(node: &Node) -> Option<String> {
+    node.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| c.status.clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_clustertree_mirrors_exactly_the_claimed_nodes_and_the_pool() {
+    let Some(assets) = envtest::assets() else {
+        assert!(!envtest::must_run_real(), "CI is set: {SKIP_MESSAGE}");
+        eprintln!("{SKIP_MESSAGE}");
+        return;
+    };
+    let host = Envtest::start(&assets).await.unwrap();
+    let tenant = Envtest::start(&assets).await.unwrap();
+    let admin = vc_tests::apiserver::client_from_kubeconfig(host.kubeconfig_path())
+        .await
+        .unwrap();
+    let tenant_admin = vc_tests::apiserver::client_from_kubeconfig(tenant.kubeconfig_path())
+        .await
+        .unwrap();
+    kubectl_apply(
+        host.kubeconfig_path(),
+        &std::fs::read_to_string(crd_path()).unwrap(),
+    );
+    kubectl_apply(
+        host.kubeconfig_path(),
+        &format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {NAMESPACE}\n"),
+    );
+    let fleet = NodeFleet::start(admin.clone(), default_nodes(3), FleetOptions::default())
+        .await
+        .unwrap();
+    let virtual_clusters: Api<VirtualCluster> = Api::namespaced(admin.clone(), NAMESPACE);
+    let created = eventually(WAIT, "the CRD to serve VirtualClusters", || async {
+        let vc: VirtualCluster = serde_json::from_value(json!({
+            "apiVersion": "kosmos.io/v1alpha1", "kind": "VirtualCluster",
+            "metadata": {"name": TENANT, "namespace": NAMESPACE},
+            "spec": {"kubernetesVersion": "v1.33.4",
+                     "promoteResources": {"nodes": ["node1", "node2"], "resources": {"cpu": 2, "memory": "4Gi"}}},
+        }))
+        .unwrap();
+        virtual_clusters.create(&PostParams::default(), &vc).await.ok()
+    })
+    .await;
+    let uid = created.metadata.uid.clone().unwrap();
+    claim(&admin, "node1", &uid, true).await;
+    claim(&admin, "node2", &uid, true).await;
+    for object in clustertree_rbac(&["node1", "node2"]) {
+        kubectl_apply(host.kubeconfig_path(), &object.to_string());
+    }
+    let identity = host.kubeconfig_for("clustertree", &[]).unwrap();
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let _clustertree = Process(
+        Command::new(clustertree_binary())
+            .arg("--kubeconfig")
+            .arg(&identity)
+            .arg("--tenant-kubeconfig")
+            .arg(tenant.kubeconfig_path())
+            .args([
+                "--namespace",
+                NAMESPACE,
+                "--name",
+                TENANT,
+                "--period",
+                "0.3s",
+            ])
+            .stdout(Stdio::from(log.reopen().unwrap()))
+            .stderr(Stdio::from(log.reopen().unwrap()))
+            .spawn()
+            .unwrap(),
+    );
+    let log_text = || std::fs::read_to_string(log.path()).unwrap_or_default();
+    let tenant_nodes: Api<Node> = Api::all(tenant_admin.clone());
+    let names = |list: Vec<Node>| -> Vec<String> {
+        let mut names: Vec<String> = list.into_iter().filter_map(|n| n.metadata.name).collect();
+        names.sort();
+        names
+    };
+    let expected = ["node1", "node2", POOL_NODE_NAME];
+    let seen = eventually(WAIT, "node1, node2 and the pool in the tenant", || async {
+        let list = tenant_nodes.list(&Default::default()).await.ok()?;
+        let seen = names(list.items);
+        (seen == expected).then_some(seen)
+    })
+    .await;
+    assert_eq!(seen, expected, "{}", log_text());
+
+    let host_node1 = Api::<Node>::all(admin.clone()).get("node1").await.unwrap();
+    let node1 = tenant_nodes.get("node1").await.unwrap();
+    assert_eq!(
+        node1.status.as_ref().unwrap().allocatable,
+        host_node1.status.as_ref().unwrap().allocatable
+    );
+    let taints = node1
+        .spec
+        .as_ref()
+        .and_then(|s| s.taints.clone())
+        .unwrap_or_default();
+    assert!(
+        taints.iter().all(|t| t.key != NODE_CLAIM_TAINT_KEY),
+        "the claim taint is the host's business: {taints:?}"
+    );
+    assert_eq!(ready(&node1).as_deref(), Some("True"));
+    let pool = tenant_nodes.get(POOL_NODE_NAME).await.unwrap();
+    assert_eq!(
+        pool.status.unwrap().capacity.unwrap()["cpu"].0,
+        "2",
+        "the pool is the pooled share"
+    );
+    let leases: Api<Lease> = Api::namespaced(tenant_admin.clone(), "kube-node-lease");
+    let first = leases.get("node1").await.unwrap().spec.unwrap().renew_time;
+    eventually(WAIT, "node1's Lease to be renewed", || async {
+        let now = leases.get("node1").await.ok()?.spec?.renew_time;
+        (now != first).then_some(())
+    })
+    .await;
+
+    fleet.set_ready("node2", false).await.unwrap();
+    eventually(
+        WAIT,
+        "tenant node2 to follow the host to NotReady",
+        || async {
+            let node = tenant_nodes.get("node2").await.ok()?;
+            (ready(&node).as_deref() != Some("True")).then_some(())
+        },
+    )
+    .await;
+
+    virtual_clusters
+        .patch(
+            TENANT,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"promoteResources": {"nodes": ["node1"]}}})),
+        )
+        .await
+        .unwrap();
+    claim(&admin, "node2", &uid, false).await;
+    eventually(WAIT, "returned node2 to leave the tenant", || async {
+        let list = tenant_nodes.list(&Default::default()).await.ok()?;
+        (names(list.items) == ["node1", POOL_NODE_NAME]).then_some(())
+    })
+    .await;
+    // A node the tenant's own admin made is none of vc-clustertree's business.
+    let own: Node = serde_json::from_value(json!({"metadata": {"name": "tenant-made"}})).unwrap();
+    tenant_nodes
+        .create(&PostParams::default(), &own)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await; // three periods: a deletion would have happened
+    assert!(tenant_nodes.get_opt("tenant-made").await.unwrap().is_some());
+    drop(fleet);
+}
