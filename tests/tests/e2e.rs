@@ -611,6 +611,29 @@ async fn scenario_service(options: Options) {
             refused.describe()
         );
     }
+    // The workload namespace enforces Pod Security `baseline`: whatever a tenant's
+    // apiserver accepted, the host refuses a privileged pod there, naming the rule. Only a
+    // real apiserver runs PodSecurity admission.
+    if harness.kind != HostKind::TestApiServer {
+        let privileged = serde_json::json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "privileged", "namespace": workload_namespace},
+            "spec": {"containers": [{"name": "root", "image": "busybox", "resources": {
+                "requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"cpu": "100m", "memory": "64Mi"}},
+                "securityContext": {"privileged": true}}]}});
+        let args = ["create", "--dry-run=server", "--validate=false", "-f", "-"]
+            .map(str::to_owned)
+            .to_vec();
+        let refused = attempt(args, Some(privileged.to_string())).await;
+        assert!(
+            !refused.success
+                && refused
+                    .stderr
+                    .contains("violates PodSecurity \"baseline:latest\"")
+                && refused.stderr.contains("privileged"),
+            "{}",
+            refused.describe()
+        );
+    }
     let read_node = |node: String| attempt(vec!["get".to_owned(), "node".to_owned(), node], None);
     let promoted = read_node(node1.clone()).await;
     assert!(promoted.success, "{}", promoted.describe());

@@ -44,15 +44,34 @@ pub const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceacc
 /// resource is only accepted as `requests.NAME`.
 const PLAIN_QUOTA_RESOURCES: [&str; 4] = ["cpu", "memory", "ephemeral-storage", "pods"];
 
-/// The cluster-scoped workload Namespace `vc-NS-NAME`.
+/// Pod Security Admission labels of every workload namespace: tenant pods run on shared
+/// host nodes, so the host's own PodSecurity admission refuses what `baseline` forbids
+/// (privileged, host namespaces, hostPath, added capabilities ...) whatever the tenant's
+/// apiserver accepted, and warns and audits what `restricted` would refuse.
+pub const POD_SECURITY_LABELS: [(&str, &str); 6] = [
+    ("pod-security.kubernetes.io/enforce", "baseline"),
+    ("pod-security.kubernetes.io/enforce-version", "latest"),
+    ("pod-security.kubernetes.io/warn", "restricted"),
+    ("pod-security.kubernetes.io/warn-version", "latest"),
+    ("pod-security.kubernetes.io/audit", "restricted"),
+    ("pod-security.kubernetes.io/audit-version", "latest"),
+];
+
+/// The cluster-scoped workload Namespace `vc-NS-NAME`, under Pod Security `baseline`.
 pub fn workload_namespace(tenant: &Tenant) -> Namespace {
+    let mut metadata = unowned_meta(
+        tenant,
+        tenant.workload_namespace(),
+        None,
+        Component::ClusterTree,
+    );
+    metadata.labels.get_or_insert_with(Default::default).extend(
+        POD_SECURITY_LABELS
+            .iter()
+            .map(|(key, value)| ((*key).to_owned(), (*value).to_owned())),
+    );
     Namespace {
-        metadata: unowned_meta(
-            tenant,
-            tenant.workload_namespace(),
-            None,
-            Component::ClusterTree,
-        ),
+        metadata,
         ..Namespace::default()
     }
 }

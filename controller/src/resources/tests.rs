@@ -975,3 +975,26 @@ fn only_mounted_keys_roll_pods() {
     let original = meta::mounted_config_hash(pod, &[&before.admin_kubeconfig]);
     assert_ne!(original, meta::mounted_config_hash(pod, &[&changed]));
 }
+
+#[test]
+fn workload_namespace_enforces_pod_security_baseline() {
+    let namespace = clustertree::workload_namespace(&tenant(&default_vc()));
+    let labels = namespace.metadata.labels.unwrap();
+    assert_eq!(
+        labels
+            .get("pod-security.kubernetes.io/enforce")
+            .map(String::as_str),
+        Some("baseline")
+    );
+    assert_eq!(
+        labels
+            .get("pod-security.kubernetes.io/warn")
+            .map(String::as_str),
+        Some("restricted")
+    );
+    // Still ours: the managed-by and tenant labels stay.
+    assert_eq!(
+        labels.get(constants::MANAGED_BY_LABEL).map(String::as_str),
+        Some(constants::MANAGED_BY_VALUE)
+    );
+}
