@@ -32,6 +32,27 @@ impl WorkDir {
     }
 }
 
+/// Starts `program` with `args`, no standard input, and its stdout and stderr appended to
+/// `log`, where a failing test's diagnostics find them.
+pub fn spawn_logged(
+    program: &Path,
+    args: &[String],
+    log: &Path,
+) -> std::io::Result<std::process::Child> {
+    let open = || {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+    };
+    std::process::Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(open()?)
+        .stderr(open()?)
+        .spawn()
+}
+
 #[cfg(test)]
 mod tests {
     use super::WorkDir;

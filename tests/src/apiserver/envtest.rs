@@ -13,7 +13,7 @@
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -370,23 +370,18 @@ pub fn apiserver_args(
 /// `--authentication-skip-lookup` keeps it from reading the client CA from
 /// `kube-system/extension-apiserver-authentication`: it is given as a file.
 pub fn controller_manager_args(paths: &EnvtestPaths, ports: &EnvtestPorts) -> Vec<String> {
-    let kubeconfig = paths.controller_manager_kubeconfig.display();
-    vec![
-        flag("kubeconfig", &kubeconfig),
-        flag("authentication-kubeconfig", &kubeconfig),
-        flag("authorization-kubeconfig", &kubeconfig),
-        flag("authentication-skip-lookup", "true"),
-        flag("client-ca-file", paths.ca_cert.display()),
-        flag("bind-address", "127.0.0.1"),
-        flag("secure-port", ports.controller_manager),
-        flag("tls-cert-file", paths.controller_manager_cert.display()),
-        flag(
-            "tls-private-key-file",
-            paths.controller_manager_key.display(),
+    let mut args = component_args(
+        paths,
+        &paths.controller_manager_kubeconfig,
+        ports.controller_manager,
+        (
+            &paths.controller_manager_cert,
+            &paths.controller_manager_key,
         ),
+    );
+    args.extend([
         flag("controllers", CONTROLLER_MANAGER_CONTROLLERS.join(",")),
         flag("use-service-account-credentials", "false"),
-        flag("leader-elect", "false"),
         flag(
             "service-account-private-key-file",
             paths.service_account_key.display(),
@@ -394,13 +389,32 @@ pub fn controller_manager_args(paths: &EnvtestPaths, ports: &EnvtestPorts) -> Ve
         flag("root-ca-file", paths.ca_cert.display()),
         flag("enable-hostpath-provisioner", "true"),
         flag("flex-volume-plugin-dir", paths.flex_volume_dir.display()),
-    ]
+    ]);
+    args
 }
 
 /// kube-scheduler against the envtest apiserver with the default profile, as
 /// `system:kube-scheduler`, serving `/healthz` on 127.0.0.1, without leader election.
 pub fn scheduler_args(paths: &EnvtestPaths, ports: &EnvtestPorts) -> Vec<String> {
-    let kubeconfig = paths.scheduler_kubeconfig.display();
+    component_args(
+        paths,
+        &paths.scheduler_kubeconfig,
+        ports.scheduler,
+        (&paths.scheduler_cert, &paths.scheduler_key),
+    )
+}
+
+/// What kube-controller-manager and kube-scheduler share: one client-certificate
+/// kubeconfig for the apiserver and for delegated authentication and authorization,
+/// `/healthz` on 127.0.0.1 with a certificate of the envtest CA, no leader election (one
+/// instance).
+fn component_args(
+    paths: &EnvtestPaths,
+    kubeconfig: &Path,
+    port: u16,
+    (cert, key): (&Path, &Path),
+) -> Vec<String> {
+    let kubeconfig = kubeconfig.display();
     vec![
         flag("kubeconfig", &kubeconfig),
         flag("authentication-kubeconfig", &kubeconfig),
@@ -408,9 +422,9 @@ pub fn scheduler_args(paths: &EnvtestPaths, ports: &EnvtestPorts) -> Vec<String>
         flag("authentication-skip-lookup", "true"),
         flag("client-ca-file", paths.ca_cert.display()),
         flag("bind-address", "127.0.0.1"),
-        flag("secure-port", ports.scheduler),
-        flag("tls-cert-file", paths.scheduler_cert.display()),
-        flag("tls-private-key-file", paths.scheduler_key.display()),
+        flag("secure-port", port),
+        flag("tls-cert-file", cert.display()),
+        flag("tls-private-key-file", key.display()),
         flag("leader-elect", "false"),
     ]
 }
@@ -494,32 +508,13 @@ fn write_files(paths: &EnvtestPaths, ports: &EnvtestPorts) -> Result<EnvtestFile
 
 /// Starts `binary` with stdout and stderr in `log`.
 fn spawn(binary: &Path, args: &[String], log: &Path) -> Result<Child, EnvtestError> {
-    let name = binary.file_name().map_or_else(
-        || binary.display().to_string(),
-        |n| n.to_string_lossy().into_owned(),
-    );
-    let open = || {
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .map_err(|source| EnvtestError::WriteFile {
-                path: log.display().to_string(),
-                source,
-            })
-    };
-    let stdout = open()?;
-    let stderr = open()?;
-    Command::new(binary)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(stdout))
-        .stderr(Stdio::from(stderr))
-        .spawn()
-        .map_err(|source| EnvtestError::Spawn {
-            binary: name,
-            source,
-        })
+    crate::work_dir::spawn_logged(binary, args, log).map_err(|source| EnvtestError::Spawn {
+        binary: binary.file_name().map_or_else(
+            || binary.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        ),
+        source,
+    })
 }
 
 /// A real etcd + kube-apiserver pair (and optionally kube-controller-manager and

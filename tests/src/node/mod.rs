@@ -453,27 +453,10 @@ fn write(path: &Path, text: &str) -> Result<(), NodeError> {
 }
 
 fn spawn(program: &Path, args: &[String], log: &Path) -> Result<Child, NodeError> {
-    let name = program.display().to_string();
-    let open = || {
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .map_err(|source| NodeError::WriteFile {
-                path: log.display().to_string(),
-                source,
-            })
-    };
-    Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(open()?))
-        .stderr(Stdio::from(open()?))
-        .spawn()
-        .map_err(|source| NodeError::Spawn {
-            program: name,
-            source,
-        })
+    crate::work_dir::spawn_logged(program, args, log).map_err(|source| NodeError::Spawn {
+        program: program.display().to_string(),
+        source,
+    })
 }
 
 /// The programs a real node needs that `.ci/run` installs from Debian.
