@@ -262,6 +262,47 @@ impl ImageSpec {
     }
 }
 
+/// The programs of the Kubernetes images the controller renders, by the last path
+/// segment of the image's repository (`registry.k8s.io/kube-apiserver:v1.33.4` ->
+/// `kube-apiserver`): the control-plane programs of `KUBEBUILDER_ASSETS` answer to these
+/// names whatever tag or registry the controller was told to use.
+pub const CONTROL_PLANE_PROGRAMS: [&str; 4] = [
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+];
+
+/// The repository's last path segment of an image reference, without tag or digest.
+pub fn program_of(reference: &str) -> &str {
+    let without_digest = reference.split('@').next().unwrap_or(reference);
+    let last = without_digest.rsplit('/').next().unwrap_or(without_digest);
+    last.split(':').next().unwrap_or(last)
+}
+
+/// An image named `reference` that runs the control-plane program its name says, from
+/// `assets` (a `KUBEBUILDER_ASSETS` directory), at `/usr/local/bin/PROGRAM` as the pods'
+/// `command` expects; `None` for an image that is not one of [`CONTROL_PLANE_PROGRAMS`].
+/// The kube programs are one multi-call binary that picks the program from the name it
+/// is run by, so each is a link to it.
+pub fn control_plane_image(
+    reference: &str,
+    assets: &Path,
+) -> Result<Option<ImageSpec>, ImageError> {
+    let program = program_of(reference);
+    if !CONTROL_PLANE_PROGRAMS.contains(&program) {
+        return Ok(None);
+    }
+    let spec = ImageSpec::busybox(reference, &[&format!("/usr/local/bin/{program}")]);
+    let spec = if program == "etcd" {
+        spec.binary("/usr/local/bin/etcd", &assets.join("etcd"))?
+    } else {
+        spec.binary("/usr/local/bin/kube-multi", &assets.join("kube-multi"))?
+            .link(&format!("/usr/local/bin/{program}"), "kube-multi")
+    };
+    Ok(Some(spec))
+}
+
 fn append_bytes<W: std::io::Write>(
     archive: &mut tar::Builder<W>,
     path: &str,
@@ -310,6 +351,43 @@ fn parse_ldd(text: &str) -> Vec<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn images_are_chosen_by_the_last_segment_of_their_repository() {
+        assert_eq!(
+            program_of("registry.k8s.io/kube-apiserver:v1.33.4"),
+            "kube-apiserver"
+        );
+        assert_eq!(program_of("mirror.example:5000/k8s/etcd:3.5.21-0"), "etcd");
+        assert_eq!(program_of("kube-scheduler@sha256:abcd"), "kube-scheduler");
+        let assets = tempfile::tempdir().unwrap();
+        assert!(
+            control_plane_image("nginx:1.27", assets.path())
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn a_kube_image_links_its_program_to_the_multi_call_binary() {
+        let assets = tempfile::tempdir().unwrap();
+        // A script stands in for the binary: ldd calls it not a dynamic executable.
+        std::fs::write(assets.path().join("kube-multi"), "#!/bin/sh\n").unwrap();
+        let spec = control_plane_image(
+            "registry.k8s.io/kube-controller-manager:v1.33.4",
+            assets.path(),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(spec.entrypoint, ["/usr/local/bin/kube-controller-manager"]);
+        assert_eq!(
+            spec.entries["usr/local/bin/kube-controller-manager"],
+            Entry::Link {
+                target: "kube-multi".to_owned()
+            }
+        );
+        assert!(spec.paths().contains(&"usr/local/bin/kube-multi"));
+    }
 
     #[test]
     fn ldd_output_gives_the_libraries_and_the_loader() {

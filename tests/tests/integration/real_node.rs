@@ -10,7 +10,7 @@ use kube::Api;
 use kube::api::{DeleteParams, PostParams};
 use serde_json::json;
 use vc_tests::apiserver::envtest::{self, Envtest, EnvtestOptions, SKIP_MESSAGE};
-use vc_tests::node::image::ImageSpec;
+use vc_tests::node::image::{ImageSpec, control_plane_image};
 use vc_tests::node::{MachineState, NodeOptions, RealNode, missing_programs};
 
 use crate::support::eventually::eventually;
@@ -171,6 +171,8 @@ async fn real_node_runs_a_container_and_leaves_nothing_behind() {
         "{exec:?}"
     );
 
+    run_control_plane_images(&node, &assets, &pods, host.kubeconfig_path()).await;
+
     pods.delete("echo", &DeleteParams::default().grace_period(1))
         .await
         .unwrap();
@@ -198,6 +200,72 @@ async fn real_node_runs_a_container_and_leaves_nothing_behind() {
         "real node test done in {:.1} s",
         started.elapsed().as_secs_f64()
     );
+}
+
+/// The images the controller renders for a tenant's control plane by default, built
+/// from `KUBEBUILDER_ASSETS` under those exact names, each run once on the node: the
+/// program the image's name promises starts and prints its version.
+async fn run_control_plane_images(
+    node: &RealNode,
+    assets: &std::path::Path,
+    pods: &Api<Pod>,
+    kubeconfig: &std::path::Path,
+) {
+    let flags = <vc_controller::flags::Flags as clap::Parser>::parse_from(["vc-controller"]);
+    let version = vc_api::admission::Defaults::default().kubernetes_version;
+    let mut references = vec![flags.etcd_image.clone()];
+    for program in [
+        "kube-apiserver",
+        "kube-controller-manager",
+        "kube-scheduler",
+    ] {
+        references.push(format!(
+            "{}/{program}:{version}",
+            flags.image_registry.trim_end_matches('/')
+        ));
+    }
+    let started = Instant::now();
+    for reference in &references {
+        let spec = control_plane_image(reference, assets).unwrap().unwrap();
+        node.load_image(&spec).unwrap();
+    }
+    eprintln!(
+        "control-plane images {references:?} built and loaded in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    for (index, reference) in references.iter().enumerate() {
+        let program = vc_tests::node::image::program_of(reference);
+        let name = format!("version-{index}");
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "spec": {
+                "automountServiceAccountToken": false,
+                "restartPolicy": "Never",
+                "containers": [{"name": "c", "image": reference, "imagePullPolicy": "Never",
+                                "command": [program, "--version"]}],
+            },
+        }))
+        .unwrap();
+        pods.create(&PostParams::default(), &pod).await.unwrap();
+        eventually(
+            WAIT,
+            &format!("{reference} to run {program} --version"),
+            || async {
+                let phase = pods.get(&name).await.ok()?.status?.phase?;
+                (phase == "Succeeded").then_some(())
+            },
+        )
+        .await;
+        let logs = kubectl(kubeconfig, &["logs", &name]);
+        let text = String::from_utf8_lossy(&logs.stdout);
+        let expected = if program == "etcd" {
+            "etcd Version: 3.6.13"
+        } else {
+            "Kubernetes v1.36.2"
+        };
+        assert!(text.contains(expected), "{reference}: {text}");
+        pods.delete(&name, &DeleteParams::default()).await.unwrap();
+    }
 }
 
 async fn host_client(host: &Envtest) -> kube::Client {
