@@ -1,9 +1,9 @@
-//! Fields only the controller writes: `spec.kubeconfig`, and `status` (through its
-//! subresource only).
+//! Fields only the controller writes: `spec.kubeconfig`, its finalizer, and `status`
+//! (through its subresource only).
 
 use super::super::policy::Policy;
 use super::Denial;
-use crate::constants::admin_kubeconfig_secret_name;
+use crate::constants::{FINALIZER, admin_kubeconfig_secret_name};
 use crate::{VirtualCluster, VirtualClusterStatus};
 
 /// Refuses writes to reserved fields by anyone but the controller.
@@ -14,7 +14,38 @@ pub(super) fn check(
     policy: &Policy,
 ) -> Result<(), Denial> {
     check_kubeconfig(username, object, old, policy)?;
+    check_finalizer(username, object, old, policy)?;
     check_status(object, old)
+}
+
+/// The finalizer is what releases the tenant's nodes, cluster-scoped objects and volumes;
+/// removed by anyone else, the VirtualCluster vanishes and leaves node claims and etcd
+/// data behind. Only the controller drops it, and only once its cleanup has finished.
+fn check_finalizer(
+    username: &str,
+    object: &VirtualCluster,
+    old: Option<&VirtualCluster>,
+    policy: &Policy,
+) -> Result<(), Denial> {
+    let has_finalizer = |cluster: &VirtualCluster| {
+        cluster
+            .metadata
+            .finalizers
+            .as_ref()
+            .is_some_and(|finalizers| finalizers.iter().any(|name| name == FINALIZER))
+    };
+    let Some(old) = old else {
+        return Ok(());
+    };
+    if !has_finalizer(old) || has_finalizer(object) || username == policy.controller_username {
+        return Ok(());
+    }
+    let namespace = object.metadata.namespace.as_deref().unwrap_or_default();
+    let name = object.metadata.name.as_deref().unwrap_or_default();
+    Err(Denial::forbidden(format!(
+        "finalizer {FINALIZER:?} is removed only by the controller ({}), once it has released the nodes, volumes and cluster-scoped objects of VirtualCluster {namespace}/{name}; user {username:?} may not remove it: delete the VirtualCluster (kubectl vc delete {name} -n {namespace} --wait) and let the controller finish",
+        policy.controller_username
+    )))
 }
 
 fn check_kubeconfig(
