@@ -40,6 +40,8 @@ pub struct BuildContext {
     pub image_registry: String,
     /// Image of the etcd members.
     pub etcd_image: String,
+    /// Image of the clustertree, which runs with host credentials: the operator's alone.
+    pub clustertree_image: String,
     /// DNS domain of the host cluster.
     pub cluster_domain: String,
     /// Service CIDR of every tenant (`--service-cluster-ip-range`); its first address is
@@ -54,6 +56,7 @@ impl Default for BuildContext {
         Self {
             image_registry: "registry.k8s.io".to_owned(),
             etcd_image: "registry.k8s.io/etcd:3.5.21-0".to_owned(),
+            clustertree_image: vc_api::constants::DEFAULT_CLUSTERTREE_IMAGE.to_owned(),
             cluster_domain: "cluster.local".to_owned(),
             tenant_service_cidr: "10.96.0.0/12".to_owned(),
             defaults: Defaults::default(),
@@ -140,7 +143,7 @@ pub struct Tenant {
     pub etcd_storage_size: String,
     /// StorageClass of each etcd volume.
     pub etcd_storage_class: Option<String>,
-    /// clustertree image.
+    /// clustertree image, from [`BuildContext::clustertree_image`] whatever the spec says.
     pub clustertree_image: String,
     /// Pooled resources, by resource name.
     pub pooled_resources: BTreeMap<String, ResourceQuantity>,
@@ -199,12 +202,7 @@ impl Tenant {
                 .map(|size| size.as_quantity_string())
                 .unwrap_or_else(|| defaults.etcd_storage_size.clone()),
             etcd_storage_class: etcd.storage_class_name.filter(|class| !class.is_empty()),
-            clustertree_image: vc
-                .spec
-                .cluster_tree
-                .as_ref()
-                .and_then(|tree| tree.image.clone())
-                .unwrap_or_else(|| defaults.clustertree_image.clone()),
+            clustertree_image: ctx.clustertree_image.clone(),
             pooled_resources: vc.spec.promote_resources.resources.clone(),
         })
     }

@@ -597,16 +597,18 @@ fn admin_kubeconfig_prefers_external_hosts_then_load_balancer_then_cluster_ip() 
 }
 
 #[test]
-fn clustertree_runs_the_spec_image_with_tenant_kubeconfig_and_own_account() {
-    let vc = virtual_cluster("  clusterTree:\n    image: example.org/clustertree:v9\n");
-    let state = build(&vc);
+fn clustertree_runs_the_operator_image_with_tenant_kubeconfig_and_own_account() {
+    let state = build(&default_vc());
     let pod = pod_spec(&state.clustertree.deployment);
     assert_eq!(
         pod.service_account_name.as_deref(),
         Some("prod-clustertree")
     );
     let tree = container(pod);
-    assert_eq!(tree.image.as_deref(), Some("example.org/clustertree:v9"));
+    assert_eq!(
+        tree.image.as_deref(),
+        Some("ghcr.io/kosmos-io/clustertree-cluster-manager:v0.5.0")
+    );
     let files = mounted_files(pod, tree);
     let path = flag(tree, "kubeconfig").unwrap();
     assert_eq!(
@@ -616,12 +618,23 @@ fn clustertree_runs_the_spec_image_with_tenant_kubeconfig_and_own_account() {
             "kubeconfig-internal".to_owned()
         )
     );
-    let default_image = build(&default_vc());
+}
+
+/// The clustertree holds host credentials: what it runs is the operator's flag, never
+/// what a VirtualCluster author wrote.
+#[test]
+fn cluster_tree_image_comes_only_from_the_operator() {
+    let vc = virtual_cluster("  clusterTree:\n    image: attacker.example/miner:latest\n");
+    let ctx = BuildContext {
+        clustertree_image: "registry.example/clustertree:v1".to_owned(),
+        ..BuildContext::default()
+    };
+    let state = DesiredState::build(&vc, &ctx, &observed(), pki()).unwrap();
     assert_eq!(
-        container(pod_spec(&default_image.clustertree.deployment))
+        container(pod_spec(&state.clustertree.deployment))
             .image
             .as_deref(),
-        Some("ghcr.io/kosmos-io/clustertree-cluster-manager:v0.5.0")
+        Some("registry.example/clustertree:v1")
     );
 }
 

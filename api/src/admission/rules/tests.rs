@@ -17,7 +17,7 @@ use super::{Denial, FORBIDDEN, INVALID, Operation, Request, Verdict, validate};
 use crate::constants::FINALIZER;
 use crate::quantity::ResourceQuantity;
 use crate::{
-    ApiServerSpec, ControlPlaneSpec, EtcdSpec, Phase, ServiceType, VirtualCluster,
+    ApiServerSpec, ClusterTreeSpec, ControlPlaneSpec, EtcdSpec, Phase, ServiceType, VirtualCluster,
     VirtualClusterSpec, VirtualClusterStatus,
 };
 
@@ -312,6 +312,59 @@ fn only_the_controller_changes_the_kubeconfig() {
     assert_allowed(&update_by(USER, &written, &relabelled, &host(), &policy));
 }
 
+fn with_cluster_tree_image(mut cluster: VirtualCluster, image: &str) -> VirtualCluster {
+    cluster.spec.cluster_tree = Some(ClusterTreeSpec {
+        image: Some(image.to_owned()),
+    });
+    cluster
+}
+
+#[test]
+fn cluster_tree_image_comes_only_from_the_operator() {
+    let policy = Policy {
+        clustertree_image: "registry.example/clustertree:v1".into(),
+        ..Policy::default()
+    };
+    let own = with_cluster_tree_image(tenant(&[], &[]), "attacker.example/miner:latest");
+    let message = "spec.clusterTree.image is chosen by the operator, not by the VirtualCluster: the clustertree runs with host credentials, and this host runs \"registry.example/clustertree:v1\"; \"attacker.example/miner:latest\" is refused: remove spec.clusterTree.image (or set it to \"registry.example/clustertree:v1\"), or ask the operator to change the chart value controller.clustertreeImage";
+    assert_denied(&create_with(&own, &host(), &policy), FORBIDDEN, message);
+    let plain = tenant(&[], &[]);
+    assert_denied(
+        &update_by(USER, &plain, &own, &host(), &policy),
+        FORBIDDEN,
+        message,
+    );
+    // The controller is no exception: nobody may choose what runs with host credentials.
+    assert_denied(
+        &update_by(&policy.controller_username, &plain, &own, &host(), &policy),
+        FORBIDDEN,
+        message,
+    );
+    for allowed in [
+        plain.clone(),
+        with_cluster_tree_image(tenant(&[], &[]), ""),
+        with_cluster_tree_image(tenant(&[], &[]), "registry.example/clustertree:v1"),
+    ] {
+        assert_allowed(&create_with(&allowed, &host(), &policy));
+    }
+    // An image stored before the operator took over is ignored, with a warning, so the
+    // object can still be edited and deleted.
+    let mut relabelled = own.clone();
+    relabelled
+        .metadata
+        .labels
+        .get_or_insert_default()
+        .insert("team".into(), "c".into());
+    let verdict = update_by(USER, &own, &relabelled, &host(), &policy);
+    assert_allowed(&verdict);
+    assert_eq!(
+        verdict.warnings,
+        [
+            "spec.clusterTree.image \"attacker.example/miner:latest\" is ignored: the clustertree runs the operator's image \"registry.example/clustertree:v1\"; remove the field"
+        ]
+    );
+}
+
 fn with_finalizers(mut cluster: VirtualCluster, finalizers: &[&str]) -> VirtualCluster {
     cluster.metadata.finalizers = Some(finalizers.iter().map(|name| (*name).to_owned()).collect());
     cluster
@@ -332,7 +385,13 @@ fn only_the_controller_removes_the_finalizer() {
 
     let policy = Policy::default();
     let controller = policy.controller_username.as_str();
-    assert_allowed(&update_by(controller, &deleting, &deleting_stripped, &host(), &policy));
+    assert_allowed(&update_by(
+        controller,
+        &deleting,
+        &deleting_stripped,
+        &host(),
+        &policy,
+    ));
     // Other finalizers are the business of whoever set them.
     let unguarded = with_finalizers(tenant(&[], &[]), &[FINALIZER]);
     assert_allowed(&update(&guarded, &unguarded));
