@@ -174,6 +174,17 @@ impl Tenant {
                 fix: "set 1, 3 or 5 so etcd always has a well-defined quorum",
             });
         }
+        let etcd_storage_size = etcd
+            .storage_size
+            .map(|size| size.as_quantity_string())
+            .unwrap_or_else(|| defaults.etcd_storage_size.clone());
+        if etcd::quota_backend_bytes(&etcd_storage_size).is_none() {
+            return Err(BuildError::InvalidField {
+                field: "spec.controlPlane.etcd.storageSize",
+                value: etcd_storage_size,
+                fix: "set a positive quantity such as 1Gi",
+            });
+        }
         let apiserver_replicas = api_server.replicas.unwrap_or(defaults.apiserver_replicas);
         if apiserver_replicas < 1 {
             return Err(BuildError::InvalidField {
@@ -197,10 +208,7 @@ impl Tenant {
                 .unwrap_or(defaults.apiserver_service_type),
             external_hosts: api_server.external_hosts,
             etcd_replicas,
-            etcd_storage_size: etcd
-                .storage_size
-                .map(|size| size.as_quantity_string())
-                .unwrap_or_else(|| defaults.etcd_storage_size.clone()),
+            etcd_storage_size,
             etcd_storage_class: etcd.storage_class_name.filter(|class| !class.is_empty()),
             clustertree_image: ctx.clustertree_image.clone(),
             pooled_resources: vc.spec.promote_resources.resources.clone(),

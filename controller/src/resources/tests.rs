@@ -353,7 +353,54 @@ fn etcd_runs_the_spec_member_count_with_mtls_everywhere() {
                 .starts_with("https://")
         );
         assert_eq!(etcd.image.as_deref(), Some("registry.k8s.io/etcd:3.5.21-0"));
+        // 80% of 5Gi: the database reaches its quota before the volume is full.
+        assert_eq!(flag(etcd, "quota-backend-bytes"), Some("4294967296"));
     }
+}
+
+/// etcd's default 2 GiB quota on the default 1Gi volume would fill the disk first, and a
+/// full disk crashes etcd instead of raising its NOSPACE alarm.
+#[test]
+fn etcd_quota_stays_below_its_volume() {
+    use crate::resources::etcd::quota_backend_bytes;
+    const MI: u64 = 1024 * 1024;
+    assert_eq!(quota_backend_bytes("1Gi"), Some(704 * MI));
+    assert_eq!(quota_backend_bytes("2Gi"), Some(2048 * MI / 5 * 4));
+    assert_eq!(quota_backend_bytes("5Gi"), Some(4096 * MI));
+    assert_eq!(quota_backend_bytes("100Gi"), Some(8192 * MI));
+    assert_eq!(quota_backend_bytes("256Mi"), Some(64 * MI));
+    for size in ["0", "-1Gi", "lots", "", "1m"] {
+        assert_eq!(quota_backend_bytes(size), None, "{size}");
+    }
+    for size in ["512Mi", "1Gi", "1500M", "3Gi", "20Gi"] {
+        let bytes = u64::try_from(
+            vc_api::admission::parse_quantity(size).unwrap() / vc_api::admission::MILLI,
+        )
+        .unwrap();
+        let quota = quota_backend_bytes(size).unwrap();
+        assert!(quota <= bytes / 5 * 4, "{size}: {quota}");
+    }
+    let set = build(&default_vc()).etcd.stateful_set;
+    let etcd = container(set.spec.as_ref().unwrap().template.spec.as_ref().unwrap());
+    assert_eq!(
+        flag(etcd, "quota-backend-bytes"),
+        Some((704 * MI).to_string().as_str())
+    );
+}
+
+/// With `whenDeleted: Delete` the StatefulSet controller makes every claim a dependent of
+/// the StatefulSet, so garbage collection takes the tenant's data with it; scaling keeps
+/// the claims, since members are never removed.
+#[test]
+fn etcd_claims_go_with_the_stateful_set() {
+    let set = build(&default_vc()).etcd.stateful_set;
+    let policy = set
+        .spec
+        .unwrap()
+        .persistent_volume_claim_retention_policy
+        .unwrap();
+    assert_eq!(policy.when_deleted.as_deref(), Some("Delete"));
+    assert_eq!(policy.when_scaled.as_deref(), Some("Retain"));
 }
 
 #[test]
