@@ -1001,6 +1001,21 @@ async fn promote(
 /// The Apply branch of the finalizer: the whole chain, then the status.
 async fn apply(vc: &VirtualCluster, ctx: &Context) -> Result<Action> {
     let tenant = Tenant::resolve(vc, &ctx.build).map_err(build_error)?;
+    if let Some(running) = cached(
+        &ctx.stores.stateful_sets,
+        Some(&tenant.namespace),
+        &names::etcd(&tenant.name),
+    )
+    .and_then(|set| etcd::member_count_change(&tenant, &set))
+    {
+        return Err(Error::InvalidSpec {
+            field: "spec.controlPlane.etcd.replicas".to_owned(),
+            reason: format!(
+                "etcd was created with a member count of {running} and kosmos-vc does not change etcd membership yet, so {} is not applied; set it back to {running}",
+                tenant.etcd_replicas
+            ),
+        });
+    }
     let mut changes = Changes::default();
 
     let claims = claim_nodes(vc, ctx, &mut changes).await?;

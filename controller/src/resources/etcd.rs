@@ -108,6 +108,21 @@ pub fn client_service(tenant: &Tenant) -> Service {
     }
 }
 
+/// The member count `existing` (this tenant's etcd StatefulSet) runs, when the tenant now
+/// asks for another. Members start with `--initial-cluster-state=new` and nothing adds or
+/// removes them through etcd's API, so scaling would found a second, empty cluster beside
+/// the first: the count stays as created, whatever reached the spec past the webhook.
+pub fn member_count_change(tenant: &Tenant, existing: &StatefulSet) -> Option<i32> {
+    let ours = existing
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|owner| owner.controller == Some(true) && owner.uid == tenant.uid);
+    let running = existing.spec.as_ref()?.replicas?;
+    (ours && running != tenant.etcd_replicas).then_some(running)
+}
+
 /// `--initial-cluster`: every member under its stable peer URL.
 pub fn initial_cluster(tenant: &Tenant) -> String {
     (0..tenant.etcd_replicas)

@@ -388,6 +388,29 @@ fn etcd_quota_stays_below_its_volume() {
     );
 }
 
+/// A member count that reached the spec past the webhook is never applied.
+#[test]
+fn etcd_member_count_is_never_changed_by_the_controller() {
+    let running = build(&default_vc()).etcd.stateful_set;
+    let scaled = virtual_cluster("  controlPlane:\n    etcd:\n      replicas: 3\n");
+    let tenant = Tenant::resolve(&scaled, &BuildContext::default()).unwrap();
+    assert_eq!(
+        crate::resources::etcd::member_count_change(&tenant, &running),
+        Some(1)
+    );
+    let same = Tenant::resolve(&default_vc(), &BuildContext::default()).unwrap();
+    assert_eq!(
+        crate::resources::etcd::member_count_change(&same, &running),
+        None
+    );
+    let mut foreign = running.clone();
+    foreign.metadata.owner_references = None;
+    assert_eq!(
+        crate::resources::etcd::member_count_change(&tenant, &foreign),
+        None
+    );
+}
+
 /// With `whenDeleted: Delete` the StatefulSet controller makes every claim a dependent of
 /// the StatefulSet, so garbage collection takes the tenant's data with it; scaling keeps
 /// the claims, since members are never removed.
