@@ -20,6 +20,11 @@ pub const CRD_NAME: &str = "virtualclusters.kosmos.io";
 /// Kept identical to Kosmos's, so clusters migrated from Kosmos keep their protection.
 pub const FINALIZER: &str = "kosmos.io/finalizer";
 
+/// The clustertree image an install runs unless its operator names another
+/// (`vc-controller --clustertree-image`, `vc-webhook --clustertree-image`, chart value
+/// `controller.clustertreeImage`).
+pub const DEFAULT_CLUSTERTREE_IMAGE: &str = "ghcr.io/kosmos-io/clustertree-cluster-manager:v0.5.0";
+
 /// Field manager of every server-side apply the controller makes; one manager means
 /// the controller never fights itself over field ownership.
 pub const CONTROLLER_FIELD_MANAGER: &str = "kosmos-vc-controller";

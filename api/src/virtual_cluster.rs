@@ -56,6 +56,7 @@ pub struct VirtualClusterSpec {
     pub control_plane: Option<ControlPlaneSpec>,
 
     /// The clustertree that registers promoted host capacity as nodes of the tenant.
+    /// Kept so manifests that name it still apply; its image is the operator's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster_tree: Option<ClusterTreeSpec>,
 }
@@ -143,7 +144,8 @@ pub struct EtcdSpec {
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterTreeSpec {
-    /// Container image of the clustertree.
+    /// Ignored: the clustertree runs with host credentials, so its image is the operator's
+    /// (`vc-controller --clustertree-image`). The webhook refuses any other value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
 }

@@ -204,6 +204,26 @@ pub enum Error {
     #[error("failed to update status: {0}")]
     PatchStatus(#[source] kube::Error),
 
+    /// The tenant's etcd claims could not be listed during cleanup.
+    #[error("failed to list the etcd volume claims labelled {selector}: {source}")]
+    ListVolumeClaims {
+        /// The label selector.
+        selector: String,
+        /// The apiserver's answer.
+        #[source]
+        source: kube::Error,
+    },
+
+    /// One of the tenant's etcd claims could not be deleted during cleanup.
+    #[error("failed to delete etcd volume claim {claim:?}: {source}")]
+    DeleteVolumeClaim {
+        /// Name of the claim.
+        claim: String,
+        /// The apiserver's answer.
+        #[source]
+        source: kube::Error,
+    },
+
     /// A cluster-scoped object could not be deleted during cleanup.
     #[error("failed to delete {kind} {name:?}: {source}")]
     DeleteClusterScoped {
@@ -240,7 +260,9 @@ impl Error {
                 Step::Kubeconfig
             }
             Error::ApplyTenantObject { .. } | Error::ListTenantNodes(_) => Step::Promotion,
-            Error::DeleteClusterScoped { .. } => Step::Cleanup,
+            Error::DeleteClusterScoped { .. }
+            | Error::ListVolumeClaims { .. }
+            | Error::DeleteVolumeClaim { .. } => Step::Cleanup,
         }
     }
 
@@ -268,7 +290,9 @@ impl Error {
             | Error::ApplySecret { source, .. }
             | Error::ApplyObject { source, .. }
             | Error::ApplyTenantObject { source, .. }
-            | Error::DeleteClusterScoped { source, .. } => api_error_is_transient(source),
+            | Error::DeleteClusterScoped { source, .. }
+            | Error::ListVolumeClaims { source, .. }
+            | Error::DeleteVolumeClaim { source, .. } => api_error_is_transient(source),
             Error::WriteKubeconfig(source)
             | Error::ListTenantNodes(source)
             | Error::PatchStatus(source) => api_error_is_transient(source),

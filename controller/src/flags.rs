@@ -57,6 +57,15 @@ pub struct Flags {
     )]
     pub etcd_image: String,
 
+    /// Image of each tenant's clustertree. It runs with host credentials, so it comes from
+    /// here alone; a VirtualCluster's spec.clusterTree.image is ignored.
+    #[arg(
+        long,
+        value_name = "IMAGE",
+        default_value = vc_api::constants::DEFAULT_CLUSTERTREE_IMAGE
+    )]
+    pub clustertree_image: String,
+
     /// DNS domain of the host cluster, used in the apiserver certificate's SANs.
     #[arg(long, value_name = "DOMAIN", default_value = "cluster.local")]
     pub cluster_domain: String,
@@ -105,6 +114,10 @@ mod tests {
         assert_eq!(flags.leader_election_lease_name, "kosmos-vc-controller");
         assert_eq!(flags.image_registry, "registry.k8s.io");
         assert_eq!(flags.etcd_image, "registry.k8s.io/etcd:3.5.21-0");
+        assert_eq!(
+            flags.clustertree_image,
+            "ghcr.io/kosmos-io/clustertree-cluster-manager:v0.5.0"
+        );
         assert_eq!(flags.cluster_domain, "cluster.local");
         assert_eq!(flags.concurrency, 16);
         assert_eq!(flags.log_format, LogFormat::Text);
@@ -143,6 +156,8 @@ mod tests {
             "mirror.example",
             "--etcd-image",
             "mirror.example/etcd:1",
+            "--clustertree-image",
+            "mirror.example/clustertree:1",
             "--cluster-domain",
             "corp.local",
             "--concurrency",
@@ -157,6 +172,7 @@ mod tests {
         assert!(flags.leader_elect);
         assert_eq!(flags.leader_election_namespace(), "ops");
         assert_eq!(flags.concurrency, 4);
+        assert_eq!(flags.clustertree_image, "mirror.example/clustertree:1");
         assert_eq!(flags.log_format, LogFormat::Json);
     }
 

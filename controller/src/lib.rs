@@ -1,7 +1,8 @@
 //! vc-controller: turns each VirtualCluster into a running tenant control plane and
 //! clustertree, claims and releases host nodes, and cleans up on delete.
 //!
-//! Layout: pure rules ([`claims`], [`status`], [`rollout`], [`pki`], [`resources`]) and
+//! Layout: pure rules ([`claims`], [`status`], [`rollout`], [`pki`], [`resources`],
+//! [`volumes`]) and
 //! the I/O shell around them ([`reconcile`], [`apply`], [`tenant`], [`runner`]).
 //! [`runner::run`] is what the binary and the in-process tests call.
 //!
@@ -30,3 +31,4 @@ pub mod runner;
 pub mod status;
 pub mod telemetry;
 pub mod tenant;
+pub mod volumes;

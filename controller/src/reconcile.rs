@@ -12,8 +12,8 @@ use std::time::Instant;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{Node, Secret, Service};
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::{Node, PersistentVolumeClaim, Secret, Service};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event as KubeEvent, EventType};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
@@ -1001,6 +1001,21 @@ async fn promote(
 /// The Apply branch of the finalizer: the whole chain, then the status.
 async fn apply(vc: &VirtualCluster, ctx: &Context) -> Result<Action> {
     let tenant = Tenant::resolve(vc, &ctx.build).map_err(build_error)?;
+    if let Some(running) = cached(
+        &ctx.stores.stateful_sets,
+        Some(&tenant.namespace),
+        &names::etcd(&tenant.name),
+    )
+    .and_then(|set| etcd::member_count_change(&tenant, &set))
+    {
+        return Err(Error::InvalidSpec {
+            field: "spec.controlPlane.etcd.replicas".to_owned(),
+            reason: format!(
+                "etcd was created with a member count of {running} and kosmos-vc does not change etcd membership yet, so {} is not applied; set it back to {running}",
+                tenant.etcd_replicas
+            ),
+        });
+    }
     let mut changes = Changes::default();
 
     let claims = claim_nodes(vc, ctx, &mut changes).await?;
@@ -1322,8 +1337,8 @@ fn desired_status(
     status
 }
 
-/// The Cleanup branch of the finalizer: release nodes, remove cluster-scoped objects.
-/// Namespaced objects go by ownerReference garbage collection.
+/// The Cleanup branch of the finalizer: release nodes, remove cluster-scoped objects and
+/// the etcd volumes. Other namespaced objects go by ownerReference garbage collection.
 async fn cleanup(vc: &VirtualCluster, ctx: &Context) -> Result<Action> {
     let claimant = claimant(vc);
     let mut changes = Changes::default();
@@ -1376,14 +1391,69 @@ async fn cleanup(vc: &VirtualCluster, ctx: &Context) -> Result<Action> {
         &role_name,
     )
     .await?;
+    delete_etcd_claims(vc, &claimant, ctx).await?;
     ctx.forget_tenant(&object_key(vc), &claimant.uid);
     changes.record(
         "Cleaned",
         Step::Cleanup,
-        "released every claimed node and removed the cluster-scoped objects",
+        "released every claimed node and removed the cluster-scoped objects and etcd volumes",
     );
     changes.publish(vc, ctx).await;
     Ok(Action::await_change())
+}
+
+/// Asks for the deletion of every etcd claim that is provably this tenant's. It does not
+/// wait for them to vanish: the running etcd pods hold them (`pvc-protection`) until
+/// garbage collection removes the StatefulSet after the finalizer is gone, and a claim
+/// being deleted is never bound by a StatefulSet created later under the same name.
+async fn delete_etcd_claims(vc: &VirtualCluster, claimant: &Claimant, ctx: &Context) -> Result<()> {
+    let claims: Api<PersistentVolumeClaim> =
+        Api::namespaced(ctx.client.clone(), &claimant.namespace);
+    let selector = crate::volumes::etcd_claim_selector(&claimant.name);
+    let listed = claims
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(|source| Error::ListVolumeClaims {
+            selector: selector.clone(),
+            source,
+        })?;
+    let stateful_set_uid = cached(
+        &ctx.stores.stateful_sets,
+        Some(&claimant.namespace),
+        &names::etcd(&claimant.name),
+    )
+    .and_then(|set| crate::volumes::owned_stateful_set_uid(&set, &claimant.uid));
+    for claim in listed.items.iter().filter(|claim| {
+        claim.metadata.deletion_timestamp.is_none()
+            && crate::volumes::is_tenant_etcd_claim(
+                claim,
+                &claimant.name,
+                stateful_set_uid.as_deref(),
+            )
+    }) {
+        let name = claim.name_any();
+        let params = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: claim.metadata.uid.clone(),
+                resource_version: None,
+            }),
+            ..DeleteParams::background()
+        };
+        match claims.delete(&name, &params).await {
+            Ok(_) => {
+                tracing::info!(virtualcluster = %object_key(vc), claim = %name, "deleting etcd volume claim")
+            }
+            // Gone, or replaced by an object that is not the one judged ours.
+            Err(error) if is_not_found(&error) || is_conflict(&error) => {}
+            Err(source) => {
+                return Err(Error::DeleteVolumeClaim {
+                    claim: name,
+                    source,
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn delete_cluster_scoped<K>(ctx: &Context, kind: &'static str, name: &str) -> Result<()>

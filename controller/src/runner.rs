@@ -44,6 +44,7 @@ impl RunConfig {
             build: BuildContext {
                 image_registry: flags.image_registry.clone(),
                 etcd_image: flags.etcd_image.clone(),
+                clustertree_image: flags.clustertree_image.clone(),
                 cluster_domain: flags.cluster_domain.clone(),
                 ..BuildContext::default()
             },

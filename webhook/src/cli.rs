@@ -72,13 +72,14 @@ pub struct Cli {
     #[arg(long, value_name = "CLASS", default_value = "")]
     pub default_etcd_storage_class: String,
 
-    /// Clustertree image given to VirtualClusters that name none.
+    /// The clustertree image the controller runs (its --clustertree-image); VirtualClusters naming another are refused.
     #[arg(
         long,
         value_name = "IMAGE",
-        default_value = "ghcr.io/kosmos-io/clustertree-cluster-manager:v0.5.0"
+        alias = "default-clustertree-image",
+        default_value = vc_api::constants::DEFAULT_CLUSTERTREE_IMAGE
     )]
-    pub default_clustertree_image: String,
+    pub clustertree_image: String,
 
     /// Overcommit of a pooled resource, as RESOURCE=RATIO with RATIO >= 1 (repeatable; default 1.0).
     #[arg(long, value_name = "RESOURCE=RATIO")]
@@ -190,6 +191,7 @@ impl Cli {
         }
         Ok(Policy {
             controller_username: self.controller_username.clone(),
+            clustertree_image: self.clustertree_image.clone(),
             overcommit,
             max_nodes_per_cluster: self.max_nodes_per_cluster,
             max_cpu_per_cluster: parse_limit("max-cpu-per-cluster", &self.max_cpu_per_cluster)?,
@@ -211,7 +213,6 @@ impl Cli {
             etcd_storage_size: self.default_etcd_storage_size.clone(),
             etcd_storage_class: Some(self.default_etcd_storage_class.clone())
                 .filter(|class| !class.is_empty()),
-            clustertree_image: self.default_clustertree_image.clone(),
         }
     }
 }
@@ -377,7 +378,7 @@ mod tests {
             "--default-etcd-replicas",
             "--default-etcd-storage-size",
             "--default-etcd-storage-class",
-            "--default-clustertree-image",
+            "--clustertree-image",
             "--overcommit",
             "--max-nodes-per-cluster",
             "--max-cpu-per-cluster",
@@ -430,6 +431,8 @@ mod tests {
             "fast",
             "--controller-username",
             "system:serviceaccount:ops:vc",
+            "--clustertree-image",
+            "mirror.example/clustertree:v1",
             "--log-format",
             "json",
         ]);
@@ -444,6 +447,12 @@ mod tests {
         );
         assert_eq!(policy.max_clusters_per_namespace, Some(3));
         assert_eq!(policy.controller_username, "system:serviceaccount:ops:vc");
+        assert_eq!(policy.clustertree_image, "mirror.example/clustertree:v1");
+        let renamed = parse(&["--default-clustertree-image", "old.example/tree:v0"]);
+        assert_eq!(
+            renamed.policy().unwrap().clustertree_image,
+            "old.example/tree:v0"
+        );
         let defaults = cli.defaults();
         assert_eq!(defaults.apiserver_service_type, ServiceType::LoadBalancer);
         assert_eq!(defaults.etcd_storage_class.as_deref(), Some("fast"));

@@ -293,10 +293,8 @@ async fn mutate_fills_every_default_of_a_recorded_create() {
     let etcd = control_plane.etcd.as_ref().unwrap();
     assert_eq!(etcd.replicas, Some(1));
     assert_eq!(etcd.storage_size.as_ref().unwrap().to_string(), "1Gi");
-    assert_eq!(
-        cluster.spec.cluster_tree.as_ref().unwrap().image.as_deref(),
-        Some(defaults.clustertree_image.as_str())
-    );
+    // The clustertree image is the operator's, never filled into the VirtualCluster.
+    assert_eq!(cluster.spec.cluster_tree, None);
     // The recorded request wrote `cpu: 10` as a number; canonical form is the string "10".
     assert_eq!(
         patched["spec"]["promoteResources"]["resources"]["cpu"],

@@ -1,5 +1,7 @@
 //! The mutating rule: fill every optional field and write quantities canonically, so the
-//! controller never guesses and later comparisons and diffs are stable.
+//! controller never guesses and later comparisons and diffs are stable. The clustertree
+//! image is not a default: it is the operator's, and the controller takes it from its
+//! own flag.
 
 use super::quantity::{QuantityError, canonical_form};
 use crate::quantity::ResourceQuantity;
@@ -25,8 +27,6 @@ pub struct Defaults {
     pub etcd_storage_size: String,
     /// `--default-etcd-storage-class`; `None` keeps the host's default StorageClass.
     pub etcd_storage_class: Option<String>,
-    /// `--default-clustertree-image`.
-    pub clustertree_image: String,
 }
 
 /// The flag defaults documented in `docs/contracts.md`.
@@ -39,7 +39,6 @@ impl Default for Defaults {
             etcd_replicas: 1,
             etcd_storage_size: "1Gi".to_owned(),
             etcd_storage_class: None,
-            clustertree_image: "ghcr.io/kosmos-io/clustertree-cluster-manager:v0.5.0".to_owned(),
         }
     }
 }
@@ -79,9 +78,6 @@ pub fn apply_defaults(
         fill_if_blank(&mut etcd.storage_class_name, class);
     }
 
-    let cluster_tree = spec.cluster_tree.get_or_insert_with(Default::default);
-    fill_if_blank(&mut cluster_tree.image, &defaults.clustertree_image);
-
     for (resource, quantity) in &mut spec.promote_resources.resources {
         *quantity = canonical(quantity, format!("{RESOURCES_FIELD}.{resource}"))?;
     }
@@ -106,7 +102,7 @@ fn canonical(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{ApiServerSpec, ClusterTreeSpec, ControlPlaneSpec, EtcdSpec, PromoteResources};
+    use crate::{ApiServerSpec, ControlPlaneSpec, EtcdSpec, PromoteResources};
     use pretty_assertions::assert_eq;
     use proptest::prelude::*;
     use std::collections::BTreeMap;
@@ -153,9 +149,7 @@ mod tests {
                     storage_class_name: Some("fast".into()),
                 }),
             }),
-            cluster_tree: Some(ClusterTreeSpec {
-                image: Some("ghcr.io/kosmos-io/clustertree-cluster-manager:v0.5.0".into()),
-            }),
+            cluster_tree: None,
         };
         assert_eq!(filled, expected);
         assert_eq!(apply_defaults(&filled, &defaults).unwrap(), filled);

@@ -96,8 +96,12 @@ impl fmt::Display for Ratio {
 /// Everything the admin decides about admission, from the webhook's flags.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Policy {
-    /// The only user allowed to write `spec.kubeconfig` (`--controller-username`).
+    /// The only user allowed to write `spec.kubeconfig` and to remove the finalizer
+    /// (`--controller-username`).
     pub controller_username: String,
+    /// The clustertree image the controller runs (`--clustertree-image`): the only value
+    /// `spec.clusterTree.image` may be given, since the clustertree holds host credentials.
+    pub clustertree_image: String,
     /// Overcommit ratio per resource (`--overcommit RESOURCE=RATIO`); 1.0 when absent.
     pub overcommit: BTreeMap<String, Ratio>,
     /// `--max-nodes-per-cluster`.
@@ -117,11 +121,13 @@ impl Policy {
     }
 }
 
-/// The contract's flag defaults: the default controller identity, no overcommit, no ceilings.
+/// The contract's flag defaults: the default controller identity and clustertree image, no
+/// overcommit, no ceilings.
 impl Default for Policy {
     fn default() -> Self {
         Self {
             controller_username: DEFAULT_CONTROLLER_USERNAME.to_owned(),
+            clustertree_image: crate::constants::DEFAULT_CLUSTERTREE_IMAGE.to_owned(),
             overcommit: BTreeMap::new(),
             max_nodes_per_cluster: None,
             max_cpu_per_cluster: None,

@@ -237,7 +237,7 @@ pub fn cluster_role_binding(tenant: &Tenant) -> ClusterRoleBinding {
     }
 }
 
-/// Deployment `NAME-clustertree`: the clustertree image from the spec, the tenant's
+/// Deployment `NAME-clustertree`: the operator's clustertree image, the tenant's
 /// in-cluster admin kubeconfig, and ServiceAccount `NAME-clustertree` for the host.
 pub fn deployment(tenant: &Tenant, config_hash: &str) -> Deployment {
     let kubeconfig = Volume {

@@ -4,7 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
+use k8s_openapi::api::apps::v1::{
+    StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
+};
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSpec, Service,
     ServicePort, ServiceSpec, VolumeMount, VolumeResourceRequirements,
@@ -35,6 +37,29 @@ pub const DATA_DIR: &str = "/var/lib/etcd/data";
 pub const DATA_VOLUME: &str = "data";
 /// Name of the certificate volume.
 pub const PKI_VOLUME: &str = "etcd-pki";
+
+const MI: u64 = 1024 * 1024;
+/// What etcd keeps on the volume beside its database: five 64 MiB write-ahead log
+/// segments (`--max-wals` default) and room for snapshots.
+const WAL_RESERVE: u64 = 320 * MI;
+/// etcd's recommended maximum database size.
+const MAX_QUOTA_BACKEND: u64 = 8 * 1024 * MI;
+
+/// `--quota-backend-bytes` for a member volume of `storage_size`: 80% of the volume and at
+/// least the write-ahead logs' room below it, so the database hits its quota (and etcd
+/// raises a NOSPACE alarm the apiserver reports) before the volume fills and etcd
+/// crashes; never below a quarter of the volume, never above etcd's 8 GiB. `None` when
+/// the size is not a positive quantity.
+pub fn quota_backend_bytes(storage_size: &str) -> Option<u64> {
+    let milli = vc_api::admission::parse_quantity(storage_size).ok()?;
+    let bytes = u64::try_from(milli / vc_api::admission::MILLI).ok()?;
+    if bytes == 0 {
+        return None;
+    }
+    let below_logs = bytes.saturating_sub(WAL_RESERVE);
+    let quota = (bytes / 5 * 4).min(below_logs).max(bytes / 4);
+    Some(quota.min(MAX_QUOTA_BACKEND))
+}
 
 fn service_port(name: &str, port: i32) -> ServicePort {
     ServicePort {
@@ -83,6 +108,21 @@ pub fn client_service(tenant: &Tenant) -> Service {
     }
 }
 
+/// The member count `existing` (this tenant's etcd StatefulSet) runs, when the tenant now
+/// asks for another. Members start with `--initial-cluster-state=new` and nothing adds or
+/// removes them through etcd's API, so scaling would found a second, empty cluster beside
+/// the first: the count stays as created, whatever reached the spec past the webhook.
+pub fn member_count_change(tenant: &Tenant, existing: &StatefulSet) -> Option<i32> {
+    let ours = existing
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|owner| owner.controller == Some(true) && owner.uid == tenant.uid);
+    let running = existing.spec.as_ref()?.replicas?;
+    (ours && running != tenant.etcd_replicas).then_some(running)
+}
+
 /// `--initial-cluster`: every member under its stable peer URL.
 pub fn initial_cluster(tenant: &Tenant) -> String {
     (0..tenant.etcd_replicas)
@@ -105,7 +145,7 @@ pub fn args(tenant: &Tenant) -> Vec<String> {
         tenant.namespace
     );
     let pki = |file: &str| format!("{PKI_DIR}/{file}");
-    let flags = BTreeMap::from([
+    let mut flags = BTreeMap::from([
         (
             "advertise-client-urls",
             format!("https://{member_host}:{CLIENT_PORT}"),
@@ -141,6 +181,9 @@ pub fn args(tenant: &Tenant) -> Vec<String> {
         ("snapshot-count", "10000".to_owned()),
         ("trusted-ca-file", pki("ca.crt")),
     ]);
+    if let Some(quota) = quota_backend_bytes(&tenant.etcd_storage_size) {
+        flags.insert("quota-backend-bytes", quota.to_string());
+    }
     flags
         .into_iter()
         .map(|(flag, value)| format!("--{flag}={value}"))
@@ -215,6 +258,14 @@ pub fn stateful_set(tenant: &Tenant, ctx: &BuildContext, config_hash: &str) -> S
                 },
             ),
             volume_claim_templates: Some(vec![volume_claim(tenant)]),
+            // The StatefulSet controller makes the claims its dependents, so the tenant's
+            // data goes with it; a NS/NAME created again must never bind the old volume.
+            persistent_volume_claim_retention_policy: Some(
+                StatefulSetPersistentVolumeClaimRetentionPolicy {
+                    when_deleted: Some("Delete".to_owned()),
+                    when_scaled: Some("Retain".to_owned()),
+                },
+            ),
             ..StatefulSetSpec::default()
         }),
         status: None,

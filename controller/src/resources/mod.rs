@@ -40,6 +40,8 @@ pub struct BuildContext {
     pub image_registry: String,
     /// Image of the etcd members.
     pub etcd_image: String,
+    /// Image of the clustertree, which runs with host credentials: the operator's alone.
+    pub clustertree_image: String,
     /// DNS domain of the host cluster.
     pub cluster_domain: String,
     /// Service CIDR of every tenant (`--service-cluster-ip-range`); its first address is
@@ -54,6 +56,7 @@ impl Default for BuildContext {
         Self {
             image_registry: "registry.k8s.io".to_owned(),
             etcd_image: "registry.k8s.io/etcd:3.5.21-0".to_owned(),
+            clustertree_image: vc_api::constants::DEFAULT_CLUSTERTREE_IMAGE.to_owned(),
             cluster_domain: "cluster.local".to_owned(),
             tenant_service_cidr: "10.96.0.0/12".to_owned(),
             defaults: Defaults::default(),
@@ -140,7 +143,7 @@ pub struct Tenant {
     pub etcd_storage_size: String,
     /// StorageClass of each etcd volume.
     pub etcd_storage_class: Option<String>,
-    /// clustertree image.
+    /// clustertree image, from [`BuildContext::clustertree_image`] whatever the spec says.
     pub clustertree_image: String,
     /// Pooled resources, by resource name.
     pub pooled_resources: BTreeMap<String, ResourceQuantity>,
@@ -171,6 +174,17 @@ impl Tenant {
                 fix: "set 1, 3 or 5 so etcd always has a well-defined quorum",
             });
         }
+        let etcd_storage_size = etcd
+            .storage_size
+            .map(|size| size.as_quantity_string())
+            .unwrap_or_else(|| defaults.etcd_storage_size.clone());
+        if etcd::quota_backend_bytes(&etcd_storage_size).is_none() {
+            return Err(BuildError::InvalidField {
+                field: "spec.controlPlane.etcd.storageSize",
+                value: etcd_storage_size,
+                fix: "set a positive quantity such as 1Gi",
+            });
+        }
         let apiserver_replicas = api_server.replicas.unwrap_or(defaults.apiserver_replicas);
         if apiserver_replicas < 1 {
             return Err(BuildError::InvalidField {
@@ -194,17 +208,9 @@ impl Tenant {
                 .unwrap_or(defaults.apiserver_service_type),
             external_hosts: api_server.external_hosts,
             etcd_replicas,
-            etcd_storage_size: etcd
-                .storage_size
-                .map(|size| size.as_quantity_string())
-                .unwrap_or_else(|| defaults.etcd_storage_size.clone()),
+            etcd_storage_size,
             etcd_storage_class: etcd.storage_class_name.filter(|class| !class.is_empty()),
-            clustertree_image: vc
-                .spec
-                .cluster_tree
-                .as_ref()
-                .and_then(|tree| tree.image.clone())
-                .unwrap_or_else(|| defaults.clustertree_image.clone()),
+            clustertree_image: ctx.clustertree_image.clone(),
             pooled_resources: vc.spec.promote_resources.resources.clone(),
         })
     }

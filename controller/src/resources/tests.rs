@@ -353,7 +353,77 @@ fn etcd_runs_the_spec_member_count_with_mtls_everywhere() {
                 .starts_with("https://")
         );
         assert_eq!(etcd.image.as_deref(), Some("registry.k8s.io/etcd:3.5.21-0"));
+        // 80% of 5Gi: the database reaches its quota before the volume is full.
+        assert_eq!(flag(etcd, "quota-backend-bytes"), Some("4294967296"));
     }
+}
+
+/// etcd's default 2 GiB quota on the default 1Gi volume would fill the disk first, and a
+/// full disk crashes etcd instead of raising its NOSPACE alarm.
+#[test]
+fn etcd_quota_stays_below_its_volume() {
+    use crate::resources::etcd::quota_backend_bytes;
+    const MI: u64 = 1024 * 1024;
+    assert_eq!(quota_backend_bytes("1Gi"), Some(704 * MI));
+    assert_eq!(quota_backend_bytes("2Gi"), Some(2048 * MI / 5 * 4));
+    assert_eq!(quota_backend_bytes("5Gi"), Some(4096 * MI));
+    assert_eq!(quota_backend_bytes("100Gi"), Some(8192 * MI));
+    assert_eq!(quota_backend_bytes("256Mi"), Some(64 * MI));
+    for size in ["0", "-1Gi", "lots", "", "1m"] {
+        assert_eq!(quota_backend_bytes(size), None, "{size}");
+    }
+    for size in ["512Mi", "1Gi", "1500M", "3Gi", "20Gi"] {
+        let bytes = u64::try_from(
+            vc_api::admission::parse_quantity(size).unwrap() / vc_api::admission::MILLI,
+        )
+        .unwrap();
+        let quota = quota_backend_bytes(size).unwrap();
+        assert!(quota <= bytes / 5 * 4, "{size}: {quota}");
+    }
+    let set = build(&default_vc()).etcd.stateful_set;
+    let etcd = container(set.spec.as_ref().unwrap().template.spec.as_ref().unwrap());
+    assert_eq!(
+        flag(etcd, "quota-backend-bytes"),
+        Some((704 * MI).to_string().as_str())
+    );
+}
+
+/// A member count that reached the spec past the webhook is never applied.
+#[test]
+fn etcd_member_count_is_never_changed_by_the_controller() {
+    let running = build(&default_vc()).etcd.stateful_set;
+    let scaled = virtual_cluster("  controlPlane:\n    etcd:\n      replicas: 3\n");
+    let tenant = Tenant::resolve(&scaled, &BuildContext::default()).unwrap();
+    assert_eq!(
+        crate::resources::etcd::member_count_change(&tenant, &running),
+        Some(1)
+    );
+    let same = Tenant::resolve(&default_vc(), &BuildContext::default()).unwrap();
+    assert_eq!(
+        crate::resources::etcd::member_count_change(&same, &running),
+        None
+    );
+    let mut foreign = running.clone();
+    foreign.metadata.owner_references = None;
+    assert_eq!(
+        crate::resources::etcd::member_count_change(&tenant, &foreign),
+        None
+    );
+}
+
+/// With `whenDeleted: Delete` the StatefulSet controller makes every claim a dependent of
+/// the StatefulSet, so garbage collection takes the tenant's data with it; scaling keeps
+/// the claims, since members are never removed.
+#[test]
+fn etcd_claims_go_with_the_stateful_set() {
+    let set = build(&default_vc()).etcd.stateful_set;
+    let policy = set
+        .spec
+        .unwrap()
+        .persistent_volume_claim_retention_policy
+        .unwrap();
+    assert_eq!(policy.when_deleted.as_deref(), Some("Delete"));
+    assert_eq!(policy.when_scaled.as_deref(), Some("Retain"));
 }
 
 #[test]
@@ -597,16 +667,18 @@ fn admin_kubeconfig_prefers_external_hosts_then_load_balancer_then_cluster_ip() 
 }
 
 #[test]
-fn clustertree_runs_the_spec_image_with_tenant_kubeconfig_and_own_account() {
-    let vc = virtual_cluster("  clusterTree:\n    image: example.org/clustertree:v9\n");
-    let state = build(&vc);
+fn clustertree_runs_the_operator_image_with_tenant_kubeconfig_and_own_account() {
+    let state = build(&default_vc());
     let pod = pod_spec(&state.clustertree.deployment);
     assert_eq!(
         pod.service_account_name.as_deref(),
         Some("prod-clustertree")
     );
     let tree = container(pod);
-    assert_eq!(tree.image.as_deref(), Some("example.org/clustertree:v9"));
+    assert_eq!(
+        tree.image.as_deref(),
+        Some("ghcr.io/kosmos-io/clustertree-cluster-manager:v0.5.0")
+    );
     let files = mounted_files(pod, tree);
     let path = flag(tree, "kubeconfig").unwrap();
     assert_eq!(
@@ -616,12 +688,23 @@ fn clustertree_runs_the_spec_image_with_tenant_kubeconfig_and_own_account() {
             "kubeconfig-internal".to_owned()
         )
     );
-    let default_image = build(&default_vc());
+}
+
+/// The clustertree holds host credentials: what it runs is the operator's flag, never
+/// what a VirtualCluster author wrote.
+#[test]
+fn cluster_tree_image_comes_only_from_the_operator() {
+    let vc = virtual_cluster("  clusterTree:\n    image: attacker.example/miner:latest\n");
+    let ctx = BuildContext {
+        clustertree_image: "registry.example/clustertree:v1".to_owned(),
+        ..BuildContext::default()
+    };
+    let state = DesiredState::build(&vc, &ctx, &observed(), pki()).unwrap();
     assert_eq!(
-        container(pod_spec(&default_image.clustertree.deployment))
+        container(pod_spec(&state.clustertree.deployment))
             .image
             .as_deref(),
-        Some("ghcr.io/kosmos-io/clustertree-cluster-manager:v0.5.0")
+        Some("registry.example/clustertree:v1")
     );
 }
 

@@ -1101,7 +1101,7 @@ fn values_map_onto_every_flag_of_the_contract() {
         "default-etcd-replicas",
         "default-etcd-storage-size",
         "default-etcd-storage-class",
-        "default-clustertree-image",
+        "clustertree-image",
         "overcommit",
         "max-nodes-per-cluster",
         "max-cpu-per-cluster",
@@ -1128,7 +1128,7 @@ fn values_map_onto_every_flag_of_the_contract() {
         ("default-etcd-storage-size", "1Gi"),
         ("default-etcd-storage-class", "fast-ssd"),
         (
-            "default-clustertree-image",
+            "clustertree-image",
             "ghcr.io/kosmos-io/clustertree-cluster-manager:v0.5.0",
         ),
         ("max-nodes-per-cluster", "8"),
@@ -1152,6 +1152,7 @@ fn values_map_onto_every_flag_of_the_contract() {
         "leader-election-lease-name",
         "image-registry",
         "etcd-image",
+        "clustertree-image",
         "cluster-domain",
         "concurrency",
         "log-format",
@@ -1164,6 +1165,10 @@ fn values_map_onto_every_flag_of_the_contract() {
     for (flag, value) in [
         ("image-registry", "registry.k8s.io"),
         ("etcd-image", "registry.k8s.io/etcd:3.5.21-0"),
+        (
+            "clustertree-image",
+            "ghcr.io/kosmos-io/clustertree-cluster-manager:v0.5.0",
+        ),
         ("cluster-domain", "cluster.local"),
         ("concurrency", "16"),
     ] {

@@ -423,3 +423,43 @@ async fn removing_a_node_from_the_spec_releases_it_without_reprovisioning() {
     );
     harness.shutdown().await;
 }
+
+/// A member count that reached the spec past the webhook is not applied: the StatefulSet
+/// keeps its members, and the VirtualCluster says why until the spec is set back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn etcd_replicas_cannot_change_after_creation() {
+    let harness = Harness::start(1, true).await;
+    harness.create_vc("team-d", "steady", &[]).await;
+    harness
+        .wait_for_phase("team-d", "steady", "Completed", PROVISION_TIMEOUT)
+        .await;
+    let scale = |replicas: i32| json!({"spec": {"controlPlane": {"etcd": {"replicas": replicas}}}});
+    harness
+        .vcs("team-d")
+        .patch("steady", &PatchParams::default(), &Patch::Merge(&scale(3)))
+        .await
+        .unwrap();
+    let failed = harness
+        .wait_for_phase("team-d", "steady", "Failed", PROVISION_TIMEOUT)
+        .await;
+    assert_eq!(
+        failed.status.and_then(|status| status.message).as_deref(),
+        Some(
+            "invalid VirtualCluster: spec.controlPlane.etcd.replicas: etcd was created with a member count of 1 and kosmos-vc does not change etcd membership yet, so 3 is not applied; set it back to 1"
+        )
+    );
+    let sets: Api<StatefulSet> = Api::namespaced(harness.admin.clone(), "team-d");
+    let replicas = |set: StatefulSet| set.spec.and_then(|spec| spec.replicas);
+    assert_eq!(replicas(sets.get("steady-etcd").await.unwrap()), Some(1));
+
+    harness
+        .vcs("team-d")
+        .patch("steady", &PatchParams::default(), &Patch::Merge(&scale(1)))
+        .await
+        .unwrap();
+    harness
+        .wait_for_phase("team-d", "steady", "Completed", PROVISION_TIMEOUT)
+        .await;
+    assert_eq!(replicas(sets.get("steady-etcd").await.unwrap()), Some(1));
+    harness.shutdown().await;
+}

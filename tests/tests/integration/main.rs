@@ -52,6 +52,8 @@ mod controller_simulated;
 #[cfg(test)]
 mod controller_upgrade;
 #[cfg(test)]
+mod controller_volumes;
+#[cfg(test)]
 mod plugin_cli;
 #[cfg(test)]
 mod plugin_e2e;

@@ -382,10 +382,8 @@ async fn kubectl_sees_defaults_filled_and_a_taken_node_refused() {
     );
     assert_eq!(spec["controlPlane"]["etcd"]["replicas"], 1, "{spec}");
     assert_eq!(spec["controlPlane"]["etcd"]["storageSize"], "1Gi", "{spec}");
-    assert_eq!(
-        spec["clusterTree"]["image"], "ghcr.io/kosmos-io/clustertree-cluster-manager:v0.5.0",
-        "{spec}"
-    );
+    // The clustertree image is the operator's: never written into the VirtualCluster.
+    assert_eq!(spec.get("clusterTree"), None, "{spec}");
     // Quantities in canonical form: the number 4 became "4", 8192Mi became "8Gi".
     assert_eq!(spec["promoteResources"]["resources"]["cpu"], "4", "{spec}");
     assert_eq!(
@@ -529,4 +527,156 @@ async fn a_relist_after_a_broken_watch_frees_the_node_of_a_deleted_cluster() {
         relists >= 2,
         "expected a second VirtualCluster list:\n{log}"
     );
+}
+
+/// Runs `kubectl` as the admin and returns what it printed on stderr, asserting it failed.
+fn refused(host: &Host, args: &[&str], manifest: Option<&str>) -> String {
+    let output = host.run(args, manifest);
+    assert!(!output.status.success(), "{}", text(&output));
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn admitted(host: &Host, args: &[&str], manifest: Option<&str>) {
+    let output = host.run(args, manifest);
+    assert!(
+        output.status.success(),
+        "{}\n{}",
+        text(&output),
+        host.webhook.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_tree_image_comes_only_from_the_operator() {
+    let Some(host) = Host::start().await else {
+        return;
+    };
+    let own_image = format!("{PROD}  clusterTree:\n    image: attacker.example/miner:latest\n");
+    let stderr = refused(&host, &["apply", "-f", "-"], Some(&own_image));
+    assert!(
+        stderr.contains(r#"denied the request: spec.clusterTree.image is chosen by the operator, not by the VirtualCluster: the clustertree runs with host credentials, and this host runs "ghcr.io/kosmos-io/clustertree-cluster-manager:v0.5.0"; "attacker.example/miner:latest" is refused"#),
+        "{stderr}"
+    );
+    admitted(&host, &["apply", "-f", "-"], Some(PROD));
+    let patch = r#"{"spec":{"clusterTree":{"image":"attacker.example/miner:latest"}}}"#;
+    let stderr = refused(
+        &host,
+        &[
+            "patch",
+            "virtualcluster",
+            "prod",
+            "-n",
+            "default",
+            "--type=merge",
+            "-p",
+            patch,
+        ],
+        None,
+    );
+    assert!(
+        stderr.contains("spec.clusterTree.image is chosen by the operator"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_replicas_cannot_change_after_creation() {
+    let Some(host) = Host::start().await else {
+        return;
+    };
+    admitted(&host, &["apply", "-f", "-"], Some(PROD));
+    let patch = r#"{"spec":{"controlPlane":{"etcd":{"replicas":3}}}}"#;
+    let stderr = refused(
+        &host,
+        &[
+            "patch",
+            "virtualcluster",
+            "prod",
+            "-n",
+            "default",
+            "--type=merge",
+            "-p",
+            patch,
+        ],
+        None,
+    );
+    assert!(
+        stderr.contains("denied the request: spec.controlPlane.etcd.replicas may not change after creation (1 → 3): kosmos-vc does not manage etcd membership yet"),
+        "{stderr}"
+    );
+    let stored = host.run(
+        &[
+            "get",
+            "virtualcluster",
+            "prod",
+            "-n",
+            "default",
+            "-o",
+            "jsonpath={.spec.controlPlane.etcd.replicas}",
+        ],
+        None,
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&stored.stdout),
+        "1",
+        "{}",
+        text(&stored)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_controller_removes_the_finalizer() {
+    let Some(host) = Host::start().await else {
+        return;
+    };
+    admitted(&host, &["apply", "-f", "-"], Some(PROD));
+    let vc = ["virtualcluster", "prod", "-n", "default"];
+    let add = r#"[{"op":"add","path":"/metadata/finalizers","value":["kosmos.io/finalizer"]}]"#;
+    admitted(
+        &host,
+        &[&["patch"][..], &vc, &["--type=json", "-p", add]].concat(),
+        None,
+    );
+    let remove = r#"[{"op":"remove","path":"/metadata/finalizers"}]"#;
+    let stderr = refused(
+        &host,
+        &[&["patch"][..], &vc, &["--type=json", "-p", remove]].concat(),
+        None,
+    );
+    assert!(
+        stderr.contains(r#"denied the request: finalizer "kosmos.io/finalizer" is removed only by the controller (system:serviceaccount:kosmos-system:kosmos-vc-controller)"#),
+        "{stderr}"
+    );
+    // Deleting leaves the object terminating; even then only the controller lets it go.
+    admitted(
+        &host,
+        &[&["delete"][..], &vc, &["--wait=false"]].concat(),
+        None,
+    );
+    let stderr = refused(
+        &host,
+        &[&["patch"][..], &vc, &["--type=json", "-p", remove]].concat(),
+        None,
+    );
+    assert!(
+        stderr.contains("is removed only by the controller"),
+        "{stderr}"
+    );
+    admitted(
+        &host,
+        &[
+            &["patch"][..],
+            &vc,
+            &[
+                "--type=json",
+                "-p",
+                remove,
+                "--as=system:serviceaccount:kosmos-system:kosmos-vc-controller",
+            ],
+        ]
+        .concat(),
+        None,
+    );
+    let gone = host.run(&[&["get"][..], &vc].concat(), None);
+    assert!(!gone.status.success(), "{}", text(&gone));
 }

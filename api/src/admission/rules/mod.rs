@@ -138,7 +138,7 @@ fn check(
     if old.is_none() {
         names::check_derived_names(&key, inventory)?;
     }
-    reserved::check(request.username, object, old, policy)?;
+    reserved::check(request.username, object, old, policy, warnings)?;
     let pooled = spec::check(object, old, inventory)?;
     if let Some(old) = old {
         updates::check(old, object)?;

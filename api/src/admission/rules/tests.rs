@@ -14,9 +14,10 @@ use super::super::{
     apply_defaults,
 };
 use super::{Denial, FORBIDDEN, INVALID, Operation, Request, Verdict, validate};
+use crate::constants::FINALIZER;
 use crate::quantity::ResourceQuantity;
 use crate::{
-    ApiServerSpec, ControlPlaneSpec, EtcdSpec, Phase, ServiceType, VirtualCluster,
+    ApiServerSpec, ClusterTreeSpec, ControlPlaneSpec, EtcdSpec, Phase, ServiceType, VirtualCluster,
     VirtualClusterSpec, VirtualClusterStatus,
 };
 
@@ -311,6 +312,92 @@ fn only_the_controller_changes_the_kubeconfig() {
     assert_allowed(&update_by(USER, &written, &relabelled, &host(), &policy));
 }
 
+fn with_cluster_tree_image(mut cluster: VirtualCluster, image: &str) -> VirtualCluster {
+    cluster.spec.cluster_tree = Some(ClusterTreeSpec {
+        image: Some(image.to_owned()),
+    });
+    cluster
+}
+
+#[test]
+fn cluster_tree_image_comes_only_from_the_operator() {
+    let policy = Policy {
+        clustertree_image: "registry.example/clustertree:v1".into(),
+        ..Policy::default()
+    };
+    let own = with_cluster_tree_image(tenant(&[], &[]), "attacker.example/miner:latest");
+    let message = "spec.clusterTree.image is chosen by the operator, not by the VirtualCluster: the clustertree runs with host credentials, and this host runs \"registry.example/clustertree:v1\"; \"attacker.example/miner:latest\" is refused: remove spec.clusterTree.image (or set it to \"registry.example/clustertree:v1\"), or ask the operator to change the chart value controller.clustertreeImage";
+    assert_denied(&create_with(&own, &host(), &policy), FORBIDDEN, message);
+    let plain = tenant(&[], &[]);
+    assert_denied(
+        &update_by(USER, &plain, &own, &host(), &policy),
+        FORBIDDEN,
+        message,
+    );
+    // The controller is no exception: nobody may choose what runs with host credentials.
+    assert_denied(
+        &update_by(&policy.controller_username, &plain, &own, &host(), &policy),
+        FORBIDDEN,
+        message,
+    );
+    for allowed in [
+        plain.clone(),
+        with_cluster_tree_image(tenant(&[], &[]), ""),
+        with_cluster_tree_image(tenant(&[], &[]), "registry.example/clustertree:v1"),
+    ] {
+        assert_allowed(&create_with(&allowed, &host(), &policy));
+    }
+    // An image stored before the operator took over is ignored, with a warning, so the
+    // object can still be edited and deleted.
+    let mut relabelled = own.clone();
+    relabelled
+        .metadata
+        .labels
+        .get_or_insert_default()
+        .insert("team".into(), "c".into());
+    let verdict = update_by(USER, &own, &relabelled, &host(), &policy);
+    assert_allowed(&verdict);
+    assert_eq!(
+        verdict.warnings,
+        [
+            "spec.clusterTree.image \"attacker.example/miner:latest\" is ignored: the clustertree runs the operator's image \"registry.example/clustertree:v1\"; remove the field"
+        ]
+    );
+}
+
+fn with_finalizers(mut cluster: VirtualCluster, finalizers: &[&str]) -> VirtualCluster {
+    cluster.metadata.finalizers = Some(finalizers.iter().map(|name| (*name).to_owned()).collect());
+    cluster
+}
+
+#[test]
+fn only_the_controller_removes_the_finalizer() {
+    let guarded = with_finalizers(tenant(&[], &[]), &[FINALIZER, "example.com/backup"]);
+    let stripped = with_finalizers(tenant(&[], &[]), &["example.com/backup"]);
+    let message = "finalizer \"kosmos.io/finalizer\" is removed only by the controller (system:serviceaccount:kosmos-system:kosmos-vc-controller), once it has released the nodes, volumes and cluster-scoped objects of VirtualCluster team-c/staging; user \"alice\" may not remove it: delete the VirtualCluster (kubectl vc delete staging -n team-c --wait) and let the controller finish";
+    assert_denied(&update(&guarded, &stripped), FORBIDDEN, message);
+    let mut deleting = guarded.clone();
+    deleting.metadata.deletion_timestamp =
+        Some(serde_json::from_value(serde_json::json!("2026-01-01T00:00:00Z")).unwrap());
+    let mut deleting_stripped = stripped.clone();
+    deleting_stripped.metadata.deletion_timestamp = deleting.metadata.deletion_timestamp.clone();
+    assert_denied(&update(&deleting, &deleting_stripped), FORBIDDEN, message);
+
+    let policy = Policy::default();
+    let controller = policy.controller_username.as_str();
+    assert_allowed(&update_by(
+        controller,
+        &deleting,
+        &deleting_stripped,
+        &host(),
+        &policy,
+    ));
+    // Other finalizers are the business of whoever set them.
+    let unguarded = with_finalizers(tenant(&[], &[]), &[FINALIZER]);
+    assert_allowed(&update(&guarded, &unguarded));
+    assert_allowed(&update(&stripped, &guarded));
+}
+
 #[test]
 fn status_is_not_changed_through_the_main_resource() {
     let mut old = tenant(&[], &[]);
@@ -580,14 +667,22 @@ fn etcd_of(replicas: i32, size: &str, class: Option<&str>) -> VirtualCluster {
 }
 
 #[test]
-fn etcd_replicas_never_shrink() {
-    let old = etcd_of(3, "1Gi", None);
-    assert_allowed(&update(&old, &etcd_of(5, "1Gi", None)));
+fn etcd_replicas_cannot_change_after_creation() {
+    let single = etcd_of(1, "1Gi", None);
+    assert_allowed(&update(&single, &etcd_of(1, "1Gi", None)));
     assert_denied(
-        &update(&old, &etcd_of(1, "1Gi", None)),
+        &update(&single, &etcd_of(3, "1Gi", None)),
         INVALID,
-        "spec.controlPlane.etcd.replicas may not shrink from 3 to 1: removing etcd members loses quorum safety; keep 3 replicas",
+        "spec.controlPlane.etcd.replicas may not change after creation (1 → 3): kosmos-vc does not manage etcd membership yet, and a changed member count would split the tenant's data; keep 1, or create a new VirtualCluster with the member count you need and move the workloads to it",
     );
+    let three = etcd_of(3, "1Gi", None);
+    assert_denied(
+        &update(&three, &etcd_of(5, "1Gi", None)),
+        INVALID,
+        "spec.controlPlane.etcd.replicas may not change after creation (3 → 5): kosmos-vc does not manage etcd membership yet, and a changed member count would split the tenant's data; keep 3, or create a new VirtualCluster with the member count you need and move the workloads to it",
+    );
+    assert!(update(&three, &etcd_of(1, "1Gi", None)).denial.is_some());
+    assert_allowed(&create(&etcd_of(3, "1Gi", None)));
 }
 
 #[test]

@@ -1,5 +1,5 @@
-//! What an update may change: the version moves forward one minor at a time, etcd never
-//! loses members, and what provisioning fixed stays fixed.
+//! What an update may change: the version moves forward one minor at a time, and what
+//! provisioning fixed (etcd's members and volumes, the Service type) stays fixed.
 
 use super::super::quantity::quantity_milli;
 use super::Denial;
@@ -80,11 +80,17 @@ fn check_version_step(old: &VirtualCluster, object: &VirtualCluster) -> Result<(
 }
 
 fn check_etcd(old: &EtcdSpec, etcd: &EtcdSpec) -> Result<(), Denial> {
-    if let (Some(before), Some(after)) = (old.replicas, etcd.replicas)
-        && after < before
+    // Every member starts with `--initial-cluster-state=new` and nothing adds or removes
+    // members through etcd's API, so a new member would found a second, empty cluster
+    // behind the same Service and a removed one would take quorum with it.
+    if let Some(before) = old.replicas
+        && etcd.replicas != Some(before)
     {
+        let after = etcd
+            .replicas
+            .map_or_else(|| "(unset)".to_owned(), |after| after.to_string());
         return Err(Denial::invalid(format!(
-            "spec.controlPlane.etcd.replicas may not shrink from {before} to {after}: removing etcd members loses quorum safety; keep {before} replicas"
+            "spec.controlPlane.etcd.replicas may not change after creation ({before} → {after}): kosmos-vc does not manage etcd membership yet, and a changed member count would split the tenant's data; keep {before}, or create a new VirtualCluster with the member count you need and move the workloads to it"
         )));
     }
     if let Some(before) = old.storage_size.as_ref()
