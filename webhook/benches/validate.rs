@@ -282,19 +282,17 @@ async fn main() -> anyhow::Result<()> {
         })),
         metrics: Metrics::new(),
         readiness: Arc::new(Readiness::synced()),
+        limits: vc_webhook::Limits::default(),
     });
     let baseline = Arc::new(Webhook {
         admission: Admission::ParseOnly,
         metrics: Metrics::new(),
         readiness: Arc::new(Readiness::synced()),
+        limits: vc_webhook::Limits::default(),
     });
     let start = |webhook: Arc<Webhook>, tls: Arc<rustls::ServerConfig>| async move {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
-        anyhow::Ok(vc_webhook::spawn(
-            listener,
-            tls,
-            vc_webhook::router(webhook),
-        )?)
+        anyhow::Ok(vc_webhook::spawn(listener, tls, webhook)?)
     };
     handler_only(
         &rules.admission,

@@ -14,10 +14,6 @@ use vc_api::admission::{self as rules, Defaults, Inventory, Policy};
 
 use crate::metrics::{Endpoint, OperationLabel, Outcome};
 
-/// Largest AdmissionReview body accepted; the apiserver's own limit for an object is
-/// about 3 MiB as well, so anything bigger is not a real review.
-pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
-
 /// The API versions of AdmissionReview this webhook answers.
 const REVIEW_API_VERSIONS: [&str; 2] = ["admission.k8s.io/v1", "admission.k8s.io/v1beta1"];
 
