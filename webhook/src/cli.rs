@@ -135,6 +135,11 @@ pub struct Cli {
     #[arg(long, value_name = "QTY", default_value = "3Mi")]
     pub max_body_bytes: String,
 
+    /// Request body bytes held at once over all connections, at least --max-body-bytes;
+    /// requests beyond it wait, then get 503.
+    #[arg(long, value_name = "QTY", default_value = "64Mi")]
+    pub max_body_bytes_in_flight: String,
+
     /// Log format.
     #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -204,6 +209,16 @@ pub enum FlagError {
         /// What is wrong with it.
         reason: vc_api::admission::QuantityError,
     },
+    /// The in-flight budget cannot hold even one body of the largest size.
+    #[error(
+        "--max-body-bytes-in-flight {in_flight:?} is below --max-body-bytes {body:?}; a body of the largest size could never be read"
+    )]
+    CompareLimits {
+        /// The in-flight budget as given.
+        in_flight: String,
+        /// The body limit as given.
+        body: String,
+    },
     /// A byte-size flag is out of its range.
     #[error("--{flag} {value:?}: must be a whole number of bytes from {min} to {max}")]
     CheckByteSize {
@@ -256,12 +271,24 @@ impl Cli {
             8 * 1024,
             16 * 1024 * 1024,
         )?;
+        let in_flight = parse_bytes(
+            "max-body-bytes-in-flight",
+            &self.max_body_bytes_in_flight,
+            1024,
+            4 * 1024 * 1024 * 1024,
+        )?;
         let body_bytes = parse_bytes(
             "max-body-bytes",
             &self.max_body_bytes,
             1024,
             64 * 1024 * 1024,
         )?;
+        if in_flight < body_bytes {
+            return Err(FlagError::CompareLimits {
+                in_flight: self.max_body_bytes_in_flight.clone(),
+                body: self.max_body_bytes.clone(),
+            });
+        }
         Ok(Limits {
             max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
             tls_handshake_timeout: self.tls_handshake_timeout,
@@ -271,6 +298,7 @@ impl Cli {
             max_concurrent_streams: self.max_concurrent_streams,
             max_header_bytes: u32::try_from(header_bytes).unwrap_or(u32::MAX),
             max_body_bytes: usize::try_from(body_bytes).unwrap_or(usize::MAX),
+            max_body_bytes_in_flight: usize::try_from(in_flight).unwrap_or(usize::MAX),
         })
     }
 
@@ -487,6 +515,7 @@ mod tests {
             "--max-concurrent-streams",
             "--max-header-bytes",
             "--max-body-bytes",
+            "--max-body-bytes-in-flight",
             "--log-format",
             "--log-level",
         ] {
@@ -533,6 +562,8 @@ mod tests {
             "16Ki",
             "--max-body-bytes",
             "1Mi",
+            "--max-body-bytes-in-flight",
+            "16Mi",
         ]);
         let limits = cli.limits().unwrap();
         assert_eq!(
@@ -546,6 +577,7 @@ mod tests {
                 max_concurrent_streams: 8,
                 max_header_bytes: 16 * 1024,
                 max_body_bytes: 1024 * 1024,
+                max_body_bytes_in_flight: 16 * 1024 * 1024,
             }
         );
         let error = parse(&["--max-header-bytes", "1Ki"]).limits().unwrap_err();
@@ -554,6 +586,13 @@ mod tests {
             r#"--max-header-bytes "1Ki": must be a whole number of bytes from 8192 to 16777216"#
         );
         assert!(parse(&["--max-body-bytes", "lots"]).limits().is_err());
+        let error = parse(&["--max-body-bytes-in-flight", "1Mi"])
+            .limits()
+            .unwrap_err();
+        assert!(
+            error.to_string().contains("below --max-body-bytes"),
+            "{error}"
+        );
         for bad in [
             ["--max-connections", "0"],
             ["--request-timeout", "10"],

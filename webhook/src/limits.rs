@@ -35,6 +35,9 @@ pub struct Limits {
     pub max_header_bytes: u32,
     /// Largest request body, in bytes; larger ones are answered with 413.
     pub max_body_bytes: usize,
+    /// Bytes of request bodies held at once over all connections; requests beyond it wait
+    /// (within `request_timeout`, then 503) instead of growing memory.
+    pub max_body_bytes_in_flight: usize,
 }
 
 impl Default for Limits {
@@ -48,6 +51,7 @@ impl Default for Limits {
             max_concurrent_streams: 100,
             max_header_bytes: 64 * 1024,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_body_bytes_in_flight: 64 * 1024 * 1024,
         }
     }
 }

@@ -20,7 +20,7 @@ use axum::routing::{get, post};
 use http_body_util::BodyExt;
 use rustls::ServerConfig;
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -94,36 +94,54 @@ pub struct Webhook {
     pub limits: Limits,
 }
 
+/// What the handlers of one router share.
+#[derive(Debug)]
+struct Handlers {
+    webhook: Arc<Webhook>,
+    /// Bytes of request bodies held at once, across all connections and streams: the
+    /// connection cap and the HTTP/2 stream limit alone would still let every stream of
+    /// every connection hold a maximal body.
+    body_budget: Arc<Semaphore>,
+}
+
 /// Routes of the webhook.
 pub fn router(webhook: Arc<Webhook>) -> Router {
+    let budget = webhook
+        .limits
+        .max_body_bytes_in_flight
+        .clamp(1, Semaphore::MAX_PERMITS);
     Router::new()
         .route("/mutate", post(mutate))
         .route("/validate", post(validate))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .with_state(webhook)
+        .with_state(Arc::new(Handlers {
+            webhook,
+            body_budget: Arc::new(Semaphore::new(budget)),
+        }))
 }
 
-async fn mutate(State(webhook): State<Arc<Webhook>>, request: Request) -> Response {
-    admit(&webhook, Endpoint::Mutate, request).await
+async fn mutate(State(handlers): State<Arc<Handlers>>, request: Request) -> Response {
+    admit(&handlers, Endpoint::Mutate, request).await
 }
 
-async fn validate(State(webhook): State<Arc<Webhook>>, request: Request) -> Response {
-    admit(&webhook, Endpoint::Validate, request).await
+async fn validate(State(handlers): State<Arc<Handlers>>, request: Request) -> Response {
+    admit(&handlers, Endpoint::Validate, request).await
 }
 
-async fn admit(webhook: &Webhook, endpoint: Endpoint, request: Request) -> Response {
+async fn admit(handlers: &Handlers, endpoint: Endpoint, request: Request) -> Response {
     let started = Instant::now();
+    let webhook = &handlers.webhook;
     let (parts, body) = request.into_parts();
     let (response, operation, outcome) =
-        match read_body(&parts.headers, body, &webhook.limits).await {
+        match read_body(&parts.headers, body, &webhook.limits, &handlers.body_budget).await {
             Err(refusal) => (
                 refusal.into_response(),
                 OperationLabel::Other,
                 Outcome::Invalid,
             ),
-            Ok(body) => {
+            Ok((body, _held)) => {
                 let answer = review::answer(endpoint, &body, &webhook.admission);
                 let (response, outcome) = render(answer.reply, answer.outcome);
                 (response, answer.operation, outcome)
@@ -150,6 +168,15 @@ pub enum ReadBodyError {
     /// The body did not arrive within `--request-timeout`.
     #[error("the body did not arrive within {0:?}")]
     WaitForBody(Duration),
+    /// Other requests hold `--max-body-bytes-in-flight` and did not let go in time.
+    #[error(
+        "the webhook is receiving too many request bodies at once ({} in flight); retry",
+        describe_bytes(*in_flight)
+    )]
+    ReserveMemory {
+        /// The budget in bytes.
+        in_flight: usize,
+    },
     /// The connection failed while the body was being received.
     #[error("cannot read the body: {0}")]
     ReceiveBody(String),
@@ -160,13 +187,15 @@ impl IntoResponse for ReadBodyError {
         let status = match self {
             Self::CheckSize { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::WaitForBody(_) => StatusCode::REQUEST_TIMEOUT,
+            Self::ReserveMemory { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::ReceiveBody(_) => StatusCode::BAD_REQUEST,
         };
         (status, self.to_string()).into_response()
     }
 }
 
-/// Reads a body of at most `limits.max_body_bytes` within `limits.request_timeout`.
+/// Reads a body of at most `limits.max_body_bytes` within `limits.request_timeout`, and
+/// the share of `budget` it holds until the answer is out.
 ///
 /// An oversized body is read on and discarded (up to [`MAX_DISCARD_BYTES`]) before the 413
 /// goes out: a client still sending would otherwise see its stream reset (HTTP/2) or its
@@ -175,7 +204,8 @@ async fn read_body(
     headers: &HeaderMap,
     body: Body,
     limits: &Limits,
-) -> Result<Bytes, ReadBodyError> {
+    budget: &Arc<Semaphore>,
+) -> Result<(Bytes, Option<OwnedSemaphorePermit>), ReadBodyError> {
     let limit = limits.max_body_bytes;
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -184,8 +214,10 @@ async fn read_body(
     if declared.is_some_and(|length| length > (limit.saturating_add(MAX_DISCARD_BYTES)) as u64) {
         return Err(ReadBodyError::CheckSize { limit });
     }
+    let mut waiting_for_budget = false;
     let collect = async {
         let mut body = body;
+        let mut held: Option<OwnedSemaphorePermit> = None;
         // A declared length is a promise, not bytes received: reserve only a little up
         // front, so clients announcing large bodies they never send cost no memory.
         let mut collected = Vec::with_capacity(declared.map_or(0, |length| {
@@ -205,17 +237,35 @@ async fn read_body(
                 return Err(ReadBodyError::CheckSize { limit });
             }
             if received <= limit {
+                waiting_for_budget = true;
+                let share = u32::try_from(data.len()).unwrap_or(u32::MAX);
+                let permit = Arc::clone(budget)
+                    .acquire_many_owned(share)
+                    .await
+                    .map_err(|_| ReadBodyError::ReceiveBody("the server is stopping".to_owned()))?;
+                waiting_for_budget = false;
+                match held.as_mut() {
+                    Some(held) => held.merge(permit),
+                    None => held = Some(permit),
+                }
                 collected.extend_from_slice(&data);
             }
         }
         if received > limit {
             return Err(ReadBodyError::CheckSize { limit });
         }
-        Ok(Bytes::from(collected))
+        Ok((Bytes::from(collected), held))
     };
-    tokio::time::timeout(limits.request_timeout, collect)
-        .await
-        .map_err(|_| ReadBodyError::WaitForBody(limits.request_timeout))?
+    let collected = tokio::time::timeout(limits.request_timeout, collect).await;
+    collected.map_err(|_| {
+        if waiting_for_budget {
+            ReadBodyError::ReserveMemory {
+                in_flight: limits.max_body_bytes_in_flight,
+            }
+        } else {
+            ReadBodyError::WaitForBody(limits.request_timeout)
+        }
+    })?
 }
 
 fn render(reply: Reply, outcome: Outcome) -> (Response, Outcome) {
@@ -245,8 +295,8 @@ async fn healthz() -> &'static str {
     "ok"
 }
 
-async fn readyz(State(webhook): State<Arc<Webhook>>) -> Response {
-    let pending = webhook.readiness.pending();
+async fn readyz(State(handlers): State<Arc<Handlers>>) -> Response {
+    let pending = handlers.webhook.readiness.pending();
     if pending.is_empty() {
         (StatusCode::OK, "ok").into_response()
     } else {
@@ -258,8 +308,8 @@ async fn readyz(State(webhook): State<Arc<Webhook>>) -> Response {
     }
 }
 
-async fn metrics(State(webhook): State<Arc<Webhook>>) -> Response {
-    match webhook.metrics.encode() {
+async fn metrics(State(handlers): State<Arc<Handlers>>) -> Response {
+    match handlers.webhook.metrics.encode() {
         Ok(text) => (
             [(
                 header::CONTENT_TYPE,

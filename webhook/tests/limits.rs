@@ -418,3 +418,50 @@ async fn connections_beyond_the_cap_do_not_starve_admission() {
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn bodies_in_flight_stay_within_their_budget() {
+    let harness = start(Limits {
+        max_body_bytes: 64 * 1024,
+        max_body_bytes_in_flight: 64 * 1024,
+        request_timeout: Duration::from_secs(2),
+        ..Limits::default()
+    })
+    .await;
+    // A client announces a body of the largest size and holds almost all of it unsent.
+    let mut hog = harness.tls(b"http/1.1").await;
+    hog.write_all(
+        b"POST /validate HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: 65536\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    hog.write_all(&[b' '; 65_000]).await.unwrap();
+    hog.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // A real review has to wait until the stalled body is given up on.
+    let started = Instant::now();
+    let mut connection = support::connect(harness.server.local_addr, Arc::clone(&harness.client))
+        .await
+        .unwrap();
+    let (status, answer) = connection
+        .post("/validate?timeout=10s", RECORDED)
+        .await
+        .unwrap();
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(1000),
+        "answered after {:?}, while the budget was held by the stalled body",
+        started.elapsed()
+    );
+
+    let mut reply = Vec::new();
+    let _closed = tokio::time::timeout(Duration::from_secs(2), hog.read_to_end(&mut reply)).await;
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
+}

@@ -1115,6 +1115,7 @@ fn values_map_onto_every_flag_of_the_contract() {
         "max-concurrent-streams",
         "max-header-bytes",
         "max-body-bytes",
+        "max-body-bytes-in-flight",
         "log-format",
         "log-level",
     ]
@@ -1151,6 +1152,7 @@ fn values_map_onto_every_flag_of_the_contract() {
         ("max-concurrent-streams", "100"),
         ("max-header-bytes", "64Ki"),
         ("max-body-bytes", "3Mi"),
+        ("max-body-bytes-in-flight", "64Mi"),
         ("log-format", "json"),
         ("log-level", "info"),
     ] {
