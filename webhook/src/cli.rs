@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
@@ -13,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use vc_api::ServiceType;
 use vc_api::admission::{Defaults, Inventory, Policy, Ratio, parse_quantity};
 
+use crate::limits::{Limits, parse_duration};
 use crate::metrics::{CacheKind, Metrics};
 use crate::review::{Admission, Enforcement};
 use crate::server::{Readiness, Webhook};
@@ -101,6 +103,44 @@ pub struct Cli {
     #[arg(long, value_name = "N")]
     pub max_clusters_per_namespace: Option<usize>,
 
+    /// Connections served at once; beyond it new ones wait and idle ones are closed.
+    #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    pub max_connections: u32,
+
+    /// Time a client has to complete its TLS handshake, such as 5s or 500ms.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    pub tls_handshake_timeout: Duration,
+
+    /// Time a client has after the handshake to send complete request headers; also how
+    /// long an idle HTTP/1.1 keep-alive connection waits for its next request.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    pub header_read_timeout: Duration,
+
+    /// Time to receive a request body and answer it (the apiserver waits at most 30s).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+
+    /// How long a connection without requests is kept open.
+    #[arg(long, value_name = "DURATION", default_value = "90s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// HTTP/2 requests one connection may have open at once.
+    #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_concurrent_streams: u32,
+
+    /// Largest request header block, such as 64Ki (at least 8Ki).
+    #[arg(long, value_name = "QTY", default_value = "64Ki")]
+    pub max_header_bytes: String,
+
+    /// Largest request body, such as 3Mi; larger bodies get 413.
+    #[arg(long, value_name = "QTY", default_value = "3Mi")]
+    pub max_body_bytes: String,
+
+    /// Request body bytes held at once over all connections, at least --max-body-bytes;
+    /// requests beyond it wait, then get 503.
+    #[arg(long, value_name = "QTY", default_value = "64Mi")]
+    pub max_body_bytes_in_flight: String,
+
     /// Log format.
     #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -170,6 +210,28 @@ pub enum FlagError {
         /// What is wrong with it.
         reason: vc_api::admission::QuantityError,
     },
+    /// The in-flight budget cannot hold even one body of the largest size.
+    #[error(
+        "--max-body-bytes-in-flight {in_flight:?} is below --max-body-bytes {body:?}; a body of the largest size could never be read"
+    )]
+    CompareLimits {
+        /// The in-flight budget as given.
+        in_flight: String,
+        /// The body limit as given.
+        body: String,
+    },
+    /// A byte-size flag is out of its range.
+    #[error("--{flag} {value:?}: must be a whole number of bytes from {min} to {max}")]
+    CheckByteSize {
+        /// The flag name without dashes.
+        flag: &'static str,
+        /// The flag value.
+        value: String,
+        /// The smallest value accepted.
+        min: u64,
+        /// The largest value accepted.
+        max: u64,
+    },
 }
 
 impl Cli {
@@ -200,6 +262,45 @@ impl Cli {
                 &self.max_memory_per_cluster,
             )?,
             max_clusters_per_namespace: self.max_clusters_per_namespace,
+        })
+    }
+
+    /// The server limits the flags describe.
+    pub fn limits(&self) -> Result<Limits, FlagError> {
+        let header_bytes = parse_bytes(
+            "max-header-bytes",
+            &self.max_header_bytes,
+            8 * 1024,
+            16 * 1024 * 1024,
+        )?;
+        let in_flight = parse_bytes(
+            "max-body-bytes-in-flight",
+            &self.max_body_bytes_in_flight,
+            1024,
+            4 * 1024 * 1024 * 1024,
+        )?;
+        let body_bytes = parse_bytes(
+            "max-body-bytes",
+            &self.max_body_bytes,
+            1024,
+            64 * 1024 * 1024,
+        )?;
+        if in_flight < body_bytes {
+            return Err(FlagError::CompareLimits {
+                in_flight: self.max_body_bytes_in_flight.clone(),
+                body: self.max_body_bytes.clone(),
+            });
+        }
+        Ok(Limits {
+            max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
+            tls_handshake_timeout: self.tls_handshake_timeout,
+            header_read_timeout: self.header_read_timeout,
+            request_timeout: self.request_timeout,
+            idle_timeout: self.idle_timeout,
+            max_concurrent_streams: self.max_concurrent_streams,
+            max_header_bytes: u32::try_from(header_bytes).unwrap_or(u32::MAX),
+            max_body_bytes: usize::try_from(body_bytes).unwrap_or(usize::MAX),
+            max_body_bytes_in_flight: usize::try_from(in_flight).unwrap_or(usize::MAX),
         })
     }
 
@@ -236,6 +337,27 @@ fn parse_limit(flag: &'static str, value: &Option<String>) -> Result<Option<i128
         .transpose()
 }
 
+fn parse_bytes(flag: &'static str, value: &str, min: u64, max: u64) -> Result<u64, FlagError> {
+    let milli = parse_quantity(value).map_err(|reason| FlagError::ParseQuantity {
+        flag,
+        value: value.to_owned(),
+        reason,
+    })?;
+    let out_of_range = || FlagError::CheckByteSize {
+        flag,
+        value: value.to_owned(),
+        min,
+        max,
+    };
+    if milli % 1000 != 0 {
+        return Err(out_of_range());
+    }
+    u64::try_from(milli / 1000)
+        .ok()
+        .filter(|bytes| (min..=max).contains(bytes))
+        .ok_or_else(out_of_range)
+}
+
 /// Installs the tracing subscriber the flags ask for.
 pub fn init_logging(format: LogFormat, filter: &str) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
@@ -270,6 +392,7 @@ async fn host_client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<kube::Clien
 /// Runs the webhook until SIGTERM or Ctrl-C.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let policy = cli.policy()?;
+    let limits = cli.limits()?;
     let defaults = cli.defaults();
     let provider = tls::crypto_provider();
     // kube's client uses the process-wide provider; another install is harmless.
@@ -307,6 +430,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         })),
         metrics,
         readiness,
+        limits,
     });
 
     let shutdown = CancellationToken::new();
@@ -317,7 +441,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on --listen {}", cli.listen))?;
     tracing::info!(listen = %cli.listen, "serving admission webhooks over HTTPS");
     tokio::spawn(cancel_on_signal(shutdown.clone()));
-    server::serve(listener, tls_config, server::router(webhook), shutdown).await;
+    server::serve(listener, tls_config, webhook, shutdown).await;
     node_cache.abort();
     cluster_cache.abort();
     tracing::info!("stopped");
@@ -384,6 +508,15 @@ mod tests {
             "--max-cpu-per-cluster",
             "--max-memory-per-cluster",
             "--max-clusters-per-namespace",
+            "--max-connections",
+            "--tls-handshake-timeout",
+            "--header-read-timeout",
+            "--request-timeout",
+            "--idle-timeout",
+            "--max-concurrent-streams",
+            "--max-header-bytes",
+            "--max-body-bytes",
+            "--max-body-bytes-in-flight",
             "--log-format",
             "--log-level",
         ] {
@@ -408,6 +541,69 @@ mod tests {
         assert_eq!(cli.log_format, LogFormat::Text);
         assert_eq!(cli.defaults(), Defaults::default());
         assert_eq!(cli.policy().unwrap(), Policy::default());
+        assert_eq!(cli.limits().unwrap(), Limits::default());
+    }
+
+    #[test]
+    fn limits_follow_the_flags_and_refuse_nonsense() {
+        let cli = parse(&[
+            "--max-connections",
+            "32",
+            "--tls-handshake-timeout",
+            "2s",
+            "--header-read-timeout",
+            "1500ms",
+            "--request-timeout",
+            "30s",
+            "--idle-timeout",
+            "1m",
+            "--max-concurrent-streams",
+            "8",
+            "--max-header-bytes",
+            "16Ki",
+            "--max-body-bytes",
+            "1Mi",
+            "--max-body-bytes-in-flight",
+            "16Mi",
+        ]);
+        let limits = cli.limits().unwrap();
+        assert_eq!(
+            limits,
+            Limits {
+                max_connections: 32,
+                tls_handshake_timeout: Duration::from_secs(2),
+                header_read_timeout: Duration::from_millis(1500),
+                request_timeout: Duration::from_secs(30),
+                idle_timeout: Duration::from_secs(60),
+                max_concurrent_streams: 8,
+                max_header_bytes: 16 * 1024,
+                max_body_bytes: 1024 * 1024,
+                max_body_bytes_in_flight: 16 * 1024 * 1024,
+            }
+        );
+        let error = parse(&["--max-header-bytes", "1Ki"]).limits().unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            r#"--max-header-bytes "1Ki": must be a whole number of bytes from 8192 to 16777216"#
+        );
+        assert!(parse(&["--max-body-bytes", "lots"]).limits().is_err());
+        let error = parse(&["--max-body-bytes-in-flight", "1Mi"])
+            .limits()
+            .unwrap_err();
+        assert!(
+            error.to_string().contains("below --max-body-bytes"),
+            "{error}"
+        );
+        for bad in [
+            ["--max-connections", "0"],
+            ["--request-timeout", "10"],
+            ["--idle-timeout", "0s"],
+        ] {
+            assert!(
+                Cli::try_parse_from(REQUIRED.iter().chain(&bad)).is_err(),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

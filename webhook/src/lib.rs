@@ -11,6 +11,8 @@
 
 pub mod cache;
 pub mod cli;
+mod connection;
+pub mod limits;
 pub mod metrics;
 pub mod review;
 pub mod server;
@@ -21,5 +23,6 @@ use std::sync::Arc;
 /// The inventory shared by the caches (writers) and the admission handlers (readers).
 pub type SharedInventory = Arc<parking_lot::RwLock<vc_api::admission::Inventory>>;
 
+pub use limits::Limits;
 pub use review::{Admission, Enforcement};
 pub use server::{Readiness, RunningServer, Webhook, router, spawn};

@@ -102,7 +102,30 @@ macro_rules! label_value_from_as_str {
         }
     )*};
 }
-label_value_from_as_str!(Endpoint, OperationLabel, Outcome, CacheKind);
+/// Why the server closed a connection before the client did.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The TLS handshake did not finish in time.
+    HandshakeTimeout,
+    /// No complete request arrived in time after the handshake, or the connection sat
+    /// idle past the idle timeout.
+    IdleTimeout,
+    /// Closed while idle to make room for a new connection at the connection cap.
+    Evicted,
+}
+
+impl CloseReason {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::HandshakeTimeout => "handshake_timeout",
+            Self::IdleTimeout => "idle_timeout",
+            Self::Evicted => "evicted",
+        }
+    }
+}
+
+label_value_from_as_str!(Endpoint, OperationLabel, Outcome, CacheKind, CloseReason);
 
 /// Labels of the request counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -148,6 +171,13 @@ pub struct LatencyLabels {
     pub endpoint: Endpoint,
 }
 
+/// Labels of the closed-connection counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CloseLabels {
+    /// Why the server closed it.
+    pub reason: CloseReason,
+}
+
 /// The webhook's metrics and the registry that exposes them.
 #[derive(Debug)]
 pub struct Metrics {
@@ -155,6 +185,8 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     latency: Family<LatencyLabels, Histogram>,
     cache_objects: Family<CacheLabels, Gauge>,
+    open_connections: Gauge,
+    closed_connections: Family<CloseLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -187,11 +219,25 @@ impl Metrics {
             "Objects held in a watch cache",
             cache_objects.clone(),
         );
+        let open_connections = Gauge::default();
+        registry.register(
+            "open_connections",
+            "Client connections held, at most --max-connections",
+            open_connections.clone(),
+        );
+        let closed_connections = Family::<CloseLabels, Counter>::default();
+        registry.register(
+            "closed_connections",
+            "Connections the server closed before the client did, by reason",
+            closed_connections.clone(),
+        );
         Self {
             registry,
             requests,
             latency,
             cache_objects,
+            open_connections,
+            closed_connections,
         }
     }
 
@@ -219,6 +265,18 @@ impl Metrics {
     pub fn cache_objects(&self, kind: CacheKind) -> Gauge {
         self.cache_objects
             .get_or_create_owned(&CacheLabels { kind })
+    }
+
+    /// The gauge of connections held; the server adds and removes them.
+    pub fn open_connections(&self) -> Gauge {
+        self.open_connections.clone()
+    }
+
+    /// Counts a connection the server closed.
+    pub fn connection_closed(&self, reason: CloseReason) {
+        self.closed_connections
+            .get_or_create(&CloseLabels { reason })
+            .inc();
     }
 
     /// How many requests ended with these labels so far.

@@ -1,9 +1,10 @@
 //! The HTTPS server: routes, and an accept loop that terminates TLS with rustls.
 //!
 //! We run our own accept loop (instead of an axum helper) because the TLS configuration
-//! must resolve the certificate per handshake, and because shutdown must wait for
-//! in-flight admission requests: the apiserver fails the user's request when a webhook
-//! connection breaks.
+//! must resolve the certificate per handshake, because every connection is bounded by the
+//! [`Limits`] (see [`crate::connection`]), and because shutdown must wait for in-flight
+//! admission requests: the apiserver fails the user's request when a webhook connection
+//! breaks.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,29 +12,35 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{StatusCode, header};
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto::Builder as ConnectionBuilder;
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
+use http_body_util::BodyExt;
 use rustls::ServerConfig;
 use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
+use crate::connection::{self, Shared};
+use crate::limits::{Limits, describe_bytes};
 use crate::metrics::{Endpoint, Metrics, OperationLabel, Outcome};
-use crate::review::{self, Admission, MAX_BODY_BYTES, Reply};
+use crate::review::{self, Admission, Reply};
 
-/// A client that does not finish its TLS handshake in this time is dropped.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long shutdown waits for in-flight requests.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// While the connection cap is reached, how often idle connections are asked again to
+/// make room (ones that were busy or just opened may have become idle since).
+const PRESSURE_RECHECK: Duration = Duration::from_millis(250);
+/// Past the body limit, how much more of a body is read and thrown away so the client,
+/// still sending, gets to read the 413 instead of a reset. Bigger bodies get the 413 with
+/// their upload cut.
+const MAX_DISCARD_BYTES: usize = 16 * 1024 * 1024;
+/// Most body buffer reserved before any of the body arrived.
+const INITIAL_BODY_CAPACITY: usize = 64 * 1024;
 
 /// Whether both watch caches have listed everything once.
 #[derive(Debug, Default)]
@@ -83,60 +90,182 @@ pub struct Webhook {
     pub metrics: Metrics,
     /// Cache sync state behind `/readyz`.
     pub readiness: Arc<Readiness>,
+    /// What one client may take: time, connections, bytes.
+    pub limits: Limits,
+}
+
+/// What the handlers of one router share.
+#[derive(Debug)]
+struct Handlers {
+    webhook: Arc<Webhook>,
+    /// Bytes of request bodies held at once, across all connections and streams: the
+    /// connection cap and the HTTP/2 stream limit alone would still let every stream of
+    /// every connection hold a maximal body.
+    body_budget: Arc<Semaphore>,
 }
 
 /// Routes of the webhook.
 pub fn router(webhook: Arc<Webhook>) -> Router {
+    let budget = webhook
+        .limits
+        .max_body_bytes_in_flight
+        .clamp(1, Semaphore::MAX_PERMITS);
     Router::new()
         .route("/mutate", post(mutate))
         .route("/validate", post(validate))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(webhook)
+        .with_state(Arc::new(Handlers {
+            webhook,
+            body_budget: Arc::new(Semaphore::new(budget)),
+        }))
 }
 
-async fn mutate(
-    State(webhook): State<Arc<Webhook>>,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    admit(&webhook, Endpoint::Mutate, body)
+async fn mutate(State(handlers): State<Arc<Handlers>>, request: Request) -> Response {
+    admit(&handlers, Endpoint::Mutate, request).await
 }
 
-async fn validate(
-    State(webhook): State<Arc<Webhook>>,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    admit(&webhook, Endpoint::Validate, body)
+async fn validate(State(handlers): State<Arc<Handlers>>, request: Request) -> Response {
+    admit(&handlers, Endpoint::Validate, request).await
 }
 
-fn admit(webhook: &Webhook, endpoint: Endpoint, body: Result<Bytes, BytesRejection>) -> Response {
+async fn admit(handlers: &Handlers, endpoint: Endpoint, request: Request) -> Response {
     let started = Instant::now();
-    let (response, operation, outcome) = match body {
-        Err(rejection) => {
-            let status = rejection.status();
-            let reason = if status == StatusCode::PAYLOAD_TOO_LARGE {
-                format!("the body exceeds the limit of {MAX_BODY_BYTES} bytes (3 MiB)")
-            } else {
-                format!("cannot read the body: {}", rejection.body_text())
-            };
-            (
-                (status, reason).into_response(),
+    let webhook = &handlers.webhook;
+    let (parts, body) = request.into_parts();
+    let (response, operation, outcome) =
+        match read_body(&parts.headers, body, &webhook.limits, &handlers.body_budget).await {
+            Err(refusal) => (
+                refusal.into_response(),
                 OperationLabel::Other,
                 Outcome::Invalid,
-            )
-        }
-        Ok(body) => {
-            let answer = review::answer(endpoint, &body, &webhook.admission);
-            let (response, outcome) = render(answer.reply, answer.outcome);
-            (response, answer.operation, outcome)
-        }
-    };
+            ),
+            Ok((body, _held)) => {
+                let answer = review::answer(endpoint, &body, &webhook.admission);
+                let (response, outcome) = render(answer.reply, answer.outcome);
+                (response, answer.operation, outcome)
+            }
+        };
     webhook
         .metrics
         .observe(endpoint, operation, outcome, started.elapsed());
     response
+}
+
+/// Why a request body was not read; answered with the status and this text.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadBodyError {
+    /// The body is larger than `--max-body-bytes`.
+    #[error(
+        "the body exceeds the limit of {limit} bytes ({}); an AdmissionReview of a VirtualCluster is a few KiB",
+        describe_bytes(*limit)
+    )]
+    CheckSize {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The body did not arrive within `--request-timeout`.
+    #[error("the body did not arrive within {0:?}")]
+    WaitForBody(Duration),
+    /// Other requests hold `--max-body-bytes-in-flight` and did not let go in time.
+    #[error(
+        "the webhook is receiving too many request bodies at once ({} in flight); retry",
+        describe_bytes(*in_flight)
+    )]
+    ReserveMemory {
+        /// The budget in bytes.
+        in_flight: usize,
+    },
+    /// The connection failed while the body was being received.
+    #[error("cannot read the body: {0}")]
+    ReceiveBody(String),
+}
+
+impl IntoResponse for ReadBodyError {
+    fn into_response(self) -> Response {
+        let status = match self {
+            Self::CheckSize { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::WaitForBody(_) => StatusCode::REQUEST_TIMEOUT,
+            Self::ReserveMemory { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::ReceiveBody(_) => StatusCode::BAD_REQUEST,
+        };
+        (status, self.to_string()).into_response()
+    }
+}
+
+/// Reads a body of at most `limits.max_body_bytes` within `limits.request_timeout`, and
+/// the share of `budget` it holds until the answer is out.
+///
+/// An oversized body is read on and discarded (up to [`MAX_DISCARD_BYTES`]) before the 413
+/// goes out: a client still sending would otherwise see its stream reset (HTTP/2) or its
+/// connection closed (HTTP/1.1) instead of reading the answer.
+async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limits: &Limits,
+    budget: &Arc<Semaphore>,
+) -> Result<(Bytes, Option<OwnedSemaphorePermit>), ReadBodyError> {
+    let limit = limits.max_body_bytes;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > (limit.saturating_add(MAX_DISCARD_BYTES)) as u64) {
+        return Err(ReadBodyError::CheckSize { limit });
+    }
+    let mut waiting_for_budget = false;
+    let collect = async {
+        let mut body = body;
+        let mut held: Option<OwnedSemaphorePermit> = None;
+        // A declared length is a promise, not bytes received: reserve only a little up
+        // front, so clients announcing large bodies they never send cost no memory.
+        let mut collected = Vec::with_capacity(declared.map_or(0, |length| {
+            usize::try_from(length)
+                .unwrap_or(limit)
+                .min(limit)
+                .min(INITIAL_BODY_CAPACITY)
+        }));
+        let mut received = 0_usize;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|error| ReadBodyError::ReceiveBody(error.to_string()))?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            received = received.saturating_add(data.len());
+            if received > limit.saturating_add(MAX_DISCARD_BYTES) {
+                return Err(ReadBodyError::CheckSize { limit });
+            }
+            if received <= limit {
+                waiting_for_budget = true;
+                let share = u32::try_from(data.len()).unwrap_or(u32::MAX);
+                let permit = Arc::clone(budget)
+                    .acquire_many_owned(share)
+                    .await
+                    .map_err(|_| ReadBodyError::ReceiveBody("the server is stopping".to_owned()))?;
+                waiting_for_budget = false;
+                match held.as_mut() {
+                    Some(held) => held.merge(permit),
+                    None => held = Some(permit),
+                }
+                collected.extend_from_slice(&data);
+            }
+        }
+        if received > limit {
+            return Err(ReadBodyError::CheckSize { limit });
+        }
+        Ok((Bytes::from(collected), held))
+    };
+    let collected = tokio::time::timeout(limits.request_timeout, collect).await;
+    collected.map_err(|_| {
+        if waiting_for_budget {
+            ReadBodyError::ReserveMemory {
+                in_flight: limits.max_body_bytes_in_flight,
+            }
+        } else {
+            ReadBodyError::WaitForBody(limits.request_timeout)
+        }
+    })?
 }
 
 fn render(reply: Reply, outcome: Outcome) -> (Response, Outcome) {
@@ -166,8 +295,8 @@ async fn healthz() -> &'static str {
     "ok"
 }
 
-async fn readyz(State(webhook): State<Arc<Webhook>>) -> Response {
-    let pending = webhook.readiness.pending();
+async fn readyz(State(handlers): State<Arc<Handlers>>) -> Response {
+    let pending = handlers.webhook.readiness.pending();
     if pending.is_empty() {
         (StatusCode::OK, "ok").into_response()
     } else {
@@ -179,8 +308,8 @@ async fn readyz(State(webhook): State<Arc<Webhook>>) -> Response {
     }
 }
 
-async fn metrics(State(webhook): State<Arc<Webhook>>) -> Response {
-    match webhook.metrics.encode() {
+async fn metrics(State(handlers): State<Arc<Handlers>>) -> Response {
+    match handlers.webhook.metrics.encode() {
         Ok(text) => (
             [(
                 header::CONTENT_TYPE,
@@ -218,15 +347,15 @@ impl Drop for RunningServer {
     }
 }
 
-/// Serves `router` over TLS on `listener` in a background task.
+/// Serves `webhook` over TLS on `listener` in a background task, within `webhook.limits`.
 pub fn spawn(
     listener: TcpListener,
     tls: Arc<ServerConfig>,
-    router: Router,
+    webhook: Arc<Webhook>,
 ) -> std::io::Result<RunningServer> {
     let local_addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
-    let task = tokio::spawn(serve(listener, tls, router, shutdown.clone()));
+    let task = tokio::spawn(serve(listener, tls, webhook, shutdown.clone()));
     Ok(RunningServer {
         local_addr,
         shutdown,
@@ -236,17 +365,33 @@ pub fn spawn(
 
 /// Accepts TLS connections until `shutdown` fires, then waits up to [`SHUTDOWN_GRACE`]
 /// for open connections to finish their requests.
+///
+/// At most `max_connections` are served at once. When a connection arrives at the cap,
+/// connections with no request in flight are asked to close, so a cap filled by idle or
+/// silent clients never keeps the apiserver out for longer than a moment; busy
+/// connections are never cut.
 pub async fn serve(
     listener: TcpListener,
     tls: Arc<ServerConfig>,
-    router: Router,
+    webhook: Arc<Webhook>,
     shutdown: CancellationToken,
 ) {
-    let acceptor = TlsAcceptor::from(tls);
-    let graceful = GracefulShutdown::new();
+    let limits = webhook.limits.clone();
+    let router = router(Arc::clone(&webhook));
+    let max_connections = limits.max_connections.clamp(1, Semaphore::MAX_PERMITS);
+    let permits = Arc::new(Semaphore::new(max_connections));
+    let shared = Arc::new(Shared {
+        acceptor: TlsAcceptor::from(tls),
+        limits,
+        pressure: Notify::new(),
+        shutdown: shutdown.clone(),
+        webhook: Arc::clone(&webhook),
+    });
+    let mut connections = JoinSet::new();
     loop {
         let accepted = tokio::select! {
             () = shutdown.cancelled() => break,
+            Some(_finished) = connections.join_next(), if !connections.is_empty() => continue,
             accepted = listener.accept() => accepted,
         };
         let (tcp, peer) = match accepted {
@@ -258,36 +403,52 @@ pub async fn serve(
                 continue;
             }
         };
-        let _ = tcp.set_nodelay(true);
-        let acceptor = acceptor.clone();
-        let service = TowerToHyperService::new(router.clone());
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let tls_stream =
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                    Ok(Ok(stream)) => stream,
-                    Ok(Err(error)) => {
-                        tracing::debug!(%peer, %error, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!(%peer, "TLS handshake timed out");
-                        return;
+        let permit = match Arc::clone(&permits).try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                tracing::debug!(%peer, max_connections, "connection cap reached; closing idle connections");
+                let waited = wait_for_room(&permits, &shared, &shutdown);
+                tokio::pin!(waited);
+                let permit = loop {
+                    tokio::select! {
+                        permit = &mut waited => break permit,
+                        Some(_finished) = connections.join_next(), if !connections.is_empty() => {}
                     }
                 };
-            let builder = ConnectionBuilder::new(TokioExecutor::new());
-            let connection = builder
-                .serve_connection(TokioIo::new(tls_stream), service)
-                .into_owned();
-            if let Err(error) = watcher.watch(connection).await {
-                tracing::debug!(%peer, %error, "connection ended with an error");
+                match permit {
+                    Some(permit) => permit,
+                    None => break,
+                }
             }
-        });
+        };
+        let _ = tcp.set_nodelay(true);
+        connections.spawn(connection::serve(
+            tcp,
+            peer,
+            router.clone(),
+            Arc::clone(&shared),
+            permit,
+        ));
     }
-    tokio::select! {
-        () = graceful.shutdown() => {}
-        () = tokio::time::sleep(SHUTDOWN_GRACE) => {
-            tracing::warn!("shutdown grace period over; closing remaining connections");
+    let drained = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(SHUTDOWN_GRACE, drained).await.is_err() {
+        tracing::warn!("shutdown grace period over; closing remaining connections");
+    }
+}
+
+/// Waits for a free connection slot, asking idle connections to close meanwhile; `None`
+/// when the server shuts down first.
+async fn wait_for_room(
+    permits: &Arc<Semaphore>,
+    shared: &Shared,
+    shutdown: &CancellationToken,
+) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    loop {
+        shared.pressure.notify_waiters();
+        tokio::select! {
+            () = shutdown.cancelled() => return None,
+            permit = Arc::clone(permits).acquire_owned() => return permit.ok(),
+            () = tokio::time::sleep(PRESSURE_RECHECK) => {}
         }
     }
 }

@@ -39,6 +39,7 @@ fn router() -> axum::Router {
         })),
         metrics: Metrics::new(),
         readiness: Arc::new(Readiness::synced()),
+        limits: vc_webhook::Limits::default(),
     }))
 }
 

@@ -20,8 +20,10 @@ use vc_api::admission::{
     ClusterFacts, ClusterKey, Defaults, Inventory, NodeFacts, Policy, ResourceAmounts,
 };
 use vc_api::{ServiceType, VirtualCluster};
+use vc_webhook::Limits;
+use vc_webhook::limits::DEFAULT_MAX_BODY_BYTES;
 use vc_webhook::metrics::Metrics;
-use vc_webhook::review::{Admission, Enforcement, MAX_BODY_BYTES};
+use vc_webhook::review::{Admission, Enforcement};
 use vc_webhook::server::{Readiness, RunningServer, Webhook};
 use vc_webhook::tls::{CertificatePaths, ReloadingCertificate, crypto_provider, server_config};
 
@@ -99,6 +101,11 @@ struct Harness {
 
 #[cfg(test)]
 async fn start_with(admission: Admission, readiness: Readiness) -> Harness {
+    start_limited(admission, readiness, Limits::default()).await
+}
+
+#[cfg(test)]
+async fn start_limited(admission: Admission, readiness: Readiness, limits: Limits) -> Harness {
     let pki = support::TestPki::new().unwrap();
     let directory = tempfile::tempdir().unwrap();
     let (cert, key) = pki
@@ -114,12 +121,13 @@ async fn start_with(admission: Admission, readiness: Readiness) -> Harness {
         admission,
         metrics: Metrics::new(),
         readiness: Arc::new(readiness),
+        limits,
     });
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let server = vc_webhook::spawn(
         listener,
         server_config(certificate, provider).unwrap(),
-        vc_webhook::router(Arc::clone(&webhook)),
+        Arc::clone(&webhook),
     )
     .unwrap();
     Harness {
@@ -460,7 +468,7 @@ async fn a_body_over_3_mib_gets_413() {
     let harness = start(host()).await;
     let mut review: Value = serde_json::from_slice(&fixture("002")).unwrap();
     review["request"]["object"]["metadata"]["annotations"] =
-        json!({ "padding": "x".repeat(MAX_BODY_BYTES) });
+        json!({ "padding": "x".repeat(DEFAULT_MAX_BODY_BYTES) });
     let (status, answer) = harness
         .post("/validate", serde_json::to_vec(&review).unwrap())
         .await;
@@ -579,12 +587,13 @@ async fn certificate_rotation_reaches_new_connections_and_spares_open_ones() {
         admission: enforce(host()),
         metrics: Metrics::new(),
         readiness: Arc::new(Readiness::synced()),
+        limits: Limits::default(),
     });
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let server = vc_webhook::spawn(
         listener,
         server_config(Arc::clone(&certificate), provider).unwrap(),
-        vc_webhook::router(webhook),
+        webhook,
     )
     .unwrap();
     let addr = server.local_addr;
