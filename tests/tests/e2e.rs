@@ -373,6 +373,44 @@ async fn scenario_service(options: Options) {
     .await;
     let deployment = deployment.ok().unwrap();
     harness.operator.apply(&tenant, &deployment).await.unwrap();
+    // The tenant's own apiserver refuses a privileged container at once, with its reason:
+    // the host would never run it (Pod Security baseline on the workload namespace).
+    if harness.kind == HostKind::RealApiServer {
+        let privileged = serde_json::json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "privileged", "namespace": "default"},
+            "spec": {"containers": [{"name": "root", "image": "busybox",
+                "securityContext": {"privileged": true}}]}});
+        // ServiceAccount admission refuses every pod until the tenant's serviceaccount
+        // controller has made `default`, moments after its namespace appeared.
+        let refused = harness
+            .eventually(
+                "the tenant's ServiceAccount default to exist",
+                WAIT,
+                || async {
+                    let run = harness
+                        .operator
+                        .kubectl_with(
+                            &tenant,
+                            &["create", "--dry-run=server", "--validate=false", "-f", "-"],
+                            Some(&privileged.to_string()),
+                        )
+                        .await
+                        .map_err(|error| error.to_string())?;
+                    if run.stderr.contains("error looking up service account") {
+                        Err(run.describe())
+                    } else {
+                        Ok(run)
+                    }
+                },
+            )
+            .await
+            .unwrap();
+        assert!(
+            !refused.success && refused.stderr.contains("disallowed by cluster policy"),
+            "{}",
+            refused.describe()
+        );
+    }
     let service = in_tenant(&[
         "expose",
         "deployment",

@@ -52,12 +52,15 @@ pub fn service(tenant: &Tenant) -> Service {
     }
 }
 
-/// kube-apiserver's flags, as kubeadm sets them.
+/// kube-apiserver's flags, as kubeadm sets them, except `--allow-privileged=false`: a
+/// tenant's pods run on shared host nodes in a namespace enforcing Pod Security
+/// `baseline`, so the tenant refuses a privileged container at once, with its own
+/// reason, instead of accepting a pod the host will never run.
 pub fn args(tenant: &Tenant, ctx: &BuildContext) -> Vec<String> {
     let pki = |file: &str| format!("{PKI_DIR}/{file}");
     let flags = BTreeMap::from([
         ("advertise-address", "$(POD_IP)".to_owned()),
-        ("allow-privileged", "true".to_owned()),
+        ("allow-privileged", "false".to_owned()),
         ("authorization-mode", "Node,RBAC".to_owned()),
         ("client-ca-file", pki("ca.crt")),
         ("enable-admission-plugins", "NodeRestriction".to_owned()),

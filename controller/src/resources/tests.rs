@@ -1081,3 +1081,12 @@ fn workload_namespace_enforces_pod_security_baseline() {
         Some(constants::MANAGED_BY_VALUE)
     );
 }
+
+#[test]
+fn tenant_apiserver_refuses_privileged_containers() {
+    let args = apiserver::args(&tenant(&default_vc()), &BuildContext::default());
+    assert!(
+        args.contains(&"--allow-privileged=false".to_owned()),
+        "{args:?}"
+    );
+}
