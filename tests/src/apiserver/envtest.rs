@@ -802,6 +802,14 @@ fn kill(mut child: Child) {
 
 impl Drop for Envtest {
     fn drop(&mut self) {
+        // The hostpath provisioner's volumes live outside the work directory and outlive
+        // the control plane that would have deleted them: read their paths while the
+        // apiserver still answers, remove them once everything is stopped.
+        let volumes = if self.controller_manager.is_some() {
+            provisioned_volumes(&self.kubeconfig)
+        } else {
+            Vec::new()
+        };
         // The controller manager first: it would log every refused request otherwise.
         let children = self
             .controller_manager
@@ -812,7 +820,48 @@ impl Drop for Envtest {
             let _killed = child.kill();
             let _reaped = child.wait();
         }
+        for volume in volumes {
+            let _removed = std::fs::remove_dir_all(volume);
+        }
     }
+}
+
+/// Where kube-controller-manager's hostpath provisioner keeps its volumes.
+const HOSTPATH_VOLUME_ROOT: &str = "/tmp/hostpath_pv/";
+
+/// The hostPath directories of this cluster's PersistentVolumes that the hostpath
+/// provisioner made (under [`HOSTPATH_VOLUME_ROOT`], nothing else), read with kubectl
+/// within 5 s; none when kubectl is missing or the apiserver does not answer.
+fn provisioned_volumes(kubeconfig: &Path) -> Vec<PathBuf> {
+    let Ok(output) = std::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args([
+            "get",
+            "persistentvolumes",
+            "--request-timeout=5s",
+            "-o",
+            "jsonpath={range .items[*]}{.spec.hostPath.path}{\"\\n\"}{end}",
+        ])
+        .output()
+    else {
+        return Vec::new();
+    };
+    hostpath_volumes(&String::from_utf8_lossy(&output.stdout))
+}
+
+/// The paths of `listing` (one a line) that are provisioner volumes, never the root
+/// itself nor anything outside it.
+fn hostpath_volumes(listing: &str) -> Vec<PathBuf> {
+    listing
+        .lines()
+        .map(str::trim)
+        .filter(|path| {
+            path.strip_prefix(HOSTPATH_VOLUME_ROOT)
+                .is_some_and(|rest| !rest.is_empty() && !rest.contains(".."))
+        })
+        .map(PathBuf::from)
+        .collect()
 }
 
 /// Either the in-process test API server or a real envtest control plane.
@@ -1061,6 +1110,16 @@ mod tests {
             !args
                 .iter()
                 .any(|a| a.starts_with("--disable-admission-plugins="))
+        );
+    }
+
+    #[test]
+    fn only_provisioner_volumes_are_removed() {
+        let listing =
+            "/tmp/hostpath_pv/4f1c\n\n/var/lib/data\n/tmp/hostpath_pv/\n/tmp/hostpath_pv/../etc\n";
+        assert_eq!(
+            hostpath_volumes(listing),
+            [PathBuf::from("/tmp/hostpath_pv/4f1c")]
         );
     }
 
