@@ -11,6 +11,22 @@ use serde_yaml::{Mapping, Value};
 
 /// A kubeconfig as people have them: three contexts, a cloud exec plugin, extensions,
 /// preferences and a field no Rust type knows, plus comments.
+/// `use-context prod`: the tenant of [`tenant()`] written as `vc-prod` into `path`,
+/// switched to when `switch`.
+fn write_prod(
+    path: &Path,
+    switch: bool,
+) -> Result<kubeconfig::MergeOutcome, kubeconfig::KubeconfigError> {
+    kubeconfig::write_tenant(
+        path,
+        &tenant(),
+        "vc-prod",
+        &prod(),
+        switch,
+        &Origin::default(),
+    )
+}
+
 const USER_KUBECONFIG: &str = r#"# my clusters, do not lose them
 apiVersion: v1
 kind: Config
@@ -123,15 +139,7 @@ fn use_context_keeps_every_existing_entry_and_field() {
     fs::write(&path, USER_KUBECONFIG).unwrap();
     let before = read(&path);
 
-    let outcome = kubeconfig::write_tenant(
-        &path,
-        &tenant(),
-        "vc-prod",
-        &prod(),
-        true,
-        &Origin::default(),
-    )
-    .unwrap();
+    let outcome = write_prod(&path, true).unwrap();
     assert!(outcome.switched);
     assert!(outcome.replaced.is_empty());
 
@@ -163,15 +171,7 @@ fn second_use_context_replaces_in_place_without_duplicates() {
     let directory = tempfile::tempdir().unwrap();
     let path = directory.path().join("config");
     fs::write(&path, USER_KUBECONFIG).unwrap();
-    kubeconfig::write_tenant(
-        &path,
-        &tenant(),
-        "vc-prod",
-        &prod(),
-        true,
-        &Origin::default(),
-    )
-    .unwrap();
+    write_prod(&path, true).unwrap();
     // The user adds a context after ours; the second merge must not move ours to the end.
     let mut document = read(&path);
     document::entries_mut(&mut document, NamedList::Contexts)
@@ -217,15 +217,7 @@ fn no_switch_keeps_current_context() {
     let directory = tempfile::tempdir().unwrap();
     let path = directory.path().join("config");
     fs::write(&path, USER_KUBECONFIG).unwrap();
-    kubeconfig::write_tenant(
-        &path,
-        &tenant(),
-        "vc-prod",
-        &prod(),
-        false,
-        &Origin::default(),
-    )
-    .unwrap();
+    write_prod(&path, false).unwrap();
     assert_eq!(document::current_context(&read(&path)), Some("prod"));
 }
 
@@ -235,15 +227,7 @@ fn written_file_is_private() {
     let path = directory.path().join("config");
     fs::write(&path, USER_KUBECONFIG).unwrap();
     fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
-    kubeconfig::write_tenant(
-        &path,
-        &tenant(),
-        "vc-prod",
-        &prod(),
-        true,
-        &Origin::default(),
-    )
-    .unwrap();
+    write_prod(&path, true).unwrap();
     assert_eq!(
         fs::metadata(&path).unwrap().permissions().mode() & 0o777,
         0o600
@@ -263,15 +247,7 @@ fn written_file_is_private() {
 fn new_file_is_created_private_in_a_new_directory() {
     let directory = tempfile::tempdir().unwrap();
     let path = directory.path().join(".kube").join("config");
-    kubeconfig::write_tenant(
-        &path,
-        &tenant(),
-        "vc-prod",
-        &prod(),
-        true,
-        &Origin::default(),
-    )
-    .unwrap();
+    write_prod(&path, true).unwrap();
     assert_eq!(
         fs::metadata(&path).unwrap().permissions().mode() & 0o777,
         0o600
@@ -299,15 +275,7 @@ fn kubeconfig_variable_with_two_files_writes_to_the_first_existing_one() {
 
     let destination = kubeconfig::destination(&rules).unwrap();
     assert_eq!(destination, a);
-    kubeconfig::write_tenant(
-        &destination,
-        &tenant(),
-        "vc-prod",
-        &prod(),
-        true,
-        &Origin::default(),
-    )
-    .unwrap();
+    write_prod(&destination, true).unwrap();
 
     assert_eq!(
         fs::read(&b).unwrap(),
@@ -330,15 +298,7 @@ fn delete_removes_exactly_what_use_context_added() {
     let path = directory.path().join("config");
     fs::write(&path, USER_KUBECONFIG).unwrap();
     let original = read(&path);
-    kubeconfig::write_tenant(
-        &path,
-        &tenant(),
-        "vc-prod",
-        &prod(),
-        true,
-        &Origin::default(),
-    )
-    .unwrap();
+    write_prod(&path, true).unwrap();
     let other = VirtualClusterRef::new("team-b", "prod");
     kubeconfig::write_tenant(
         &path,
@@ -398,15 +358,7 @@ fn broken_kubeconfig_is_named_and_left_unchanged() {
     let path = directory.path().join("config");
     let broken = "apiVersion: v1\nclusters:\n- name: a\n  cluster: {server: [unclosed\n";
     fs::write(&path, broken).unwrap();
-    let error = kubeconfig::write_tenant(
-        &path,
-        &tenant(),
-        "vc-prod",
-        &prod(),
-        true,
-        &Origin::default(),
-    )
-    .unwrap_err();
+    let error = write_prod(&path, true).unwrap_err();
     let message = error.to_string();
     assert!(message.contains(&path.display().to_string()), "{message}");
     assert!(message.contains("not valid YAML"), "{message}");
@@ -419,15 +371,7 @@ fn kubeconfig_whose_lists_are_not_lists_is_left_unchanged() {
     let directory = tempfile::tempdir().unwrap();
     let path = directory.path().join("config");
     fs::write(&path, "contexts: {a: b}\n").unwrap();
-    let error = kubeconfig::write_tenant(
-        &path,
-        &tenant(),
-        "vc-prod",
-        &prod(),
-        true,
-        &Origin::default(),
-    )
-    .unwrap_err();
+    let error = write_prod(&path, true).unwrap_err();
     assert!(
         error.to_string().contains("`contexts` field is not a list"),
         "{error}"
@@ -462,15 +406,7 @@ fn kubectl_reads_the_merged_file() {
     let directory = tempfile::tempdir().unwrap();
     let path = directory.path().join("config");
     fs::write(&path, USER_KUBECONFIG).unwrap();
-    kubeconfig::write_tenant(
-        &path,
-        &tenant(),
-        "vc-prod",
-        &prod(),
-        true,
-        &Origin::default(),
-    )
-    .unwrap();
+    write_prod(&path, true).unwrap();
     let output = std::process::Command::new(kubectl)
         .args(["config", "get-contexts", "-o", "name", "--kubeconfig"])
         .arg(&path)

@@ -865,6 +865,22 @@ current-context: tenant1-admin@tenant1
         );
     }
 
+    /// [`host_document`] after `use-context prod`, switching to it when `switch`.
+    fn host_with_prod(switch: bool, origin: &Origin) -> Mapping {
+        let credentials = TenantCredentials::from_kubeconfig(TENANT, None).unwrap();
+        let mut document = host_document();
+        merge_tenant(
+            &mut document,
+            &credentials,
+            "vc-prod",
+            &prod(),
+            switch,
+            origin,
+        )
+        .unwrap();
+        document
+    }
+
     fn host_document() -> Mapping {
         document::parse(
             "current-context: kind-host\ncontexts:\n- {name: kind-host, context: {cluster: h, user: h}}\n- {name: other, context: {cluster: h, user: h}}\nclusters: [{name: h, cluster: {server: https://h}}]\nusers: [{name: h, user: {token: t}}]\n",
@@ -881,17 +897,7 @@ current-context: tenant1-admin@tenant1
 
     #[test]
     fn the_tenant_context_remembers_where_it_came_from_and_the_way_back() {
-        let credentials = TenantCredentials::from_kubeconfig(TENANT, None).unwrap();
-        let mut document = host_document();
-        merge_tenant(
-            &mut document,
-            &credentials,
-            "vc-prod",
-            &prod(),
-            true,
-            &origin("kind-host", "other"),
-        )
-        .unwrap();
+        let document = host_with_prod(true, &origin("kind-host", "other"));
         let (owner, remembered) = tenant_context(&document, "vc-prod").unwrap();
         assert_eq!(owner, prod());
         assert_eq!(remembered, origin("kind-host", "other"));
@@ -913,16 +919,7 @@ current-context: tenant1-admin@tenant1
     #[test]
     fn from_a_second_tenant_the_way_back_skips_the_first() {
         let credentials = TenantCredentials::from_kubeconfig(TENANT, None).unwrap();
-        let mut document = host_document();
-        merge_tenant(
-            &mut document,
-            &credentials,
-            "vc-prod",
-            &prod(),
-            true,
-            &origin("kind-host", "kind-host"),
-        )
-        .unwrap();
+        let mut document = host_with_prod(true, &origin("kind-host", "kind-host"));
         let before = context_before_tenants(&document, "vc-prod");
         assert_eq!(before, "kind-host");
         let other = VirtualClusterRef::new("team-b", "dev");
@@ -940,17 +937,7 @@ current-context: tenant1-admin@tenant1
 
     #[test]
     fn without_a_switch_nothing_was_switched_away_from() {
-        let credentials = TenantCredentials::from_kubeconfig(TENANT, None).unwrap();
-        let mut document = host_document();
-        merge_tenant(
-            &mut document,
-            &credentials,
-            "vc-prod",
-            &prod(),
-            false,
-            &origin("kind-host", "other"),
-        )
-        .unwrap();
+        let document = host_with_prod(false, &origin("kind-host", "other"));
         let (_, remembered) = tenant_context(&document, "vc-prod").unwrap();
         assert_eq!(remembered.previous_context, None);
         assert_eq!(remembered.host_context.as_deref(), Some("kind-host"));
@@ -959,16 +946,7 @@ current-context: tenant1-admin@tenant1
     #[test]
     fn the_way_back_falls_back_to_the_host_and_names_what_is_gone() {
         let credentials = TenantCredentials::from_kubeconfig(TENANT, None).unwrap();
-        let mut document = host_document();
-        merge_tenant(
-            &mut document,
-            &credentials,
-            "vc-prod",
-            &prod(),
-            true,
-            &origin("kind-host", "gone"),
-        )
-        .unwrap();
+        let mut document = host_with_prod(true, &origin("kind-host", "gone"));
         assert_eq!(way_back(&document).unwrap().1, "kind-host");
         merge_tenant(
             &mut document,
