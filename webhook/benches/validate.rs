@@ -9,6 +9,10 @@
 //! `VC_BENCH_CLIENTS` (default 16),
 //! `VC_BENCH_CONTROL` (set: parse-only on both servers, to see the noise floor).
 
+#[allow(
+    dead_code,
+    reason = "the test harness half of the support module serves the HTTPS tests only"
+)]
 #[path = "../tests/support/mod.rs"]
 mod support;
 

@@ -5,6 +5,9 @@
 
 mod support;
 
+#[cfg(test)]
+use support::Harness;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,14 +20,14 @@ use pretty_assertions::assert_eq;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use vc_api::admission::{
-    ClusterFacts, ClusterKey, Defaults, Inventory, NodeFacts, Policy, ResourceAmounts,
+    ClusterFacts, ClusterKey, Defaults, Inventory, NodeFacts, ResourceAmounts,
 };
 use vc_api::{ServiceType, VirtualCluster};
 use vc_webhook::Limits;
 use vc_webhook::limits::DEFAULT_MAX_BODY_BYTES;
 use vc_webhook::metrics::Metrics;
-use vc_webhook::review::{Admission, Enforcement};
-use vc_webhook::server::{Readiness, RunningServer, Webhook};
+use vc_webhook::review::Admission;
+use vc_webhook::server::{Readiness, Webhook};
 use vc_webhook::tls::{CertificatePaths, ReloadingCertificate, crypto_provider, server_config};
 
 #[cfg(test)]
@@ -92,64 +95,13 @@ fn host_with_owner() -> Inventory {
 }
 
 #[cfg(test)]
-struct Harness {
-    server: RunningServer,
-    client: Arc<rustls::ClientConfig>,
-    webhook: Arc<Webhook>,
-    _directory: tempfile::TempDir,
-}
-
-#[cfg(test)]
 async fn start_with(admission: Admission, readiness: Readiness) -> Harness {
-    start_limited(admission, readiness, Limits::default()).await
-}
-
-#[cfg(test)]
-async fn start_limited(admission: Admission, readiness: Readiness, limits: Limits) -> Harness {
-    let pki = support::TestPki::new().unwrap();
-    let directory = tempfile::tempdir().unwrap();
-    let (cert, key) = pki
-        .issue("vc-webhook")
-        .unwrap()
-        .write_to(directory.path())
-        .unwrap();
-    let provider = crypto_provider();
-    let certificate = Arc::new(
-        ReloadingCertificate::load(CertificatePaths { cert, key }, Arc::clone(&provider)).unwrap(),
-    );
-    let webhook = Arc::new(Webhook {
-        admission,
-        metrics: Metrics::new(),
-        readiness: Arc::new(readiness),
-        limits,
-    });
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let server = vc_webhook::spawn(
-        listener,
-        server_config(certificate, provider).unwrap(),
-        Arc::clone(&webhook),
-    )
-    .unwrap();
-    Harness {
-        server,
-        client: support::client_config(pki.ca_der()).unwrap(),
-        webhook,
-        _directory: directory,
-    }
-}
-
-#[cfg(test)]
-fn enforce(inventory: Inventory) -> Admission {
-    Admission::Enforce(Box::new(Enforcement {
-        inventory: Arc::new(parking_lot::RwLock::new(inventory)),
-        policy: Policy::default(),
-        defaults: Defaults::default(),
-    }))
+    support::start_limited(admission, readiness, Limits::default()).await
 }
 
 #[cfg(test)]
 async fn start(inventory: Inventory) -> Harness {
-    start_with(enforce(inventory), Readiness::synced()).await
+    start_with(support::enforce(inventory), Readiness::synced()).await
 }
 
 #[cfg(test)]
@@ -481,7 +433,7 @@ async fn a_body_over_3_mib_gets_413() {
 
 #[tokio::test]
 async fn readyz_waits_for_both_caches_and_metrics_count_requests() {
-    let harness = start_with(enforce(host()), Readiness::default()).await;
+    let harness = start_with(support::enforce(host()), Readiness::default()).await;
     assert_eq!(harness.get("/healthz").await.0, StatusCode::OK);
     let (status, reason) = harness.get("/readyz").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
@@ -584,7 +536,7 @@ async fn certificate_rotation_reaches_new_connections_and_spares_open_ones() {
     let stop_watching = tokio_util::sync::CancellationToken::new();
     tokio::spawn(Arc::clone(&certificate).watch(Duration::from_millis(100), stop_watching.clone()));
     let webhook = Arc::new(Webhook {
-        admission: enforce(host()),
+        admission: support::enforce(host()),
         metrics: Metrics::new(),
         readiness: Arc::new(Readiness::synced()),
         limits: Limits::default(),

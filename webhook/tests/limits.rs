@@ -10,6 +10,9 @@
 )]
 mod support;
 
+#[cfg(test)]
+use support::Harness;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,14 +23,11 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::ServerName;
 use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
-use vc_api::admission::{Defaults, Inventory, NodeFacts, Policy, ResourceAmounts};
+use vc_api::admission::{Inventory, NodeFacts, ResourceAmounts};
 use vc_webhook::Limits;
-use vc_webhook::metrics::Metrics;
-use vc_webhook::review::{Admission, Enforcement};
-use vc_webhook::server::{Readiness, RunningServer, Webhook};
-use vc_webhook::tls::{CertificatePaths, ReloadingCertificate, crypto_provider, server_config};
+use vc_webhook::server::Readiness;
 
 /// The validating CREATE kube-apiserver v1.36 sent for `vc-adm`, promoting `node-a`.
 const RECORDED: &str = include_str!(
@@ -35,26 +35,7 @@ const RECORDED: &str = include_str!(
 );
 
 #[cfg(test)]
-struct Harness {
-    server: RunningServer,
-    client: Arc<rustls::ClientConfig>,
-    webhook: Arc<Webhook>,
-    _directory: tempfile::TempDir,
-}
-
-#[cfg(test)]
 async fn start(limits: Limits) -> Harness {
-    let pki = support::TestPki::new().unwrap();
-    let directory = tempfile::tempdir().unwrap();
-    let (cert, key) = pki
-        .issue("vc-webhook")
-        .unwrap()
-        .write_to(directory.path())
-        .unwrap();
-    let provider = crypto_provider();
-    let certificate = Arc::new(
-        ReloadingCertificate::load(CertificatePaths { cert, key }, Arc::clone(&provider)).unwrap(),
-    );
     let mut inventory = Inventory::new();
     inventory.upsert_node(NodeFacts {
         name: "node-a".to_owned(),
@@ -64,29 +45,7 @@ async fn start(limits: Limits) -> Harness {
         allocatable: ResourceAmounts::from_iter([("cpu", 64_000)]),
         claimed_by: None,
     });
-    let webhook = Arc::new(Webhook {
-        admission: Admission::Enforce(Box::new(Enforcement {
-            inventory: Arc::new(parking_lot::RwLock::new(inventory)),
-            policy: Policy::default(),
-            defaults: Defaults::default(),
-        })),
-        metrics: Metrics::new(),
-        readiness: Arc::new(Readiness::synced()),
-        limits,
-    });
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let server = vc_webhook::spawn(
-        listener,
-        server_config(certificate, provider).unwrap(),
-        Arc::clone(&webhook),
-    )
-    .unwrap();
-    Harness {
-        server,
-        client: support::client_config(pki.ca_der()).unwrap(),
-        webhook,
-        _directory: directory,
-    }
+    support::start_limited(support::enforce(inventory), Readiness::synced(), limits).await
 }
 
 #[cfg(test)]

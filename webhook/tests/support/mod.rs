@@ -140,3 +140,66 @@ impl Connection {
         self.request(Method::POST, path, body.into()).await
     }
 }
+
+/// A running webhook and what a test needs to talk to it.
+#[cfg(test)]
+pub struct Harness {
+    pub server: vc_webhook::server::RunningServer,
+    pub client: Arc<ClientConfig>,
+    pub webhook: Arc<vc_webhook::server::Webhook>,
+    _directory: tempfile::TempDir,
+}
+
+/// A webhook serving over real TLS on 127.0.0.1 with a certificate of a fresh test CA,
+/// and a client config that trusts only that CA.
+#[cfg(test)]
+pub async fn start_limited(
+    admission: vc_webhook::review::Admission,
+    readiness: vc_webhook::server::Readiness,
+    limits: vc_webhook::Limits,
+) -> Harness {
+    use vc_webhook::server::Webhook;
+    use vc_webhook::tls::{CertificatePaths, ReloadingCertificate, crypto_provider, server_config};
+    let pki = TestPki::new().unwrap();
+    let directory = tempfile::tempdir().unwrap();
+    let (cert, key) = pki
+        .issue("vc-webhook")
+        .unwrap()
+        .write_to(directory.path())
+        .unwrap();
+    let provider = crypto_provider();
+    let certificate = Arc::new(
+        ReloadingCertificate::load(CertificatePaths { cert, key }, Arc::clone(&provider)).unwrap(),
+    );
+    let webhook = Arc::new(Webhook {
+        admission,
+        metrics: vc_webhook::metrics::Metrics::new(),
+        readiness: Arc::new(readiness),
+        limits,
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = vc_webhook::spawn(
+        listener,
+        server_config(certificate, provider).unwrap(),
+        Arc::clone(&webhook),
+    )
+    .unwrap();
+    Harness {
+        server,
+        client: client_config(pki.ca_der()).unwrap(),
+        webhook,
+        _directory: directory,
+    }
+}
+
+/// Admission enforcing the rules over `inventory`, with default policy and defaults.
+#[cfg(test)]
+pub fn enforce(inventory: vc_api::admission::Inventory) -> vc_webhook::review::Admission {
+    use vc_api::admission::{Defaults, Policy};
+    use vc_webhook::review::{Admission, Enforcement};
+    Admission::Enforce(Box::new(Enforcement {
+        inventory: Arc::new(parking_lot::RwLock::new(inventory)),
+        policy: Policy::default(),
+        defaults: Defaults::default(),
+    }))
+}
