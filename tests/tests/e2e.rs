@@ -376,10 +376,7 @@ async fn scenario_service(options: Options) {
     // The tenant's own apiserver refuses a privileged container at once, with its reason:
     // the host would never run it (Pod Security baseline on the workload namespace).
     if harness.kind == HostKind::RealApiServer {
-        let privileged = serde_json::json!({"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": "privileged", "namespace": "default"},
-            "spec": {"containers": [{"name": "root", "image": "busybox",
-                "securityContext": {"privileged": true}}]}});
+        let privileged = privileged_pod("default");
         // ServiceAccount admission refuses every pod until the tenant's serviceaccount
         // controller has made `default`, moments after its namespace appeared.
         let refused = harness
@@ -653,11 +650,7 @@ async fn scenario_service(options: Options) {
     // apiserver accepted, the host refuses a privileged pod there, naming the rule. Only a
     // real apiserver runs PodSecurity admission.
     if harness.kind != HostKind::TestApiServer {
-        let privileged = serde_json::json!({"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": "privileged", "namespace": workload_namespace},
-            "spec": {"containers": [{"name": "root", "image": "busybox", "resources": {
-                "requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"cpu": "100m", "memory": "64Mi"}},
-                "securityContext": {"privileged": true}}]}});
+        let privileged = privileged_pod(&workload_namespace);
         let args = ["create", "--dry-run=server", "--validate=false", "-f", "-"]
             .map(str::to_owned)
             .to_vec();
@@ -681,6 +674,17 @@ async fn scenario_service(options: Options) {
         "{}",
         unpromoted.describe()
     );
+}
+
+/// A pod with one privileged container, with the requests and limits a namespace's
+/// ResourceQuota asks of every pod, so only the privilege can be what refuses it.
+#[cfg(test)]
+fn privileged_pod(namespace: &str) -> Value {
+    serde_json::json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "privileged", "namespace": namespace},
+        "spec": {"containers": [{"name": "root", "image": "busybox", "resources": {
+            "requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"cpu": "100m", "memory": "64Mi"}},
+            "securityContext": {"privileged": true}}]}})
 }
 
 /// Whether `run` was refused only because the workload namespace's ResourceQuota has no
