@@ -18,6 +18,9 @@ use vc_api::constants::{CLUSTERTREE_FIELD_MANAGER, MIRRORED_NODE_LABEL};
 
 use crate::nodes;
 
+/// How often Leases are renewed, as a kubelet does (a quarter of their duration); the
+/// Nodes themselves follow the host every period.
+const LEASE_RENEWAL: Duration = Duration::from_secs(10);
 /// Namespace of the kubelets' Leases.
 const NODE_LEASE_NAMESPACE: &str = "kube-node-lease";
 /// A Lease not renewed for this long makes the tenant's node-lifecycle controller mark
@@ -52,11 +55,13 @@ pub enum SyncError {
     DeleteTenantNode { node: String, source: kube::Error },
 }
 
-/// One pass; returns the names of the tenant Nodes it wrote.
+/// One pass, renewing the Leases when `renew_leases`; returns the names of the tenant
+/// Nodes it wrote.
 pub async fn pass(
     host: &Client,
     tenant: &Client,
     target: &Target,
+    renew_leases: bool,
 ) -> Result<Vec<String>, SyncError> {
     let virtual_cluster = Api::<VirtualCluster>::namespaced(host.clone(), &target.namespace)
         .get_opt(&target.name)
@@ -107,7 +112,9 @@ pub async fn pass(
                     source,
                 })?;
         }
-        renew_lease(tenant, &written).await?;
+        if renew_leases {
+            renew_lease(tenant, &written).await?;
+        }
     }
     let existing = tenant_nodes
         .list(&ListParams::default().labels(MIRRORED_NODE_LABEL))
@@ -200,9 +207,14 @@ pub async fn run(
 ) {
     tokio::pin!(shutdown);
     let mut last: Option<Vec<String>> = None;
+    let mut renewed: Option<tokio::time::Instant> = None;
     loop {
-        match pass(&host, &tenant, &target).await {
+        let due = renewed.is_none_or(|at| at.elapsed() >= LEASE_RENEWAL);
+        match pass(&host, &tenant, &target, due).await {
             Ok(written) => {
+                if due {
+                    renewed = Some(tokio::time::Instant::now());
+                }
                 if last.as_ref() != Some(&written) {
                     tracing::info!(nodes = ?written, "tenant nodes in sync");
                     last = Some(written);
