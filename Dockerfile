@@ -1,8 +1,9 @@
 # syntax=docker/dockerfile:1
 #
-# One image, both binaries: /usr/local/bin/vc-controller and /usr/local/bin/vc-webhook.
+# One image, three binaries: /usr/local/bin/vc-controller, vc-webhook and vc-clustertree.
 # The chart runs it as ghcr.io/kosmos-io/kosmos-vc:<appVersion> and picks the binary with
-# `command:`, so the image needs no entrypoint of its own.
+# `command:`, so the image needs no entrypoint of its own; each tenant's clustertree
+# Deployment runs the same image with `command: [vc-clustertree]`.
 #
 #   docker build -t ghcr.io/kosmos-io/kosmos-vc:0.1.0 .
 
@@ -19,20 +20,21 @@ COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/usr/local/cargo/git \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked -p vc-controller -p vc-webhook \
+    cargo build --release --locked -p vc-controller -p vc-webhook -p vc-clustertree \
  && install -D -m 0755 target/release/vc-controller /out/vc-controller \
- && install -D -m 0755 target/release/vc-webhook /out/vc-webhook
+ && install -D -m 0755 target/release/vc-webhook /out/vc-webhook \
+ && install -D -m 0755 target/release/vc-clustertree /out/vc-clustertree
 
 # distroless/cc: glibc and libgcc for the Rust binaries, CA certificates, no shell, no
 # package manager. The :nonroot tag runs as 65532:65532, the user the chart's
 # securityContext expects.
 FROM ${RUNTIME_IMAGE}
 LABEL org.opencontainers.image.title="kosmos-vc" \
-      org.opencontainers.image.description="kosmos-vc controller and admission webhook" \
+      org.opencontainers.image.description="kosmos-vc controller, admission webhook and clustertree" \
       org.opencontainers.image.source="https://github.com/kosmos-io/kosmos-vc" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.version="0.1.0"
-COPY --from=builder /out/vc-controller /out/vc-webhook /usr/local/bin/
+COPY --from=builder /out/vc-controller /out/vc-webhook /out/vc-clustertree /usr/local/bin/
 USER 65532:65532
 # The controller's probe/metrics port and the webhook's HTTPS port.
 EXPOSE 8080 8443

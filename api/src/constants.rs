@@ -22,8 +22,10 @@ pub const FINALIZER: &str = "kosmos.io/finalizer";
 
 /// The clustertree image an install runs unless its operator names another
 /// (`vc-controller --clustertree-image`, `vc-webhook --clustertree-image`, chart value
-/// `controller.clustertreeImage`).
-pub const DEFAULT_CLUSTERTREE_IMAGE: &str = "ghcr.io/kosmos-io/clustertree-cluster-manager:v0.5.0";
+/// `controller.clustertreeImage`): kosmos-vc's own image of the same release, which holds
+/// `vc-clustertree` beside the controller and the webhook, so the three move together.
+pub const DEFAULT_CLUSTERTREE_IMAGE: &str =
+    concat!("ghcr.io/kosmos-io/kosmos-vc:", env!("CARGO_PKG_VERSION"));
 
 /// Field manager of every server-side apply the controller makes; one manager means
 /// the controller never fights itself over field ownership.

@@ -5,7 +5,6 @@
 pub mod admission;
 pub mod constants;
 pub mod crd;
-pub mod kosmos_cluster;
 pub mod quantity;
 pub mod virtual_cluster;
 

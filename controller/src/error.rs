@@ -27,7 +27,7 @@ pub enum Step {
     Kubeconfig,
     /// The clustertree Deployment and its host credential.
     Clustertree,
-    /// Registering promoted capacity inside the tenant.
+    /// Reading which promoted nodes the tenant shows.
     Promotion,
     /// Writing the VirtualCluster status.
     Status,
@@ -184,18 +184,6 @@ pub enum Error {
     #[error("failed to write spec.kubeconfig: {0}")]
     WriteKubeconfig(#[source] kube::Error),
 
-    /// An object inside the tenant could not be applied.
-    #[error("failed to apply {kind} {name:?} in the tenant: {source}")]
-    ApplyTenantObject {
-        /// Kind of the object.
-        kind: &'static str,
-        /// Name of the object.
-        name: String,
-        /// The tenant apiserver's answer.
-        #[source]
-        source: kube::Error,
-    },
-
     /// Reading the tenant's nodes failed.
     #[error("failed to list nodes in the tenant: {0}")]
     ListTenantNodes(#[source] kube::Error),
@@ -259,7 +247,7 @@ impl Error {
             Error::TenantClient(_) | Error::ProbeTenant { .. } | Error::WriteKubeconfig(_) => {
                 Step::Kubeconfig
             }
-            Error::ApplyTenantObject { .. } | Error::ListTenantNodes(_) => Step::Promotion,
+            Error::ListTenantNodes(_) => Step::Promotion,
             Error::DeleteClusterScoped { .. }
             | Error::ListVolumeClaims { .. }
             | Error::DeleteVolumeClaim { .. } => Step::Cleanup,
@@ -289,7 +277,6 @@ impl Error {
             | Error::ReleaseNode { source, .. }
             | Error::ApplySecret { source, .. }
             | Error::ApplyObject { source, .. }
-            | Error::ApplyTenantObject { source, .. }
             | Error::DeleteClusterScoped { source, .. }
             | Error::ListVolumeClaims { source, .. }
             | Error::DeleteVolumeClaim { source, .. } => api_error_is_transient(source),

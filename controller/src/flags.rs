@@ -114,10 +114,7 @@ mod tests {
         assert_eq!(flags.leader_election_lease_name, "kosmos-vc-controller");
         assert_eq!(flags.image_registry, "registry.k8s.io");
         assert_eq!(flags.etcd_image, "registry.k8s.io/etcd:3.5.21-0");
-        assert_eq!(
-            flags.clustertree_image,
-            "ghcr.io/kosmos-io/clustertree-cluster-manager:v0.5.0"
-        );
+        assert_eq!(flags.clustertree_image, "ghcr.io/kosmos-io/kosmos-vc:0.1.0");
         assert_eq!(flags.cluster_domain, "cluster.local");
         assert_eq!(flags.concurrency, 16);
         assert_eq!(flags.log_format, LogFormat::Text);

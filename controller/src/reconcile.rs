@@ -904,6 +904,28 @@ async fn apply_clustertree(
         .written,
     );
     written.push(
+        apply_namespaced(
+            ctx,
+            &stores.roles,
+            &objects.virtual_cluster_reader,
+            step,
+            "Role",
+        )
+        .await?
+        .written,
+    );
+    written.push(
+        apply_namespaced(
+            ctx,
+            &stores.role_bindings,
+            &objects.virtual_cluster_reader_binding,
+            step,
+            "RoleBinding",
+        )
+        .await?
+        .written,
+    );
+    written.push(
         apply_namespaced(ctx, &stores.roles, &objects.role, step, "Role")
             .await?
             .written,
@@ -968,25 +990,9 @@ async fn apply_clustertree(
         }))
 }
 
-/// (f) The Kosmos Cluster CRD and object inside the tenant; returns the promoted nodes
-/// the tenant lists.
-async fn promote(
-    tenant: &Tenant,
-    client: &kube::Client,
-    held: &[String],
-    changes: &mut Changes,
-) -> Result<Vec<String>> {
-    let cluster = resources::clustertree::kosmos_cluster_for(tenant, held).map_err(build_error)?;
-    if tenant::apply_promotion(client, &cluster).await? {
-        changes.record(
-            "PromotionApplied",
-            Step::Promotion,
-            format!(
-                "registered {} node(s) and the pooled resources in the tenant",
-                held.len()
-            ),
-        );
-    }
+/// (f) The promoted nodes the tenant lists: vc-clustertree mirrors each claimed node
+/// into the tenant, and the status reports only those the tenant really shows.
+async fn promote(client: &kube::Client, held: &[String]) -> Result<Vec<String>> {
     let listed: BTreeSet<String> = tenant::tenant_node_names(client)
         .await?
         .into_iter()
@@ -1104,7 +1110,7 @@ async fn apply(vc: &VirtualCluster, ctx: &Context) -> Result<Action> {
         }
         match &kubeconfig.tenant_client {
             Some(_) if deferred.is_some() => {}
-            Some(client) => match promote(&tenant, client, &held, &mut changes).await {
+            Some(client) => match promote(client, &held).await {
                 Ok(promoted) => visible = promoted,
                 Err(error) => {
                     waiting = Some(error.to_string());

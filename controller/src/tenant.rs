@@ -10,14 +10,11 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Node;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::ListParams;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 use sha2::{Digest, Sha256};
-use vc_api::kosmos_cluster::{Cluster, kosmos_cluster_crd};
 
-use crate::apply::{Existing, apply_if_changed};
 use crate::error::{Error, Result};
 
 /// Clients of tenant apiservers, reused while the endpoint and credential stay the same,
@@ -116,31 +113,6 @@ fn truncate(text: &str, limit: usize) -> &str {
         Some((index, _)) => &text[..index],
         None => text,
     }
-}
-
-/// Installs the Kosmos Cluster CRD and applies the host `Cluster` object in the tenant,
-/// each only when it differs. Returns whether anything was written.
-pub async fn apply_promotion(client: &Client, cluster: &Cluster) -> Result<bool> {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let crd = kosmos_cluster_crd();
-    let crd_written = apply_if_changed(&crds, Existing::Fetch, &crd)
-        .await
-        .map_err(|source| Error::ApplyTenantObject {
-            kind: "CustomResourceDefinition",
-            name: vc_api::kosmos_cluster::KOSMOS_CLUSTER_CRD_NAME.to_owned(),
-            source,
-        })?
-        .written;
-    let clusters: Api<Cluster> = Api::all(client.clone());
-    let cluster_written = apply_if_changed(&clusters, Existing::Fetch, cluster)
-        .await
-        .map_err(|source| Error::ApplyTenantObject {
-            kind: "Cluster",
-            name: kube::ResourceExt::name_any(cluster),
-            source,
-        })?
-        .written;
-    Ok(crd_written || cluster_written)
 }
 
 /// Names of the nodes the tenant lists.

@@ -2,6 +2,7 @@
 //! afterwards so that its logs and kubeconfigs can be read; otherwise a temporary one is
 //! removed on drop.
 
+use std::io::{Read as _, Seek as _, SeekFrom};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug)]
@@ -51,6 +52,25 @@ pub fn spawn_logged(
         .stdout(open()?)
         .stderr(open()?)
         .spawn()
+}
+
+/// The last `lines` lines of a log (at most its last 64 KiB).
+pub fn log_tail(path: &Path, lines: usize) -> Vec<String> {
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return Vec::new();
+    };
+    let length = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let _ = file.seek(SeekFrom::Start(length.saturating_sub(64 * 1024)));
+    let mut bytes = Vec::new();
+    if file.read_to_end(&mut bytes).is_err() {
+        return Vec::new();
+    }
+    let text = String::from_utf8_lossy(&bytes);
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..]
+        .iter()
+        .map(|line| (*line).to_owned())
+        .collect()
 }
 
 #[cfg(test)]

@@ -1,14 +1,14 @@
-//! The clustertree and its host credential, the tenant's workload namespace with the
-//! pool quota, and the Kosmos `Cluster` object written into the tenant.
+//! The clustertree (`vc-clustertree`) and its host credential, and the tenant's workload
+//! namespace with the pool quota.
 //!
 //! The clustertree's host identity is a ServiceAccount that can only touch the tenant's
-//! own workload namespace, plus read exactly the nodes the tenant has claimed: never
-//! cluster-admin, never another tenant's namespace or nodes.
+//! own workload namespace, read its own VirtualCluster, and read exactly the nodes the
+//! tenant has claimed: never cluster-admin, never another tenant's namespace or nodes.
+//! Everything it acts on comes from the host (its flags and its VirtualCluster), so
+//! nothing a tenant admin can edit inside the tenant changes what it does on the host.
 
 use std::collections::BTreeMap;
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{
     Container, KeyToPath, Namespace, PodSpec, ResourceQuota, ResourceQuotaSpec, SecretVolumeSource,
@@ -18,27 +18,16 @@ use k8s_openapi::api::rbac::v1::{
     ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
-    LabelSelector, LabelSelectorRequirement, ObjectMeta,
-};
-use vc_api::constants::{
-    CONTROL_PLANE_NODE_LABELS, KUBECONFIG_INTERNAL_SECRET_KEY, NODE_OWNER_NAME_LABEL,
-};
-use vc_api::kosmos_cluster::{Cluster, ClusterSpec, ClusterTreeOptions, LeafModel, NodeSelector};
+use vc_api::constants::{GROUP, KUBECONFIG_INTERNAL_SECRET_KEY, PLURAL};
 
-use super::kubeconfig::render_token_file_kubeconfig;
 use super::meta::{Component, owned_meta, unowned_meta};
-use super::pod::{deployment as owned_deployment, env_from_field, read_only_mount};
-use super::{BuildError, Tenant, names};
+use super::pod::{deployment as owned_deployment, read_only_mount};
+use super::{Tenant, names};
 
-/// Name of the Kosmos `Cluster` object that stands for the host inside a tenant.
-pub const HOST_CLUSTER_NAME: &str = "host";
-/// Name of the leaf that stands for the shared pool.
-pub const POOL_LEAF_NAME: &str = "pool";
-/// Where the tenant kubeconfig is mounted in the clustertree pod (Kosmos's path).
+/// Where the tenant kubeconfig is mounted in the clustertree pod.
 pub const TENANT_KUBECONFIG_DIR: &str = "/etc/kube";
-/// Service-account mount of every pod, where the host kubeconfig points.
-pub const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+/// The clustertree's program in its image, where the root Dockerfile installs it.
+pub const CLUSTERTREE_COMMAND: &str = "/usr/local/bin/vc-clustertree";
 
 /// Resources that a ResourceQuota accepts under their plain name; every other (extended)
 /// resource is only accepted as `requests.NAME`.
@@ -196,6 +185,42 @@ pub fn role_binding(tenant: &Tenant) -> RoleBinding {
     }
 }
 
+/// Role `NAME-clustertree` beside the VirtualCluster: `get` on that one VirtualCluster,
+/// where the clustertree reads the promoted nodes and pooled resources it serves.
+pub fn virtual_cluster_reader_role(tenant: &Tenant) -> Role {
+    Role {
+        metadata: owned_meta(
+            tenant,
+            names::clustertree(&tenant.name),
+            Component::ClusterTree,
+        ),
+        rules: Some(vec![PolicyRule {
+            api_groups: Some(vec![GROUP.to_owned()]),
+            resources: Some(vec![PLURAL.to_owned()]),
+            resource_names: Some(vec![tenant.name.clone()]),
+            verbs: vec!["get".to_owned()],
+            ..PolicyRule::default()
+        }]),
+    }
+}
+
+/// RoleBinding `NAME-clustertree` beside the VirtualCluster.
+pub fn virtual_cluster_reader_binding(tenant: &Tenant) -> RoleBinding {
+    RoleBinding {
+        metadata: owned_meta(
+            tenant,
+            names::clustertree(&tenant.name),
+            Component::ClusterTree,
+        ),
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".to_owned(),
+            kind: "Role".to_owned(),
+            name: names::clustertree(&tenant.name),
+        },
+        subjects: Some(vec![clustertree_subject(tenant)]),
+    }
+}
+
 /// ClusterRole `kosmos-vc:NS:NAME:clustertree`: get/list/watch on exactly the claimed
 /// nodes. With no claimed node it has no rule at all, since a rule without
 /// `resourceNames` would grant every node.
@@ -237,8 +262,9 @@ pub fn cluster_role_binding(tenant: &Tenant) -> ClusterRoleBinding {
     }
 }
 
-/// Deployment `NAME-clustertree`: the operator's clustertree image, the tenant's
-/// in-cluster admin kubeconfig, and ServiceAccount `NAME-clustertree` for the host.
+/// Deployment `NAME-clustertree`: `vc-clustertree` from the operator's clustertree image,
+/// told which VirtualCluster it serves by flags, with the tenant's in-cluster admin
+/// kubeconfig, and ServiceAccount `NAME-clustertree` (in-cluster config) for the host.
 pub fn deployment(tenant: &Tenant, config_hash: &str) -> Deployment {
     let kubeconfig = Volume {
         name: "tenant-kubeconfig".to_owned(),
@@ -259,12 +285,12 @@ pub fn deployment(tenant: &Tenant, config_hash: &str) -> Deployment {
     let container = Container {
         name: "clustertree".to_owned(),
         image: Some(tenant.clustertree_image.clone()),
-        command: Some(vec!["clustertree-cluster-manager".to_owned()]),
+        command: Some(vec![CLUSTERTREE_COMMAND.to_owned()]),
         args: Some(vec![
-            format!("--kubeconfig={TENANT_KUBECONFIG_DIR}/config"),
-            "--leader-elect=false".to_owned(),
+            format!("--tenant-kubeconfig={TENANT_KUBECONFIG_DIR}/config"),
+            format!("--namespace={}", tenant.namespace),
+            format!("--name={}", tenant.name),
         ]),
-        env: Some(vec![env_from_field("LEAF_NODE_IP", "status.podIP")]),
         volume_mounts: Some(vec![read_only_mount(
             "tenant-kubeconfig",
             TENANT_KUBECONFIG_DIR,
@@ -284,89 +310,4 @@ pub fn deployment(tenant: &Tenant, config_hash: &str) -> Deployment {
             ..PodSpec::default()
         },
     )
-}
-
-/// The kubeconfig the clustertree uses for the host: its own ServiceAccount token and the
-/// host CA, read from the pod's ServiceAccount mount. It holds no secret itself.
-pub fn host_kubeconfig() -> Result<String, BuildError> {
-    render_token_file_kubeconfig(
-        HOST_CLUSTER_NAME,
-        "https://kubernetes.default.svc",
-        &format!("{SERVICE_ACCOUNT_DIR}/ca.crt"),
-        "clustertree",
-        &format!("{SERVICE_ACCOUNT_DIR}/token"),
-    )
-    .map_err(|source| BuildError::RenderHostKubeconfig { source })
-}
-
-/// The Kosmos `Cluster` written into the tenant: one leaf per promoted node, and a pool
-/// leaf over every unclaimed worker when the tenant has pooled resources.
-pub fn kosmos_cluster_for(
-    tenant: &Tenant,
-    promoted_nodes: &[String],
-) -> Result<Cluster, BuildError> {
-    let mut nodes: Vec<String> = promoted_nodes.to_vec();
-    nodes.sort();
-    nodes.dedup();
-    let mut leaf_models: Vec<LeafModel> = nodes
-        .into_iter()
-        .map(|node| LeafModel {
-            leaf_node_name: Some(node.clone()),
-            node_selector: NodeSelector {
-                node_name: Some(node),
-                label_selector: None,
-            },
-            ..LeafModel::default()
-        })
-        .collect();
-    if !tenant.pooled_resources.is_empty() {
-        leaf_models.push(pool_leaf());
-    }
-    let pooled_resources = tenant
-        .pooled_resources
-        .iter()
-        .map(|(resource, quantity)| (resource.clone(), quantity.as_quantity_string()))
-        .collect();
-    Ok(Cluster {
-        metadata: ObjectMeta {
-            name: Some(HOST_CLUSTER_NAME.to_owned()),
-            labels: Some(super::meta::labels(tenant, Component::ClusterTree)),
-            ..ObjectMeta::default()
-        },
-        spec: ClusterSpec {
-            kubeconfig: Some(STANDARD.encode(host_kubeconfig()?)),
-            namespace: Some(tenant.workload_namespace()),
-            image_repository: None,
-            cluster_tree_options: Some(ClusterTreeOptions {
-                enable: true,
-                leaf_models,
-                leaf_type: Some("k8s".to_owned()),
-                pooled_resources,
-            }),
-        },
-        status: None,
-    })
-}
-
-/// The pool leaf: every host node that no tenant claimed and that is not a control-plane
-/// node.
-fn pool_leaf() -> LeafModel {
-    let absent = |key: &str| LabelSelectorRequirement {
-        key: key.to_owned(),
-        operator: "DoesNotExist".to_owned(),
-        values: None,
-    };
-    let mut expressions = vec![absent(NODE_OWNER_NAME_LABEL)];
-    expressions.extend(CONTROL_PLANE_NODE_LABELS.iter().map(|label| absent(label)));
-    LeafModel {
-        leaf_node_name: Some(POOL_LEAF_NAME.to_owned()),
-        node_selector: NodeSelector {
-            node_name: None,
-            label_selector: Some(LabelSelector {
-                match_expressions: Some(expressions),
-                match_labels: None,
-            }),
-        },
-        ..LeafModel::default()
-    }
 }

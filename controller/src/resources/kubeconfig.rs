@@ -143,31 +143,6 @@ pub fn render_client_certificate_kubeconfig(
     serde_yaml::to_string(&config)
 }
 
-/// Renders a kubeconfig that reads its token and CA from files, such as a pod's
-/// ServiceAccount mount; it carries no secret itself.
-pub fn render_token_file_kubeconfig(
-    cluster_name: &str,
-    server: &str,
-    ca_file: &str,
-    user_name: &str,
-    token_file: &str,
-) -> Result<String, serde_yaml::Error> {
-    let config = single_context(
-        cluster_name,
-        ClusterEntry {
-            server: server.to_owned(),
-            certificate_authority_data: None,
-            certificate_authority: Some(ca_file.to_owned()),
-        },
-        user_name,
-        UserEntry {
-            token_file: Some(token_file.to_owned()),
-            ..UserEntry::default()
-        },
-    );
-    serde_yaml::to_string(&config)
-}
-
 fn single_context(
     cluster_name: &str,
     cluster: ClusterEntry,
@@ -238,21 +213,6 @@ mod tests {
         assert_eq!(stored.cert_pem, "CERT PEM");
         assert_eq!(stored.key_pem.expose(), "KEY PEM");
         assert_eq!(stored.ca_pem.as_deref(), Some("CA PEM"));
-    }
-
-    #[test]
-    fn token_file_kubeconfig_has_no_inline_secret() {
-        let yaml = render_token_file_kubeconfig(
-            "host",
-            "https://kubernetes.default.svc",
-            "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt",
-            "clustertree",
-            "/var/run/secrets/kubernetes.io/serviceaccount/token",
-        )
-        .unwrap();
-        assert!(yaml.contains("tokenFile: /var/run/secrets"), "{yaml}");
-        assert!(!yaml.contains("-data:"), "{yaml}");
-        assert_eq!(client_credentials(&yaml), None);
     }
 
     #[test]

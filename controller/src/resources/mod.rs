@@ -112,12 +112,6 @@ pub enum BuildError {
         /// The underlying error.
         source: serde_yaml::Error,
     },
-    /// The Kosmos Cluster's host kubeconfig could not be rendered.
-    #[error("failed to render the host kubeconfig for the Kosmos Cluster: {source}")]
-    RenderHostKubeconfig {
-        /// The underlying error.
-        source: serde_yaml::Error,
-    },
 }
 
 /// A VirtualCluster with every default resolved: what the builders read.
@@ -289,6 +283,10 @@ pub struct ClusterTreeObjects {
     pub resource_quota: ResourceQuota,
     /// Beside the VirtualCluster: the clustertree's host identity.
     pub service_account: ServiceAccount,
+    /// Beside the VirtualCluster: `get` on that VirtualCluster alone.
+    pub virtual_cluster_reader: Role,
+    /// Beside the VirtualCluster.
+    pub virtual_cluster_reader_binding: RoleBinding,
     /// In the workload namespace.
     pub role: Role,
     /// In the workload namespace.
@@ -363,6 +361,10 @@ impl DesiredState {
                 namespace: clustertree::workload_namespace(&tenant),
                 resource_quota: clustertree::pool_quota(&tenant),
                 service_account: clustertree::service_account(&tenant),
+                virtual_cluster_reader: clustertree::virtual_cluster_reader_role(&tenant),
+                virtual_cluster_reader_binding: clustertree::virtual_cluster_reader_binding(
+                    &tenant,
+                ),
                 role: clustertree::role(&tenant),
                 role_binding: clustertree::role_binding(&tenant),
                 cluster_role: clustertree::cluster_role(&tenant, &observed.claimed_nodes),

@@ -1,6 +1,5 @@
 use std::collections::BTreeMap;
 
-use base64::Engine;
 use k8s_openapi::api::core::v1::{Container, PodSpec, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use pretty_assertions::assert_eq;
@@ -32,6 +31,11 @@ fn owned_objects(state: &DesiredState) -> Vec<(&'static str, &ObjectMeta)> {
         (
             "ServiceAccount",
             &state.clustertree.service_account.metadata,
+        ),
+        ("Role", &state.clustertree.virtual_cluster_reader.metadata),
+        (
+            "RoleBinding",
+            &state.clustertree.virtual_cluster_reader_binding.metadata,
         ),
         ("Deployment", &state.clustertree.deployment.metadata),
     ]);
@@ -677,10 +681,21 @@ fn clustertree_runs_the_operator_image_with_tenant_kubeconfig_and_own_account() 
     let tree = container(pod);
     assert_eq!(
         tree.image.as_deref(),
-        Some("ghcr.io/kosmos-io/clustertree-cluster-manager:v0.5.0")
+        Some(constants::DEFAULT_CLUSTERTREE_IMAGE)
+    );
+    assert_eq!(
+        tree.command.as_deref(),
+        Some(&["/usr/local/bin/vc-clustertree".to_owned()][..])
+    );
+    assert_eq!(flag(tree, "namespace"), Some("team-a"));
+    assert_eq!(flag(tree, "name"), Some("prod"));
+    assert_eq!(
+        flag(tree, "kubeconfig"),
+        None,
+        "the host credential is the pod's own ServiceAccount"
     );
     let files = mounted_files(pod, tree);
-    let path = flag(tree, "kubeconfig").unwrap();
+    let path = flag(tree, "tenant-kubeconfig").unwrap();
     assert_eq!(
         files[path],
         (
@@ -706,6 +721,43 @@ fn cluster_tree_image_comes_only_from_the_operator() {
             .as_deref(),
         Some("registry.example/clustertree:v1")
     );
+}
+
+/// The clustertree reads what it serves from its VirtualCluster: `get` on that one
+/// object, bound to its own ServiceAccount, owned by the VirtualCluster.
+#[test]
+fn clustertree_reads_only_its_own_virtual_cluster() {
+    let state = build(&default_vc());
+    let role = &state.clustertree.virtual_cluster_reader;
+    assert_eq!(role.metadata.namespace.as_deref(), Some("team-a"));
+    let rules = role.rules.as_deref().unwrap();
+    assert_eq!(rules.len(), 1);
+    assert_eq!(
+        rules[0].api_groups.as_deref(),
+        Some(&["kosmos.io".to_owned()][..])
+    );
+    assert_eq!(
+        rules[0].resources.as_deref(),
+        Some(&["virtualclusters".to_owned()][..])
+    );
+    assert_eq!(
+        rules[0].resource_names.as_deref(),
+        Some(&["prod".to_owned()][..])
+    );
+    assert_eq!(rules[0].verbs, ["get"]);
+    let binding = &state.clustertree.virtual_cluster_reader_binding;
+    assert_eq!(binding.role_ref.name, "prod-clustertree");
+    let subject = &binding.subjects.as_deref().unwrap()[0];
+    assert_eq!(
+        (
+            subject.kind.as_str(),
+            subject.name.as_str(),
+            subject.namespace.as_deref()
+        ),
+        ("ServiceAccount", "prod-clustertree", Some("team-a"))
+    );
+    assert!(role.metadata.owner_references.is_some());
+    assert!(binding.metadata.owner_references.is_some());
 }
 
 #[test]
@@ -795,63 +847,6 @@ fn pool_quota_equals_the_pooled_resources() {
             ("pods", "110"),
             ("requests.nvidia.com/gpu", "2"),
         ])
-    );
-}
-
-#[test]
-fn kosmos_cluster_has_one_leaf_per_promoted_node_and_the_pool() {
-    let resolved = tenant(&default_vc());
-    let cluster = clustertree::kosmos_cluster_for(
-        &resolved,
-        &["node2".to_owned(), "node1".to_owned(), "node2".to_owned()],
-    )
-    .unwrap();
-    let options = cluster.spec.cluster_tree_options.as_ref().unwrap();
-    assert!(options.enable);
-    let leaves: Vec<(Option<&str>, Option<&str>)> = options
-        .leaf_models
-        .iter()
-        .map(|leaf| {
-            (
-                leaf.leaf_node_name.as_deref(),
-                leaf.node_selector.node_name.as_deref(),
-            )
-        })
-        .collect();
-    assert_eq!(
-        leaves,
-        [
-            (Some("node1"), Some("node1")),
-            (Some("node2"), Some("node2")),
-            (Some("pool"), None)
-        ]
-    );
-    let pool = options.leaf_models[2]
-        .node_selector
-        .label_selector
-        .as_ref()
-        .unwrap();
-    let keys: Vec<&str> = pool
-        .match_expressions
-        .iter()
-        .flatten()
-        .map(|expression| expression.key.as_str())
-        .collect();
-    assert!(keys.contains(&constants::NODE_OWNER_NAME_LABEL));
-    assert_eq!(options.pooled_resources["cpu"], "10");
-    assert_eq!(options.pooled_resources["memory"], "100Gi");
-    let kubeconfig = base64::engine::general_purpose::STANDARD
-        .decode(cluster.spec.kubeconfig.as_ref().unwrap())
-        .unwrap();
-    let kubeconfig = String::from_utf8(kubeconfig).unwrap();
-    assert!(kubeconfig.contains("tokenFile: /var/run/secrets/kubernetes.io/serviceaccount/token"));
-    assert!(!kubeconfig.contains("-data:"), "{kubeconfig}");
-
-    let only_nodes = tenant(&virtual_cluster("  promoteResources:\n    nodes: [a]\n"));
-    let cluster = clustertree::kosmos_cluster_for(&only_nodes, &["a".to_owned()]).unwrap();
-    assert_eq!(
-        cluster.spec.cluster_tree_options.unwrap().leaf_models.len(),
-        1
     );
 }
 

@@ -22,7 +22,7 @@
 //! the control-plane Deployments and StatefulSet ready.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
+use std::io::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ExitStatus, Stdio};
@@ -767,7 +767,7 @@ impl LocalControlPlanes {
                 if let (Some(error), Some(_)) = (&slot.last_error, &slot.last_exit) {
                     let _ = writeln!(out, "    last start error: {error}");
                 }
-                let tail = log_tail(&slot.log, LOG_TAIL_LINES);
+                let tail = crate::work_dir::log_tail(&slot.log, LOG_TAIL_LINES);
                 if !tail.is_empty() {
                     let _ = writeln!(out, "    last lines of {}:", slot.log.display());
                     for line in tail {
@@ -807,25 +807,6 @@ impl Drop for LocalControlPlanes {
         // Killing waits for each process; the inner simulators only abort tasks.
         drop(tenants);
     }
-}
-
-/// The last `lines` lines of a log (at most its last 64 KiB).
-fn log_tail(path: &Path, lines: usize) -> Vec<String> {
-    let Ok(mut file) = std::fs::File::open(path) else {
-        return Vec::new();
-    };
-    let length = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let _ = file.seek(SeekFrom::Start(length.saturating_sub(64 * 1024)));
-    let mut bytes = Vec::new();
-    if file.read_to_end(&mut bytes).is_err() {
-        return Vec::new();
-    }
-    let text = String::from_utf8_lossy(&bytes);
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..]
-        .iter()
-        .map(|line| (*line).to_owned())
-        .collect()
 }
 
 /// Starts the simulator.

@@ -11,17 +11,18 @@
 //!   delay, never, or failing, per object via the `sim.kosmos.io/readiness` annotation.
 //! - [`services`]: LoadBalancer ingress addresses, Endpoints and EndpointSlices.
 //! - [`tenant_apiserver`]: a tenant API server per ready tenant kube-apiserver Deployment.
-//! - [`clustertree`]: the virtual Nodes the clustertree registers in a tenant.
 //! - [`local_pod`]: one container of a host pod template as a local process plan (volumes
 //!   laid out, flags and kubeconfigs pointed at local addresses).
 //! - [`local_control_plane`]: each tenant's etcd, kube-apiserver, controller-manager and
 //!   scheduler as local processes, from the objects the controller wrote.
+//! - [`local_clustertree`]: each tenant's real `vc-clustertree` binary as a local
+//!   process, from the clustertree Deployment the controller wrote.
 //!
 //! Each simulator works level-triggered: a watch keeps a local cache, and every change
 //! (or a deadline, or a periodic resync) runs one pass that compares what exists with
 //! what the simulated component would have written, and writes only the difference.
 
-pub mod clustertree;
+pub mod local_clustertree;
 pub mod local_control_plane;
 pub mod local_pod;
 pub mod nodes;
@@ -52,7 +53,6 @@ pub struct SimulationOptions {
     pub workloads: Option<workloads::WorkloadOptions>,
     pub services: Option<services::ServiceOptions>,
     pub tenants: Option<tenant_apiserver::TenantOptions>,
-    pub clustertree: Option<clustertree::ClusterTreeOptions>,
 }
 
 impl SimulationOptions {
@@ -64,7 +64,6 @@ impl SimulationOptions {
             workloads: Some(workloads::WorkloadOptions::default()),
             services: Some(services::ServiceOptions::default()),
             tenants: Some(tenant_apiserver::TenantOptions::default()),
-            clustertree: Some(clustertree::ClusterTreeOptions::default()),
         }
     }
 }
@@ -93,9 +92,6 @@ impl Simulation {
         }
         if let Some(service_options) = options.services {
             handle = handle.merge(services::spawn(client.clone(), service_options));
-        }
-        if let Some(tree_options) = options.clustertree {
-            handle = handle.merge(clustertree::spawn(client.clone(), tree_options));
         }
         let tenants = options
             .tenants

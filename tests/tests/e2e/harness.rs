@@ -3,7 +3,7 @@
 //!
 //! Three kinds of host ([`HostKind`]):
 //! - the in-process test API server (default), RBAC enforced, with simulated kubelets
-//!   (node1..node6, 8 CPUs / 32Gi each), controllers, tenant API servers and clustertree;
+//!   (node1..node6, 8 CPUs / 32Gi each), controllers and tenant API servers;
 //! - a real kube-apiserver + etcd from `KUBEBUILDER_ASSETS`, with a loopback Service range,
 //!   and kube-controller-manager (garbage collector and namespace controller only) when the
 //!   assets hold it. The simulated kubelets and host controllers stay outside it, as
@@ -43,7 +43,7 @@ use serde_json::{Value, json};
 use vc_tests::apiserver::envtest::{self, Envtest, EnvtestOptions, private_service_cidr};
 use vc_tests::apiserver::pki::TestCa;
 use vc_tests::apiserver::{TestApiServer, TestApiServerOptions, client_from_kubeconfig};
-use vc_tests::simulation::clustertree::ClusterTreeOptions;
+use vc_tests::simulation::local_clustertree::{self, LocalClustertreeOptions, LocalClustertrees};
 use vc_tests::simulation::local_control_plane::{
     self, ControlPlaneBinaries, LocalControlPlaneOptions, LocalControlPlanes,
 };
@@ -226,9 +226,15 @@ pub fn log_tail(path: &Path, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
-/// The directory of the built `vc-webhook`, `vc-controller` and `kubectl-vc`.
+/// The directory of the built `vc-webhook`, `vc-controller`, `vc-clustertree` and
+/// `kubectl-vc`.
 pub fn binary_dir() -> anyhow::Result<PathBuf> {
-    const NAMES: [&str; 3] = ["vc-webhook", "vc-controller", "kubectl-vc"];
+    const NAMES: [&str; 4] = [
+        "vc-webhook",
+        "vc-controller",
+        "vc-clustertree",
+        "kubectl-vc",
+    ];
     let candidates: Vec<PathBuf> = match std::env::var_os(BIN_DIR_ENV) {
         Some(dir) => vec![PathBuf::from(dir)],
         None => {
@@ -431,7 +437,7 @@ pub struct Harness {
     pub kind: HostKind,
     scenario: String,
     started: Instant,
-    host: Host,
+    host: std::sync::Arc<Host>,
     pub admin: Client,
     pub operator: Operator,
     pub simulation: Option<Simulation>,
@@ -443,6 +449,8 @@ pub struct Harness {
     pub nodes: Vec<String>,
     /// The tenants' control planes as local processes (real apiserver only).
     local_control_planes: Option<LocalControlPlanes>,
+    /// Each tenant's `vc-clustertree`, as a local process from its rendered Deployment.
+    clustertrees: Option<LocalClustertrees>,
     /// `kubectl port-forward`s to tenant apiservers (existing clusters only).
     port_forwards: std::sync::Mutex<Vec<Process>>,
     work: WorkDir,
@@ -553,7 +561,7 @@ impl Harness {
             kind: options.host,
             scenario: options.scenario.clone(),
             started,
-            host,
+            host: std::sync::Arc::new(host),
             admin,
             operator,
             simulation: None,
@@ -563,6 +571,7 @@ impl Harness {
             controller_launch: None,
             nodes: Vec::new(),
             local_control_planes: None,
+            clustertrees: None,
             port_forwards: std::sync::Mutex::default(),
             work,
         };
@@ -601,17 +610,7 @@ impl Harness {
             services,
             ..
         } = simulator_options(self.kind, options);
-        let cluster_domain = self
-            .controller_launch
-            .as_ref()
-            .and_then(|launch| {
-                launch
-                    .args
-                    .iter()
-                    .find_map(|arg| arg.strip_prefix("--cluster-domain="))
-            })
-            .unwrap_or(DEFAULT_CLUSTER_DOMAIN)
-            .to_owned();
+        let cluster_domain = self.cluster_domain();
         self.local_control_planes = Some(local_control_plane::spawn(
             self.admin.clone(),
             LocalControlPlaneOptions {
@@ -629,7 +628,7 @@ impl Harness {
 
     /// One line on what runs as the host, for the start-up message.
     fn describe_host(&self) -> String {
-        match &self.host {
+        match self.host.as_ref() {
             Host::InProcess(_) => "the in-process test API server".to_owned(),
             Host::Real(envtest) => format!(
                 "kube-apiserver + etcd from KUBEBUILDER_ASSETS (Services in {}){}",
@@ -652,7 +651,7 @@ impl Harness {
     /// kube-controller-manager, a bare kube-apiserver only when `KUBEBUILDER_ASSETS` also
     /// held kube-controller-manager.
     pub fn collects_garbage(&self) -> bool {
-        match &self.host {
+        match self.host.as_ref() {
             Host::Real(envtest) => envtest.has_controller_manager(),
             Host::InProcess(_) | Host::External(_) => true,
         }
@@ -845,7 +844,49 @@ impl Harness {
             log: dir.join("vc-controller.log"),
         });
         self.start_controller().await?;
+        self.start_clustertrees(bin);
         self.wait_webhook_admits().await
+    }
+
+    /// Runs each tenant's `vc-clustertree` binary from the clustertree Deployment the
+    /// controller rendered, under that pod's ServiceAccount identity on the host.
+    fn start_clustertrees(&mut self, bin: &Path) {
+        let host = std::sync::Arc::downgrade(&self.host);
+        let identity: local_clustertree::IdentityIssuer =
+            std::sync::Arc::new(move |namespace: &str, service_account: &str| {
+                let host = host
+                    .upgrade()
+                    .ok_or_else(|| "the host has stopped".to_owned())?;
+                let user = format!("system:serviceaccount:{namespace}:{service_account}");
+                let namespace_group = format!("system:serviceaccounts:{namespace}");
+                host.kubeconfig_for(&user, &["system:serviceaccounts", &namespace_group])
+                    .map_err(|error| format!("issuing a kubeconfig for {user}: {error:#}"))
+            });
+        self.clustertrees = Some(local_clustertree::spawn(
+            self.admin.clone(),
+            LocalClustertreeOptions {
+                binary: bin.join("vc-clustertree"),
+                work_dir: self.work.path().join("clustertrees"),
+                identity,
+                cluster_domain: self.cluster_domain(),
+                extra_args: vec!["--period=0.5s".to_owned()],
+                resync: Duration::from_millis(300),
+            },
+        ));
+    }
+
+    /// The controller's `--cluster-domain`.
+    fn cluster_domain(&self) -> String {
+        self.controller_launch
+            .as_ref()
+            .and_then(|launch| {
+                launch
+                    .args
+                    .iter()
+                    .find_map(|arg| arg.strip_prefix("--cluster-domain="))
+            })
+            .unwrap_or(DEFAULT_CLUSTER_DOMAIN)
+            .to_owned()
     }
 
     fn identity_kubeconfig(
@@ -859,7 +900,7 @@ impl Harness {
     }
 
     /// The simulated kubelets and host controllers (deployments, statefulsets, Service
-    /// endpoints) and the clustertree. On the test API server also each tenant's API
+    /// endpoints). On the test API server also each tenant's API
     /// server; on a real one the tenants' control planes are real processes instead
     /// ([`Harness::start_local_control_planes`]).
     async fn start_simulation(&self, options: &Options) -> anyhow::Result<Simulation> {
@@ -899,17 +940,10 @@ impl Harness {
             workloads: Some(host_workloads),
             services: Some(host_services),
             tenants,
-            clustertree: Some(ClusterTreeOptions {
-                poll: Duration::from_millis(300),
-                resync: Duration::from_millis(500),
-                ..ClusterTreeOptions::default()
-            }),
         };
         Simulation::start(self.admin.clone(), simulation_options)
             .await
-            .context(
-                "starting the simulated kubelets, controllers, tenant API servers and clustertree",
-            )
+            .context("starting the simulated kubelets, controllers and tenant API servers")
     }
 
     async fn wait_webhook_ready(&mut self, port: u16, ca_pem: &str) -> anyhow::Result<()> {
@@ -1240,7 +1274,14 @@ impl Harness {
             let _ = writeln!(out, "\n===== tenant control planes (local processes)");
             out.push_str(&planes.diagnostics());
         }
-        if let Host::Real(envtest) = &self.host {
+        if let Some(trees) = &self.clustertrees {
+            let _ = writeln!(
+                out,
+                "\n===== vc-clustertree of each tenant (local processes)"
+            );
+            out.push_str(&trees.diagnostics());
+        }
+        if let Host::Real(envtest) = self.host.as_ref() {
             for (name, log) in envtest.logs() {
                 let _ = writeln!(
                     out,
@@ -1287,6 +1328,7 @@ impl Drop for Harness {
         if let Ok(mut forwards) = self.port_forwards.lock() {
             forwards.clear();
         }
+        drop(self.clustertrees.take());
         drop(self.local_control_planes.take());
         drop(self.controller.take());
         drop(self.webhook.take());

@@ -1034,6 +1034,11 @@ fn controller_holds_every_right_it_grants_the_clustertree() {
     let tenant = Tenant::resolve(&vc, &BuildContext::default()).expect("tenant");
     let mut granted = clustertree::role(&tenant).rules.unwrap_or_default();
     granted.extend(
+        clustertree::virtual_cluster_reader_role(&tenant)
+            .rules
+            .unwrap_or_default(),
+    );
+    granted.extend(
         clustertree::cluster_role(&tenant, &["node1".to_owned(), "node2".to_owned()])
             .rules
             .unwrap_or_default(),
@@ -1138,7 +1143,7 @@ fn values_map_onto_every_flag_of_the_contract() {
         ("default-etcd-storage-class", "fast-ssd"),
         (
             "clustertree-image",
-            "ghcr.io/kosmos-io/clustertree-cluster-manager:v0.5.0",
+            vc_api::constants::DEFAULT_CLUSTERTREE_IMAGE,
         ),
         ("max-nodes-per-cluster", "8"),
         ("max-cpu-per-cluster", "64"),
@@ -1185,7 +1190,7 @@ fn values_map_onto_every_flag_of_the_contract() {
         ("etcd-image", "registry.k8s.io/etcd:3.5.21-0"),
         (
             "clustertree-image",
-            "ghcr.io/kosmos-io/clustertree-cluster-manager:v0.5.0",
+            vc_api::constants::DEFAULT_CLUSTERTREE_IMAGE,
         ),
         ("cluster-domain", "cluster.local"),
         ("concurrency", "16"),

@@ -91,8 +91,8 @@ impl Harness {
     }
 
     /// Starts the server with vc-tests' own simulators (kubelets with heartbeats,
-    /// workload readiness, tenant API servers, clustertree) and `nodes` nodes
-    /// `node1..nodeN`.
+    /// workload readiness, tenant API servers), the real clustertree's node pass, and
+    /// `nodes` nodes `node1..nodeN`.
     pub async fn start_simulated(nodes: usize) -> Self {
         let mut harness = Self::bare().await;
         let simulation = vc_tests::simulation::Simulation::start(
@@ -102,6 +102,13 @@ impl Harness {
         .await
         .expect("simulation starts");
         harness.simulation = Some(simulation);
+        let admin = harness.admin.clone();
+        harness.kubelet = Some(tokio::spawn(async move {
+            loop {
+                let _ = mirror_nodes(&admin).await;
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        }));
         harness.start_controller().await;
         harness
     }
@@ -273,8 +280,7 @@ pub fn condition(vc: &VirtualCluster, type_: &str) -> Option<(String, String, St
 
 /// Stands in for kubelets and the workload controllers: marks StatefulSets and
 /// Deployments rolled out, serves each ready tenant apiserver on its cluster IP with the
-/// certificate its Secret holds, and plays the clustertree by registering every leaf of
-/// the tenant's Kosmos `Cluster` as a tenant Node.
+/// certificate its Secret holds, and runs the clustertree's node pass for each tenant.
 async fn kubelet_loop(
     admin: Client,
     serve_tenants: bool,
@@ -285,7 +291,7 @@ async fn kubelet_loop(
         let _ = mark_rolled_out(&admin, &held).await;
         if serve_tenants {
             let _ = serve_tenant_apiservers(&admin, &tenants).await;
-            let _ = register_leaf_nodes(&admin, &tenants).await;
+            let _ = mirror_nodes(&admin).await;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -428,13 +434,13 @@ async fn serve_tenant_apiservers(
     Ok(())
 }
 
-/// The clustertree's job inside each tenant: one Node per leaf of the `host` Cluster.
-async fn register_leaf_nodes(
-    admin: &Client,
-    tenants: &Mutex<BTreeMap<String, TestApiServer>>,
-) -> Result<(), kube::Error> {
+/// The clustertree's job inside each tenant: the real `vc-clustertree` node pass
+/// ([`vc_clustertree::sync::pass`]) run in-process for each tenant whose clustertree
+/// Deployment is ready, with the host admin's client for the host side and the tenant's
+/// admin kubeconfig (its cluster IP endpoint, where the tenant API servers listen here).
+pub async fn mirror_nodes(admin: &Client) -> Result<(), kube::Error> {
     let deployments: Api<Deployment> = Api::all(admin.clone());
-    let ready_trees: BTreeSet<String> = deployments
+    let ready_trees: Vec<(String, String)> = deployments
         .list(&ListParams::default().labels(&format!("{COMPONENT_LABEL}=clustertree")))
         .await?
         .into_iter()
@@ -445,54 +451,36 @@ async fn register_leaf_nodes(
                 .unwrap_or(0)
                 >= 1
         })
-        .filter_map(|d| {
-            Some(format!(
-                "{}/{}",
-                d.namespace()?,
-                d.labels().get(TENANT_NAME_LABEL)?
-            ))
-        })
+        .filter_map(|d| Some((d.namespace()?, d.labels().get(TENANT_NAME_LABEL)?.clone())))
         .collect();
-    let servers: Vec<(String, String)> = tenants
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|(key, _)| ready_trees.contains(*key))
-        .map(|(key, server)| (key.clone(), server.kubeconfig_path().display().to_string()))
-        .collect();
-    for (_key, kubeconfig) in servers {
-        let Ok(client) =
-            vc_tests::apiserver::client_from_kubeconfig(std::path::Path::new(&kubeconfig)).await
+    for (namespace, name) in ready_trees {
+        let secrets: Api<Secret> = Api::namespaced(admin.clone(), &namespace);
+        let Some(secret) = secrets
+            .get_opt(&vc_api::constants::admin_kubeconfig_secret_name(&name))
+            .await?
         else {
             continue;
         };
-        let clusters: Api<vc_api::kosmos_cluster::Cluster> = Api::all(client.clone());
-        let Ok(Some(cluster)) = clusters.get_opt("host").await else {
+        let Some(text) = secret_text(&secret, vc_api::constants::KUBECONFIG_SECRET_KEY) else {
             continue;
         };
-        let leaves: Vec<String> = cluster
-            .spec
-            .cluster_tree_options
-            .iter()
-            .flat_map(|options| options.leaf_models.iter())
-            .filter_map(|leaf| leaf.leaf_node_name.clone())
-            .collect();
-        let nodes: Api<Node> = Api::all(client.clone());
-        let existing: BTreeSet<String> = nodes
-            .list(&ListParams::default())
-            .await?
-            .into_iter()
-            .map(|n| n.name_any())
-            .collect();
-        for leaf in leaves.iter().filter(|leaf| !existing.contains(*leaf)) {
-            let node: Node = serde_json::from_value(
-                json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": leaf}}),
-            )
-            .unwrap();
-            nodes.create(&PostParams::default(), &node).await?;
-        }
-        for stale in existing.iter().filter(|name| !leaves.contains(name)) {
-            nodes.delete(stale, &Default::default()).await?;
+        let Ok(kubeconfig) = kube::config::Kubeconfig::from_yaml(&text) else {
+            continue;
+        };
+        let Ok(config) =
+            kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await
+        else {
+            continue;
+        };
+        let Ok(tenant) = Client::try_from(config) else {
+            continue;
+        };
+        let target = vc_clustertree::sync::Target { namespace, name };
+        if let Err(error) = vc_clustertree::sync::pass(admin, &tenant, &target, true).await {
+            eprintln!(
+                "clustertree pass of {}/{}: {error}",
+                target.namespace, target.name
+            );
         }
     }
     Ok(())

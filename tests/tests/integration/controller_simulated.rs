@@ -1,7 +1,7 @@
 //! The controller against vc-tests' independent simulators (kubelets with heartbeats,
 //! workload readiness, a tenant API server serving the certificates the apiserver
-//! Deployment mounts, and the clustertree): what the controller renders must work for
-//! a simulator that only reads the objects, not the controller's conventions.
+//! Deployment mounts) and the real clustertree's node pass: what the controller renders
+//! must work for simulators that only read the objects, not the controller's conventions.
 
 use std::time::Duration;
 

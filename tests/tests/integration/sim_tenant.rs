@@ -1,6 +1,6 @@
-//! The tenant API server and clustertree simulators against the test API server: a tenant
-//! kube-apiserver Deployment that becomes ready gets a real API server on its Service's
-//! cluster IP with the certificates it mounts; the clustertree registers virtual Nodes.
+//! The tenant API server simulator against the test API server: a tenant kube-apiserver
+//! Deployment that becomes ready gets an API server on its Service's cluster IP with the
+//! certificates it mounts, and loses it when scaled to zero.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -8,16 +8,12 @@ use std::time::Duration;
 use base64::Engine as _;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, Node, Secret, Service};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{
-    ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
-};
+use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, ResourceExt as _};
 use serde_json::{Value, json};
 use vc_tests::apiserver::{TestApiServer, TestApiServerOptions};
-use vc_tests::simulation::clustertree::{self, ClusterTreeOptions};
 use vc_tests::simulation::nodes::{FleetOptions, NodeFleet, NodeSpec};
 use vc_tests::simulation::tenant_apiserver::{self, TenantOptions};
 use vc_tests::simulation::workloads::{self, WorkloadOptions};
@@ -144,33 +140,8 @@ fn apiserver_deployment(replicas: i32) -> Deployment {
     .unwrap()
 }
 
-fn clustertree_deployment() -> Deployment {
-    serde_json::from_value(json!({
-        "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": "t1-clustertree", "namespace": "team", "labels": labels("clustertree")},
-        "spec": {
-            "selector": {"matchLabels": labels("clustertree")},
-            "template": {"metadata": {"labels": labels("clustertree")},
-                         "spec": {"containers": [{"name": "clustertree", "image": "ghcr.io/kosmos-io/clustertree-cluster-manager:v0.5.0"}]}}
-        }
-    }))
-    .unwrap()
-}
-
-fn kosmos_cluster(leaves: &[&str]) -> Value {
-    let models: Vec<Value> = leaves
-        .iter()
-        .map(|n| json!({"leafNodeName": n, "nodeSelector": {"nodeName": n}}))
-        .collect();
-    json!({
-        "apiVersion": "kosmos.io/v1alpha1", "kind": "Cluster",
-        "metadata": {"name": "host"},
-        "spec": {"clusterTreeOptions": {"enable": true, "leafType": "k8s", "leafModels": models}}
-    })
-}
-
 #[tokio::test]
-async fn tenant_apiserver_serves_the_mounted_certificates_and_clustertree_registers_leaves() {
+async fn tenant_apiserver_serves_the_mounted_certificates_and_stops_when_scaled_to_zero() {
     let host_server = TestApiServer::start(TestApiServerOptions::default()).unwrap();
     let host = host_server.client().await.unwrap();
     let _nodes = NodeFleet::start(
@@ -196,14 +167,6 @@ async fn tenant_apiserver_serves_the_mounted_certificates_and_clustertree_regist
         TenantOptions {
             resync: Duration::from_millis(300),
             ..TenantOptions::default()
-        },
-    );
-    let _tree = clustertree::spawn(
-        host.clone(),
-        ClusterTreeOptions {
-            poll: Duration::from_millis(200),
-            resync: Duration::from_millis(300),
-            ..ClusterTreeOptions::default()
         },
     );
 
@@ -305,94 +268,6 @@ async fn tenant_apiserver_serves_the_mounted_certificates_and_clustertree_regist
             .await
             .is_err()
     );
-
-    // The clustertree: Kosmos Cluster CRD and object in the tenant, admin kubeconfig Secret
-    // (in-cluster address) and a ready clustertree Deployment on the host.
-    Api::<CustomResourceDefinition>::all(tenant.clone())
-        .create(
-            &PostParams::default(),
-            &vc_api::kosmos_cluster::kosmos_cluster_crd(),
-        )
-        .await
-        .unwrap();
-    let resource = ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("kosmos.io", "v1alpha1", "Cluster"),
-        "clusters",
-    );
-    let clusters: Api<DynamicObject> = Api::all_with(tenant.clone(), &resource);
-    let cluster: DynamicObject =
-        serde_json::from_value(kosmos_cluster(&["node1", "node2"])).unwrap();
-    eventually(WAIT, "the Cluster to be created", || async {
-        clusters.create(&PostParams::default(), &cluster).await.ok()
-    })
-    .await;
-    let internal = kubeconfig(
-        "https://t1-apiserver.team.svc:6443",
-        &pki.ca_pem,
-        &pki.admin_cert,
-        &pki.admin_key,
-    );
-    secrets
-        .create(
-            &PostParams::default(),
-            &secret(
-                "t1-admin-kubeconfig",
-                &[("kubeconfig", &admin), ("kubeconfig-internal", &internal)],
-            ),
-        )
-        .await
-        .unwrap();
-    deployments
-        .create(&PostParams::default(), &clustertree_deployment())
-        .await
-        .unwrap();
-
-    let tenant_nodes: Api<Node> = Api::all(tenant.clone());
-    // A leaf is registered, then its status written: wait for both steps.
-    let leaves = eventually(WAIT, "two leaf nodes with status in the tenant", || async {
-        let list = tenant_nodes.list(&ListParams::default()).await.ok()?;
-        let reported = list
-            .items
-            .iter()
-            .all(|node| node.status.as_ref().is_some_and(|s| s.capacity.is_some()));
-        (list.items.len() == 2 && reported).then_some(list.items)
-    })
-    .await;
-    let node2 = leaves.iter().find(|n| n.name_any() == "node2").unwrap();
-    let status = node2.status.clone().unwrap();
-    assert_eq!(
-        status.capacity.unwrap()["cpu"].0,
-        "16",
-        "the leaf has the host node's capacity"
-    );
-    assert_eq!(status.allocatable.unwrap()["memory"].0, "64Gi");
-    assert_eq!(node2.labels()["kosmos.io/node"], "true");
-    let ready = status
-        .conditions
-        .unwrap()
-        .into_iter()
-        .find(|c| c.type_ == "Ready")
-        .unwrap();
-    assert_eq!(ready.status, "True");
-
-    // A leaf that disappears loses its node.
-    let shrink = json!({"spec": {"clusterTreeOptions": {"leafModels": [{"leafNodeName": "node1", "nodeSelector": {"nodeName": "node1"}}]}}});
-    clusters
-        .patch("host", &PatchParams::default(), &Patch::Merge(&shrink))
-        .await
-        .unwrap();
-    eventually(WAIT, "node2 to leave the tenant", || async {
-        let names: Vec<String> = tenant_nodes
-            .list(&ListParams::default())
-            .await
-            .ok()?
-            .items
-            .iter()
-            .map(|n| n.name_any())
-            .collect();
-        (names == ["node1"]).then_some(())
-    })
-    .await;
 
     // Scaled to zero, the tenant API server stops.
     deployments

@@ -554,7 +554,7 @@ async fn cluster_tree_image_comes_only_from_the_operator() {
     let own_image = format!("{PROD}  clusterTree:\n    image: attacker.example/miner:latest\n");
     let stderr = refused(&host, &["apply", "-f", "-"], Some(&own_image));
     assert!(
-        stderr.contains(r#"denied the request: spec.clusterTree.image is chosen by the operator, not by the VirtualCluster: the clustertree runs with host credentials, and this host runs "ghcr.io/kosmos-io/clustertree-cluster-manager:v0.5.0"; "attacker.example/miner:latest" is refused"#),
+        stderr.contains(r#"denied the request: spec.clusterTree.image is chosen by the operator, not by the VirtualCluster: the clustertree runs with host credentials, and this host runs "ghcr.io/kosmos-io/kosmos-vc:0.1.0"; "attacker.example/miner:latest" is refused"#),
         "{stderr}"
     );
     admitted(&host, &["apply", "-f", "-"], Some(PROD));

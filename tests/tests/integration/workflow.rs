@@ -822,10 +822,15 @@ fn the_docker_build_context_builds_every_binary_the_chart_runs() {
         }
     }
 
-    let commands = chart_commands();
+    let mut commands = chart_commands();
     assert!(
         !commands.is_empty(),
         "{CHART_DIR}/templates: no Deployment with `command: [\"...\"]`; update tests/tests/workflow.rs"
+    );
+    // Each tenant's clustertree Deployment, rendered by the controller, runs the same image.
+    commands.insert(
+        vc_controller::resources::clustertree::CLUSTERTREE_COMMAND.to_owned(),
+        "the clustertree Deployment of controller/src/resources/clustertree.rs".to_owned(),
     );
     for (path, template) in &commands {
         let name = path.rsplit('/').next().unwrap_or(path);
