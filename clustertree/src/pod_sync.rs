@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use futures::{StreamExt as _, stream};
+use k8s_openapi::ByteString;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Node, Pod, Secret, ServiceAccount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
@@ -424,18 +425,38 @@ async fn write_token(
         .status
         .filter(|s| !s.token.is_empty())
         .ok_or_else(|| StepError::EmptyToken { pod: pod.clone() })?;
-    let ca = Api::<ConfigMap>::namespaced(tenant.clone(), &token.pod.namespace)
-        .get_opt(TENANT_ROOT_CA_CONFIG_MAP)
-        .await
-        .map_err(|source| StepError::ReadTenantObject {
-            kind: "ConfigMap",
-            object: format!("{}/{TENANT_ROOT_CA_CONFIG_MAP}", token.pod.namespace),
-            source,
-        })?
-        .and_then(|c| c.data?.get("ca.crt").cloned())
-        .ok_or_else(|| StepError::MissingTenantCa {
-            namespace: token.pod.namespace.clone(),
-        })?;
+    let mut files = token.files.clone();
+    for (name, items) in &token.config_maps {
+        let found = Api::<ConfigMap>::namespaced(tenant.clone(), &token.pod.namespace)
+            .get_opt(name)
+            .await
+            .map_err(|source| StepError::ReadTenantObject {
+                kind: "ConfigMap",
+                object: format!("{}/{name}", token.pod.namespace),
+                source,
+            })?;
+        // The CA is what every client needs; another projected ConfigMap the tenant does
+        // not publish is left out, as the projection is usable without it.
+        let Some(data) = found.and_then(|c| c.data) else {
+            if name == TENANT_ROOT_CA_CONFIG_MAP {
+                return Err(StepError::MissingTenantCa {
+                    namespace: token.pod.namespace.clone(),
+                });
+            }
+            continue;
+        };
+        match items {
+            Some(items) => {
+                for (key, path) in items {
+                    if let Some(value) = data.get(key) {
+                        files.insert(path.clone(), value.clone());
+                    }
+                }
+            }
+            None => files.extend(data),
+        }
+    }
+    files.insert(token.token_path.clone(), status.token);
     let now = jiff::Timestamp::now();
     let Time(expires) = status.expiration_timestamp;
     let (labels, mut annotations) =
@@ -444,11 +465,15 @@ async fn write_token(
         TOKEN_REFRESH_ANNOTATION.to_owned(),
         pods::token_refresh_after(now, expires).to_string(),
     );
+    let data: BTreeMap<String, ByteString> = files
+        .into_iter()
+        .map(|(path, value)| (path, ByteString(value.into_bytes())))
+        .collect();
     let body = json!({
         "apiVersion": "v1", "kind": "Secret",
         "metadata": {"name": token.host_secret, "namespace": namespace, "labels": labels, "annotations": annotations},
         "type": "Opaque",
-        "stringData": {"token": status.token, "ca.crt": ca, "namespace": token.pod.namespace},
+        "data": data,
     });
     Api::<Secret>::namespaced(host.clone(), namespace)
         .patch(

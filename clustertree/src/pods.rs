@@ -17,9 +17,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use k8s_openapi::api::core::v1::{
-    Affinity, Container, EnvVar, EnvVarSource, KeyToPath, LocalObjectReference, NodeAffinity,
-    NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod, PodSecurityContext, PodSpec,
-    PodStatus, SecretVolumeSource, SecurityContext, Toleration, Volume,
+    Affinity, Container, EnvVar, EnvVarSource, LocalObjectReference, NodeAffinity, NodeSelector,
+    NodeSelectorRequirement, NodeSelectorTerm, Pod, PodSecurityContext, PodSpec, PodStatus,
+    SecretVolumeSource, SecurityContext, Toleration, Volume,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt as _;
@@ -308,13 +308,20 @@ pub enum CopyKind {
     Secret,
 }
 
-/// The host Secret standing for a tenant pod's ServiceAccount token volume.
+/// The host Secret standing for a tenant pod's ServiceAccount token volume: every file
+/// the tenant's kubelet would have projected, under its path as the Secret key.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Token {
     pub pod: PodRef,
     pub service_account: String,
     pub audience: Option<String>,
     pub expiration_seconds: i64,
+    /// Where the token goes.
+    pub token_path: String,
+    /// Downward API files, resolved to the tenant pod's values.
+    pub files: BTreeMap<String, String>,
+    /// Tenant ConfigMaps projected, as (name, `key -> path`; every key when `None`).
+    pub config_maps: Vec<(String, Option<BTreeMap<String, String>>)>,
     pub host_secret: String,
 }
 
@@ -596,29 +603,81 @@ fn tolerations(tenant: &[Toleration], node: &str, virtual_cluster: &str) -> Vec<
     kept
 }
 
-/// Whether a projected volume is the tenant ServiceAccount admission's token volume.
-fn token_source(volume: &Volume) -> Option<(Option<String>, i64)> {
+/// The tenant ServiceAccount admission's token volume as a [`Token`], when `volume` is
+/// one: a `kube-api-access-*` projection of one token, ConfigMaps and downward API
+/// fields, every file at a path usable as a Secret key.
+fn token_source(volume: &Volume, pod: &Pod, reference: &PodRef) -> Option<Token> {
     let projected = volume.projected.as_ref()?;
     if !volume.name.starts_with(TOKEN_VOLUME_PREFIX) {
         return None;
     }
-    let sources = projected.sources.as_ref()?;
-    let token = sources
-        .iter()
-        .find_map(|s| s.service_account_token.as_ref())?;
-    let only_expected = sources.iter().all(|s| {
-        s.service_account_token.is_some()
-            || s.config_map
-                .as_ref()
-                .is_some_and(|c| c.name == TENANT_ROOT_CA_CONFIG_MAP)
-            || s.downward_api.is_some()
-    });
-    only_expected.then(|| {
-        (
-            token.audience.clone(),
-            token.expiration_seconds.unwrap_or(DEFAULT_TOKEN_SECONDS),
-        )
+    let flat = |path: &str| !path.is_empty() && !path.contains('/');
+    let mut token = None;
+    let mut files = BTreeMap::new();
+    let mut config_maps = Vec::new();
+    for source in projected.sources.iter().flatten() {
+        if let Some(projection) = &source.service_account_token {
+            if token.is_some() || !flat(&projection.path) {
+                return None;
+            }
+            token = Some(projection.clone());
+        } else if let Some(projection) = &source.config_map {
+            let items = match &projection.items {
+                Some(items) if items.iter().all(|i| flat(&i.path)) => Some(
+                    items
+                        .iter()
+                        .map(|i| (i.key.clone(), i.path.clone()))
+                        .collect(),
+                ),
+                Some(_) => return None,
+                None => None,
+            };
+            config_maps.push((projection.name.clone(), items));
+        } else if let Some(projection) = &source.downward_api {
+            for item in projection.items.iter().flatten() {
+                let field = item.field_ref.as_ref()?;
+                if !flat(&item.path) {
+                    return None;
+                }
+                files.insert(item.path.clone(), resolved_field(pod, &field.field_path)?);
+            }
+        } else {
+            return None;
+        }
+    }
+    let token = token?;
+    Some(Token {
+        pod: reference.clone(),
+        service_account: pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.service_account_name.clone())
+            .unwrap_or_else(|| "default".to_owned()),
+        audience: token.audience,
+        expiration_seconds: token.expiration_seconds.unwrap_or(DEFAULT_TOKEN_SECONDS),
+        token_path: token.path,
+        files,
+        config_maps,
+        host_secret: token_secret_name(&reference.namespace, &reference.name),
     })
+}
+
+/// Which kind of source a projection is; `unknown` for one newer than the API version
+/// this is built against.
+fn projection_kind(source: &k8s_openapi::api::core::v1::VolumeProjection) -> &'static str {
+    if source.service_account_token.is_some() {
+        "serviceAccountToken"
+    } else if source.config_map.is_some() {
+        "configMap"
+    } else if source.secret.is_some() {
+        "secret"
+    } else if source.downward_api.is_some() {
+        "downwardAPI"
+    } else if source.cluster_trust_bundle.is_some() {
+        "clusterTrustBundle"
+    } else {
+        "unknown"
+    }
 }
 
 /// Tenant-side values of the `metadata.*` fields a container may read through the
@@ -754,33 +813,29 @@ pub fn host_pod(tenant: &Pod, tenancy: &Tenancy) -> Result<HostPod, Refusal> {
             let name = source.secret_name.clone().unwrap_or_default();
             source.secret_name = Some(translation.secret(&name));
             host.secret = Some(source);
-        } else if let Some((audience, expiration_seconds)) = token_source(volume) {
-            let host_secret = token_secret_name(&reference.namespace, &reference.name);
-            let mode = volume.projected.as_ref().and_then(|p| p.default_mode);
+        } else if let Some(wanted) = token_source(volume, tenant, &reference) {
             host.secret = Some(SecretVolumeSource {
-                secret_name: Some(host_secret.clone()),
-                default_mode: mode,
-                items: Some(
-                    ["token", "ca.crt", "namespace"]
-                        .map(|key| KeyToPath {
-                            key: key.to_owned(),
-                            path: key.to_owned(),
-                            mode: None,
-                        })
-                        .to_vec(),
-                ),
+                secret_name: Some(wanted.host_secret.clone()),
+                default_mode: volume.projected.as_ref().and_then(|p| p.default_mode),
+                items: None,
                 optional: Some(false),
             });
-            token = Some(Token {
-                pod: reference.clone(),
-                service_account: spec
-                    .service_account_name
-                    .clone()
-                    .unwrap_or_else(|| "default".to_owned()),
-                audience,
-                expiration_seconds,
-                host_secret,
-            });
+            token = Some(wanted);
+        } else if let Some(projected) = &volume.projected {
+            let kinds: Vec<&str> = projected
+                .sources
+                .iter()
+                .flatten()
+                .map(projection_kind)
+                .collect();
+            return Err(Refusal::unsupported(
+                format!("volumes[{index}].projected"),
+                &format!(
+                    "volume {:?} projects {kinds:?}: only the ServiceAccount token volume \
+                     is carried to the host so far",
+                    volume.name
+                ),
+            ));
         } else {
             return Err(Refusal::unsupported(
                 format!("volumes[{index}]"),
@@ -1372,6 +1427,15 @@ mod tests {
         let token = host.token.unwrap();
         assert_eq!(token.service_account, "default");
         assert_eq!(token.pod.uid, "u1");
+        assert_eq!(token.token_path, "token");
+        assert_eq!(token.files["namespace"], "shop", "the tenant's namespace");
+        assert_eq!(
+            token.config_maps,
+            [(
+                TENANT_ROOT_CA_CONFIG_MAP.to_owned(),
+                Some(BTreeMap::from([("ca.crt".to_owned(), "ca.crt".to_owned())]))
+            )]
+        );
         let kinds: Vec<(CopyKind, &str)> = host
             .copies
             .iter()
