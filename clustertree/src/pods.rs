@@ -1250,12 +1250,12 @@ mod tests {
         ["node1".to_owned(), POOL_NODE_NAME.to_owned()].into()
     }
 
-    fn plan_of(tenant: &[Pod], host: &[Pod]) -> Vec<Action> {
+    fn plan_of(tenant: Vec<Pod>, host: Vec<Pod>) -> Vec<Action> {
         let nodes = nodes();
         plan(
             Observed {
-                tenant_pods: tenant,
-                host_pods: host,
+                tenant_pods: &tenant,
+                host_pods: &host,
                 mirrored_nodes: &nodes,
             },
             &tenancy(),
@@ -1581,7 +1581,7 @@ mod tests {
         assert_eq!(status.qos_class.as_deref(), Some("Burstable"));
         assert_eq!(status.nominated_node_name, None);
         assert_eq!(status.container_statuses.unwrap()[0].ready, true);
-        let actions = plan_of(&[tenant.clone()], &[host.clone()]);
+        let actions = plan_of(vec![tenant.clone()], vec![host.clone()]);
         assert!(
             matches!(&actions[..], [Action::UpdateTenantStatus { status, .. }] if status.phase.as_deref() == Some("Running"))
         );
@@ -1589,16 +1589,16 @@ mod tests {
             &tenant,
             json!({"status": serde_json::to_value(tenant_status(&host)).unwrap()}),
         );
-        assert_eq!(plan_of(&[synced], &[host]), []);
+        assert_eq!(plan_of(vec![synced], vec![host]), []);
     }
 
     #[test]
     fn a_bound_pod_without_host_pod_gets_one_and_a_restart_creates_no_second() {
         let tenant = pod("web-1", "u1", "node1");
-        let actions = plan_of(&[tenant.clone()], &[]);
+        let actions = plan_of(vec![tenant.clone()], vec![]);
         assert!(matches!(&actions[..], [Action::CreateHostPod { tenant: r, .. }] if r.uid == "u1"));
         let host = host_of(&tenant);
-        assert_eq!(plan_of(&[tenant], &[host]), []);
+        assert_eq!(plan_of(vec![tenant], vec![host]), []);
     }
 
     #[test]
@@ -1611,13 +1611,13 @@ mod tests {
                          "annotations": {TENANT_OBJECT_UID_ANNOTATION: "x"}}
         }))
         .unwrap();
-        assert_eq!(plan_of(&[elsewhere, unbound], &[foreign]), []);
+        assert_eq!(plan_of(vec![elsewhere, unbound], vec![foreign]), []);
     }
 
     #[test]
     fn a_host_pod_without_tenant_pod_is_deleted_by_uid() {
         let host = host_of(&pod("gone", "u1", "node1"));
-        let actions = plan_of(&[], &[host.clone()]);
+        let actions = plan_of(vec![], vec![host.clone()]);
         assert_eq!(
             actions,
             [Action::DeleteHostPod {
@@ -1631,19 +1631,19 @@ mod tests {
             &host,
             json!({"metadata": {"deletionTimestamp": "2026-01-01T00:00:00Z"}}),
         );
-        assert_eq!(plan_of(&[], &[deleting]), []);
+        assert_eq!(plan_of(vec![], vec![deleting]), []);
     }
 
     #[test]
     fn a_recreated_tenant_pod_replaces_the_stale_host_pod_first() {
         let old = host_of(&pod("web-1", "old", "node1"));
         let tenant = pod("web-1", "new", "node1");
-        let actions = plan_of(&[tenant.clone()], &[old.clone()]);
+        let actions = plan_of(vec![tenant.clone()], vec![old.clone()]);
         assert!(
             matches!(&actions[..], [Action::DeleteHostPod { uid, .. }] if uid == "host-old"),
             "{actions:?}"
         );
-        let actions = plan_of(&[tenant], &[]);
+        let actions = plan_of(vec![tenant], vec![]);
         assert!(
             matches!(&actions[..], [Action::CreateHostPod { tenant, .. }] if tenant.uid == "new")
         );
@@ -1656,7 +1656,7 @@ mod tests {
             json!({"metadata": {"deletionTimestamp": "2026-01-01T00:00:00Z", "deletionGracePeriodSeconds": 7}}),
         );
         let host = host_of(&tenant);
-        let actions = plan_of(&[tenant.clone()], &[host.clone()]);
+        let actions = plan_of(vec![tenant.clone()], vec![host.clone()]);
         assert!(matches!(
             &actions[..],
             [Action::DeleteHostPod { grace_period_seconds: Some(7), uid, .. }] if uid == "host-u1"
@@ -1665,8 +1665,8 @@ mod tests {
             &host,
             json!({"metadata": {"deletionTimestamp": "2026-01-01T00:00:00Z"}}),
         );
-        assert_eq!(plan_of(&[tenant.clone()], &[terminating]), []);
-        let actions = plan_of(&[tenant], &[]);
+        assert_eq!(plan_of(vec![tenant.clone()], vec![terminating]), []);
+        let actions = plan_of(vec![tenant], vec![]);
         assert!(
             matches!(&actions[..], [Action::FinishTenantDeletion { tenant }] if tenant.uid == "u1")
         );
@@ -1678,13 +1678,13 @@ mod tests {
             &pod("web-1", "u1", "node1"),
             json!({"status": {"phase": "Running", "startTime": "2026-01-01T00:00:00Z"}}),
         );
-        let actions = plan_of(&[started.clone()], &[]);
+        let actions = plan_of(vec![started.clone()], vec![]);
         assert!(matches!(
             &actions[..],
             [Action::FailTenantPod { reason, .. }] if reason == HOST_POD_LOST_REASON
         ));
         let failed = with(&started, json!({"status": {"phase": "Failed"}}));
-        assert_eq!(plan_of(&[failed], &[]), []);
+        assert_eq!(plan_of(vec![failed], vec![]), []);
     }
 
     #[test]
@@ -1697,7 +1697,7 @@ mod tests {
             &host_of(&tenant),
             json!({"status": {"phase": "Failed", "reason": "Evicted", "message": "low on memory"}}),
         );
-        let actions = plan_of(&[tenant], &[host]);
+        let actions = plan_of(vec![tenant], vec![host]);
         assert!(matches!(
             &actions[..],
             [Action::UpdateTenantStatus { status, .. }]
@@ -1711,7 +1711,7 @@ mod tests {
             &pod("root", "u1", "node1"),
             json!({"spec": {"containers": [{"name": "c", "securityContext": {"privileged": true}}]}}),
         );
-        let actions = plan_of(&[tenant.clone()], &[]);
+        let actions = plan_of(vec![tenant.clone()], vec![]);
         assert!(matches!(
             &actions[..],
             [Action::FailTenantPod { reason, message, .. }]
@@ -1721,7 +1721,7 @@ mod tests {
             &tenant,
             json!({"status": {"phase": "Failed", "reason": "HostPolicyRefused"}}),
         );
-        assert_eq!(plan_of(&[failed], &[]), []);
+        assert_eq!(plan_of(vec![failed], vec![]), []);
     }
 
     #[test]
@@ -1731,7 +1731,7 @@ mod tests {
             json!({"status": {"phase": "Failed"}}),
         );
         let host = with(&host_of(&tenant), json!({"status": {"phase": "Running"}}));
-        let actions = plan_of(&[tenant], &[host]);
+        let actions = plan_of(vec![tenant], vec![host]);
         assert!(matches!(
             &actions[..],
             [Action::DeleteHostPod {
