@@ -40,6 +40,21 @@ pub const MIRRORED_NODE_LABEL: &str = "vc.kosmos.io/mirrored-from";
 /// Name of the tenant Node standing for the pooled resources.
 pub const POOL_NODE_NAME: &str = "pool";
 
+/// [`MANAGED_BY_LABEL`] value on every host object vc-clustertree writes for a tenant's
+/// pod (the host pod and its ConfigMap, Secret and token copies): it deletes only those.
+pub const CLUSTERTREE_MANAGED_BY_VALUE: &str = "vc-clustertree";
+/// Label on a host object naming the tenant namespace of what it stands for (when a valid
+/// label value), so an operator can select one tenant namespace's pods on the host.
+pub const TENANT_OBJECT_NAMESPACE_LABEL: &str = "vc.kosmos.io/tenant-namespace";
+/// Label on a host object naming the tenant object it stands for (when a valid label value).
+pub const TENANT_OBJECT_NAME_LABEL: &str = "vc.kosmos.io/tenant-name";
+/// Annotation on a host object holding `NAMESPACE/NAME` of the tenant object it stands for,
+/// always, since a tenant name can be longer than a label value may be.
+pub const TENANT_OBJECT_ANNOTATION: &str = "vc.kosmos.io/tenant-object";
+/// Annotation on a host object holding the UID of the tenant object it stands for: a
+/// tenant pod deleted and re-created under the same name must not adopt the old host pod.
+pub const TENANT_OBJECT_UID_ANNOTATION: &str = "vc.kosmos.io/tenant-uid";
+
 /// Node label naming the namespace of the VirtualCluster that claimed the node.
 pub const NODE_OWNER_NAMESPACE_LABEL: &str = "vc.kosmos.io/owner-namespace";
 /// Node label naming the VirtualCluster that claimed the node.

@@ -1,11 +1,15 @@
 //! `vc-clustertree`: one instance per tenant, configured from the host only: which
 //! VirtualCluster it serves (flags), the host credential (its ServiceAccount, or
-//! `--kubeconfig`) and the tenant admin kubeconfig the controller mounts.
+//! `--kubeconfig`) and the tenant admin kubeconfig the controller mounts. It runs the node
+//! loop and the pod loop side by side until SIGTERM stops both.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use vc_api::constants::tenant_workload_namespace;
+use vc_clustertree::pod_sync;
+use vc_clustertree::pods::Tenancy;
 use vc_clustertree::sync::{self, Target};
 
 /// Why the process could not start.
@@ -49,8 +53,7 @@ struct Flags {
     /// Name of the VirtualCluster served.
     #[arg(long)]
     name: String,
-    /// How often the tenant's Nodes are brought in line with the host and their Leases
-    /// renewed.
+    /// How often the tenant's Nodes, and the host pods of its pods, are brought in line.
     #[arg(long, default_value = "2s", value_parser = parse_seconds)]
     period: Duration,
     /// Log filter, as RUST_LOG.
@@ -119,12 +122,29 @@ async fn start(flags: Flags) -> Result<(), StartError> {
         name: flags.name,
     };
     tracing::info!(namespace = %target.namespace, name = %target.name, "serving VirtualCluster");
-    sync::run(host, tenant, target, flags.period, async move {
+    let tenancy = Tenancy {
+        workload_namespace: tenant_workload_namespace(&target.namespace, &target.name),
+        virtual_cluster: target.name.clone(),
+    };
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+        let _stopped_or_gone = stopped.wait_for(|stop| *stop).await;
+    };
+    let nodes = sync::run(
+        host.clone(),
+        tenant.clone(),
+        target,
+        flags.period,
+        until_stopped(stopped.clone()),
+    );
+    let pods = pod_sync::run(host, tenant, tenancy, flags.period, until_stopped(stopped));
+    let signal = async move {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = terminate.recv() => {}
         }
-    })
-    .await;
+        let _no_loop_left = stop.send(true);
+    };
+    tokio::join!(nodes, pods, signal);
     Ok(())
 }

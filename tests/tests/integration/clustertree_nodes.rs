@@ -25,11 +25,11 @@ use crate::controller_common::crd_path;
 use crate::support::eventually::eventually;
 
 const WAIT: Duration = Duration::from_secs(30);
-const NAMESPACE: &str = "team-a";
-const TENANT: &str = "tenant1";
+pub(crate) const NAMESPACE: &str = "team-a";
+pub(crate) const TENANT: &str = "tenant1";
 
 /// `vc-clustertree` built beside this test executable (target/debug).
-fn clustertree_binary() -> PathBuf {
+pub(crate) fn clustertree_binary() -> PathBuf {
     let executable = std::env::current_exe().unwrap();
     executable
         .ancestors()
@@ -40,7 +40,7 @@ fn clustertree_binary() -> PathBuf {
         .expect("vc-clustertree is not built; run `cargo build -p vc-clustertree`")
 }
 
-struct Process(Child);
+pub(crate) struct Process(pub(crate) Child);
 
 impl Drop for Process {
     fn drop(&mut self) {
@@ -49,7 +49,7 @@ impl Drop for Process {
     }
 }
 
-async fn claim(host: &kube::Client, node: &str, uid: &str, claimed: bool) {
+pub(crate) async fn claim(host: &kube::Client, node: &str, uid: &str, claimed: bool) {
     let patch = if claimed {
         json!({
             "metadata": {
@@ -75,7 +75,7 @@ async fn claim(host: &kube::Client, node: &str, uid: &str, claimed: bool) {
 
 /// What the controller grants a tenant's clustertree on the host: its VirtualCluster,
 /// and read access to exactly the nodes it claimed.
-fn clustertree_rbac(nodes: &[&str]) -> Vec<serde_json::Value> {
+pub(crate) fn clustertree_rbac(nodes: &[&str]) -> Vec<serde_json::Value> {
     vec![
         json!({
             "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
@@ -102,7 +102,7 @@ fn clustertree_rbac(nodes: &[&str]) -> Vec<serde_json::Value> {
     ]
 }
 
-fn kubectl_apply(kubeconfig: &std::path::Path, manifest: &str) {
+pub(crate) fn kubectl_apply(kubeconfig: &std::path::Path, manifest: &str) {
     let mut child = Command::new("kubectl")
         .arg("--kubeconfig")
         .arg(kubeconfig)

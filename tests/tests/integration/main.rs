@@ -38,6 +38,8 @@ mod chart;
 #[cfg(test)]
 mod clustertree_nodes;
 #[cfg(test)]
+mod clustertree_pods;
+#[cfg(test)]
 mod component_flags;
 #[cfg(test)]
 mod controller_leader;
