@@ -4,7 +4,7 @@
 //! restarts every component with new certificates and invalidates every kubeconfig handed
 //! out. An operator warned in time can choose when that happens instead.
 
-use super::inspect::inspect_certificate;
+use super::inspect::{CertificateFacts, inspect_certificate};
 use super::{CaKind, PkiError, PkiMaterial};
 
 /// How long before a CA's notAfter the tenant is warned.
@@ -20,7 +20,13 @@ pub fn approaching_expiry(
     ca_cert_pem: &str,
     now: jiff::Timestamp,
 ) -> Result<Option<jiff::Timestamp>, PkiError> {
-    let facts = inspect_certificate(ca_cert_pem.as_bytes())?;
+    expiry_within_warning(&inspect_certificate(ca_cert_pem.as_bytes())?, now)
+}
+
+fn expiry_within_warning(
+    facts: &CertificateFacts,
+    now: jiff::Timestamp,
+) -> Result<Option<jiff::Timestamp>, PkiError> {
     let not_after = facts
         .not_after_timestamp()
         .ok_or(PkiError::ValidityPeriod { what: "CA" })?;
@@ -54,13 +60,13 @@ impl CaNotices {
 pub fn ca_notices(material: &PkiMaterial, now: jiff::Timestamp) -> CaNotices {
     let mut notices = CaNotices::default();
     for kind in CaKind::ALL {
-        let pem = &material.ca(kind).cert_pem;
-        if let Ok(Some(not_after)) = approaching_expiry(pem, now) {
+        let Ok(facts) = inspect_certificate(material.ca(kind).cert_pem.as_bytes()) else {
+            continue;
+        };
+        if let Ok(Some(not_after)) = expiry_within_warning(&facts, now) {
             notices.expiring.push((kind, not_after));
         }
-        if let Ok(facts) = inspect_certificate(pem.as_bytes())
-            && facts.path_len != Some(0)
-        {
+        if facts.path_len != Some(0) {
             notices.without_path_len_zero.push(kind);
         }
     }
