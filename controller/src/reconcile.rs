@@ -1064,6 +1064,7 @@ async fn apply(vc: &VirtualCluster, ctx: &Context) -> Result<Action> {
     let observed = observe_service(apiserver_service.object.as_ref(), &held);
 
     let (material, issued, stored) = plan_pki(&tenant, &observed, ctx).await?;
+    let ca_notices = crate::pki::ca_notices(&material, k8s_openapi::jiff::Timestamp::now());
     let desired = DesiredState::build(vc, &ctx.build, &observed, &material).map_err(build_error)?;
     let secret_writes = write_pki_secrets(&desired.pki_secrets, &stored, ctx).await?;
     if secret_writes.created && !issued.is_empty() {
@@ -1139,6 +1140,7 @@ async fn apply(vc: &VirtualCluster, ctx: &Context) -> Result<Action> {
         kubeconfig_published: kubeconfig.published,
         clustertree_ready,
         waiting,
+        ca_notices,
         endpoint: observed
             .apiserver_cluster_ip
             .map(|_| resources::secrets::external_apiserver_url(&tenant, &observed)),
@@ -1148,6 +1150,9 @@ async fn apply(vc: &VirtualCluster, ctx: &Context) -> Result<Action> {
     let status_written = needs_write(vc.status.as_ref(), &status);
     if status_written {
         write_status(vc, &status, ctx).await?;
+        if let Some(event) = crate::status::ca_expiry_event(vc.status.as_ref(), &status) {
+            ctx.publish(vc, event).await;
+        }
         if let Some((reason, message)) = outcome.claims.problem()
             && reason == "NodeConflict"
             && condition_changed(vc, NODES_PROMOTED, &status)
@@ -1223,6 +1228,7 @@ struct Outcome {
     kubeconfig_published: bool,
     clustertree_ready: bool,
     waiting: Option<String>,
+    ca_notices: crate::pki::CaNotices,
     endpoint: Option<String>,
 }
 
@@ -1332,7 +1338,8 @@ fn desired_status(
     } else {
         DesiredCondition::new(READY, false, phase.as_str(), message.clone())
     };
-    for condition in [control_plane, nodes, clustertree, ready] {
+    let cas = crate::status::ca_condition(&outcome.ca_notices);
+    for condition in [control_plane, nodes, clustertree, ready, cas] {
         set_condition(&mut status.conditions, &condition, generation, now);
     }
     status.phase = Some(phase);

@@ -6,7 +6,17 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
+use kube::runtime::events::{Event, EventType};
 use vc_api::{Phase, VirtualClusterStatus};
+
+use crate::pki::{CA_EXPIRY_WARNING, CaKind, CaNotices};
+
+/// Condition type saying whether the tenant's CAs are good for longer than
+/// [`CA_EXPIRY_WARNING`]. It lives here rather than in `vc_api::condition_types` because
+/// only this controller sets it and nothing reads it back.
+pub const CERTIFICATE_AUTHORITIES_VALID: &str = "CertificateAuthoritiesValid";
+/// Reason of the Warning Event sent when a CA enters [`CA_EXPIRY_WARNING`].
+pub const CA_EXPIRING_REASON: &str = "CertificateAuthorityExpiring";
 
 /// One condition as the reconciler wants it; timestamps are filled by [`set_condition`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -73,6 +83,83 @@ pub fn set_condition(
         last_transition_time: Time(now),
         observed_generation: generation,
     });
+}
+
+/// The [`CERTIFICATE_AUTHORITIES_VALID`] condition for `notices`.
+///
+/// Only an approaching end makes it False: that one needs the operator. A CA without
+/// `pathLen 0` keeps working and is fixed at its next replacement, so it is named in a
+/// True condition instead of raising an alarm that could stand for years.
+pub fn ca_condition(notices: &CaNotices) -> DesiredCondition {
+    if !notices.expiring.is_empty() {
+        let cas: Vec<String> = notices
+            .expiring
+            .iter()
+            .map(|(kind, not_after)| format!("{} at {not_after}", kind.as_str()))
+            .collect();
+        return DesiredCondition::new(
+            CERTIFICATE_AUTHORITIES_VALID,
+            false,
+            "ExpiringSoon",
+            format!(
+                "CA expiry within {} days: {}. The controller replaces a CA only once it has expired, which reissues every certificate it signed, restarts the control plane and invalidates kubeconfigs handed out; delete the CA's Secret in a maintenance window to do it sooner",
+                CA_EXPIRY_WARNING.as_hours() / 24,
+                cas.join(", ")
+            ),
+        );
+    }
+    if !notices.without_path_len_zero.is_empty() {
+        let cas: Vec<&str> = notices
+            .without_path_len_zero
+            .iter()
+            .copied()
+            .map(CaKind::as_str)
+            .collect();
+        return DesiredCondition::new(
+            CERTIFICATE_AUTHORITIES_VALID,
+            true,
+            "NoPathLengthLimit",
+            format!(
+                "CAs {} carry no pathLen 0 limit; they stay in use and get it when next replaced",
+                cas.join(", ")
+            ),
+        );
+    }
+    DesiredCondition::new(
+        CERTIFICATE_AUTHORITIES_VALID,
+        true,
+        "Valid",
+        format!(
+            "every CA is valid for more than {} days",
+            CA_EXPIRY_WARNING.as_hours() / 24
+        ),
+    )
+}
+
+/// The Warning Event to send when `desired` reports an expiring CA that `previous` did
+/// not, so each approaching expiry is announced once rather than on every pass.
+pub fn ca_expiry_event(
+    previous: Option<&VirtualClusterStatus>,
+    desired: &VirtualClusterStatus,
+) -> Option<Event> {
+    let find = |status: &VirtualClusterStatus| {
+        status
+            .conditions
+            .iter()
+            .find(|condition| condition.type_ == CERTIFICATE_AUTHORITIES_VALID)
+            .map(|condition| (condition.status.clone(), condition.message.clone()))
+    };
+    let (status, message) = find(desired)?;
+    if status != status_word(false) || previous.and_then(find) == Some((status, message.clone())) {
+        return None;
+    }
+    Some(Event {
+        type_: EventType::Warning,
+        reason: CA_EXPIRING_REASON.to_owned(),
+        note: Some(message.chars().take(1000).collect()),
+        action: "IssueCertificates".to_owned(),
+        secondary: None,
+    })
 }
 
 /// What the reconcile found, reduced to what the phase depends on.
@@ -248,6 +335,67 @@ mod tests {
             compute_phase(first_rollout, Some(Phase::Initialized)),
             Phase::Initialized
         );
+    }
+
+    fn status_with(condition: &DesiredCondition) -> VirtualClusterStatus {
+        let mut status = VirtualClusterStatus::default();
+        set_condition(&mut status.conditions, condition, Some(1), at(0));
+        status
+    }
+
+    #[test]
+    fn an_expiring_ca_turns_its_condition_false_and_is_announced_once() {
+        let end = at(90 * 86_400);
+        let valid = ca_condition(&CaNotices::default());
+        assert_eq!(valid.type_, CERTIFICATE_AUTHORITIES_VALID);
+        assert!(valid.status, "{valid:?}");
+        assert_eq!(valid.reason, "Valid");
+
+        let expiring = ca_condition(&CaNotices {
+            expiring: vec![(CaKind::Etcd, end)],
+            without_path_len_zero: vec![CaKind::Etcd],
+        });
+        assert!(!expiring.status);
+        assert_eq!(expiring.reason, "ExpiringSoon");
+        assert!(
+            expiring.message.contains(&format!("etcd-ca at {end}")),
+            "{}",
+            expiring.message
+        );
+
+        let before = status_with(&valid);
+        let after = status_with(&expiring);
+        let event = ca_expiry_event(Some(&before), &after).unwrap();
+        assert_eq!(event.type_, EventType::Warning);
+        assert_eq!(event.reason, CA_EXPIRING_REASON);
+        assert_eq!(event.note.as_deref(), Some(expiring.message.as_str()));
+        assert!(ca_expiry_event(None, &after).is_some());
+        // Already announced, or nothing to announce: no Event.
+        assert!(ca_expiry_event(Some(&after), &after).is_none());
+        assert!(ca_expiry_event(Some(&after), &before).is_none());
+        assert!(ca_expiry_event(None, &VirtualClusterStatus::default()).is_none());
+        // A second CA entering the window is news.
+        let both = status_with(&ca_condition(&CaNotices {
+            expiring: vec![(CaKind::Etcd, end), (CaKind::Cluster, end)],
+            without_path_len_zero: Vec::new(),
+        }));
+        assert!(ca_expiry_event(Some(&after), &both).is_some());
+    }
+
+    #[test]
+    fn a_ca_without_path_len_is_named_without_an_alarm() {
+        let condition = ca_condition(&CaNotices {
+            expiring: Vec::new(),
+            without_path_len_zero: vec![CaKind::Cluster, CaKind::FrontProxy],
+        });
+        assert!(condition.status);
+        assert_eq!(condition.reason, "NoPathLengthLimit");
+        assert!(
+            condition.message.contains("ca, front-proxy-ca"),
+            "{}",
+            condition.message
+        );
+        assert!(ca_expiry_event(None, &status_with(&condition)).is_none());
     }
 
     #[test]

@@ -26,6 +26,8 @@ pub struct CertificateFacts {
     pub usage: Option<Usage>,
     /// Basic constraints say CA.
     pub is_ca: bool,
+    /// The CA's path length limit; `None` when the certificate sets none (or is no CA).
+    pub path_len: Option<u32>,
     /// Start of validity, Unix seconds.
     pub not_before: i64,
     /// End of validity, Unix seconds.
@@ -44,6 +46,11 @@ impl CertificateFacts {
     /// Whether the certificate's validity has ended at `now`.
     pub fn expired_at(&self, now: jiff::Timestamp) -> bool {
         now.as_second() >= self.not_after
+    }
+
+    /// End of validity as a timestamp; `None` only for a date no timestamp can hold.
+    pub fn not_after_timestamp(&self) -> Option<jiff::Timestamp> {
+        jiff::Timestamp::from_second(self.not_after).ok()
     }
 
     /// Whether less than a third of the lifetime is left at `now`.
@@ -115,8 +122,12 @@ fn facts_of(certificate: &X509Certificate<'_>) -> CertificateFacts {
         },
         _ => None,
     };
-    let is_ca =
-        matches!(certificate.basic_constraints(), Ok(Some(constraints)) if constraints.value.ca);
+    let (is_ca, path_len) = match certificate.basic_constraints() {
+        Ok(Some(constraints)) if constraints.value.ca => {
+            (true, constraints.value.path_len_constraint)
+        }
+        _ => (false, None),
+    };
     CertificateFacts {
         common_name,
         organization,
@@ -124,6 +135,7 @@ fn facts_of(certificate: &X509Certificate<'_>) -> CertificateFacts {
         ip_addresses,
         usage,
         is_ca,
+        path_len,
         not_before: certificate.validity().not_before.timestamp(),
         not_after: certificate.validity().not_after.timestamp(),
         public_key: certificate.public_key().subject_public_key.data.to_vec(),

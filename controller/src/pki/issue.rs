@@ -8,6 +8,8 @@ use rcgen::{
     Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 
+use super::check::check_san;
+use super::inspect::inspect_certificate;
 use super::profile::{LeafProfile, Usage};
 use super::stored::{PrivateKeyPem, StoredCertificate};
 use super::{
@@ -62,6 +64,19 @@ impl PkiMaterial {
     }
 }
 
+#[cfg(test)]
+impl PkiMaterial {
+    /// Puts a CA in place, to build material as other code once issued it.
+    pub(super) fn set_ca(&mut self, kind: CaKind, certificate: IssuedCertificate) {
+        self.cas[kind as usize] = certificate;
+    }
+
+    /// Puts a leaf in place, to build material as other code once issued it.
+    pub(super) fn set_leaf(&mut self, kind: LeafKind, certificate: IssuedCertificate) {
+        self.leaves[kind as usize] = certificate;
+    }
+}
+
 /// Lists what the material holds without showing any key.
 impl fmt::Debug for PkiMaterial {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -77,7 +92,9 @@ impl fmt::Debug for PkiMaterial {
 /// Issues every certificate and key `plan` asks for; keeps the rest from `existing`.
 ///
 /// Reissued leaves are signed by the CA the material ends up with: the stored one when
-/// the plan keeps it, the new one otherwise.
+/// the plan keeps it, the new one otherwise, and end no later than that CA. Tenant names
+/// are checked only when a leaf is signed, so a tenant that needs nothing new keeps
+/// running whatever its names are.
 pub fn issue(
     tenant: &TenantIdentity,
     existing: &ExistingPki,
@@ -92,20 +109,26 @@ pub fn issue(
         .try_into()
         .map_err(|_| PkiError::PlanMismatch { what: "CA list" })?;
 
-    let mut issuers: BTreeMap<CaKind, Issuer<'static, KeyPair>> = BTreeMap::new();
+    if LeafKind::ALL
+        .iter()
+        .any(|kind| decision(&plan.leaves, *kind).is_issue())
+    {
+        tenant.check_names()?;
+    }
+    let mut signers: BTreeMap<CaKind, Signer> = BTreeMap::new();
     let mut leaves = Vec::with_capacity(LeafKind::ALL.len());
     for kind in LeafKind::ALL {
         let ca = &cas[kind.signer() as usize];
         let leaf = match decision(&plan.leaves, kind) {
             Decision::Keep => kept(existing.leaf(kind), kind.as_str(), &ca.cert_pem)?,
             Decision::Issue(_) => {
-                let issuer = match issuers.entry(kind.signer()) {
+                let signer = match signers.entry(kind.signer()) {
                     std::collections::btree_map::Entry::Occupied(entry) => entry.into_mut(),
                     std::collections::btree_map::Entry::Vacant(entry) => {
-                        entry.insert(load_issuer(kind.signer(), ca)?)
+                        entry.insert(load_signer(kind.signer(), ca)?)
                     }
                 };
-                issue_leaf(kind, &kind.profile(tenant), issuer, &ca.cert_pem, now)?
+                issue_leaf(kind, &kind.profile(tenant), signer, &ca.cert_pem, now)?
             }
         };
         leaves.push(leaf);
@@ -179,13 +202,13 @@ fn ensure_ca(
     let key = generate_key(what)?;
     let mut params = CertificateParams::default();
     params.distinguished_name = distinguished_name(kind.common_name(), None);
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     params.key_usages = vec![
         KeyUsagePurpose::DigitalSignature,
         KeyUsagePurpose::KeyCertSign,
         KeyUsagePurpose::CrlSign,
     ];
-    set_validity(&mut params, now, CA_LIFETIME, what)?;
+    set_validity(&mut params, now, CA_LIFETIME, None, what)?;
     let certificate = params
         .self_signed(&key)
         .map_err(|source| PkiError::SignCertificate { what, source })?;
@@ -197,18 +220,36 @@ fn ensure_ca(
     })
 }
 
-fn load_issuer(kind: CaKind, ca: &IssuedCertificate) -> Result<Issuer<'static, KeyPair>, PkiError> {
-    let what = kind.as_str();
-    let key = KeyPair::from_pem(ca.key_pem.expose())
-        .map_err(|source| PkiError::LoadSigningCa { what, source })?;
-    Issuer::from_ca_cert_pem(&ca.cert_pem, key)
-        .map_err(|source| PkiError::LoadSigningCa { what, source })
+/// A CA loaded to sign with, and its notAfter (Unix seconds), which caps its leaves.
+pub(super) struct Signer {
+    pub(super) issuer: Issuer<'static, KeyPair>,
+    pub(super) not_after: i64,
 }
 
-fn issue_leaf(
+pub(super) fn load_signer(kind: CaKind, ca: &IssuedCertificate) -> Result<Signer, PkiError> {
+    let what = kind.as_str();
+    let not_after = inspect_certificate(ca.cert_pem.as_bytes())
+        .map_err(|error| match error {
+            PkiError::ParseExistingCertificate { reason, .. } => {
+                PkiError::ParseExistingCertificate {
+                    what: what.to_owned(),
+                    reason,
+                }
+            }
+            other => other,
+        })?
+        .not_after;
+    let key = KeyPair::from_pem(ca.key_pem.expose())
+        .map_err(|source| PkiError::LoadSigningCa { what, source })?;
+    let issuer = Issuer::from_ca_cert_pem(&ca.cert_pem, key)
+        .map_err(|source| PkiError::LoadSigningCa { what, source })?;
+    Ok(Signer { issuer, not_after })
+}
+
+pub(super) fn issue_leaf(
     kind: LeafKind,
     profile: &LeafProfile,
-    issuer: &Issuer<'static, KeyPair>,
+    signer: &Signer,
     ca_pem: &str,
     now: jiff::Timestamp,
 ) -> Result<IssuedCertificate, PkiError> {
@@ -230,6 +271,7 @@ fn issue_leaf(
     params.use_authority_key_identifier_extension = true;
     let mut sans = Vec::with_capacity(profile.dns_names.len() + profile.ip_addresses.len());
     for dns in &profile.dns_names {
+        check_san(what, dns)?;
         let name = dns
             .as_str()
             .try_into()
@@ -238,9 +280,15 @@ fn issue_leaf(
     }
     sans.extend(profile.ip_addresses.iter().copied().map(SanType::IpAddress));
     params.subject_alt_names = sans;
-    set_validity(&mut params, now, LEAF_LIFETIME, what)?;
+    set_validity(
+        &mut params,
+        now,
+        LEAF_LIFETIME,
+        Some(signer.not_after),
+        what,
+    )?;
     let certificate = params
-        .signed_by(&key, issuer)
+        .signed_by(&key, &signer.issuer)
         .map_err(|source| PkiError::SignCertificate { what, source })?;
     Ok(IssuedCertificate {
         cert_pem: certificate.pem(),
@@ -249,7 +297,7 @@ fn issue_leaf(
     })
 }
 
-fn generate_key(what: &'static str) -> Result<KeyPair, PkiError> {
+pub(super) fn generate_key(what: &'static str) -> Result<KeyPair, PkiError> {
     KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
         .map_err(|source| PkiError::GenerateKey { what, source })
 }
@@ -263,17 +311,27 @@ fn distinguished_name(common_name: &str, organization: Option<&str>) -> Distingu
     name
 }
 
+/// Validity from [`BACKDATE`] before `now` for `lifetime`, ending no later than `cap`
+/// (Unix seconds).
 fn set_validity(
     params: &mut CertificateParams,
     now: jiff::Timestamp,
     lifetime: jiff::SignedDuration,
+    cap: Option<i64>,
     what: &'static str,
 ) -> Result<(), PkiError> {
-    let at = |offset: jiff::SignedDuration| {
-        let seconds = now.as_second().checked_add(offset.as_secs())?;
-        time::OffsetDateTime::from_unix_timestamp(seconds).ok()
-    };
-    params.not_before = at(-BACKDATE).ok_or(PkiError::ValidityPeriod { what })?;
-    params.not_after = at(lifetime).ok_or(PkiError::ValidityPeriod { what })?;
+    let invalid = || PkiError::ValidityPeriod { what };
+    let at = |offset: jiff::SignedDuration| now.as_second().checked_add(offset.as_secs());
+    let not_before = at(-BACKDATE).ok_or_else(invalid)?;
+    let mut not_after = at(lifetime).ok_or_else(invalid)?;
+    if let Some(cap) = cap {
+        not_after = not_after.min(cap);
+    }
+    if not_after <= not_before {
+        return Err(invalid());
+    }
+    let time = |seconds: i64| time::OffsetDateTime::from_unix_timestamp(seconds).ok();
+    params.not_before = time(not_before).ok_or_else(invalid)?;
+    params.not_after = time(not_after).ok_or_else(invalid)?;
     Ok(())
 }

@@ -8,11 +8,26 @@
 //! Rules:
 //! - a CA is never regenerated while it is valid: every running component of the tenant
 //!   trusts it, and a new one would cut them all off at once;
-//! - a leaf lasts one year and is reissued, signed by the existing CA, when less than a
-//!   third of its lifetime is left, or when its subject, SANs or signer no longer match.
+//! - a CA signs leaves only, so it carries `pathLen 0`: a leaked or mis-issued leaf can
+//!   then never act as an intermediate that the tenant's components would trust;
+//! - a leaf lasts one year but never past its CA's notAfter: a leaf outliving its CA is
+//!   unusable from that day on anyway, and a lifetime that looks longer than the chain it
+//!   hangs from hides the real deadline from whoever reads it;
+//! - a leaf is reissued, signed by the existing CA, when less than a third of its lifetime
+//!   is left (unless it already ends with its CA, where a new one could not last longer),
+//!   when it outlives its CA, or when its subject, SANs or signer no longer match;
+//! - text a tenant controls (its name and namespace, `externalHosts`, its Service's
+//!   load-balancer hosts) reaches certificates only as DNS names or IP addresses, checked
+//!   by [`TenantIdentity::check_names`] before anything is signed. Subjects are kubeadm's
+//!   fixed names, except etcd's, which are its Service names and so carry the checked
+//!   tenant name.
+//! - [`ca_notices`] tells the reconciler which CAs end within [`CA_EXPIRY_WARNING`] or
+//!   lack `pathLen 0`, so it can warn before the tenant's certificates stop working.
 
+mod check;
 mod inspect;
 mod issue;
+mod notice;
 mod profile;
 mod stored;
 
@@ -22,6 +37,7 @@ use std::net::IpAddr;
 
 pub use inspect::{CertificateFacts, inspect_certificate};
 pub use issue::{IssuedCertificate, PkiMaterial, ServiceAccountKey, issue};
+pub use notice::{CA_EXPIRY_WARNING, CaNotices, approaching_expiry, ca_notices};
 pub use profile::{LeafProfile, Usage};
 pub use stored::{
     CA_CERT_KEY, ExistingPki, PrivateKeyPem, SA_PRIVATE_KEY, SA_PUBLIC_KEY, StoredCertificate,
@@ -214,6 +230,8 @@ pub enum IssueReason {
     SansChanged,
     /// The signing CA was reissued or the leaf was not signed by the current CA.
     SignerChanged,
+    /// The leaf's notAfter is later than its CA's.
+    OutlivesSigner,
 }
 
 impl IssueReason {
@@ -228,6 +246,7 @@ impl IssueReason {
             Self::SubjectChanged => "subject-changed",
             Self::SansChanged => "sans-changed",
             Self::SignerChanged => "signer-changed",
+            Self::OutlivesSigner => "outlives-ca",
         }
     }
 }
@@ -316,11 +335,24 @@ pub enum PkiError {
         /// Why, without any key material.
         reason: String,
     },
-    /// A validity period is not representable.
+    /// A validity period is not representable, or the signing CA ends before the leaf
+    /// could start.
     #[error("invalid validity period for the {what} certificate")]
     ValidityPeriod {
         /// Which certificate.
         what: &'static str,
+    },
+    /// Tenant-controlled text bound for a certificate is not a DNS name or IP address.
+    /// The value is shown escaped (`{:?}`) and cut short, so it cannot forge lines in
+    /// the logs, Events or status it ends up in.
+    #[error("{field} {value:?} cannot go into a certificate: {rule}")]
+    CheckName {
+        /// Where the text comes from.
+        field: &'static str,
+        /// The text, at most [`check::MAX_SHOWN`] characters of it.
+        value: String,
+        /// What is accepted.
+        rule: &'static str,
     },
 }
 
@@ -331,8 +363,13 @@ pub fn plan_certificates(
     now: jiff::Timestamp,
 ) -> PkiPlan {
     let mut cas = BTreeMap::new();
+    let mut ca_ends = BTreeMap::new();
     for kind in CaKind::ALL {
-        cas.insert(kind, decide_ca(existing.ca(kind), now));
+        let (decision, end) = decide_ca(existing.ca(kind), now);
+        cas.insert(kind, decision);
+        if let Some(end) = end {
+            ca_ends.insert(kind, end);
+        }
     }
     let service_account = existing.service_account_decision();
     let mut leaves = BTreeMap::new();
@@ -347,7 +384,7 @@ pub fn plan_certificates(
             decide_leaf(
                 kind.profile(tenant),
                 existing.leaf(kind),
-                existing.ca(signer),
+                existing.ca(signer).zip(ca_ends.get(&signer).copied()),
                 now,
             )
         };
@@ -371,29 +408,36 @@ pub fn ensure_pki(
     Ok((plan, material))
 }
 
-fn decide_ca(stored: Option<&StoredCertificate>, now: jiff::Timestamp) -> Decision {
+/// The decision for a stored CA and, when it is kept, its notAfter (Unix seconds).
+///
+/// A CA without `pathLen 0` is kept: replacing a valid CA cuts off every component and
+/// every kubeconfig that trusts it, while the missing limit only matters if the CA's key
+/// signs an intermediate, which this controller never does. It gets `pathLen 0` at its
+/// next replacement and is reported by [`ca_notices`] until then.
+fn decide_ca(stored: Option<&StoredCertificate>, now: jiff::Timestamp) -> (Decision, Option<i64>) {
     let Some(stored) = stored else {
-        return Decision::Issue(IssueReason::Missing);
+        return (Decision::Issue(IssueReason::Missing), None);
     };
     let facts = match stored.facts() {
         Ok(facts) => facts,
-        Err(reason) => return Decision::Issue(reason),
+        Err(reason) => return (Decision::Issue(reason), None),
     };
     if !facts.is_ca {
-        return Decision::Issue(IssueReason::SubjectChanged);
+        return (Decision::Issue(IssueReason::SubjectChanged), None);
     }
     // A CA that is not yet valid is kept: that only means this controller's clock is
     // behind the one that issued it, and replacing the CA would cut off the tenant.
     if facts.expired_at(now) {
-        return Decision::Issue(IssueReason::Expired);
+        return (Decision::Issue(IssueReason::Expired), None);
     }
-    Decision::Keep
+    (Decision::Keep, Some(facts.not_after))
 }
 
+/// `signer` is the kept CA with its notAfter (Unix seconds).
 fn decide_leaf(
     profile: LeafProfile,
     stored: Option<&StoredCertificate>,
-    signer: Option<&StoredCertificate>,
+    signer: Option<(&StoredCertificate, i64)>,
     now: jiff::Timestamp,
 ) -> Decision {
     let Some(stored) = stored else {
@@ -408,11 +452,18 @@ fn decide_leaf(
     if facts.expired_at(now) {
         return Decision::Issue(IssueReason::Expired);
     }
-    if facts.needs_renewal(now) {
+    let signer_end = signer.map(|(_, end)| end);
+    // A leaf that already ends with its CA would be reissued with the same notAfter, on
+    // every pass, ever more often as the CA nears its end.
+    let ends_with_signer = signer_end.is_some_and(|end| facts.not_after >= end);
+    if facts.needs_renewal(now) && !ends_with_signer {
         return Decision::Issue(IssueReason::Renewal);
     }
-    if !signer.is_some_and(|ca| stored.is_signed_by(ca)) {
+    if !signer.is_some_and(|(ca, _)| stored.is_signed_by(ca)) {
         return Decision::Issue(IssueReason::SignerChanged);
+    }
+    if signer_end.is_some_and(|end| facts.not_after > end) {
+        return Decision::Issue(IssueReason::OutlivesSigner);
     }
     if facts.common_name != profile.common_name
         || facts.organization != profile.organization

@@ -63,6 +63,15 @@ fn facts(pem: &str) -> CertificateFacts {
 }
 
 fn verify_server(ca_pem: &str, leaf_pem: &str, server_name: &str) -> Result<(), rustls::Error> {
+    verify_server_at(ca_pem, leaf_pem, server_name, now() + days(1))
+}
+
+fn verify_server_at(
+    ca_pem: &str,
+    leaf_pem: &str,
+    server_name: &str,
+    at: jiff::Timestamp,
+) -> Result<(), rustls::Error> {
     let mut roots = rustls::RootCertStore::empty();
     roots
         .add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap())
@@ -73,9 +82,7 @@ fn verify_server(ca_pem: &str, leaf_pem: &str, server_name: &str) -> Result<(), 
         .unwrap();
     let leaf = CertificateDer::from_pem_slice(leaf_pem.as_bytes()).unwrap();
     let name = ServerName::try_from(server_name.to_owned()).unwrap();
-    let at = UnixTime::since_unix_epoch(std::time::Duration::from_secs(
-        (now() + days(1)).as_second() as u64,
-    ));
+    let at = UnixTime::since_unix_epoch(std::time::Duration::from_secs(at.as_second() as u64));
     verifier
         .verify_server_cert(&leaf, &[], &name, &[], at)
         .map(|_| ())
@@ -552,4 +559,345 @@ fn unparseable_certificates_are_reported_without_their_content() {
         "{error}"
     );
     assert!(!error.to_string().contains("AAAA"), "{error}");
+}
+
+/// A CA as the controller issued them before `pathLen 0`: same key and subject as
+/// `ca`, no path length limit, valid from `issued_at` for `lifetime`.
+fn unconstrained_ca(
+    kind: CaKind,
+    ca: &IssuedCertificate,
+    issued_at: jiff::Timestamp,
+    lifetime: jiff::SignedDuration,
+) -> IssuedCertificate {
+    let key = rcgen::KeyPair::from_pem(ca.key_pem.expose()).unwrap();
+    let mut params = rcgen::CertificateParams::default();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, kind.common_name());
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        rcgen::KeyUsagePurpose::DigitalSignature,
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+    ];
+    let at = |instant: jiff::Timestamp| {
+        time::OffsetDateTime::from_unix_timestamp(instant.as_second()).unwrap()
+    };
+    params.not_before = at(issued_at - BACKDATE);
+    params.not_after = at(issued_at + lifetime);
+    let cert_pem = params.self_signed(&key).unwrap().pem();
+    IssuedCertificate {
+        ca_pem: cert_pem.clone(),
+        cert_pem,
+        key_pem: ca.key_pem.clone(),
+    }
+}
+
+/// A tenant's PKI as the controller issued it before leaves were capped and CAs had
+/// `pathLen 0`: CAs living `ca_lifetime` without a path length limit, leaves living a
+/// full year whatever their CA's end.
+fn legacy_material(
+    tenant: &TenantIdentity,
+    issued_at: jiff::Timestamp,
+    ca_lifetime: jiff::SignedDuration,
+) -> PkiMaterial {
+    let (_, mut material) = ensure_pki(tenant, &ExistingPki::default(), issued_at).unwrap();
+    for kind in CaKind::ALL {
+        let legacy = unconstrained_ca(kind, material.ca(kind), issued_at, ca_lifetime);
+        material.set_ca(kind, legacy);
+    }
+    for kind in LeafKind::ALL {
+        let ca = material.ca(kind.signer()).clone();
+        let key = rcgen::KeyPair::from_pem(ca.key_pem.expose()).unwrap();
+        let signer = issue::Signer {
+            issuer: rcgen::Issuer::from_ca_cert_pem(&ca.cert_pem, key).unwrap(),
+            not_after: i64::MAX,
+        };
+        let leaf = issue::issue_leaf(
+            kind,
+            &kind.profile(tenant),
+            &signer,
+            &ca.cert_pem,
+            issued_at,
+        )
+        .unwrap();
+        material.set_leaf(kind, leaf);
+    }
+    material
+}
+
+fn leaf_ends(material: &PkiMaterial) -> Vec<(LeafKind, i64)> {
+    LeafKind::ALL
+        .iter()
+        .map(|kind| (*kind, facts(&material.leaf(*kind).cert_pem).not_after))
+        .collect()
+}
+
+#[test]
+fn leaves_reissued_in_the_cas_last_year_end_with_it() {
+    let tenant = identity("prod");
+    let material = fresh(&tenant);
+    let existing = stored(&tenant, &material);
+    // 200 days before the CAs end, every one-year leaf has long expired.
+    let late = now() + days(3650 - 200);
+    let (plan, renewed) = ensure_pki(&tenant, &existing, late).unwrap();
+    assert!(plan.cas.values().all(|d| *d == Decision::Keep), "{plan:?}");
+    assert!(
+        plan.leaves
+            .values()
+            .all(|d| *d == Decision::Issue(IssueReason::Expired))
+    );
+    for (kind, end) in leaf_ends(&renewed) {
+        let ca_end = facts(&renewed.ca(kind.signer()).cert_pem).not_after;
+        assert_eq!(end, ca_end, "{kind:?} must end with its CA");
+        assert_eq!(ca_end, (now() + days(3650)).as_second());
+    }
+    verify_server_at(
+        &renewed.ca(CaKind::Cluster).cert_pem,
+        &renewed.leaf(LeafKind::ApiServer).cert_pem,
+        "prod.example.com",
+        late + days(1),
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_stored_leaf_that_outlives_its_ca_is_reissued_to_end_with_it() {
+    let tenant = identity("prod");
+    // CAs of 100 days under year-long leaves: every leaf outlives its CA.
+    let legacy = legacy_material(&tenant, now(), days(100));
+    let existing = stored(&tenant, &legacy);
+    let at = now() + days(1);
+    let (plan, renewed) = ensure_pki(&tenant, &existing, at).unwrap();
+    assert!(plan.cas.values().all(|d| *d == Decision::Keep), "{plan:?}");
+    assert!(
+        plan.leaves
+            .values()
+            .all(|d| *d == Decision::Issue(IssueReason::OutlivesSigner)),
+        "{plan:?}"
+    );
+    for (kind, end) in leaf_ends(&renewed) {
+        assert_eq!(renewed.ca(kind.signer()), legacy.ca(kind.signer()));
+        assert_eq!(end, (now() + days(100)).as_second(), "{kind:?}");
+        assert!(inspect::verify_signed_by(
+            renewed.leaf(kind).cert_pem.as_bytes(),
+            legacy.ca(kind.signer()).cert_pem.as_bytes()
+        ));
+    }
+    assert_eq!(IssueReason::OutlivesSigner.as_str(), "outlives-ca");
+
+    // Settled: ending with the CA is not "outliving" it.
+    let settled = stored(&tenant, &renewed);
+    assert!(!plan_certificates(&tenant, &settled, at).issues_anything());
+}
+
+#[test]
+fn a_leaf_that_ends_with_its_ca_is_not_renewed_over_and_over() {
+    let tenant = identity("prod");
+    let material = fresh(&tenant);
+    let (_, capped) = ensure_pki(
+        &tenant,
+        &stored(&tenant, &material),
+        now() + days(3650 - 90),
+    )
+    .unwrap();
+    let existing = stored(&tenant, &capped);
+    // Ten days before the end, far less than a third of every leaf's life is left, but a
+    // new leaf could not end any later.
+    let plan = plan_certificates(&tenant, &existing, now() + days(3650 - 10));
+    assert!(!plan.issues_anything(), "{plan:?}");
+    // Once the CA has expired, it and everything it signed are replaced as before.
+    let plan = plan_certificates(&tenant, &existing, now() + days(3650) + BACKDATE);
+    assert!(
+        plan.cas
+            .values()
+            .all(|d| *d == Decision::Issue(IssueReason::Expired))
+    );
+    assert!(plan.leaves.values().all(|d| d.is_issue()));
+}
+
+#[test]
+fn cas_carry_path_len_zero_and_leaves_no_ca_flag() {
+    let tenant = identity("prod");
+    let material = fresh(&tenant);
+    for kind in CaKind::ALL {
+        assert_eq!(
+            facts(&material.ca(kind).cert_pem).path_len,
+            Some(0),
+            "{kind:?}"
+        );
+    }
+    for kind in LeafKind::ALL {
+        assert_eq!(facts(&material.leaf(kind).cert_pem).path_len, None);
+    }
+    // Kubernetes components verify with Go's crypto/x509, which enforces a root's
+    // MaxPathLen: with 0, no chain through an intermediate under this CA verifies.
+}
+
+#[test]
+fn an_old_pki_is_read_and_kept_and_its_missing_path_len_only_reported() {
+    let tenant = identity("prod");
+    let legacy = legacy_material(&tenant, now(), days(3650));
+    let existing = stored(&tenant, &legacy);
+    // Replacing a valid CA would cut off every component and kubeconfig that trusts it.
+    let (plan, kept) = ensure_pki(&tenant, &existing, now() + days(30)).unwrap();
+    assert!(!plan.issues_anything(), "{plan:?}");
+    assert!(kept == legacy, "an old PKI must be kept byte for byte");
+    let notices = ca_notices(&kept, now() + days(30));
+    assert_eq!(notices.without_path_len_zero, CaKind::ALL);
+    assert!(notices.expiring.is_empty());
+
+    // Its leaves renew as before, under the kept CA.
+    let (plan, renewed) = ensure_pki(&tenant, &existing, now() + days(300)).unwrap();
+    assert!(plan.cas.values().all(|d| *d == Decision::Keep));
+    assert!(
+        plan.leaves
+            .values()
+            .all(|d| *d == Decision::Issue(IssueReason::Renewal))
+    );
+    assert_eq!(renewed.ca(CaKind::Etcd), legacy.ca(CaKind::Etcd));
+
+    // The replacement of an expired old CA carries the limit, and nothing is reported.
+    let after = now() + days(3651);
+    let (_, replaced) = ensure_pki(&tenant, &existing, after).unwrap();
+    for kind in CaKind::ALL {
+        assert_eq!(facts(&replaced.ca(kind).cert_pem).path_len, Some(0));
+    }
+    assert!(ca_notices(&replaced, after).is_empty());
+}
+
+#[test]
+fn a_ca_is_announced_ninety_days_before_it_ends() {
+    let tenant = identity("prod");
+    let material = fresh(&tenant);
+    let end = now() + days(3650);
+    let ca = &material.ca(CaKind::Etcd).cert_pem;
+    assert_eq!(CA_EXPIRY_WARNING, days(90));
+    assert_eq!(approaching_expiry(ca, end - days(91)).unwrap(), None);
+    assert_eq!(approaching_expiry(ca, end - days(90)).unwrap(), Some(end));
+    assert_eq!(approaching_expiry(ca, end + days(1)).unwrap(), Some(end));
+    assert!(ca_notices(&material, end - days(91)).is_empty());
+
+    // Only the front-proxy CA is old and short-lived: it alone is announced.
+    let mut mixed = material.clone();
+    let short = unconstrained_ca(
+        CaKind::FrontProxy,
+        material.ca(CaKind::FrontProxy),
+        now(),
+        days(60),
+    );
+    mixed.set_ca(CaKind::FrontProxy, short);
+    let notices = ca_notices(&mixed, now());
+    assert_eq!(notices.expiring, [(CaKind::FrontProxy, now() + days(60))]);
+    assert_eq!(notices.without_path_len_zero, [CaKind::FrontProxy]);
+
+    let error = approaching_expiry("not a certificate", now()).unwrap_err();
+    assert!(matches!(error, PkiError::ParseExistingCertificate { .. }));
+}
+
+#[test]
+fn tenant_text_reaches_certificates_only_as_dns_names_or_ip_addresses() {
+    let tenant = identity("prod");
+    let refused = |identity: TenantIdentity, field: &str| {
+        let error = ensure_pki(&identity, &ExistingPki::default(), now()).unwrap_err();
+        let PkiError::CheckName { field: named, .. } = &error else {
+            panic!("expected CheckName, got {error}");
+        };
+        assert_eq!(*named, field, "{error}");
+        error.to_string()
+    };
+    for host in [
+        "https://vc.example.com",
+        "vc.example.com,CN=kubernetes-admin",
+        "vc example.com",
+        "vc.example.com\nforged: line",
+        "caf\u{e9}.example.com",
+        "",
+    ] {
+        let message = refused(
+            TenantIdentity {
+                external_hosts: vec![host.to_owned()],
+                ..tenant.clone()
+            },
+            "spec.controlPlane.apiServer.externalHosts",
+        );
+        assert!(!message.contains('\n'), "{message}");
+    }
+    let message = refused(
+        TenantIdentity {
+            external_hosts: vec![format!("{}.example.com", "x".repeat(5000))],
+            ..tenant.clone()
+        },
+        "spec.controlPlane.apiServer.externalHosts",
+    );
+    assert!(message.len() < 400, "{message}");
+    refused(
+        TenantIdentity {
+            load_balancer_hosts: vec!["*.elb.example.com".to_owned()],
+            ..tenant.clone()
+        },
+        "the apiserver Service's load-balancer ingress",
+    );
+    for name in ["Prod", "prod.evil.com", "9prod", "prod_1", ""] {
+        refused(identity(name), "metadata.name");
+    }
+    refused(
+        TenantIdentity {
+            namespace: "team-a.svc".to_owned(),
+            ..tenant.clone()
+        },
+        "metadata.namespace",
+    );
+    // Each part fits, the SAN built from them does not: "NAME-apiserver" is a 64-byte label.
+    refused(identity(&"p".repeat(54)), "apiserver");
+
+    // What the webhook accepts is accepted here too.
+    let accepted = TenantIdentity {
+        external_hosts: vec![
+            "*.vc.example.com".to_owned(),
+            "2001:db8::7".to_owned(),
+            "VC.Example.com".to_owned(),
+        ],
+        load_balancer_hosts: vec!["a1b2.elb.example.com".to_owned(), "198.51.100.4".to_owned()],
+        ..tenant.clone()
+    };
+    let material = fresh(&accepted);
+    let apiserver = facts(&material.leaf(LeafKind::ApiServer).cert_pem);
+    assert!(apiserver.dns_names.contains("*.vc.example.com"));
+    assert!(apiserver.dns_names.contains("a1b2.elb.example.com"));
+    // The only tenant text in a subject is etcd's Service name, made of the checked name.
+    for kind in LeafKind::ALL {
+        let leaf = facts(&material.leaf(kind).cert_pem);
+        if leaf.common_name.contains("prod") {
+            assert!(
+                ["prod-etcd", "prod-etcd-peer"].contains(&leaf.common_name.as_str()),
+                "{leaf:?}"
+            );
+        }
+        assert!(!leaf.organization.unwrap_or_default().contains("prod"));
+    }
+}
+
+#[test]
+fn a_settled_tenant_with_a_name_refused_today_keeps_running() {
+    let tenant = identity("prod");
+    let material = fresh(&tenant);
+    let existing = stored(&tenant, &material);
+    // The hosts changed to something that cannot be signed: the apiserver certificate
+    // cannot be reissued, and nothing else is touched.
+    let bad = TenantIdentity {
+        external_hosts: vec!["https://prod.example.com".to_owned()],
+        ..tenant.clone()
+    };
+    let error = ensure_pki(&bad, &existing, now()).unwrap_err();
+    assert!(matches!(error, PkiError::CheckName { .. }), "{error}");
+    // With nothing to sign, names are not in the way.
+    let keep_all = PkiPlan {
+        leaves: LeafKind::ALL
+            .iter()
+            .map(|kind| (*kind, Decision::Keep))
+            .collect(),
+        ..plan_certificates(&tenant, &existing, now())
+    };
+    assert!(issue(&bad, &existing, &keep_all, now()).unwrap() == material);
 }
