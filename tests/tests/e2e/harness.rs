@@ -605,11 +605,7 @@ impl Harness {
     ) -> anyhow::Result<()> {
         let binaries = ControlPlaneBinaries::discover(assets)
             .context("finding the tenants' control-plane binaries")?;
-        let SimulatorOptions {
-            tenant_workloads,
-            services,
-            ..
-        } = simulator_options(self.kind, options);
+        let SimulatorOptions { services, .. } = simulator_options(self.kind, options);
         let cluster_domain = self.cluster_domain();
         self.local_control_planes = Some(local_control_plane::spawn(
             self.admin.clone(),
@@ -618,7 +614,9 @@ impl Harness {
                 work_dir: self.work.path().join("tenants"),
                 namespace: Some(TENANT_NAMESPACE.to_owned()),
                 cluster_domain,
-                tenant_workloads: Some(tenant_workloads),
+                // vc-clustertree is the kubelet of the tenant's Nodes: it runs their
+                // pods as host pods, which the host's (simulated) kubelets run.
+                tenant_workloads: None,
                 tenant_services: Some(services),
                 resync: Duration::from_millis(500),
             },

@@ -15,12 +15,12 @@ use vc_tests::node::{MachineState, NodeOptions, RealNode, missing_programs};
 
 use crate::support::eventually::eventually;
 
-const ECHO_IMAGE: &str = "kosmos-vc.local/echo:1";
+pub(crate) const ECHO_IMAGE: &str = "kosmos-vc.local/echo:1";
 const WAIT: Duration = Duration::from_secs(60);
 
 /// An HTTP server answering every request with the pod's hostname (busybox `httpd`
 /// running a CGI script).
-fn echo_image(dir: &std::path::Path) -> ImageSpec {
+pub(crate) fn echo_image(dir: &std::path::Path) -> ImageSpec {
     let script = dir.join("index.cgi");
     std::fs::write(
         &script,
@@ -39,7 +39,7 @@ fn echo_image(dir: &std::path::Path) -> ImageSpec {
     .link("/bin/httpd", "busybox")
 }
 
-async fn http_get(url: &str) -> Option<String> {
+pub(crate) async fn http_get(url: &str) -> Option<String> {
     let output = tokio::process::Command::new("wget")
         .args(["-q", "-O", "-", "-T", "3", url])
         .output()

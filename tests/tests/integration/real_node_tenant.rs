@@ -1,0 +1,334 @@
+//! A tenant's pods as real containers on a real host node: a real host control plane with
+//! the real node `node1` (containerd, runc, bridge CNI, kubelet, kube-proxy), a real
+//! tenant control plane (apiserver, controller-manager, scheduler), and the real
+//! `vc-clustertree` binary under exactly the host objects the controller builds for a
+//! tenant (`vc_controller::resources::clustertree`: workload namespace with Pod Security
+//! `baseline`, Role, ClusterRole on the claimed node, the VirtualCluster reader, all bound
+//! to the clustertree's ServiceAccount). Nothing is simulated. Runs in the nextest group
+//! `real-node` (its module name), alone.
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Node, Pod, ServiceAccount};
+use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::{Api, ResourceExt as _};
+use serde_json::json;
+use vc_api::VirtualCluster;
+use vc_api::constants::{
+    CLUSTERTREE_MANAGED_BY_VALUE, MANAGED_BY_LABEL, TENANT_OBJECT_UID_ANNOTATION,
+    tenant_workload_namespace,
+};
+use vc_controller::resources::{BuildContext, Tenant, clustertree};
+use vc_tests::apiserver::envtest::{self, Envtest, EnvtestOptions, SKIP_MESSAGE};
+use vc_tests::node::{MachineState, NodeOptions, RealNode, missing_programs};
+
+use crate::clustertree_nodes::{NAMESPACE, Process, TENANT, claim, clustertree_binary};
+use crate::controller_common::crd_path;
+use crate::real_node::{ECHO_IMAGE, echo_image, http_get};
+use crate::support::eventually::eventually;
+
+const WAIT: Duration = Duration::from_secs(60);
+/// The tenant namespace of the workload.
+const SHOP: &str = "shop";
+const REPLICAS: usize = 2;
+
+fn apply_all(kubeconfig: &std::path::Path, objects: Vec<serde_json::Value>) {
+    let list = json!({"apiVersion": "v1", "kind": "List", "items": objects});
+    crate::clustertree_nodes::kubectl_apply(kubeconfig, &list.to_string());
+}
+
+fn typed<T: serde::Serialize>(kind: &str, api_version: &str, object: &T) -> serde_json::Value {
+    let mut value = serde_json::to_value(object).unwrap();
+    value["kind"] = json!(kind);
+    value["apiVersion"] = json!(api_version);
+    value
+}
+
+/// The host objects the controller applies for the clustertree of `virtual_cluster`,
+/// built by the controller's own functions.
+fn clustertree_host_objects(virtual_cluster: &VirtualCluster) -> Vec<serde_json::Value> {
+    let tenant = Tenant::resolve(virtual_cluster, &BuildContext::default()).unwrap();
+    const RBAC: &str = "rbac.authorization.k8s.io/v1";
+    vec![
+        typed("Namespace", "v1", &clustertree::workload_namespace(&tenant)),
+        typed(
+            "ServiceAccount",
+            "v1",
+            &clustertree::service_account(&tenant),
+        ),
+        typed("Role", RBAC, &clustertree::role(&tenant)),
+        typed("RoleBinding", RBAC, &clustertree::role_binding(&tenant)),
+        typed(
+            "Role",
+            RBAC,
+            &clustertree::virtual_cluster_reader_role(&tenant),
+        ),
+        typed(
+            "RoleBinding",
+            RBAC,
+            &clustertree::virtual_cluster_reader_binding(&tenant),
+        ),
+        typed(
+            "ClusterRole",
+            RBAC,
+            &clustertree::cluster_role(&tenant, &["node1".to_owned()]),
+        ),
+        typed(
+            "ClusterRoleBinding",
+            RBAC,
+            &clustertree::cluster_role_binding(&tenant),
+        ),
+    ]
+}
+
+fn is_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|status| status.conditions.as_ref())
+        .is_some_and(|conditions| {
+            conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_tenant_pods_run_on_promoted_nodes() {
+    let Some(assets) = envtest::assets() else {
+        assert!(!envtest::must_run_real(), "CI is set: {SKIP_MESSAGE}");
+        eprintln!("{SKIP_MESSAGE}");
+        return;
+    };
+    let missing = missing_programs();
+    if !missing.is_empty() {
+        assert!(
+            !envtest::must_run_real(),
+            "CI is set, but the real node needs {missing:?} (.ci/run installs them)"
+        );
+        eprintln!("skipped: the real node needs {missing:?}");
+        return;
+    }
+    let before = MachineState::read();
+    let started = Instant::now();
+    let full = EnvtestOptions {
+        controller_manager: true,
+        scheduler: true,
+        ..EnvtestOptions::default()
+    };
+    let host = Envtest::start_with(&assets, full.clone()).await.unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let mut node = RealNode::start(&host, &assets, work.path(), NodeOptions::default())
+        .await
+        .unwrap();
+    node.load_image(&echo_image(work.path())).unwrap();
+    let tenant = Envtest::start_with(&assets, full).await.unwrap();
+    eprintln!(
+        "host with node1, and tenant control plane, up in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let admin = vc_tests::apiserver::client_from_kubeconfig(host.kubeconfig_path())
+        .await
+        .unwrap();
+    let tenant_admin = vc_tests::apiserver::client_from_kubeconfig(tenant.kubeconfig_path())
+        .await
+        .unwrap();
+
+    // node1 promoted into VirtualCluster team-a/tenant1 and claimed, as the controller
+    // claims it; the clustertree's host objects as the controller builds them.
+    crate::clustertree_nodes::kubectl_apply(
+        host.kubeconfig_path(),
+        &std::fs::read_to_string(crd_path()).unwrap(),
+    );
+    crate::clustertree_nodes::kubectl_apply(
+        host.kubeconfig_path(),
+        &format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {NAMESPACE}\n"),
+    );
+    let virtual_clusters: Api<VirtualCluster> = Api::namespaced(admin.clone(), NAMESPACE);
+    let created = eventually(WAIT, "the CRD to serve VirtualClusters", || async {
+        let vc: VirtualCluster = serde_json::from_value(json!({
+            "apiVersion": "kosmos.io/v1alpha1", "kind": "VirtualCluster",
+            "metadata": {"name": TENANT, "namespace": NAMESPACE},
+            "spec": {"kubernetesVersion": "v1.33.4", "promoteResources": {"nodes": ["node1"]}},
+        }))
+        .unwrap();
+        virtual_clusters
+            .create(&PostParams::default(), &vc)
+            .await
+            .ok()
+    })
+    .await;
+    let uid = created.uid().unwrap();
+    claim(&admin, "node1", &uid, true).await;
+    apply_all(host.kubeconfig_path(), clustertree_host_objects(&created));
+    let service_account = format!("{TENANT}-clustertree");
+    let identity = host
+        .kubeconfig_for(
+            &format!("system:serviceaccount:{NAMESPACE}:{service_account}"),
+            &[
+                "system:serviceaccounts",
+                &format!("system:serviceaccounts:{NAMESPACE}"),
+            ],
+        )
+        .unwrap();
+    let log = work.path().join("vc-clustertree.log");
+    let log_file = || std::fs::File::create(&log).unwrap();
+    let out = log_file();
+    let clustertree = Process(
+        std::process::Command::new(clustertree_binary())
+            .arg("--kubeconfig")
+            .arg(&identity)
+            .arg("--tenant-kubeconfig")
+            .arg(tenant.kubeconfig_path())
+            .args([
+                "--namespace",
+                NAMESPACE,
+                "--name",
+                TENANT,
+                "--period",
+                "0.5s",
+            ])
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap(),
+    );
+    let said = || std::fs::read_to_string(&log).unwrap_or_default();
+
+    let tenant_nodes: Api<Node> = Api::all(tenant_admin.clone());
+    eventually(WAIT, "node1 Ready in the tenant", || async {
+        let node = tenant_nodes.get_opt("node1").await.ok()??;
+        let ready = node
+            .status?
+            .conditions?
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True");
+        ready.then_some(())
+    })
+    .await;
+
+    // A tenant Deployment of the echo server, scheduled by the tenant's scheduler.
+    crate::clustertree_nodes::kubectl_apply(
+        tenant.kubeconfig_path(),
+        &format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {SHOP}\n"),
+    );
+    let accounts: Api<ServiceAccount> = Api::namespaced(tenant_admin.clone(), SHOP);
+    eventually(WAIT, "the tenant's ServiceAccount default", || async {
+        accounts.get_opt("default").await.ok()?.map(drop)
+    })
+    .await;
+    let deployment: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "echo", "namespace": SHOP},
+        "spec": {
+            "replicas": REPLICAS,
+            "selector": {"matchLabels": {"app": "echo"}},
+            "template": {
+                "metadata": {"labels": {"app": "echo"}},
+                // httpd as PID 1 ignores SIGTERM: the kubelet kills it after the grace.
+                "spec": {"terminationGracePeriodSeconds": 2, "containers": [{
+                    "name": "echo", "image": ECHO_IMAGE, "imagePullPolicy": "Never",
+                    "ports": [{"containerPort": 8080}],
+                    "readinessProbe": {"httpGet": {"path": "/cgi-bin/index.cgi", "port": 8080}, "periodSeconds": 1},
+                }]},
+            },
+        },
+    }))
+    .unwrap();
+    let deployed = Instant::now();
+    Api::<Deployment>::namespaced(tenant_admin.clone(), SHOP)
+        .create(&PostParams::default(), &deployment)
+        .await
+        .unwrap();
+    let tenant_pods: Api<Pod> = Api::namespaced(tenant_admin.clone(), SHOP);
+    let ready = eventually(WAIT, "both tenant pods Ready with a pod IP", || async {
+        let pods = tenant_pods
+            .list(&ListParams::default().labels("app=echo"))
+            .await
+            .ok()?
+            .items;
+        let ready: Vec<Pod> = pods.into_iter().filter(is_ready).collect();
+        (ready.len() == REPLICAS).then_some(ready)
+    })
+    .await;
+    eprintln!(
+        "{REPLICAS} tenant pods Ready {:.2} s after the Deployment was created",
+        deployed.elapsed().as_secs_f64()
+    );
+
+    let workload_namespace = tenant_workload_namespace(NAMESPACE, TENANT);
+    let host_pods: Api<Pod> = Api::namespaced(admin.clone(), &workload_namespace);
+    for tenant_pod in &ready {
+        let name = tenant_pod.name_any();
+        let status = tenant_pod.status.clone().unwrap();
+        assert_eq!(
+            tenant_pod.spec.as_ref().unwrap().node_name.as_deref(),
+            Some("node1")
+        );
+        let host_pod = host_pods
+            .list(&ListParams::default().labels(&format!(
+                "{MANAGED_BY_LABEL}={CLUSTERTREE_MANAGED_BY_VALUE}"
+            )))
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .find(|pod| {
+                pod.annotations().get(TENANT_OBJECT_UID_ANNOTATION) == tenant_pod.uid().as_ref()
+            })
+            .unwrap_or_else(|| panic!("no host pod for {name}; vc-clustertree said:\n{}", said()));
+        let host_status = host_pod.status.clone().unwrap();
+        assert_eq!(
+            host_pod.spec.as_ref().unwrap().node_name.as_deref(),
+            Some("node1"),
+            "the host scheduler put it on the promoted node"
+        );
+        assert_eq!(
+            status.pod_ip, host_status.pod_ip,
+            "the tenant sees the host pod IP"
+        );
+        let ip = status.pod_ip.clone().unwrap();
+        assert!(ip.starts_with("10.244.1."), "a CNI address of node1: {ip}");
+        assert_eq!(status.host_ip.as_deref(), Some("10.244.255.1"));
+        // The container is the tenant pod: it answers with its own (tenant) name.
+        assert_eq!(
+            http_get(&format!("http://{ip}:8080/cgi-bin/index.cgi"))
+                .await
+                .as_deref(),
+            Some(name.as_str()),
+            "the container of {name} answers on its pod IP"
+        );
+    }
+
+    // Deleting the Deployment stops the containers and empties both sides.
+    let deleting = Instant::now();
+    Api::<Deployment>::namespaced(tenant_admin.clone(), SHOP)
+        .delete("echo", &DeleteParams::foreground())
+        .await
+        .unwrap();
+    eventually(WAIT, "no tenant pod and no host pod left", || async {
+        let tenant_left = tenant_pods.list(&ListParams::default()).await.ok()?.items;
+        let host_left = host_pods.list(&ListParams::default()).await.ok()?.items;
+        (tenant_left.is_empty() && host_left.is_empty()).then_some(())
+    })
+    .await;
+    eprintln!(
+        "tenant and host pods gone {:.2} s after the Deployment was deleted (grace 2 s)",
+        deleting.elapsed().as_secs_f64()
+    );
+
+    drop(clustertree);
+    let problems = node.stop();
+    assert!(problems.is_empty(), "stopping the node: {problems:#?}");
+    drop(node);
+    drop(tenant);
+    drop(host);
+    assert_eq!(
+        before,
+        MachineState::read(),
+        "the node left something behind"
+    );
+    eprintln!(
+        "real tenant pods test done in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}
