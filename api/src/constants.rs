@@ -39,6 +39,11 @@ pub const CLUSTERTREE_FIELD_MANAGER: &str = "vc-clustertree";
 pub const MIRRORED_NODE_LABEL: &str = "vc.kosmos.io/mirrored-from";
 /// Name of the tenant Node standing for the pooled resources.
 pub const POOL_NODE_NAME: &str = "pool";
+/// PriorityClass (installed by the chart) of the host pods vc-clustertree runs for pool
+/// pods: each tenant's pool ResourceQuota is scoped to it, so the pool quota bounds what
+/// runs on the shared pool and never the pods on a tenant's own promoted nodes, which
+/// those nodes' capacity bounds.
+pub const POOL_PRIORITY_CLASS: &str = "kosmos-vc-pool";
 
 /// [`MANAGED_BY_LABEL`] value on every host object vc-clustertree writes for a tenant's
 /// pod (the host pod and its ConfigMap, Secret and token copies): it deletes only those.

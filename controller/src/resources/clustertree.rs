@@ -11,14 +11,14 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{
-    Container, KeyToPath, Namespace, PodSpec, ResourceQuota, ResourceQuotaSpec, SecretVolumeSource,
-    ServiceAccount, Volume,
+    Container, KeyToPath, Namespace, PodSpec, ResourceQuota, ResourceQuotaSpec, ScopeSelector,
+    ScopedResourceSelectorRequirement, SecretVolumeSource, ServiceAccount, Volume,
 };
 use k8s_openapi::api::rbac::v1::{
     ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use vc_api::constants::{GROUP, KUBECONFIG_INTERNAL_SECRET_KEY, PLURAL};
+use vc_api::constants::{GROUP, KUBECONFIG_INTERNAL_SECRET_KEY, PLURAL, POOL_PRIORITY_CLASS};
 
 use super::meta::{Component, owned_meta, unowned_meta};
 use super::pod::{deployment as owned_deployment, read_only_mount};
@@ -74,7 +74,9 @@ pub fn quota_resource_name(resource: &str) -> String {
     }
 }
 
-/// ResourceQuota `NAME-pool` in the workload namespace, equal to the pooled resources.
+/// ResourceQuota `NAME-pool` in the workload namespace, equal to the pooled resources,
+/// counting only the pool's host pods (PriorityClass [`POOL_PRIORITY_CLASS`]): pods on
+/// the tenant's promoted nodes are bounded by those nodes and need no requests.
 pub fn pool_quota(tenant: &Tenant) -> ResourceQuota {
     let hard: BTreeMap<String, Quantity> = tenant
         .pooled_resources
@@ -95,6 +97,13 @@ pub fn pool_quota(tenant: &Tenant) -> ResourceQuota {
         ),
         spec: Some(ResourceQuotaSpec {
             hard: Some(hard),
+            scope_selector: Some(ScopeSelector {
+                match_expressions: Some(vec![ScopedResourceSelectorRequirement {
+                    scope_name: "PriorityClass".to_owned(),
+                    operator: "In".to_owned(),
+                    values: Some(vec![POOL_PRIORITY_CLASS.to_owned()]),
+                }]),
+            }),
             ..ResourceQuotaSpec::default()
         }),
         status: None,

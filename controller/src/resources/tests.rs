@@ -820,6 +820,27 @@ fn clustertree_rbac_is_scoped_to_its_namespace_and_claimed_nodes() {
     assert_eq!(none.rules, Some(Vec::new()));
 }
 
+/// Pods on the tenant's own promoted nodes are not the pool's: the quota counts only the
+/// pool's PriorityClass, so a pod on a promoted node needs no requests.
+#[test]
+fn pool_quota_counts_only_pool_pods() {
+    let state = build(&default_vc());
+    let spec = state.clustertree.resource_quota.spec.as_ref().unwrap();
+    let expressions = spec
+        .scope_selector
+        .as_ref()
+        .and_then(|selector| selector.match_expressions.as_deref())
+        .unwrap();
+    assert_eq!(expressions.len(), 1);
+    assert_eq!(expressions[0].scope_name, "PriorityClass");
+    assert_eq!(expressions[0].operator, "In");
+    assert_eq!(
+        expressions[0].values.as_deref(),
+        Some(&[constants::POOL_PRIORITY_CLASS.to_owned()][..])
+    );
+    assert_eq!(spec.scopes, None);
+}
+
 #[test]
 fn pool_quota_equals_the_pooled_resources() {
     let vc = virtual_cluster(

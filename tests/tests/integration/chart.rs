@@ -187,6 +187,9 @@ fn check_typed(object: &Value) -> Result<(), String> {
         ("apps/v1", "Deployment") => round_trip::<Deployment>(object),
         ("policy/v1", "PodDisruptionBudget") => round_trip::<PodDisruptionBudget>(object),
         ("networking.k8s.io/v1", "NetworkPolicy") => round_trip::<NetworkPolicy>(object),
+        ("scheduling.k8s.io/v1", "PriorityClass") => {
+            round_trip::<k8s_openapi::api::scheduling::v1::PriorityClass>(object)
+        }
         ("rbac.authorization.k8s.io/v1", "ClusterRole") => round_trip::<ClusterRole>(object),
         ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => {
             round_trip::<ClusterRoleBinding>(object)
@@ -1015,6 +1018,22 @@ fn rbac_has_no_wildcards_and_binds_each_role_to_the_pod_that_uses_it() {
 /// the server's own coverage rules (`vc_tests::rbac::uncovered_rules`): the chart's
 /// controller ClusterRole must cover every rule the controller writes into the
 /// clustertree's Role and ClusterRole.
+/// Each tenant's pool ResourceQuota counts only pods of the pool's PriorityClass: the
+/// chart installs exactly that class, never preempting, never the cluster default.
+#[test]
+fn the_chart_installs_the_priority_class_pool_quotas_count() {
+    let engine = engine_or_skip!();
+    let manifests = render(&engine, &[]);
+    let class = one(
+        &manifests,
+        "PriorityClass",
+        vc_api::constants::POOL_PRIORITY_CLASS,
+    );
+    assert_eq!(class["value"], 0);
+    assert_eq!(class["globalDefault"], false);
+    assert_eq!(class["preemptionPolicy"], "Never");
+}
+
 #[test]
 fn controller_holds_every_right_it_grants_the_clustertree() {
     use vc_controller::resources::{BuildContext, Tenant, clustertree};
