@@ -1,28 +1,33 @@
 //! The real `vc-clustertree` process as the kubelet of a tenant's mirrored Nodes, between
 //! two real control planes (apiserver, controller-manager, scheduler): a host and a
 //! tenant. Under nothing but the host RBAC the controller grants a clustertree, it runs
-//! the tenant's pods as host pods in `vc-team-a-tenant1` (a Pod Security `baseline`
-//! namespace), pinned to the promoted node or placed by the host scheduler for the pool,
-//! brings their status back, refuses a privileged pod before the host sees it, follows a
-//! tenant deletion, and survives a restart without a duplicate or an orphan. The host's
+//! the tenant's pods as host pods in `vc-team-a-tenant1` (the workload namespace as the
+//! controller renders it, Pod Security `baseline`), pinned to the promoted node or placed
+//! by the host scheduler for the pool. Each test here asserts one behaviour on a world of
+//! its own: status coming back and deletion both ways, refusal before the host sees a
+//! pod, the pool quota, and a SIGKILL in the middle of creating host pods. The host's
 //! kubelets are simulated; everything else is real.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Event, Namespace, Pod, Secret, ServiceAccount};
-use kube::api::{DeleteParams, ListParams, PostParams};
-use kube::{Api, ResourceExt as _};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Event, Namespace, Pod, ResourceQuota, Secret, ServiceAccount,
+};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client, ResourceExt as _};
 use serde_json::json;
 use vc_api::VirtualCluster;
 use vc_api::constants::{
     CLUSTERTREE_MANAGED_BY_VALUE, MANAGED_BY_LABEL, NODE_CLAIM_TAINT_KEY, POOL_NODE_NAME,
     TENANT_OBJECT_NAME_LABEL, TENANT_OBJECT_NAMESPACE_LABEL, TENANT_OBJECT_UID_ANNOTATION,
-    tenant_workload_namespace,
 };
+use vc_controller::resources::{BuildContext, Tenant, clustertree as rendered};
 use vc_tests::apiserver::envtest::{self, Envtest, EnvtestOptions, SKIP_MESSAGE};
+use vc_tests::simulation::SimHandle;
 use vc_tests::simulation::nodes::{FleetOptions, NodeFleet, NodeSpec};
 use vc_tests::simulation::workloads::{self, WorkloadMode, WorkloadOptions};
 
@@ -61,17 +66,176 @@ fn workload_role(namespace: &str) -> Vec<serde_json::Value> {
     ]
 }
 
-fn start_clustertree(
-    identity: &std::path::Path,
-    tenant: &std::path::Path,
-    log: &tempfile::NamedTempFile,
-) -> Process {
-    Process(
-        Command::new(clustertree_binary())
+/// How a test's VirtualCluster pools resources, and whether the host enforces that with
+/// the controller's pool quota (which makes every host pod declare its requests).
+struct Pool {
+    resources: serde_json::Value,
+    quota: bool,
+}
+
+impl Default for Pool {
+    fn default() -> Self {
+        Pool {
+            resources: json!({"cpu": 2, "memory": "4Gi"}),
+            quota: false,
+        }
+    }
+}
+
+/// One host, one tenant and the clustertree between them. Fields drop in order: the
+/// clustertree and the simulators stop before the control planes they talk to.
+struct World {
+    clustertree: Option<Process>,
+    _kubelets: SimHandle,
+    _fleet: NodeFleet,
+    admin: Client,
+    tenant_admin: Client,
+    workload_namespace: String,
+    identity: PathBuf,
+    log: tempfile::NamedTempFile,
+    began: Instant,
+    tenant: Envtest,
+    _host: Envtest,
+}
+
+impl World {
+    /// The world, or `None` when the Kubernetes binaries are missing outside CI.
+    async fn start(pool: Pool) -> Option<World> {
+        let Some(assets) = envtest::assets() else {
+            assert!(!envtest::must_run_real(), "CI is set: {SKIP_MESSAGE}");
+            eprintln!("{SKIP_MESSAGE}");
+            return None;
+        };
+        let began = Instant::now();
+        let options = EnvtestOptions {
+            controller_manager: true,
+            scheduler: true,
+            ..EnvtestOptions::default()
+        };
+        let (host, tenant) = tokio::join!(
+            Envtest::start_with(&assets, options.clone()),
+            Envtest::start_with(&assets, options)
+        );
+        let (host, tenant) = (host.unwrap(), tenant.unwrap());
+        assert!(
+            host.has_scheduler() && host.has_controller_manager(),
+            "the assets lack kube-scheduler or kube-controller-manager"
+        );
+        let admin = vc_tests::apiserver::client_from_kubeconfig(host.kubeconfig_path())
+            .await
+            .unwrap();
+        let tenant_admin = vc_tests::apiserver::client_from_kubeconfig(tenant.kubeconfig_path())
+            .await
+            .unwrap();
+        kubectl_apply(
+            host.kubeconfig_path(),
+            &std::fs::read_to_string(crd_path()).unwrap(),
+        );
+        kubectl_apply(
+            host.kubeconfig_path(),
+            &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
+                .to_string(),
+        );
+        let virtual_clusters: Api<VirtualCluster> = Api::namespaced(admin.clone(), NAMESPACE);
+        let created = eventually(WAIT, "the CRD to serve VirtualClusters", || async {
+            let vc: VirtualCluster = serde_json::from_value(json!({
+                "apiVersion": "kosmos.io/v1alpha1", "kind": "VirtualCluster",
+                "metadata": {"name": TENANT, "namespace": NAMESPACE},
+                "spec": {"kubernetesVersion": "v1.33.4",
+                         "promoteResources": {"nodes": ["node1"], "resources": pool.resources}},
+            }))
+            .unwrap();
+            virtual_clusters
+                .create(&PostParams::default(), &vc)
+                .await
+                .ok()
+        })
+        .await;
+        let rendered_for = Tenant::resolve(&created, &BuildContext::default()).unwrap();
+        let workload_namespace = rendered_for.workload_namespace();
+        Api::<Namespace>::all(admin.clone())
+            .create(
+                &PostParams::default(),
+                &rendered::workload_namespace(&rendered_for),
+            )
+            .await
+            .unwrap();
+        if pool.quota {
+            Api::<ResourceQuota>::namespaced(admin.clone(), &workload_namespace)
+                .create(&PostParams::default(), &rendered::pool_quota(&rendered_for))
+                .await
+                .unwrap();
+        }
+        let fleet = NodeFleet::start(
+            admin.clone(),
+            vec![
+                NodeSpec::new("node1"),
+                NodeSpec::new("node2"),
+                NodeSpec::control_plane("cp1"),
+            ],
+            FleetOptions::default(),
+        )
+        .await
+        .unwrap();
+        let kubelets = workloads::spawn(
+            admin.clone(),
+            WorkloadOptions {
+                mode: WorkloadMode::KubeletOnly,
+                namespace: Some(workload_namespace.clone()),
+                ..WorkloadOptions::default()
+            },
+        );
+        claim(&admin, "node1", &created.uid().unwrap(), true).await;
+        for object in clustertree_rbac(&["node1"])
+            .into_iter()
+            .chain(workload_role(&workload_namespace))
+        {
+            kubectl_apply(host.kubeconfig_path(), &object.to_string());
+        }
+        let identity = host.kubeconfig_for("clustertree", &[]).unwrap();
+        let log = tempfile::NamedTempFile::new().unwrap();
+
+        // The tenant: a namespace whose default ServiceAccount and CA exist.
+        let shop: Namespace = serde_json::from_value(json!({"metadata": {"name": SHOP}})).unwrap();
+        Api::<Namespace>::all(tenant_admin.clone())
+            .create(&PostParams::default(), &shop)
+            .await
+            .unwrap();
+        let tenant_config_maps: Api<ConfigMap> = Api::namespaced(tenant_admin.clone(), SHOP);
+        eventually(WAIT, "the tenant CA in namespace shop", || async {
+            tenant_config_maps.get_opt("kube-root-ca.crt").await.ok()?
+        })
+        .await;
+        let service_accounts: Api<ServiceAccount> = Api::namespaced(tenant_admin.clone(), SHOP);
+        eventually(
+            WAIT,
+            "the default ServiceAccount, which admits pods",
+            || async { service_accounts.get_opt("default").await.ok()? },
+        )
+        .await;
+        let mut world = World {
+            clustertree: None,
+            _kubelets: kubelets,
+            _fleet: fleet,
+            admin,
+            tenant_admin,
+            workload_namespace,
+            identity,
+            log,
+            began,
+            tenant,
+            _host: host,
+        };
+        world.start_clustertree();
+        Some(world)
+    }
+
+    fn start_clustertree(&mut self) {
+        let child = Command::new(clustertree_binary())
             .arg("--kubeconfig")
-            .arg(identity)
+            .arg(&self.identity)
             .arg("--tenant-kubeconfig")
-            .arg(tenant)
+            .arg(self.tenant.kubeconfig_path())
             .args([
                 "--namespace",
                 NAMESPACE,
@@ -80,11 +244,84 @@ fn start_clustertree(
                 "--period",
                 "0.3s",
             ])
-            .stdout(Stdio::from(log.reopen().unwrap()))
-            .stderr(Stdio::from(log.reopen().unwrap()))
+            .stdout(Stdio::from(self.log.reopen().unwrap()))
+            .stderr(Stdio::from(self.log.reopen().unwrap()))
             .spawn()
-            .unwrap(),
-    )
+            .unwrap();
+        self.clustertree = Some(Process(child));
+    }
+
+    /// SIGKILL: no shutdown path runs, as when a node dies under the clustertree.
+    fn kill_clustertree(&mut self) {
+        drop(self.clustertree.take());
+    }
+
+    fn tenant_pods(&self) -> Api<Pod> {
+        Api::namespaced(self.tenant_admin.clone(), SHOP)
+    }
+
+    fn host<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        <K as kube::Resource>::DynamicType: Default,
+    {
+        Api::namespaced(self.admin.clone(), &self.workload_namespace)
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+
+    /// [`eventually`], with the clustertree's log in the failure: what it saw and refused
+    /// is the only account of why a state never came.
+    async fn within<T, F, Fut>(&self, what: &str, check: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Option<T>>,
+    {
+        within(self.log.path(), what, check).await
+    }
+
+    async fn create_tenant_pods(&self, pods: impl IntoIterator<Item = Pod>) {
+        for pod in pods {
+            self.tenant_pods()
+                .create(&PostParams::default(), &pod)
+                .await
+                .unwrap();
+        }
+    }
+
+    /// The Warning Events recorded on tenant pod `name`.
+    async fn events_on(&self, name: &str) -> Vec<Event> {
+        Api::<Event>::namespaced(self.tenant_admin.clone(), SHOP)
+            .list(&ListParams::default().fields(&format!("involvedObject.name={name}")))
+            .await
+            .map(|list| list.items)
+            .unwrap_or_default()
+    }
+
+    fn finish(self, test: &str) {
+        eprintln!("{test} took {:?}", self.began.elapsed());
+    }
+}
+
+async fn within<T, F, Fut>(log: &Path, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {WAIT:?} waiting for {what}; vc-clustertree said:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 fn pod(name: &str, node_selector: &str, extra: serde_json::Value) -> Pod {
@@ -101,6 +338,33 @@ fn pod(name: &str, node_selector: &str, extra: serde_json::Value) -> Pod {
         }
     }
     serde_json::from_value(value).unwrap()
+}
+
+/// A pod asking for `cpu` and `memory`, as every pod must under a cpu and memory quota.
+fn requesting(name: &str, node_selector: &str, cpu: &str, memory: &str) -> Pod {
+    pod(
+        name,
+        node_selector,
+        json!({"containers": [{"name": "app", "image": "nginx:1.27",
+                               "resources": {"requests": {"cpu": cpu, "memory": memory},
+                                             "limits": {"cpu": cpu, "memory": memory}}}]}),
+    )
+}
+
+fn deployment(name: &str, replicas: i32, node_selector: &str) -> Deployment {
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": SHOP},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"nodeSelector": {"kubernetes.io/hostname": node_selector},
+                         "containers": [{"name": "app", "image": "nginx:1.27"}]},
+            },
+        },
+    }))
+    .unwrap()
 }
 
 /// The host objects standing for tenant object `shop/NAME`, found by the labels the
@@ -122,185 +386,97 @@ fn is_ours(pod: &Pod) -> bool {
     pod.labels().get(MANAGED_BY_LABEL).map(String::as_str) == Some(CLUSTERTREE_MANAGED_BY_VALUE)
 }
 
-/// [`eventually`], with the clustertree's log in the failure: what it saw and refused is
-/// the only account of why a state never came.
-async fn within<T, F, Fut>(log: &std::path::Path, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {WAIT:?} waiting for {what}; vc-clustertree said:\n{}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+fn phase(pod: &Pod) -> Option<&str> {
+    pod.status.as_ref()?.phase.as_deref()
+}
+
+fn tolerates_claim(pod: &Pod) -> bool {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.tolerations.as_ref())
+        .into_iter()
+        .flatten()
+        .any(|t| {
+            t.key.as_deref() == Some(NODE_CLAIM_TAINT_KEY)
+                && t.value.as_deref() == Some(TENANT)
+                && t.effect.as_deref() == Some("NoSchedule")
+        })
+}
+
+fn node_of(pod: &Pod) -> Option<&str> {
+    pod.spec.as_ref()?.node_name.as_deref()
+}
+
+/// The Running tenant pod `name`, once its host pod is bound and reporting.
+async fn running(world: &World, name: &str) -> Pod {
+    let tenant_pods = world.tenant_pods();
+    world
+        .within(&format!("tenant pod {name} Running"), || async {
+            let pod = tenant_pods.get(name).await.ok()?;
+            (phase(&pod) == Some("Running")).then_some(pod)
+        })
+        .await
+}
+
+/// The one host pod standing for tenant pod `name`.
+async fn host_pod_of(world: &World, name: &str) -> Pod {
+    let mut found = standing_for(&world.host::<Pod>(), name).await;
+    assert_eq!(found.len(), 1, "one host pod for {name}: {found:?}");
+    found.remove(0)
+}
+
+/// The recorded tenant UID of every host pod of ours, with repeats.
+async fn host_pod_uids(world: &World) -> Vec<String> {
+    world
+        .host::<Pod>()
+        .list(&ListParams::default())
+        .await
+        .map(|list| list.items)
+        .unwrap_or_default()
+        .iter()
+        .filter(|p| is_ours(p))
+        .filter_map(|p| p.annotations().get(TENANT_OBJECT_UID_ANNOTATION).cloned())
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_clustertree_runs_tenant_pods_on_the_host_and_reports_them_back() {
-    let Some(assets) = envtest::assets() else {
-        assert!(!envtest::must_run_real(), "CI is set: {SKIP_MESSAGE}");
-        eprintln!("{SKIP_MESSAGE}");
+    let Some(world) = World::start(Pool::default()).await else {
         return;
     };
-    let began = Instant::now();
-    let options = EnvtestOptions {
-        controller_manager: true,
-        scheduler: true,
-        ..EnvtestOptions::default()
-    };
-    let (host, tenant) = tokio::join!(
-        Envtest::start_with(&assets, options.clone()),
-        Envtest::start_with(&assets, options)
-    );
-    let (host, tenant) = (host.unwrap(), tenant.unwrap());
-    assert!(
-        host.has_scheduler() && host.has_controller_manager(),
-        "the assets lack kube-scheduler or kube-controller-manager"
-    );
-    let admin = vc_tests::apiserver::client_from_kubeconfig(host.kubeconfig_path())
-        .await
-        .unwrap();
-    let tenant_admin = vc_tests::apiserver::client_from_kubeconfig(tenant.kubeconfig_path())
-        .await
-        .unwrap();
-    let workload_namespace = tenant_workload_namespace(NAMESPACE, TENANT);
-    kubectl_apply(
-        host.kubeconfig_path(),
-        &std::fs::read_to_string(crd_path()).unwrap(),
-    );
-    for namespace in [
-        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}),
-        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": workload_namespace,
-               "labels": {"pod-security.kubernetes.io/enforce": "baseline"}}}),
-    ] {
-        kubectl_apply(host.kubeconfig_path(), &namespace.to_string());
-    }
-    let fleet = NodeFleet::start(
-        admin.clone(),
-        vec![
-            NodeSpec::new("node1"),
-            NodeSpec::new("node2"),
-            NodeSpec::control_plane("cp1"),
-        ],
-        FleetOptions::default(),
-    )
-    .await
-    .unwrap();
-    let kubelets = workloads::spawn(
-        admin.clone(),
-        WorkloadOptions {
-            mode: WorkloadMode::KubeletOnly,
-            namespace: Some(workload_namespace.clone()),
-            ..WorkloadOptions::default()
-        },
-    );
-    let virtual_clusters: Api<VirtualCluster> = Api::namespaced(admin.clone(), NAMESPACE);
-    let created = eventually(WAIT, "the CRD to serve VirtualClusters", || async {
-        let vc: VirtualCluster = serde_json::from_value(json!({
-            "apiVersion": "kosmos.io/v1alpha1", "kind": "VirtualCluster",
-            "metadata": {"name": TENANT, "namespace": NAMESPACE},
-            "spec": {"kubernetesVersion": "v1.33.4",
-                     "promoteResources": {"nodes": ["node1"], "resources": {"cpu": 2, "memory": "4Gi"}}},
-        }))
-        .unwrap();
-        virtual_clusters.create(&PostParams::default(), &vc).await.ok()
-    })
-    .await;
-    claim(&admin, "node1", &created.uid().unwrap(), true).await;
-    for object in clustertree_rbac(&["node1"])
-        .into_iter()
-        .chain(workload_role(&workload_namespace))
-    {
-        kubectl_apply(host.kubeconfig_path(), &object.to_string());
-    }
-    let identity = host.kubeconfig_for("clustertree", &[]).unwrap();
-    let log = tempfile::NamedTempFile::new().unwrap();
-    let clustertree = start_clustertree(&identity, tenant.kubeconfig_path(), &log);
-    let log_text = || std::fs::read_to_string(log.path()).unwrap_or_default();
-
-    // The tenant: a namespace whose default ServiceAccount and CA exist, and workloads.
-    let namespaces: Api<Namespace> = Api::all(tenant_admin.clone());
-    let shop: Namespace = serde_json::from_value(json!({"metadata": {"name": SHOP}})).unwrap();
-    namespaces
-        .create(&PostParams::default(), &shop)
-        .await
-        .unwrap();
-    let tenant_config_maps: Api<ConfigMap> = Api::namespaced(tenant_admin.clone(), SHOP);
-    eventually(WAIT, "the tenant CA in namespace shop", || async {
-        tenant_config_maps.get_opt("kube-root-ca.crt").await.ok()?
-    })
-    .await;
-    let service_accounts: Api<ServiceAccount> = Api::namespaced(tenant_admin.clone(), SHOP);
-    eventually(
-        WAIT,
-        "the default ServiceAccount, which admits pods",
-        || async { service_accounts.get_opt("default").await.ok()? },
-    )
-    .await;
+    let tenant_pods = world.tenant_pods();
+    let host_pods = world.host::<Pod>();
     let site: ConfigMap = serde_json::from_value(json!({
         "metadata": {"name": "site", "namespace": SHOP}, "data": {"index.html": "hello"}
     }))
     .unwrap();
-    tenant_config_maps
+    Api::<ConfigMap>::namespaced(world.tenant_admin.clone(), SHOP)
         .create(&PostParams::default(), &site)
         .await
         .unwrap();
-    let deployment: Deployment = serde_json::from_value(json!({
-        "metadata": {"name": "web", "namespace": SHOP},
-        "spec": {
-            "replicas": 2,
-            "selector": {"matchLabels": {"app": "web"}},
-            "template": {
-                "metadata": {"labels": {"app": "web"}},
-                "spec": {"nodeSelector": {"kubernetes.io/hostname": "node1"},
-                         "containers": [{"name": "app", "image": "nginx:1.27"}]},
-            },
-        },
-    }))
-    .unwrap();
-    let tenant_pods: Api<Pod> = Api::namespaced(tenant_admin.clone(), SHOP);
-    let host_pods: Api<Pod> = Api::namespaced(admin.clone(), &workload_namespace);
-    Api::<Deployment>::namespaced(tenant_admin.clone(), SHOP)
-        .create(&PostParams::default(), &deployment)
+    Api::<Deployment>::namespaced(world.tenant_admin.clone(), SHOP)
+        .create(&PostParams::default(), &deployment("web", 2, "node1"))
         .await
         .unwrap();
-    for extra in [
-        pod("pooled", POOL_NODE_NAME, json!({})),
-        pod(
-            "with-config",
-            "node1",
-            json!({
-                "volumes": [{"name": "site", "configMap": {"name": "site"}}],
-                "containers": [{"name": "app", "image": "nginx:1.27",
-                                "volumeMounts": [{"name": "site", "mountPath": "/usr/share/nginx/html"}]}],
-            }),
-        ),
-        pod(
-            "root",
-            "node1",
-            json!({"containers": [{"name": "app", "image": "nginx:1.27", "securityContext": {"privileged": true}}]}),
-        ),
-    ] {
-        tenant_pods
-            .create(&PostParams::default(), &extra)
-            .await
-            .unwrap();
-    }
+    world
+        .create_tenant_pods([
+            pod("pooled", POOL_NODE_NAME, json!({})),
+            pod(
+                "with-config",
+                "node1",
+                json!({
+                    "volumes": [{"name": "site", "configMap": {"name": "site"}}],
+                    "containers": [{"name": "app", "image": "nginx:1.27",
+                                    "volumeMounts": [{"name": "site", "mountPath": "/usr/share/nginx/html"}]}],
+                }),
+            ),
+        ])
+        .await;
 
     // The Deployment's pods run on the promoted node, Running in the tenant with the
     // host pods' IPs.
-    let running = within(
-        log.path(),
-        "both web pods Running with host IPs",
-        || async {
+    let web = world
+        .within("both web pods Running with pod IPs", || async {
             let list = tenant_pods
                 .list(&ListParams::default().labels("app=web"))
                 .await
@@ -309,136 +485,346 @@ async fn real_clustertree_runs_tenant_pods_on_the_host_and_reports_them_back() {
                 .items
                 .into_iter()
                 .filter(|p| {
-                    let status = p.status.as_ref();
-                    status.and_then(|s| s.phase.as_deref()) == Some("Running")
-                        && status.and_then(|s| s.pod_ip.as_ref()).is_some()
+                    phase(p) == Some("Running")
+                        && p.status.as_ref().and_then(|s| s.pod_ip.as_ref()).is_some()
                 })
                 .collect();
             (running.len() == 2).then_some(running)
-        },
-    )
-    .await;
-    for tenant_pod in &running {
-        let found = standing_for(&host_pods, &tenant_pod.name_any()).await;
-        assert_eq!(found.len(), 1, "{found:?}");
-        let host_pod = &found[0];
-        let spec = host_pod.spec.as_ref().unwrap();
-        assert_eq!(spec.node_name.as_deref(), Some("node1"), "{}", log_text());
+        })
+        .await;
+    for tenant_pod in &web {
+        let host_pod = host_pod_of(&world, &tenant_pod.name_any()).await;
+        assert_eq!(node_of(&host_pod), Some("node1"), "{}", world.log_text());
         assert_eq!(
             host_pod.annotations()[TENANT_OBJECT_UID_ANNOTATION],
             tenant_pod.uid().unwrap()
         );
-        let tolerates_claim = spec.tolerations.iter().flatten().any(|t| {
-            t.key.as_deref() == Some(NODE_CLAIM_TAINT_KEY)
-                && t.value.as_deref() == Some(TENANT)
-                && t.effect.as_deref() == Some("NoSchedule")
-        });
-        assert!(tolerates_claim, "{:?}", spec.tolerations);
+        assert!(tolerates_claim(&host_pod), "{:?}", host_pod.spec);
+        let spec = host_pod.spec.as_ref().unwrap();
         assert_eq!(spec.automount_service_account_token, Some(false));
         assert_eq!(
             tenant_pod.status.as_ref().unwrap().pod_ip,
             host_pod.status.as_ref().unwrap().pod_ip
         );
+        assert_eq!(
+            tenant_pod.status.as_ref().unwrap().host_ip,
+            host_pod.status.as_ref().unwrap().host_ip
+        );
     }
     // The tenant's own token, CA and namespace, in place of its projected volume.
-    let secrets: Api<Secret> = Api::namespaced(admin.clone(), &workload_namespace);
-    let token = standing_for(&secrets, &running[0].name_any()).await;
+    let token = standing_for(&world.host::<Secret>(), &web[0].name_any()).await;
     assert_eq!(token.len(), 1, "one token Secret per pod");
     let data = token[0].data.clone().unwrap_or_default();
     assert_eq!(data["namespace"].0, SHOP.as_bytes());
     assert!(!data["token"].0.is_empty() && !data["ca.crt"].0.is_empty());
 
     // The pool pod goes where the host scheduler puts it: an unclaimed worker.
-    let pooled = within(log.path(), "the pool pod's host pod bound", || async {
-        let host_pod = standing_for(&host_pods, "pooled").await.pop()?;
-        host_pod.spec?.node_name
-    })
-    .await;
+    let pooled = world
+        .within("the pool pod's host pod bound", || async {
+            let host_pod = standing_for(&host_pods, "pooled").await.pop()?;
+            host_pod.spec?.node_name
+        })
+        .await;
     assert_eq!(
         pooled, "node2",
         "neither the claimed node nor the control plane"
     );
 
     // A mounted ConfigMap gets its host copy.
-    let host_config_maps: Api<ConfigMap> = Api::namespaced(admin.clone(), &workload_namespace);
-    let copy = within(log.path(), "the host copy of ConfigMap site", || async {
-        standing_for(&host_config_maps, "site").await.pop()
-    })
-    .await;
+    let host_config_maps = world.host::<ConfigMap>();
+    let copy = world
+        .within("the host copy of ConfigMap site", || async {
+            standing_for(&host_config_maps, "site").await.pop()
+        })
+        .await;
     assert_eq!(copy.data.unwrap()["index.html"], "hello");
 
-    // A privileged pod is refused before the host sees it.
-    let refused = within(log.path(), "the privileged pod Failed", || async {
-        let pod = tenant_pods.get("root").await.ok()?;
-        let status = pod.status?;
-        (status.phase.as_deref() == Some("Failed")).then_some(status)
-    })
-    .await;
-    assert_eq!(refused.reason.as_deref(), Some("HostPolicyRefused"));
-    let events = Api::<Event>::namespaced(tenant_admin.clone(), SHOP)
-        .list(&ListParams::default().fields("involvedObject.name=root"))
-        .await
-        .unwrap();
-    let event = events
-        .items
-        .iter()
-        .find(|e| e.reason.as_deref() == Some("HostPolicyRefused"))
-        .expect("an Event on the refused pod");
-    assert!(
-        event
-            .message
-            .as_deref()
-            .unwrap_or_default()
-            .contains("containers[0].securityContext.privileged"),
-        "{event:?}"
-    );
-    assert!(standing_for(&host_pods, "root").await.is_empty());
-
     // Deleting a tenant pod removes its host pod, then the tenant pod, then the copy.
+    running(&world, "with-config").await;
     tenant_pods
         .delete("with-config", &DeleteParams::default())
         .await
         .unwrap();
-    within(log.path(), "the deleted pod gone on both sides", || async {
-        let host_gone = standing_for(&host_pods, "with-config").await.is_empty();
-        let tenant_gone = tenant_pods.get_opt("with-config").await.ok()?.is_none();
-        (host_gone && tenant_gone).then_some(())
-    })
-    .await;
-    within(log.path(), "the unused ConfigMap copy removed", || async {
-        standing_for(&host_config_maps, "site")
-            .await
-            .is_empty()
-            .then_some(())
-    })
-    .await;
+    world
+        .within("the deleted pod gone on both sides", || async {
+            let host_gone = standing_for(&host_pods, "with-config").await.is_empty();
+            let tenant_gone = tenant_pods.get_opt("with-config").await.ok()?.is_none();
+            (host_gone && tenant_gone).then_some(())
+        })
+        .await;
+    world
+        .within("the unused ConfigMap copy removed", || async {
+            standing_for(&host_config_maps, "site")
+                .await
+                .is_empty()
+                .then_some(())
+        })
+        .await;
 
-    // A restart finds its host pods again: no duplicate, no orphan.
-    drop(clustertree);
-    let restarted = start_clustertree(&identity, tenant.kubeconfig_path(), &log);
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let tenant_uids: BTreeSet<String> = tenant_pods
-        .list(&ListParams::default())
+    // A host pod deleted behind the tenant's back fails its started tenant pod: the
+    // tenant's controllers, not the clustertree, decide on a replacement.
+    running(&world, "pooled").await;
+    let lost = host_pod_of(&world, "pooled").await;
+    host_pods
+        .delete(&lost.name_any(), &DeleteParams::default())
         .await
-        .unwrap()
-        .items
-        .iter()
-        .filter(|p| p.name_any() != "root")
-        .filter_map(|p| p.uid())
-        .collect();
-    let host_uids: BTreeSet<String> = host_pods
-        .list(&ListParams::default())
+        .unwrap();
+    let failed = world
+        .within(
+            "the pool pod Failed after its host pod vanished",
+            || async {
+                let pod = tenant_pods.get("pooled").await.ok()?;
+                (phase(&pod) == Some("Failed")).then_some(pod)
+            },
+        )
+        .await;
+    assert_eq!(
+        failed.status.and_then(|s| s.reason).as_deref(),
+        Some("HostPodLost")
+    );
+    assert!(standing_for(&host_pods, "pooled").await.is_empty());
+    world.finish("real_clustertree_runs_tenant_pods_on_the_host_and_reports_them_back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_privileged_pod_is_refused_with_a_reason() {
+    let Some(world) = World::start(Pool::default()).await else {
+        return;
+    };
+    let tenant_pods = world.tenant_pods();
+    world
+        .create_tenant_pods([
+            pod(
+                "root",
+                "node1",
+                json!({"containers": [{"name": "app", "image": "nginx:1.27", "securityContext": {"privileged": true}}]}),
+            ),
+            pod(
+                "hostpath",
+                "node1",
+                json!({"volumes": [{"name": "scratch", "emptyDir": {}},
+                                   {"name": "root", "hostPath": {"path": "/"}}]}),
+            ),
+            pod("plain", "node1", json!({})),
+        ])
+        .await;
+
+    for (name, field) in [
+        ("root", "containers[0].securityContext.privileged"),
+        ("hostpath", "volumes[1].hostPath"),
+    ] {
+        let status = world
+            .within(&format!("the refused pod {name} Failed"), || async {
+                let status = tenant_pods.get(name).await.ok()?.status?;
+                (status.phase.as_deref() == Some("Failed")).then_some(status)
+            })
+            .await;
+        assert_eq!(status.reason.as_deref(), Some("HostPolicyRefused"));
+        assert!(
+            status
+                .message
+                .as_deref()
+                .unwrap_or_default()
+                .contains(field),
+            "{status:?}"
+        );
+        let events = world.events_on(name).await;
+        let event = events
+            .iter()
+            .find(|e| e.reason.as_deref() == Some("HostPolicyRefused"))
+            .unwrap_or_else(|| panic!("an Event on the refused pod {name}: {events:?}"));
+        assert_eq!(event.type_.as_deref(), Some("Warning"));
+        let message = event.message.as_deref().unwrap_or_default();
+        assert!(
+            message.contains(field) && message.contains("baseline"),
+            "{event:?}"
+        );
+    }
+    // The host never saw them, though it runs the acceptable pod beside them.
+    running(&world, "plain").await;
+    let host_pods = world.host::<Pod>();
+    for name in ["root", "hostpath"] {
+        assert!(
+            standing_for(&host_pods, name).await.is_empty(),
+            "{}",
+            world.log_text()
+        );
+    }
+    world.finish("real_privileged_pod_is_refused_with_a_reason");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_tenant_pool_pods_respect_the_pool_quota() {
+    let Some(world) = World::start(Pool {
+        resources: json!({"cpu": 1, "memory": "1Gi", "pods": 3}),
+        quota: true,
+    })
+    .await
+    else {
+        return;
+    };
+    let quota_name = format!("{TENANT}-pool");
+    let namespace = Api::<Namespace>::all(world.admin.clone())
+        .get(&world.workload_namespace)
         .await
-        .unwrap()
-        .items
-        .iter()
-        .filter(|p| is_ours(p))
-        .map(|p| p.annotations()[TENANT_OBJECT_UID_ANNOTATION].clone())
-        .collect();
-    assert_eq!(host_uids, tenant_uids, "{}", log_text());
-    assert_eq!(tenant_uids.len(), 3, "two web pods and the pool pod");
-    drop(restarted);
-    drop(kubelets);
-    drop(fleet);
-    eprintln!("clustertree_pods took {:?}", began.elapsed());
+        .unwrap();
+    assert_eq!(
+        namespace.labels().get("pod-security.kubernetes.io/enforce"),
+        Some(&"baseline".to_owned())
+    );
+    let quotas = world.host::<ResourceQuota>();
+    // Until the host's quota controller has counted, the host refuses every pod.
+    let hard = world
+        .within("the pool quota counted by the host", || async {
+            quotas.get(&quota_name).await.ok()?.status?.hard
+        })
+        .await;
+    let hard: BTreeMap<String, String> = hard.into_iter().map(|(k, v)| (k, v.0)).collect();
+    assert_eq!(
+        hard,
+        BTreeMap::from([
+            ("cpu".to_owned(), "1".to_owned()),
+            ("memory".to_owned(), "1Gi".to_owned()),
+            ("pods".to_owned(), "3".to_owned()),
+        ])
+    );
+
+    // The tenant's pool Node offers the whole pool, but the host quota also counts the
+    // pinned pod: the tenant scheduler places pool-b, and only the host can refuse it.
+    world
+        .create_tenant_pods([requesting("pinned", "node1", "300m", "64Mi")])
+        .await;
+    running(&world, "pinned").await;
+    world
+        .create_tenant_pods([requesting("pool-a", POOL_NODE_NAME, "400m", "256Mi")])
+        .await;
+    running(&world, "pool-a").await;
+    let pinned = host_pod_of(&world, "pinned").await;
+    assert_eq!(node_of(&pinned), Some("node1"));
+    assert!(tolerates_claim(&pinned), "{:?}", pinned.spec);
+    let pooled = host_pod_of(&world, "pool-a").await;
+    assert_eq!(node_of(&pooled), Some("node2"), "the one unclaimed worker");
+    assert!(!tolerates_claim(&pooled), "{:?}", pooled.spec);
+
+    // Over the quota: the host refuses it and the tenant is told why, but the pod waits
+    // rather than fails, as it would for a full node.
+    world
+        .create_tenant_pods([requesting("pool-b", POOL_NODE_NAME, "400m", "256Mi")])
+        .await;
+    let event = world
+        .within("a HostRefused Event on pool-b", || async {
+            world
+                .events_on("pool-b")
+                .await
+                .into_iter()
+                .find(|e| e.reason.as_deref() == Some("HostRefused"))
+        })
+        .await;
+    assert_eq!(event.type_.as_deref(), Some("Warning"));
+    let message = event.message.unwrap_or_default();
+    assert!(
+        message.contains("exceeded quota") && message.contains(&quota_name),
+        "{message}"
+    );
+    // A few passes later it is still waiting.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let waiting = world.tenant_pods().get("pool-b").await.unwrap();
+    assert_eq!(phase(&waiting), Some("Pending"), "{:?}", waiting.status);
+    let host_pods = world.host::<Pod>();
+    assert!(standing_for(&host_pods, "pool-b").await.is_empty());
+
+    // Room made in the pool: the waiting pod runs without anyone touching it.
+    world
+        .tenant_pods()
+        .delete("pool-a", &DeleteParams::default())
+        .await
+        .unwrap();
+    running(&world, "pool-b").await;
+    let admitted = host_pod_of(&world, "pool-b").await;
+    assert_eq!(node_of(&admitted), Some("node2"));
+    assert!(standing_for(&host_pods, "pool-a").await.is_empty());
+    world.finish("real_tenant_pool_pods_respect_the_pool_quota");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_clustertree_restart_loses_nothing() {
+    let Some(mut world) = World::start(Pool::default()).await else {
+        return;
+    };
+    let tenant_pods = world.tenant_pods();
+    let deployments: Api<Deployment> = Api::namespaced(world.tenant_admin.clone(), SHOP);
+    deployments
+        .create(&PostParams::default(), &deployment("web", 1, "node1"))
+        .await
+        .unwrap();
+    world
+        .within("the first web host pod", || async {
+            (host_pod_uids(&world).await.len() == 1).then_some(())
+        })
+        .await;
+
+    // Killed while it works through a burst: some host pods written, others not.
+    let scale = |replicas: i32| {
+        let deployments = deployments.clone();
+        async move {
+            deployments
+                .patch(
+                    "web",
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"spec": {"replicas": replicas}})),
+                )
+                .await
+                .unwrap();
+        }
+    };
+    scale(20).await;
+    let at_kill = world
+        .within("the burst under way", || async {
+            let created = host_pod_uids(&world).await.len();
+            (created > 1).then_some(created)
+        })
+        .await;
+    world.kill_clustertree();
+    eprintln!("killed with {at_kill} of 20 host pods written");
+
+    // While it is down the tenant scales down: its bound pods wait for their kubelet.
+    scale(15).await;
+    world
+        .within("the scale-down waiting on the dead kubelet", || async {
+            let list = tenant_pods.list(&ListParams::default()).await.ok()?;
+            let staying = list
+                .items
+                .iter()
+                .filter(|p| p.metadata.deletion_timestamp.is_none())
+                .count();
+            (staying == 15).then_some(())
+        })
+        .await;
+    world.start_clustertree();
+
+    let settled = world
+        .within("one host pod per tenant pod, all Running", || async {
+            let list = tenant_pods.list(&ListParams::default()).await.ok()?;
+            let all_running = list.items.len() == 15
+                && list.items.iter().all(|p| {
+                    phase(p) == Some("Running") && p.metadata.deletion_timestamp.is_none()
+                });
+            let tenant_uids: BTreeSet<String> = list.items.iter().filter_map(|p| p.uid()).collect();
+            let host_uids = host_pod_uids(&world).await;
+            let one_to_one = host_uids.len() == tenant_uids.len()
+                && host_uids.iter().cloned().collect::<BTreeSet<_>>() == tenant_uids;
+            (all_running && one_to_one).then_some(tenant_uids)
+        })
+        .await;
+    // And it stays so: nothing created twice on a later pass.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut host_uids = host_pod_uids(&world).await;
+    host_uids.sort();
+    assert_eq!(
+        host_uids,
+        settled.into_iter().collect::<Vec<_>>(),
+        "{}",
+        world.log_text()
+    );
+    world.finish("real_clustertree_restart_loses_nothing");
 }

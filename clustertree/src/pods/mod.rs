@@ -1,0 +1,74 @@
+//! How a tenant pod runs on the host, and how its status comes back: pure functions, so
+//! every rule is unit-tested without a cluster; [`crate::pod_sync`] only does the I/O.
+//!
+//! vc-clustertree is the kubelet of the tenant's mirrored Nodes. A tenant pod the tenant
+//! scheduler bound to one of them becomes one host pod in the tenant's workload namespace
+//! (`vc-NS-NAME`), named by [`host_pod_name`], recording the tenant pod's namespace, name
+//! and UID. On a promoted node the host pod is pinned there by node affinity and tolerates
+//! exactly the claim taint; on the pool node the host scheduler picks any unclaimed worker.
+//! Nothing of the host's identity reaches the container: no host ServiceAccount token, no
+//! host Service environment; the tenant's own token, CA and namespace are mounted instead.
+//!
+//! A tenant pod the host's Pod Security `baseline` level would refuse, or one needing a
+//! volume type not carried over yet, is refused here ([`refusal()`]), before the host sees
+//! it, so the tenant gets a reason naming the field rather than a pod stuck Pending.
+
+mod naming;
+mod placement;
+mod plan;
+mod refusal;
+mod status;
+mod translate;
+
+#[cfg(test)]
+mod test_support;
+
+use std::fmt;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt as _;
+
+pub use naming::{
+    config_map_copy_name, event_name, host_pod_name, ownership, recorded_uid, secret_copy_name,
+    token_secret_name,
+};
+pub use plan::{
+    Action, HOST_POD_LOST_REASON, Observed, Plan, TOKEN_REFRESH_ANNOTATION, plan, token_fresh,
+    token_refresh_after,
+};
+pub use refusal::{Policy, Refusal, refusal};
+pub use status::tenant_status;
+pub use translate::{Copy, CopyKind, HostPod, TENANT_ROOT_CA_CONFIG_MAP, Token, host_pod};
+
+/// Which tenant, on which host namespace.
+#[derive(Clone, Debug)]
+pub struct Tenancy {
+    /// `vc-NS-NAME`, where every host object of the tenant's pods lives.
+    pub workload_namespace: String,
+    /// The VirtualCluster's name: the value of its claim taint.
+    pub virtual_cluster: String,
+}
+
+/// A tenant pod, by identity.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodRef {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+}
+
+impl PodRef {
+    pub(super) fn of(pod: &Pod) -> Option<PodRef> {
+        Some(PodRef {
+            namespace: pod.namespace()?,
+            name: pod.name_any(),
+            uid: pod.uid()?,
+        })
+    }
+}
+
+impl fmt::Display for PodRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
