@@ -32,6 +32,7 @@ pub use naming::{
     config_map_copy_name, event_name, host_pod_name, ownership, recorded_uid, secret_copy_name,
     token_secret_name,
 };
+pub use placement::POOL_DEFAULT_REQUESTS;
 pub use plan::{
     Action, HOST_POD_LOST_REASON, Observed, Plan, TOKEN_REFRESH_ANNOTATION, plan, token_fresh,
     token_refresh_after,

@@ -2,11 +2,47 @@
 //! unclaimed for the pool, and never onto another tenant's claimed node.
 
 use k8s_openapi::api::core::v1::{
-    Affinity, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Toleration,
+    Affinity, Container, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm,
+    ResourceRequirements, Toleration,
 };
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use vc_api::constants::{
     CONTROL_PLANE_NODE_LABELS, NODE_CLAIM_TAINT_KEY, NODE_OWNER_NAME_LABEL, POOL_NODE_NAME,
+    POOL_PRIORITY_CLASS,
 };
+
+/// What a pool container requests when it names neither a request nor a limit for a
+/// resource the pool quota bounds. The quota admits only pods that request what it
+/// counts, and a tenant pod without requests is BestEffort, which the tenant's scheduler
+/// places on the pool freely: without a default, `kubectl run` in the pool would be
+/// refused by the host.
+pub const POOL_DEFAULT_REQUESTS: [(&str, &str); 2] = [("cpu", "100m"), ("memory", "128Mi")];
+
+/// The host PriorityClass of a pod bound to `node`: the pool's for a pool pod (each
+/// tenant's pool ResourceQuota counts only that class), none on a promoted node. The
+/// tenant's own class never reaches the host: host priorities are the host's business.
+pub(super) fn priority_class(node: &str) -> Option<String> {
+    (node == POOL_NODE_NAME).then(|| POOL_PRIORITY_CLASS.to_owned())
+}
+
+/// A pool container with [`POOL_DEFAULT_REQUESTS`] filled in where it names neither a
+/// request nor a limit (a limit alone already becomes the request on the host).
+pub(super) fn with_pool_requests(mut container: Container) -> Container {
+    let resources = container
+        .resources
+        .get_or_insert_with(ResourceRequirements::default);
+    for (resource, quantity) in POOL_DEFAULT_REQUESTS {
+        let limited = resources
+            .limits
+            .as_ref()
+            .is_some_and(|limits| limits.contains_key(resource));
+        let requests = resources.requests.get_or_insert_with(Default::default);
+        if !limited && !requests.contains_key(resource) {
+            requests.insert(resource.to_owned(), Quantity(quantity.to_owned()));
+        }
+    }
+    container
+}
 
 /// Where the host scheduler may put the pod: exactly the promoted node, or (for the
 /// pool) any worker no tenant claimed and no control-plane node.
@@ -120,6 +156,53 @@ mod tests {
         );
         assert_eq!(tolerations[1].operator.as_deref(), Some("Equal"));
         assert_eq!(tolerations[1].effect.as_deref(), Some("NoSchedule"));
+    }
+
+    #[test]
+    fn only_pool_pods_get_the_pool_class_and_default_requests() {
+        let mut tenant = pod("web-1", "u1", POOL_NODE_NAME);
+        let spec = tenant.spec.as_mut().unwrap();
+        spec.priority_class_name = Some("tenant-critical".to_owned());
+        spec.containers[0].resources = Some(ResourceRequirements {
+            requests: Some([("cpu".to_owned(), Quantity("2".to_owned()))].into()),
+            limits: Some([("memory".to_owned(), Quantity("64Mi".to_owned()))].into()),
+            ..ResourceRequirements::default()
+        });
+        let host = host_pod(&tenant, &tenancy()).unwrap().pod.spec.unwrap();
+        assert_eq!(
+            host.priority_class_name.as_deref(),
+            Some(POOL_PRIORITY_CLASS)
+        );
+        assert_eq!(
+            host.priority, None,
+            "the host's Priority admission fills it in"
+        );
+        let resources = host.containers[0].resources.clone().unwrap();
+        assert_eq!(
+            resources.requests,
+            Some([("cpu".to_owned(), Quantity("2".to_owned()))].into()),
+            "a named request stays, a limit alone is not given a default request"
+        );
+
+        let bare = host_pod(&pod("web-2", "u2", POOL_NODE_NAME), &tenancy()).unwrap();
+        let requests = bare.pod.spec.unwrap().containers[0]
+            .resources
+            .clone()
+            .unwrap()
+            .requests
+            .unwrap();
+        assert_eq!(requests["cpu"].0, "100m");
+        assert_eq!(requests["memory"].0, "128Mi");
+
+        let mut pinned = pod("web-3", "u3", "node1");
+        pinned.spec.as_mut().unwrap().priority_class_name = Some("tenant-critical".to_owned());
+        pinned.spec.as_mut().unwrap().containers[0].resources = None;
+        let pinned = host_pod(&pinned, &tenancy()).unwrap().pod.spec.unwrap();
+        assert_eq!(pinned.priority_class_name, None);
+        assert_eq!(
+            pinned.containers[0].resources, None,
+            "a promoted node's pods are not the pool quota's"
+        );
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! The status a tenant pod reports: what its host pod's kubelet reported, less what only
-//! makes sense on the host.
+//! makes sense on the host, and less `qosClass`: the tenant's apiserver set it from the
+//! tenant pod at creation and refuses any change (the host pod's class may differ, as a
+//! pool pod gets default requests on the host).
 
 use k8s_openapi::api::core::v1::{Pod, PodStatus};
 
@@ -25,7 +27,6 @@ pub(super) fn reported(status: Option<&PodStatus>) -> PodStatus {
         init_container_statuses: status.init_container_statuses.clone(),
         reason: status.reason.clone(),
         message: status.message.clone(),
-        qos_class: status.qos_class.clone(),
         ..PodStatus::default()
     }
 }
@@ -64,7 +65,7 @@ mod tests {
         assert_eq!(status.phase.as_deref(), Some("Running"));
         assert_eq!(status.pod_ip.as_deref(), Some("127.200.0.1"));
         assert_eq!(status.host_ip.as_deref(), Some("10.0.0.7"));
-        assert_eq!(status.qos_class.as_deref(), Some("Burstable"));
+        assert_eq!(status.qos_class, None, "immutable in the tenant");
         assert_eq!(status.nominated_node_name, None);
         assert_eq!(status.container_statuses.unwrap()[0].ready, true);
         let actions = plan_of(vec![tenant.clone()], vec![host.clone()]);

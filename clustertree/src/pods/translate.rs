@@ -13,7 +13,7 @@ use kube::ResourceExt as _;
 use super::naming::{
     config_map_copy_name, host_pod_name, hostname, ownership, secret_copy_name, token_secret_name,
 };
-use super::placement::{placement, tolerations};
+use super::placement::{placement, priority_class, tolerations, with_pool_requests};
 use super::refusal::{Refusal, refusal};
 use super::{PodRef, Tenancy};
 
@@ -310,15 +310,16 @@ pub fn host_pod(tenant: &Pod, tenancy: &Tenancy) -> Result<HostPod, Refusal> {
         }
         volumes.push(host);
     }
-    let containers: Vec<Container> = spec
-        .containers
-        .iter()
-        .map(|c| translation.container(c))
-        .collect();
+    let pool = priority_class(node).is_some();
+    let mut host_container = |container: &Container| {
+        let copy = translation.container(container);
+        if pool { with_pool_requests(copy) } else { copy }
+    };
+    let containers: Vec<Container> = spec.containers.iter().map(&mut host_container).collect();
     let init_containers: Option<Vec<Container>> = spec
         .init_containers
         .as_ref()
-        .map(|list| list.iter().map(|c| translation.container(c)).collect());
+        .map(|list| list.iter().map(&mut host_container).collect());
     let image_pull_secrets: Option<Vec<LocalObjectReference>> =
         spec.image_pull_secrets.as_ref().map(|list| {
             list.iter()
@@ -350,6 +351,7 @@ pub fn host_pod(tenant: &Pod, tenancy: &Tenancy) -> Result<HostPod, Refusal> {
             automount_service_account_token: Some(false),
             enable_service_links: Some(false),
             affinity: Some(placement(node)),
+            priority_class_name: priority_class(node),
             tolerations: (!tolerations.is_empty()).then_some(tolerations),
             restart_policy: spec.restart_policy.clone(),
             termination_grace_period_seconds: spec.termination_grace_period_seconds,

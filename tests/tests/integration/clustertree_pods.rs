@@ -23,7 +23,8 @@ use serde_json::json;
 use vc_api::VirtualCluster;
 use vc_api::constants::{
     CLUSTERTREE_MANAGED_BY_VALUE, MANAGED_BY_LABEL, NODE_CLAIM_TAINT_KEY, POOL_NODE_NAME,
-    TENANT_OBJECT_NAME_LABEL, TENANT_OBJECT_NAMESPACE_LABEL, TENANT_OBJECT_UID_ANNOTATION,
+    POOL_PRIORITY_CLASS, TENANT_OBJECT_NAME_LABEL, TENANT_OBJECT_NAMESPACE_LABEL,
+    TENANT_OBJECT_UID_ANNOTATION,
 };
 use vc_controller::resources::{BuildContext, Tenant, clustertree as rendered};
 use vc_tests::apiserver::envtest::{self, Envtest, EnvtestOptions, SKIP_MESSAGE};
@@ -160,6 +161,15 @@ impl World {
             )
             .await
             .unwrap();
+        // The chart installs the pool's PriorityClass; the host refuses a pool pod naming
+        // a class that does not exist.
+        kubectl_apply(
+            host.kubeconfig_path(),
+            &json!({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
+                    "metadata": {"name": POOL_PRIORITY_CLASS}, "value": 0,
+                    "preemptionPolicy": "Never"})
+            .to_string(),
+        );
         if pool.quota {
             Api::<ResourceQuota>::namespaced(admin.clone(), &workload_namespace)
                 .create(&PostParams::default(), &rendered::pool_quota(&rendered_for))
@@ -405,6 +415,10 @@ fn tolerates_claim(pod: &Pod) -> bool {
 
 fn node_of(pod: &Pod) -> Option<&str> {
     pod.spec.as_ref()?.node_name.as_deref()
+}
+
+fn priority_class_of(pod: &Pod) -> Option<&str> {
+    pod.spec.as_ref()?.priority_class_name.as_deref()
 }
 
 /// The Running tenant pod `name`, once its host pod is bound and reporting.
@@ -656,7 +670,7 @@ async fn real_privileged_pod_is_refused_with_a_reason() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_tenant_pool_pods_respect_the_pool_quota() {
     let Some(world) = World::start(Pool {
-        resources: json!({"cpu": 1, "memory": "1Gi", "pods": 3}),
+        resources: json!({"cpu": "250m", "memory": "1Gi", "pods": 10}),
         quota: true,
     })
     .await
@@ -683,38 +697,59 @@ async fn real_tenant_pool_pods_respect_the_pool_quota() {
     assert_eq!(
         hard,
         BTreeMap::from([
-            ("cpu".to_owned(), "1".to_owned()),
+            ("cpu".to_owned(), "250m".to_owned()),
             ("memory".to_owned(), "1Gi".to_owned()),
-            ("pods".to_owned(), "3".to_owned()),
+            ("pods".to_owned(), "10".to_owned()),
         ])
     );
 
-    // The tenant's pool Node offers the whole pool, but the host quota also counts the
-    // pinned pod: the tenant scheduler places pool-b, and only the host can refuse it.
+    // A promoted node's pods are not the pool's: a pinned pod asking for more than the
+    // whole pool, and one asking for nothing, both run.
     world
-        .create_tenant_pods([requesting("pinned", "node1", "300m", "64Mi")])
+        .create_tenant_pods([
+            requesting("pinned", "node1", "300m", "64Mi"),
+            pod("pinned-bare", "node1", json!({})),
+        ])
         .await;
     running(&world, "pinned").await;
-    world
-        .create_tenant_pods([requesting("pool-a", POOL_NODE_NAME, "400m", "256Mi")])
-        .await;
-    running(&world, "pool-a").await;
+    running(&world, "pinned-bare").await;
     let pinned = host_pod_of(&world, "pinned").await;
     assert_eq!(node_of(&pinned), Some("node1"));
     assert!(tolerates_claim(&pinned), "{:?}", pinned.spec);
+    assert_eq!(priority_class_of(&pinned), None);
+
+    // Pool pods asking for nothing are BestEffort to the tenant's scheduler, which
+    // places them freely; on the host they request the pool default (100m each) and run
+    // on the unclaimed worker under the pool's PriorityClass, counted by the quota.
+    world
+        .create_tenant_pods([
+            pod("pool-a", POOL_NODE_NAME, json!({})),
+            pod("pool-b", POOL_NODE_NAME, json!({})),
+        ])
+        .await;
+    running(&world, "pool-a").await;
+    running(&world, "pool-b").await;
     let pooled = host_pod_of(&world, "pool-a").await;
     assert_eq!(node_of(&pooled), Some("node2"), "the one unclaimed worker");
     assert!(!tolerates_claim(&pooled), "{:?}", pooled.spec);
+    assert_eq!(priority_class_of(&pooled), Some(POOL_PRIORITY_CLASS));
+    let used = world
+        .within("the quota to count both pool pods", || async {
+            let used = quotas.get(&quota_name).await.ok()?.status?.used?;
+            (used.get("pods").map(|q| q.0.as_str()) == Some("2")).then_some(used)
+        })
+        .await;
+    assert_eq!(used["cpu"].0, "200m", "the pinned pods are not counted");
 
-    // Over the quota: the host refuses it and the tenant is told why, but the pod waits
-    // rather than fails, as it would for a full node.
+    // Over the quota (a third 100m in a 250m pool): the host refuses it and the tenant
+    // is told why, but the pod waits rather than fails, as it would for a full node.
     world
-        .create_tenant_pods([requesting("pool-b", POOL_NODE_NAME, "400m", "256Mi")])
+        .create_tenant_pods([pod("pool-c", POOL_NODE_NAME, json!({}))])
         .await;
     let event = world
-        .within("a HostRefused Event on pool-b", || async {
+        .within("a HostRefused Event on pool-c", || async {
             world
-                .events_on("pool-b")
+                .events_on("pool-c")
                 .await
                 .into_iter()
                 .find(|e| e.reason.as_deref() == Some("HostRefused"))
@@ -728,10 +763,10 @@ async fn real_tenant_pool_pods_respect_the_pool_quota() {
     );
     // A few passes later it is still waiting.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let waiting = world.tenant_pods().get("pool-b").await.unwrap();
+    let waiting = world.tenant_pods().get("pool-c").await.unwrap();
     assert_eq!(phase(&waiting), Some("Pending"), "{:?}", waiting.status);
     let host_pods = world.host::<Pod>();
-    assert!(standing_for(&host_pods, "pool-b").await.is_empty());
+    assert!(standing_for(&host_pods, "pool-c").await.is_empty());
 
     // Room made in the pool: the waiting pod runs without anyone touching it.
     world
@@ -739,8 +774,8 @@ async fn real_tenant_pool_pods_respect_the_pool_quota() {
         .delete("pool-a", &DeleteParams::default())
         .await
         .unwrap();
-    running(&world, "pool-b").await;
-    let admitted = host_pod_of(&world, "pool-b").await;
+    running(&world, "pool-c").await;
+    let admitted = host_pod_of(&world, "pool-c").await;
     assert_eq!(node_of(&admitted), Some("node2"));
     assert!(standing_for(&host_pods, "pool-a").await.is_empty());
     world.finish("real_tenant_pool_pods_respect_the_pool_quota");
