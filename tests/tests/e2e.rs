@@ -499,6 +499,32 @@ async fn scenario_service(options: Options) {
         .unwrap();
     // Two controllers write these on a real cluster (endpoints, endpointslice): the
     // Endpoints may trail the slices by a moment.
+    // On the real host the tenant's pods are vc-clustertree's host pods in
+    // vc-default-tenant1: the tenant's endpoints are exactly their addresses.
+    if harness.kind == HostKind::RealApiServer {
+        let workload_namespace =
+            vc_api::constants::tenant_workload_namespace(TENANT_NAMESPACE, "tenant1");
+        let host_pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
+            kube::Api::namespaced(harness.admin.clone(), &workload_namespace);
+        let selector = format!(
+            "{}={}",
+            vc_api::constants::MANAGED_BY_LABEL,
+            vc_api::constants::CLUSTERTREE_MANAGED_BY_VALUE
+        );
+        let host_ips: BTreeSet<String> = host_pods
+            .list(&kube::api::ListParams::default().labels(&selector))
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter_map(|pod| pod.status?.pod_ip)
+            .collect();
+        let tenant_ips: BTreeSet<String> = addresses.iter().cloned().collect();
+        assert_eq!(
+            tenant_ips, host_ips,
+            "the tenant's endpoints are the host pods vc-clustertree runs"
+        );
+    }
     let mut sliced: Vec<String> = addresses.clone();
     sliced.sort_unstable();
     harness
