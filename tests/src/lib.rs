@@ -6,6 +6,7 @@ pub mod admission;
 pub mod apiserver;
 pub mod etcd_gateway;
 pub mod node;
+pub mod ports;
 pub mod probe;
 pub mod rbac;
 pub mod simulation;

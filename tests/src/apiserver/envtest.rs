@@ -11,7 +11,6 @@
 //! [`EnvtestPorts`], so they are unit-tested here although no kube-apiserver binary exists
 //! on the machines these tests usually run on.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -286,8 +285,7 @@ pub fn private_service_cidr() -> String {
 }
 
 fn free_port() -> Result<u16, EnvtestError> {
-    let l = TcpListener::bind("127.0.0.1:0").map_err(EnvtestError::FreePort)?;
-    Ok(l.local_addr().map_err(EnvtestError::FreePort)?.port())
+    crate::ports::free_port().map_err(EnvtestError::FreePort)
 }
 
 fn write(path: &Path, text: &str) -> Result<(), EnvtestError> {

@@ -17,7 +17,7 @@
 pub mod image;
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, TcpListener};
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -314,8 +314,7 @@ impl NodePorts {
 }
 
 fn free_port() -> Result<u16, NodeError> {
-    let listener = TcpListener::bind("127.0.0.1:0").map_err(NodeError::FreePort)?;
-    Ok(listener.local_addr().map_err(NodeError::FreePort)?.port())
+    crate::ports::free_port().map_err(NodeError::FreePort)
 }
 
 /// What a node may leave behind on the machine, read before it starts and after it

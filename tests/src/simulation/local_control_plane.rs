@@ -23,7 +23,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -304,10 +304,7 @@ fn template_hash(template: Option<&PodTemplateSpec>) -> String {
 }
 
 fn free_port() -> Result<u16, LocalControlPlaneError> {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .map_err(LocalControlPlaneError::AllocatePort)
+    crate::ports::free_port().map_err(LocalControlPlaneError::AllocatePort)
 }
 
 /// Turns a tenant's host objects into process plans, keeping each local port for the

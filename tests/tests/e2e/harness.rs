@@ -31,7 +31,7 @@
 use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::io::{Read as _, Seek as _, SeekFrom};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -260,10 +260,7 @@ pub fn binary_dir() -> anyhow::Result<PathBuf> {
 }
 
 fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")
-        .context("finding a free port")?
-        .local_addr()?
-        .port())
+    vc_tests::ports::free_port().context("finding a free port")
 }
 
 /// An operator's shell: a private HOME and kubeconfig, and a PATH where kubectl finds

@@ -3,7 +3,7 @@
 //! ValidatingWebhookConfiguration (url + caBundle), and real `kubectl` talks to the
 //! API server, which calls the webhook for every VirtualCluster write.
 
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -130,11 +130,7 @@ fn built_webhook() -> Option<PathBuf> {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    vc_tests::ports::free_port().unwrap()
 }
 
 fn start_webhook(binary: &Path, directory: &Path, port: u16, kubeconfig: &Path) -> WebhookProcess {
