@@ -3,8 +3,10 @@
 //! as tenant Nodes ([`nodes`] for the rules, [`sync`] for the loop), and acts as the
 //! kubelet of those Nodes: each tenant pod bound to one runs as a host pod in the
 //! tenant's workload namespace, and its status comes back ([`pods`] for the rules,
-//! [`pod_sync`] for the loop).
+//! [`pod_sync`] for the loop). It serves those Nodes' kubelet API for logs and exec
+//! ([`kubelet_api`]).
 
+pub mod kubelet_api;
 pub mod nodes;
 pub mod pod_sync;
 pub mod pods;

@@ -3,11 +3,14 @@
 //! `--kubeconfig`) and the tenant admin kubeconfig the controller mounts. It runs the node
 //! loop and the pod loop side by side until SIGTERM stops both.
 
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
 use vc_api::constants::tenant_workload_namespace;
+use vc_clustertree::kubelet_api::{self, KubeletApi, tls};
+use vc_clustertree::nodes::KubeletEndpoint;
 use vc_clustertree::pod_sync;
 use vc_clustertree::pods::Tenancy;
 use vc_clustertree::sync::{self, Target};
@@ -31,6 +34,12 @@ enum StartError {
     },
     #[error("connecting to the tenant: {0}")]
     ConnectTenant(kube::Error),
+    #[error("setting up the kubelet API's TLS: {0}")]
+    KubeletTls(tls::TlsError),
+    #[error("serving the kubelet API: {0}")]
+    KubeletListen(kubelet_api::ServeError),
+    #[error("--kubelet-tls-cert-file and --kubelet-tls-key-file go together")]
+    KubeletTlsPair,
     #[error("listening for SIGTERM: {0}")]
     Signal(std::io::Error),
 }
@@ -56,6 +65,20 @@ struct Flags {
     /// How often the tenant's Nodes, and the host pods of its pods, are brought in line.
     #[arg(long, default_value = "2s", value_parser = parse_seconds)]
     period: Duration,
+    /// Where the kubelet API of the tenant's Nodes listens (logs and exec).
+    #[arg(long, default_value = "0.0.0.0:10250")]
+    kubelet_listen: SocketAddr,
+    /// The address the tenant's Nodes advertise as InternalIP, where the tenant apiserver
+    /// reaches the kubelet API: the pod's IP. Without it the kubelet API is not served
+    /// and the Nodes advertise no address to reach.
+    #[arg(long, env = "POD_IP")]
+    kubelet_address: Option<IpAddr>,
+    /// Serving certificate (PEM) of the kubelet API; generated at start when absent.
+    #[arg(long)]
+    kubelet_tls_cert_file: Option<PathBuf>,
+    /// Key of --kubelet-tls-cert-file (PEM).
+    #[arg(long)]
+    kubelet_tls_key_file: Option<PathBuf>,
     /// Log filter, as RUST_LOG.
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -114,12 +137,42 @@ async fn start(flags: Flags) -> Result<(), StartError> {
     let tenant_config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
         .await
         .map_err(|source| StartError::ReadTenantKubeconfig { path, source })?;
+    let tenant_ca = tenant_config.root_cert.clone().unwrap_or_default();
     let tenant = kube::Client::try_from(tenant_config).map_err(StartError::ConnectTenant)?;
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(StartError::Signal)?;
+    let serving = match (flags.kubelet_tls_cert_file, flags.kubelet_tls_key_file) {
+        (Some(cert), Some(key)) => Some(tls::ServingCertificate::Files { cert, key }),
+        (None, None) => None,
+        _ => return Err(StartError::KubeletTlsPair),
+    };
+    let kubelet = match &flags.kubelet_address {
+        Some(address) => {
+            let serving = serving.unwrap_or_else(|| tls::ServingCertificate::Generated {
+                address: address.to_string(),
+            });
+            let config =
+                tls::server_config(&tenant_ca, &serving).map_err(StartError::KubeletTls)?;
+            let listener = kubelet_api::listen(flags.kubelet_listen)
+                .await
+                .map_err(StartError::KubeletListen)?;
+            tracing::info!(listen = %flags.kubelet_listen, %address, "serving the kubelet API");
+            Some((listener, config))
+        }
+        None => {
+            tracing::warn!(
+                "no --kubelet-address: kubectl logs and exec will not work in the tenant"
+            );
+            None
+        }
+    };
     let target = Target {
         namespace: flags.namespace,
         name: flags.name,
+        kubelet: flags.kubelet_address.map(|address| KubeletEndpoint {
+            address: address.to_string(),
+            port: i32::from(flags.kubelet_listen.port()),
+        }),
     };
     tracing::info!(namespace = %target.namespace, name = %target.name, "serving VirtualCluster");
     let tenancy = Tenancy {
@@ -137,6 +190,17 @@ async fn start(flags: Flags) -> Result<(), StartError> {
         flags.period,
         until_stopped(stopped.clone()),
     );
+    let api = KubeletApi {
+        host: host.clone(),
+        tenant: tenant.clone(),
+        workload_namespace: tenancy.workload_namespace.clone(),
+    };
+    let api_stopped = until_stopped(stopped.clone());
+    let kubelet_api = async move {
+        if let Some((listener, config)) = kubelet {
+            kubelet_api::serve(listener, config, api, api_stopped).await;
+        }
+    };
     let pods = pod_sync::run(host, tenant, tenancy, flags.period, until_stopped(stopped));
     let signal = async move {
         tokio::select! {
@@ -145,6 +209,6 @@ async fn start(flags: Flags) -> Result<(), StartError> {
         }
         let _no_loop_left = stop.send(true);
     };
-    tokio::join!(nodes, pods, signal);
+    tokio::join!(nodes, pods, kubelet_api, signal);
     Ok(())
 }

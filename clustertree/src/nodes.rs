@@ -7,6 +7,11 @@
 //! condition taints, which the tenant's own node-lifecycle controller derives from the
 //! conditions). The pooled resources appear as one Node, [`POOL_NODE_NAME`].
 //!
+//! Every Node advertises vc-clustertree's kubelet API ([`KubeletEndpoint`]) as its
+//! InternalIP and kubelet port, never the host kubelet's: the tenant apiserver sends
+//! `logs` and `exec` there with the tenant's kubelet-client certificate, which the host
+//! kubelet must never see and vc-clustertree answers by proxying to the host pod.
+//!
 //! Only a host node this VirtualCluster really claimed is mirrored: its owner labels name
 //! the VirtualCluster and its owner-UID annotation carries this VirtualCluster's UID, so a
 //! node listed in the spec but claimed by another tenant (or by a deleted VirtualCluster
@@ -15,7 +20,8 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Node, NodeCondition, NodeSpec, NodeStatus, NodeSystemInfo, Taint,
+    DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeSpec, NodeStatus,
+    NodeSystemInfo, Taint,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
@@ -32,6 +38,43 @@ const HOST_ONLY_PREFIXES: [&str; 2] = ["vc.kosmos.io/", "node.alpha.kubernetes.i
 const CONDITION_TAINT_PREFIX: &str = "node.kubernetes.io/";
 /// Pods the pool node admits when the pool does not say.
 const POOL_PODS: &str = "110";
+
+/// Where the tenant apiserver reaches vc-clustertree's kubelet API.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KubeletEndpoint {
+    /// The address Nodes advertise as InternalIP (the clustertree pod's IP).
+    pub address: String,
+    pub port: i32,
+}
+
+/// The Node addresses: ours as InternalIP, then the host's Hostname addresses so
+/// `kubectl get nodes -o wide` still tells which machine it is. The host's IPs are
+/// dropped: the tenant apiserver prefers InternalIP, then ExternalIP, and must never
+/// reach the host kubelet. Without an endpoint (the kubelet API not served) only the
+/// Hostname remains, so logs and exec fail instead of going to the host.
+fn advertised_addresses(
+    kubelet: Option<&KubeletEndpoint>,
+    host: &[NodeAddress],
+) -> Vec<NodeAddress> {
+    kubelet
+        .map(|kubelet| NodeAddress {
+            type_: "InternalIP".to_owned(),
+            address: kubelet.address.clone(),
+        })
+        .into_iter()
+        .chain(
+            host.iter()
+                .filter(|address| address.type_ == "Hostname")
+                .cloned(),
+        )
+        .collect()
+}
+
+fn daemon_endpoints(kubelet: Option<&KubeletEndpoint>) -> Option<NodeDaemonEndpoints> {
+    kubelet.map(|kubelet| NodeDaemonEndpoints {
+        kubelet_endpoint: Some(DaemonEndpoint { port: kubelet.port }),
+    })
+}
 
 /// Whether `node` is claimed by exactly this VirtualCluster (names and UID).
 pub fn claimed_by(node: &Node, virtual_cluster: &VirtualCluster) -> bool {
@@ -54,12 +97,16 @@ pub fn promoted<'a>(virtual_cluster: &VirtualCluster, host_nodes: &'a [Node]) ->
 }
 
 /// Every Node the tenant should have, by name.
-pub fn desired(virtual_cluster: &VirtualCluster, host_nodes: &[Node]) -> BTreeMap<String, Node> {
+pub fn desired(
+    virtual_cluster: &VirtualCluster,
+    host_nodes: &[Node],
+    kubelet: Option<&KubeletEndpoint>,
+) -> BTreeMap<String, Node> {
     let mut nodes: BTreeMap<String, Node> = promoted(virtual_cluster, host_nodes)
         .into_iter()
-        .map(|host| (host.name_any(), mirrored(host)))
+        .map(|host| (host.name_any(), mirrored(host, kubelet)))
         .collect();
-    if let Some(pool) = pool(virtual_cluster)
+    if let Some(pool) = pool(virtual_cluster, kubelet)
         && !nodes.contains_key(POOL_NODE_NAME)
     {
         nodes.insert(POOL_NODE_NAME.to_owned(), pool);
@@ -79,7 +126,7 @@ fn copied(map: &BTreeMap<String, String>) -> BTreeMap<String, String> {
 }
 
 /// A promoted host node as the tenant sees it.
-pub fn mirrored(host: &Node) -> Node {
+pub fn mirrored(host: &Node, kubelet: Option<&KubeletEndpoint>) -> Node {
     let mut labels = copied(host.labels());
     labels.insert(MIRRORED_NODE_LABEL.to_owned(), "host".to_owned());
     let taints: Vec<Taint> = host
@@ -108,7 +155,11 @@ pub fn mirrored(host: &Node) -> Node {
             capacity: status.capacity,
             allocatable: status.allocatable,
             conditions: status.conditions,
-            addresses: status.addresses,
+            addresses: Some(advertised_addresses(
+                kubelet,
+                &status.addresses.unwrap_or_default(),
+            )),
+            daemon_endpoints: daemon_endpoints(kubelet),
             node_info: status.node_info,
             ..NodeStatus::default()
         }),
@@ -116,7 +167,7 @@ pub fn mirrored(host: &Node) -> Node {
 }
 
 /// The pooled resources as one Node, when the VirtualCluster asks for any.
-pub fn pool(virtual_cluster: &VirtualCluster) -> Option<Node> {
+pub fn pool(virtual_cluster: &VirtualCluster, kubelet: Option<&KubeletEndpoint>) -> Option<Node> {
     let resources = &virtual_cluster.spec.promote_resources.resources;
     if resources.is_empty() {
         return None;
@@ -148,6 +199,8 @@ pub fn pool(virtual_cluster: &VirtualCluster) -> Option<Node> {
             allocatable: Some(capacity.clone()),
             capacity: Some(capacity),
             conditions: Some(vec![ready_condition()]),
+            addresses: Some(advertised_addresses(kubelet, &[])),
+            daemon_endpoints: daemon_endpoints(kubelet),
             node_info: Some(NodeSystemInfo {
                 architecture: "amd64".to_owned(),
                 operating_system: "linux".to_owned(),
@@ -187,6 +240,15 @@ mod tests {
 
     use super::*;
 
+    static KUBELET: KubeletEndpoint = KubeletEndpoint {
+        address: String::new(),
+        port: 10250,
+    };
+
+    fn kubelet() -> Option<&'static KubeletEndpoint> {
+        Some(&KUBELET)
+    }
+
     fn virtual_cluster(nodes: &[&str], resources: serde_json::Value) -> VirtualCluster {
         serde_json::from_value(json!({
             "apiVersion": "kosmos.io/v1alpha1", "kind": "VirtualCluster",
@@ -219,7 +281,9 @@ mod tests {
                 "capacity": {"cpu": "8", "memory": "32Gi", "pods": "110"},
                 "allocatable": {"cpu": "7500m", "memory": "31Gi", "pods": "110"},
                 "conditions": [{"type": "Ready", "status": "True"}],
-                "addresses": [{"type": "InternalIP", "address": "10.0.0.7"}],
+                "addresses": [{"type": "InternalIP", "address": "10.0.0.7"}, {"type": "ExternalIP", "address": "203.0.113.7"},
+                              {"type": "Hostname", "address": name}],
+                "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
                 "nodeInfo": {"architecture": "amd64", "bootID": "", "containerRuntimeVersion": "containerd://1.6",
                              "kernelVersion": "6.1", "kubeProxyVersion": "", "kubeletVersion": "v1.36.2",
                              "machineID": "", "operatingSystem": "linux", "osImage": "Debian", "systemUUID": ""}
@@ -242,14 +306,14 @@ mod tests {
             // Claimed, but no longer in the spec.
             host_node("node5", Some(("team-a", "tenant1", "uid-1"))),
         ];
-        let names: Vec<String> = desired(&vc, &hosts).into_keys().collect();
+        let names: Vec<String> = desired(&vc, &hosts, kubelet()).into_keys().collect();
         assert_eq!(names, ["node1"]);
     }
 
     #[test]
     fn a_mirrored_node_keeps_the_hosts_resources_and_drops_what_is_the_hosts_business() {
         let host = host_node("node1", Some(("team-a", "tenant1", "uid-1")));
-        let node = mirrored(&host);
+        let node = mirrored(&host, kubelet());
         let labels = node.labels();
         assert_eq!(
             labels
@@ -277,20 +341,65 @@ mod tests {
             status.allocatable,
             host.status.as_ref().unwrap().allocatable
         );
-        assert_eq!(status.addresses.unwrap()[0].address, "10.0.0.7");
-        assert_eq!(status.node_info.unwrap().kubelet_version, "v1.36.2");
+        assert_eq!(status.node_info.clone().unwrap().kubelet_version, "v1.36.2");
+        assert_eq!(status.daemon_endpoints, daemon_endpoints(kubelet()));
+    }
+
+    #[test]
+    fn every_node_sends_the_tenant_apiserver_to_us_never_to_the_host_kubelet() {
+        let host = host_node("node1", Some(("team-a", "tenant1", "uid-1")));
+        let endpoint = KubeletEndpoint {
+            address: "10.1.2.3".to_owned(),
+            port: 11250,
+        };
+        let vc = virtual_cluster(&["node1"], json!({"cpu": 1}));
+        for node in desired(&vc, std::slice::from_ref(&host), Some(&endpoint)).values() {
+            let status = node.status.clone().unwrap();
+            let addresses: Vec<(String, String)> = status
+                .addresses
+                .unwrap()
+                .into_iter()
+                .map(|a| (a.type_, a.address))
+                .collect();
+            let hostname: Vec<(String, String)> = if node.name_any() == "node1" {
+                vec![("Hostname".to_owned(), "node1".to_owned())]
+            } else {
+                vec![]
+            };
+            let mut expected = vec![("InternalIP".to_owned(), "10.1.2.3".to_owned())];
+            expected.extend(hostname);
+            assert_eq!(addresses, expected, "{}", node.name_any());
+            assert_eq!(
+                status
+                    .daemon_endpoints
+                    .unwrap()
+                    .kubelet_endpoint
+                    .unwrap()
+                    .port,
+                11250
+            );
+        }
+        let unserved = mirrored(&host, None).status.unwrap();
+        let types: Vec<String> = unserved
+            .addresses
+            .unwrap()
+            .into_iter()
+            .map(|a| a.type_)
+            .collect();
+        assert_eq!(types, ["Hostname"], "no API served: no address to reach");
+        assert_eq!(unserved.daemon_endpoints, None);
     }
 
     #[test]
     fn the_pool_is_one_node_sized_by_the_pooled_resources() {
         let vc = virtual_cluster(&[], json!({"cpu": 10, "memory": "100Gi"}));
-        let nodes = desired(&vc, &[]);
+        let nodes = desired(&vc, &[], kubelet());
         let pool = &nodes[POOL_NODE_NAME];
         let capacity = pool.status.as_ref().unwrap().capacity.clone().unwrap();
         assert_eq!(capacity["cpu"], Quantity("10".to_owned()));
         assert_eq!(capacity["memory"], Quantity("100Gi".to_owned()));
         assert_eq!(capacity["pods"], Quantity(POOL_PODS.to_owned()));
         assert!(is_mirrored(pool));
-        assert!(desired(&virtual_cluster(&[], json!({})), &[]).is_empty());
+        assert!(desired(&virtual_cluster(&[], json!({})), &[], kubelet()).is_empty());
     }
 }

@@ -32,6 +32,9 @@ const LEASE_DURATION_SECONDS: i32 = 40;
 pub struct Target {
     pub namespace: String,
     pub name: String,
+    /// Where the tenant's Nodes send the tenant apiserver for logs and exec; none when
+    /// the kubelet API is not served.
+    pub kubelet: Option<nodes::KubeletEndpoint>,
 }
 
 /// Why one pass failed; the loop retries on the next period.
@@ -74,7 +77,7 @@ pub async fn pass(
     let desired = match &virtual_cluster {
         Some(virtual_cluster) => {
             let host_nodes = read_host_nodes(host, virtual_cluster).await?;
-            nodes::desired(virtual_cluster, &host_nodes)
+            nodes::desired(virtual_cluster, &host_nodes, target.kubelet.as_ref())
         }
         // Gone: the tenant is being torn down; nothing of the host is mirrored any more.
         None => Default::default(),

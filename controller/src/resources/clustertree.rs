@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{
-    Container, KeyToPath, Namespace, PodSpec, ResourceQuota, ResourceQuotaSpec, ScopeSelector,
-    ScopedResourceSelectorRequirement, SecretVolumeSource, ServiceAccount, Volume,
+    Container, ContainerPort, KeyToPath, Namespace, PodSpec, ResourceQuota, ResourceQuotaSpec,
+    ScopeSelector, ScopedResourceSelectorRequirement, SecretVolumeSource, ServiceAccount, Volume,
 };
 use k8s_openapi::api::rbac::v1::{
     ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
@@ -21,13 +21,16 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use vc_api::constants::{GROUP, KUBECONFIG_INTERNAL_SECRET_KEY, PLURAL, POOL_PRIORITY_CLASS};
 
 use super::meta::{Component, owned_meta, unowned_meta};
-use super::pod::{deployment as owned_deployment, read_only_mount};
+use super::pod::{deployment as owned_deployment, env_from_field, read_only_mount};
 use super::{Tenant, names};
 
 /// Where the tenant kubeconfig is mounted in the clustertree pod.
 pub const TENANT_KUBECONFIG_DIR: &str = "/etc/kube";
 /// The clustertree's program in its image, where the root Dockerfile installs it.
 pub const CLUSTERTREE_COMMAND: &str = "/usr/local/bin/vc-clustertree";
+/// Where the clustertree serves the kubelet API of the tenant's Nodes (logs, exec): the
+/// kubelet's own port, which the tenant apiserver dials at the pod IP the Nodes advertise.
+pub const KUBELET_PORT: i32 = 10250;
 
 /// Resources that a ResourceQuota accepts under their plain name; every other (extended)
 /// resource is only accepted as `requests.NAME`.
@@ -159,6 +162,7 @@ pub fn role(tenant: &Tenant) -> Role {
             ),
             rule(&["pods/status"], &["get", "patch", "update"]),
             rule(&["pods/log"], &["get"]),
+            rule(&["pods/exec"], &["create"]),
             rule(
                 &["events"],
                 &["create", "get", "list", "patch", "update", "watch"],
@@ -273,7 +277,8 @@ pub fn cluster_role_binding(tenant: &Tenant) -> ClusterRoleBinding {
 
 /// Deployment `NAME-clustertree`: `vc-clustertree` from the operator's clustertree image,
 /// told which VirtualCluster it serves by flags, with the tenant's in-cluster admin
-/// kubeconfig, and ServiceAccount `NAME-clustertree` (in-cluster config) for the host.
+/// kubeconfig, and ServiceAccount `NAME-clustertree` (in-cluster config) for the host. The
+/// tenant's Nodes advertise the pod IP, where it serves their kubelet API.
 pub fn deployment(tenant: &Tenant, config_hash: &str) -> Deployment {
     let kubeconfig = Volume {
         name: "tenant-kubeconfig".to_owned(),
@@ -299,7 +304,16 @@ pub fn deployment(tenant: &Tenant, config_hash: &str) -> Deployment {
             format!("--tenant-kubeconfig={TENANT_KUBECONFIG_DIR}/config"),
             format!("--namespace={}", tenant.namespace),
             format!("--name={}", tenant.name),
+            "--kubelet-address=$(POD_IP)".to_owned(),
+            format!("--kubelet-listen=0.0.0.0:{KUBELET_PORT}"),
         ]),
+        env: Some(vec![env_from_field("POD_IP", "status.podIP")]),
+        ports: Some(vec![ContainerPort {
+            name: Some("kubelet".to_owned()),
+            container_port: KUBELET_PORT,
+            protocol: Some("TCP".to_owned()),
+            ..ContainerPort::default()
+        }]),
         volume_mounts: Some(vec![read_only_mount(
             "tenant-kubeconfig",
             TENANT_KUBECONFIG_DIR,

@@ -689,6 +689,24 @@ fn clustertree_runs_the_operator_image_with_tenant_kubeconfig_and_own_account() 
     );
     assert_eq!(flag(tree, "namespace"), Some("team-a"));
     assert_eq!(flag(tree, "name"), Some("prod"));
+    // The tenant's Nodes send the tenant apiserver to the pod IP for logs and exec.
+    assert_eq!(flag(tree, "kubelet-address"), Some("$(POD_IP)"));
+    assert_eq!(flag(tree, "kubelet-listen"), Some("0.0.0.0:10250"));
+    let pod_ip = tree
+        .env
+        .iter()
+        .flatten()
+        .find(|env| env.name == "POD_IP")
+        .and_then(|env| env.value_from.as_ref()?.field_ref.as_ref())
+        .map(|field| field.field_path.as_str());
+    assert_eq!(pod_ip, Some("status.podIP"));
+    let ports: Vec<(Option<&str>, i32)> = tree
+        .ports
+        .iter()
+        .flatten()
+        .map(|port| (port.name.as_deref(), port.container_port))
+        .collect();
+    assert_eq!(ports, [(Some("kubelet"), 10250)]);
     assert_eq!(
         flag(tree, "kubeconfig"),
         None,
@@ -792,6 +810,17 @@ fn clustertree_rbac_is_scoped_to_its_namespace_and_claimed_nodes() {
     ] {
         assert!(resources.contains(&needed), "Role lacks {needed}");
     }
+    let exec = role
+        .rules
+        .iter()
+        .flatten()
+        .find(|rule| rule.resources.iter().flatten().any(|r| r == "pods/exec"))
+        .map(|rule| rule.verbs.clone());
+    assert_eq!(
+        exec,
+        Some(vec!["create".to_owned()]),
+        "kubectl exec in the tenant is proxied to the host pod's exec"
+    );
     let subjects = state.clustertree.role_binding.subjects.as_ref().unwrap();
     assert_eq!(subjects[0].name, "prod-clustertree");
     assert_eq!(subjects[0].namespace.as_deref(), Some("team-a"));

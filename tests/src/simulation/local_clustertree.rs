@@ -321,7 +321,15 @@ impl Runner {
             ports: BTreeMap::new(),
             root: root.join("pod"),
             claim_templates: Vec::new(),
-            set_flags: vec![("kubeconfig".to_owned(), identity.display().to_string())],
+            // A pod has port 10250 to itself; processes here share the machine (and
+            // perhaps a real kubelet), so each kubelet API gets a free port.
+            set_flags: vec![
+                ("kubeconfig".to_owned(), identity.display().to_string()),
+                (
+                    "kubelet-listen".to_owned(),
+                    format!("127.0.0.1:{}", free_port()?),
+                ),
+            ],
         };
         let plan = local_pod::plan(spec, Some(CONTAINER), &placement, &services, &sources)
             .map_err(|e| format!("planning {namespace}/{name}: {e}"))?;
@@ -397,6 +405,14 @@ impl Runner {
                 .collect(),
         })
     }
+}
+
+/// A local port nothing listens on now.
+fn free_port() -> Result<u16, String> {
+    std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .map_err(|e| format!("finding a free port for the kubelet API: {e}"))
 }
 
 #[cfg(test)]

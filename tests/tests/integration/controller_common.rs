@@ -475,7 +475,11 @@ pub async fn mirror_nodes(admin: &Client) -> Result<(), kube::Error> {
         let Ok(tenant) = Client::try_from(config) else {
             continue;
         };
-        let target = vc_clustertree::sync::Target { namespace, name };
+        let target = vc_clustertree::sync::Target {
+            namespace,
+            name,
+            kubelet: None,
+        };
         if let Err(error) = vc_clustertree::sync::pass(admin, &tenant, &target, true).await {
             eprintln!(
                 "clustertree pass of {}/{}: {error}",

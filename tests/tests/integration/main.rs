@@ -62,6 +62,8 @@ mod plugin_e2e;
 #[cfg(test)]
 mod real_node;
 #[cfg(test)]
+mod real_node_kubelet_api;
+#[cfg(test)]
 mod real_node_tenant;
 #[cfg(test)]
 mod sim_admission;
