@@ -409,10 +409,7 @@ impl Runner {
 
 /// A local port nothing listens on now.
 fn free_port() -> Result<u16, String> {
-    std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port())
-        .map_err(|e| format!("finding a free port for the kubelet API: {e}"))
+    crate::ports::free_port().map_err(|e| format!("finding a free port for the kubelet API: {e}"))
 }
 
 #[cfg(test)]
