@@ -64,9 +64,18 @@ pub const TENANT_OBJECT_UID_ANNOTATION: &str = "vc.kosmos.io/tenant-uid";
 pub const NODE_OWNER_NAMESPACE_LABEL: &str = "vc.kosmos.io/owner-namespace";
 /// Node label naming the VirtualCluster that claimed the node.
 pub const NODE_OWNER_NAME_LABEL: &str = "vc.kosmos.io/owner-name";
-/// Node annotation holding the claiming VirtualCluster's UID: a VirtualCluster deleted and
-/// recreated under the same name must not inherit the old claim by accident.
-pub const NODE_OWNER_UID_ANNOTATION: &str = "vc.kosmos.io/owner-uid";
+/// Annotation holding the UID of the VirtualCluster a host object belongs to, on every
+/// object no ownerReference can tie to it (claimed Nodes, the workload namespace and what
+/// is in it, the clustertree's ClusterRole and binding). The controller adopts, applies
+/// and deletes such an object only when it names this VirtualCluster's UID: a name alone
+/// can be taken by anyone, and a VirtualCluster deleted and recreated under the same name
+/// must not inherit what the old one left.
+pub const OWNER_UID_ANNOTATION: &str = "vc.kosmos.io/owner-uid";
+/// Annotation holding `NAMESPACE/NAME` of the VirtualCluster beside [`OWNER_UID_ANNOTATION`],
+/// so a refusal can say who holds the object.
+pub const OWNER_ANNOTATION: &str = "vc.kosmos.io/owner-virtualcluster";
+/// The claiming VirtualCluster's UID on a claimed Node: [`OWNER_UID_ANNOTATION`].
+pub const NODE_OWNER_UID_ANNOTATION: &str = OWNER_UID_ANNOTATION;
 /// Taint key that keeps host workloads off a claimed node; its value is the tenant's name.
 pub const NODE_CLAIM_TAINT_KEY: &str = "vc.kosmos.io/owner";
 

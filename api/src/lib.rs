@@ -5,6 +5,7 @@
 pub mod admission;
 pub mod constants;
 pub mod crd;
+pub mod names;
 pub mod quantity;
 pub mod virtual_cluster;
 

@@ -16,6 +16,7 @@ use serde_json::Value;
 use vc_api::constants::CONTROLLER_FIELD_MANAGER;
 
 use crate::error::is_not_found;
+use crate::ownership::{self, Holder, Owner};
 
 /// Whether `actual` already holds every value of `desired`.
 ///
@@ -90,7 +91,9 @@ pub fn apply_params() -> PatchParams {
 /// Where to look for the existing copy of an object before applying.
 #[derive(Debug)]
 pub enum Existing<'a, K: Resource<DynamicType = ()> + Clone + 'static> {
-    /// A watch-fed cache: no request needed.
+    /// A watch-fed cache of the objects labelled as kosmos-vc's: a hit needs no request;
+    /// a miss is read from the apiserver, since an object someone else created without
+    /// our labels is never in the cache.
     Cached(&'a Store<K>),
     /// No cache: read the object first.
     Fetch,
@@ -105,17 +108,37 @@ pub struct Applied<K> {
     pub object: Option<K>,
 }
 
-/// Applies `desired` through `api` unless the existing copy already matches.
+/// Why [`apply_if_changed`] wrote nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The object exists and belongs to someone else; a forced apply would take it over.
+    #[error("it already exists and belongs to {holder}")]
+    NotOurs {
+        /// Who holds it, for a human.
+        holder: String,
+    },
+    /// The apiserver refused the read or the apply.
+    #[error(transparent)]
+    Api(#[from] kube::Error),
+}
+
+/// Applies `desired` through `api` unless the existing copy already matches, and only
+/// when there is no existing copy or it is `owner`'s.
+///
+/// Between reading "absent" and applying, a foreign object created in that instant would
+/// still be taken over; the webhook's name rule keeps siblings from racing for a name, and
+/// the next reconcile finds our labels on it, so this window is accepted.
 pub async fn apply_if_changed<K>(
     api: &Api<K>,
     existing: Existing<'_, K>,
     desired: &K,
-) -> Result<Applied<K>, kube::Error>
+    owner: &Owner<'_>,
+) -> Result<Applied<K>, ApplyError>
 where
     K: Resource<DynamicType = ()> + Clone + Debug + Serialize + DeserializeOwned,
 {
     let name = desired.name_any();
-    let current = match existing {
+    let cached = match existing {
         Existing::Cached(store) => {
             let mut reference = ObjectRef::<K>::new(&name);
             if let Some(namespace) = desired.namespace() {
@@ -123,12 +146,21 @@ where
             }
             store.get(&reference).map(|object| (*object).clone())
         }
-        Existing::Fetch => match api.get(&name).await {
+        Existing::Fetch => None,
+    };
+    let current = match cached {
+        Some(object) => Some(object),
+        None => match api.get(&name).await {
             Ok(object) => Some(object),
             Err(error) if is_not_found(&error) => None,
-            Err(error) => return Err(error),
+            Err(error) => return Err(error.into()),
         },
     };
+    if let Some(current) = &current
+        && let Holder::Other(holder) = ownership::holder(current.meta(), owner)
+    {
+        return Err(ApplyError::NotOurs { holder });
+    }
     if up_to_date(desired, current.as_ref()) {
         return Ok(Applied {
             written: false,

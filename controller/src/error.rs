@@ -167,6 +167,22 @@ pub enum Error {
         source: kube::Error,
     },
 
+    /// An object the tenant needs exists under its name but is not this VirtualCluster's;
+    /// it is neither adopted nor applied over, and the tenant waits until it is gone.
+    #[error(
+        "{kind} {name:?} already exists and belongs to {holder}, not to this VirtualCluster; kosmos-vc never takes over an object it did not create, so the tenant waits: remove or rename that {kind}, or recreate this VirtualCluster under another name"
+    )]
+    ForeignObject {
+        /// The step the object belongs to.
+        step: Step,
+        /// Kind of the object.
+        kind: &'static str,
+        /// `NAMESPACE/NAME` of a namespaced object, the name of a cluster-scoped one.
+        name: String,
+        /// Who holds it.
+        holder: String,
+    },
+
     /// No client for the tenant apiserver could be built from the admin credential.
     #[error("failed to build a client for the tenant apiserver: {0}")]
     TenantClient(String),
@@ -243,7 +259,7 @@ impl Error {
             }
             Error::BuildPki(_) | Error::ApplySecret { .. } => Step::Pki,
             Error::BuildObject { .. } => Step::ControlPlane,
-            Error::ApplyObject { step, .. } => *step,
+            Error::ApplyObject { step, .. } | Error::ForeignObject { step, .. } => *step,
             Error::TenantClient(_) | Error::ProbeTenant { .. } | Error::WriteKubeconfig(_) => {
                 Step::Kubeconfig
             }
@@ -283,7 +299,24 @@ impl Error {
             Error::WriteKubeconfig(source)
             | Error::ListTenantNodes(source)
             | Error::PatchStatus(source) => api_error_is_transient(source),
-            Error::TenantClient(_) | Error::ProbeTenant { .. } => true,
+            Error::TenantClient(_) | Error::ProbeTenant { .. } | Error::ForeignObject { .. } => {
+                true
+            }
+        }
+    }
+
+    /// The refusal, when an object the tenant needs is someone else's: the status says
+    /// so while the controller keeps retrying, since removing that object (not an edit of
+    /// the VirtualCluster) is what lets the tenant continue.
+    pub fn foreign_object(&self) -> Option<String> {
+        match self {
+            Error::Finalizer(inner) => match inner.as_ref() {
+                kube::runtime::finalizer::Error::ApplyFailed(error)
+                | kube::runtime::finalizer::Error::CleanupFailed(error) => error.foreign_object(),
+                _ => None,
+            },
+            Error::ForeignObject { .. } => Some(self.to_string()),
+            _ => None,
         }
     }
 

@@ -23,6 +23,7 @@ pub mod context;
 pub mod error;
 pub mod flags;
 pub mod leader;
+pub mod ownership;
 pub mod pki;
 pub mod reconcile;
 pub mod resources;

@@ -27,11 +27,12 @@ use vc_api::constants::{
 };
 use vc_api::{Phase, VirtualCluster, VirtualClusterStatus};
 
-use crate::apply::{Applied, Existing, apply_if_changed, up_to_date};
+use crate::apply::{Applied, ApplyError, Existing, apply_if_changed, up_to_date};
 use crate::claims::{ClaimDecision, ClaimReport, Claimant, claim_patch, decide_claim};
 use crate::claims::{release_patch, should_release};
 use crate::context::Context;
 use crate::error::{Error, Result, Step, is_conflict, is_not_found};
+use crate::ownership::{Holder, Owner, holder};
 use crate::pki::{CaKind, ExistingPki, LeafKind, PkiMaterial, ensure_pki};
 use crate::resources::{
     self, BuildError, DesiredState, Observed, Tenant, apiserver, etcd, names, tenant_identity,
@@ -61,7 +62,14 @@ pub async fn reconcile(vc: Arc<VirtualCluster>, ctx: Arc<Context>) -> Result<Act
     match &result {
         Ok(_) => ctx.reset_backoff(&key),
         Err(error) if !error.is_transient() => report_invalid(&vc, error, &ctx).await,
-        Err(_) => {}
+        // The clustertree step's errors come after the status was written with them
+        // (the kubeconfig is out by then); writing again from `vc` would be stale.
+        Err(error) if error.step() == Step::Clustertree => {}
+        Err(error) => {
+            if let Some(message) = error.foreign_object() {
+                report_foreign(&vc, message, &ctx).await;
+            }
+        }
     }
     ctx.metrics
         .observe(started.elapsed(), result.as_ref().err().map(Error::step));
@@ -202,6 +210,30 @@ async fn report_invalid(vc: &VirtualCluster, error: &Error, ctx: &Context) {
         }
     }
 }
+
+/// Says in the status why the tenant is stuck on an object that is not ours. The phase
+/// stays: nothing about the VirtualCluster is wrong, and it moves on once that object is
+/// removed.
+async fn report_foreign(vc: &VirtualCluster, message: String, ctx: &Context) {
+    let mut status = vc.status.clone().unwrap_or_default();
+    set_condition(
+        &mut status.conditions,
+        &DesiredCondition::new(READY, false, FOREIGN_OBJECT_REASON, message.clone()),
+        vc.metadata.generation,
+        k8s_openapi::jiff::Timestamp::now(),
+    );
+    status.phase = status.phase.or(Some(Phase::Pending));
+    status.message = Some(message);
+    if !needs_write(vc.status.as_ref(), &status) {
+        return;
+    }
+    if let Err(write_error) = write_status(vc, &status, ctx).await {
+        tracing::warn!(%write_error, "failed to record the object that blocks the tenant");
+    }
+}
+
+/// Reason of the Ready condition while an object the tenant needs is someone else's.
+const FOREIGN_OBJECT_REASON: &str = "ObjectNotOurs";
 
 /// Writes the whole status with a merge patch; absent fields are written as null so a
 /// stale message or endpoint never lingers.
@@ -370,6 +402,7 @@ async fn release_node(nodes: &Api<Node>, node: &Node, changes: &mut Changes) -> 
 /// Applies a namespaced host object owned by the tenant, comparing with the cache first.
 async fn apply_namespaced<K>(
     ctx: &Context,
+    owner: &Owner<'_>,
     store: &Store<K>,
     desired: &K,
     step: Step,
@@ -384,19 +417,22 @@ where
 {
     let namespace = desired.namespace().unwrap_or_default();
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &namespace);
-    apply_if_changed(&api, Existing::Cached(store), desired)
+    apply_if_changed(&api, Existing::Cached(store), desired, owner)
         .await
-        .map_err(|source| Error::ApplyObject {
-            step,
-            kind,
-            name: desired.name_any(),
-            source,
+        .map_err(|error| {
+            apply_error(
+                error,
+                step,
+                kind,
+                format!("{namespace}/{}", desired.name_any()),
+            )
         })
 }
 
 /// Applies a cluster-scoped host object, comparing with the cache first.
 async fn apply_cluster_scoped<K>(
     ctx: &Context,
+    owner: &Owner<'_>,
     store: &Store<K>,
     desired: &K,
     step: Step,
@@ -410,14 +446,26 @@ where
         + serde::de::DeserializeOwned,
 {
     let api: Api<K> = Api::all(ctx.client.clone());
-    apply_if_changed(&api, Existing::Cached(store), desired)
+    apply_if_changed(&api, Existing::Cached(store), desired, owner)
         .await
-        .map_err(|source| Error::ApplyObject {
+        .map_err(|error| apply_error(error, step, kind, desired.name_any()))
+}
+
+fn apply_error(error: ApplyError, step: Step, kind: &'static str, name: String) -> Error {
+    match error {
+        ApplyError::NotOurs { holder } => Error::ForeignObject {
             step,
             kind,
-            name: desired.name_any(),
+            name,
+            holder,
+        },
+        ApplyError::Api(source) => Error::ApplyObject {
+            step,
+            kind,
+            name,
             source,
-        })
+        },
+    }
 }
 
 fn note_written<K>(
@@ -496,6 +544,13 @@ async fn plan_pki(
             Err(source) => return Err(Error::ApplySecret { name, source }),
         }
     }
+    // A CA or key read from a Secret that is not ours would sign this tenant's
+    // certificates with another tenant's CA.
+    for secret in &stored {
+        if let Holder::Other(holder) = holder(secret.meta(), &tenant.owner()) {
+            return Err(foreign_secret(secret, holder));
+        }
+    }
     let identity = tenant_identity(tenant, &ctx.build, observed).map_err(build_error)?;
     let fingerprint = pki_fingerprint(&identity, &stored);
     if let Some(material) = ctx.cached_pki(&tenant.uid, &fingerprint) {
@@ -523,6 +578,19 @@ async fn plan_pki(
         issued.push("service-account key".to_owned());
     }
     Ok((material, issued, stored))
+}
+
+fn foreign_secret(secret: &Secret, holder: String) -> Error {
+    Error::ForeignObject {
+        step: Step::Pki,
+        kind: "Secret",
+        name: format!(
+            "{}/{}",
+            secret.namespace().unwrap_or_default(),
+            secret.name_any()
+        ),
+        holder,
+    }
 }
 
 /// What a PKI was computed from: the tenant's identity and the exact versions of its
@@ -556,6 +624,7 @@ fn pki_fingerprint(identity: &crate::pki::TenantIdentity, stored: &[Arc<Secret>]
 async fn write_pki_secrets(
     desired: &[Secret],
     stored: &[Arc<Secret>],
+    owner: &Owner<'_>,
     ctx: &Context,
 ) -> Result<SecretWrites> {
     let mut written = SecretWrites::default();
@@ -572,9 +641,23 @@ async fn write_pki_secrets(
                 };
                 match api.create(&params, secret).await {
                     Ok(_) => written.created = true,
-                    // Exists already: our cache lags behind our own earlier write. Keep
+                    // Exists already: our cache lags behind our own earlier write, or
+                    // someone else's Secret (never in our cache) holds the name. Keep
                     // what is stored and look again once the cache has caught up.
-                    Err(error) if is_conflict(&error) => written.cache_lagging = true,
+                    Err(error) if is_conflict(&error) => {
+                        if let Some(found) =
+                            api.get_opt(&name)
+                                .await
+                                .map_err(|source| Error::ApplySecret {
+                                    name: name.clone(),
+                                    source,
+                                })?
+                            && let Holder::Other(holder) = holder(found.meta(), owner)
+                        {
+                            return Err(foreign_secret(&found, holder));
+                        }
+                        written.cache_lagging = true;
+                    }
                     Err(source) => return Err(Error::ApplySecret { name, source }),
                 }
             }
@@ -623,6 +706,7 @@ impl ControlPlaneReport {
 /// (c) etcd, apiserver, controller-manager and scheduler, in rollout order.
 async fn apply_control_plane(
     desired: &DesiredState,
+    owner: &Owner<'_>,
     ctx: &Context,
     changes: &mut Changes,
 ) -> Result<ControlPlaneReport> {
@@ -671,6 +755,7 @@ async fn apply_control_plane(
             Component::Etcd => {
                 let applied = apply_namespaced::<StatefulSet>(
                     ctx,
+                    owner,
                     &ctx.stores.stateful_sets,
                     &desired.etcd.stateful_set,
                     Step::Etcd,
@@ -688,6 +773,7 @@ async fn apply_control_plane(
             Component::Apiserver => {
                 let applied = apply_namespaced(
                     ctx,
+                    owner,
                     &ctx.stores.deployments,
                     &desired.apiserver_deployment,
                     Step::Apiserver,
@@ -710,6 +796,7 @@ async fn apply_control_plane(
                 };
                 let applied = apply_namespaced(
                     ctx,
+                    owner,
                     &ctx.stores.deployments,
                     object,
                     Step::ControlPlane,
@@ -788,6 +875,7 @@ async fn publish_kubeconfig(
         material,
         desired,
     } = built;
+    let owner = &tenant.owner();
     let external_kubeconfig = desired
         .admin_kubeconfig
         .data
@@ -833,6 +921,7 @@ async fn publish_kubeconfig(
     }
     let applied = apply_namespaced(
         ctx,
+        owner,
         &ctx.stores.secrets,
         &desired.admin_kubeconfig,
         Step::Kubeconfig,
@@ -863,6 +952,7 @@ async fn publish_kubeconfig(
 /// (e) The clustertree, its host credential and the tenant's workload namespace.
 async fn apply_clustertree(
     desired: &DesiredState,
+    owner: &Owner<'_>,
     ctx: &Context,
     changes: &mut Changes,
 ) -> Result<bool> {
@@ -873,6 +963,7 @@ async fn apply_clustertree(
     written.push(
         apply_cluster_scoped(
             ctx,
+            owner,
             &stores.namespaces,
             &objects.namespace,
             step,
@@ -884,6 +975,7 @@ async fn apply_clustertree(
     written.push(
         apply_namespaced(
             ctx,
+            owner,
             &stores.resource_quotas,
             &objects.resource_quota,
             step,
@@ -895,6 +987,7 @@ async fn apply_clustertree(
     written.push(
         apply_namespaced(
             ctx,
+            owner,
             &stores.service_accounts,
             &objects.service_account,
             step,
@@ -906,6 +999,7 @@ async fn apply_clustertree(
     written.push(
         apply_namespaced(
             ctx,
+            owner,
             &stores.roles,
             &objects.virtual_cluster_reader,
             step,
@@ -917,6 +1011,7 @@ async fn apply_clustertree(
     written.push(
         apply_namespaced(
             ctx,
+            owner,
             &stores.role_bindings,
             &objects.virtual_cluster_reader_binding,
             step,
@@ -926,13 +1021,14 @@ async fn apply_clustertree(
         .written,
     );
     written.push(
-        apply_namespaced(ctx, &stores.roles, &objects.role, step, "Role")
+        apply_namespaced(ctx, owner, &stores.roles, &objects.role, step, "Role")
             .await?
             .written,
     );
     written.push(
         apply_namespaced(
             ctx,
+            owner,
             &stores.role_bindings,
             &objects.role_binding,
             step,
@@ -944,6 +1040,7 @@ async fn apply_clustertree(
     written.push(
         apply_cluster_scoped(
             ctx,
+            owner,
             &stores.cluster_roles,
             &objects.cluster_role,
             step,
@@ -955,6 +1052,7 @@ async fn apply_clustertree(
     written.push(
         apply_cluster_scoped(
             ctx,
+            owner,
             &stores.cluster_role_bindings,
             &objects.cluster_role_binding,
             step,
@@ -965,6 +1063,7 @@ async fn apply_clustertree(
     );
     let deployment = apply_namespaced(
         ctx,
+        owner,
         &stores.deployments,
         &objects.deployment,
         step,
@@ -1023,6 +1122,17 @@ async fn apply(vc: &VirtualCluster, ctx: &Context) -> Result<Action> {
         });
     }
     let mut changes = Changes::default();
+    let (owner_namespace, owner_name, owner_uid) = (
+        tenant.namespace.clone(),
+        tenant.name.clone(),
+        tenant.uid.clone(),
+    );
+    let owner = Owner {
+        namespace: &owner_namespace,
+        name: &owner_name,
+        uid: &owner_uid,
+    };
+    let owner = &owner;
 
     let claims = claim_nodes(vc, ctx, &mut changes).await?;
     let mut held = claims.held.clone();
@@ -1032,6 +1142,7 @@ async fn apply(vc: &VirtualCluster, ctx: &Context) -> Result<Action> {
     let stores = &ctx.stores;
     let peer = apply_namespaced(
         ctx,
+        owner,
         &stores.services,
         &etcd::peer_service(&tenant),
         Step::Etcd,
@@ -1040,6 +1151,7 @@ async fn apply(vc: &VirtualCluster, ctx: &Context) -> Result<Action> {
     .await?;
     let client_service = apply_namespaced(
         ctx,
+        owner,
         &stores.services,
         &etcd::client_service(&tenant),
         Step::Etcd,
@@ -1048,6 +1160,7 @@ async fn apply(vc: &VirtualCluster, ctx: &Context) -> Result<Action> {
     .await?;
     let apiserver_service = apply_namespaced(
         ctx,
+        owner,
         &stores.services,
         &apiserver::service(&tenant),
         Step::Apiserver,
@@ -1066,7 +1179,7 @@ async fn apply(vc: &VirtualCluster, ctx: &Context) -> Result<Action> {
     let (material, issued, stored) = plan_pki(&tenant, &observed, ctx).await?;
     let ca_notices = crate::pki::ca_notices(&material, k8s_openapi::jiff::Timestamp::now());
     let desired = DesiredState::build(vc, &ctx.build, &observed, &material).map_err(build_error)?;
-    let secret_writes = write_pki_secrets(&desired.pki_secrets, &stored, ctx).await?;
+    let secret_writes = write_pki_secrets(&desired.pki_secrets, &stored, owner, ctx).await?;
     if secret_writes.created && !issued.is_empty() {
         changes.record(
             "CertificatesIssued",
@@ -1080,7 +1193,7 @@ async fn apply(vc: &VirtualCluster, ctx: &Context) -> Result<Action> {
         return Ok(Action::requeue(ctx.timing.backoff_base));
     }
 
-    let control_plane = apply_control_plane(&desired, ctx, &mut changes).await?;
+    let control_plane = apply_control_plane(&desired, owner, ctx, &mut changes).await?;
     let built = Built {
         tenant,
         observed,
@@ -1102,7 +1215,7 @@ async fn apply(vc: &VirtualCluster, ctx: &Context) -> Result<Action> {
     // such an error is reported after the status is written.
     let mut deferred: Option<Error> = None;
     if kubeconfig.published {
-        match apply_clustertree(&desired, ctx, &mut changes).await {
+        match apply_clustertree(&desired, owner, ctx, &mut changes).await {
             Ok(ready) => clustertree_ready = ready,
             Err(error) => {
                 waiting = Some(error.to_string());
@@ -1141,6 +1254,7 @@ async fn apply(vc: &VirtualCluster, ctx: &Context) -> Result<Action> {
         clustertree_ready,
         waiting,
         ca_notices,
+        blocked: deferred.as_ref().and_then(Error::foreign_object),
         endpoint: observed
             .apiserver_cluster_ip
             .map(|_| resources::secrets::external_apiserver_url(&tenant, &observed)),
@@ -1229,6 +1343,8 @@ struct Outcome {
     clustertree_ready: bool,
     waiting: Option<String>,
     ca_notices: crate::pki::CaNotices,
+    /// Why the tenant waits on an object that is not ours, when it does.
+    blocked: Option<String>,
     endpoint: Option<String>,
 }
 
@@ -1320,7 +1436,9 @@ fn desired_status(
             "the clustertree starts once the tenant apiserver answers",
         )
     };
-    let message = if phase == Phase::Completed {
+    let message = if let Some(blocked) = &outcome.blocked {
+        blocked.clone()
+    } else if phase == Phase::Completed {
         "the tenant is ready".to_owned()
     } else if let Some((_, message)) = outcome.claims.problem() {
         message
@@ -1333,7 +1451,9 @@ fn desired_status(
     } else {
         nodes.message.clone()
     };
-    let ready = if phase == Phase::Completed {
+    let ready = if outcome.blocked.is_some() {
+        DesiredCondition::new(READY, false, FOREIGN_OBJECT_REASON, message.clone())
+    } else if phase == Phase::Completed {
         DesiredCondition::new(READY, true, "Ready", "the tenant is ready")
     } else {
         DesiredCondition::new(READY, false, phase.as_str(), message.clone())
@@ -1383,23 +1503,31 @@ async fn cleanup(vc: &VirtualCluster, ctx: &Context) -> Result<Action> {
     {
         release_node(&nodes, node, &mut changes).await?;
     }
+    let owner = &Owner {
+        namespace: &claimant.namespace,
+        name: &claimant.name,
+        uid: &claimant.uid,
+    };
     let tenant_namespace =
         vc_api::constants::tenant_workload_namespace(&claimant.namespace, &claimant.name);
     let role_name = names::clustertree_cluster_role(&claimant.namespace, &claimant.name);
     delete_cluster_scoped::<k8s_openapi::api::core::v1::Namespace>(
         ctx,
+        owner,
         "Namespace",
         &tenant_namespace,
     )
     .await?;
     delete_cluster_scoped::<k8s_openapi::api::rbac::v1::ClusterRoleBinding>(
         ctx,
+        owner,
         "ClusterRoleBinding",
         &role_name,
     )
     .await?;
     delete_cluster_scoped::<k8s_openapi::api::rbac::v1::ClusterRole>(
         ctx,
+        owner,
         "ClusterRole",
         &role_name,
     )
@@ -1469,7 +1597,15 @@ async fn delete_etcd_claims(vc: &VirtualCluster, claimant: &Claimant, ctx: &Cont
     Ok(())
 }
 
-async fn delete_cluster_scoped<K>(ctx: &Context, kind: &'static str, name: &str) -> Result<()>
+/// Deletes a cluster-scoped object of the tenant only when it is ours, and only that
+/// very object (a UID precondition): an object of the same name someone else created, or
+/// created again after our read, survives the tenant.
+async fn delete_cluster_scoped<K>(
+    ctx: &Context,
+    owner: &Owner<'_>,
+    kind: &'static str,
+    name: &str,
+) -> Result<()>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::ClusterResourceScope>
         + Clone
@@ -1477,14 +1613,29 @@ where
         + serde::de::DeserializeOwned,
 {
     let api: Api<K> = Api::all(ctx.client.clone());
-    match api.delete(name, &DeleteParams::background()).await {
-        Ok(_) => Ok(()),
-        Err(error) if is_not_found(&error) => Ok(()),
-        Err(source) => Err(Error::DeleteClusterScoped {
-            kind,
-            name: name.to_owned(),
-            source,
+    let failed = |source| Error::DeleteClusterScoped {
+        kind,
+        name: name.to_owned(),
+        source,
+    };
+    let Some(existing) = api.get_opt(name).await.map_err(failed)? else {
+        return Ok(());
+    };
+    if let Holder::Other(holder) = holder(existing.meta(), owner) {
+        tracing::warn!(kind, name, %holder, "left in place on cleanup: not this VirtualCluster's");
+        return Ok(());
+    }
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: existing.meta().uid.clone(),
+            resource_version: None,
         }),
+        ..DeleteParams::background()
+    };
+    match api.delete(name, &params).await {
+        Ok(_) => Ok(()),
+        Err(error) if is_not_found(&error) || is_conflict(&error) => Ok(()),
+        Err(source) => Err(failed(source)),
     }
 }
 

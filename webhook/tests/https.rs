@@ -307,6 +307,26 @@ async fn validate_names_the_owner_of_a_node_that_is_taken() {
 }
 
 #[tokio::test]
+async fn validate_refuses_a_name_whose_ca_a_sibling_already_holds() {
+    let mut inventory = host();
+    inventory.upsert_cluster(ClusterFacts {
+        key: ClusterKey::new("default", "vc-adm-etcd"),
+        nodes: vec![],
+        pooled: ResourceAmounts::new(),
+    });
+    let harness = start(inventory).await;
+    let answer = harness.review("002").await;
+    assert!(!answer.allowed, "{answer:?}");
+    assert_eq!(
+        answer.message.as_deref(),
+        Some(
+            r#"VirtualCluster default/vc-adm would own Secret "vc-adm-etcd-ca" for its etcd CA, which VirtualCluster default/vc-adm-etcd already uses for its cluster CA; choose a name that "vc-adm-etcd" does not start with, followed by '-'"#
+        )
+    );
+    assert_eq!(answer.code, Some(403));
+}
+
+#[tokio::test]
 async fn validate_admits_a_cordoned_node_with_a_warning() {
     let mut inventory = host();
     let mut cordoned = node("node-a", 8, 32);

@@ -5,7 +5,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use k8s_openapi::api::core::v1::{KeyToPath, PodSpec, PodTemplateSpec, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use sha2::{Digest, Sha256};
-use vc_api::constants::{COMPONENT_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE, TENANT_NAME_LABEL};
+use vc_api::constants::{
+    COMPONENT_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE, OWNER_ANNOTATION, OWNER_UID_ANNOTATION,
+    TENANT_NAME_LABEL,
+};
 
 use super::Tenant;
 
@@ -87,7 +90,9 @@ pub fn owned_meta(tenant: &Tenant, name: String, component: Component) -> Object
 }
 
 /// Metadata of a cluster-scoped object (or one in the workload namespace, which the
-/// VirtualCluster cannot own across namespaces): labels only, removed by the finalizer.
+/// VirtualCluster cannot own across namespaces), removed by the finalizer. With no
+/// ownerReference to carry the VirtualCluster's UID, the owner annotations do: the
+/// controller touches such an object only when they name this VirtualCluster.
 pub fn unowned_meta(
     tenant: &Tenant,
     name: String,
@@ -98,6 +103,13 @@ pub fn unowned_meta(
         name: Some(name),
         namespace,
         labels: Some(labels(tenant, component)),
+        annotations: Some(BTreeMap::from([
+            (OWNER_UID_ANNOTATION.to_owned(), tenant.uid.clone()),
+            (
+                OWNER_ANNOTATION.to_owned(),
+                format!("{}/{}", tenant.namespace, tenant.name),
+            ),
+        ])),
         ..ObjectMeta::default()
     }
 }

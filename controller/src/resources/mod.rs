@@ -219,6 +219,15 @@ impl Tenant {
     pub fn workload_namespace(&self) -> String {
         vc_api::constants::tenant_workload_namespace(&self.namespace, &self.name)
     }
+
+    /// The VirtualCluster every existing object is judged against before it is touched.
+    pub fn owner(&self) -> crate::ownership::Owner<'_> {
+        crate::ownership::Owner {
+            namespace: &self.namespace,
+            name: &self.name,
+            uid: &self.uid,
+        }
+    }
 }
 
 /// The first address of `cidr`, such as `10.96.0.1` for `10.96.0.0/12`.

@@ -44,6 +44,8 @@ mod component_flags;
 #[cfg(test)]
 mod controller_leader;
 #[cfg(test)]
+mod controller_ownership;
+#[cfg(test)]
 mod controller_provision;
 #[cfg(test)]
 mod controller_race;

@@ -5,6 +5,7 @@ use super::super::inventory::Inventory;
 use super::{ClusterKey, Denial};
 use crate::VirtualCluster;
 use crate::constants::tenant_workload_namespace;
+use crate::names::possible_clashes;
 
 /// Longest DNS label (namespace names, Service names, label values).
 const DNS_LABEL_MAX: usize = 63;
@@ -74,7 +75,8 @@ pub(super) fn check_derived_names(key: &ClusterKey, inventory: &Inventory) -> Re
         )));
     }
     check_workload_namespace(key)?;
-    check_workload_namespace_is_free(key, inventory)
+    check_workload_namespace_is_free(key, inventory)?;
+    check_derived_objects_are_free(key, inventory)
 }
 
 /// Names every derived name that would be too long, and the longest name that fits all.
@@ -146,6 +148,38 @@ fn check_workload_namespace_is_free(key: &ClusterKey, inventory: &Inventory) -> 
         }
     }
     Ok(())
+}
+
+/// `x-etcd`'s cluster CA Secret is `x-etcd-ca`, which is also `x`'s etcd CA: the two
+/// tenants would sign with each other's CA. Every VirtualCluster name that derives one of
+/// this one's object names is looked up, O(derived names squared), so no index of
+/// derived names is needed. The controller refuses such an object too (it is not ours),
+/// but only after the VirtualCluster exists; here the user learns before.
+fn check_derived_objects_are_free(key: &ClusterKey, inventory: &Inventory) -> Result<(), Denial> {
+    let clash = possible_clashes(&key.name).into_iter().find(|clash| {
+        inventory.contains_cluster(&ClusterKey::new(
+            key.namespace.as_str(),
+            clash.other.as_str(),
+        ))
+    });
+    let Some(clash) = clash else {
+        return Ok(());
+    };
+    let fix = if key.name.starts_with(&format!("{}-", clash.other)) {
+        format!(
+            "choose a name that does not start with \"{}-\"",
+            clash.other
+        )
+    } else {
+        format!(
+            "choose a name that \"{}\" does not start with, followed by '-'",
+            clash.other
+        )
+    };
+    Err(Denial::forbidden(format!(
+        "VirtualCluster {key} would own {} {:?} for its {}, which VirtualCluster {}/{} already uses for its {}; {fix}",
+        clash.kind, clash.object, clash.purpose, key.namespace, clash.other, clash.other_purpose,
+    )))
 }
 
 /// `[a-z]([-a-z0-9]*[a-z0-9])?`, at most 63 characters.

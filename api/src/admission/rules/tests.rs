@@ -253,6 +253,43 @@ fn two_clusters_never_share_a_host_namespace() {
 }
 
 #[test]
+fn sibling_named_x_etcd_cannot_share_x_ca() {
+    // team-a/prod's etcd CA is Secret "prod-etcd-ca", the cluster CA prod-etcd would have.
+    assert_denied(
+        &create(&virtual_cluster("team-a", "prod-etcd", &[], &[])),
+        FORBIDDEN,
+        "VirtualCluster team-a/prod-etcd would own Secret \"prod-etcd-ca\" for its cluster CA, which VirtualCluster team-a/prod already uses for its etcd CA; choose a name that does not start with \"prod-\"",
+    );
+    assert_denied(
+        &create(&virtual_cluster("team-a", "prod-front-proxy", &[], &[])),
+        FORBIDDEN,
+        "VirtualCluster team-a/prod-front-proxy would own Secret \"prod-front-proxy-ca\" for its cluster CA, which VirtualCluster team-a/prod already uses for its front-proxy CA; choose a name that does not start with \"prod-\"",
+    );
+    // Another namespace has its own Secrets, and prod-dev derives nothing prod has.
+    assert_allowed(&create(&virtual_cluster("team-b", "prod-etcd", &[], &[])));
+    assert_allowed(&create(&virtual_cluster("team-a", "prod-dev", &[], &[])));
+}
+
+#[test]
+fn a_name_whose_derived_names_a_sibling_already_holds_is_refused() {
+    let mut inventory = host();
+    inventory.upsert_cluster(ClusterFacts {
+        key: ClusterKey::new("team-c", "x-etcd"),
+        nodes: vec![],
+        pooled: ResourceAmounts::new(),
+    });
+    assert_denied(
+        &create_with(
+            &virtual_cluster("team-c", "x", &[], &[]),
+            &inventory,
+            &Policy::default(),
+        ),
+        FORBIDDEN,
+        "VirtualCluster team-c/x would own Secret \"x-etcd-ca\" for its etcd CA, which VirtualCluster team-c/x-etcd already uses for its cluster CA; choose a name that \"x-etcd\" does not start with, followed by '-'",
+    );
+}
+
+#[test]
 fn names_are_not_rechecked_on_update() {
     let old = virtual_cluster("team-c", "Legacy", &[], &[]);
     assert_allowed(&update(&old, &old.clone()));
@@ -1092,6 +1129,30 @@ fn recorded_create_is_judged_as_sent() {
         &validate(&request, &crowded, &Policy::default()),
         FORBIDDEN,
         "pooled cpu request 10 exceeds what the shared pool can give: capacity 16 (after promoting node \"node-a\") × overcommit 1.0 = 16, already reserved by other VirtualClusters 10, available 6",
+    );
+}
+
+#[test]
+fn recorded_create_is_refused_beside_a_sibling_holding_its_ca() {
+    let (username, object, _) = recorded(include_str!(
+        "fixtures/002-validate-CREATE-virtualclusters-vc-adm.request.json"
+    ));
+    let request = Request {
+        operation: Operation::Create,
+        username: &username,
+        object: Some(&object),
+        old_object: None,
+    };
+    let mut inventory = recorded_host();
+    inventory.upsert_cluster(ClusterFacts {
+        key: ClusterKey::new("default", "vc-adm-etcd"),
+        nodes: vec![],
+        pooled: ResourceAmounts::new(),
+    });
+    assert_denied(
+        &validate(&request, &inventory, &Policy::default()),
+        FORBIDDEN,
+        "VirtualCluster default/vc-adm would own Secret \"vc-adm-etcd-ca\" for its etcd CA, which VirtualCluster default/vc-adm-etcd already uses for its cluster CA; choose a name that \"vc-adm-etcd\" does not start with, followed by '-'",
     );
 }
 
