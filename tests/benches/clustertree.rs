@@ -1,0 +1,707 @@
+//! The real `vc-clustertree` process at scale (issue 14): N tenant pods (default 1,000)
+//! created at once in a real tenant apiserver, already bound to the promoted node, run
+//! as host pods by vc-clustertree and reported back Running with the host pods' IPs;
+//! then all deleted. Prints the time down (until every host pod exists), the time up
+//! (until every tenant pod is Running with its host pod's IP), the time until both sides
+//! are empty after the deletion, and the peak RSS (`VmHWM`) and CPU time
+//! (`utime + stime`) of the vc-clustertree process, with the requests each apiserver
+//! served meanwhile. Prints numbers; asserts nothing.
+//!
+//! The goal for 1,000 pods: up in under 30 s, with a peak RSS under 64 MiB.
+//!
+//! ```text
+//! export KUBEBUILDER_ASSETS=$(/work/shared/k8s/install.sh ~/.cache/kosmos-vc/k8s-v1.36.2)
+//! cargo build --release -p vc-clustertree
+//! cargo bench -p vc-tests --bench clustertree
+//! ```
+//!
+//! `cargo bench` builds only libraries of other packages, not their binaries, so the
+//! release `vc-clustertree` must be built first (same `CARGO_TARGET_DIR`); the bench
+//! refuses a binary older than the clustertree sources rather than measure stale code.
+//! `VC_BENCH_PODS` sets the number of pods, `VC_BENCH_PERIOD` the `--period` passed to
+//! vc-clustertree (default `2s`, what the controller runs it with).
+//!
+//! Both control planes are envtest's real etcd and kube-apiserver, with the real
+//! kube-controller-manager (the tenant's creates the default ServiceAccount and the CA
+//! ConfigMap pods need; the host's is there as in production); the tenant has no
+//! scheduler since its pods are created bound. The host's kubelets are simulated
+//! ([`NodeFleet`], and the workload simulator in kubelet-only mode, which makes every
+//! bound host pod Running and finishes the deletion of deleted ones). The request counts
+//! come from each apiserver's `apiserver_request_total`, so they include every client
+//! (the simulated kubelets, the controller-managers, this bench), not vc-clustertree's
+//! alone.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, ServiceAccount};
+use kube::api::{DeleteParams, PostParams};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, ResourceExt};
+use serde_json::json;
+use vc_api::VirtualCluster;
+use vc_api::constants::{
+    CLUSTERTREE_MANAGED_BY_VALUE, MANAGED_BY_LABEL, NODE_CLAIM_TAINT_KEY, NODE_OWNER_NAME_LABEL,
+    NODE_OWNER_NAMESPACE_LABEL, NODE_OWNER_UID_ANNOTATION, TENANT_OBJECT_NAME_LABEL,
+    tenant_workload_namespace,
+};
+use vc_tests::apiserver::envtest::{self, Envtest, EnvtestOptions, SKIP_MESSAGE};
+use vc_tests::simulation::nodes::{FleetOptions, NodeFleet, NodeSpec};
+use vc_tests::simulation::workloads::{self, WorkloadMode, WorkloadOptions};
+
+type BenchResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+const NAMESPACE: &str = "team-a";
+const TENANT: &str = "tenant1";
+const NODE: &str = "node1";
+/// The tenant namespace of the pods.
+const APP: &str = "bench";
+const CLUSTERTREE_USER: &str = "clustertree";
+/// Tenant creates and deletes in flight at once.
+const CONCURRENCY: usize = 32;
+/// Longest any phase may take before the bench gives up on it and says so.
+const PHASE_LIMIT: Duration = Duration::from_secs(600);
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _killed = self.0.kill();
+        let _reaped = self.0.wait();
+    }
+}
+
+fn newest_source(dir: &Path) -> Option<SystemTime> {
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let path = entry.path();
+            if path.is_dir() {
+                newest_source(&path)
+            } else {
+                entry.metadata().ok()?.modified().ok()
+            }
+        })
+        .max()
+}
+
+/// The release `vc-clustertree` of this target directory, refused when older than the
+/// sources it is built from.
+fn clustertree_binary() -> BenchResult<PathBuf> {
+    let executable = std::env::current_exe()?;
+    let binary = executable
+        .ancestors()
+        .skip(1)
+        .take(2)
+        .map(|dir| dir.join("vc-clustertree"))
+        .find(|path| path.is_file())
+        .ok_or("vc-clustertree is not built; run `cargo build --release -p vc-clustertree`")?;
+    let built = std::fs::metadata(&binary)?.modified()?;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let sources = ["clustertree/src", "clustertree/Cargo.toml", "api/src"]
+        .iter()
+        .filter_map(|dir| {
+            let path = root.join(dir);
+            if path.is_dir() {
+                newest_source(&path)
+            } else {
+                std::fs::metadata(path).ok()?.modified().ok()
+            }
+        })
+        .max();
+    if sources.is_some_and(|changed| changed > built) {
+        return Err(format!(
+            "{} is older than the clustertree sources; run `cargo build --release -p vc-clustertree`",
+            binary.display()
+        )
+        .into());
+    }
+    Ok(binary)
+}
+
+fn kubectl_apply(kubeconfig: &Path, manifest: &str) -> BenchResult<()> {
+    let mut child = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(["apply", "--server-side", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    if let Some(mut stdin) = child.stdin.take() {
+        std::io::Write::write_all(&mut stdin, manifest.as_bytes())?;
+    }
+    let output = child.wait_with_output()?;
+    if !output.status.success() {
+        return Err(format!("kubectl apply: {output:?}").into());
+    }
+    Ok(())
+}
+
+/// What the controller grants a tenant's clustertree on the host
+/// (`controller::resources::clustertree`): its VirtualCluster, `get` on the nodes it
+/// claimed, and the workload namespace's objects.
+fn clustertree_rbac(workload_namespace: &str) -> Vec<serde_json::Value> {
+    let rw = [
+        "create", "delete", "get", "list", "patch", "update", "watch",
+    ];
+    vec![
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+            "metadata": {"name": "clustertree-nodes"},
+            "rules": [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"], "resourceNames": [NODE]}],
+        }),
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": {"name": "clustertree-nodes"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "clustertree-nodes"},
+            "subjects": [{"kind": "User", "name": CLUSTERTREE_USER}],
+        }),
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+            "metadata": {"name": "clustertree", "namespace": NAMESPACE},
+            "rules": [{"apiGroups": ["kosmos.io"], "resources": ["virtualclusters"], "verbs": ["get"], "resourceNames": [TENANT]}],
+        }),
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": "clustertree", "namespace": NAMESPACE},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "clustertree"},
+            "subjects": [{"kind": "User", "name": CLUSTERTREE_USER}],
+        }),
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+            "metadata": {"name": "tenant1-clustertree", "namespace": workload_namespace},
+            "rules": [
+                {"apiGroups": [""], "resources": ["configmaps", "endpoints", "persistentvolumeclaims", "pods", "secrets", "services"], "verbs": rw},
+                {"apiGroups": [""], "resources": ["pods/status"], "verbs": ["get", "patch", "update"]},
+                {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
+                {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "get", "list", "patch", "update", "watch"]},
+            ],
+        }),
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": "tenant1-clustertree", "namespace": workload_namespace},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "tenant1-clustertree"},
+            "subjects": [{"kind": "User", "name": CLUSTERTREE_USER}],
+        }),
+    ]
+}
+
+/// Marks `node` claimed by the tenant, as the controller does when it promotes it.
+async fn claim(host: &Client, uid: &str) -> BenchResult<()> {
+    let patch = json!({
+        "metadata": {
+            "labels": {NODE_OWNER_NAMESPACE_LABEL: NAMESPACE, NODE_OWNER_NAME_LABEL: TENANT},
+            "annotations": {NODE_OWNER_UID_ANNOTATION: uid},
+        },
+        "spec": {"taints": [{"key": NODE_CLAIM_TAINT_KEY, "value": TENANT, "effect": "NoSchedule"}]},
+    });
+    Api::<Node>::all(host.clone())
+        .patch(
+            NODE,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await?;
+    Ok(())
+}
+
+/// Polls `check` until it returns a value, failing after [`PHASE_LIMIT`].
+async fn until<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> BenchResult<T> {
+    let deadline = Instant::now() + PHASE_LIMIT;
+    loop {
+        if let Some(value) = check() {
+            return Ok(value);
+        }
+        if Instant::now() > deadline {
+            return Err(format!("gave up after {PHASE_LIMIT:?} waiting for {what}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn until_async<T, F, Fut>(what: &str, mut check: F) -> BenchResult<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + PHASE_LIMIT;
+    loop {
+        if let Some(value) = check().await {
+            return Ok(value);
+        }
+        if Instant::now() > deadline {
+            return Err(format!("gave up after {PHASE_LIMIT:?} waiting for {what}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A watch-fed cache of the pods of one namespace, so that waiting costs the apiservers
+/// one watch rather than a list of every pod per poll.
+fn pod_cache(client: Client, namespace: &str) -> (Store<Pod>, tokio::task::JoinHandle<()>) {
+    let (reader, writer) = reflector::store();
+    let stream = reflector::reflector(
+        writer,
+        watcher(
+            Api::<Pod>::namespaced(client, namespace),
+            watcher::Config::default(),
+        ),
+    )
+    .default_backoff()
+    .for_each(|_| async {});
+    (reader, tokio::spawn(stream))
+}
+
+fn pod_ip(pod: &Pod) -> Option<&str> {
+    pod.status.as_ref()?.pod_ip.as_deref()
+}
+
+fn is_ours(pod: &Pod) -> bool {
+    pod.labels().get(MANAGED_BY_LABEL).map(String::as_str) == Some(CLUSTERTREE_MANAGED_BY_VALUE)
+}
+
+/// Host pod IPs by the name of the tenant pod they stand for.
+fn host_ips(host: &Store<Pod>) -> BTreeMap<String, String> {
+    host.state()
+        .iter()
+        .filter(|pod| is_ours(pod))
+        .filter_map(|pod| {
+            Some((
+                pod.labels().get(TENANT_OBJECT_NAME_LABEL)?.clone(),
+                pod_ip(pod)?.to_owned(),
+            ))
+        })
+        .collect()
+}
+
+/// Tenant pods Running with their host pod's IP.
+fn reported(tenant: &Store<Pod>, host: &Store<Pod>) -> usize {
+    let ips = host_ips(host);
+    tenant
+        .state()
+        .iter()
+        .filter(|pod| {
+            let status = pod.status.as_ref();
+            status.and_then(|s| s.phase.as_deref()) == Some("Running")
+                && pod_ip(pod)
+                    .is_some_and(|ip| ips.get(&pod.name_any()).map(String::as_str) == Some(ip))
+        })
+        .count()
+}
+
+/// From `/proc/PID`: (peak RSS in MiB, current RSS in MiB, CPU seconds).
+fn process_figures(pid: u32) -> (f64, f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib = |key: &str| {
+        status
+            .lines()
+            .find(|line| line.starts_with(key))
+            .and_then(|line| line.split_whitespace().nth(1))
+            .and_then(|value| value.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name, which may itself hold spaces.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |index: usize| {
+        fields
+            .get(index)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of stat; `fields` starts at field 3.
+    let cpu = (ticks(11) + ticks(12)) / clock_ticks();
+    (kib("VmHWM:") / 1024.0, kib("VmRSS:") / 1024.0, cpu)
+}
+
+fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|out| String::from_utf8(out.stdout).ok())
+        .and_then(|text| text.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// `apiserver_request_total` summed by verb and resource (with subresource).
+async fn request_totals(client: &Client) -> BTreeMap<String, f64> {
+    let Ok(request) = http::Request::get("/metrics").body(Vec::new()) else {
+        return BTreeMap::new();
+    };
+    let Ok(text) = client.request_text(request).await else {
+        return BTreeMap::new();
+    };
+    let label = |labels: &str, key: &str| {
+        labels
+            .split(',')
+            .find_map(|pair| pair.strip_prefix(&format!("{key}=\"")))
+            .and_then(|value| value.strip_suffix('"'))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let mut totals = BTreeMap::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("apiserver_request_total{") else {
+            continue;
+        };
+        let Some((labels, value)) = rest.rsplit_once("} ") else {
+            continue;
+        };
+        let Ok(value) = value.trim().parse::<f64>() else {
+            continue;
+        };
+        let resource = match label(labels, "subresource").as_str() {
+            "" => label(labels, "resource"),
+            sub => format!("{}/{sub}", label(labels, "resource")),
+        };
+        let key = format!("{} {}", label(labels, "verb"), resource);
+        *totals.entry(key).or_insert(0.0) += value;
+    }
+    totals
+}
+
+fn delta(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>) -> Vec<(String, u64)> {
+    let mut rows: Vec<(String, u64)> = after
+        .iter()
+        .map(|(key, value)| {
+            let grew = value - before.get(key).copied().unwrap_or(0.0);
+            (key.clone(), grew.max(0.0) as u64)
+        })
+        .filter(|(_, grew)| *grew > 0)
+        .collect();
+    rows.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    rows
+}
+
+fn tenant_pod(index: usize) -> BenchResult<Pod> {
+    Ok(serde_json::from_value(json!({
+        "metadata": {"name": format!("pod-{index:05}"), "namespace": APP, "labels": {"app": "bench"}},
+        "spec": {
+            "nodeName": NODE,
+            "containers": [{"name": "app", "image": "nginx:1.27"}],
+        },
+    }))?)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> BenchResult<()> {
+    let pods = env_usize("VC_BENCH_PODS", 1000);
+    let period = std::env::var("VC_BENCH_PERIOD").unwrap_or_else(|_| "2s".to_owned());
+    let Some(assets) = envtest::assets() else {
+        eprintln!("{SKIP_MESSAGE}");
+        return Ok(());
+    };
+    let binary = clustertree_binary()?;
+    let began = Instant::now();
+    let host_options = EnvtestOptions {
+        controller_manager: true,
+        scheduler: true,
+        ..EnvtestOptions::default()
+    };
+    let tenant_options = EnvtestOptions {
+        controller_manager: true,
+        ..EnvtestOptions::default()
+    };
+    let (host, tenant) = tokio::join!(
+        Envtest::start_with(&assets, host_options),
+        Envtest::start_with(&assets, tenant_options)
+    );
+    let (host, tenant) = (host?, tenant?);
+    let admin = vc_tests::apiserver::client_from_kubeconfig(host.kubeconfig_path()).await?;
+    let tenant_admin =
+        vc_tests::apiserver::client_from_kubeconfig(tenant.kubeconfig_path()).await?;
+    let workload_namespace = tenant_workload_namespace(NAMESPACE, TENANT);
+    let crd = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../charts/kosmos-vc/crds/virtualclusters.kosmos.io.yaml");
+    kubectl_apply(host.kubeconfig_path(), &std::fs::read_to_string(crd)?)?;
+    for namespace in [
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}),
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": workload_namespace,
+               "labels": {"pod-security.kubernetes.io/enforce": "baseline"}}}),
+    ] {
+        kubectl_apply(host.kubeconfig_path(), &namespace.to_string())?;
+    }
+    let capacity = (pods + 100).to_string();
+    let node = NodeSpec {
+        pods: capacity,
+        ..NodeSpec::new(NODE)
+    };
+    let fleet = NodeFleet::start(
+        admin.clone(),
+        vec![node, NodeSpec::new("node2")],
+        FleetOptions::default(),
+    )
+    .await?;
+    let kubelets = workloads::spawn(
+        admin.clone(),
+        WorkloadOptions {
+            mode: WorkloadMode::KubeletOnly,
+            namespace: Some(workload_namespace.clone()),
+            ..WorkloadOptions::default()
+        },
+    );
+    let virtual_clusters: Api<VirtualCluster> = Api::namespaced(admin.clone(), NAMESPACE);
+    let created = until_async("the CRD to serve VirtualClusters", || async {
+        let vc: VirtualCluster = serde_json::from_value(json!({
+            "apiVersion": "kosmos.io/v1alpha1", "kind": "VirtualCluster",
+            "metadata": {"name": TENANT, "namespace": NAMESPACE},
+            "spec": {"kubernetesVersion": "v1.33.4", "promoteResources": {"nodes": [NODE]}},
+        }))
+        .ok()?;
+        virtual_clusters
+            .create(&PostParams::default(), &vc)
+            .await
+            .ok()
+    })
+    .await?;
+    claim(&admin, &created.uid().unwrap_or_default()).await?;
+    for object in clustertree_rbac(&workload_namespace) {
+        kubectl_apply(host.kubeconfig_path(), &object.to_string())?;
+    }
+
+    // The tenant namespace, with what admits its pods.
+    let app: k8s_openapi::api::core::v1::Namespace =
+        serde_json::from_value(json!({"metadata": {"name": APP}}))?;
+    Api::all(tenant_admin.clone())
+        .create(&PostParams::default(), &app)
+        .await?;
+    let service_accounts: Api<ServiceAccount> = Api::namespaced(tenant_admin.clone(), APP);
+    let config_maps: Api<ConfigMap> = Api::namespaced(tenant_admin.clone(), APP);
+    until_async(
+        "the default ServiceAccount and CA in the tenant",
+        || async {
+            let account = service_accounts.get_opt("default").await.ok()??;
+            let ca = config_maps.get_opt("kube-root-ca.crt").await.ok()??;
+            Some((account, ca))
+        },
+    )
+    .await?;
+
+    let identity = host.kubeconfig_for(CLUSTERTREE_USER, &[])?;
+    let log_path =
+        std::env::temp_dir().join(format!("vc-bench-clustertree-{}.log", std::process::id()));
+    let log = std::fs::File::create(&log_path)?;
+    let mut clustertree = Process(
+        Command::new(&binary)
+            .arg("--kubeconfig")
+            .arg(&identity)
+            .arg("--tenant-kubeconfig")
+            .arg(tenant.kubeconfig_path())
+            .args([
+                "--namespace",
+                NAMESPACE,
+                "--name",
+                TENANT,
+                "--period",
+                &period,
+            ])
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log))
+            .spawn()?,
+    );
+    let pid = clustertree.0.id();
+    let tenant_nodes: Api<Node> = Api::all(tenant_admin.clone());
+    until_async("the promoted node mirrored in the tenant", || async {
+        tenant_nodes.get_opt(NODE).await.ok()?
+    })
+    .await?;
+    let (host_cache, host_watch) = pod_cache(admin.clone(), &workload_namespace);
+    let (tenant_cache, tenant_watch) = pod_cache(tenant_admin.clone(), APP);
+    host_cache.wait_until_ready().await?;
+    tenant_cache.wait_until_ready().await?;
+    // A few idle passes, so the baseline is the process at rest with its node in sync.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (_, idle_rss, idle_cpu) = process_figures(pid);
+    let setup = began.elapsed();
+
+    // Up: create every tenant pod at once; watch both sides.
+    let host_requests_before = request_totals(&admin).await;
+    let tenant_requests_before = request_totals(&tenant_admin).await;
+    let tenant_pods: Api<Pod> = Api::namespaced(tenant_admin.clone(), APP);
+    let start = Instant::now();
+    let creator = {
+        let api = tenant_pods.clone();
+        tokio::spawn(async move {
+            let failures = futures::stream::iter(0..pods)
+                .map(|index| {
+                    let api = api.clone();
+                    async move {
+                        let pod = tenant_pod(index).ok()?;
+                        api.create(&PostParams::default(), &pod).await.err()
+                    }
+                })
+                .buffer_unordered(CONCURRENCY)
+                .filter_map(|failure| async move { failure })
+                .collect::<Vec<_>>()
+                .await;
+            (Instant::now(), failures)
+        })
+    };
+    let down = until("every host pod created", || {
+        let count = host_cache.state().iter().filter(|p| is_ours(p)).count();
+        (count >= pods).then(|| start.elapsed())
+    })
+    .await?;
+    let up = until("every tenant pod Running with its host pod's IP", || {
+        (reported(&tenant_cache, &host_cache) >= pods).then(|| start.elapsed())
+    })
+    .await?;
+    let (created_at, failures) = creator.await?;
+    let created_in = created_at.duration_since(start);
+    if let Some(failure) = failures.first() {
+        eprintln!("{} tenant creates failed, e.g. {failure}", failures.len());
+    }
+    let (_, up_rss, up_cpu) = process_figures(pid);
+    let host_requests_up = request_totals(&admin).await;
+    let tenant_requests_up = request_totals(&tenant_admin).await;
+
+    // Steady state: a few periods with nothing to do.
+    let quiet = Duration::from_secs(10);
+    tokio::time::sleep(quiet).await;
+    let (_, _, quiet_cpu) = process_figures(pid);
+    let host_requests_quiet = request_totals(&admin).await;
+    let tenant_requests_quiet = request_totals(&tenant_admin).await;
+
+    // Down: delete every tenant pod; wait for both sides to be empty.
+    let start = Instant::now();
+    futures::stream::iter(0..pods)
+        .map(|index| {
+            let api = tenant_pods.clone();
+            async move {
+                let _deleted = api
+                    .delete(&format!("pod-{index:05}"), &DeleteParams::default())
+                    .await;
+            }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .collect::<Vec<()>>()
+        .await;
+    let delete_requests = start.elapsed();
+    let host_empty = until("every host pod gone", || {
+        (!host_cache.state().iter().any(|p| is_ours(p))).then(|| start.elapsed())
+    })
+    .await?;
+    let both_empty = until("every tenant pod gone", || {
+        (tenant_cache.state().is_empty() && !host_cache.state().iter().any(|p| is_ours(p)))
+            .then(|| start.elapsed())
+    })
+    .await?;
+    let (peak, end_rss, end_cpu) = process_figures(pid);
+    let host_requests_end = request_totals(&admin).await;
+    let tenant_requests_end = request_totals(&tenant_admin).await;
+    let exited = clustertree.0.try_wait()?;
+
+    let secs = |d: Duration| d.as_secs_f64();
+    println!();
+    println!(
+        "vc-clustertree, {pods} tenant pods, --period {period} (setup {:.1}s)",
+        secs(setup)
+    );
+    println!("{:<58} {:>10}", "figure", "value");
+    println!(
+        "{:<58} {:>9.2}s",
+        "tenant creates done (32 concurrent)",
+        secs(created_in)
+    );
+    println!("{:<58} {:>9.2}s", "down: every host pod exists", secs(down));
+    println!(
+        "{:<58} {:>9.2}s",
+        "up: every tenant pod Running with its host pod's IP",
+        secs(up)
+    );
+    println!(
+        "{:<58} {:>9.2}s",
+        "tenant deletes done (32 concurrent)",
+        secs(delete_requests)
+    );
+    println!(
+        "{:<58} {:>9.2}s",
+        "delete: every host pod gone",
+        secs(host_empty)
+    );
+    println!(
+        "{:<58} {:>9.2}s",
+        "delete: both sides empty",
+        secs(both_empty)
+    );
+    println!(
+        "{:<58} {:>8.1} MiB",
+        "RSS idle (node mirrored, no pods)", idle_rss
+    );
+    println!("{:<58} {:>8.1} MiB", "RSS with every pod up", up_rss);
+    println!("{:<58} {:>8.1} MiB", "RSS at end", end_rss);
+    println!("{:<58} {:>8.1} MiB", "peak RSS (VmHWM)", peak);
+    println!("{:<58} {:>9.2}s", "CPU until up", up_cpu - idle_cpu);
+    println!(
+        "{:<58} {:>9.2}s",
+        format!("CPU idle with every pod up ({}s)", quiet.as_secs()),
+        quiet_cpu - up_cpu
+    );
+    println!("{:<58} {:>9.2}s", "CPU deleting", end_cpu - quiet_cpu);
+    println!("{:<58} {:>9.2}s", "CPU total (process lifetime)", end_cpu);
+    let met = |ok: bool| if ok { "met" } else { "MISSED" };
+    println!(
+        "goal (1,000 pods): up < 30 s: {}; peak RSS < 64 MiB: {}",
+        met(up < Duration::from_secs(30)),
+        met(peak < 64.0)
+    );
+    for (side, phases) in [
+        (
+            "host",
+            [
+                ("up", &host_requests_before, &host_requests_up),
+                ("idle", &host_requests_up, &host_requests_quiet),
+                ("delete", &host_requests_quiet, &host_requests_end),
+            ],
+        ),
+        (
+            "tenant",
+            [
+                ("up", &tenant_requests_before, &tenant_requests_up),
+                ("idle", &tenant_requests_up, &tenant_requests_quiet),
+                ("delete", &tenant_requests_quiet, &tenant_requests_end),
+            ],
+        ),
+    ] {
+        for (phase, before, after) in phases {
+            let rows = delta(before, after);
+            let total: u64 = rows.iter().map(|(_, n)| n).sum();
+            let top: Vec<String> = rows
+                .iter()
+                .take(6)
+                .map(|(key, n)| format!("{key} {n}"))
+                .collect();
+            println!(
+                "{side} requests, {phase:<6} (all clients) {total:>7}: {}",
+                top.join(", ")
+            );
+        }
+    }
+    if let Some(status) = exited {
+        eprintln!("vc-clustertree exited early ({status})");
+    }
+    println!("vc-clustertree log: {}", log_path.display());
+    host_watch.abort();
+    tenant_watch.abort();
+    drop(clustertree);
+    drop(kubelets);
+    drop(fleet);
+    Ok(())
+}
