@@ -247,16 +247,28 @@ pub fn statefulset_status(
 
 /// A merge patch turning `current` into `desired`: keys that must disappear become null.
 fn status_patch(current: Option<&Value>, desired: &Value) -> Option<Value> {
+    status_patch_keeping(current, desired, &[])
+}
+
+/// Pod status keys the apiserver itself writes: a kubelet never clears them, and a patch
+/// clearing them is either refused (`qosClass` is immutable) or undone at once, so
+/// comparing them would make every pass write every pod again.
+const SERVER_OWNED_POD_STATUS: [&str; 2] = ["qosClass", "observedGeneration"];
+
+/// [`status_patch`], leaving the `keep` keys of `current` alone.
+fn status_patch_keeping(current: Option<&Value>, desired: &Value, keep: &[&str]) -> Option<Value> {
     let mut patch = desired.as_object().cloned().unwrap_or_default();
     patch.retain(|_, v| !v.is_null());
-    let desired_clean = Value::Object(patch.clone());
+    let desired_clean = patch.clone();
     if let Some(current) = current.and_then(Value::as_object) {
-        for key in current.keys() {
+        let mut compared = current.clone();
+        compared.retain(|key, _| !keep.contains(&key.as_str()));
+        for key in compared.keys() {
             if !patch.contains_key(key) {
                 patch.insert(key.clone(), Value::Null);
             }
         }
-        if current == desired_clean.as_object()? {
+        if compared == desired_clean {
             return None;
         }
     }
@@ -516,6 +528,7 @@ pub fn pod_status(pod: &Pod, phase: &Phase, ip: Option<Ipv4Addr>, now: &str) -> 
                     cond("ContainersReady", flag), cond("PodScheduled", "True"),
                 ],
                 "hostIP": "127.0.0.1",
+                "hostIPs": [{"ip": "127.0.0.1"}],
                 "podIP": ip,
                 "podIPs": ip.as_ref().map(|ip| json!([{"ip": ip}])),
                 "startTime": started,
@@ -699,7 +712,9 @@ impl WorkloadSim {
                 .status
                 .as_ref()
                 .and_then(|s| serde_json::to_value(s).ok());
-            let Some(patch) = status_patch(current.as_ref(), &desired) else {
+            let Some(patch) =
+                status_patch_keeping(current.as_ref(), &desired, &SERVER_OWNED_POD_STATUS)
+            else {
                 continue;
             };
             let namespace = pod.namespace().unwrap_or_default();
@@ -958,7 +973,9 @@ impl WorkloadSim {
                 .status
                 .as_ref()
                 .and_then(|s| serde_json::to_value(s).ok());
-            if let Some(patch) = status_patch(current.as_ref(), &desired) {
+            if let Some(patch) =
+                status_patch_keeping(current.as_ref(), &desired, &SERVER_OWNED_POD_STATUS)
+            {
                 api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
                     .await
                     .map(drop)
@@ -1162,6 +1179,26 @@ mod tests {
         assert_eq!(
             status_patch(None, &desired),
             Some(json!({"status": {"replicas": 1}}))
+        );
+    }
+
+    /// The apiserver sets `qosClass` on every pod and refuses to change it: a kubelet pass
+    /// over a settled pod writes nothing.
+    #[test]
+    fn a_settled_pod_status_is_not_written_again() {
+        let desired = json!({"phase": "Running", "hostIP": "127.0.0.1"});
+        let current = json!({"phase": "Running", "hostIP": "127.0.0.1", "qosClass": "BestEffort"});
+        assert_eq!(
+            status_patch_keeping(Some(&current), &desired, &SERVER_OWNED_POD_STATUS),
+            None
+        );
+        assert_eq!(
+            status_patch_keeping(
+                Some(&json!({"phase": "Pending", "qosClass": "BestEffort"})),
+                &desired,
+                &SERVER_OWNED_POD_STATUS
+            ),
+            Some(json!({"status": {"phase": "Running", "hostIP": "127.0.0.1"}}))
         );
     }
 
