@@ -138,6 +138,7 @@ async fn start(flags: Flags) -> Result<(), StartError> {
         .await
         .map_err(|source| StartError::ReadTenantKubeconfig { path, source })?;
     let tenant_ca = tenant_config.root_cert.clone().unwrap_or_default();
+    let tenant_url = tenant_config.cluster_url.clone();
     let tenant = kube::Client::try_from(tenant_config).map_err(StartError::ConnectTenant)?;
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(StartError::Signal)?;
@@ -178,6 +179,7 @@ async fn start(flags: Flags) -> Result<(), StartError> {
     let tenancy = Tenancy {
         workload_namespace: tenant_workload_namespace(&target.namespace, &target.name),
         virtual_cluster: target.name.clone(),
+        apiserver: vc_clustertree::pods::apiserver_address(&tenant_url),
     };
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {

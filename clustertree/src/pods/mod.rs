@@ -48,6 +48,20 @@ pub struct Tenancy {
     pub workload_namespace: String,
     /// The VirtualCluster's name: the value of its claim taint.
     pub virtual_cluster: String,
+    /// Where in-cluster clients in a host pod reach the tenant apiserver (host, port):
+    /// what the tenant kubeconfig names. `None` leaves the kubelet's own values.
+    pub apiserver: Option<(String, u16)>,
+}
+
+/// Host and port of the tenant apiserver for in-cluster clients of host pods: the tenant
+/// kubeconfig's server (in a pod, `NAME-apiserver.NS.svc:6443`, resolved by the host's
+/// DNS). client-go and kube-rs build their in-cluster address from
+/// `KUBERNETES_SERVICE_HOST`/`_PORT`, which the kubelet would otherwise set to the host's
+/// apiserver; the mounted token and CA are the tenant's, so only the tenant's answers.
+pub fn apiserver_address(url: &http::Uri) -> Option<(String, u16)> {
+    let host = url.host()?.trim_start_matches('[').trim_end_matches(']');
+    let port = url.port_u16().unwrap_or(443);
+    Some((host.to_owned(), port))
 }
 
 /// A tenant pod, by identity.

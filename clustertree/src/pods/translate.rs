@@ -171,6 +171,8 @@ struct Translation<'a> {
     pod: &'a Pod,
     namespace: String,
     copies: BTreeSet<Copy>,
+    /// Where in-cluster clients reach the tenant apiserver ([`Tenancy::apiserver`]).
+    apiserver: Option<(String, u16)>,
 }
 
 impl Translation<'_> {
@@ -224,6 +226,21 @@ impl Translation<'_> {
             .env
             .as_ref()
             .map(|vars| vars.iter().map(|var| self.env(var)).collect());
+        if let Some((host, port)) = &self.apiserver {
+            let env = copy.env.get_or_insert_with(Vec::new);
+            for (name, value) in [
+                ("KUBERNETES_SERVICE_HOST", host.clone()),
+                ("KUBERNETES_SERVICE_PORT", port.to_string()),
+            ] {
+                if !env.iter().any(|var| var.name == name) {
+                    env.push(EnvVar {
+                        name: name.to_owned(),
+                        value: Some(value),
+                        value_from: None,
+                    });
+                }
+            }
+        }
         for from in copy.env_from.iter_mut().flatten() {
             if let Some(reference) = from.config_map_ref.as_mut() {
                 reference.name = self.config_map(&reference.name);
@@ -255,6 +272,7 @@ pub fn host_pod(tenant: &Pod, tenancy: &Tenancy) -> Result<HostPod, Refusal> {
         pod: tenant,
         namespace: reference.namespace.clone(),
         copies: BTreeSet::new(),
+        apiserver: tenancy.apiserver.clone(),
     };
     let mut token = None;
     let mut volumes = Vec::new();
@@ -383,6 +401,76 @@ mod tests {
     use super::*;
     use crate::pods::recorded_uid;
     use crate::pods::test_support::{pod, tenancy, with};
+
+    /// In-cluster clients in the host pod reach the tenant apiserver (with the tenant's
+    /// token and CA mounted), never the host's: the kubelet's own
+    /// KUBERNETES_SERVICE_HOST/PORT are overridden, unless the tenant pod sets them itself.
+    #[test]
+    fn in_cluster_clients_are_pointed_at_the_tenant_apiserver() {
+        let tenant = pod("web-1", "u1", "node1");
+        let host = host_pod(&tenant, &tenancy()).unwrap().pod;
+        for container in host.spec.unwrap().containers {
+            let env: BTreeMap<String, Option<String>> = container
+                .env
+                .unwrap_or_default()
+                .into_iter()
+                .map(|var| (var.name, var.value))
+                .collect();
+            assert_eq!(
+                env["KUBERNETES_SERVICE_HOST"].as_deref(),
+                Some("tenant1-apiserver.team-a.svc")
+            );
+            assert_eq!(env["KUBERNETES_SERVICE_PORT"].as_deref(), Some("6443"));
+        }
+
+        let own = with(
+            &tenant,
+            json!({"spec": {"containers": [{"name": "app", "image": "nginx:1.27",
+                "env": [{"name": "KUBERNETES_SERVICE_HOST", "value": "elsewhere.example"}]}]}}),
+        );
+        let host = host_pod(&own, &tenancy()).unwrap().pod;
+        let env = host.spec.unwrap().containers[0].env.clone().unwrap();
+        let hosts: Vec<&str> = env
+            .iter()
+            .filter(|var| var.name == "KUBERNETES_SERVICE_HOST")
+            .filter_map(|var| var.value.as_deref())
+            .collect();
+        assert_eq!(
+            hosts,
+            ["elsewhere.example"],
+            "the tenant's own value stays, once"
+        );
+
+        let unset = Tenancy {
+            apiserver: None,
+            ..tenancy()
+        };
+        let host = host_pod(&tenant, &unset).unwrap().pod;
+        assert!(
+            host.spec.unwrap().containers[0]
+                .env
+                .iter()
+                .flatten()
+                .all(|var| !var.name.starts_with("KUBERNETES_SERVICE"))
+        );
+    }
+
+    #[test]
+    fn the_tenant_apiserver_address_comes_from_the_kubeconfig_url() {
+        let address = |url: &str| crate::pods::apiserver_address(&url.parse().unwrap());
+        assert_eq!(
+            address("https://prod-apiserver.team-a.svc:6443"),
+            Some(("prod-apiserver.team-a.svc".to_owned(), 6443))
+        );
+        assert_eq!(
+            address("https://10.96.0.10"),
+            Some(("10.96.0.10".to_owned(), 443))
+        );
+        assert_eq!(
+            address("https://[fd00::7]:6443"),
+            Some(("fd00::7".to_owned(), 6443))
+        );
+    }
 
     #[test]
     fn the_host_pod_records_the_tenant_pod_and_carries_nothing_of_the_hosts_identity() {

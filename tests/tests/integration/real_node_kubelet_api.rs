@@ -11,75 +11,22 @@ use std::path::Path;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Node, Pod, ServiceAccount};
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
 use kube::api::{DeleteParams, ListParams, PostParams};
-use kube::{Api, ResourceExt as _};
 use serde_json::json;
-use vc_api::VirtualCluster;
 use vc_api::constants::tenant_workload_namespace;
-use vc_controller::resources::{BuildContext, Tenant, clustertree};
-use vc_tests::apiserver::envtest::{self, Envtest, EnvtestOptions, SKIP_MESSAGE};
 use vc_tests::apiserver::pki::TestCa;
-use vc_tests::node::{MachineState, NodeOptions, RealNode, missing_programs};
 
-use crate::clustertree_nodes::{NAMESPACE, Process, TENANT, claim, clustertree_binary};
-use crate::controller_common::crd_path;
-use crate::real_node::{ECHO_IMAGE, echo_image};
+use crate::clustertree_nodes::{NAMESPACE, TENANT};
+use crate::real_node::ECHO_IMAGE;
+use crate::real_node_tenant::RealTenantWorld;
 use crate::support::eventually::eventually;
 
 const WAIT: Duration = Duration::from_secs(60);
 /// The tenant namespace of the pod.
 const SHOP: &str = "shop";
 const POD: &str = "echo";
-
-fn apply_all(kubeconfig: &std::path::Path, objects: Vec<serde_json::Value>) {
-    let list = json!({"apiVersion": "v1", "kind": "List", "items": objects});
-    crate::clustertree_nodes::kubectl_apply(kubeconfig, &list.to_string());
-}
-
-fn typed<T: serde::Serialize>(kind: &str, api_version: &str, object: &T) -> serde_json::Value {
-    let mut value = serde_json::to_value(object).unwrap();
-    value["kind"] = json!(kind);
-    value["apiVersion"] = json!(api_version);
-    value
-}
-
-/// The host objects the controller applies for the clustertree of `virtual_cluster`,
-/// built by the controller's own functions.
-fn clustertree_host_objects(virtual_cluster: &VirtualCluster) -> Vec<serde_json::Value> {
-    let tenant = Tenant::resolve(virtual_cluster, &BuildContext::default()).unwrap();
-    const RBAC: &str = "rbac.authorization.k8s.io/v1";
-    vec![
-        typed("Namespace", "v1", &clustertree::workload_namespace(&tenant)),
-        typed(
-            "ServiceAccount",
-            "v1",
-            &clustertree::service_account(&tenant),
-        ),
-        typed("Role", RBAC, &clustertree::role(&tenant)),
-        typed("RoleBinding", RBAC, &clustertree::role_binding(&tenant)),
-        typed(
-            "Role",
-            RBAC,
-            &clustertree::virtual_cluster_reader_role(&tenant),
-        ),
-        typed(
-            "RoleBinding",
-            RBAC,
-            &clustertree::virtual_cluster_reader_binding(&tenant),
-        ),
-        typed(
-            "ClusterRole",
-            RBAC,
-            &clustertree::cluster_role(&tenant, &["node1".to_owned()]),
-        ),
-        typed(
-            "ClusterRoleBinding",
-            RBAC,
-            &clustertree::cluster_role_binding(&tenant),
-        ),
-    ]
-}
 
 fn kubectl(kubeconfig: &Path, args: &[&str]) -> Output {
     std::process::Command::new("kubectl")
@@ -92,11 +39,7 @@ fn kubectl(kubeconfig: &Path, args: &[&str]) -> Output {
 
 /// A port nothing listens on now.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    vc_tests::ports::free_port().unwrap()
 }
 
 /// A client certificate and key written under `dir`, as curl arguments.
@@ -129,133 +72,31 @@ fn curl(url: &str, extra: &[String]) -> (String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_tenant_logs_and_exec() {
-    let Some(assets) = envtest::assets() else {
-        assert!(!envtest::must_run_real(), "CI is set: {SKIP_MESSAGE}");
-        eprintln!("{SKIP_MESSAGE}");
+    let Some(world) = RealTenantWorld::start().await else {
         return;
     };
-    let missing = missing_programs();
-    if !missing.is_empty() {
-        assert!(
-            !envtest::must_run_real(),
-            "CI is set, but the real node needs {missing:?} (.ci/run installs them)"
-        );
-        eprintln!("skipped: the real node needs {missing:?}");
-        return;
-    }
-    let before = MachineState::read();
-    let started = Instant::now();
-    let full = EnvtestOptions {
-        controller_manager: true,
-        scheduler: true,
-        ..EnvtestOptions::default()
-    };
-    let host = Envtest::start_with(&assets, full.clone()).await.unwrap();
-    let work = tempfile::tempdir().unwrap();
-    let mut node = RealNode::start(&host, &assets, work.path(), NodeOptions::default())
-        .await
-        .unwrap();
-    node.load_image(&echo_image(work.path())).unwrap();
-    let tenant = Envtest::start_with(&assets, full).await.unwrap();
-    eprintln!(
-        "host with node1, and tenant control plane, up in {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
-    let admin = vc_tests::apiserver::client_from_kubeconfig(host.kubeconfig_path())
-        .await
-        .unwrap();
-    let tenant_admin = vc_tests::apiserver::client_from_kubeconfig(tenant.kubeconfig_path())
-        .await
-        .unwrap();
-
-    crate::clustertree_nodes::kubectl_apply(
-        host.kubeconfig_path(),
-        &std::fs::read_to_string(crd_path()).unwrap(),
-    );
-    crate::clustertree_nodes::kubectl_apply(
-        host.kubeconfig_path(),
-        &format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {NAMESPACE}\n"),
-    );
-    let virtual_clusters: Api<VirtualCluster> = Api::namespaced(admin.clone(), NAMESPACE);
-    let created = eventually(WAIT, "the CRD to serve VirtualClusters", || async {
-        let vc: VirtualCluster = serde_json::from_value(json!({
-            "apiVersion": "kosmos.io/v1alpha1", "kind": "VirtualCluster",
-            "metadata": {"name": TENANT, "namespace": NAMESPACE},
-            "spec": {"kubernetesVersion": "v1.33.4", "promoteResources": {"nodes": ["node1"]}},
-        }))
-        .unwrap();
-        virtual_clusters
-            .create(&PostParams::default(), &vc)
-            .await
-            .ok()
-    })
-    .await;
-    let uid = created.uid().unwrap();
-    claim(&admin, "node1", &uid, true).await;
-    apply_all(host.kubeconfig_path(), clustertree_host_objects(&created));
-    let service_account = format!("{TENANT}-clustertree");
-    let identity = host
-        .kubeconfig_for(
-            &format!("system:serviceaccount:{NAMESPACE}:{service_account}"),
-            &[
-                "system:serviceaccounts",
-                &format!("system:serviceaccounts:{NAMESPACE}"),
-            ],
-        )
-        .unwrap();
+    let (tenant, work) = (&world.tenant, world.work.path());
     // The envtest tenant apiserver runs with --kubelet-certificate-authority (its CA):
     // the kubelet API serves a certificate of that CA for 127.0.0.1.
     let serving = tenant.ca().issue_server(&[]).unwrap();
-    let serving_cert = work.path().join("kubelet-api.crt");
-    let serving_key = work.path().join("kubelet-api.key");
+    let serving_cert = work.join("kubelet-api.crt");
+    let serving_key = work.join("kubelet-api.key");
     std::fs::write(&serving_cert, &serving.cert_pem).unwrap();
     std::fs::write(&serving_key, &serving.key_pem).unwrap();
     let port = free_port();
-    let log = work.path().join("vc-clustertree.log");
-    let log_file = || std::fs::File::create(&log).unwrap();
-    let out = log_file();
-    let clustertree = Process(
-        std::process::Command::new(clustertree_binary())
-            .arg("--kubeconfig")
-            .arg(&identity)
-            .arg("--tenant-kubeconfig")
-            .arg(tenant.kubeconfig_path())
-            .args([
-                "--namespace",
-                NAMESPACE,
-                "--name",
-                TENANT,
-                "--period",
-                "0.5s",
-                "--kubelet-listen",
-                &format!("127.0.0.1:{port}"),
-                "--kubelet-address",
-                "127.0.0.1",
-            ])
-            .arg("--kubelet-tls-cert-file")
-            .arg(&serving_cert)
-            .arg("--kubelet-tls-key-file")
-            .arg(&serving_key)
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .unwrap(),
-    );
-    let said = || std::fs::read_to_string(&log).unwrap_or_default();
+    let clustertree = world.clustertree(&[
+        "--kubelet-listen".into(),
+        format!("127.0.0.1:{port}").into(),
+        "--kubelet-address".into(),
+        "127.0.0.1".into(),
+        "--kubelet-tls-cert-file".into(),
+        serving_cert.into(),
+        "--kubelet-tls-key-file".into(),
+        serving_key.into(),
+    ]);
+    let said = || world.clustertree_said();
 
-    let tenant_nodes: Api<Node> = Api::all(tenant_admin.clone());
-    let node1 = eventually(WAIT, "node1 Ready in the tenant", || async {
-        let node = tenant_nodes.get_opt("node1").await.ok()??;
-        let ready = node
-            .status
-            .as_ref()?
-            .conditions
-            .as_ref()?
-            .iter()
-            .any(|c| c.type_ == "Ready" && c.status == "True");
-        ready.then_some(node)
-    })
-    .await;
+    let node1 = world.node1_ready().await;
     let status = node1.status.unwrap();
     let addresses: Vec<(String, String)> = status
         .addresses
@@ -276,15 +117,7 @@ async fn real_tenant_logs_and_exec() {
         Some(i32::from(port))
     );
 
-    crate::clustertree_nodes::kubectl_apply(
-        tenant.kubeconfig_path(),
-        &format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {SHOP}\n"),
-    );
-    let accounts: Api<ServiceAccount> = Api::namespaced(tenant_admin.clone(), SHOP);
-    eventually(WAIT, "the tenant's ServiceAccount default", || async {
-        accounts.get_opt("default").await.ok()?.map(drop)
-    })
-    .await;
+    world.tenant_namespace(SHOP).await;
     let pod: Pod = serde_json::from_value(json!({
         "metadata": {"name": POD, "namespace": SHOP},
         "spec": {"terminationGracePeriodSeconds": 2, "containers": [{
@@ -293,7 +126,7 @@ async fn real_tenant_logs_and_exec() {
         }]},
     }))
     .unwrap();
-    let tenant_pods: Api<Pod> = Api::namespaced(tenant_admin.clone(), SHOP);
+    let tenant_pods: Api<Pod> = Api::namespaced(world.tenant_admin.clone(), SHOP);
     tenant_pods
         .create(&PostParams::default(), &pod)
         .await
@@ -384,12 +217,7 @@ async fn real_tenant_logs_and_exec() {
     let other_ca = TestCa::generate("another-ca").unwrap();
     let (code, _) = curl(
         &url(&logs_path),
-        &client_certificate(
-            work.path(),
-            "stranger",
-            &other_ca,
-            "kube-apiserver-kubelet-client",
-        ),
+        &client_certificate(work, "stranger", &other_ca, "kube-apiserver-kubelet-client"),
     );
     assert_eq!(
         code, "000",
@@ -397,11 +225,11 @@ async fn real_tenant_logs_and_exec() {
     );
     let (code, body) = curl(
         &url(&logs_path),
-        &client_certificate(work.path(), "node", tenant.ca(), "system:node:node1"),
+        &client_certificate(work, "node", tenant.ca(), "system:node:node1"),
     );
     assert_eq!(code, "403", "another identity of the tenant CA: {body}");
     let apiserver = client_certificate(
-        work.path(),
+        work,
         "apiserver",
         tenant.ca(),
         "kube-apiserver-kubelet-client",
@@ -436,7 +264,7 @@ async fn real_tenant_logs_and_exec() {
     assert_eq!(code, "404", "{body}");
 
     let workload_namespace = tenant_workload_namespace(NAMESPACE, TENANT);
-    let host_pods: Api<Pod> = Api::namespaced(admin.clone(), &workload_namespace);
+    let host_pods: Api<Pod> = Api::namespaced(world.admin.clone(), &workload_namespace);
     tenant_pods
         .delete(POD, &DeleteParams::default())
         .await
@@ -448,19 +276,5 @@ async fn real_tenant_logs_and_exec() {
     })
     .await;
 
-    drop(clustertree);
-    let problems = node.stop();
-    assert!(problems.is_empty(), "stopping the node: {problems:#?}");
-    drop(node);
-    drop(tenant);
-    drop(host);
-    assert_eq!(
-        before,
-        MachineState::read(),
-        "the node left something behind"
-    );
-    eprintln!(
-        "real tenant logs and exec test done in {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
+    world.finish(clustertree, "real_tenant_logs_and_exec");
 }

@@ -93,130 +93,214 @@ fn is_ready(pod: &Pod) -> bool {
         })
 }
 
+/// A real host with the real node `node1` (the echo image loaded), a real tenant control
+/// plane, VirtualCluster `team-a/tenant1` promoting `node1`, the claim, and the
+/// clustertree's host objects as the controller builds them; vc-clustertree itself is
+/// started by each test, with the flags it needs.
+pub(crate) struct RealTenantWorld {
+    pub(crate) host: Envtest,
+    pub(crate) tenant: Envtest,
+    node: RealNode,
+    pub(crate) work: tempfile::TempDir,
+    pub(crate) admin: kube::Client,
+    pub(crate) tenant_admin: kube::Client,
+    /// The host kubeconfig of the clustertree's ServiceAccount.
+    identity: std::path::PathBuf,
+    before: MachineState,
+    started: Instant,
+}
+
+impl RealTenantWorld {
+    /// The world, or `None` when the Kubernetes binaries or the node's programs are
+    /// missing outside CI (in CI that fails).
+    pub(crate) async fn start() -> Option<Self> {
+        let Some(assets) = envtest::assets() else {
+            assert!(!envtest::must_run_real(), "CI is set: {SKIP_MESSAGE}");
+            eprintln!("{SKIP_MESSAGE}");
+            return None;
+        };
+        let missing = missing_programs();
+        if !missing.is_empty() {
+            assert!(
+                !envtest::must_run_real(),
+                "CI is set, but the real node needs {missing:?} (.ci/run installs them)"
+            );
+            eprintln!("skipped: the real node needs {missing:?}");
+            return None;
+        }
+        let before = MachineState::read();
+        let started = Instant::now();
+        let full = EnvtestOptions {
+            controller_manager: true,
+            scheduler: true,
+            ..EnvtestOptions::default()
+        };
+        let host = Envtest::start_with(&assets, full.clone()).await.unwrap();
+        let work = tempfile::tempdir().unwrap();
+        let node = RealNode::start(&host, &assets, work.path(), NodeOptions::default())
+            .await
+            .unwrap();
+        node.load_image(&echo_image(work.path())).unwrap();
+        let tenant = Envtest::start_with(&assets, full).await.unwrap();
+        eprintln!(
+            "host with node1, and tenant control plane, up in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        let admin = vc_tests::apiserver::client_from_kubeconfig(host.kubeconfig_path())
+            .await
+            .unwrap();
+        let tenant_admin = vc_tests::apiserver::client_from_kubeconfig(tenant.kubeconfig_path())
+            .await
+            .unwrap();
+        crate::clustertree_nodes::kubectl_apply(
+            host.kubeconfig_path(),
+            &std::fs::read_to_string(crd_path()).unwrap(),
+        );
+        crate::clustertree_nodes::kubectl_apply(
+            host.kubeconfig_path(),
+            &format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {NAMESPACE}\n"),
+        );
+        let virtual_clusters: Api<VirtualCluster> = Api::namespaced(admin.clone(), NAMESPACE);
+        let created = eventually(WAIT, "the CRD to serve VirtualClusters", || async {
+            let vc: VirtualCluster = serde_json::from_value(json!({
+                "apiVersion": "kosmos.io/v1alpha1", "kind": "VirtualCluster",
+                "metadata": {"name": TENANT, "namespace": NAMESPACE},
+                "spec": {"kubernetesVersion": "v1.33.4", "promoteResources": {"nodes": ["node1"]}},
+            }))
+            .unwrap();
+            virtual_clusters
+                .create(&PostParams::default(), &vc)
+                .await
+                .ok()
+        })
+        .await;
+        claim(&admin, "node1", &created.uid().unwrap(), true).await;
+        apply_all(host.kubeconfig_path(), clustertree_host_objects(&created));
+        let identity = host
+            .kubeconfig_for(
+                &format!("system:serviceaccount:{NAMESPACE}:{TENANT}-clustertree"),
+                &[
+                    "system:serviceaccounts",
+                    &format!("system:serviceaccounts:{NAMESPACE}"),
+                ],
+            )
+            .unwrap();
+        Some(RealTenantWorld {
+            host,
+            tenant,
+            node,
+            work,
+            admin,
+            tenant_admin,
+            identity,
+            before,
+            started,
+        })
+    }
+
+    /// The real vc-clustertree under the clustertree's identity, with `extra` flags; its
+    /// log goes to `vc-clustertree.log` in the work directory.
+    pub(crate) fn clustertree(&self, extra: &[std::ffi::OsString]) -> Process {
+        let out = std::fs::File::create(self.clustertree_log()).unwrap();
+        Process(
+            std::process::Command::new(clustertree_binary())
+                .arg("--kubeconfig")
+                .arg(&self.identity)
+                .arg("--tenant-kubeconfig")
+                .arg(self.tenant.kubeconfig_path())
+                .args([
+                    "--namespace",
+                    NAMESPACE,
+                    "--name",
+                    TENANT,
+                    "--period",
+                    "0.5s",
+                ])
+                .args(extra)
+                .stdout(out.try_clone().unwrap())
+                .stderr(out)
+                .spawn()
+                .unwrap(),
+        )
+    }
+
+    pub(crate) fn clustertree_log(&self) -> std::path::PathBuf {
+        self.work.path().join("vc-clustertree.log")
+    }
+
+    /// What vc-clustertree has logged so far.
+    pub(crate) fn clustertree_said(&self) -> String {
+        std::fs::read_to_string(self.clustertree_log()).unwrap_or_default()
+    }
+
+    /// The tenant's `node1` once Ready.
+    pub(crate) async fn node1_ready(&self) -> Node {
+        let tenant_nodes: Api<Node> = Api::all(self.tenant_admin.clone());
+        eventually(WAIT, "node1 Ready in the tenant", || async {
+            let node = tenant_nodes.get_opt("node1").await.ok()??;
+            let ready = node
+                .status
+                .as_ref()?
+                .conditions
+                .as_ref()?
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True");
+            ready.then_some(node)
+        })
+        .await
+    }
+
+    /// Tenant namespace `name`, once its `default` ServiceAccount exists (pods are
+    /// refused before).
+    pub(crate) async fn tenant_namespace(&self, name: &str) {
+        crate::clustertree_nodes::kubectl_apply(
+            self.tenant.kubeconfig_path(),
+            &format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}\n"),
+        );
+        let accounts: Api<ServiceAccount> = Api::namespaced(self.tenant_admin.clone(), name);
+        eventually(WAIT, "the tenant's ServiceAccount default", || async {
+            accounts.get_opt("default").await.ok()?.map(drop)
+        })
+        .await;
+    }
+
+    /// Stops the clustertree, the node and both control planes, and checks the machine
+    /// is as before.
+    pub(crate) fn finish(self, clustertree: Process, test: &str) {
+        let RealTenantWorld {
+            host,
+            tenant,
+            mut node,
+            before,
+            started,
+            ..
+        } = self;
+        drop(clustertree);
+        let problems = node.stop();
+        assert!(problems.is_empty(), "stopping the node: {problems:#?}");
+        drop(node);
+        drop(tenant);
+        drop(host);
+        assert_eq!(
+            before,
+            MachineState::read(),
+            "the node left something behind"
+        );
+        eprintln!("{test} done in {:.1} s", started.elapsed().as_secs_f64());
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_tenant_pods_run_on_promoted_nodes() {
-    let Some(assets) = envtest::assets() else {
-        assert!(!envtest::must_run_real(), "CI is set: {SKIP_MESSAGE}");
-        eprintln!("{SKIP_MESSAGE}");
+    let Some(world) = RealTenantWorld::start().await else {
         return;
     };
-    let missing = missing_programs();
-    if !missing.is_empty() {
-        assert!(
-            !envtest::must_run_real(),
-            "CI is set, but the real node needs {missing:?} (.ci/run installs them)"
-        );
-        eprintln!("skipped: the real node needs {missing:?}");
-        return;
-    }
-    let before = MachineState::read();
-    let started = Instant::now();
-    let full = EnvtestOptions {
-        controller_manager: true,
-        scheduler: true,
-        ..EnvtestOptions::default()
-    };
-    let host = Envtest::start_with(&assets, full.clone()).await.unwrap();
-    let work = tempfile::tempdir().unwrap();
-    let mut node = RealNode::start(&host, &assets, work.path(), NodeOptions::default())
-        .await
-        .unwrap();
-    node.load_image(&echo_image(work.path())).unwrap();
-    let tenant = Envtest::start_with(&assets, full).await.unwrap();
-    eprintln!(
-        "host with node1, and tenant control plane, up in {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
-    let admin = vc_tests::apiserver::client_from_kubeconfig(host.kubeconfig_path())
-        .await
-        .unwrap();
-    let tenant_admin = vc_tests::apiserver::client_from_kubeconfig(tenant.kubeconfig_path())
-        .await
-        .unwrap();
-
-    // node1 promoted into VirtualCluster team-a/tenant1 and claimed, as the controller
-    // claims it; the clustertree's host objects as the controller builds them.
-    crate::clustertree_nodes::kubectl_apply(
-        host.kubeconfig_path(),
-        &std::fs::read_to_string(crd_path()).unwrap(),
-    );
-    crate::clustertree_nodes::kubectl_apply(
-        host.kubeconfig_path(),
-        &format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {NAMESPACE}\n"),
-    );
-    let virtual_clusters: Api<VirtualCluster> = Api::namespaced(admin.clone(), NAMESPACE);
-    let created = eventually(WAIT, "the CRD to serve VirtualClusters", || async {
-        let vc: VirtualCluster = serde_json::from_value(json!({
-            "apiVersion": "kosmos.io/v1alpha1", "kind": "VirtualCluster",
-            "metadata": {"name": TENANT, "namespace": NAMESPACE},
-            "spec": {"kubernetesVersion": "v1.33.4", "promoteResources": {"nodes": ["node1"]}},
-        }))
-        .unwrap();
-        virtual_clusters
-            .create(&PostParams::default(), &vc)
-            .await
-            .ok()
-    })
-    .await;
-    let uid = created.uid().unwrap();
-    claim(&admin, "node1", &uid, true).await;
-    apply_all(host.kubeconfig_path(), clustertree_host_objects(&created));
-    let service_account = format!("{TENANT}-clustertree");
-    let identity = host
-        .kubeconfig_for(
-            &format!("system:serviceaccount:{NAMESPACE}:{service_account}"),
-            &[
-                "system:serviceaccounts",
-                &format!("system:serviceaccounts:{NAMESPACE}"),
-            ],
-        )
-        .unwrap();
-    let log = work.path().join("vc-clustertree.log");
-    let log_file = || std::fs::File::create(&log).unwrap();
-    let out = log_file();
-    let clustertree = Process(
-        std::process::Command::new(clustertree_binary())
-            .arg("--kubeconfig")
-            .arg(&identity)
-            .arg("--tenant-kubeconfig")
-            .arg(tenant.kubeconfig_path())
-            .args([
-                "--namespace",
-                NAMESPACE,
-                "--name",
-                TENANT,
-                "--period",
-                "0.5s",
-            ])
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .unwrap(),
-    );
-    let said = || std::fs::read_to_string(&log).unwrap_or_default();
-
-    let tenant_nodes: Api<Node> = Api::all(tenant_admin.clone());
-    eventually(WAIT, "node1 Ready in the tenant", || async {
-        let node = tenant_nodes.get_opt("node1").await.ok()??;
-        let ready = node
-            .status?
-            .conditions?
-            .iter()
-            .any(|c| c.type_ == "Ready" && c.status == "True");
-        ready.then_some(())
-    })
-    .await;
+    let clustertree = world.clustertree(&[]);
+    world.node1_ready().await;
+    let (admin, tenant_admin) = (world.admin.clone(), world.tenant_admin.clone());
 
     // A tenant Deployment of the echo server, scheduled by the tenant's scheduler.
-    crate::clustertree_nodes::kubectl_apply(
-        tenant.kubeconfig_path(),
-        &format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {SHOP}\n"),
-    );
-    let accounts: Api<ServiceAccount> = Api::namespaced(tenant_admin.clone(), SHOP);
-    eventually(WAIT, "the tenant's ServiceAccount default", || async {
-        accounts.get_opt("default").await.ok()?.map(drop)
-    })
-    .await;
+    world.tenant_namespace(SHOP).await;
     let deployment: Deployment = serde_json::from_value(json!({
         "metadata": {"name": "echo", "namespace": SHOP},
         "spec": {
@@ -275,7 +359,12 @@ async fn real_tenant_pods_run_on_promoted_nodes() {
             .find(|pod| {
                 pod.annotations().get(TENANT_OBJECT_UID_ANNOTATION) == tenant_pod.uid().as_ref()
             })
-            .unwrap_or_else(|| panic!("no host pod for {name}; vc-clustertree said:\n{}", said()));
+            .unwrap_or_else(|| {
+                panic!(
+                    "no host pod for {name}; vc-clustertree said:\n{}",
+                    world.clustertree_said()
+                )
+            });
         let host_status = host_pod.status.clone().unwrap();
         assert_eq!(
             host_pod.spec.as_ref().unwrap().node_name.as_deref(),
@@ -316,19 +405,5 @@ async fn real_tenant_pods_run_on_promoted_nodes() {
         deleting.elapsed().as_secs_f64()
     );
 
-    drop(clustertree);
-    let problems = node.stop();
-    assert!(problems.is_empty(), "stopping the node: {problems:#?}");
-    drop(node);
-    drop(tenant);
-    drop(host);
-    assert_eq!(
-        before,
-        MachineState::read(),
-        "the node left something behind"
-    );
-    eprintln!(
-        "real tenant pods test done in {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
+    world.finish(clustertree, "real_tenant_pods_run_on_promoted_nodes");
 }
