@@ -21,7 +21,7 @@ use vc_api::constants::{CLUSTERTREE_MANAGED_BY_VALUE, MANAGED_BY_LABEL, MIRRORED
 use crate::nodes;
 use crate::pods::{self, CopyKind, Observed, Tenancy};
 use actions::act;
-use copies::{delete_copy, ensure_copy, write_token};
+use copies::{ProjectedConfigMaps, delete_copy, ensure_copy, read_projected, write_token};
 
 /// Host and tenant writes in flight at once: enough for hundreds of pods per pass, few
 /// enough not to crowd either apiserver.
@@ -74,6 +74,10 @@ pub enum StepError {
     EmptyToken { pod: String },
     #[error("tenant namespace {namespace} has no CA ConfigMap kube-root-ca.crt yet")]
     MissingTenantCa { namespace: String },
+    #[error(
+        "the token of tenant pod {pod} waits for tenant ConfigMap {config_map}, unread this pass"
+    )]
+    UnreadTenantConfigMap { pod: String, config_map: String },
     #[error("writing the token Secret of tenant pod {pod}: {source}")]
     WriteToken { pod: String, source: kube::Error },
     #[error("creating the host pod of tenant pod {pod}: {source}")]
@@ -145,8 +149,9 @@ pub async fn pass(
         .filter(|node| nodes::is_mirrored(node))
         .map(|node| node.name_any())
         .collect();
+    // Only bound pods can be on a mirrored Node; the others never reach this kubelet.
     let tenant_pods = Api::<Pod>::all(tenant.clone())
-        .list(&ListParams::default())
+        .list(&ListParams::default().fields("spec.nodeName!="))
         .await
         .map_err(PodSyncError::ListTenantPods)?
         .items;
@@ -199,7 +204,7 @@ pub async fn pass(
             .await,
     );
     let now = jiff::Timestamp::now();
-    let token_steps = plan
+    let due: Vec<&pods::Token> = plan
         .tokens
         .iter()
         .filter(|token| {
@@ -207,7 +212,35 @@ pub async fn pass(
                 .get(&token.host_secret)
                 .is_some_and(|s| pods::token_fresh(&s.metadata, &token.pod.uid, now))
         })
-        .map(|token| write_token(host, tenant, namespace, token));
+        .collect();
+    let wanted_config_maps: BTreeSet<(String, String)> = due
+        .iter()
+        .flat_map(|token| {
+            token
+                .config_maps
+                .iter()
+                .map(|(name, _)| (token.pod.namespace.clone(), name.clone()))
+        })
+        .collect();
+    let mut projected = ProjectedConfigMaps::new();
+    let reads = wanted_config_maps
+        .into_iter()
+        .map(|(tenant_namespace, name)| read_projected(tenant, tenant_namespace, name));
+    for read in stream::iter(reads)
+        .buffer_unordered(CONCURRENCY)
+        .collect::<Vec<_>>()
+        .await
+    {
+        match read {
+            Ok((key, found)) => {
+                projected.insert(key, found);
+            }
+            Err(error) => results.push(Err(error)),
+        }
+    }
+    let token_steps = due
+        .into_iter()
+        .map(|token| write_token(host, tenant, namespace, token, &projected));
     results.extend(
         stream::iter(token_steps)
             .buffer_unordered(CONCURRENCY)
