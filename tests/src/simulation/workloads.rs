@@ -130,8 +130,11 @@ fn condition(
     let previous = old
         .and_then(Value::as_array)
         .and_then(|conditions| conditions.iter().find(|c| c["type"] == type_));
-    let unchanged = previous
-        .is_some_and(|p| p["status"] == status && p["reason"] == reason && p["message"] == message);
+    // The apiserver stores an empty reason or message as absent.
+    let text = |p: &Value, field: &str| p[field].as_str().unwrap_or_default().to_owned();
+    let unchanged = previous.is_some_and(|p| {
+        p["status"] == status && text(p, "reason") == reason && text(p, "message") == message
+    });
     let same_status = previous.is_some_and(|p| p["status"] == status);
     let keep = |field: &str, keep_it: bool| {
         previous
@@ -140,9 +143,14 @@ fn condition(
             .unwrap_or_else(|| json!(now))
     };
     let mut value = json!({
-        "type": type_, "status": status, "reason": reason, "message": message,
+        "type": type_, "status": status,
         "lastTransitionTime": keep("lastTransitionTime", same_status),
     });
+    for (field, text) in [("reason", reason), ("message", message)] {
+        if !text.is_empty() {
+            value[field] = json!(text);
+        }
+    }
     if with_update_time {
         value["lastUpdateTime"] = keep("lastUpdateTime", unchanged);
     }
@@ -1182,8 +1190,8 @@ mod tests {
         );
     }
 
-    /// The apiserver sets `qosClass` on every pod and refuses to change it: a kubelet pass
-    /// over a settled pod writes nothing.
+    /// The apiserver sets `qosClass` on every pod and refuses to change it, and stores an
+    /// empty condition reason as absent: a kubelet pass over a settled pod writes nothing.
     #[test]
     fn a_settled_pod_status_is_not_written_again() {
         let desired = json!({"phase": "Running", "hostIP": "127.0.0.1"});
@@ -1200,6 +1208,16 @@ mod tests {
             ),
             Some(json!({"status": {"phase": "Running", "hostIP": "127.0.0.1"}}))
         );
+    }
+
+    #[test]
+    fn empty_condition_texts_are_left_out_as_the_apiserver_stores_them() {
+        let first = condition("Ready", "True", "", "", None, "t0", false);
+        assert_eq!(first.get("reason"), None);
+        assert_eq!(first.get("message"), None);
+        let stored = json!([first]);
+        let again = condition("Ready", "True", "", "", Some(&stored), "t1", false);
+        assert_eq!(again["lastTransitionTime"], "t0");
     }
 
     #[test]
