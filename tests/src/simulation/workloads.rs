@@ -276,11 +276,32 @@ fn status_patch_keeping(current: Option<&Value>, desired: &Value, keep: &[&str])
                 patch.insert(key.clone(), Value::Null);
             }
         }
-        if compared == desired_clean {
+        let same_keys = compared.keys().collect::<BTreeSet<_>>()
+            == desired_clean.keys().collect::<BTreeSet<_>>();
+        if same_keys
+            && desired_clean
+                .iter()
+                .all(|(key, value)| compared.get(key).is_some_and(|have| covers(have, value)))
+        {
             return None;
         }
     }
     Some(json!({ "status": patch }))
+}
+
+/// Whether `have` holds everything `want` says: the apiserver fills in defaults below the
+/// top level (a container status's `lastState: {}`, for one), which a kubelet does not
+/// write and must not take for a difference.
+fn covers(have: &Value, want: &Value) -> bool {
+    match (have, want) {
+        (Value::Object(have), Value::Object(want)) => want
+            .iter()
+            .all(|(key, value)| have.get(key).is_some_and(|inner| covers(inner, value))),
+        (Value::Array(have), Value::Array(want)) => {
+            have.len() == want.len() && have.iter().zip(want).all(|(h, w)| covers(h, w))
+        }
+        _ => have == want,
+    }
 }
 
 /// How the workload simulator behaves.
@@ -1208,6 +1229,21 @@ mod tests {
             ),
             Some(json!({"status": {"phase": "Running", "hostIP": "127.0.0.1"}}))
         );
+    }
+
+    #[test]
+    fn defaults_the_apiserver_adds_below_the_top_level_are_no_difference() {
+        let desired =
+            json!({"phase": "Running", "containerStatuses": [{"name": "app", "ready": true}]});
+        let current = json!({"phase": "Running", "qosClass": "BestEffort",
+            "containerStatuses": [{"name": "app", "ready": true, "lastState": {}}]});
+        assert_eq!(
+            status_patch_keeping(Some(&current), &desired, &SERVER_OWNED_POD_STATUS),
+            None
+        );
+        let changed = json!({"phase": "Running",
+            "containerStatuses": [{"name": "app", "ready": false, "lastState": {}}]});
+        assert!(status_patch_keeping(Some(&changed), &desired, &SERVER_OWNED_POD_STATUS).is_some());
     }
 
     #[test]
