@@ -20,14 +20,14 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::core::v1::Service;
 use kube::api::ListParams;
 use kube::{Api, Client, ResourceExt as _};
 use sha2::{Digest as _, Sha256};
 use tokio::time::Instant;
 use vc_api::constants::{COMPONENT_LABEL, TENANT_NAME_LABEL};
 
-use super::local_pod::{self, PodPlacement, ServiceMap, VolumeSources};
+use super::local_pod::{self, PodPlacement, ServiceMap};
 
 /// Component label value of the clustertree Deployment.
 pub const CLUSTERTREE_COMPONENT: &str = "clustertree";
@@ -305,7 +305,7 @@ impl Runner {
             .unwrap_or_else(|| "default".to_owned());
         let identity = (self.options.identity)(namespace, &service_account)?;
         let services = self.service_map(namespace).await?;
-        let sources = self.volume_sources(namespace).await?;
+        let sources = local_pod::read_volume_sources(&self.host, namespace).await?;
         let root = self.options.work_dir.join(format!(
             "{namespace}-{}",
             deployment
@@ -381,29 +381,6 @@ impl Runner {
             }
         }
         Ok(map)
-    }
-
-    async fn volume_sources(&self, namespace: &str) -> Result<VolumeSources, String> {
-        let secrets = Api::<Secret>::namespaced(self.host.clone(), namespace)
-            .list(&ListParams::default())
-            .await
-            .map_err(|e| format!("listing Secrets in {namespace}: {e}"))?;
-        let config_maps = Api::<ConfigMap>::namespaced(self.host.clone(), namespace)
-            .list(&ListParams::default())
-            .await
-            .map_err(|e| format!("listing ConfigMaps in {namespace}: {e}"))?;
-        Ok(VolumeSources {
-            secrets: secrets
-                .items
-                .into_iter()
-                .filter_map(|s| Some((s.metadata.name.clone()?, s)))
-                .collect(),
-            config_maps: config_maps
-                .items
-                .into_iter()
-                .filter_map(|c| Some((c.metadata.name.clone()?, c)))
-                .collect(),
-        })
     }
 }
 

@@ -30,9 +30,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{ConfigMap, PodSpec, PodTemplateSpec, Secret, Service};
+use k8s_openapi::api::core::v1::{PodSpec, PodTemplateSpec, Secret, Service};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::api::ListParams;
 use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt as _};
@@ -1107,7 +1106,7 @@ impl LocalSim {
         next: &mut Option<Instant>,
     ) -> Option<()> {
         let key = (item.objects.namespace.clone(), item.objects.name.clone());
-        let sources = self.read_sources(&key.0).await;
+        let sources = local_pod::read_volume_sources(&self.host, &key.0).await;
         let mut state = lock(&self.state);
         if state.stopped {
             return None;
@@ -1194,29 +1193,6 @@ impl LocalSim {
             }
         }
         Some(())
-    }
-
-    async fn read_sources(&self, namespace: &str) -> Result<VolumeSources, String> {
-        let secrets = Api::<Secret>::namespaced(self.host.clone(), namespace)
-            .list(&ListParams::default())
-            .await
-            .map_err(|e| format!("listing Secrets in {namespace}: {e}"))?;
-        let config_maps = Api::<ConfigMap>::namespaced(self.host.clone(), namespace)
-            .list(&ListParams::default())
-            .await
-            .map_err(|e| format!("listing ConfigMaps in {namespace}: {e}"))?;
-        Ok(VolumeSources {
-            secrets: secrets
-                .items
-                .into_iter()
-                .filter_map(|s| Some((s.metadata.name.clone()?, s)))
-                .collect(),
-            config_maps: config_maps
-                .items
-                .into_iter()
-                .filter_map(|c| Some((c.metadata.name.clone()?, c)))
-                .collect(),
-        })
     }
 
     /// Plans, lays out and starts one process. The files are written before the binary

@@ -19,6 +19,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Component as PathComponent, Path, PathBuf};
 
 use k8s_openapi::api::core::v1::{ConfigMap, Container, KeyToPath, PodSpec, Secret, Volume};
+use kube::Api;
+use kube::api::ListParams;
 
 /// Why a container could not be turned into a local process. Never carries Secret data.
 #[derive(Debug, thiserror::Error)]
@@ -209,6 +211,33 @@ fn join_host_port(ip: IpAddr, port: u16) -> String {
 pub struct VolumeSources {
     pub secrets: BTreeMap<String, Secret>,
     pub config_maps: BTreeMap<String, ConfigMap>,
+}
+
+/// The Secrets and ConfigMaps of `namespace` on the host, which a pod there could mount.
+pub async fn read_volume_sources(
+    host: &kube::Client,
+    namespace: &str,
+) -> Result<VolumeSources, String> {
+    let secrets = Api::<Secret>::namespaced(host.clone(), namespace)
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| format!("listing Secrets in {namespace}: {e}"))?;
+    let config_maps = Api::<ConfigMap>::namespaced(host.clone(), namespace)
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| format!("listing ConfigMaps in {namespace}: {e}"))?;
+    Ok(VolumeSources {
+        secrets: secrets
+            .items
+            .into_iter()
+            .filter_map(|s| Some((s.metadata.name.clone()?, s)))
+            .collect(),
+        config_maps: config_maps
+            .items
+            .into_iter()
+            .filter_map(|c| Some((c.metadata.name.clone()?, c)))
+            .collect(),
+    })
 }
 
 /// What the kubelet and the cluster would decide for this pod.
