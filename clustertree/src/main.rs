@@ -84,6 +84,28 @@ struct Flags {
     log_level: String,
 }
 
+/// Where in-cluster clients of tenant pods reach the tenant apiserver: the kubeconfig's
+/// server, resolved to an address now, through the host's DNS. Tenant pods resolve names
+/// through the tenant's DNS, where the host's Service names do not exist; the tenant
+/// apiserver's serving certificate names its host cluster IP, so TLS still verifies.
+async fn in_cluster_apiserver(url: &http::Uri) -> Option<(String, u16)> {
+    let (host, port) = vc_clustertree::pods::apiserver_address(url)?;
+    if host.parse::<IpAddr>().is_ok() {
+        return Some((host, port));
+    }
+    let resolved = tokio::net::lookup_host((host.clone(), port))
+        .await
+        .map(|mut addresses| addresses.next());
+    match resolved {
+        Ok(Some(address)) => Some((address.ip().to_string(), port)),
+        Ok(None) => Some((host, port)),
+        Err(error) => {
+            tracing::warn!(%host, %error, "the tenant apiserver's name does not resolve; tenant pods get the name");
+            Some((host, port))
+        }
+    }
+}
+
 fn parse_seconds(text: &str) -> Result<Duration, String> {
     text.strip_suffix('s')
         .and_then(|number| number.parse::<f64>().ok())
@@ -179,7 +201,8 @@ async fn start(flags: Flags) -> Result<(), StartError> {
     let tenancy = Tenancy {
         workload_namespace: tenant_workload_namespace(&target.namespace, &target.name),
         virtual_cluster: target.name.clone(),
-        apiserver: vc_clustertree::pods::apiserver_address(&tenant_url),
+        apiserver: in_cluster_apiserver(&tenant_url).await,
+        dns: None,
     };
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {

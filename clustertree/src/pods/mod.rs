@@ -13,6 +13,7 @@
 //! volume type not carried over yet, is refused here ([`refusal()`]), before the host sees
 //! it, so the tenant gets a reason naming the field rather than a pod stuck Pending.
 
+mod dns;
 mod naming;
 mod placement;
 mod plan;
@@ -28,6 +29,7 @@ use std::fmt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt as _;
 
+pub use dns::{ClusterDns, host_dns};
 pub use naming::{
     config_map_copy_name, event_name, host_pod_name, ownership, recorded_uid, secret_copy_name,
     token_secret_name,
@@ -51,6 +53,8 @@ pub struct Tenancy {
     /// Where in-cluster clients in a host pod reach the tenant apiserver (host, port):
     /// what the tenant kubeconfig names. `None` leaves the kubelet's own values.
     pub apiserver: Option<(String, u16)>,
+    /// The tenant's cluster DNS for `ClusterFirst` pods; `None` until it is known.
+    pub dns: Option<ClusterDns>,
 }
 
 /// Host and port of the tenant apiserver for in-cluster clients of host pods: the tenant

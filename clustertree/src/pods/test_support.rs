@@ -15,6 +15,7 @@ pub fn tenancy() -> Tenancy {
         workload_namespace: "vc-team-a-tenant1".to_owned(),
         virtual_cluster: "tenant1".to_owned(),
         apiserver: Some(("tenant1-apiserver.team-a.svc".to_owned(), 6443)),
+        dns: None,
     }
 }
 

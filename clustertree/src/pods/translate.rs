@@ -10,6 +10,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt as _;
 
+use super::dns::host_dns;
 use super::naming::{
     config_map_copy_name, host_pod_name, hostname, ownership, secret_copy_name, token_secret_name,
 };
@@ -352,6 +353,7 @@ pub fn host_pod(tenant: &Pod, tenancy: &Tenancy) -> Result<HostPod, Refusal> {
         node,
         &tenancy.virtual_cluster,
     );
+    let (dns_policy, dns_config) = host_dns(spec, &reference.namespace, tenancy.dns.as_ref());
     let pod = Pod {
         metadata: ObjectMeta {
             name: Some(host_pod_name(&reference.namespace, &reference.name)),
@@ -377,6 +379,8 @@ pub fn host_pod(tenant: &Pod, tenancy: &Tenancy) -> Result<HostPod, Refusal> {
             security_context: spec.security_context.clone(),
             share_process_namespace: spec.share_process_namespace,
             host_aliases: spec.host_aliases.clone(),
+            dns_policy,
+            dns_config,
             os: spec.os.clone(),
             ..PodSpec::default()
         }),
@@ -452,6 +456,27 @@ mod tests {
                 .iter()
                 .flatten()
                 .all(|var| !var.name.starts_with("KUBERNETES_SERVICE"))
+        );
+    }
+
+    /// With the tenant's DNS known, the host pod resolves through it, not the host's.
+    #[test]
+    fn host_pods_resolve_through_the_tenants_dns() {
+        let tenant = pod("web-1", "uid-1", "node1");
+        let with_dns = Tenancy {
+            dns: Some(crate::pods::ClusterDns {
+                nameserver: "10.96.0.10".parse().unwrap(),
+                domain: "cluster.local".to_owned(),
+            }),
+            ..tenancy()
+        };
+        let spec = host_pod(&tenant, &with_dns).unwrap().pod.spec.unwrap();
+        assert_eq!(spec.dns_policy.as_deref(), Some("None"));
+        let config = spec.dns_config.unwrap();
+        assert_eq!(config.nameservers.unwrap(), ["10.96.0.10"]);
+        assert_eq!(
+            config.searches.unwrap()[0],
+            format!("{}.svc.cluster.local", tenant.namespace().unwrap())
         );
     }
 
