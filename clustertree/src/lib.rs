@@ -6,6 +6,7 @@
 //! [`pod_sync`] for the loop). It serves those Nodes' kubelet API for logs and exec
 //! ([`kubelet_api`]).
 
+pub mod dns;
 pub mod kubelet_api;
 pub mod nodes;
 pub mod pod_sync;
