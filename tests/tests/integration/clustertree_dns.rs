@@ -321,6 +321,7 @@ async fn real_tenant_dns_answers_from_the_tenants_services() {
     assert_eq!(data(&srv_tcp), data(&db_srv));
 
     // A Service created now resolves within seconds, and stops resolving once deleted.
+    let created = std::time::Instant::now();
     let late: Service = one
         .create(json!({"metadata": {"name": "late"}, "spec": {"ports": [{"port": 8080}]}}))
         .await;
@@ -334,6 +335,8 @@ async fn real_tenant_dns_answers_from_the_tenants_services() {
     })
     .await;
     assert_eq!(data(&appeared), vec![late_ip]);
+    eprintln!("a new Service resolved after {:?}", created.elapsed());
+    let deleted = std::time::Instant::now();
     Api::<Service>::namespaced(one.admin.clone(), SHOP)
         .delete("late", &DeleteParams::default())
         .await
@@ -345,6 +348,10 @@ async fn real_tenant_dns_answers_from_the_tenants_services() {
             .filter(|m| m.metadata.response_code == ResponseCode::NXDomain)
     })
     .await;
+    eprintln!(
+        "a deleted Service was NXDOMAIN after {:?}",
+        deleted.elapsed()
+    );
 
     // Each tenant sees only its own Services.
     let mut other = two.udp().await;
