@@ -36,6 +36,8 @@ mod apiserver_semantics;
 #[cfg(test)]
 mod chart;
 #[cfg(test)]
+mod clustertree_dns;
+#[cfg(test)]
 mod clustertree_nodes;
 #[cfg(test)]
 mod clustertree_pods;
