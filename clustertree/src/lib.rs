@@ -4,8 +4,9 @@
 //! kubelet of those Nodes: each tenant pod bound to one runs as a host pod in the
 //! tenant's workload namespace, and its status comes back ([`pods`] for the rules,
 //! [`pod_sync`] for the loop). It serves those Nodes' kubelet API for logs and exec
-//! ([`kubelet_api`]).
+//! ([`kubelet_api`]), and the tenant's cluster DNS ([`dns`]).
 
+pub mod dns;
 pub mod kubelet_api;
 pub mod nodes;
 pub mod pod_sync;

@@ -1,7 +1,8 @@
 //! `vc-clustertree`: one instance per tenant, configured from the host only: which
 //! VirtualCluster it serves (flags), the host credential (its ServiceAccount, or
 //! `--kubeconfig`) and the tenant admin kubeconfig the controller mounts. It runs the node
-//! loop and the pod loop side by side until SIGTERM stops both.
+//! loop, the pod loop, the kubelet API and the tenant's DNS side by side until SIGTERM
+//! stops them all.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -9,6 +10,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use vc_api::constants::tenant_workload_namespace;
+use vc_clustertree::dns::{self, upstream::Upstream};
 use vc_clustertree::kubelet_api::{self, KubeletApi, tls};
 use vc_clustertree::nodes::KubeletEndpoint;
 use vc_clustertree::pod_sync;
@@ -42,6 +44,10 @@ enum StartError {
     KubeletTlsPair,
     #[error("listening for SIGTERM: {0}")]
     Signal(std::io::Error),
+    #[error(transparent)]
+    DnsZone(dns::resolve::ZoneError),
+    #[error("serving DNS: {0}")]
+    DnsListen(dns::serve::ServeError),
 }
 
 #[derive(Debug, Parser)]
@@ -79,6 +85,20 @@ struct Flags {
     /// Key of --kubelet-tls-cert-file (PEM).
     #[arg(long)]
     kubelet_tls_key_file: Option<PathBuf>,
+    /// Where the tenant's cluster DNS listens, UDP and TCP; the tenant's `kube-dns`
+    /// Service maps port 53 here, so the container needs no privileged port.
+    #[arg(long, default_value = "0.0.0.0:1053")]
+    dns_listen: SocketAddr,
+    /// The tenant's cluster domain: the zone its DNS is authoritative for.
+    #[arg(long, default_value = "cluster.local")]
+    cluster_domain: String,
+    /// Nameservers for names outside the cluster domain (IP or IP:PORT, comma separated);
+    /// those of /etc/resolv.conf when absent.
+    #[arg(long, value_delimiter = ',', value_parser = dns::upstream::parse_server)]
+    dns_upstream: Vec<SocketAddr>,
+    /// TTL of the tenant's DNS records.
+    #[arg(long, default_value = "5s", value_parser = parse_seconds)]
+    dns_ttl: Duration,
     /// Log filter, as RUST_LOG.
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -189,6 +209,30 @@ async fn start(flags: Flags) -> Result<(), StartError> {
             None
         }
     };
+    let zone = dns::Zone::new(
+        &flags.cluster_domain,
+        u32::try_from(flags.dns_ttl.as_secs()).unwrap_or(u32::MAX),
+    )
+    .map_err(StartError::DnsZone)?;
+    let dns_listeners = dns::serve::Listeners::bind(flags.dns_listen)
+        .await
+        .map_err(StartError::DnsListen)?;
+    let servers = if flags.dns_upstream.is_empty() {
+        std::fs::read_to_string("/etc/resolv.conf")
+            .map(|text| dns::upstream::resolv_conf_servers(&text))
+            .unwrap_or_default()
+    } else {
+        flags.dns_upstream.clone()
+    };
+    if servers.is_empty() {
+        tracing::warn!("no upstream nameserver: names outside the cluster domain get SERVFAIL");
+    }
+    tracing::info!(
+        listen = ?dns_listeners.local_addr(),
+        zone = %zone.domain,
+        upstream = ?servers,
+        "serving the tenant's DNS"
+    );
     let target = Target {
         namespace: flags.namespace,
         name: flags.name,
@@ -226,6 +270,20 @@ async fn start(flags: Flags) -> Result<(), StartError> {
             kubelet_api::serve(listener, config, api, api_stopped).await;
         }
     };
+    let (publish, published) = tokio::sync::watch::channel(None);
+    let records = dns::watch::run(tenant.clone(), publish, until_stopped(stopped.clone()));
+    let dns_server = dns::serve::serve(
+        dns_listeners,
+        std::sync::Arc::new(dns::serve::Dns {
+            zone,
+            snapshot: published,
+            upstream: Upstream {
+                servers,
+                timeout: Duration::from_secs(2),
+            },
+        }),
+        until_stopped(stopped.clone()),
+    );
     let pods = pod_sync::run(host, tenant, tenancy, flags.period, until_stopped(stopped));
     let signal = async move {
         tokio::select! {
@@ -234,6 +292,6 @@ async fn start(flags: Flags) -> Result<(), StartError> {
         }
         let _no_loop_left = stop.send(true);
     };
-    tokio::join!(nodes, pods, kubelet_api, signal);
+    tokio::join!(nodes, pods, kubelet_api, records, dns_server, signal);
     Ok(())
 }

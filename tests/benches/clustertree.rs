@@ -511,6 +511,8 @@ async fn main() -> BenchResult<()> {
                 TENANT,
                 "--period",
                 &period,
+                "--dns-listen",
+                "127.0.0.1:0",
             ])
             .stdout(Stdio::from(log.try_clone()?))
             .stderr(Stdio::from(log))

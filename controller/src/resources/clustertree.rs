@@ -31,6 +31,9 @@ pub const CLUSTERTREE_COMMAND: &str = "/usr/local/bin/vc-clustertree";
 /// Where the clustertree serves the kubelet API of the tenant's Nodes (logs, exec): the
 /// kubelet's own port, which the tenant apiserver dials at the pod IP the Nodes advertise.
 pub const KUBELET_PORT: i32 = 10250;
+/// Where the clustertree serves the tenant's cluster DNS, UDP and TCP: unprivileged, so
+/// the container needs no capability; the tenant's `kube-dns` Service maps 53 to it.
+pub const DNS_PORT: i32 = 1053;
 
 /// Resources that a ResourceQuota accepts under their plain name; every other (extended)
 /// resource is only accepted as `requests.NAME`.
@@ -306,14 +309,29 @@ pub fn deployment(tenant: &Tenant, config_hash: &str) -> Deployment {
             format!("--name={}", tenant.name),
             "--kubelet-address=$(POD_IP)".to_owned(),
             format!("--kubelet-listen=0.0.0.0:{KUBELET_PORT}"),
+            format!("--dns-listen=0.0.0.0:{DNS_PORT}"),
         ]),
         env: Some(vec![env_from_field("POD_IP", "status.podIP")]),
-        ports: Some(vec![ContainerPort {
-            name: Some("kubelet".to_owned()),
-            container_port: KUBELET_PORT,
-            protocol: Some("TCP".to_owned()),
-            ..ContainerPort::default()
-        }]),
+        ports: Some(vec![
+            ContainerPort {
+                name: Some("kubelet".to_owned()),
+                container_port: KUBELET_PORT,
+                protocol: Some("TCP".to_owned()),
+                ..ContainerPort::default()
+            },
+            ContainerPort {
+                name: Some("dns".to_owned()),
+                container_port: DNS_PORT,
+                protocol: Some("UDP".to_owned()),
+                ..ContainerPort::default()
+            },
+            ContainerPort {
+                name: Some("dns-tcp".to_owned()),
+                container_port: DNS_PORT,
+                protocol: Some("TCP".to_owned()),
+                ..ContainerPort::default()
+            },
+        ]),
         volume_mounts: Some(vec![read_only_mount(
             "tenant-kubeconfig",
             TENANT_KUBECONFIG_DIR,

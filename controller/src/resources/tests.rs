@@ -700,13 +700,28 @@ fn clustertree_runs_the_operator_image_with_tenant_kubeconfig_and_own_account() 
         .and_then(|env| env.value_from.as_ref()?.field_ref.as_ref())
         .map(|field| field.field_path.as_str());
     assert_eq!(pod_ip, Some("status.podIP"));
-    let ports: Vec<(Option<&str>, i32)> = tree
+    // The tenant's DNS on an unprivileged port, both transports.
+    assert_eq!(flag(tree, "dns-listen"), Some("0.0.0.0:1053"));
+    let ports: Vec<(Option<&str>, i32, Option<&str>)> = tree
         .ports
         .iter()
         .flatten()
-        .map(|port| (port.name.as_deref(), port.container_port))
+        .map(|port| {
+            (
+                port.name.as_deref(),
+                port.container_port,
+                port.protocol.as_deref(),
+            )
+        })
         .collect();
-    assert_eq!(ports, [(Some("kubelet"), 10250)]);
+    assert_eq!(
+        ports,
+        [
+            (Some("kubelet"), 10250, Some("TCP")),
+            (Some("dns"), 1053, Some("UDP")),
+            (Some("dns-tcp"), 1053, Some("TCP")),
+        ]
+    );
     assert_eq!(
         flag(tree, "kubeconfig"),
         None,

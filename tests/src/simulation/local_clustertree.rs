@@ -329,6 +329,8 @@ impl Runner {
                     "kubelet-listen".to_owned(),
                     format!("127.0.0.1:{}", free_port()?),
                 ),
+                // Likewise the DNS server, which no test here asks.
+                ("dns-listen".to_owned(), "127.0.0.1:0".to_owned()),
             ],
         };
         let plan = local_pod::plan(spec, Some(CONTAINER), &placement, &services, &sources)

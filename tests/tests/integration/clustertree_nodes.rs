@@ -187,6 +187,9 @@ async fn real_clustertree_mirrors_exactly_the_claimed_nodes_and_the_pool() {
                 TENANT,
                 "--period",
                 "0.3s",
+                // Tests run side by side: DNS on a port of its own.
+                "--dns-listen",
+                "127.0.0.1:0",
             ])
             .stdout(Stdio::from(log.reopen().unwrap()))
             .stderr(Stdio::from(log.reopen().unwrap()))

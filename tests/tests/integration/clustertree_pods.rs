@@ -253,6 +253,9 @@ impl World {
                 TENANT,
                 "--period",
                 "0.3s",
+                // Tests run side by side: DNS on a port of its own.
+                "--dns-listen",
+                "127.0.0.1:0",
             ])
             .stdout(Stdio::from(self.log.reopen().unwrap()))
             .stderr(Stdio::from(self.log.reopen().unwrap()))

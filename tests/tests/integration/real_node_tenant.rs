@@ -215,6 +215,9 @@ impl RealTenantWorld {
                     TENANT,
                     "--period",
                     "0.5s",
+                    // Tests run side by side: DNS on a port of its own.
+                    "--dns-listen",
+                    "127.0.0.1:0",
                 ])
                 .args(extra)
                 .stdout(out.try_clone().unwrap())
