@@ -263,12 +263,45 @@ impl Drop for NodeHost {
 pub const HOST_DNS_PORT: u16 = 10053;
 
 /// The host's cluster DNS: vc-clustertree's DNS server over the host's Services and
-/// EndpointSlices, on [`HOST_ADDRESS`]:[`HOST_DNS_PORT`], until `stop`.
+/// EndpointSlices, on [`HOST_ADDRESS`]:[`HOST_DNS_PORT`], until `stop`; names outside
+/// `cluster.local` go to this machine's resolver.
 async fn host_dns(
     client: Client,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<tokio::task::JoinHandle<()>, NodeHostError> {
+    use vc_clustertree::dns;
     let address = SocketAddr::from((HOST_ADDRESS, HOST_DNS_PORT));
-    let _ = (client, address);
-    Ok(tokio::spawn(stop))
+    let failed = |reason: String| NodeHostError::Dns { address, reason };
+    let zone = dns::Zone::new("cluster.local", 5).map_err(|error| failed(error.to_string()))?;
+    let listeners = dns::serve::Listeners::bind(address)
+        .await
+        .map_err(|error| failed(error.to_string()))?;
+    let servers = std::fs::read_to_string("/etc/resolv.conf")
+        .map(|text| dns::upstream::resolv_conf_servers(&text))
+        .unwrap_or_default();
+    let (publish, published) = tokio::sync::watch::channel(None);
+    let (stopping, stopped) = tokio::sync::watch::channel(false);
+    let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+        let _stopped_or_gone = stopped.wait_for(|stop| *stop).await;
+    };
+    let records = dns::watch::run(client, publish, until_stopped(stopped.clone()));
+    let server = dns::serve::serve(
+        listeners,
+        std::sync::Arc::new(dns::serve::Dns {
+            zone,
+            snapshot: published,
+            upstream: dns::upstream::Upstream {
+                servers,
+                timeout: std::time::Duration::from_secs(2),
+            },
+        }),
+        until_stopped(stopped),
+    );
+    Ok(tokio::spawn(async move {
+        let stop = async move {
+            stop.await;
+            let _no_listener_left = stopping.send(true);
+        };
+        tokio::join!(records, server, stop);
+    }))
 }
