@@ -79,11 +79,13 @@ macro_rules! on_both_hosts {
     };
 }
 
-/// Options of a real-apiserver twin.
+/// Options of a real-apiserver twin: the real host, with the real node `node1` running
+/// the tenants' control planes and clustertrees as pods.
 #[cfg(test)]
 fn real_apiserver(scenario: &str) -> Options {
     let mut options = Options::new(scenario);
     options.host = HostKind::RealApiServer;
+    options.real_node = true;
     options
 }
 
@@ -238,9 +240,7 @@ async fn virtual_control_plane_creation() {
 /// `node1`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_virtual_control_plane_creation() {
-    let mut options = real_apiserver("real_virtual_control_plane_creation");
-    options.real_node = true;
-    scenario_creation(options).await;
+    scenario_creation(real_apiserver("real_virtual_control_plane_creation")).await;
 }
 
 /// (1) Virtual Control Plane Creation.

@@ -66,7 +66,8 @@ pub enum NodeHostError {
 pub struct NodeHost {
     pub node: Option<RealNode>,
     before: MachineState,
-    hostpath_existed: bool,
+    /// What the hostpath provisioner's directory held before (`None`: it did not exist).
+    hostpath_before: Option<std::collections::BTreeSet<std::ffi::OsString>>,
     dns: Option<tokio::task::JoinHandle<()>>,
     stop_dns: Option<tokio::sync::oneshot::Sender<()>>,
     stopped: bool,
@@ -84,7 +85,7 @@ impl NodeHost {
     /// Reads the machine and adds [`HOST_ADDRESS`] to `lo`.
     pub fn prepare() -> Result<Self, NodeHostError> {
         let before = MachineState::read();
-        let hostpath_existed = Path::new(HOSTPATH_PROVISIONER_DIR).exists();
+        let hostpath_before = hostpath_entries();
         let output = std::process::Command::new("ip")
             .args(["addr", "add", &format!("{HOST_ADDRESS}/32"), "dev", "lo"])
             .output()
@@ -101,7 +102,7 @@ impl NodeHost {
         Ok(NodeHost {
             node: None,
             before,
-            hostpath_existed,
+            hostpath_before,
             dns: None,
             stop_dns: None,
             stopped: false,
@@ -232,11 +233,23 @@ impl NodeHost {
             )),
             Err(error) => problems.push(format!("removing {HOST_ADDRESS} from lo: {error}")),
         }
-        if !self.hostpath_existed
-            && let Err(error) = std::fs::remove_dir_all(HOSTPATH_PROVISIONER_DIR)
-            && error.kind() != std::io::ErrorKind::NotFound
-        {
-            problems.push(format!("removing {HOSTPATH_PROVISIONER_DIR}: {error}"));
+        // The volumes provisioned meanwhile: their claims die with the host, so the
+        // provisioner never deletes them.
+        let dir = Path::new(HOSTPATH_PROVISIONER_DIR);
+        let removals: Vec<std::path::PathBuf> = match &self.hostpath_before {
+            None => vec![dir.to_owned()],
+            Some(before) => hostpath_entries()
+                .unwrap_or_default()
+                .difference(before)
+                .map(|entry| dir.join(entry))
+                .collect(),
+        };
+        for path in removals {
+            if let Err(error) = std::fs::remove_dir_all(&path)
+                && error.kind() != std::io::ErrorKind::NotFound
+            {
+                problems.push(format!("removing {}: {error}", path.display()));
+            }
         }
         let after = MachineState::read();
         if after != self.before {
@@ -256,6 +269,16 @@ impl Drop for NodeHost {
             eprintln!("stopping the real node host: {problems:#?}");
         }
     }
+}
+
+/// The entries of the hostpath provisioner's directory, `None` when it does not exist.
+fn hostpath_entries() -> Option<std::collections::BTreeSet<std::ffi::OsString>> {
+    let entries = std::fs::read_dir(HOSTPATH_PROVISIONER_DIR).ok()?;
+    Some(
+        entries
+            .filter_map(|entry| Some(entry.ok()?.file_name()))
+            .collect(),
+    )
 }
 
 /// The port the host's DNS listens on at [`HOST_ADDRESS`] (kube-proxy maps port 53 of
