@@ -1342,7 +1342,13 @@ async fn scenario_restart(mut options: Options) {
     );
     // The kubeconfig written after the restart trusts that same CA, and works.
     let tenant = harness.tenant_kubeconfig("tenant1").await.unwrap();
-    let listed = tenant_nodes(&harness, &tenant).await.unwrap();
+    // A real apiserver pod may still be settling when the status says Completed.
+    let listed = harness
+        .eventually("the tenant to list its nodes", WAIT, || {
+            tenant_nodes(&harness, &tenant)
+        })
+        .await
+        .unwrap();
     assert!(listed.contains(&node1), "{listed:?}");
     let kubeconfig: serde_yaml::Value =
         serde_yaml::from_str(&std::fs::read_to_string(&tenant).unwrap()).unwrap();

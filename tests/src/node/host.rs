@@ -14,6 +14,9 @@
 //! - the ConfigMap this build's ServiceAccount admission adds to every token volume
 //!   (`openshift-service-ca.crt`, see `../shared/k8s/README.md`), in the namespaces asked.
 //!
+//! `node1` is labelled as the host's control-plane node ([`CONTROL_PLANE_ROLE_LABEL`]):
+//! the tenants' control planes run there, and it is neither promotable nor in the pool.
+//!
 //! Everything is undone by [`NodeHost::stop`], which also reports what the machine
 //! kept compared to before [`NodeHost::prepare`].
 
@@ -36,6 +39,8 @@ pub const HOST_ADDRESS: Ipv4Addr = Ipv4Addr::new(10, 244, 254, 1);
 pub const SERVICE_CIDR: &str = "10.96.0.0/12";
 /// The host's cluster DNS Service address, which the kubelet gives `ClusterFirst` pods.
 pub const CLUSTER_DNS: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
+/// The label that makes `node1` the host's control-plane node.
+pub const CONTROL_PLANE_ROLE_LABEL: &str = "node-role.kubernetes.io/control-plane";
 /// The field manager of what this module writes on the host.
 const MANAGER: &str = "vc-tests-node-host";
 /// The ConfigMap this apiserver build's ServiceAccount admission projects into tokens.
@@ -142,9 +147,23 @@ impl NodeHost {
             cluster_dns: Some(CLUSTER_DNS),
             ..NodeOptions::default()
         };
-        Ok(self
-            .node
-            .insert(RealNode::start(host, assets, dir, options).await?))
+        let node = RealNode::start(host, assets, dir, options).await?;
+        // The host's control-plane node, as a kubeadm control-plane node is labelled (the
+        // kubelet may not set node-role labels itself): what runs the tenants' control
+        // planes, never promoted and outside the shared pool.
+        let labels = json!({"metadata": {"labels": {CONTROL_PLANE_ROLE_LABEL: ""}}});
+        Api::<k8s_openapi::api::core::v1::Node>::all(admin.clone())
+            .patch(
+                &node.options.name,
+                &PatchParams::default(),
+                &Patch::Merge(labels),
+            )
+            .await
+            .map_err(|source| NodeHostError::Write {
+                what: "the control-plane role label of node1",
+                source,
+            })?;
+        Ok(self.node.insert(node))
     }
 
     /// The `kube-dns` Service and its endpoint (this machine), and the service-CA

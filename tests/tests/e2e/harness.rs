@@ -970,7 +970,8 @@ impl Harness {
         if options.real_node {
             // What an operator with dedicated control-plane nodes passes.
             args.push(format!(
-                "--control-plane-node-selector=kubernetes.io/hostname={REAL_NODE}"
+                "--control-plane-node-selector={}=",
+                vc_tests::node::host::CONTROL_PLANE_ROLE_LABEL
             ));
         }
         let controller_identity =
