@@ -1342,6 +1342,28 @@ impl Harness {
             "-l",
             "app.kubernetes.io/managed-by=kosmos-vc",
         ]));
+        if self.node_host.is_some() {
+            let _ = writeln!(
+                out,
+                "\n===== Pods on the real node, and the last events of the namespace"
+            );
+            out.push_str(&kubectl(&[
+                "get",
+                "pods",
+                "-A",
+                "-o",
+                "wide",
+                "--field-selector",
+                &format!("spec.nodeName={REAL_NODE}"),
+            ]));
+            out.push_str(&kubectl(&[
+                "get",
+                "events",
+                "-n",
+                TENANT_NAMESPACE,
+                "--sort-by=.lastTimestamp",
+            ]));
+        }
         let names = kubectl(&[
             "get",
             "virtualclusters",
