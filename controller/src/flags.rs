@@ -66,6 +66,11 @@ pub struct Flags {
     )]
     pub clustertree_image: String,
 
+    /// Host nodes the tenants' control planes and clustertrees run on, as node labels
+    /// `KEY=VALUE[,KEY=VALUE...]` (every one must match); any schedulable node when empty.
+    #[arg(long, value_name = "LABELS", default_value = "", value_parser = parse_node_selector)]
+    pub control_plane_node_selector: NodeSelector,
+
     /// DNS domain of the host cluster, used in the apiserver certificate's SANs.
     #[arg(long, value_name = "DOMAIN", default_value = "cluster.local")]
     pub cluster_domain: String,
@@ -81,6 +86,72 @@ pub struct Flags {
     /// Tracing filter, such as `info` or `vc_controller=debug,kube=info`.
     #[arg(long, value_name = "FILTER", default_value = "info")]
     pub log_level: String,
+}
+
+/// Node labels a pod must be placed on, from `KEY=VALUE[,KEY=VALUE...]`.
+pub type NodeSelector = std::collections::BTreeMap<String, String>;
+
+/// Reads `--control-plane-node-selector`, refusing what the apiserver would refuse in a
+/// pod's `nodeSelector`, so a typo stops the controller at start instead of leaving every
+/// tenant's control plane Pending.
+fn parse_node_selector(text: &str) -> Result<NodeSelector, String> {
+    let mut selector = NodeSelector::new();
+    for pair in text
+        .split(',')
+        .map(str::trim)
+        .filter(|pair| !pair.is_empty())
+    {
+        let Some((key, value)) = pair.split_once('=') else {
+            return Err(format!(
+                "{pair:?} is not KEY=VALUE; write node labels such as node-role.kubernetes.io/infra=true"
+            ));
+        };
+        let (key, value) = (key.trim(), value.trim());
+        if !is_label_key(key) {
+            return Err(format!(
+                "{key:?} is not a label key: an optional DNS-subdomain prefix and '/', then at most 63 letters, digits, '-', '_' or '.', starting and ending alphanumeric"
+            ));
+        }
+        if !is_label_value(value) {
+            return Err(format!(
+                "{value:?} (of {key}) is not a label value: at most 63 letters, digits, '-', '_' or '.', starting and ending alphanumeric, or empty"
+            ));
+        }
+        selector.insert(key.to_owned(), value.to_owned());
+    }
+    Ok(selector)
+}
+
+/// A label value: empty, or at most 63 alphanumerics, '-', '_' and '.', starting and
+/// ending alphanumeric.
+fn is_label_value(value: &str) -> bool {
+    let inner = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    value.is_empty()
+        || (value.len() <= 63
+            && value.chars().all(inner)
+            && value.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && value.ends_with(|c: char| c.is_ascii_alphanumeric()))
+}
+
+/// A label key: an optional DNS subdomain prefix and '/', then a non-empty name.
+fn is_label_key(key: &str) -> bool {
+    let (prefix, name) = match key.rsplit_once('/') {
+        Some((prefix, name)) => (Some(prefix), name),
+        None => (None, key),
+    };
+    let subdomain = |prefix: &str| {
+        prefix.len() <= 253
+            && prefix.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && label
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+            })
+    };
+    !name.is_empty() && is_label_value(name) && prefix.is_none_or(subdomain)
 }
 
 impl Flags {
@@ -106,6 +177,37 @@ mod tests {
     use clap::CommandFactory;
 
     #[test]
+    fn the_control_plane_node_selector_is_parsed_and_checked() {
+        let flags = Flags::try_parse_from([
+            "vc-controller",
+            "--control-plane-node-selector",
+            "node-role.kubernetes.io/infra=, kubernetes.io/hostname=node1",
+        ])
+        .unwrap();
+        assert_eq!(
+            flags.control_plane_node_selector,
+            NodeSelector::from([
+                ("kubernetes.io/hostname".to_owned(), "node1".to_owned()),
+                ("node-role.kubernetes.io/infra".to_owned(), String::new()),
+            ])
+        );
+        for (bad, names) in [
+            ("infra", "is not KEY=VALUE"),
+            ("Bad_Prefix/x=1", "is not a label key"),
+            ("zone=-a", "is not a label value"),
+        ] {
+            let error =
+                Flags::try_parse_from(["vc-controller", "--control-plane-node-selector", bad])
+                    .unwrap_err()
+                    .to_string();
+            assert!(
+                error.contains("--control-plane-node-selector") && error.contains(names),
+                "{bad}: {error}"
+            );
+        }
+    }
+
+    #[test]
     fn defaults_match_the_contract() {
         let flags = Flags::try_parse_from(["vc-controller"]).unwrap();
         assert_eq!(flags.kubeconfig, None);
@@ -116,6 +218,7 @@ mod tests {
         assert_eq!(flags.etcd_image, "registry.k8s.io/etcd:3.5.21-0");
         assert_eq!(flags.clustertree_image, "ghcr.io/kosmos-io/kosmos-vc:0.1.0");
         assert_eq!(flags.cluster_domain, "cluster.local");
+        assert!(flags.control_plane_node_selector.is_empty());
         assert_eq!(flags.concurrency, 16);
         assert_eq!(flags.log_format, LogFormat::Text);
         assert_eq!(flags.log_level, "info");

@@ -46,6 +46,7 @@ impl RunConfig {
                 etcd_image: flags.etcd_image.clone(),
                 clustertree_image: flags.clustertree_image.clone(),
                 cluster_domain: flags.cluster_domain.clone(),
+                control_plane_node_selector: flags.control_plane_node_selector.clone(),
                 ..BuildContext::default()
             },
             concurrency: flags.concurrency,

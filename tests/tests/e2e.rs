@@ -79,11 +79,13 @@ macro_rules! on_both_hosts {
     };
 }
 
-/// Options of a real-apiserver twin.
+/// Options of a real-apiserver twin: the real host, with the real node `node1` running
+/// the tenants' control planes and clustertrees as pods.
 #[cfg(test)]
 fn real_apiserver(scenario: &str) -> Options {
     let mut options = Options::new(scenario);
     options.host = HostKind::RealApiServer;
+    options.real_node = true;
     options
 }
 
@@ -229,15 +231,22 @@ fn json(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
 
-on_both_hosts!(
-    scenario_creation: virtual_control_plane_creation,
-    real_virtual_control_plane_creation
-);
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn virtual_control_plane_creation() {
+    scenario_creation(Options::new("virtual_control_plane_creation")).await;
+}
+
+/// On the real host with the real node: the tenant's control plane runs as real pods on
+/// `node1`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_virtual_control_plane_creation() {
+    scenario_creation(real_apiserver("real_virtual_control_plane_creation")).await;
+}
 
 /// (1) Virtual Control Plane Creation.
 #[cfg(test)]
 async fn scenario_creation(options: Options) {
-    let Some((_wall, harness)) = start("Virtual Control Plane Creation", options).await else {
+    let Some((_wall, mut harness)) = start("Virtual Control Plane Creation", options).await else {
         return;
     };
     let (node1, node2) = (harness.nodes[0].clone(), harness.nodes[1].clone());
@@ -316,12 +325,92 @@ async fn scenario_creation(options: Options) {
         );
     }
 
-    etcd::tenant_etcd_is_real(&harness, "tenant1").await;
+    match harness.real_node().map(str::to_owned) {
+        Some(node) => {
+            control_plane_runs_on(&harness, "tenant1", &node).await;
+            // Through the tenant kubeconfig: the only apiserver is the container's.
+            let ready = harness
+                .operator
+                .succeed(&["get", "--raw", "/readyz"])
+                .await
+                .unwrap();
+            assert_eq!(ready.trim(), "ok");
+        }
+        None => etcd::tenant_etcd_is_real(&harness, "tenant1").await,
+    }
 
     assert!(
         in_order(&seen, &["Preparing", "Initialized", "Completed"]),
         "phases seen: {seen:?}"
     );
+    let left = harness.stop_real_node();
+    assert!(left.is_empty(), "the real node left: {left:#?}");
+}
+
+/// Every pod of `tenant`'s control plane and clustertree runs on the real node `node`,
+/// every container running and ready: the pods are real, started by the kubelet from the
+/// images the controller named, with the flags, mounts and probes it rendered.
+#[cfg(test)]
+async fn control_plane_runs_on(harness: &Harness, tenant: &str, node: &str) {
+    use k8s_openapi::api::core::v1::Pod;
+    let pods: kube::Api<Pod> = kube::Api::namespaced(harness.admin.clone(), TENANT_NAMESPACE);
+    let selector = format!("{}={tenant}", vc_api::constants::TENANT_NAME_LABEL);
+    let running = harness
+        .eventually(
+            "the control plane's pods running on the real node",
+            WAIT,
+            || async {
+                let listed = pods
+                    .list(&kube::api::ListParams::default().labels(&selector))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .items;
+                let mut components = BTreeSet::new();
+                for pod in &listed {
+                    let name = pod.metadata.name.clone().unwrap_or_default();
+                    let on = pod.spec.as_ref().and_then(|spec| spec.node_name.clone());
+                    let status = pod.status.clone().unwrap_or_default();
+                    let ready = status.container_statuses.iter().flatten().all(|c| {
+                        c.ready
+                            && c.state
+                                .as_ref()
+                                .is_some_and(|state| state.running.is_some())
+                    });
+                    if on.as_deref() != Some(node)
+                        || status.phase.as_deref() != Some("Running")
+                        || !ready
+                    {
+                        return Err(format!(
+                            "{name} on {on:?}, phase {:?}, containers {:?}",
+                            status.phase, status.container_statuses
+                        ));
+                    }
+                    components.extend(
+                        pod.metadata
+                            .labels
+                            .as_ref()
+                            .and_then(|labels| labels.get(vc_api::constants::COMPONENT_LABEL))
+                            .cloned(),
+                    );
+                }
+                Ok(components)
+            },
+        )
+        .await
+        .unwrap();
+    eprintln!("running on {node}: {running:?}");
+    for component in [
+        "etcd",
+        "apiserver",
+        "controller-manager",
+        "scheduler",
+        "clustertree",
+    ] {
+        assert!(
+            running.iter().any(|c| c.contains(component)),
+            "no {component} pod among {running:?}"
+        );
+    }
 }
 
 #[cfg(test)]
@@ -1253,7 +1342,13 @@ async fn scenario_restart(mut options: Options) {
     );
     // The kubeconfig written after the restart trusts that same CA, and works.
     let tenant = harness.tenant_kubeconfig("tenant1").await.unwrap();
-    let listed = tenant_nodes(&harness, &tenant).await.unwrap();
+    // A real apiserver pod may still be settling when the status says Completed.
+    let listed = harness
+        .eventually("the tenant to list its nodes", WAIT, || {
+            tenant_nodes(&harness, &tenant)
+        })
+        .await
+        .unwrap();
     assert!(listed.contains(&node1), "{listed:?}");
     let kubeconfig: serde_yaml::Value =
         serde_yaml::from_str(&std::fs::read_to_string(&tenant).unwrap()).unwrap();

@@ -44,6 +44,9 @@ pub struct BuildContext {
     pub clustertree_image: String,
     /// DNS domain of the host cluster.
     pub cluster_domain: String,
+    /// Node labels the control plane and clustertree pods are placed by; any node when
+    /// empty.
+    pub control_plane_node_selector: BTreeMap<String, String>,
     /// Service CIDR of every tenant (`--service-cluster-ip-range`); its first address is
     /// the tenant's `kubernetes` Service and is in the serving certificate.
     pub tenant_service_cidr: String,
@@ -58,6 +61,7 @@ impl Default for BuildContext {
             etcd_image: "registry.k8s.io/etcd:3.5.21-0".to_owned(),
             clustertree_image: vc_api::constants::DEFAULT_CLUSTERTREE_IMAGE.to_owned(),
             cluster_domain: "cluster.local".to_owned(),
+            control_plane_node_selector: BTreeMap::new(),
             tenant_service_cidr: "10.96.0.0/12".to_owned(),
             defaults: Defaults::default(),
         }
@@ -139,6 +143,8 @@ pub struct Tenant {
     pub etcd_storage_class: Option<String>,
     /// clustertree image, from [`BuildContext::clustertree_image`] whatever the spec says.
     pub clustertree_image: String,
+    /// From [`BuildContext::control_plane_node_selector`].
+    pub control_plane_node_selector: BTreeMap<String, String>,
     /// Pooled resources, by resource name.
     pub pooled_resources: BTreeMap<String, ResourceQuantity>,
 }
@@ -205,6 +211,7 @@ impl Tenant {
             etcd_storage_size,
             etcd_storage_class: etcd.storage_class_name.filter(|class| !class.is_empty()),
             clustertree_image: ctx.clustertree_image.clone(),
+            control_plane_node_selector: ctx.control_plane_node_selector.clone(),
             pooled_resources: vc.spec.promote_resources.resources.clone(),
         })
     }

@@ -156,6 +156,9 @@ pub fn pod_template(
     mut pod_spec: PodSpec,
 ) -> PodTemplateSpec {
     pod_spec.enable_service_links = Some(false);
+    if !tenant.control_plane_node_selector.is_empty() {
+        pod_spec.node_selector = Some(tenant.control_plane_node_selector.clone());
+    }
     if pod_spec.affinity.is_none() {
         pod_spec.affinity = Some(spread(tenant, component));
     }

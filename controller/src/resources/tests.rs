@@ -1150,3 +1150,30 @@ fn tenant_apiserver_refuses_privileged_containers() {
         "{args:?}"
     );
 }
+
+/// An operator who keeps control planes on dedicated host nodes gets every pod that runs
+/// with tenant or host credentials there: etcd, apiserver, controller-manager, scheduler
+/// and the clustertree; nothing when the flag is empty.
+#[test]
+fn control_plane_pods_follow_the_operators_node_selector() {
+    let selector = BTreeMap::from([("node-role.kubernetes.io/infra".to_owned(), String::new())]);
+    let ctx = BuildContext {
+        control_plane_node_selector: selector.clone(),
+        ..BuildContext::default()
+    };
+    let state = DesiredState::build(&default_vc(), &ctx, &observed(), pki()).unwrap();
+    let etcd = state.etcd.stateful_set.spec.as_ref().unwrap();
+    let etcd_pod = etcd.template.spec.as_ref().unwrap();
+    let pods = [
+        ("etcd", etcd_pod),
+        ("apiserver", pod_spec(&state.apiserver_deployment)),
+        ("controller-manager", pod_spec(&state.controller_manager)),
+        ("scheduler", pod_spec(&state.scheduler)),
+        ("clustertree", pod_spec(&state.clustertree.deployment)),
+    ];
+    for (component, pod) in pods {
+        assert_eq!(pod.node_selector.as_ref(), Some(&selector), "{component}");
+    }
+    let unset = build(&default_vc());
+    assert_eq!(pod_spec(&unset.apiserver_deployment).node_selector, None);
+}

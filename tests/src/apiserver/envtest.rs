@@ -138,6 +138,10 @@ pub struct EnvtestOptions {
     pub controller_manager: bool,
     /// Also start kube-scheduler when the assets hold it (see [`Envtest::has_scheduler`]).
     pub scheduler: bool,
+    /// Where kube-apiserver listens and what it advertises as the `kubernetes` Service's
+    /// endpoint. 127.0.0.1 reaches it from this machine only; a real node's pods need an
+    /// address of this machine outside loopback, which the caller adds to `lo` first.
+    pub address: std::net::Ipv4Addr,
 }
 
 impl Default for EnvtestOptions {
@@ -146,6 +150,7 @@ impl Default for EnvtestOptions {
             service_cidr: DEFAULT_SERVICE_CIDR.to_owned(),
             controller_manager: false,
             scheduler: false,
+            address: std::net::Ipv4Addr::LOCALHOST,
         }
     }
 }
@@ -207,9 +212,11 @@ impl EnvtestPaths {
     }
 }
 
-/// The 127.0.0.1 ports of the control plane.
+/// The ports of the control plane: kube-apiserver's on [`EnvtestOptions::address`],
+/// the others on 127.0.0.1.
 #[derive(Clone, Copy, Debug)]
 pub struct EnvtestPorts {
+    pub apiserver_address: std::net::Ipv4Addr,
     pub etcd_client: u16,
     pub etcd_peer: u16,
     pub apiserver: u16,
@@ -218,8 +225,9 @@ pub struct EnvtestPorts {
 }
 
 impl EnvtestPorts {
-    fn free() -> Result<Self, EnvtestError> {
+    fn free(apiserver_address: std::net::Ipv4Addr) -> Result<Self, EnvtestError> {
         Ok(EnvtestPorts {
+            apiserver_address,
             etcd_client: free_port()?,
             etcd_peer: free_port()?,
             apiserver: free_port()?,
@@ -229,7 +237,7 @@ impl EnvtestPorts {
     }
 
     pub fn apiserver_url(&self) -> String {
-        format!("https://127.0.0.1:{}", self.apiserver)
+        format!("https://{}:{}", self.apiserver_address, self.apiserver)
     }
 
     fn controller_manager_url(&self) -> String {
@@ -284,6 +292,14 @@ pub fn private_service_cidr() -> String {
     format!("127.{second}.{third}.0/24")
 }
 
+/// The first address of an IPv4 `A.B.C.D/N` range: kube-apiserver's `kubernetes`
+/// Service.
+fn first_service_ip(cidr: &str) -> Option<String> {
+    let (network, _) = cidr.split_once('/')?;
+    let network: std::net::Ipv4Addr = network.parse().ok()?;
+    Some(std::net::Ipv4Addr::from(u32::from(network).checked_add(1)?).to_string())
+}
+
 fn free_port() -> Result<u16, EnvtestError> {
     crate::ports::free_port().map_err(EnvtestError::FreePort)
 }
@@ -322,8 +338,8 @@ pub fn apiserver_args(
     ports: &EnvtestPorts,
 ) -> Vec<String> {
     vec![
-        flag("bind-address", "127.0.0.1"),
-        flag("advertise-address", "127.0.0.1"),
+        flag("bind-address", ports.apiserver_address),
+        flag("advertise-address", ports.apiserver_address),
         flag("secure-port", ports.apiserver),
         flag(
             "etcd-servers",
@@ -435,9 +451,23 @@ struct EnvtestFiles {
 /// Writes every file the arguments name (the etcd data directory is etcd's own): the
 /// CA, the apiserver's serving certificate and ServiceAccount key, the admin kubeconfig,
 /// and kube-controller-manager's kubeconfig and serving certificate.
-fn write_files(paths: &EnvtestPaths, ports: &EnvtestPorts) -> Result<EnvtestFiles, EnvtestError> {
+fn write_files(
+    paths: &EnvtestPaths,
+    ports: &EnvtestPorts,
+    service_cidr: &str,
+) -> Result<EnvtestFiles, EnvtestError> {
     let ca = TestCa::generate("envtest-ca")?;
-    let serving = ca.issue_server(&[])?;
+    // What in-cluster clients of a real node's pods dial: the `kubernetes` Service's
+    // cluster IP (the range's first address) and its names, besides the address itself.
+    let mut names = vec![
+        ports.apiserver_address.to_string(),
+        "kubernetes".to_owned(),
+        "kubernetes.default".to_owned(),
+        "kubernetes.default.svc".to_owned(),
+        "kubernetes.default.svc.cluster.local".to_owned(),
+    ];
+    names.extend(first_service_ip(service_cidr));
+    let serving = ca.issue_server(&names)?;
     let service_accounts = ca.issue_client("service-accounts", &[])?;
     write(&paths.ca_cert, ca.cert_pem())?;
     write(&paths.apiserver_cert, &serving.cert_pem)?;
@@ -546,8 +576,8 @@ impl Envtest {
             .tempdir()
             .map_err(EnvtestError::WorkDir)?;
         let paths = EnvtestPaths::under(dir.path());
-        let ports = EnvtestPorts::free()?;
-        let files = write_files(&paths, &ports)?;
+        let ports = EnvtestPorts::free(options.address)?;
+        let files = write_files(&paths, &ports, &options.service_cidr)?;
         let etcd = spawn(
             &assets.join("etcd"),
             &etcd_args(&paths, &ports),
@@ -932,6 +962,7 @@ mod tests {
 
     fn ports() -> EnvtestPorts {
         EnvtestPorts {
+            apiserver_address: std::net::Ipv4Addr::LOCALHOST,
             etcd_client: 2379,
             etcd_peer: 2380,
             apiserver: 6443,
@@ -995,6 +1026,7 @@ mod tests {
             service_cidr: private_service_cidr(),
             controller_manager: true,
             scheduler: true,
+            ..EnvtestOptions::default()
         };
         let paths = EnvtestPaths::under(Path::new("/work"));
         let args = apiserver_args(&options, &paths, &ports());
@@ -1074,7 +1106,7 @@ mod tests {
         assert_eq!(value(&args, "leader-elect"), Some("false"));
         let dir = tempfile::tempdir().unwrap();
         let paths = EnvtestPaths::under(dir.path());
-        write_files(&paths, &ports()).unwrap();
+        write_files(&paths, &ports(), DEFAULT_SERVICE_CIDR).unwrap();
         let kubeconfig: serde_yaml::Value =
             serde_yaml::from_str(&std::fs::read_to_string(&paths.scheduler_kubeconfig).unwrap())
                 .unwrap();
@@ -1097,7 +1129,7 @@ mod tests {
     fn the_apiserver_verifies_service_account_tokens_with_a_certificate() {
         let dir = tempfile::tempdir().unwrap();
         let paths = EnvtestPaths::under(dir.path());
-        write_files(&paths, &ports()).unwrap();
+        write_files(&paths, &ports(), DEFAULT_SERVICE_CIDR).unwrap();
         let args = apiserver_args(&EnvtestOptions::default(), &paths, &ports());
         let verifying = value(&args, "service-account-key-file").unwrap();
         // kube-apiserver refuses a private key alone here ("data does not contain any
@@ -1145,7 +1177,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let paths = EnvtestPaths::under(dir.path());
         let ports = ports();
-        write_files(&paths, &ports).unwrap();
+        write_files(&paths, &ports, DEFAULT_SERVICE_CIDR).unwrap();
         let options = EnvtestOptions::default();
         let mut checked = 0;
         for args in [
@@ -1180,7 +1212,7 @@ mod tests {
     fn the_controller_manager_kubeconfig_is_its_own_identity_on_the_apiserver() {
         let dir = tempfile::tempdir().unwrap();
         let paths = EnvtestPaths::under(dir.path());
-        write_files(&paths, &ports()).unwrap();
+        write_files(&paths, &ports(), DEFAULT_SERVICE_CIDR).unwrap();
         let read = |path: &Path| -> serde_yaml::Value {
             serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
         };

@@ -14,6 +14,7 @@
 //! state: iptables chains, sysctls): tests that start one run in the nextest group
 //! `real-node`, one at a time.
 
+pub mod host;
 pub mod image;
 
 use std::collections::BTreeMap;
@@ -111,6 +112,9 @@ pub struct NodeOptions {
     pub cluster_cidr: String,
     /// The bridge the CNI plugin creates.
     pub bridge: String,
+    /// The cluster DNS Service's address the kubelet writes into `ClusterFirst` pods'
+    /// `resolv.conf`; without it they get the machine's resolver.
+    pub cluster_dns: Option<Ipv4Addr>,
 }
 
 impl Default for NodeOptions {
@@ -121,6 +125,7 @@ impl Default for NodeOptions {
             pod_cidr: "10.244.1.0/24".to_owned(),
             cluster_cidr: "10.244.0.0/16".to_owned(),
             bridge: "kvc0".to_owned(),
+            cluster_dns: None,
         }
     }
 }
@@ -225,9 +230,14 @@ pub fn kubelet_config(
     paths: &NodePaths,
     ca: &Path,
     ports: &NodePorts,
-    node_ip: Ipv4Addr,
+    options: &NodeOptions,
 ) -> String {
     let dir = paths.dir.display();
+    let node_ip = options.node_ip;
+    let cluster_dns = options
+        .cluster_dns
+        .map(|address| format!("clusterDNS: [\"{address}\"]\n"))
+        .unwrap_or_default();
     format!(
         r#"apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
@@ -259,7 +269,7 @@ evictionHard:
   nodefs.available: "1%"
   imagefs.available: "1%"
 registerNode: true
-"#,
+{cluster_dns}"#,
         ca = ca.display(),
         kubelet = ports.kubelet,
         healthz = ports.kubelet_healthz,
@@ -610,7 +620,7 @@ impl RealNode {
         )?;
         write(
             &self.paths.kubelet_config,
-            &kubelet_config(&self.paths, &ca_file, ports, self.options.node_ip),
+            &kubelet_config(&self.paths, &ca_file, ports, &self.options),
         )?;
         let kubelet_identity = ca.issue_client(
             &format!("system:node:{}", self.options.name),

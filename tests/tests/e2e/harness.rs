@@ -43,11 +43,13 @@ use serde_json::{Value, json};
 use vc_tests::apiserver::envtest::{self, Envtest, EnvtestOptions, private_service_cidr};
 use vc_tests::apiserver::pki::TestCa;
 use vc_tests::apiserver::{TestApiServer, TestApiServerOptions, client_from_kubeconfig};
+use vc_tests::node::host::NodeHost;
+use vc_tests::node::image;
 use vc_tests::simulation::local_clustertree::{self, LocalClustertreeOptions, LocalClustertrees};
 use vc_tests::simulation::local_control_plane::{
     self, ControlPlaneBinaries, LocalControlPlaneOptions, LocalControlPlanes,
 };
-use vc_tests::simulation::nodes::{FleetOptions, default_nodes};
+use vc_tests::simulation::nodes::{FleetOptions, NodeSpec};
 use vc_tests::simulation::services::ServiceOptions;
 use vc_tests::simulation::tenant_apiserver::TenantOptions;
 use vc_tests::simulation::workloads::{WorkloadMode, WorkloadOptions};
@@ -70,6 +72,8 @@ pub const EXTERNAL_KUBECONFIG_ENV: &str = "KOSMOS_VC_E2E_KUBECONFIG";
 pub const BIN_DIR_ENV: &str = "KOSMOS_VC_BIN_DIR";
 /// Simulated host nodes.
 pub const SIMULATED_NODES: usize = 6;
+/// The real node, with [`Options::real_node`].
+pub const REAL_NODE: &str = "node1";
 /// Secret holding the webhook serving certificate (`webhook.tls.mode=secret`).
 const WEBHOOK_TLS_SECRET: &str = "kosmos-vc-webhook-e2e-tls";
 /// The EndpointSlice standing in for the webhook pods.
@@ -105,6 +109,10 @@ pub struct Options {
     pub workload_delay: Duration,
     /// Where the work directory goes (default: a temporary directory removed at the end).
     pub work_dir: Option<PathBuf>,
+    /// On a real apiserver: the real node `node1` runs the tenants' control planes and
+    /// clustertrees as real pods (`vc_tests::node::host`), instead of local processes;
+    /// the simulated nodes are `node2` and up.
+    pub real_node: bool,
 }
 
 impl Options {
@@ -121,6 +129,7 @@ impl Options {
             host,
             workload_delay: Duration::from_millis(200),
             work_dir: None,
+            real_node: false,
         }
     }
 }
@@ -450,6 +459,10 @@ pub struct Harness {
     clustertrees: Option<LocalClustertrees>,
     /// `kubectl port-forward`s to tenant apiservers (existing clusters only).
     port_forwards: std::sync::Mutex<Vec<Process>>,
+    /// The real node and what its pods need of the host ([`Options::real_node`]).
+    node_host: Option<NodeHost>,
+    /// The webhook's `--default-kubernetes-version`: the tag of the tenants' images.
+    default_kubernetes_version: Option<String>,
     work: WorkDir,
 }
 
@@ -511,15 +524,36 @@ impl Harness {
                 .context("linking kubectl-vc onto the operator's PATH")?;
         }
 
+        let mut node_host = match (&assets, options.real_node) {
+            (Some(_), true) => {
+                let missing = vc_tests::node::missing_programs();
+                if !missing.is_empty() {
+                    let why = format!("the real node needs {missing:?} (.ci/run installs them)");
+                    return Err(if envtest::must_run_real() {
+                        NotStarted::Failed(anyhow!("{why}; CI is set, so it must run"))
+                    } else {
+                        NotStarted::Skip(why)
+                    });
+                }
+                Some(NodeHost::prepare().context("preparing the machine for the real node")?)
+            }
+            _ => None,
+        };
         // `assets` is there exactly when a real apiserver was asked for.
         let host = match (&assets, options.host) {
             (Some(assets), _) => {
                 // Loopback cluster IPs, so each tenant's kube-apiserver can be bound on
-                // its Service's cluster IP here, as the controller expects to reach it.
-                let envtest_options = EnvtestOptions {
+                // its Service's cluster IP here, as the controller expects to reach it;
+                // with the real node, a range its kube-proxy routes for pods instead.
+                let base = EnvtestOptions {
                     service_cidr: private_service_cidr(),
                     controller_manager: true,
                     scheduler: true,
+                    ..EnvtestOptions::default()
+                };
+                let envtest_options = match &node_host {
+                    Some(node_host) => node_host.envtest_options(base),
+                    None => base,
                 };
                 Host::Real(Box::new(Envtest::start_with(assets, envtest_options).await.context(
                     "starting etcd, kube-apiserver (and kube-controller-manager) from KUBEBUILDER_ASSETS",
@@ -570,6 +604,8 @@ impl Harness {
             local_control_planes: None,
             clustertrees: None,
             port_forwards: std::sync::Mutex::default(),
+            node_host: None,
+            default_kubernetes_version: None,
             work,
         };
         let Some(engine) = engine else {
@@ -577,15 +613,28 @@ impl Harness {
             return Ok(harness);
         };
         harness.install(&engine, &bin, &options).await?;
-        if let Some(assets) = &assets {
-            harness.start_local_control_planes(assets, &options)?;
+        match (&assets, node_host.take()) {
+            (Some(assets), Some(node_host)) => {
+                harness.start_real_node(node_host, assets, &bin).await?;
+            }
+            (Some(assets), None) => {
+                harness.start_local_control_planes(assets, &options)?;
+                harness.start_clustertrees(&bin);
+            }
+            (None, _) => harness.start_clustertrees(&bin),
         }
         eprintln!(
-            "[{}] host ready in {:.1?}: {}; chart installed, vc-webhook and vc-controller running, {} simulated nodes",
+            "[{}] host ready in {:.1?}: {}; chart installed, vc-webhook and vc-controller running, {} simulated nodes ({}){}",
             harness.scenario,
             harness.started.elapsed(),
             harness.describe_host(),
-            harness.nodes.len()
+            harness.nodes.len(),
+            harness.nodes.join(", "),
+            if harness.node_host.is_some() {
+                "; the real node node1 runs the tenants' control planes and clustertrees as pods"
+            } else {
+                ""
+            }
         );
         Ok(harness)
     }
@@ -619,6 +668,96 @@ impl Harness {
             },
         ));
         Ok(())
+    }
+
+    /// Starts the real node `node1` (with the host's DNS), and loads into it, under the
+    /// exact names the controller renders, every image a tenant's control plane and
+    /// clustertree pods ask for: built here from `KUBEBUILDER_ASSETS` and the workspace's
+    /// `vc-clustertree`, since no registry is reachable.
+    async fn start_real_node(
+        &mut self,
+        mut node_host: NodeHost,
+        assets: &Path,
+        bin: &Path,
+    ) -> anyhow::Result<()> {
+        let Host::Real(envtest) = self.host.as_ref() else {
+            bail!("the real node needs a real apiserver");
+        };
+        let started = Instant::now();
+        let node = node_host
+            .start_node(
+                envtest,
+                &self.admin,
+                assets,
+                &self.work.path().join(REAL_NODE),
+                &[TENANT_NAMESPACE],
+            )
+            .await
+            .context("starting the real node node1")?;
+        let launch = self
+            .controller_launch
+            .as_ref()
+            .ok_or_else(|| anyhow!("the controller's flags are not known"))?;
+        let flag = |name: &str| {
+            let prefix = format!("--{name}=");
+            launch
+                .args
+                .iter()
+                .find_map(|arg| arg.strip_prefix(&prefix).map(str::to_owned))
+        };
+        let registry = flag("image-registry").unwrap_or_else(|| "registry.k8s.io".to_owned());
+        let version = self
+            .default_kubernetes_version
+            .clone()
+            .ok_or_else(|| anyhow!("the webhook renders no --default-kubernetes-version"))?;
+        let mut references: Vec<String> = [
+            "kube-apiserver",
+            "kube-controller-manager",
+            "kube-scheduler",
+        ]
+        .iter()
+        .map(|component| format!("{}/{component}:{version}", registry.trim_end_matches('/')))
+        .collect();
+        references.extend(flag("etcd-image"));
+        for reference in &references {
+            let spec = image::control_plane_image(reference, assets)
+                .with_context(|| format!("building image {reference}"))?
+                .ok_or_else(|| anyhow!("{reference} runs no control-plane program"))?;
+            node.load_image(&spec)
+                .with_context(|| format!("loading image {reference}"))?;
+        }
+        let clustertree = flag("clustertree-image")
+            .ok_or_else(|| anyhow!("the controller renders no --clustertree-image"))?;
+        let spec = image::ImageSpec::busybox(&clustertree, &["/usr/local/bin/vc-clustertree"])
+            .binary("/usr/local/bin/vc-clustertree", &bin.join("vc-clustertree"))
+            .with_context(|| format!("building image {clustertree}"))?;
+        node.load_image(&spec)
+            .with_context(|| format!("loading image {clustertree}"))?;
+        eprintln!(
+            "[{}] real node node1 Ready, {} images built and loaded, in {:.1?}",
+            self.scenario,
+            references.len() + 1,
+            started.elapsed()
+        );
+        self.node_host = Some(node_host);
+        Ok(())
+    }
+
+    /// Stops the real node and says what the machine kept compared to before the
+    /// harness started (nothing, when all is well); nothing to say without a real node.
+    pub fn stop_real_node(&mut self) -> Vec<String> {
+        self.node_host
+            .as_mut()
+            .map(NodeHost::stop)
+            .unwrap_or_default()
+    }
+
+    /// The real node's name, when the harness runs one.
+    pub fn real_node(&self) -> Option<&str> {
+        self.node_host
+            .as_ref()
+            .and_then(|host| host.node.as_ref())
+            .map(|node| node.options.name.as_str())
     }
 
     /// One line on what runs as the host, for the start-up message.
@@ -751,7 +890,7 @@ impl Harness {
             .context("waiting for the VirtualCluster CRD to be established")?;
 
         self.simulation = Some(self.start_simulation(options).await?);
-        self.nodes = default_nodes(SIMULATED_NODES)
+        self.nodes = simulated_nodes(options)
             .into_iter()
             .map(|node| node.name)
             .collect();
@@ -766,6 +905,10 @@ impl Harness {
         std::fs::write(tls_dir.join("tls.key"), &serving.key_pem)?;
         let webhook_port = free_port()?;
         let mut args = container_args(webhook_deployment)?;
+        self.default_kubernetes_version = args
+            .iter()
+            .find_map(|arg| arg.strip_prefix("--default-kubernetes-version="))
+            .map(str::to_owned);
         replace_flag(&mut args, "--listen", &format!("127.0.0.1:{webhook_port}"))?;
         replace_flag(
             &mut args,
@@ -824,6 +967,13 @@ impl Harness {
         let probe = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
         let mut args = container_args(controller_deployment)?;
         replace_flag(&mut args, "--probe-listen", &probe.to_string())?;
+        if options.real_node {
+            // What an operator with dedicated control-plane nodes passes.
+            args.push(format!(
+                "--control-plane-node-selector={}=",
+                vc_tests::node::host::CONTROL_PLANE_ROLE_LABEL
+            ));
+        }
         let controller_identity =
             manifests
                 .service_account_identity(CONTROLLER)
@@ -839,7 +989,6 @@ impl Harness {
             log: dir.join("vc-controller.log"),
         });
         self.start_controller().await?;
-        self.start_clustertrees(bin);
         self.wait_webhook_admits().await
     }
 
@@ -930,7 +1079,7 @@ impl Harness {
             HostKind::TestApiServer | HostKind::External => (host_workloads, services),
         };
         let simulation_options = SimulationOptions {
-            nodes: default_nodes(SIMULATED_NODES),
+            nodes: simulated_nodes(options),
             fleet: FleetOptions::default(),
             workloads: Some(host_workloads),
             services: Some(host_services),
@@ -1193,6 +1342,28 @@ impl Harness {
             "-l",
             "app.kubernetes.io/managed-by=kosmos-vc",
         ]));
+        if self.node_host.is_some() {
+            let _ = writeln!(
+                out,
+                "\n===== Pods on the real node, and the last events of the namespace"
+            );
+            out.push_str(&kubectl(&[
+                "get",
+                "pods",
+                "-A",
+                "-o",
+                "wide",
+                "--field-selector",
+                &format!("spec.nodeName={REAL_NODE}"),
+            ]));
+            out.push_str(&kubectl(&[
+                "get",
+                "events",
+                "-n",
+                TENANT_NAMESPACE,
+                "--sort-by=.lastTimestamp",
+            ]));
+        }
         let names = kubectl(&[
             "get",
             "virtualclusters",
@@ -1327,6 +1498,13 @@ impl Drop for Harness {
         drop(self.local_control_planes.take());
         drop(self.controller.take());
         drop(self.webhook.take());
+        let problems = self.stop_real_node();
+        if !problems.is_empty() {
+            eprintln!(
+                "[{}] the real node left something behind: {problems:#?}",
+                self.scenario
+            );
+        }
         if let Some(simulation) = self.simulation.take() {
             simulation.stop();
         }
@@ -1371,6 +1549,14 @@ impl Drop for WallTime {
             self.started.elapsed().as_secs_f64()
         );
     }
+}
+
+/// The simulated host nodes: `node1..node6`, or `node2..node7` beside the real `node1`.
+fn simulated_nodes(options: &Options) -> Vec<NodeSpec> {
+    let first = if options.real_node { 2 } else { 1 };
+    (first..first + SIMULATED_NODES)
+        .map(|i| NodeSpec::new(&format!("node{i}")))
+        .collect()
 }
 
 /// The assets of a real host, or why there is none: a skip, except in CI, where a

@@ -95,6 +95,7 @@ const EVERYTHING_ON: &[&str] = &[
     "policy.maxCpuPerCluster=64",
     "policy.maxMemoryPerCluster=256Gi",
     "policy.maxClustersPerNamespace=3",
+    "controller.controlPlaneNodeSelector.pool=infra",
 ];
 
 fn render(engine: &HelmEngine, sets: &[&str]) -> Manifests {
@@ -1195,6 +1196,7 @@ fn values_map_onto_every_flag_of_the_contract() {
         "image-registry",
         "etcd-image",
         "clustertree-image",
+        "control-plane-node-selector",
         "cluster-domain",
         "concurrency",
         "log-format",
@@ -1213,6 +1215,7 @@ fn values_map_onto_every_flag_of_the_contract() {
         ),
         ("cluster-domain", "cluster.local"),
         ("concurrency", "16"),
+        ("control-plane-node-selector", "pool=infra"),
     ] {
         assert_eq!(
             flag_value(&controller, flag).as_deref(),
@@ -1222,7 +1225,13 @@ fn values_map_onto_every_flag_of_the_contract() {
     }
 
     // Unlimited ceilings and no storage class: the flags are left out, not passed empty.
-    let defaults = container(&render(&engine, &[]), WEBHOOK);
+    let default_manifests = render(&engine, &[]);
+    assert!(
+        !flag_names(&container(&default_manifests, CONTROLLER))
+            .contains("control-plane-node-selector"),
+        "--control-plane-node-selector rendered by default"
+    );
+    let defaults = container(&default_manifests, WEBHOOK);
     for absent in [
         "default-etcd-storage-class",
         "overcommit",

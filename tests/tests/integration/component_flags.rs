@@ -320,6 +320,7 @@ mod component_flags_tests {
         let dir = tempfile::tempdir().unwrap();
         let paths = EnvtestPaths::under(dir.path());
         let ports = EnvtestPorts {
+            apiserver_address: std::net::Ipv4Addr::LOCALHOST,
             etcd_client: 12379,
             etcd_peer: 12380,
             apiserver: 16443,
@@ -330,6 +331,7 @@ mod component_flags_tests {
             service_cidr: envtest::private_service_cidr(),
             controller_manager: true,
             scheduler: true,
+            ..EnvtestOptions::default()
         };
         let apiserver = load("kube-apiserver");
         check_command_line(
@@ -458,6 +460,7 @@ mod component_flags_tests {
         }
         let dir = tempfile::tempdir().unwrap();
         let ports = EnvtestPorts {
+            apiserver_address: std::net::Ipv4Addr::LOCALHOST,
             etcd_client: 12379,
             etcd_peer: 12380,
             apiserver: 16443,
