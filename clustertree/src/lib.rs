@@ -10,4 +10,5 @@ pub mod kubelet_api;
 pub mod nodes;
 pub mod pod_sync;
 pub mod pods;
+pub mod services;
 pub mod sync;

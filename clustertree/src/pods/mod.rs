@@ -13,7 +13,7 @@
 //! volume type not carried over yet, is refused here ([`refusal()`]), before the host sees
 //! it, so the tenant gets a reason naming the field rather than a pod stuck Pending.
 
-mod naming;
+pub(crate) mod naming;
 mod placement;
 mod plan;
 mod refusal;
