@@ -138,7 +138,16 @@ pub struct EnvtestOptions {
     pub controller_manager: bool,
     /// Also start kube-scheduler when the assets hold it (see [`Envtest::has_scheduler`]).
     pub scheduler: bool,
+    /// Give kube-apiserver an admission configuration: the file name of the
+    /// `--admission-control-config-file` among the files the renderer makes (as
+    /// `vc_controller::resources::apiserver::admission_files` does for a tenant), written
+    /// under the work directory.
+    pub admission: Option<(&'static str, AdmissionRenderer)>,
 }
+
+/// Renders admission configuration files by name from (their directory, the kubelet
+/// client certificate path, its key path).
+pub type AdmissionRenderer = fn(&str, &str, &str) -> std::collections::BTreeMap<String, String>;
 
 impl Default for EnvtestOptions {
     fn default() -> Self {
@@ -146,6 +155,7 @@ impl Default for EnvtestOptions {
             service_cidr: DEFAULT_SERVICE_CIDR.to_owned(),
             controller_manager: false,
             scheduler: false,
+            admission: None,
         }
     }
 }
@@ -357,6 +367,14 @@ pub fn apiserver_args(
         flag("kubelet-certificate-authority", paths.ca_cert.display()),
         flag("kubelet-preferred-address-types", "InternalIP,Hostname"),
     ]
+    .into_iter()
+    .chain(options.admission.map(|(config, _)| {
+        flag(
+            "admission-control-config-file",
+            paths.dir.join("admission").join(config).display(),
+        )
+    }))
+    .collect()
 }
 
 /// kube-controller-manager against the envtest apiserver, serving its `/healthz` on
@@ -548,6 +566,21 @@ impl Envtest {
         let paths = EnvtestPaths::under(dir.path());
         let ports = EnvtestPorts::free()?;
         let files = write_files(&paths, &ports)?;
+        if let Some((_, render)) = options.admission {
+            let dir = paths.dir.join("admission");
+            std::fs::create_dir_all(&dir).map_err(|source| EnvtestError::WriteFile {
+                path: dir.display().to_string(),
+                source,
+            })?;
+            let rendered = render(
+                &dir.display().to_string(),
+                &paths.kubelet_client_cert.display().to_string(),
+                &paths.kubelet_client_key.display().to_string(),
+            );
+            for (name, contents) in rendered {
+                write(&dir.join(name), &contents)?;
+            }
+        }
         let etcd = spawn(
             &assets.join("etcd"),
             &etcd_args(&paths, &ports),
@@ -995,6 +1028,7 @@ mod tests {
             service_cidr: private_service_cidr(),
             controller_manager: true,
             scheduler: true,
+            admission: None,
         };
         let paths = EnvtestPaths::under(Path::new("/work"));
         let args = apiserver_args(&options, &paths, &ports());

@@ -520,6 +520,7 @@ impl Harness {
                     service_cidr: private_service_cidr(),
                     controller_manager: true,
                     scheduler: true,
+                    admission: None,
                 };
                 Host::Real(Box::new(Envtest::start_with(assets, envtest_options).await.context(
                     "starting etcd, kube-apiserver (and kube-controller-manager) from KUBEBUILDER_ASSETS",

@@ -330,6 +330,7 @@ mod component_flags_tests {
             service_cidr: envtest::private_service_cidr(),
             controller_manager: true,
             scheduler: true,
+            admission: None,
         };
         let apiserver = load("kube-apiserver");
         check_command_line(
