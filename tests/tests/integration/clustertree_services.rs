@@ -251,12 +251,20 @@ async fn real_tenant_service_gets_the_hosts_cluster_ip_and_node_port() {
         host.labels().get(MANAGED_BY_LABEL).map(String::as_str),
         Some(CLUSTERTREE_MANAGED_BY_VALUE)
     );
-    assert_eq!(
-        host.annotations()
-            .get(vc_api::constants::TENANT_OBJECT_UID_ANNOTATION),
-        created.uid().as_ref(),
-        "the loop records the tenant Service's UID once it is stored"
-    );
+    let host_name = host.name_any();
+    world
+        .within(
+            "the host Service recording the tenant Service's UID",
+            || async {
+                let host = world.host_services().get(&host_name).await.ok()?;
+                (host
+                    .annotations()
+                    .get(vc_api::constants::TENANT_OBJECT_UID_ANNOTATION)
+                    == created.uid().as_ref())
+                .then_some(())
+            },
+        )
+        .await;
 
     // A tenant EndpointSlice of the Service: its addresses, the host pods' IPs, come over.
     let slice: EndpointSlice = serde_json::from_value(json!({
@@ -407,10 +415,22 @@ async fn real_deleting_the_tenant_service_removes_the_host_service() {
     let Some(world) = World::start().await else {
         return;
     };
-    world
+    let created = world
         .create_tenant_service("web", json!({"ports": [{"port": 80}]}))
         .await;
     let host = world.host_twin("web").await;
+    // Once the host Service records the tenant UID, it goes with its tenant Service at
+    // once (one the webhook made and no tenant Service claimed waits out a grace).
+    world
+        .within("the host Service recording the tenant UID", || async {
+            let host = world.host_services().get(&host.name_any()).await.ok()?;
+            (host
+                .annotations()
+                .get(vc_api::constants::TENANT_OBJECT_UID_ANNOTATION)
+                == created.uid().as_ref())
+            .then_some(())
+        })
+        .await;
     world
         .tenant_services()
         .delete("web", &DeleteParams::default())
