@@ -58,6 +58,12 @@ pub const APISERVER_KUBELET_CLIENT_SECRET: DerivedObject = derived(
     "-apiserver-kubelet-client",
     "apiserver's kubelet client certificate",
 );
+/// Secret of the apiserver's admission configuration (how it authenticates to webhooks).
+pub const APISERVER_ADMISSION_SECRET: DerivedObject = derived(
+    "Secret",
+    "-apiserver-admission",
+    "apiserver's admission configuration",
+);
 /// Secret of the front-proxy client certificate.
 pub const FRONT_PROXY_CLIENT_SECRET: DerivedObject = derived(
     "Secret",
@@ -125,7 +131,7 @@ pub const CLUSTERTREE_READER_BINDING: DerivedObject = derived(
 /// Every object named after the VirtualCluster in its own namespace. Objects in the
 /// workload namespace and cluster-scoped ones carry the namespace in their name and are
 /// guarded by the workload-namespace rule instead.
-pub const DERIVED_OBJECTS: [DerivedObject; 24] = [
+pub const DERIVED_OBJECTS: [DerivedObject; 25] = [
     CLUSTER_CA_SECRET,
     ETCD_CA_SECRET,
     FRONT_PROXY_CA_SECRET,
@@ -133,6 +139,7 @@ pub const DERIVED_OBJECTS: [DerivedObject; 24] = [
     APISERVER_TLS_SECRET,
     APISERVER_ETCD_CLIENT_SECRET,
     APISERVER_KUBELET_CLIENT_SECRET,
+    APISERVER_ADMISSION_SECRET,
     FRONT_PROXY_CLIENT_SECRET,
     ETCD_SERVER_SECRET,
     ETCD_PEER_SECRET,
@@ -224,6 +231,10 @@ pub fn apiserver_etcd_client_secret(name: &str) -> String {
 /// Secret of the apiserver's kubelet client certificate.
 pub fn apiserver_kubelet_client_secret(name: &str) -> String {
     APISERVER_KUBELET_CLIENT_SECRET.name(name)
+}
+/// Secret of the apiserver's admission configuration.
+pub fn apiserver_admission_secret(name: &str) -> String {
+    APISERVER_ADMISSION_SECRET.name(name)
 }
 /// Secret of the front-proxy client certificate.
 pub fn front_proxy_client_secret(name: &str) -> String {

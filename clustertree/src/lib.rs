@@ -11,4 +11,6 @@ pub mod kubelet_api;
 pub mod nodes;
 pub mod pod_sync;
 pub mod pods;
+pub mod service_sync;
+pub mod services;
 pub mod sync;

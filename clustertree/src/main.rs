@@ -1,8 +1,8 @@
 //! `vc-clustertree`: one instance per tenant, configured from the host only: which
 //! VirtualCluster it serves (flags), the host credential (its ServiceAccount, or
 //! `--kubeconfig`) and the tenant admin kubeconfig the controller mounts. It runs the node
-//! loop, the pod loop, the kubelet API and the tenant's DNS side by side until SIGTERM
-//! stops them all.
+//! loop, the pod loop, the Service loop, the kubelet API and the tenant's DNS side by
+//! side until SIGTERM stops them all.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -15,6 +15,7 @@ use vc_clustertree::kubelet_api::{self, KubeletApi, tls};
 use vc_clustertree::nodes::KubeletEndpoint;
 use vc_clustertree::pod_sync;
 use vc_clustertree::pods::Tenancy;
+use vc_clustertree::service_sync;
 use vc_clustertree::sync::{self, Target};
 
 /// Why the process could not start.
@@ -194,13 +195,13 @@ async fn start(flags: Flags) -> Result<(), StartError> {
             let serving = serving.unwrap_or_else(|| tls::ServingCertificate::Generated {
                 address: address.to_string(),
             });
-            let config =
-                tls::server_config(&tenant_ca, &serving).map_err(StartError::KubeletTls)?;
+            let (config, chain) = tls::server_config_and_chain(&tenant_ca, &serving)
+                .map_err(StartError::KubeletTls)?;
             let listener = kubelet_api::listen(flags.kubelet_listen)
                 .await
                 .map_err(StartError::KubeletListen)?;
             tracing::info!(listen = %flags.kubelet_listen, %address, "serving the kubelet API");
-            Some((listener, config))
+            Some((listener, config, chain))
         }
         None => {
             tracing::warn!(
@@ -248,6 +249,14 @@ async fn start(flags: Flags) -> Result<(), StartError> {
         apiserver: in_cluster_apiserver(&tenant_url).await,
         dns: None,
     };
+    let webhook = match (&kubelet, &flags.kubelet_address) {
+        (Some((_, _, chain)), Some(address)) => Some(service_sync::WebhookTarget {
+            address: address.to_string(),
+            port: i32::from(flags.kubelet_listen.port()),
+            ca_bundle: chain.clone(),
+        }),
+        _ => None,
+    };
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
         let _stopped_or_gone = stopped.wait_for(|stop| *stop).await;
@@ -266,7 +275,7 @@ async fn start(flags: Flags) -> Result<(), StartError> {
     };
     let api_stopped = until_stopped(stopped.clone());
     let kubelet_api = async move {
-        if let Some((listener, config)) = kubelet {
+        if let Some((listener, config, _)) = kubelet {
             kubelet_api::serve(listener, config, api, api_stopped).await;
         }
     };
@@ -284,6 +293,14 @@ async fn start(flags: Flags) -> Result<(), StartError> {
         }),
         until_stopped(stopped.clone()),
     );
+    let services = service_sync::run(
+        host.clone(),
+        tenant.clone(),
+        tenancy.workload_namespace.clone(),
+        webhook,
+        flags.period,
+        until_stopped(stopped.clone()),
+    );
     let pods = pod_sync::run(host, tenant, tenancy, flags.period, until_stopped(stopped));
     let signal = async move {
         tokio::select! {
@@ -292,6 +309,14 @@ async fn start(flags: Flags) -> Result<(), StartError> {
         }
         let _no_loop_left = stop.send(true);
     };
-    tokio::join!(nodes, pods, kubelet_api, records, dns_server, signal);
+    tokio::join!(
+        nodes,
+        pods,
+        services,
+        kubelet_api,
+        records,
+        dns_server,
+        signal
+    );
     Ok(())
 }

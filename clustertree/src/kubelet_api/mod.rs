@@ -39,6 +39,9 @@ use tls::{Caller, KUBELET_CLIENT_COMMON_NAME};
 
 /// A client that never finishes its handshake holds no task for longer.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest AdmissionReview read: kube-apiserver's own request limit (3 MiB) and room
+/// for the old object beside the new.
+const ADMISSION_BODY_LIMIT: usize = 7 * 1024 * 1024;
 /// The most of a host error response read to relay its message.
 const ERROR_BODY_LIMIT: usize = 64 * 1024;
 /// Upgrade headers of exec passed to the host as they came.
@@ -242,6 +245,9 @@ impl KubeletApi {
                 );
             }
         }
+        if request.uri().path() == crate::services::ADMISSION_PATH {
+            return self.admit_service(request).await;
+        }
         let route = request::route(request.uri().path());
         let method = request.method().clone();
         let outcome = match route {
@@ -271,6 +277,47 @@ impl KubeletApi {
             tracing::warn!(%error, "kubelet API request not proxied");
             text(error.status(), error.to_string())
         })
+    }
+
+    /// The tenant's Service webhook ([`crate::service_sync::admission`]).
+    async fn admit_service(&self, request: Request<Incoming>) -> Response<ResponseBody> {
+        if request.method() != Method::POST {
+            return text(StatusCode::METHOD_NOT_ALLOWED, "POST an AdmissionReview");
+        }
+        let body = match Limited::new(request.into_body(), ADMISSION_BODY_LIMIT)
+            .collect()
+            .await
+        {
+            Ok(collected) => collected.to_bytes(),
+            Err(error) => {
+                return text(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("reading the AdmissionReview: {error}"),
+                );
+            }
+        };
+        match crate::service_sync::admission::review(
+            &self.host,
+            &self.tenant,
+            &self.workload_namespace,
+            &body,
+        )
+        .await
+        {
+            Ok(answer) => {
+                let mut response = Response::new(
+                    Full::new(Bytes::from(answer))
+                        .map_err(|never| -> BodyError { match never {} })
+                        .boxed_unsync(),
+                );
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    header::HeaderValue::from_static("application/json"),
+                );
+                response
+            }
+            Err(error) => text(StatusCode::BAD_REQUEST, error.to_string()),
+        }
     }
 
     /// The name of the host pod standing for `target`, once it is sure to be ours.

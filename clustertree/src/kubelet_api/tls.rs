@@ -108,6 +108,15 @@ pub fn server_config(
     client_ca: &[Vec<u8>],
     serving: &ServingCertificate,
 ) -> Result<Arc<ServerConfig>, TlsError> {
+    server_config_and_chain(client_ca, serving).map(|(config, _)| config)
+}
+
+/// [`server_config`], and the serving chain as PEM: what a client of the tenant
+/// apiserver's webhooks must trust (the webhook configuration's `caBundle`).
+pub fn server_config_and_chain(
+    client_ca: &[Vec<u8>],
+    serving: &ServingCertificate,
+) -> Result<(Arc<ServerConfig>, Vec<u8>), TlsError> {
     if client_ca.is_empty() {
         return Err(TlsError::NoClientCa);
     }
@@ -122,7 +131,7 @@ pub fn server_config(
         .allow_unauthenticated()
         .build()
         .map_err(TlsError::BuildVerifier)?;
-    let (chain, key) = match serving {
+    let (chain, key, pem) = match serving {
         ServingCertificate::Generated { address } => generate(address)?,
         ServingCertificate::Files { cert, key } => read_pair(cert, key)?,
     };
@@ -133,10 +142,15 @@ pub fn server_config(
         .with_single_cert(chain, key)
         .map_err(TlsError::BuildServerConfig)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+    Ok((Arc::new(config), pem))
 }
 
-type Pair = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
+/// The chain, its key, and the chain as PEM.
+type Pair = (
+    Vec<CertificateDer<'static>>,
+    PrivateKeyDer<'static>,
+    Vec<u8>,
+);
 
 fn generate(address: &str) -> Result<Pair, TlsError> {
     let fail = |source| TlsError::GenerateCertificate {
@@ -149,7 +163,8 @@ fn generate(address: &str) -> Result<Pair, TlsError> {
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
         generated.signing_key.serialize_der(),
     ));
-    Ok((vec![generated.cert.der().clone()], key))
+    let pem = generated.cert.pem().into_bytes();
+    Ok((vec![generated.cert.der().clone()], key, pem))
 }
 
 fn read_pair(cert: &Path, key: &Path) -> Result<Pair, TlsError> {
@@ -159,7 +174,8 @@ fn read_pair(cert: &Path, key: &Path) -> Result<Pair, TlsError> {
             source,
         })
     };
-    let chain = CertificateDer::pem_slice_iter(&read(cert)?)
+    let pem = read(cert)?;
+    let chain = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
         .ok()
         .filter(|chain| !chain.is_empty())
@@ -169,7 +185,7 @@ fn read_pair(cert: &Path, key: &Path) -> Result<Pair, TlsError> {
     let key = PrivateKeyDer::from_pem_slice(&read(key)?).map_err(|_| TlsError::ParseKey {
         path: key.to_owned(),
     })?;
-    Ok((chain, key))
+    Ok((chain, key, pem))
 }
 
 #[cfg(test)]

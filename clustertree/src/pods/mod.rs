@@ -14,7 +14,7 @@
 //! it, so the tenant gets a reason naming the field rather than a pod stuck Pending.
 
 mod dns;
-mod naming;
+pub(crate) mod naming;
 mod placement;
 mod plan;
 mod refusal;

@@ -21,7 +21,7 @@ const HASH_DIGITS: usize = 10;
 /// A host name derived from a tenant `namespace/name`: a readable prefix plus a hash of
 /// `kind` and both names, so `a-b/c` and `a/b-c` never meet, and the result is a valid
 /// DNS label (so a valid object name and hostname) whatever the lengths.
-fn derived_name(kind: &str, namespace: &str, name: &str) -> String {
+pub(crate) fn derived_name(kind: &str, namespace: &str, name: &str) -> String {
     let digest = Sha256::digest(format!("{kind}\n{namespace}/{name}").as_bytes());
     let hash: String = digest
         .iter()

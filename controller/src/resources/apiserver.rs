@@ -26,6 +26,60 @@ pub const PORT_NAME: &str = "https";
 pub const PKI_DIR: &str = "/etc/kubernetes/pki";
 /// Name of the certificate volume.
 pub const PKI_VOLUME: &str = "k8s-certs";
+/// Where the admission configuration is mounted.
+pub const ADMISSION_DIR: &str = "/etc/kubernetes/admission";
+/// Name of the admission configuration volume.
+pub const ADMISSION_VOLUME: &str = "admission";
+/// The `--admission-control-config-file`, in [`ADMISSION_DIR`].
+pub const ADMISSION_CONFIG_FILE: &str = "admission.yaml";
+/// The kubeconfig the apiserver authenticates to webhooks with, in [`ADMISSION_DIR`].
+pub const WEBHOOK_KUBECONFIG_FILE: &str = "webhook-kubeconfig.yaml";
+
+/// The admission configuration files, by name, for an apiserver reading them from
+/// `config_dir`: the mutating webhooks get the apiserver's kubelet-client certificate
+/// (`client_cert`, `client_key` are paths), which vc-clustertree's Service webhook, served
+/// on its kubelet API listener, requires. Every webhook gets it (`users: - name: "*"`),
+/// as the clustertree's address is its pod IP; presenting a client certificate proves
+/// the key without revealing it, so another webhook learns nothing it could reuse.
+pub fn admission_files(
+    config_dir: &str,
+    client_cert: &str,
+    client_key: &str,
+) -> BTreeMap<String, String> {
+    let configuration = serde_json::json!({
+        "apiVersion": "apiserver.config.k8s.io/v1",
+        "kind": "AdmissionConfiguration",
+        "plugins": [{
+            "name": "MutatingAdmissionWebhook",
+            "configuration": {
+                "apiVersion": "apiserver.config.k8s.io/v1",
+                "kind": "WebhookAdmissionConfiguration",
+                "kubeConfigFile": format!("{config_dir}/{WEBHOOK_KUBECONFIG_FILE}"),
+            },
+        }],
+    });
+    let kubeconfig = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "users": [{
+            "name": "*",
+            "user": {"client-certificate": client_cert, "client-key": client_key},
+        }],
+    });
+    BTreeMap::from([
+        (ADMISSION_CONFIG_FILE.to_owned(), configuration.to_string()),
+        (WEBHOOK_KUBECONFIG_FILE.to_owned(), kubeconfig.to_string()),
+    ])
+}
+
+/// [`admission_files`] for the apiserver Deployment's own paths.
+pub fn deployed_admission_files() -> BTreeMap<String, String> {
+    admission_files(
+        ADMISSION_DIR,
+        &format!("{PKI_DIR}/apiserver-kubelet-client.crt"),
+        &format!("{PKI_DIR}/apiserver-kubelet-client.key"),
+    )
+}
 
 /// Service `NAME-apiserver`.
 pub fn service(tenant: &Tenant) -> Service {
@@ -59,6 +113,10 @@ pub fn service(tenant: &Tenant) -> Service {
 pub fn args(tenant: &Tenant, ctx: &BuildContext) -> Vec<String> {
     let pki = |file: &str| format!("{PKI_DIR}/{file}");
     let flags = BTreeMap::from([
+        (
+            "admission-control-config-file",
+            format!("{ADMISSION_DIR}/{ADMISSION_CONFIG_FILE}"),
+        ),
         ("advertise-address", "$(POD_IP)".to_owned()),
         ("allow-privileged", "false".to_owned()),
         ("authorization-mode", "Node,RBAC".to_owned()),
@@ -160,6 +218,16 @@ pub fn deployment(tenant: &Tenant, ctx: &BuildContext, config_hash: &str) -> Dep
             ),
         ],
     );
+    let admission = projected_secrets(
+        ADMISSION_VOLUME,
+        vec![(
+            names::apiserver_admission_secret(name),
+            vec![
+                (ADMISSION_CONFIG_FILE, ADMISSION_CONFIG_FILE),
+                (WEBHOOK_KUBECONFIG_FILE, WEBHOOK_KUBECONFIG_FILE),
+            ],
+        )],
+    );
     let container = Container {
         name: "kube-apiserver".to_owned(),
         image: Some(tenant.component_image(ctx, "kube-apiserver")),
@@ -176,7 +244,10 @@ pub fn deployment(tenant: &Tenant, ctx: &BuildContext, config_hash: &str) -> Dep
         startup_probe: Some(http_probe("/livez", SECURE_PORT, "HTTPS", 24)),
         liveness_probe: Some(http_probe("/livez", SECURE_PORT, "HTTPS", 8)),
         readiness_probe: Some(http_probe("/readyz", SECURE_PORT, "HTTPS", 3)),
-        volume_mounts: Some(vec![read_only_mount(PKI_VOLUME, PKI_DIR)]),
+        volume_mounts: Some(vec![
+            read_only_mount(PKI_VOLUME, PKI_DIR),
+            read_only_mount(ADMISSION_VOLUME, ADMISSION_DIR),
+        ]),
         ..Container::default()
     };
     owned_deployment(
@@ -188,7 +259,7 @@ pub fn deployment(tenant: &Tenant, ctx: &BuildContext, config_hash: &str) -> Dep
         PodSpec {
             automount_service_account_token: Some(false),
             containers: vec![container],
-            volumes: Some(vec![certificates]),
+            volumes: Some(vec![certificates, admission]),
             ..PodSpec::default()
         },
     )

@@ -164,6 +164,12 @@ pub fn role(tenant: &Tenant) -> Role {
                 &READ_WRITE,
             ),
             rule(&["pods/status"], &["get", "patch", "update"]),
+            PolicyRule {
+                api_groups: Some(vec!["discovery.k8s.io".to_owned()]),
+                resources: Some(vec!["endpointslices".to_owned()]),
+                verbs: READ_WRITE.iter().map(|verb| (*verb).to_owned()).collect(),
+                ..PolicyRule::default()
+            },
             rule(&["pods/log"], &["get"]),
             rule(&["pods/exec"], &["create"]),
             rule(

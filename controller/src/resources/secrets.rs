@@ -111,6 +111,13 @@ pub fn pki_secrets(tenant: &Tenant, pki: &PkiMaterial) -> Result<Vec<Secret>, Bu
             BTreeMap::from([(KUBECONFIG_SECRET_KEY.to_owned(), kubeconfig)]),
         ));
     }
+    secrets.push(secret(
+        tenant,
+        names::apiserver_admission_secret(&tenant.name),
+        Component::ApiServer,
+        OPAQUE_SECRET_TYPE,
+        super::apiserver::deployed_admission_files(),
+    ));
     Ok(secrets)
 }
 

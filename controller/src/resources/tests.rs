@@ -206,6 +206,7 @@ fn objects_carry_the_contract_names() {
     assert_eq!(
         secret_names,
         [
+            "prod-apiserver-admission",
             "prod-apiserver-etcd-client",
             "prod-apiserver-kubelet-client",
             "prod-apiserver-tls",
@@ -275,6 +276,45 @@ fn objects_carry_the_contract_names() {
 }
 
 #[test]
+fn the_apiserver_authenticates_to_webhooks_with_its_kubelet_client_certificate() {
+    let state = build(&default_vc());
+    let secret = state
+        .pki_secrets
+        .iter()
+        .find(|secret| secret.metadata.name.as_deref() == Some("prod-apiserver-admission"))
+        .unwrap();
+    let data = secret.data.as_ref().unwrap();
+    let file = |key: &str| -> serde_json::Value { serde_yaml::from_slice(&data[key].0).unwrap() };
+    assert_eq!(
+        file("admission.yaml")["plugins"][0]["configuration"]["kubeConfigFile"],
+        "/etc/kubernetes/admission/webhook-kubeconfig.yaml"
+    );
+    assert_eq!(
+        file("webhook-kubeconfig.yaml")["users"],
+        serde_json::json!([{"name": "*", "user": {
+            "client-certificate": "/etc/kubernetes/pki/apiserver-kubelet-client.crt",
+            "client-key": "/etc/kubernetes/pki/apiserver-kubelet-client.key"}}])
+    );
+    let pod = state
+        .apiserver_deployment
+        .spec
+        .unwrap()
+        .template
+        .spec
+        .unwrap();
+    let args = pod.containers[0].args.clone().unwrap();
+    assert!(args.contains(
+        &"--admission-control-config-file=/etc/kubernetes/admission/admission.yaml".to_owned()
+    ));
+    let mounts = pod.containers[0].volume_mounts.clone().unwrap();
+    assert!(
+        mounts
+            .iter()
+            .any(|m| m.mount_path == "/etc/kubernetes/admission")
+    );
+}
+
+#[test]
 fn tls_secrets_use_the_contract_keys() {
     let state = build(&default_vc());
     for secret in &state.pki_secrets {
@@ -290,6 +330,7 @@ fn tls_secrets_use_the_contract_keys() {
             "prod-ca" | "prod-etcd-ca" | "prod-front-proxy-ca" => &["tls.crt", "tls.key"],
             "prod-sa" => &["sa.key", "sa.pub"],
             "prod-controller-manager-kubeconfig" | "prod-scheduler-kubeconfig" => &["kubeconfig"],
+            "prod-apiserver-admission" => &["admission.yaml", "webhook-kubeconfig.yaml"],
             _ => &["ca.crt", "tls.crt", "tls.key"],
         };
         assert_eq!(keys, expected, "{name}");
@@ -806,7 +847,17 @@ fn clustertree_rbac_is_scoped_to_its_namespace_and_claimed_nodes() {
                 .flatten()
                 .any(|resource| resource.contains('*'))
         );
-        assert_eq!(rule.api_groups.as_deref(), Some(&[String::new()][..]));
+        let group = if rule
+            .resources
+            .iter()
+            .flatten()
+            .any(|r| r == "endpointslices")
+        {
+            "discovery.k8s.io"
+        } else {
+            ""
+        };
+        assert_eq!(rule.api_groups.as_deref(), Some(&[group.to_owned()][..]));
     }
     let resources: Vec<&str> = role
         .rules
@@ -822,6 +873,7 @@ fn clustertree_rbac_is_scoped_to_its_namespace_and_claimed_nodes() {
         "endpoints",
         "events",
         "persistentvolumeclaims",
+        "endpointslices",
     ] {
         assert!(resources.contains(&needed), "Role lacks {needed}");
     }

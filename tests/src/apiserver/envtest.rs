@@ -142,7 +142,16 @@ pub struct EnvtestOptions {
     /// endpoint. 127.0.0.1 reaches it from this machine only; a real node's pods need an
     /// address of this machine outside loopback, which the caller adds to `lo` first.
     pub address: std::net::Ipv4Addr,
+    /// Give kube-apiserver an admission configuration: the file name of the
+    /// `--admission-control-config-file` among the files the renderer makes (as
+    /// `vc_controller::resources::apiserver::admission_files` does for a tenant), written
+    /// under the work directory.
+    pub admission: Option<(&'static str, AdmissionRenderer)>,
 }
+
+/// Renders admission configuration files by name from (their directory, the kubelet
+/// client certificate path, its key path).
+pub type AdmissionRenderer = fn(&str, &str, &str) -> std::collections::BTreeMap<String, String>;
 
 impl Default for EnvtestOptions {
     fn default() -> Self {
@@ -151,6 +160,7 @@ impl Default for EnvtestOptions {
             controller_manager: false,
             scheduler: false,
             address: std::net::Ipv4Addr::LOCALHOST,
+            admission: None,
         }
     }
 }
@@ -373,6 +383,14 @@ pub fn apiserver_args(
         flag("kubelet-certificate-authority", paths.ca_cert.display()),
         flag("kubelet-preferred-address-types", "InternalIP,Hostname"),
     ]
+    .into_iter()
+    .chain(options.admission.map(|(config, _)| {
+        flag(
+            "admission-control-config-file",
+            paths.dir.join("admission").join(config).display(),
+        )
+    }))
+    .collect()
 }
 
 /// kube-controller-manager against the envtest apiserver, serving its `/healthz` on
@@ -578,6 +596,21 @@ impl Envtest {
         let paths = EnvtestPaths::under(dir.path());
         let ports = EnvtestPorts::free(options.address)?;
         let files = write_files(&paths, &ports, &options.service_cidr)?;
+        if let Some((_, render)) = options.admission {
+            let dir = paths.dir.join("admission");
+            std::fs::create_dir_all(&dir).map_err(|source| EnvtestError::WriteFile {
+                path: dir.display().to_string(),
+                source,
+            })?;
+            let rendered = render(
+                &dir.display().to_string(),
+                &paths.kubelet_client_cert.display().to_string(),
+                &paths.kubelet_client_key.display().to_string(),
+            );
+            for (name, contents) in rendered {
+                write(&dir.join(name), &contents)?;
+            }
+        }
         let etcd = spawn(
             &assets.join("etcd"),
             &etcd_args(&paths, &ports),

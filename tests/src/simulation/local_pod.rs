@@ -1233,7 +1233,8 @@ impl Translator<'_> {
 
 /// `contents` with every `clusters[].cluster.server` naming a known Service pointed at its
 /// local address, and file paths under `mounts` made local; `None` when it is not a
-/// kubeconfig or nothing changes. Parsed as YAML, so anything else in it is kept.
+/// kubeconfig or nothing changes (an admission configuration's `kubeConfigFile` paths
+/// too). Parsed as YAML, so anything else in it is kept.
 pub fn rewrite_kubeconfig(
     contents: &[u8],
     services: &ServiceMap,
@@ -1241,13 +1242,10 @@ pub fn rewrite_kubeconfig(
     mounts: &[PlannedMount],
 ) -> Option<Vec<u8>> {
     let text = std::str::from_utf8(contents).ok()?;
-    if !text.contains("clusters") {
+    if !text.contains("clusters") && !text.contains("users") && !text.contains("plugins") {
         return None;
     }
     let mut document = serde_yaml::from_str::<serde_yaml::Value>(text).ok()?;
-    if document.get("kind").and_then(serde_yaml::Value::as_str) != Some("Config") {
-        return None;
-    }
     let mut changed = false;
     let local_file = |value: &mut serde_yaml::Value| -> bool {
         if let Some(path) = value.as_str()
@@ -1258,6 +1256,33 @@ pub fn rewrite_kubeconfig(
         }
         false
     };
+    // An apiserver's admission configuration names the kubeconfig its webhook plugins
+    // authenticate with.
+    if document.get("kind").and_then(serde_yaml::Value::as_str) == Some("AdmissionConfiguration") {
+        for plugin in document
+            .get_mut("plugins")
+            .and_then(serde_yaml::Value::as_sequence_mut)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(path) = plugin
+                .get_mut("configuration")
+                .and_then(|configuration| configuration.get_mut("kubeConfigFile"))
+            {
+                changed |= local_file(path);
+            }
+        }
+        return changed
+            .then(|| {
+                serde_yaml::to_string(&document)
+                    .ok()
+                    .map(String::into_bytes)
+            })
+            .flatten();
+    }
+    if document.get("kind").and_then(serde_yaml::Value::as_str) != Some("Config") {
+        return None;
+    }
     if let Some(clusters) = document
         .get_mut("clusters")
         .and_then(serde_yaml::Value::as_sequence_mut)

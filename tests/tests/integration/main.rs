@@ -42,6 +42,8 @@ mod clustertree_nodes;
 #[cfg(test)]
 mod clustertree_pods;
 #[cfg(test)]
+mod clustertree_services;
+#[cfg(test)]
 mod component_flags;
 #[cfg(test)]
 mod controller_leader;
