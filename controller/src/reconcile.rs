@@ -516,6 +516,9 @@ fn pki_secret_names(tenant_name: &str) -> Vec<String> {
             .map(|kind| kind.secret_name(tenant_name)),
     );
     names_list.push(names::service_account_key_secret(tenant_name));
+    // Written with the PKI Secrets, so read back with them: a desired Secret missing
+    // from this list looks absent, is created again, conflicts, and stalls the chain.
+    names_list.push(names::apiserver_admission_secret(tenant_name));
     names_list
 }
 
@@ -1643,6 +1646,28 @@ where
 mod tests {
     use super::*;
     use crate::error::Step;
+
+    /// Every Secret written with the PKI is read back with it; one left out looks
+    /// absent on every pass, is created again, conflicts, and stalls the chain there.
+    #[test]
+    fn every_pki_secret_written_is_read_back() {
+        use crate::resources::test_support::{default_vc, observed, pki};
+        let desired = DesiredState::build(
+            &default_vc(),
+            &crate::resources::BuildContext::default(),
+            &observed(),
+            pki(),
+        )
+        .unwrap();
+        let read = pki_secret_names(&default_vc().name_any());
+        for secret in &desired.pki_secrets {
+            assert!(
+                read.contains(&secret.name_any()),
+                "{} is written but never read back",
+                secret.name_any()
+            );
+        }
+    }
 
     #[test]
     fn invalid_fields_become_invalid_spec_errors_that_wait() {
