@@ -7,7 +7,9 @@
 //! a host pod removed behind its back is repaired on the next pass without any state.
 
 mod actions;
+mod cache;
 mod copies;
+mod events;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -22,6 +24,7 @@ use crate::nodes;
 use crate::pods::{self, CopyKind, Observed, Tenancy};
 use actions::act;
 use copies::{ProjectedConfigMaps, delete_copy, ensure_copy, read_projected, write_token};
+use events::EventCopier;
 
 /// Host and tenant writes in flight at once: enough for hundreds of pods per pass, few
 /// enough not to crowd either apiserver.
@@ -98,6 +101,12 @@ pub enum StepError {
         reason: String,
         source: kube::Error,
     },
+    #[error("copying host event {reason} to tenant pod {pod}: {source}")]
+    CopyEvent {
+        pod: String,
+        reason: String,
+        source: kube::Error,
+    },
     #[error("deleting unused host {kind} {name}: {source}")]
     DeleteCopy {
         kind: &'static str,
@@ -134,10 +143,11 @@ fn by_uid(uid: &str) -> DeleteParams {
 }
 
 /// One pass over every tenant pod bound to a mirrored Node.
-pub async fn pass(
+async fn pass(
     host: &Client,
     tenant: &Client,
     tenancy: &Tenancy,
+    events: &mut EventCopier,
 ) -> Result<PassReport, PodSyncError> {
     let namespace = &tenancy.workload_namespace;
     let mirrored: BTreeSet<String> = Api::<Node>::all(tenant.clone())
@@ -297,6 +307,9 @@ pub async fn pass(
             .await,
     );
 
+    let by_name: BTreeMap<String, &Pod> = host_pods.iter().map(|p| (p.name_any(), p)).collect();
+    results.extend(events.copy(tenant, namespace, &by_name).await);
+
     let mut failed = 0;
     for error in results.into_iter().filter_map(Result::err) {
         failed += 1;
@@ -315,8 +328,9 @@ pub async fn run(
 ) {
     tokio::pin!(shutdown);
     let mut failing = false;
+    let mut events = EventCopier::start(&host, &tenancy.workload_namespace);
     loop {
-        match pass(&host, &tenant, &tenancy).await {
+        match pass(&host, &tenant, &tenancy, &mut events).await {
             Ok(report) => {
                 if failing || report.failed > 0 {
                     tracing::info!(

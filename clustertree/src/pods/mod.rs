@@ -13,6 +13,7 @@
 //! volume type not carried over yet, is refused here ([`refusal()`]), before the host sees
 //! it, so the tenant gets a reason naming the field rather than a pod stuck Pending.
 
+mod events;
 mod naming;
 mod placement;
 mod plan;
@@ -28,6 +29,7 @@ use std::fmt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt as _;
 
+pub use events::{EVENT_COMPONENT, copied_event_name, event_outdated, last_seen, tenant_event};
 pub use naming::{
     config_map_copy_name, event_name, host_pod_name, ownership, recorded_uid, secret_copy_name,
     token_secret_name,
