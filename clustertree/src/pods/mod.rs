@@ -41,7 +41,10 @@ pub use plan::{
 };
 pub use refusal::{Policy, Refusal, refusal};
 pub use status::tenant_status;
-pub use translate::{Copy, CopyKind, HostPod, TENANT_ROOT_CA_CONFIG_MAP, Token, host_pod};
+pub use translate::{
+    COPY_DIGEST_ANNOTATION, Copy, CopyKind, HostPod, TENANT_ROOT_CA_CONFIG_MAP, Token, copy_digest,
+    host_pod,
+};
 
 /// Which tenant, on which host namespace.
 #[derive(Clone, Debug)]
