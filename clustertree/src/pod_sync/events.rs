@@ -19,12 +19,16 @@ use kube::{Api, Client};
 use serde_json::json;
 
 use super::cache::{self, Reflector};
-use super::{CONCURRENCY, StepError, is_status};
+use super::{StepError, is_status};
 use crate::pods;
 
 /// How far before the start Events are still copied: those a previous run may have
 /// missed while it stopped.
 const LOOKBACK: jiff::SignedDuration = jiff::SignedDuration::from_secs(60);
+
+/// Copies written at once: few, so a burst of Events leaves the tenant apiserver to the
+/// pods' own writes.
+const CONCURRENCY: usize = 4;
 
 /// What was written for one host Event: its count and last time.
 type Written = (Option<i32>, Option<Time>);

@@ -45,7 +45,7 @@ use events::EventCopier;
 const CONCURRENCY: usize = 16;
 /// How long a pass woken by a change waits for the rest of a burst (a Deployment scaled,
 /// a batch of host pods reporting) before it starts.
-const SETTLE: Duration = Duration::from_millis(100);
+const SETTLE: Duration = Duration::from_millis(250);
 
 /// Why one step of a pass failed; the others go on, and it is retried next pass.
 #[derive(Debug, thiserror::Error)]
@@ -478,7 +478,8 @@ async fn pass(
 }
 
 /// Runs passes until `shutdown` resolves: at once when a watched object changes, and
-/// every `period` regardless.
+/// every `period` regardless. Host Events are copied beside, once a period, so a burst of
+/// them never holds up the pods.
 pub async fn run(
     host: Client,
     tenant: Client,
@@ -495,49 +496,55 @@ pub async fn run(
         () = &mut shutdown => return,
         () = caches.ready() => {}
     }
-    let mut failing = false;
-    let mut refreshed: Option<Instant> = None;
-    loop {
-        let refresh = refreshed.is_none_or(|at| at.elapsed() >= period);
-        if refresh {
-            refreshed = Some(Instant::now());
-        }
-        let mut report = pass(&host, &tenant, &tenancy, &caches, &mut recent, refresh).await;
-        let host_pods = caches.host_pods.store.state();
-        let by_name: BTreeMap<String, &Pod> = host_pods
-            .iter()
-            .map(|pod| (pod.name_any(), pod.as_ref()))
-            .collect();
-        for error in events
-            .copy(&tenant, &tenancy.workload_namespace, &by_name)
-            .await
-            .into_iter()
-            .filter_map(Result::err)
-        {
-            report.failed += 1;
-            tracing::warn!(%error, "copying a host event failed; retrying next pass");
-        }
-        drop(by_name);
-        drop(host_pods);
-        if failing || report.failed > 0 {
-            tracing::info!(
-                actions = report.actions,
-                failed = report.failed,
-                "pod sync pass"
-            );
-        }
-        failing = report.failed > 0;
-        let next_refresh =
-            refreshed.map_or(Duration::ZERO, |at| period.saturating_sub(at.elapsed()));
-        tokio::select! {
-            () = &mut shutdown => return,
-            () = tokio::time::sleep(next_refresh) => {}
-            () = wake.notified() => {
-                tokio::select! {
-                    () = &mut shutdown => return,
-                    () = tokio::time::sleep(SETTLE) => {}
-                }
+    let pods = async {
+        let mut failing = false;
+        let mut refreshed: Option<Instant> = None;
+        loop {
+            let refresh = refreshed.is_none_or(|at| at.elapsed() >= period);
+            if refresh {
+                refreshed = Some(Instant::now());
+            }
+            let report = pass(&host, &tenant, &tenancy, &caches, &mut recent, refresh).await;
+            if failing || report.failed > 0 {
+                tracing::info!(
+                    actions = report.actions,
+                    failed = report.failed,
+                    "pod sync pass"
+                );
+            }
+            failing = report.failed > 0;
+            let next_refresh =
+                refreshed.map_or(Duration::ZERO, |at| period.saturating_sub(at.elapsed()));
+            tokio::select! {
+                () = tokio::time::sleep(next_refresh) => {}
+                () = wake.notified() => tokio::time::sleep(SETTLE).await,
             }
         }
+    };
+    let copied_events = async {
+        loop {
+            let host_pods = caches.host_pods.store.state();
+            let by_name: BTreeMap<String, &Pod> = host_pods
+                .iter()
+                .map(|pod| (pod.name_any(), pod.as_ref()))
+                .collect();
+            for error in events
+                .copy(&tenant, &tenancy.workload_namespace, &by_name)
+                .await
+                .into_iter()
+                .filter_map(Result::err)
+            {
+                tracing::warn!(%error, "copying a host event failed; retrying next period");
+            }
+            drop(by_name);
+            drop(host_pods);
+            tokio::time::sleep(period).await;
+        }
+    };
+    // Both loops stop where they are: every pass starts over from what it observes.
+    tokio::select! {
+        () = &mut shutdown => {}
+        _ = pods => {}
+        _ = copied_events => {}
     }
 }
