@@ -12,7 +12,7 @@ use super::{StepError, by_uid, is_status};
 use crate::pods::{self, Action, PodRef};
 
 /// Reporting component of the Events written on tenant pods.
-const COMPONENT: &str = "vc-clustertree";
+const COMPONENT: &str = pods::EVENT_COMPONENT;
 
 pub(super) async fn act(
     tenant: &Client,

@@ -14,7 +14,8 @@ use vc_api::constants::CLUSTERTREE_FIELD_MANAGER;
 
 use super::{StepError, by_uid, is_status};
 use crate::pods::{
-    self, Copy, CopyKind, TENANT_ROOT_CA_CONFIG_MAP, TOKEN_REFRESH_ANNOTATION, Token,
+    self, COPY_DIGEST_ANNOTATION, Copy, CopyKind, TENANT_ROOT_CA_CONFIG_MAP,
+    TOKEN_REFRESH_ANNOTATION, Token,
 };
 
 fn kind_name(kind: CopyKind) -> &'static str {
@@ -24,7 +25,8 @@ fn kind_name(kind: CopyKind) -> &'static str {
     }
 }
 
-/// Writes the host copy of a tenant ConfigMap or Secret when missing or out of date. A
+/// Writes the host copy of a tenant ConfigMap or Secret when missing or out of date
+/// (`current`: the copy's metadata, compared by recorded UID and content digest). A
 /// tenant object that does not exist is not copied: the host kubelet waits for the
 /// volume, as the tenant's would.
 pub(super) async fn ensure_copy(
@@ -32,8 +34,7 @@ pub(super) async fn ensure_copy(
     tenant: &Client,
     namespace: &str,
     copy: &Copy,
-    config_maps: &BTreeMap<String, &ConfigMap>,
-    secrets: &BTreeMap<String, &Secret>,
+    current: Option<&ObjectMeta>,
 ) -> Result<(), StepError> {
     let kind = kind_name(copy.kind);
     let object = format!("{}/{}", copy.tenant_namespace, copy.tenant_name);
@@ -42,12 +43,13 @@ pub(super) async fn ensure_copy(
         object: object.clone(),
         source,
     };
-    let meta = |uid: Option<String>| {
-        let (labels, annotations) = pods::ownership(
+    let meta = |uid: Option<String>, digest: String| {
+        let (labels, mut annotations) = pods::ownership(
             &copy.tenant_namespace,
             &copy.tenant_name,
             &uid.unwrap_or_default(),
         );
+        annotations.insert(COPY_DIGEST_ANNOTATION.to_owned(), digest);
         ObjectMeta {
             name: Some(copy.host_name.clone()),
             namespace: Some(namespace.to_owned()),
@@ -55,6 +57,15 @@ pub(super) async fn ensure_copy(
             annotations: Some(annotations),
             ..ObjectMeta::default()
         }
+    };
+    let up_to_date = |uid: Option<&str>, digest: &str| {
+        current.is_some_and(|c| {
+            pods::recorded_uid(c) == uid
+                && c.annotations
+                    .as_ref()
+                    .and_then(|a| a.get(COPY_DIGEST_ANNOTATION))
+                    .is_some_and(|d| d == digest)
+        })
     };
     let body = match copy.kind {
         CopyKind::ConfigMap => {
@@ -65,16 +76,13 @@ pub(super) async fn ensure_copy(
             else {
                 return Ok(());
             };
-            let current = config_maps.get(&copy.host_name);
-            if current.is_some_and(|c| {
-                c.data == source.data
-                    && c.binary_data == source.binary_data
-                    && pods::recorded_uid(&c.metadata) == source.uid().as_deref()
-            }) {
+            let digest =
+                pods::copy_digest(&json!({"data": source.data, "binaryData": source.binary_data}));
+            if up_to_date(source.metadata.uid.as_deref(), &digest) {
                 return Ok(());
             }
             serde_json::to_value(ConfigMap {
-                metadata: meta(source.uid()),
+                metadata: meta(source.uid(), digest),
                 data: source.data,
                 binary_data: source.binary_data,
                 immutable: None,
@@ -88,16 +96,12 @@ pub(super) async fn ensure_copy(
             else {
                 return Ok(());
             };
-            let current = secrets.get(&copy.host_name);
-            if current.is_some_and(|s| {
-                s.data == source.data
-                    && s.type_ == source.type_
-                    && pods::recorded_uid(&s.metadata) == source.uid().as_deref()
-            }) {
+            let digest = pods::copy_digest(&json!({"type": source.type_, "data": source.data}));
+            if up_to_date(source.metadata.uid.as_deref(), &digest) {
                 return Ok(());
             }
             serde_json::to_value(Secret {
-                metadata: meta(source.uid()),
+                metadata: meta(source.uid(), digest),
                 data: source.data,
                 type_: source.type_,
                 ..Secret::default()

@@ -14,6 +14,7 @@
 //! it, so the tenant gets a reason naming the field rather than a pod stuck Pending.
 
 mod dns;
+mod events;
 pub(crate) mod naming;
 mod placement;
 mod plan;
@@ -30,6 +31,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt as _;
 
 pub use dns::{ClusterDns, host_dns};
+pub use events::{EVENT_COMPONENT, copied_event_name, event_outdated, last_seen, tenant_event};
 pub use naming::{
     config_map_copy_name, event_name, host_pod_name, ownership, recorded_uid, secret_copy_name,
     token_secret_name,
@@ -41,7 +43,10 @@ pub use plan::{
 };
 pub use refusal::{Policy, Refusal, refusal};
 pub use status::tenant_status;
-pub use translate::{Copy, CopyKind, HostPod, TENANT_ROOT_CA_CONFIG_MAP, Token, host_pod};
+pub use translate::{
+    COPY_DIGEST_ANNOTATION, Copy, CopyKind, HostPod, TENANT_ROOT_CA_CONFIG_MAP, Token, copy_digest,
+    host_pod,
+};
 
 /// Which tenant, on which host namespace.
 #[derive(Clone, Debug)]

@@ -2,6 +2,7 @@
 //! create or delete and the tenant pods to update, fail or finish; and when a host token
 //! Secret is due. Level-triggered, so nothing here remembers an earlier pass.
 
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::{Pod, PodStatus};
@@ -42,13 +43,13 @@ pub enum Action {
     },
 }
 
-/// What one pass sees.
+/// What one pass sees; the pods owned or shared (`Arc<Pod>` from a cache).
 #[derive(Clone, Copy, Debug)]
-pub struct Observed<'a> {
+pub struct Observed<'a, P = Pod> {
     /// Every tenant pod (those not bound to a mirrored node are ignored).
-    pub tenant_pods: &'a [Pod],
+    pub tenant_pods: &'a [P],
     /// The host pods in the workload namespace (those not ours are ignored).
-    pub host_pods: &'a [Pod],
+    pub host_pods: &'a [P],
     /// Names of the tenant Nodes vc-clustertree mirrors.
     pub mirrored_nodes: &'a BTreeSet<String>,
 }
@@ -63,15 +64,16 @@ pub struct Plan {
 }
 
 /// The actions that bring the host pods and the tenant pods' status in line.
-pub fn plan(observed: Observed<'_>, tenancy: &Tenancy) -> Plan {
+pub fn plan<P: Borrow<Pod>>(observed: Observed<'_, P>, tenancy: &Tenancy) -> Plan {
     let hosts: BTreeMap<String, (&Pod, &str)> = observed
         .host_pods
         .iter()
-        .filter_map(|pod| Some((pod.name_any(), (pod, recorded_uid(&pod.metadata)?))))
+        .map(Borrow::borrow)
+        .filter_map(|pod: &Pod| Some((pod.name_any(), (pod, recorded_uid(&pod.metadata)?))))
         .collect();
     let mut plan = Plan::default();
     let mut wanted_hosts = BTreeSet::new();
-    for tenant in observed.tenant_pods {
+    for tenant in observed.tenant_pods.iter().map(Borrow::borrow) {
         let on_mirrored = tenant
             .spec
             .as_ref()

@@ -9,6 +9,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt as _;
+use sha2::{Digest as _, Sha256};
 
 use super::dns::host_dns;
 use super::naming::{
@@ -39,6 +40,17 @@ pub struct Copy {
 pub enum CopyKind {
     ConfigMap,
     Secret,
+}
+
+/// Annotation on a host copy: the [`copy_digest`] of the tenant content it holds, so a
+/// pass compares a copy by its metadata alone and keeps no copy's data in memory.
+pub const COPY_DIGEST_ANNOTATION: &str = "vc.kosmos.io/content-digest";
+
+/// A digest of a copy's content (a ConfigMap's `data` and `binaryData`, a Secret's `type`
+/// and `data`, as JSON): equal digests, equal content.
+pub fn copy_digest(content: &serde_json::Value) -> String {
+    let digest = Sha256::digest(content.to_string().as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The host Secret standing for a tenant pod's ServiceAccount token volume: every file

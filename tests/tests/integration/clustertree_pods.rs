@@ -866,3 +866,78 @@ async fn real_clustertree_restart_loses_nothing() {
     );
     world.finish("real_clustertree_restart_loses_nothing");
 }
+
+/// The tenant Events copied from the host Events of tenant pod `name`'s host pod.
+async fn copied_events(world: &World, name: &str, reason: &str) -> Vec<Event> {
+    world
+        .events_on(name)
+        .await
+        .into_iter()
+        .filter(|e| {
+            e.reason.as_deref() == Some(reason)
+                && e.reporting_component.as_deref() == Some(CLUSTERTREE_MANAGED_BY_VALUE)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_host_pod_events_appear_on_the_tenant_pod() {
+    let Some(mut world) = World::start(Pool::default()).await else {
+        return;
+    };
+    world
+        .create_tenant_pods([pod("greeted", "node1", json!({}))])
+        .await;
+    let tenant_pod = running(&world, "greeted").await;
+    let host_pod = host_pod_of(&world, "greeted").await;
+
+    // The host scheduler's Scheduled Event on the host pod, told on the tenant pod.
+    let copied = world
+        .within("the Scheduled Event on the tenant pod", || async {
+            let found = copied_events(&world, "greeted", "Scheduled").await;
+            (!found.is_empty()).then_some(found)
+        })
+        .await;
+    assert_eq!(copied.len(), 1, "{copied:?}");
+    let event = &copied[0];
+    assert_eq!(event.involved_object.kind.as_deref(), Some("Pod"));
+    assert_eq!(event.involved_object.namespace.as_deref(), Some(SHOP));
+    assert_eq!(event.involved_object.uid, tenant_pod.uid());
+    assert_eq!(event.type_.as_deref(), Some("Normal"));
+    assert_eq!(event.count, Some(1));
+    assert!(event.first_timestamp.is_some() && event.last_timestamp.is_some());
+    let message = event.message.as_deref().unwrap_or_default();
+    assert!(
+        message.contains("shop/greeted") && message.contains("node1"),
+        "{message}"
+    );
+    assert!(!message.contains(&world.workload_namespace), "{message}");
+    let host_events = Api::<Event>::namespaced(world.admin.clone(), &world.workload_namespace)
+        .list(
+            &ListParams::default().fields(&format!("involvedObject.name={}", host_pod.name_any())),
+        )
+        .await
+        .unwrap();
+    assert!(
+        host_events
+            .items
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("Scheduled")),
+        "the host scheduler wrote the original: {host_events:?}"
+    );
+
+    // Once: not again on later passes, nor after a restart.
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert_eq!(copied_events(&world, "greeted", "Scheduled").await, copied);
+    world.kill_clustertree();
+    world.start_clustertree();
+    // Long enough to start, fill its caches and run a few passes.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        copied_events(&world, "greeted", "Scheduled").await,
+        copied,
+        "{}",
+        world.log_text()
+    );
+    world.finish("real_host_pod_events_appear_on_the_tenant_pod");
+}
