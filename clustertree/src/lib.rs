@@ -4,8 +4,10 @@
 //! kubelet of those Nodes: each tenant pod bound to one runs as a host pod in the
 //! tenant's workload namespace, and its status comes back ([`pods`] for the rules,
 //! [`pod_sync`] for the loop). It serves those Nodes' kubelet API for logs and exec
-//! ([`kubelet_api`]), and the tenant's cluster DNS ([`dns`]).
+//! ([`kubelet_api`]), and the tenant's cluster DNS ([`dns`]) behind the tenant's
+//! `kube-dns` Service ([`cluster_dns`]).
 
+pub mod cluster_dns;
 pub mod dns;
 pub mod kubelet_api;
 pub mod nodes;

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use vc_api::constants::tenant_workload_namespace;
+use vc_clustertree::cluster_dns::{self, DnsState};
 use vc_clustertree::dns::{self, upstream::Upstream};
 use vc_clustertree::kubelet_api::{self, KubeletApi, tls};
 use vc_clustertree::nodes::KubeletEndpoint;
@@ -248,6 +249,7 @@ async fn start(flags: Flags) -> Result<(), StartError> {
         virtual_cluster: target.name.clone(),
         apiserver: in_cluster_apiserver(&tenant_url).await,
         dns: None,
+        dns_pending: false,
     };
     let webhook = match (&kubelet, &flags.kubelet_address) {
         (Some((_, _, chain)), Some(address)) => Some(service_sync::WebhookTarget {
@@ -301,7 +303,25 @@ async fn start(flags: Flags) -> Result<(), StartError> {
         flags.period,
         until_stopped(stopped.clone()),
     );
-    let pods = pod_sync::run(host, tenant, tenancy, flags.period, until_stopped(stopped));
+    let (publish_dns, dns_state) = tokio::sync::watch::channel(DnsState::Pending);
+    let tenant_dns = cluster_dns::run(
+        tenant.clone(),
+        flags
+            .kubelet_address
+            .map(|address| (address, flags.dns_listen.port())),
+        flags.cluster_domain.clone(),
+        flags.period,
+        publish_dns,
+        until_stopped(stopped.clone()),
+    );
+    let pods = pod_sync::run(
+        host,
+        tenant,
+        tenancy,
+        dns_state,
+        flags.period,
+        until_stopped(stopped),
+    );
     let signal = async move {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
@@ -316,6 +336,7 @@ async fn start(flags: Flags) -> Result<(), StartError> {
         kubelet_api,
         records,
         dns_server,
+        tenant_dns,
         signal
     );
     Ok(())

@@ -33,6 +33,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use vc_api::constants::{CLUSTERTREE_MANAGED_BY_VALUE, MANAGED_BY_LABEL, MIRRORED_NODE_LABEL};
 
+use crate::cluster_dns::DnsState;
 use crate::nodes;
 use crate::pods::{self, Action, CopyKind, Observed, Tenancy};
 use actions::act;
@@ -484,6 +485,7 @@ pub async fn run(
     host: Client,
     tenant: Client,
     tenancy: Tenancy,
+    dns: tokio::sync::watch::Receiver<DnsState>,
     period: Duration,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
@@ -504,7 +506,13 @@ pub async fn run(
             if refresh {
                 refreshed = Some(Instant::now());
             }
-            let report = pass(&host, &tenant, &tenancy, &caches, &mut recent, refresh).await;
+            let mut current = tenancy.clone();
+            (current.dns, current.dns_pending) = match &*dns.borrow() {
+                DnsState::Host => (None, false),
+                DnsState::Pending => (None, true),
+                DnsState::Tenant(resolver) => (Some(resolver.clone()), false),
+            };
+            let report = pass(&host, &tenant, &current, &caches, &mut recent, refresh).await;
             if failing || report.failed > 0 {
                 tracing::info!(
                     actions = report.actions,

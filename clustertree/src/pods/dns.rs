@@ -25,6 +25,14 @@ pub struct ClusterDns {
 /// The kubelet's `ndots` for `ClusterFirst` pods.
 const CLUSTER_FIRST_NDOTS: &str = "5";
 
+/// Whether a pod resolves through the cluster's DNS (`ClusterFirst`, the default).
+pub fn uses_cluster_dns(spec: &PodSpec) -> bool {
+    matches!(
+        spec.dns_policy.as_deref().unwrap_or("ClusterFirst"),
+        "ClusterFirst" | "ClusterFirstWithHostNet"
+    )
+}
+
 /// `dnsPolicy` and `dnsConfig` of the host pod standing for a tenant pod of `namespace`
 /// with `spec`. Without a known tenant DNS the pod keeps its own settings.
 pub fn host_dns(
@@ -32,9 +40,7 @@ pub fn host_dns(
     namespace: &str,
     dns: Option<&ClusterDns>,
 ) -> (Option<String>, Option<PodDNSConfig>) {
-    let policy = spec.dns_policy.as_deref().unwrap_or("ClusterFirst");
-    let cluster_first = matches!(policy, "ClusterFirst" | "ClusterFirstWithHostNet");
-    let (true, Some(dns)) = (cluster_first, dns) else {
+    let (true, Some(dns)) = (uses_cluster_dns(spec), dns) else {
         return (spec.dns_policy.clone(), spec.dns_config.clone());
     };
     let own = spec.dns_config.clone().unwrap_or_default();

@@ -30,7 +30,7 @@ use std::fmt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt as _;
 
-pub use dns::{ClusterDns, host_dns};
+pub use dns::{ClusterDns, host_dns, uses_cluster_dns};
 pub use events::{EVENT_COMPONENT, copied_event_name, event_outdated, last_seen, tenant_event};
 pub use naming::{
     config_map_copy_name, event_name, host_pod_name, ownership, recorded_uid, secret_copy_name,
@@ -58,8 +58,11 @@ pub struct Tenancy {
     /// Where in-cluster clients in a host pod reach the tenant apiserver (host, port):
     /// what the tenant kubeconfig names. `None` leaves the kubelet's own values.
     pub apiserver: Option<(String, u16)>,
-    /// The tenant's cluster DNS for `ClusterFirst` pods; `None` until it is known.
+    /// The tenant's cluster DNS for `ClusterFirst` pods; `None`: the host's resolver.
     pub dns: Option<ClusterDns>,
+    /// The tenant's DNS is coming but its address is not known yet: `ClusterFirst` pods
+    /// are not started until it is, rather than started resolving the host's names.
+    pub dns_pending: bool,
 }
 
 /// Host and port of the tenant apiserver for in-cluster clients of host pods: the tenant

@@ -192,6 +192,14 @@ fn plan_one(
         });
         return;
     }
+    let waits_for_dns = tenancy.dns_pending
+        && tenant
+            .spec
+            .as_ref()
+            .is_some_and(super::dns::uses_cluster_dns);
+    if waits_for_dns {
+        return;
+    }
     match host_pod(tenant, tenancy) {
         Ok(wanted) => {
             plan.copies.extend(wanted.copies.iter().cloned());
@@ -246,6 +254,36 @@ mod tests {
         assert!(matches!(&actions[..], [Action::CreateHostPod { tenant: r, .. }] if r.uid == "u1"));
         let host = host_of(&tenant);
         assert_eq!(plan_of(vec![tenant], vec![host]), []);
+    }
+
+    /// While the tenant's DNS address is unknown, a `ClusterFirst` pod waits instead of
+    /// starting with the host's resolver; a pod that chose its own (`Default`) starts.
+    #[test]
+    fn cluster_first_pods_wait_for_the_tenants_dns() {
+        let pending = Tenancy {
+            dns_pending: true,
+            ..tenancy()
+        };
+        let nodes = nodes();
+        let cluster_first = pod("web-1", "u1", "node1");
+        let own_resolver = with(
+            &pod("web-2", "u2", "node1"),
+            json!({"spec": {"dnsPolicy": "Default"}}),
+        );
+        let tenant_pods = vec![cluster_first, own_resolver];
+        let actions = plan(
+            Observed {
+                tenant_pods: &tenant_pods,
+                host_pods: &[],
+                mirrored_nodes: &nodes,
+            },
+            &pending,
+        )
+        .actions;
+        assert!(
+            matches!(&actions[..], [Action::CreateHostPod { tenant, .. }] if tenant.uid == "u2"),
+            "{actions:?}"
+        );
     }
 
     #[test]

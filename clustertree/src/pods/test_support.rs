@@ -16,6 +16,7 @@ pub fn tenancy() -> Tenancy {
         virtual_cluster: "tenant1".to_owned(),
         apiserver: Some(("tenant1-apiserver.team-a.svc".to_owned(), 6443)),
         dns: None,
+        dns_pending: false,
     }
 }
 
