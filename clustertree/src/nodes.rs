@@ -47,27 +47,44 @@ pub struct KubeletEndpoint {
     pub port: i32,
 }
 
-/// The Node addresses: ours as InternalIP, then the host's Hostname addresses so
-/// `kubectl get nodes -o wide` still tells which machine it is. The host's IPs are
-/// dropped: the tenant apiserver prefers InternalIP, then ExternalIP, and must never
-/// reach the host kubelet. Without an endpoint (the kubelet API not served) only the
-/// Hostname remains, so logs and exec fail instead of going to the host.
+/// The Node addresses: ours as InternalIP, where the tenant apiserver reaches the
+/// kubelet API (it prefers InternalIP); the host node's own IPs as ExternalIP, where a
+/// tenant NodePort Service answers (its host twin has the same node port); then the
+/// host's Hostname addresses, so `kubectl get nodes -o wide` still tells which machine it
+/// is. Without an endpoint (the kubelet API not served) only the Hostname remains: with
+/// an IP left, the tenant apiserver would send logs and exec to the host kubelet.
 fn advertised_addresses(
     kubelet: Option<&KubeletEndpoint>,
     host: &[NodeAddress],
 ) -> Vec<NodeAddress> {
-    kubelet
-        .map(|kubelet| NodeAddress {
-            type_: "InternalIP".to_owned(),
-            address: kubelet.address.clone(),
-        })
-        .into_iter()
-        .chain(
-            host.iter()
-                .filter(|address| address.type_ == "Hostname")
-                .cloned(),
-        )
-        .collect()
+    let Some(kubelet) = kubelet else {
+        return host
+            .iter()
+            .filter(|address| address.type_ == "Hostname")
+            .cloned()
+            .collect();
+    };
+    let mut addresses = vec![NodeAddress {
+        type_: "InternalIP".to_owned(),
+        address: kubelet.address.clone(),
+    }];
+    for address in host
+        .iter()
+        .filter(|address| matches!(address.type_.as_str(), "InternalIP" | "ExternalIP"))
+    {
+        if addresses.iter().all(|known| known.address != address.address) {
+            addresses.push(NodeAddress {
+                type_: "ExternalIP".to_owned(),
+                address: address.address.clone(),
+            });
+        }
+    }
+    addresses.extend(
+        host.iter()
+            .filter(|address| address.type_ == "Hostname")
+            .cloned(),
+    );
+    addresses
 }
 
 fn daemon_endpoints(kubelet: Option<&KubeletEndpoint>) -> Option<NodeDaemonEndpoints> {
@@ -346,7 +363,7 @@ mod tests {
     }
 
     #[test]
-    fn every_node_sends_the_tenant_apiserver_to_us_never_to_the_host_kubelet() {
+    fn every_node_sends_the_tenant_apiserver_to_us_and_node_ports_to_the_host() {
         let host = host_node("node1", Some(("team-a", "tenant1", "uid-1")));
         let endpoint = KubeletEndpoint {
             address: "10.1.2.3".to_owned(),
@@ -361,13 +378,17 @@ mod tests {
                 .into_iter()
                 .map(|a| (a.type_, a.address))
                 .collect();
-            let hostname: Vec<(String, String)> = if node.name_any() == "node1" {
-                vec![("Hostname".to_owned(), "node1".to_owned())]
+            let host_addresses: Vec<(String, String)> = if node.name_any() == "node1" {
+                vec![
+                    ("ExternalIP".to_owned(), "10.0.0.7".to_owned()),
+                    ("ExternalIP".to_owned(), "203.0.113.7".to_owned()),
+                    ("Hostname".to_owned(), "node1".to_owned()),
+                ]
             } else {
                 vec![]
             };
             let mut expected = vec![("InternalIP".to_owned(), "10.1.2.3".to_owned())];
-            expected.extend(hostname);
+            expected.extend(host_addresses);
             assert_eq!(addresses, expected, "{}", node.name_any());
             assert_eq!(
                 status
