@@ -53,8 +53,12 @@ pub enum ClusterDnsError {
     WriteService(kube::Error),
     #[error("reading tenant EndpointSlice {NAMESPACE}/{ENDPOINT_SLICE}: {0}")]
     ReadEndpointSlice(kube::Error),
-    #[error("writing tenant EndpointSlice {NAMESPACE}/{ENDPOINT_SLICE}: {0}")]
-    WriteEndpointSlice(kube::Error),
+    #[error("writing tenant EndpointSlice {NAMESPACE}/{ENDPOINT_SLICE}: {source}")]
+    WriteEndpointSlice {
+        /// What pods resolve through all the same.
+        state: DnsState,
+        source: kube::Error,
+    },
 }
 
 /// The Service: ports 53 over UDP and TCP to `port` of the endpoints, no selector.
@@ -158,13 +162,19 @@ async fn pass(
         .as_ref()
         .and_then(|slice| serde_json::to_value(slice).ok())
         .is_some_and(|current| contains(&current, &wanted));
+    // Pods are pointed at the Service even when its endpoint cannot be written now (a
+    // refused address, say): the error is reported, and the next pass tries again.
+    let state = resolver(&service, domain).map_or(DnsState::Pending, DnsState::Tenant);
     if (current.is_none() || current_ours) && !up_to_date {
         slices
             .patch(ENDPOINT_SLICE, &apply, &Patch::Apply(wanted))
             .await
-            .map_err(ClusterDnsError::WriteEndpointSlice)?;
+            .map_err(|source| ClusterDnsError::WriteEndpointSlice {
+                state: state.clone(),
+                source,
+            })?;
     }
-    Ok(resolver(&service, domain).map_or(DnsState::Pending, DnsState::Tenant))
+    Ok(state)
 }
 
 /// Keeps the tenant's DNS Service in line every `period` until `shutdown`, publishing
@@ -184,7 +194,14 @@ pub async fn run(
         return;
     };
     loop {
-        match pass(&tenant, endpoint, &domain).await {
+        let outcome = match pass(&tenant, endpoint, &domain).await {
+            Err(ClusterDnsError::WriteEndpointSlice { state, source }) => {
+                tracing::warn!(error = %source, "writing the tenant DNS EndpointSlice; retrying");
+                Ok(state)
+            }
+            other => other,
+        };
+        match outcome {
             Ok(state) => {
                 publish.send_if_modified(|current| {
                     let changed = *current != state;

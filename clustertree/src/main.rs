@@ -219,6 +219,10 @@ async fn start(flags: Flags) -> Result<(), StartError> {
     let dns_listeners = dns::serve::Listeners::bind(flags.dns_listen)
         .await
         .map_err(StartError::DnsListen)?;
+    // The port bound, which `--dns-listen` may leave to the system (port 0).
+    let dns_port = dns_listeners
+        .local_addr()
+        .map_or(flags.dns_listen.port(), |address| address.port());
     let servers = if flags.dns_upstream.is_empty() {
         std::fs::read_to_string("/etc/resolv.conf")
             .map(|text| dns::upstream::resolv_conf_servers(&text))
@@ -306,9 +310,7 @@ async fn start(flags: Flags) -> Result<(), StartError> {
     let (publish_dns, dns_state) = tokio::sync::watch::channel(DnsState::Pending);
     let tenant_dns = cluster_dns::run(
         tenant.clone(),
-        flags
-            .kubelet_address
-            .map(|address| (address, flags.dns_listen.port())),
+        flags.kubelet_address.map(|address| (address, dns_port)),
         flags.cluster_domain.clone(),
         flags.period,
         publish_dns,

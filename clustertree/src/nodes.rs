@@ -72,7 +72,10 @@ fn advertised_addresses(
         .iter()
         .filter(|address| matches!(address.type_.as_str(), "InternalIP" | "ExternalIP"))
     {
-        if addresses.iter().all(|known| known.address != address.address) {
+        if addresses
+            .iter()
+            .all(|known| known.address != address.address)
+        {
             addresses.push(NodeAddress {
                 type_: "ExternalIP".to_owned(),
                 address: address.address.clone(),

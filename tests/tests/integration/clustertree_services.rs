@@ -125,6 +125,7 @@ impl World {
             ])
             .args(["--kubelet-address", "127.0.0.1"])
             .arg(format!("--kubelet-listen=127.0.0.1:{port}"))
+            .args(["--dns-listen", "127.0.0.1:0"])
             .stdout(Stdio::from(log.reopen().unwrap()))
             .stderr(Stdio::from(log.reopen().unwrap()))
             .spawn()

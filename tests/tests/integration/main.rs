@@ -70,6 +70,8 @@ mod real_node;
 #[cfg(test)]
 mod real_node_kubelet_api;
 #[cfg(test)]
+mod real_node_services;
+#[cfg(test)]
 mod real_node_tenant;
 #[cfg(test)]
 mod sim_admission;

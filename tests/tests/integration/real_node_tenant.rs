@@ -30,7 +30,7 @@ use crate::support::eventually::eventually;
 
 const WAIT: Duration = Duration::from_secs(60);
 /// The tenant namespace of the workload.
-const SHOP: &str = "shop";
+pub(crate) const SHOP: &str = "shop";
 const REPLICAS: usize = 2;
 
 fn apply_all(kubeconfig: &std::path::Path, objects: Vec<serde_json::Value>) {
@@ -141,7 +141,16 @@ impl RealTenantWorld {
             .await
             .unwrap();
         node.load_image(&echo_image(work.path())).unwrap();
-        let tenant = Envtest::start_with(&assets, full).await.unwrap();
+        // As the controller renders a tenant apiserver: it authenticates to webhooks (the
+        // clustertree's Service webhook) with its kubelet-client certificate.
+        let tenant_options = EnvtestOptions {
+            admission: Some((
+                vc_controller::resources::apiserver::ADMISSION_CONFIG_FILE,
+                vc_controller::resources::apiserver::admission_files,
+            )),
+            ..full
+        };
+        let tenant = Envtest::start_with(&assets, tenant_options).await.unwrap();
         eprintln!(
             "host with node1, and tenant control plane, up in {:.1} s",
             started.elapsed().as_secs_f64()
@@ -215,10 +224,14 @@ impl RealTenantWorld {
                     TENANT,
                     "--period",
                     "0.5s",
-                    // Tests run side by side: DNS on a port of its own.
-                    "--dns-listen",
-                    "127.0.0.1:0",
                 ])
+                // Tests run side by side: DNS on a port of its own unless asked.
+                .args(
+                    (!extra.iter().any(|arg| arg == "--dns-listen"))
+                        .then_some(["--dns-listen", "127.0.0.1:0"])
+                        .into_iter()
+                        .flatten(),
+                )
                 .args(extra)
                 .stdout(out.try_clone().unwrap())
                 .stderr(out)
@@ -293,21 +306,13 @@ impl RealTenantWorld {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn real_tenant_pods_run_on_promoted_nodes() {
-    let Some(world) = RealTenantWorld::start().await else {
-        return;
-    };
-    let clustertree = world.clustertree(&[]);
-    world.node1_ready().await;
-    let (admin, tenant_admin) = (world.admin.clone(), world.tenant_admin.clone());
-
-    // A tenant Deployment of the echo server, scheduled by the tenant's scheduler.
-    world.tenant_namespace(SHOP).await;
+/// A tenant Deployment `shop/echo` of the echo server with `replicas` pods, scheduled by
+/// the tenant's scheduler; its pods once all are Ready.
+pub(crate) async fn echo_deployment(world: &RealTenantWorld, replicas: usize) -> Vec<Pod> {
     let deployment: Deployment = serde_json::from_value(json!({
         "metadata": {"name": "echo", "namespace": SHOP},
         "spec": {
-            "replicas": REPLICAS,
+            "replicas": replicas,
             "selector": {"matchLabels": {"app": "echo"}},
             "template": {
                 "metadata": {"labels": {"app": "echo"}},
@@ -322,25 +327,40 @@ async fn real_tenant_pods_run_on_promoted_nodes() {
     }))
     .unwrap();
     let deployed = Instant::now();
-    Api::<Deployment>::namespaced(tenant_admin.clone(), SHOP)
+    Api::<Deployment>::namespaced(world.tenant_admin.clone(), SHOP)
         .create(&PostParams::default(), &deployment)
         .await
         .unwrap();
-    let tenant_pods: Api<Pod> = Api::namespaced(tenant_admin.clone(), SHOP);
-    let ready = eventually(WAIT, "both tenant pods Ready with a pod IP", || async {
+    let tenant_pods: Api<Pod> = Api::namespaced(world.tenant_admin.clone(), SHOP);
+    let ready = eventually(WAIT, "every echo pod Ready with a pod IP", || async {
         let pods = tenant_pods
             .list(&ListParams::default().labels("app=echo"))
             .await
             .ok()?
             .items;
         let ready: Vec<Pod> = pods.into_iter().filter(is_ready).collect();
-        (ready.len() == REPLICAS).then_some(ready)
+        (ready.len() == replicas).then_some(ready)
     })
     .await;
     eprintln!(
-        "{REPLICAS} tenant pods Ready {:.2} s after the Deployment was created",
+        "{replicas} tenant pods Ready {:.2} s after the Deployment was created",
         deployed.elapsed().as_secs_f64()
     );
+    ready
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_tenant_pods_run_on_promoted_nodes() {
+    let Some(world) = RealTenantWorld::start().await else {
+        return;
+    };
+    let clustertree = world.clustertree(&[]);
+    world.node1_ready().await;
+    let (admin, tenant_admin) = (world.admin.clone(), world.tenant_admin.clone());
+
+    world.tenant_namespace(SHOP).await;
+    let ready = echo_deployment(&world, REPLICAS).await;
+    let tenant_pods: Api<Pod> = Api::namespaced(tenant_admin.clone(), SHOP);
 
     let workload_namespace = tenant_workload_namespace(NAMESPACE, TENANT);
     let host_pods: Api<Pod> = Api::namespaced(admin.clone(), &workload_namespace);
