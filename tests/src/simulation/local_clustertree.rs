@@ -333,8 +333,14 @@ impl Runner {
                 ("dns-listen".to_owned(), "127.0.0.1:0".to_owned()),
             ],
         };
-        let plan = local_pod::plan(spec, Some(CONTAINER), &placement, &services, &sources)
+        let mut plan = local_pod::plan(spec, Some(CONTAINER), &placement, &services, &sources)
             .map_err(|e| format!("planning {namespace}/{name}: {e}"))?;
+        // The simulated tenant API servers cannot authenticate to the Service webhook
+        // (the kubelet-client certificate of a real apiserver's admission configuration)
+        // and their pods run nowhere a DNS address means anything: without a kubelet
+        // address the clustertree serves neither, and mirrors and syncs the rest.
+        plan.args
+            .retain(|arg| !arg.starts_with("--kubelet-address"));
         plan.materialise()
             .map_err(|e| format!("laying out {namespace}/{name}: {e}"))?;
         let log = root.join("vc-clustertree.log");

@@ -84,6 +84,8 @@ const DEFAULT_CLUSTER_DOMAIN: &str = "cluster.local";
 /// Bound of one kubectl run: above the longest `--timeout` a scenario gives the plugin's
 /// waits (300 s on an existing cluster), so the plugin reports its own timeout.
 const KUBECTL_LIMIT: Duration = Duration::from_secs(330);
+/// How long a kubectl run refused a connection is tried again ([`Operator::kubectl_with`]).
+const REFUSED_RETRY: Duration = Duration::from_secs(90);
 /// Bound of every start-up wait: generous, since CI runs many scenarios on 2 cores.
 const STARTUP_WAIT: Duration = Duration::from_secs(60);
 
@@ -346,7 +348,36 @@ impl Operator {
     }
 
     /// `kubectl ARGS` with the operator's kubeconfig (or `kubeconfig`), HOME and PATH.
+    ///
+    /// A refused connection is tried again for up to [`REFUSED_RETRY`], saying so: a
+    /// tenant apiserver running as a real pod drops out of its Service's endpoints while
+    /// it fails its readiness probe, which happens on this 2-core machine when everything
+    /// runs at once (the controller then reports the tenant Preparing, as it should). A
+    /// refused connection carried no request, so any command may be sent again.
     pub async fn kubectl_with(
+        &self,
+        kubeconfig: &Path,
+        args: &[&str],
+        stdin: Option<&str>,
+    ) -> anyhow::Result<Run> {
+        let started = Instant::now();
+        loop {
+            let run = self.kubectl_once(kubeconfig, args, stdin).await?;
+            let refused = !run.success
+                && (run.stderr.contains("connection refused")
+                    || run.stderr.contains("was refused"));
+            if !refused || started.elapsed() > REFUSED_RETRY {
+                return Ok(run);
+            }
+            eprintln!(
+                "kubectl {}: the server refused the connection; trying again",
+                args.join(" ")
+            );
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    async fn kubectl_once(
         &self,
         kubeconfig: &Path,
         args: &[&str],
