@@ -74,7 +74,7 @@ fn advertised_addresses(
     {
         if addresses
             .iter()
-            .all(|known| known.address != address.address)
+            .all(|known| known.type_ != "ExternalIP" || known.address != address.address)
         {
             addresses.push(NodeAddress {
                 type_: "ExternalIP".to_owned(),

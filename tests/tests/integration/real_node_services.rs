@@ -269,24 +269,6 @@ async fn real_tenant_services_carry_traffic_and_resolve() {
         names.contains(answered.trim()),
         "{answered:?} is not one of {names:?}"
     );
-    let outside = std::process::Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(world.tenant.kubeconfig_path())
-        .args([
-            "exec",
-            "-n",
-            SHOP,
-            &pod,
-            "--",
-            "nslookup",
-            "kubernetes.default.svc.cluster.local",
-        ])
-        .output()
-        .unwrap();
-    eprintln!(
-        "nslookup kubernetes.default in the tenant pod: {}",
-        String::from_utf8_lossy(&outside.stdout)
-    );
 
     // Deleting the tenant Service takes its host twin along.
     tenant_kubectl(&world, &["delete", "service", "echo", "-n", SHOP]);
