@@ -341,6 +341,7 @@ impl Runner {
         // address the clustertree serves neither, and mirrors and syncs the rest.
         plan.args
             .retain(|arg| !arg.starts_with("--kubelet-address"));
+        plan.env.remove("POD_IP");
         plan.materialise()
             .map_err(|e| format!("laying out {namespace}/{name}: {e}"))?;
         let log = root.join("vc-clustertree.log");
