@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
     DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeSpec, NodeStatus,
-    NodeSystemInfo, Taint,
+    NodeSystemInfo, Pod, Taint,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
@@ -253,6 +253,33 @@ pub fn is_mirrored(node: &Node) -> bool {
     node.labels().contains_key(MIRRORED_NODE_LABEL)
 }
 
+/// A tenant pod to delete before its Node goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BoundPod {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+}
+
+/// Of the tenant pods bound to a returned node, those still to delete: one already
+/// terminating runs its grace period out (the pod loop finishes it after its host pod),
+/// and deleting it again changes nothing. The Node itself goes only once the
+/// list they came from is empty, so the tenant's pods never outlive their node unseen
+/// (the tenant's pod GC would otherwise delete them without grace, much later).
+pub fn pods_to_delete(bound: &[Pod]) -> Vec<BoundPod> {
+    bound
+        .iter()
+        .filter(|pod| pod.metadata.deletion_timestamp.is_none())
+        .filter_map(|pod| {
+            Some(BoundPod {
+                namespace: pod.namespace()?,
+                name: pod.metadata.name.clone()?,
+                uid: pod.metadata.uid.clone()?,
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use pretty_assertions::assert_eq;
@@ -425,5 +452,34 @@ mod tests {
         assert_eq!(capacity["pods"], Quantity(POOL_PODS.to_owned()));
         assert!(is_mirrored(pool));
         assert!(desired(&virtual_cluster(&[], json!({})), &[], kubelet()).is_empty());
+    }
+
+    #[test]
+    fn a_returned_nodes_pods_are_deleted_once_each_by_uid() {
+        let pods: Vec<Pod> = serde_json::from_value(json!([
+            {"metadata": {"name": "web", "namespace": "shop", "uid": "u1"}, "spec": {"nodeName": "node2", "containers": []}},
+            {"metadata": {"name": "db", "namespace": "shop", "uid": "u2",
+                          "deletionTimestamp": "2025-01-01T00:00:00Z"}, "spec": {"nodeName": "node2", "containers": []}},
+            {"metadata": {"name": "job", "namespace": "batch", "uid": "u3"}, "spec": {"nodeName": "node2", "containers": []},
+             "status": {"phase": "Succeeded"}},
+        ]))
+        .unwrap();
+        assert_eq!(
+            pods_to_delete(&pods),
+            vec![
+                BoundPod {
+                    namespace: "shop".into(),
+                    name: "web".into(),
+                    uid: "u1".into()
+                },
+                BoundPod {
+                    namespace: "batch".into(),
+                    name: "job".into(),
+                    uid: "u3".into()
+                },
+            ],
+            "a terminating pod is left to finish; a finished one still goes"
+        );
+        assert_eq!(pods_to_delete(&[]), vec![]);
     }
 }

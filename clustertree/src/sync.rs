@@ -1,6 +1,8 @@
 //! The node loop: reads the VirtualCluster and the host nodes it may read (by name, as
 //! its host RBAC allows), writes the tenant Nodes [`crate::nodes::desired`] says, renews
-//! their Leases like a kubelet, and deletes the mirrored Nodes no longer wanted.
+//! their Leases like a kubelet, and deletes the mirrored Nodes no longer wanted, each
+//! only after the tenant pods bound to it are gone (deleted gracefully here; the pod
+//! loop then removes their host pods and finishes them).
 //!
 //! Level-triggered on a short period: a promoted or returned node, a host node turning
 //! NotReady, or a changed pool shows in the tenant within one period, without a restart.
@@ -9,7 +11,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, Client, ResourceExt as _};
 use serde_json::json;
@@ -56,6 +58,15 @@ pub enum SyncError {
     RenewLease { node: String, source: kube::Error },
     #[error("deleting tenant Node {node}: {source}")]
     DeleteTenantNode { node: String, source: kube::Error },
+    #[error("listing the tenant pods bound to returned Node {node} (spec.nodeName): {source}")]
+    ListBoundPods { node: String, source: kube::Error },
+    #[error("deleting tenant pod {namespace}/{pod} bound to returned Node {node}: {source}")]
+    DeleteBoundPod {
+        node: String,
+        namespace: String,
+        pod: String,
+        source: kube::Error,
+    },
 }
 
 /// One pass, renewing the Leases when `renew_leases`; returns the names of the tenant
@@ -123,26 +134,82 @@ pub async fn pass(
         .list(&ListParams::default().labels(MIRRORED_NODE_LABEL))
         .await
         .map_err(SyncError::ListTenantNodes)?;
+    // One returned node failing must not hold back the others: each is tried, the first
+    // failure reported once all were.
+    let mut first_error = None;
     for stale in existing
         .items
         .iter()
         .filter(|node| nodes::is_mirrored(node) && !desired.contains_key(&node.name_any()))
     {
-        let name = stale.name_any();
-        let delete = DeleteParams {
-            preconditions: Some(kube::api::Preconditions {
-                uid: stale.uid(),
-                resource_version: None,
-            }),
-            ..DeleteParams::default()
-        };
-        match tenant_nodes.delete(&name, &delete).await {
-            Ok(_) => tracing::info!(node = %name, "tenant node no longer promoted; deleted"),
-            Err(kube::Error::Api(status)) if status.code == 404 => {}
-            Err(source) => return Err(SyncError::DeleteTenantNode { node: name, source }),
+        if let Err(error) = retire(tenant, &tenant_nodes, stale).await {
+            tracing::warn!(%error, "returned node not retired yet");
+            first_error.get_or_insert(error);
         }
     }
+    if let Some(error) = first_error {
+        return Err(error);
+    }
     Ok(desired.into_keys().collect())
+}
+
+/// Deletes the tenant pods bound to a returned Node, and the Node once none remain; a
+/// Node whose pods are still terminating waits for a later pass.
+async fn retire(tenant: &Client, tenant_nodes: &Api<Node>, stale: &Node) -> Result<(), SyncError> {
+    let name = stale.name_any();
+    let bound = Api::<Pod>::all(tenant.clone())
+        .list(&ListParams::default().fields(&format!("spec.nodeName={name}")))
+        .await
+        .map_err(|source| SyncError::ListBoundPods {
+            node: name.clone(),
+            source,
+        })?;
+    if !bound.items.is_empty() {
+        for pod in nodes::pods_to_delete(&bound.items) {
+            let delete = DeleteParams {
+                preconditions: Some(kube::api::Preconditions {
+                    uid: Some(pod.uid.clone()),
+                    resource_version: None,
+                }),
+                ..DeleteParams::default()
+            };
+            match Api::<Pod>::namespaced(tenant.clone(), &pod.namespace)
+                .delete(&pod.name, &delete)
+                .await
+            {
+                Ok(_) => tracing::info!(
+                    node = %name, pod = %format!("{}/{}", pod.namespace, pod.name),
+                    "tenant pod of a returned node deleted"
+                ),
+                // Gone, or replaced by another pod of the same name: not ours to delete.
+                Err(kube::Error::Api(status)) if matches!(status.code, 404 | 409) => {}
+                Err(source) => {
+                    return Err(SyncError::DeleteBoundPod {
+                        node: name,
+                        namespace: pod.namespace,
+                        pod: pod.name,
+                        source,
+                    });
+                }
+            }
+        }
+        return Ok(());
+    }
+    let delete = DeleteParams {
+        preconditions: Some(kube::api::Preconditions {
+            uid: stale.uid(),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    match tenant_nodes.delete(&name, &delete).await {
+        Ok(_) => {
+            tracing::info!(node = %name, "tenant node no longer promoted and without pods; deleted")
+        }
+        Err(kube::Error::Api(status)) if status.code == 404 => {}
+        Err(source) => return Err(SyncError::DeleteTenantNode { node: name, source }),
+    }
+    Ok(())
 }
 
 /// The host nodes the spec names, each read by name (the host RBAC grants `get` on

@@ -2,16 +2,17 @@
 //! tenant): under nothing but the host RBAC of a clustertree (its VirtualCluster, and
 //! `get` on the nodes it claimed), it mirrors exactly the claimed nodes and the pool
 //! into the tenant, keeps their Leases, follows a host node to NotReady, and removes a
-//! node once it is returned. The host's kubelets are simulated; everything else is real.
+//! node once it is returned, after the tenant pods bound to it. The host's kubelets are
+//! simulated; everything else is real.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::Node;
-use kube::Api;
+use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Patch, PatchParams, PostParams};
+use kube::{Api, ResourceExt as _};
 use serde_json::json;
 use vc_api::VirtualCluster;
 use vc_api::constants::{
@@ -21,6 +22,7 @@ use vc_api::constants::{
 use vc_tests::apiserver::envtest::{self, Envtest, SKIP_MESSAGE};
 use vc_tests::simulation::nodes::{FleetOptions, NodeFleet, default_nodes};
 
+use crate::clustertree_pods::{Pool, World, pod, running, standing_for};
 use crate::controller_common::crd_path;
 use crate::support::eventually::eventually;
 
@@ -276,4 +278,78 @@ async fn real_clustertree_mirrors_exactly_the_claimed_nodes_and_the_pool() {
     tokio::time::sleep(Duration::from_secs(1)).await; // three periods: a deletion would have happened
     assert!(tenant_nodes.get_opt("tenant-made").await.unwrap().is_some());
     drop(fleet);
+}
+
+/// A returned node's tenant pods go first, gracefully, their host pods with them; the
+/// Node goes only once none remain, so no tenant pod is left bound to a vanished node
+/// for the tenant's pod GC to delete without grace much later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_returned_node_loses_its_pods_first() {
+    let Some(world) = World::start(Pool::default()).await else {
+        return;
+    };
+    world
+        .create_tenant_pods([pod("web", "node1", json!({}))])
+        .await;
+    let web = running(&world, "web").await;
+    assert_eq!(standing_for(&world.host::<Pod>(), "web").await.len(), 1);
+    let tenant_nodes: Api<Node> = Api::all(world.tenant_admin.clone());
+    let node1 = tenant_nodes.get("node1").await.unwrap();
+
+    let virtual_clusters: Api<VirtualCluster> = Api::namespaced(world.admin.clone(), NAMESPACE);
+    let uid = virtual_clusters.get(TENANT).await.unwrap().uid().unwrap();
+    virtual_clusters
+        .patch(
+            TENANT,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"promoteResources": {"nodes": []}}})),
+        )
+        .await
+        .unwrap();
+    claim(&world.admin, "node1", &uid, false).await;
+
+    let tenant_pods = world.tenant_pods();
+    let terminating = world
+        .within("tenant pod web deleted gracefully", || async {
+            let pod = tenant_pods.get_opt("web").await.ok()?;
+            match pod {
+                Some(pod) if pod.uid() == web.uid() => {
+                    pod.metadata.deletion_timestamp.map(|_| true)
+                }
+                _ => Some(false),
+            }
+        })
+        .await;
+    if terminating {
+        // Caught while terminating: its node must still stand.
+        let node = tenant_nodes.get_opt("node1").await.unwrap();
+        assert_eq!(
+            node.and_then(|n| n.uid()),
+            node1.uid(),
+            "node1 went while its pod was terminating; {}",
+            world.log_text()
+        );
+    }
+    world
+        .within("returned node1 to leave the tenant", || async {
+            tenant_nodes
+                .get_opt("node1")
+                .await
+                .ok()?
+                .is_none()
+                .then_some(())
+        })
+        .await;
+    // The node went only after the pod: once it is gone, the pod is already.
+    assert!(
+        tenant_pods
+            .get_opt("web")
+            .await
+            .unwrap()
+            .is_none_or(|pod| pod.uid() != web.uid()),
+        "tenant pod web outlived its node; {}",
+        world.log_text()
+    );
+    assert!(standing_for(&world.host::<Pod>(), "web").await.is_empty());
+    world.finish("real_returned_node_loses_its_pods_first");
 }

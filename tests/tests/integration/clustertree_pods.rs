@@ -69,7 +69,7 @@ fn workload_role(namespace: &str) -> Vec<serde_json::Value> {
 
 /// How a test's VirtualCluster pools resources, and whether the host enforces that with
 /// the controller's pool quota (which makes every host pod declare its requests).
-struct Pool {
+pub(crate) struct Pool {
     resources: serde_json::Value,
     quota: bool,
 }
@@ -85,12 +85,12 @@ impl Default for Pool {
 
 /// One host, one tenant and the clustertree between them. Fields drop in order: the
 /// clustertree and the simulators stop before the control planes they talk to.
-struct World {
+pub(crate) struct World {
     clustertree: Option<Process>,
     _kubelets: SimHandle,
     _fleet: NodeFleet,
-    admin: Client,
-    tenant_admin: Client,
+    pub(crate) admin: Client,
+    pub(crate) tenant_admin: Client,
     workload_namespace: String,
     identity: PathBuf,
     log: tempfile::NamedTempFile,
@@ -101,7 +101,7 @@ struct World {
 
 impl World {
     /// The world, or `None` when the Kubernetes binaries are missing outside CI.
-    async fn start(pool: Pool) -> Option<World> {
+    pub(crate) async fn start(pool: Pool) -> Option<World> {
         let Some(assets) = envtest::assets() else {
             assert!(!envtest::must_run_real(), "CI is set: {SKIP_MESSAGE}");
             eprintln!("{SKIP_MESSAGE}");
@@ -269,11 +269,11 @@ impl World {
         drop(self.clustertree.take());
     }
 
-    fn tenant_pods(&self) -> Api<Pod> {
+    pub(crate) fn tenant_pods(&self) -> Api<Pod> {
         Api::namespaced(self.tenant_admin.clone(), SHOP)
     }
 
-    fn host<K>(&self) -> Api<K>
+    pub(crate) fn host<K>(&self) -> Api<K>
     where
         K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
         <K as kube::Resource>::DynamicType: Default,
@@ -281,13 +281,13 @@ impl World {
         Api::namespaced(self.admin.clone(), &self.workload_namespace)
     }
 
-    fn log_text(&self) -> String {
+    pub(crate) fn log_text(&self) -> String {
         std::fs::read_to_string(self.log.path()).unwrap_or_default()
     }
 
     /// [`eventually`], with the clustertree's log in the failure: what it saw and refused
     /// is the only account of why a state never came.
-    async fn within<T, F, Fut>(&self, what: &str, check: F) -> T
+    pub(crate) async fn within<T, F, Fut>(&self, what: &str, check: F) -> T
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Option<T>>,
@@ -295,7 +295,7 @@ impl World {
         within(self.log.path(), what, check).await
     }
 
-    async fn create_tenant_pods(&self, pods: impl IntoIterator<Item = Pod>) {
+    pub(crate) async fn create_tenant_pods(&self, pods: impl IntoIterator<Item = Pod>) {
         for pod in pods {
             self.tenant_pods()
                 .create(&PostParams::default(), &pod)
@@ -313,7 +313,7 @@ impl World {
             .unwrap_or_default()
     }
 
-    fn finish(self, test: &str) {
+    pub(crate) fn finish(self, test: &str) {
         eprintln!("{test} took {:?}", self.began.elapsed());
     }
 }
@@ -337,7 +337,7 @@ where
     }
 }
 
-fn pod(name: &str, node_selector: &str, extra: serde_json::Value) -> Pod {
+pub(crate) fn pod(name: &str, node_selector: &str, extra: serde_json::Value) -> Pod {
     let mut value = json!({
         "metadata": {"name": name, "namespace": SHOP},
         "spec": {
@@ -382,7 +382,7 @@ fn deployment(name: &str, replicas: i32, node_selector: &str) -> Deployment {
 
 /// The host objects standing for tenant object `shop/NAME`, found by the labels the
 /// contract promises rather than by recomputing their names.
-async fn standing_for<K>(api: &Api<K>, name: &str) -> Vec<K>
+pub(crate) async fn standing_for<K>(api: &Api<K>, name: &str) -> Vec<K>
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
@@ -425,7 +425,7 @@ fn priority_class_of(pod: &Pod) -> Option<&str> {
 }
 
 /// The Running tenant pod `name`, once its host pod is bound and reporting.
-async fn running(world: &World, name: &str) -> Pod {
+pub(crate) async fn running(world: &World, name: &str) -> Pod {
     let tenant_pods = world.tenant_pods();
     world
         .within(&format!("tenant pod {name} Running"), || async {
