@@ -6,6 +6,7 @@ pub mod admission;
 pub mod constants;
 pub mod crd;
 pub mod names;
+pub mod pod_security;
 pub mod quantity;
 pub mod virtual_cluster;
 

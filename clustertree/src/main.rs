@@ -101,6 +101,11 @@ struct Flags {
     /// TTL of the tenant's DNS records.
     #[arg(long, default_value = "5s", value_parser = parse_seconds)]
     dns_ttl: Duration,
+    /// The Pod Security level tenant pods are held to before they reach the host
+    /// (`privileged`, `baseline` or `restricted`), as the controller renders it from the
+    /// VirtualCluster namespace's `vc.kosmos.io/workload-pod-security` label.
+    #[arg(long, default_value = "baseline")]
+    pod_security: vc_api::pod_security::PodSecurityLevel,
     /// Log filter, as RUST_LOG.
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -254,6 +259,7 @@ async fn start(flags: Flags) -> Result<(), StartError> {
         apiserver: in_cluster_apiserver(&tenant_url).await,
         dns: None,
         dns_pending: false,
+        pod_security: flags.pod_security,
     };
     let webhook = match (&kubelet, &flags.kubelet_address) {
         (Some((_, _, chain)), Some(address)) => Some(service_sync::WebhookTarget {

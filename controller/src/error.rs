@@ -100,6 +100,16 @@ pub enum Error {
         reason: String,
     },
 
+    /// The VirtualCluster's own namespace (its Pod Security level label) could not be read.
+    #[error("failed to read namespace {namespace:?}: {source}")]
+    ReadNamespace {
+        /// The namespace.
+        namespace: String,
+        /// The apiserver's answer.
+        #[source]
+        source: kube::Error,
+    },
+
     /// A host Node could not be read.
     #[error("failed to read node {node:?}: {source}")]
     ReadNode {
@@ -259,6 +269,7 @@ impl Error {
             }
             Error::BuildPki(_) | Error::ApplySecret { .. } => Step::Pki,
             Error::BuildObject { .. } => Step::ControlPlane,
+            Error::ReadNamespace { .. } => Step::Clustertree,
             Error::ApplyObject { step, .. } | Error::ForeignObject { step, .. } => *step,
             Error::TenantClient(_) | Error::ProbeTenant { .. } | Error::WriteKubeconfig(_) => {
                 Step::Kubeconfig
@@ -289,6 +300,7 @@ impl Error {
             },
             Error::InvalidSpec { .. } | Error::BuildObject { .. } | Error::BuildPki(_) => false,
             Error::ReadNode { source, .. }
+            | Error::ReadNamespace { source, .. }
             | Error::ClaimNode { source, .. }
             | Error::ReleaseNode { source, .. }
             | Error::ApplySecret { source, .. }

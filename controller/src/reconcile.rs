@@ -12,7 +12,7 @@ use std::time::Instant;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{Node, PersistentVolumeClaim, Secret, Service};
+use k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolumeClaim, Secret, Service};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event as KubeEvent, EventType};
@@ -25,6 +25,7 @@ use vc_api::constants::{
     CONTROLLER_FIELD_MANAGER, FINALIZER, KUBECONFIG_SECRET_KEY, NODE_OWNER_NAME_LABEL,
     NODE_OWNER_NAMESPACE_LABEL,
 };
+use vc_api::pod_security::{self, PodSecurityLevel, WORKLOAD_POD_SECURITY_LABEL};
 use vc_api::{Phase, VirtualCluster, VirtualClusterStatus};
 
 use crate::apply::{Applied, ApplyError, Existing, apply_if_changed, up_to_date};
@@ -501,6 +502,43 @@ fn observe_service(service: Option<&Service>, held_nodes: &[String]) -> Observed
         apiserver_cluster_ip: cluster_ip,
         load_balancer_hosts,
         claimed_nodes: held_nodes.to_vec(),
+        workload_pod_security: PodSecurityLevel::Baseline,
+    }
+}
+
+/// The Pod Security level the cluster admin gave the VirtualCluster's namespace
+/// ([`WORKLOAD_POD_SECURITY_LABEL`]); an unknown value keeps `baseline` and says so in a
+/// Warning Event naming the label and the values it takes.
+async fn workload_pod_security(vc: &VirtualCluster, ctx: &Context) -> Result<PodSecurityLevel> {
+    let namespace = vc.namespace().unwrap_or_default();
+    let found = Api::<Namespace>::all(ctx.client.clone())
+        .get_opt(&namespace)
+        .await
+        .map_err(|source| Error::ReadNamespace {
+            namespace: namespace.clone(),
+            source,
+        })?;
+    let label = found
+        .as_ref()
+        .and_then(|found| found.labels().get(WORKLOAD_POD_SECURITY_LABEL).cloned());
+    match pod_security::workload_level(label.as_deref()) {
+        Ok(level) => Ok(level),
+        Err(unknown) => {
+            ctx.publish(
+                vc,
+                KubeEvent {
+                    type_: EventType::Warning,
+                    reason: "InvalidPodSecurityLevel".to_owned(),
+                    note: Some(truncate_note(&format!(
+                        "label {WORKLOAD_POD_SECURITY_LABEL} on namespace {namespace}: {unknown}; the workload namespace stays at baseline"
+                    ))),
+                    action: step_action(Step::Clustertree).to_owned(),
+                    secondary: None,
+                },
+            )
+            .await;
+            Ok(PodSecurityLevel::Baseline)
+        }
     }
 }
 
@@ -1177,7 +1215,10 @@ async fn apply(vc: &VirtualCluster, ctx: &Context) -> Result<Action> {
             "applied the etcd and kube-apiserver Services",
         );
     }
-    let observed = observe_service(apiserver_service.object.as_ref(), &held);
+    let observed = Observed {
+        workload_pod_security: workload_pod_security(vc, ctx).await?,
+        ..observe_service(apiserver_service.object.as_ref(), &held)
+    };
 
     let (material, issued, stored) = plan_pki(&tenant, &observed, ctx).await?;
     let ca_notices = crate::pki::ca_notices(&material, k8s_openapi::jiff::Timestamp::now());

@@ -225,11 +225,17 @@ mod tests {
 
     #[tokio::test]
     async fn a_truncated_udp_answer_is_asked_again_over_tcp_and_keeps_the_clients_id() {
-        let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let port = udp.local_addr().unwrap().port();
-        let tcp = tokio::net::TcpListener::bind(("127.0.0.1", port))
-            .await
-            .unwrap();
+        // The port UDP got may be taken for TCP by another test's connection: try again.
+        let mut bound = None;
+        for _ in 0..20 {
+            let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let port = udp.local_addr().unwrap().port();
+            if let Ok(tcp) = tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
+                bound = Some((udp, tcp, port));
+                break;
+            }
+        }
+        let (udp, tcp, port) = bound.expect("a port free for both UDP and TCP");
         tokio::spawn(async move {
             let mut buffer = [0u8; 512];
             let (length, peer) = udp.recv_from(&mut buffer).await.unwrap();

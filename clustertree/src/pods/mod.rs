@@ -63,6 +63,8 @@ pub struct Tenancy {
     /// The tenant's DNS is coming but its address is not known yet: `ClusterFirst` pods
     /// are not started until it is, rather than started resolving the host's names.
     pub dns_pending: bool,
+    /// The Pod Security level the tenant's pods are held to (`--pod-security`).
+    pub pod_security: vc_api::pod_security::PodSecurityLevel,
 }
 
 /// Host and port of the tenant apiserver for in-cluster clients of host pods: the tenant

@@ -1,5 +1,6 @@
-//! The host's Pod Security `baseline` rules, checked before anything of a tenant pod
-//! reaches the host so the tenant is told which field breaks which rule.
+//! The host's Pod Security rules at the tenant's level (`baseline` unless the cluster
+//! admin chose another), checked before anything of a tenant pod reaches the host so the
+//! tenant is told which field breaks which rule.
 
 use std::fmt;
 
@@ -7,6 +8,7 @@ use k8s_openapi::api::core::v1::{
     AppArmorProfile, Container, Pod, PodSecurityContext, SeccompProfile, SecurityContext,
 };
 use kube::ResourceExt as _;
+use vc_api::pod_security::PodSecurityLevel;
 
 /// Capabilities Pod Security `baseline` allows a container to add.
 const BASELINE_CAPABILITIES: [&str; 13] = [
@@ -44,14 +46,25 @@ const BASELINE_SELINUX_TYPES: [&str; 4] = [
     "container_kvm_t",
     "container_engine_t",
 ];
+/// Volume types Pod Security `restricted` allows.
+const RESTRICTED_VOLUME_TYPES: [&str; 8] = [
+    "configMap",
+    "csi",
+    "downwardAPI",
+    "emptyDir",
+    "ephemeral",
+    "persistentVolumeClaim",
+    "projected",
+    "secret",
+];
 /// Annotation prefix of the AppArmor profile before the field existed.
 const APPARMOR_ANNOTATION_PREFIX: &str = "container.apparmor.security.beta.kubernetes.io/";
 
 /// Which policy a refusal enforces.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Policy {
-    /// The host's Pod Security `baseline` level.
-    Baseline,
+    /// The tenant's Pod Security level on the host.
+    PodSecurity(PodSecurityLevel),
     /// Something vc-clustertree does not carry over to the host yet.
     Unsupported,
 }
@@ -67,8 +80,16 @@ pub struct Refusal {
 
 impl Refusal {
     fn baseline(field: impl Into<String>, message: &str) -> Self {
+        Refusal::pod_security(PodSecurityLevel::Baseline, field, message)
+    }
+
+    fn restricted(field: impl Into<String>, message: &str) -> Self {
+        Refusal::pod_security(PodSecurityLevel::Restricted, field, message)
+    }
+
+    fn pod_security(level: PodSecurityLevel, field: impl Into<String>, message: &str) -> Self {
         Refusal {
-            policy: Policy::Baseline,
+            policy: Policy::PodSecurity(level),
             field: field.into(),
             message: message.to_owned(),
         }
@@ -85,7 +106,7 @@ impl Refusal {
     /// The Event and status reason the tenant sees.
     pub fn reason(&self) -> &'static str {
         match self.policy {
-            Policy::Baseline => "HostPolicyRefused",
+            Policy::PodSecurity(_) => "HostPolicyRefused",
             Policy::Unsupported => "UnsupportedByHost",
         }
     }
@@ -94,15 +115,124 @@ impl Refusal {
 impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.field, self.message)?;
-        if self.policy == Policy::Baseline {
-            write!(f, " (Pod Security \"baseline\")")?;
+        if let Policy::PodSecurity(level) = self.policy {
+            write!(f, " (Pod Security \"{level}\")")?;
         }
         Ok(())
     }
 }
 
-/// Why `pod` would not run on the host, checked before anything of it reaches the host.
-pub fn refusal(pod: &Pod) -> Option<Refusal> {
+/// Why `pod` would not run on the host at Pod Security `level`, checked before anything
+/// of it reaches the host. `restricted` is `baseline` and more; `privileged` refuses
+/// nothing.
+pub fn refusal(pod: &Pod, level: PodSecurityLevel) -> Option<Refusal> {
+    match level {
+        PodSecurityLevel::Privileged => None,
+        PodSecurityLevel::Baseline => baseline_refusal(pod),
+        PodSecurityLevel::Restricted => baseline_refusal(pod).or_else(|| restricted_refusal(pod)),
+    }
+}
+
+/// What `restricted` forbids beyond `baseline`.
+fn restricted_refusal(pod: &Pod) -> Option<Refusal> {
+    let spec = pod.spec.as_ref()?;
+    for (index, volume) in spec.volumes.iter().flatten().enumerate() {
+        let value = serde_json::to_value(volume).ok()?;
+        let kind = value
+            .as_object()?
+            .keys()
+            .find(|key| key.as_str() != "name")
+            .cloned()
+            .unwrap_or_default();
+        if !RESTRICTED_VOLUME_TYPES.contains(&kind.as_str()) {
+            return Some(Refusal::restricted(
+                format!("volumes[{index}].{kind}"),
+                "this volume type is not allowed",
+            ));
+        }
+    }
+    let pod_context = spec.security_context.as_ref();
+    let pod_non_root = pod_context.and_then(|c| c.run_as_non_root) == Some(true);
+    if pod_context.and_then(|c| c.run_as_user) == Some(0) {
+        return Some(Refusal::restricted(
+            "spec.securityContext.runAsUser",
+            "running as root (UID 0) is not allowed",
+        ));
+    }
+    let pod_seccomp = pod_context
+        .and_then(|c| c.seccomp_profile.as_ref())
+        .map(|p| p.type_.as_str());
+    let containers = [
+        ("containers", spec.containers.as_slice()),
+        (
+            "initContainers",
+            spec.init_containers.as_deref().unwrap_or_default(),
+        ),
+    ];
+    for (list, containers) in containers {
+        for (index, container) in containers.iter().enumerate() {
+            let path = format!("{list}[{index}].securityContext");
+            let context = container.security_context.as_ref();
+            let non_root = context
+                .and_then(|c| c.run_as_non_root)
+                .or(Some(pod_non_root));
+            if non_root != Some(true) {
+                return Some(Refusal::restricted(
+                    format!("{path}.runAsNonRoot"),
+                    "must be true (here or in spec.securityContext)",
+                ));
+            }
+            if context.and_then(|c| c.run_as_user) == Some(0) {
+                return Some(Refusal::restricted(
+                    format!("{path}.runAsUser"),
+                    "running as root (UID 0) is not allowed",
+                ));
+            }
+            if context.and_then(|c| c.allow_privilege_escalation) != Some(false) {
+                return Some(Refusal::restricted(
+                    format!("{path}.allowPrivilegeEscalation"),
+                    "must be false",
+                ));
+            }
+            let capabilities = context.and_then(|c| c.capabilities.as_ref());
+            let drops_all = capabilities
+                .and_then(|c| c.drop.as_ref())
+                .is_some_and(|drop| drop.iter().any(|name| name == "ALL"));
+            if !drops_all {
+                return Some(Refusal::restricted(
+                    format!("{path}.capabilities.drop"),
+                    "must include ALL",
+                ));
+            }
+            let added = capabilities
+                .and_then(|c| c.add.as_ref())
+                .into_iter()
+                .flatten();
+            for (add, capability) in added.enumerate() {
+                if capability.strip_prefix("CAP_").unwrap_or(capability) != "NET_BIND_SERVICE" {
+                    return Some(Refusal::restricted(
+                        format!("{path}.capabilities.add[{add}]"),
+                        "only NET_BIND_SERVICE may be added",
+                    ));
+                }
+            }
+            let seccomp = context
+                .and_then(|c| c.seccomp_profile.as_ref())
+                .map(|p| p.type_.as_str())
+                .or(pod_seccomp);
+            if !matches!(seccomp, Some("RuntimeDefault" | "Localhost")) {
+                return Some(Refusal::restricted(
+                    format!("{path}.seccompProfile.type"),
+                    "must be RuntimeDefault or Localhost (here or in spec.securityContext)",
+                ));
+            }
+        }
+    }
+    None
+}
+
+/// What `baseline` forbids.
+fn baseline_refusal(pod: &Pod) -> Option<Refusal> {
     let spec = pod.spec.as_ref()?;
     for (field, on) in [
         ("spec.hostNetwork", spec.host_network),
@@ -374,7 +504,8 @@ mod tests {
             ),
         ];
         for (patch, expected) in cases {
-            let refused = refusal(&with(&base, patch.clone())).map(|r| r.to_string());
+            let refused = refusal(&with(&base, patch.clone()), PodSecurityLevel::Baseline)
+                .map(|r| r.to_string());
             assert_eq!(refused.as_deref(), Some(expected), "{patch}");
         }
         let allowed = with(
@@ -385,7 +516,59 @@ mod tests {
                 "containers": [{"name": "c", "securityContext": {"capabilities": {"add": ["NET_BIND_SERVICE"], "drop": ["ALL"]}, "procMount": "Default"}}]
             }}),
         );
-        assert_eq!(refusal(&allowed), None);
-        assert_eq!(refusal(&base), None);
+        assert_eq!(refusal(&allowed, PodSecurityLevel::Baseline), None);
+        assert_eq!(refusal(&base, PodSecurityLevel::Baseline), None);
+    }
+
+    /// `restricted` refuses what `baseline` lets through, naming the field; a pod written
+    /// for `restricted` passes; `privileged` refuses nothing, not even a privileged pod.
+    #[test]
+    fn the_tenants_level_decides_what_is_refused() {
+        let hardened = with(
+            &pod("p", "u", "node1"),
+            json!({"spec": {
+                "securityContext": {"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}},
+                "containers": [{"name": "app", "securityContext": {
+                    "allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]},
+                }}],
+            }}),
+        );
+        assert_eq!(refusal(&hardened, PodSecurityLevel::Restricted), None);
+        let plain = pod("p", "u", "node1");
+        assert_eq!(refusal(&plain, PodSecurityLevel::Baseline), None);
+        let refused = refusal(&plain, PodSecurityLevel::Restricted).unwrap();
+        assert!(
+            refused
+                .to_string()
+                .ends_with("(Pod Security \"restricted\")"),
+            "{refused}"
+        );
+        for (patch, field) in [
+            (
+                json!({"spec": {"containers": [{"name": "app", "securityContext": {"allowPrivilegeEscalation": true}}]}}),
+                "containers[0].securityContext.allowPrivilegeEscalation",
+            ),
+            (
+                json!({"spec": {"containers": [{"name": "app", "securityContext": {"capabilities": {"drop": ["ALL"], "add": ["SYS_TIME"]}}}]}}),
+                "containers[0].securityContext.capabilities.add[0]",
+            ),
+            (
+                json!({"spec": {"securityContext": {"seccompProfile": null}}}),
+                "containers[0].securityContext.seccompProfile.type",
+            ),
+            (
+                json!({"spec": {"securityContext": {"runAsUser": 0}}}),
+                "spec.securityContext.runAsUser",
+            ),
+        ] {
+            let refused = refusal(&with(&hardened, patch), PodSecurityLevel::Restricted);
+            assert_eq!(refused.map(|r| r.field), Some(field.to_owned()));
+        }
+        let privileged = with(
+            &plain,
+            json!({"spec": {"containers": [{"name": "c", "securityContext": {"privileged": true}}]}}),
+        );
+        assert!(refusal(&privileged, PodSecurityLevel::Baseline).is_some());
+        assert_eq!(refusal(&privileged, PodSecurityLevel::Privileged), None);
     }
 }

@@ -17,6 +17,7 @@ pub fn tenancy() -> Tenancy {
         apiserver: Some(("tenant1-apiserver.team-a.svc".to_owned(), 6443)),
         dns: None,
         dns_pending: false,
+        pod_security: vc_api::pod_security::PodSecurityLevel::Baseline,
     }
 }
 

@@ -268,7 +268,7 @@ impl Translation<'_> {
 
 /// The host pod (and the copies it needs) standing for a tenant pod bound to `node`.
 pub fn host_pod(tenant: &Pod, tenancy: &Tenancy) -> Result<HostPod, Refusal> {
-    if let Some(refusal) = refusal(tenant) {
+    if let Some(refusal) = refusal(tenant, tenancy.pod_security) {
         return Err(refusal);
     }
     let spec = tenant

@@ -52,7 +52,9 @@ pub const POD_SECURITY_LABELS: [(&str, &str); 6] = [
     ("pod-security.kubernetes.io/audit-version", "latest"),
 ];
 
-/// The cluster-scoped workload Namespace `vc-NS-NAME`, under Pod Security `baseline`.
+/// The cluster-scoped workload Namespace `vc-NS-NAME`, under [`POD_SECURITY_LABELS`]
+/// with `enforce` at the tenant's level (`baseline` unless the cluster admin chose
+/// another on the VirtualCluster's namespace).
 pub fn workload_namespace(tenant: &Tenant) -> Namespace {
     let mut metadata = unowned_meta(
         tenant,
@@ -60,10 +62,15 @@ pub fn workload_namespace(tenant: &Tenant) -> Namespace {
         None,
         Component::ClusterTree,
     );
-    metadata.labels.get_or_insert_with(Default::default).extend(
+    let labels = metadata.labels.get_or_insert_with(Default::default);
+    labels.extend(
         POD_SECURITY_LABELS
             .iter()
             .map(|(key, value)| ((*key).to_owned(), (*value).to_owned())),
+    );
+    labels.insert(
+        POD_SECURITY_LABELS[0].0.to_owned(),
+        tenant.pod_security.as_str().to_owned(),
     );
     Namespace {
         metadata,
@@ -315,6 +322,7 @@ pub fn deployment(tenant: &Tenant, config_hash: &str) -> Deployment {
             format!("--name={}", tenant.name),
             "--kubelet-address=$(POD_IP)".to_owned(),
             format!("--kubelet-listen=0.0.0.0:{KUBELET_PORT}"),
+            format!("--pod-security={}", tenant.pod_security),
             format!("--dns-listen=0.0.0.0:{DNS_PORT}"),
         ]),
         env: Some(vec![env_from_field("POD_IP", "status.podIP")]),

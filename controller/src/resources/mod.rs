@@ -81,6 +81,9 @@ pub struct Observed {
     pub load_balancer_hosts: Vec<String>,
     /// Nodes this tenant currently holds a claim on (sorted or not; builders sort).
     pub claimed_nodes: Vec<String>,
+    /// The Pod Security level of the workload namespace, from the VirtualCluster's
+    /// namespace ([`vc_api::pod_security::WORKLOAD_POD_SECURITY_LABEL`]).
+    pub workload_pod_security: vc_api::pod_security::PodSecurityLevel,
 }
 
 /// Why an object could not be built.
@@ -145,6 +148,9 @@ pub struct Tenant {
     pub clustertree_image: String,
     /// From [`BuildContext::control_plane_node_selector`].
     pub control_plane_node_selector: BTreeMap<String, String>,
+    /// Pod Security level of the workload namespace and of the clustertree's refusals
+    /// ([`Observed::workload_pod_security`]; `baseline` from [`Tenant::resolve`]).
+    pub pod_security: vc_api::pod_security::PodSecurityLevel,
     /// Pooled resources, by resource name.
     pub pooled_resources: BTreeMap<String, ResourceQuantity>,
 }
@@ -212,6 +218,7 @@ impl Tenant {
             etcd_storage_class: etcd.storage_class_name.filter(|class| !class.is_empty()),
             clustertree_image: ctx.clustertree_image.clone(),
             control_plane_node_selector: ctx.control_plane_node_selector.clone(),
+            pod_security: vc_api::pod_security::PodSecurityLevel::Baseline,
             pooled_resources: vc.spec.promote_resources.resources.clone(),
         })
     }
@@ -344,7 +351,10 @@ impl DesiredState {
         observed: &Observed,
         pki: &PkiMaterial,
     ) -> Result<Self, BuildError> {
-        let tenant = Tenant::resolve(vc, ctx)?;
+        let tenant = Tenant {
+            pod_security: observed.workload_pod_security,
+            ..Tenant::resolve(vc, ctx)?
+        };
         let pki_secrets = secrets::pki_secrets(&tenant, pki)?;
         let admin_kubeconfig = secrets::admin_kubeconfig_secret(&tenant, observed, pki)?;
         let mounted: Vec<&Secret> = pki_secrets

@@ -28,6 +28,7 @@ pub fn tenant(vc: &VirtualCluster) -> Tenant {
 
 pub fn observed() -> Observed {
     Observed {
+        workload_pod_security: vc_api::pod_security::PodSecurityLevel::Baseline,
         apiserver_cluster_ip: Some("127.100.0.7".parse().unwrap()),
         load_balancer_hosts: Vec::new(),
         claimed_nodes: vec!["node2".to_owned(), "node1".to_owned()],

@@ -1229,3 +1229,34 @@ fn control_plane_pods_follow_the_operators_node_selector() {
     let unset = build(&default_vc());
     assert_eq!(pod_spec(&unset.apiserver_deployment).node_selector, None);
 }
+
+/// The level the cluster admin chose for the VirtualCluster's namespace is what the host
+/// enforces on the workload namespace and what the clustertree refuses by; `baseline`
+/// otherwise, with `restricted` still warned and audited.
+#[test]
+fn the_workload_namespace_and_the_clustertree_follow_the_chosen_pod_security_level() {
+    use vc_api::pod_security::PodSecurityLevel;
+    for (level, expected) in [
+        (PodSecurityLevel::Baseline, "baseline"),
+        (PodSecurityLevel::Restricted, "restricted"),
+        (PodSecurityLevel::Privileged, "privileged"),
+    ] {
+        let observed = Observed {
+            workload_pod_security: level,
+            ..observed()
+        };
+        let state =
+            DesiredState::build(&default_vc(), &BuildContext::default(), &observed, pki()).unwrap();
+        let labels = state.clustertree.namespace.metadata.labels.clone().unwrap();
+        assert_eq!(labels["pod-security.kubernetes.io/enforce"], expected);
+        assert_eq!(labels["pod-security.kubernetes.io/warn"], "restricted");
+        let args = pod_spec(&state.clustertree.deployment).containers[0]
+            .args
+            .clone()
+            .unwrap();
+        assert!(
+            args.contains(&format!("--pod-security={expected}")),
+            "{args:?}"
+        );
+    }
+}

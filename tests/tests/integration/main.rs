@@ -50,6 +50,8 @@ mod controller_leader;
 #[cfg(test)]
 mod controller_ownership;
 #[cfg(test)]
+mod controller_pod_security;
+#[cfg(test)]
 mod controller_provision;
 #[cfg(test)]
 mod controller_race;

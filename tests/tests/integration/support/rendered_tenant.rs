@@ -39,6 +39,7 @@ pub fn desired_state(
         apiserver_cluster_ip: Some(cluster_ip),
         load_balancer_hosts: Vec::new(),
         claimed_nodes: vec!["node1".to_owned()],
+        workload_pod_security: Default::default(),
     };
     let tenant = Tenant::resolve(&vc, &ctx).unwrap();
     assert_eq!(tenant.apiserver_replicas, apiserver_replicas);
