@@ -60,6 +60,29 @@ async fn enforced(harness: &Harness, namespace: &str, name: &str, level: &str) {
         .await;
 }
 
+/// Labels namespace `team-p` with `level`, then changes VirtualCluster `tight` (`touch`)
+/// so the controller looks again: a namespace label is read on each reconcile.
+async fn label_namespace(harness: &Harness, level: &str, touch: &str) {
+    let patch = |value: serde_json::Value| Patch::Merge(value);
+    Api::<Namespace>::all(harness.admin.clone())
+        .patch(
+            "team-p",
+            &PatchParams::default(),
+            &patch(json!({"metadata": {"labels": {WORKLOAD_POD_SECURITY_LABEL: level}}})),
+        )
+        .await
+        .unwrap();
+    harness
+        .vcs("team-p")
+        .patch(
+            "tight",
+            &PatchParams::default(),
+            &patch(json!({"metadata": {"annotations": {"touch": touch}}})),
+        )
+        .await
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_namespace_label_sets_the_tenants_pod_security_level() {
     let harness = Harness::start(1, true).await;
@@ -67,39 +90,10 @@ async fn the_namespace_label_sets_the_tenants_pod_security_level() {
     enforced(&harness, "team-p", "tight", "baseline").await;
 
     // The cluster admin tightens the namespace: the tenant follows.
-    let namespaces: Api<Namespace> = Api::all(harness.admin.clone());
-    let label = |value: &str| {
-        Patch::Merge(json!({"metadata": {"labels": {WORKLOAD_POD_SECURITY_LABEL: value}}}))
-    };
-    namespaces
-        .patch("team-p", &PatchParams::default(), &label("restricted"))
-        .await
-        .unwrap();
-    // A change of the VirtualCluster makes the controller look again.
-    harness
-        .vcs("team-p")
-        .patch(
-            "tight",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"annotations": {"touch": "1"}}})),
-        )
-        .await
-        .unwrap();
+    label_namespace(&harness, "restricted", "1").await;
     enforced(&harness, "team-p", "tight", "restricted").await;
 
     // A value that is no level keeps baseline.
-    namespaces
-        .patch("team-p", &PatchParams::default(), &label("lenient"))
-        .await
-        .unwrap();
-    harness
-        .vcs("team-p")
-        .patch(
-            "tight",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"annotations": {"touch": "2"}}})),
-        )
-        .await
-        .unwrap();
+    label_namespace(&harness, "lenient", "2").await;
     enforced(&harness, "team-p", "tight", "baseline").await;
 }

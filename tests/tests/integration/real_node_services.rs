@@ -45,6 +45,25 @@ fn tenant_kubectl(world: &RealTenantWorld, args: &[&str]) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
+/// `kubectl expose` of the echo Deployment in the tenant as Service `name` of `type_`.
+fn expose(world: &RealTenantWorld, name: &str, type_: &str) {
+    tenant_kubectl(
+        world,
+        &[
+            "expose",
+            "deployment",
+            "echo",
+            "-n",
+            SHOP,
+            "--name",
+            name,
+            &format!("--type={type_}"),
+            "--port=80",
+            "--target-port=8080",
+        ],
+    );
+}
+
 /// The tenant pod names answering `url`, asked until both `expected` answered (kube-proxy
 /// picks an endpoint at random) or `WAIT` passed.
 async fn answering(url: &str, expected: &BTreeSet<String>) -> BTreeSet<String> {
@@ -144,19 +163,7 @@ async fn real_tenant_services_carry_traffic_and_resolve() {
 
     // NodePort: the tenant's Service shows the host's cluster IP and node port.
     let exposed = Instant::now();
-    tenant_kubectl(
-        &world,
-        &[
-            "expose",
-            "deployment",
-            "echo",
-            "-n",
-            SHOP,
-            "--type=NodePort",
-            "--port=80",
-            "--target-port=8080",
-        ],
-    );
+    expose(&world, "echo", "NodePort");
     let tenant_services: Api<Service> = Api::namespaced(world.tenant_admin.clone(), SHOP);
     let service = tenant_services.get("echo").await.unwrap();
     let spec = service.spec.clone().unwrap();
@@ -199,20 +206,7 @@ async fn real_tenant_services_carry_traffic_and_resolve() {
     );
 
     // LoadBalancer: the ingress a load balancer gives the host twin shows in the tenant.
-    tenant_kubectl(
-        &world,
-        &[
-            "expose",
-            "deployment",
-            "echo",
-            "-n",
-            SHOP,
-            "--name=echo-lb",
-            "--type=LoadBalancer",
-            "--port=80",
-            "--target-port=8080",
-        ],
-    );
+    expose(&world, "echo-lb", "LoadBalancer");
     let lb_twin = host_twin(&world, "echo-lb").await;
     let host_services: Api<Service> = Api::namespaced(
         world.admin.clone(),
