@@ -1,15 +1,18 @@
 //! `vc-sandbox`: try kosmos-vc without a cluster.
 //!
-//! Starts what the end-to-end scenarios start — a host with six SIMULATED kubelets, the
-//! chart's CRD, RBAC and webhook configurations, and the built `vc-webhook` and
-//! `vc-controller` as separate processes — then stays up and prints the `KUBECONFIG` to
-//! use with `kubectl vc create ...`. Ctrl-C stops everything it started.
+//! Starts what the end-to-end scenarios start (a host, the chart's CRD, RBAC and webhook
+//! configurations, and the built `vc-webhook` and `vc-controller` as separate processes),
+//! then stays up and prints the `KUBECONFIG` to use with `kubectl vc create ...`. Ctrl-C
+//! stops everything it started.
 //!
-//! The host is the real one whenever `KUBEBUILDER_ASSETS` holds the Kubernetes binaries
-//! (etcd, kube-apiserver, kube-controller-manager, kube-scheduler; each tenant's control
-//! plane runs as local processes from the flags the controller rendered), as the e2e
-//! `real_` twins use; otherwise, or with `--test-apiserver`, the in-process test API
-//! server. `--real-apiserver` insists on the real host.
+//! With `KUBEBUILDER_ASSETS` holding the Kubernetes binaries, the host is real (etcd,
+//! kube-apiserver, kube-controller-manager, kube-scheduler), and, run as root on a
+//! machine with the real node's Debian packages (`.ci/run` installs them), it has one
+//! real node, `node1`, which runs every tenant's control plane and clustertree and the
+//! tenants' pods as real containers (`--simulated-nodes` asks for six simulated kubelets
+//! instead). Without the assets, or with `--test-apiserver`, the host is the in-process
+//! test API server with six simulated kubelets. `--real-apiserver` insists on the real
+//! host.
 //!
 //! Build first: `cargo build --workspace --bins`, then `cargo run -p vc-tests --bin vc-sandbox`.
 
@@ -23,9 +26,9 @@ mod helm;
 mod harness;
 
 use anyhow::bail;
-use harness::{Harness, HostKind, NotStarted, Options, SIMULATED_NODES};
+use harness::{BUSYBOX_IMAGE, Harness, HostKind, NotStarted, Options, SIMULATED_NODES};
 
-const USAGE: &str = "usage: vc-sandbox [--real-apiserver | --test-apiserver]";
+const USAGE: &str = "usage: vc-sandbox [--real-apiserver | --test-apiserver] [--simulated-nodes]";
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -40,10 +43,15 @@ async fn main() -> anyhow::Result<()> {
         );
         HostKind::TestApiServer
     };
+    // A real node when this machine can run one (as `.ci/run` sets it up, as root).
+    options.real_node = vc_tests::node::missing_programs().is_empty()
+        && std::env::var("USER").is_ok_and(|user| user == "root");
+    options.real_node_only = true;
     for arg in std::env::args().skip(1) {
         match arg.as_str() {
             "--real-apiserver" => options.host = HostKind::RealApiServer,
             "--test-apiserver" => options.host = HostKind::TestApiServer,
+            "--simulated-nodes" => options.real_node = false,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return Ok(());
@@ -52,6 +60,7 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let host = options.host;
+    let real_node = options.real_node && host == HostKind::RealApiServer;
     let harness = match Harness::start(options).await {
         Ok(harness) => harness,
         Err(NotStarted::Skip(why)) => bail!("the sandbox cannot start: {why}"),
@@ -75,6 +84,37 @@ async fn main() -> anyhow::Result<()> {
              address; Linux routes all of 127/8 to loopback).",
         ),
     };
+    if real_node {
+        println!(
+            "kosmos-vc sandbox is running, on a REAL node.\n\
+             \n\
+             The host is REAL: etcd, kube-apiserver, kube-controller-manager and kube-scheduler from\n\
+             KUBEBUILDER_ASSETS, and one real node, node1 (kubelet and kube-proxy from KUBEBUILDER_ASSETS,\n\
+             containerd, runc and the bridge CNI from Debian). Every tenant's control plane (etcd,\n\
+             kube-apiserver, kube-controller-manager, kube-scheduler) and vc-clustertree run there as real\n\
+             pods, and so do the tenant's own pods (from the shared pool). Images are built here; try\n\
+             {BUSYBOX_IMAGE}.\n\
+             vc-webhook and vc-controller are the real binaries, with the chart's flags and RBAC.\n\
+             \n\
+             In another shell:\n\
+             \n\
+             \x20 export KUBECONFIG={kubeconfig}\n\
+             \x20 export PATH={plugins}:$PATH\n\
+             \x20 kubectl vc create demo --cpu 1 --memory 2Gi --wait\n\
+             \x20 kubectl vc use-context demo\n\
+             \x20 kubectl run hello --image={BUSYBOX_IMAGE} --image-pull-policy=Never -- sh -c 'echo hello from a tenant pod; sleep 3600'\n\
+             \x20 kubectl get pod hello -o wide && kubectl logs hello\n\
+             \n\
+             Logs: {work}/vc-webhook.log, {work}/vc-controller.log and {work}/node1\n\
+             Press Ctrl-C to stop everything (the machine is left as it was).",
+            kubeconfig = harness.operator.kubeconfig.display(),
+            plugins = harness.plugin_dir().display(),
+        );
+        wait_for_stop().await?;
+        drop(harness);
+        println!("stopped; removed {work}");
+        return Ok(());
+    }
     println!(
         "kosmos-vc sandbox is running.\n\
          \n\

@@ -125,7 +125,9 @@ impl NodeHost {
     }
 
     /// Starts the host's DNS, `node1` against `host` (cluster DNS [`CLUSTER_DNS`]), and
-    /// the service-CA ConfigMap in `token_namespaces`.
+    /// the service-CA ConfigMap in `token_namespaces`. `control_plane`: label `node1` the
+    /// host's control-plane node (never promoted, outside the pool); otherwise it runs
+    /// tenants' pool pods too.
     pub async fn start_node(
         &mut self,
         host: &Envtest,
@@ -133,6 +135,7 @@ impl NodeHost {
         assets: &Path,
         dir: &Path,
         token_namespaces: &[&str],
+        control_plane: bool,
     ) -> Result<&RealNode, NodeHostError> {
         let (stop_dns, stopped) = tokio::sync::oneshot::channel::<()>();
         self.stop_dns = Some(stop_dns);
@@ -148,6 +151,9 @@ impl NodeHost {
             ..NodeOptions::default()
         };
         let node = RealNode::start(host, assets, dir, options).await?;
+        if !control_plane {
+            return Ok(self.node.insert(node));
+        }
         // The host's control-plane node, as a kubeadm control-plane node is labelled (the
         // kubelet may not set node-role labels itself): what runs the tenants' control
         // planes, never promoted and outside the shared pool.

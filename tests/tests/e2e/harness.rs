@@ -74,6 +74,8 @@ pub const BIN_DIR_ENV: &str = "KOSMOS_VC_BIN_DIR";
 pub const SIMULATED_NODES: usize = 6;
 /// The real node, with [`Options::real_node`].
 pub const REAL_NODE: &str = "node1";
+/// A busybox image on the real node when tenants run there ([`Options::real_node_only`]).
+pub const BUSYBOX_IMAGE: &str = "kosmos-vc.local/busybox:1";
 /// Secret holding the webhook serving certificate (`webhook.tls.mode=secret`).
 const WEBHOOK_TLS_SECRET: &str = "kosmos-vc-webhook-e2e-tls";
 /// The EndpointSlice standing in for the webhook pods.
@@ -115,6 +117,10 @@ pub struct Options {
     /// clustertrees as real pods (`vc_tests::node::host`), instead of local processes;
     /// the simulated nodes are `node2` and up.
     pub real_node: bool,
+    /// With [`Options::real_node`]: no simulated node at all, and `node1` is a worker
+    /// (not a control-plane node), so tenants' pool pods run there too, as real
+    /// containers (the sandbox).
+    pub real_node_only: bool,
 }
 
 impl Options {
@@ -132,6 +138,7 @@ impl Options {
             workload_delay: Duration::from_millis(200),
             work_dir: None,
             real_node: false,
+            real_node_only: false,
         }
     }
 }
@@ -646,7 +653,9 @@ impl Harness {
         harness.install(&engine, &bin, &options).await?;
         match (&assets, node_host.take()) {
             (Some(assets), Some(node_host)) => {
-                harness.start_real_node(node_host, assets, &bin).await?;
+                harness
+                    .start_real_node(node_host, assets, &bin, !options.real_node_only)
+                    .await?;
             }
             (Some(assets), None) => {
                 harness.start_local_control_planes(assets, &options)?;
@@ -710,6 +719,7 @@ impl Harness {
         mut node_host: NodeHost,
         assets: &Path,
         bin: &Path,
+        control_plane: bool,
     ) -> anyhow::Result<()> {
         let Host::Real(envtest) = self.host.as_ref() else {
             bail!("the real node needs a real apiserver");
@@ -722,9 +732,15 @@ impl Harness {
                 assets,
                 &self.work.path().join(REAL_NODE),
                 &[TENANT_NAMESPACE],
+                control_plane,
             )
             .await
             .context("starting the real node node1")?;
+        if !control_plane {
+            // Something for tenants to run: busybox, whose shell prints and sleeps.
+            node.load_image(&image::ImageSpec::busybox(BUSYBOX_IMAGE, &["/bin/sh"]))
+                .context("loading the busybox image")?;
+        }
         let launch = self
             .controller_launch
             .as_ref()
@@ -998,7 +1014,11 @@ impl Harness {
         let probe = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
         let mut args = container_args(controller_deployment)?;
         replace_flag(&mut args, "--probe-listen", &probe.to_string())?;
-        if options.real_node {
+        if options.real_node && options.real_node_only {
+            args.push(format!(
+                "--control-plane-node-selector=kubernetes.io/hostname={REAL_NODE}"
+            ));
+        } else if options.real_node {
             // What an operator with dedicated control-plane nodes passes.
             args.push(format!(
                 "--control-plane-node-selector={}=",
@@ -1584,6 +1604,9 @@ impl Drop for WallTime {
 
 /// The simulated host nodes: `node1..node6`, or `node2..node7` beside the real `node1`.
 fn simulated_nodes(options: &Options) -> Vec<NodeSpec> {
+    if options.real_node && options.real_node_only {
+        return Vec::new();
+    }
     let first = if options.real_node { 2 } else { 1 };
     (first..first + SIMULATED_NODES)
         .map(|i| NodeSpec::new(&format!("node{i}")))
