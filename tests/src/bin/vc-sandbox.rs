@@ -44,8 +44,7 @@ async fn main() -> anyhow::Result<()> {
         HostKind::TestApiServer
     };
     // A real node when this machine can run one (as `.ci/run` sets it up, as root).
-    options.real_node = vc_tests::node::missing_programs().is_empty()
-        && std::env::var("USER").is_ok_and(|user| user == "root");
+    options.real_node = vc_tests::node::missing_programs().is_empty() && running_as_root();
     options.real_node_only = true;
     for arg in std::env::args().skip(1) {
         match arg.as_str() {
@@ -60,7 +59,8 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let host = options.host;
-    let real_node = options.real_node && host == HostKind::RealApiServer;
+    options.real_node &= host == HostKind::RealApiServer;
+    let real_node = options.real_node;
     let harness = match Harness::start(options).await {
         Ok(harness) => harness,
         Err(NotStarted::Skip(why)) => bail!("the sandbox cannot start: {why}"),
@@ -100,9 +100,9 @@ async fn main() -> anyhow::Result<()> {
              \n\
              \x20 export KUBECONFIG={kubeconfig}\n\
              \x20 export PATH={plugins}:$PATH\n\
-             \x20 kubectl vc create demo --cpu 1 --memory 2Gi --wait\n\
+             \x20 kubectl vc create demo --cpu 1 --memory 2Gi --wait=completed\n\
              \x20 kubectl vc use-context demo\n\
-             \x20 kubectl run hello --image={BUSYBOX_IMAGE} --image-pull-policy=Never -- sh -c 'echo hello from a tenant pod; sleep 3600'\n\
+             \x20 kubectl run hello --image={BUSYBOX_IMAGE} --image-pull-policy=Never --command -- sh -c 'echo hello from a tenant pod; sleep 3600'\n\
              \x20 kubectl get pod hello -o wide && kubectl logs hello\n\
              \n\
              Logs: {work}/vc-webhook.log, {work}/vc-controller.log and {work}/node1\n\
@@ -139,6 +139,17 @@ async fn main() -> anyhow::Result<()> {
     drop(harness);
     println!("stopped; removed {work}");
     Ok(())
+}
+
+/// Whether the effective user is root (`/proc/self/status`), which a real node needs.
+fn running_as_root() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|status| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("Uid:"))
+            .and_then(|ids| ids.split_whitespace().nth(1))
+            == Some("0")
+    })
 }
 
 /// Ctrl-C or SIGTERM.
