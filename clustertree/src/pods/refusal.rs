@@ -5,7 +5,7 @@
 use std::fmt;
 
 use k8s_openapi::api::core::v1::{
-    AppArmorProfile, Container, Pod, PodSecurityContext, SeccompProfile, SecurityContext,
+    AppArmorProfile, Container, Pod, PodSecurityContext, PodSpec, SeccompProfile, SecurityContext,
 };
 use kube::ResourceExt as _;
 use vc_api::pod_security::PodSecurityLevel;
@@ -162,70 +162,14 @@ fn restricted_refusal(pod: &Pod) -> Option<Refusal> {
     let pod_seccomp = pod_context
         .and_then(|c| c.seccomp_profile.as_ref())
         .map(|p| p.type_.as_str());
-    let containers = [
-        ("containers", spec.containers.as_slice()),
-        (
-            "initContainers",
-            spec.init_containers.as_deref().unwrap_or_default(),
-        ),
-    ];
-    for (list, containers) in containers {
-        for (index, container) in containers.iter().enumerate() {
-            let path = format!("{list}[{index}].securityContext");
-            let context = container.security_context.as_ref();
-            let non_root = context
-                .and_then(|c| c.run_as_non_root)
-                .or(Some(pod_non_root));
-            if non_root != Some(true) {
-                return Some(Refusal::restricted(
-                    format!("{path}.runAsNonRoot"),
-                    "must be true (here or in spec.securityContext)",
-                ));
-            }
-            if context.and_then(|c| c.run_as_user) == Some(0) {
-                return Some(Refusal::restricted(
-                    format!("{path}.runAsUser"),
-                    "running as root (UID 0) is not allowed",
-                ));
-            }
-            if context.and_then(|c| c.allow_privilege_escalation) != Some(false) {
-                return Some(Refusal::restricted(
-                    format!("{path}.allowPrivilegeEscalation"),
-                    "must be false",
-                ));
-            }
-            let capabilities = context.and_then(|c| c.capabilities.as_ref());
-            let drops_all = capabilities
-                .and_then(|c| c.drop.as_ref())
-                .is_some_and(|drop| drop.iter().any(|name| name == "ALL"));
-            if !drops_all {
-                return Some(Refusal::restricted(
-                    format!("{path}.capabilities.drop"),
-                    "must include ALL",
-                ));
-            }
-            let added = capabilities
-                .and_then(|c| c.add.as_ref())
-                .into_iter()
-                .flatten();
-            for (add, capability) in added.enumerate() {
-                if capability.strip_prefix("CAP_").unwrap_or(capability) != "NET_BIND_SERVICE" {
-                    return Some(Refusal::restricted(
-                        format!("{path}.capabilities.add[{add}]"),
-                        "only NET_BIND_SERVICE may be added",
-                    ));
-                }
-            }
-            let seccomp = context
-                .and_then(|c| c.seccomp_profile.as_ref())
-                .map(|p| p.type_.as_str())
-                .or(pod_seccomp);
-            if !matches!(seccomp, Some("RuntimeDefault" | "Localhost")) {
-                return Some(Refusal::restricted(
-                    format!("{path}.seccompProfile.type"),
-                    "must be RuntimeDefault or Localhost (here or in spec.securityContext)",
-                ));
-            }
+    for (path, container) in containers(spec) {
+        if let Some(refusal) = restricted_container_refusal(
+            &format!("{path}.securityContext"),
+            container,
+            pod_non_root,
+            pod_seccomp,
+        ) {
+            return Some(refusal);
         }
     }
     None
@@ -264,21 +208,89 @@ fn baseline_refusal(pod: &Pod) -> Option<Refusal> {
             ));
         }
     }
-    let containers = [
-        ("containers", spec.containers.as_slice()),
-        (
-            "initContainers",
-            spec.init_containers.as_deref().unwrap_or_default(),
-        ),
-    ];
-    for (list, containers) in containers {
-        for (index, container) in containers.iter().enumerate() {
-            if let Some(refusal) = container_refusal(&format!("{list}[{index}]"), container) {
-                return Some(refusal);
-            }
+    containers(spec).find_map(|(path, container)| container_refusal(&path, container))
+}
+
+/// What `restricted` forbids in one container, given the pod's `runAsNonRoot` and seccomp
+/// profile, which a container inherits unless it sets its own.
+fn restricted_container_refusal(
+    path: &str,
+    container: &Container,
+    pod_non_root: bool,
+    pod_seccomp: Option<&str>,
+) -> Option<Refusal> {
+    let context = container.security_context.as_ref();
+    let non_root = context
+        .and_then(|c| c.run_as_non_root)
+        .or(Some(pod_non_root));
+    if non_root != Some(true) {
+        return Some(Refusal::restricted(
+            format!("{path}.runAsNonRoot"),
+            "must be true (here or in spec.securityContext)",
+        ));
+    }
+    if context.and_then(|c| c.run_as_user) == Some(0) {
+        return Some(Refusal::restricted(
+            format!("{path}.runAsUser"),
+            "running as root (UID 0) is not allowed",
+        ));
+    }
+    if context.and_then(|c| c.allow_privilege_escalation) != Some(false) {
+        return Some(Refusal::restricted(
+            format!("{path}.allowPrivilegeEscalation"),
+            "must be false",
+        ));
+    }
+    let capabilities = context.and_then(|c| c.capabilities.as_ref());
+    let drops_all = capabilities
+        .and_then(|c| c.drop.as_ref())
+        .is_some_and(|drop| drop.iter().any(|name| name == "ALL"));
+    if !drops_all {
+        return Some(Refusal::restricted(
+            format!("{path}.capabilities.drop"),
+            "must include ALL",
+        ));
+    }
+    let added = capabilities
+        .and_then(|c| c.add.as_ref())
+        .into_iter()
+        .flatten();
+    for (add, capability) in added.enumerate() {
+        if capability.strip_prefix("CAP_").unwrap_or(capability) != "NET_BIND_SERVICE" {
+            return Some(Refusal::restricted(
+                format!("{path}.capabilities.add[{add}]"),
+                "only NET_BIND_SERVICE may be added",
+            ));
         }
     }
+    let seccomp = context
+        .and_then(|c| c.seccomp_profile.as_ref())
+        .map(|p| p.type_.as_str())
+        .or(pod_seccomp);
+    if !matches!(seccomp, Some("RuntimeDefault" | "Localhost")) {
+        return Some(Refusal::restricted(
+            format!("{path}.seccompProfile.type"),
+            "must be RuntimeDefault or Localhost (here or in spec.securityContext)",
+        ));
+    }
     None
+}
+
+/// Every container and init container of `spec`, with its path in the pod
+/// (`containers[0]`, `initContainers[1]`).
+fn containers(spec: &PodSpec) -> impl Iterator<Item = (String, &Container)> {
+    let init = spec.init_containers.as_deref().unwrap_or_default();
+    [
+        ("containers", spec.containers.as_slice()),
+        ("initContainers", init),
+    ]
+    .into_iter()
+    .flat_map(|(list, containers)| {
+        containers
+            .iter()
+            .enumerate()
+            .map(move |(index, container)| (format!("{list}[{index}]"), container))
+    })
 }
 
 fn pod_context_refusal(context: &PodSecurityContext) -> Option<Refusal> {
