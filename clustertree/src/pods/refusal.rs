@@ -220,10 +220,10 @@ fn restricted_container_refusal(
     pod_seccomp: Option<&str>,
 ) -> Option<Refusal> {
     let context = container.security_context.as_ref();
-    let non_root = context
+    if !context
         .and_then(|c| c.run_as_non_root)
-        .or(Some(pod_non_root));
-    if non_root != Some(true) {
+        .unwrap_or(pod_non_root)
+    {
         return Some(Refusal::restricted(
             format!("{path}.runAsNonRoot"),
             "must be true (here or in spec.securityContext)",
