@@ -11,7 +11,7 @@ use std::time::Duration;
 use clap::Parser;
 use vc_api::constants::tenant_workload_namespace;
 use vc_clustertree::cluster_dns::{self, DnsState};
-use vc_clustertree::dns::{self, upstream::Upstream};
+use vc_clustertree::dns;
 use vc_clustertree::kubelet_api::{self, KubeletApi, tls};
 use vc_clustertree::nodes::KubeletEndpoint;
 use vc_clustertree::pod_sync;
@@ -229,9 +229,7 @@ async fn start(flags: Flags) -> Result<(), StartError> {
         .local_addr()
         .map_or(flags.dns_listen.port(), |address| address.port());
     let servers = if flags.dns_upstream.is_empty() {
-        std::fs::read_to_string("/etc/resolv.conf")
-            .map(|text| dns::upstream::resolv_conf_servers(&text))
-            .unwrap_or_default()
+        dns::upstream::system_servers()
     } else {
         flags.dns_upstream.clone()
     };
@@ -291,19 +289,12 @@ async fn start(flags: Flags) -> Result<(), StartError> {
             kubelet_api::serve(listener, config, api, api_stopped).await;
         }
     };
-    let (publish, published) = tokio::sync::watch::channel(None);
-    let records = dns::watch::run(tenant.clone(), publish, until_stopped(stopped.clone()));
-    let dns_server = dns::serve::serve(
+    let tenant_dns_server = dns::run(
+        tenant.clone(),
         dns_listeners,
-        std::sync::Arc::new(dns::serve::Dns {
-            zone,
-            snapshot: published,
-            upstream: Upstream {
-                servers,
-                timeout: Duration::from_secs(2),
-            },
-        }),
-        until_stopped(stopped.clone()),
+        zone,
+        servers,
+        stopped.clone(),
     );
     let services = service_sync::run(
         host.clone(),
@@ -342,8 +333,7 @@ async fn start(flags: Flags) -> Result<(), StartError> {
         pods,
         services,
         kubelet_api,
-        records,
-        dns_server,
+        tenant_dns_server,
         tenant_dns,
         signal
     );

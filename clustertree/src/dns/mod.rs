@@ -16,3 +16,39 @@ pub mod watch;
 
 pub use resolve::{Resolution, Zone, answer};
 pub use snapshot::Snapshot;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long each upstream has to answer a forwarded query.
+const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Serves the cluster DNS of `client`'s Services and EndpointSlices on `listeners`,
+/// forwarding other names to `upstreams`, until `stopped` turns true: the watch caches
+/// and the server side by side.
+pub async fn run(
+    client: kube::Client,
+    listeners: serve::Listeners,
+    zone: Zone,
+    upstreams: Vec<std::net::SocketAddr>,
+    stopped: tokio::sync::watch::Receiver<bool>,
+) {
+    let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+        let _stopped_or_gone = stopped.wait_for(|stop| *stop).await;
+    };
+    let (publish, published) = tokio::sync::watch::channel(None);
+    let records = watch::run(client, publish, until_stopped(stopped.clone()));
+    let server = serve::serve(
+        listeners,
+        Arc::new(serve::Dns {
+            zone,
+            snapshot: published,
+            upstream: upstream::Upstream {
+                servers: upstreams,
+                timeout: UPSTREAM_TIMEOUT,
+            },
+        }),
+        until_stopped(stopped),
+    );
+    tokio::join!(records, server);
+}

@@ -57,6 +57,13 @@ pub fn parse_server(text: &str) -> Result<SocketAddr, String> {
         .map_err(|_| format!("{text:?} is neither IP nor IP:PORT"))
 }
 
+/// The nameservers of this process's `/etc/resolv.conf` (none when it cannot be read).
+pub fn system_servers() -> Vec<SocketAddr> {
+    std::fs::read_to_string("/etc/resolv.conf")
+        .map(|text| resolv_conf_servers(&text))
+        .unwrap_or_default()
+}
+
 /// The `nameserver` lines of a resolv.conf, in order.
 pub fn resolv_conf_servers(text: &str) -> Vec<SocketAddr> {
     text.lines()

@@ -324,32 +324,19 @@ async fn host_dns(
     let listeners = dns::serve::Listeners::bind(address)
         .await
         .map_err(|error| failed(error.to_string()))?;
-    let servers = std::fs::read_to_string("/etc/resolv.conf")
-        .map(|text| dns::upstream::resolv_conf_servers(&text))
-        .unwrap_or_default();
-    let (publish, published) = tokio::sync::watch::channel(None);
     let (stopping, stopped) = tokio::sync::watch::channel(false);
-    let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
-        let _stopped_or_gone = stopped.wait_for(|stop| *stop).await;
-    };
-    let records = dns::watch::run(client, publish, until_stopped(stopped.clone()));
-    let server = dns::serve::serve(
+    let server = dns::run(
+        client,
         listeners,
-        std::sync::Arc::new(dns::serve::Dns {
-            zone,
-            snapshot: published,
-            upstream: dns::upstream::Upstream {
-                servers,
-                timeout: std::time::Duration::from_secs(2),
-            },
-        }),
-        until_stopped(stopped),
+        zone,
+        dns::upstream::system_servers(),
+        stopped,
     );
     Ok(tokio::spawn(async move {
         let stop = async move {
             stop.await;
             let _no_listener_left = stopping.send(true);
         };
-        tokio::join!(records, server, stop);
+        tokio::join!(server, stop);
     }))
 }
