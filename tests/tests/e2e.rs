@@ -30,6 +30,7 @@ use harness::{Harness, HostKind, NotStarted, Options, TENANT_NAMESPACE, WallTime
 use kube::runtime::watcher;
 use serde_json::Value;
 use vc_api::VirtualCluster;
+use vc_tests::node::image::{ECHO_IMAGE, ECHO_PATH, ECHO_PORT};
 
 /// Longest any single wait of a scenario lasts on the simulated hosts.
 const WAIT: Duration = Duration::from_secs(60);
@@ -338,6 +339,10 @@ async fn scenario_creation(options: Options) {
         }
         None => etcd::tenant_etcd_is_real(&harness, "tenant1").await,
     }
+    if harness.real_worker().is_some() {
+        let kubeconfig = harness.operator.kubeconfig.clone();
+        tenant_pod_on_real_worker(&harness, &kubeconfig, "tenant1", "hello").await;
+    }
 
     assert!(
         in_order(&seen, &["Preparing", "Initialized", "Completed"]),
@@ -345,6 +350,123 @@ async fn scenario_creation(options: Options) {
     );
     let left = harness.stop_real_node();
     assert!(left.is_empty(), "the real node left: {left:#?}");
+}
+
+/// Runs busybox pod `name` in `tenant` (through `kubeconfig`) on the real worker, waits
+/// until it runs and `kubectl logs` shows what it printed, and returns its host pod: a
+/// real container there, run by the worker's kubelet for vc-clustertree.
+#[cfg(test)]
+async fn tenant_pod_on_real_worker(
+    harness: &Harness,
+    kubeconfig: &std::path::Path,
+    tenant: &str,
+    name: &str,
+) -> k8s_openapi::api::core::v1::Pod {
+    let worker = harness.real_worker().unwrap().to_owned();
+    let overrides = serde_json::json!({"apiVersion": "v1", "spec": {"nodeSelector": {"kubernetes.io/hostname": worker}}}).to_string();
+    let greeting = format!("hello from {name}");
+    let command = format!("echo {greeting}; exec sleep 3600");
+    let kubectl = |args: Vec<String>| async move {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        harness
+            .operator
+            .kubectl_with(kubeconfig, &args, None)
+            .await
+            .map_err(|error| error.to_string())
+    };
+    let run: Vec<String> = [
+        "run",
+        name,
+        "--image",
+        harness::BUSYBOX_IMAGE,
+        "--image-pull-policy=Never",
+        "--restart=Never",
+        "--overrides",
+        &overrides,
+        "--command",
+        "--",
+        "sh",
+        "-c",
+        &command,
+    ]
+    .iter()
+    .map(|arg| (*arg).to_owned())
+    .collect();
+    // ServiceAccount admission refuses every pod until the tenant's serviceaccount
+    // controller has made `default`, moments after the tenant came up.
+    harness
+        .eventually(&format!("kubectl run {name} in {tenant}"), WAIT, || async {
+            let ran = kubectl(run.clone()).await?;
+            if ran.success {
+                Ok(())
+            } else {
+                Err(ran.describe())
+            }
+        })
+        .await
+        .unwrap();
+    harness
+        .eventually(&format!("{tenant}'s pod {name} to run"), WAIT, || async {
+            let phase = kubectl(
+                ["get", "pod", name, "-o", "jsonpath={.status.phase}"]
+                    .map(str::to_owned)
+                    .to_vec(),
+            )
+            .await?;
+            if phase.stdout == "Running" {
+                Ok(())
+            } else {
+                Err(phase.describe())
+            }
+        })
+        .await
+        .unwrap();
+    harness
+        .eventually(&format!("kubectl logs {name}"), WAIT, || async {
+            let logs = kubectl(["logs", name].map(str::to_owned).to_vec()).await?;
+            if logs.stdout.trim() == greeting {
+                Ok(())
+            } else {
+                Err(logs.describe())
+            }
+        })
+        .await
+        .unwrap();
+    let workload_namespace = vc_api::constants::tenant_workload_namespace(TENANT_NAMESPACE, tenant);
+    let host_pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
+        kube::Api::namespaced(harness.admin.clone(), &workload_namespace);
+    let selector = format!("{}={name}", vc_api::constants::TENANT_OBJECT_NAME_LABEL);
+    let host_pod = host_pods
+        .list(&kube::api::ListParams::default().labels(&selector))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| panic!("no host pod of {tenant}'s pod {name} in {workload_namespace}"));
+    let spec = host_pod.spec.clone().unwrap_or_default();
+    assert_eq!(spec.node_name.as_deref(), Some(worker.as_str()));
+    let container = host_pod
+        .status
+        .clone()
+        .and_then(|status| status.container_statuses)
+        .and_then(|statuses| statuses.into_iter().next())
+        .unwrap_or_else(|| panic!("host pod of {name} has no container status: {host_pod:?}"));
+    assert!(
+        container
+            .container_id
+            .as_deref()
+            .is_some_and(|id| id.starts_with("containerd://")),
+        "a real container on {worker}: {container:?}"
+    );
+    eprintln!("[{tenant}] pod {name} runs as a real container on {worker}");
+    host_pod
+}
+
+/// The containers running on the real worker.
+#[cfg(test)]
+fn running_on_real_worker(harness: &Harness) -> Vec<String> {
+    harness.real_worker_tasks().unwrap()
 }
 
 /// Every pod of `tenant`'s control plane and clustertree runs on the real node `node`,
@@ -434,13 +556,15 @@ async fn scenario_service(options: Options) {
     let (cpu, memory) = pooled(&harness, "10", "100Gi");
     create_completed(&harness, "tenant1", &[&node1, &node2], cpu, memory).await;
     let tenant = harness.tenant_kubeconfig("tenant1").await.unwrap();
-    let in_tenant = |args: &'static [&'static str]| {
+    let in_tenant = |args: &[&str]| {
         let tenant = tenant.clone();
         let harness = &harness;
+        let args: Vec<String> = args.iter().map(|arg| (*arg).to_owned()).collect();
         async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
             harness
                 .operator
-                .kubectl_with(&tenant, args, None)
+                .kubectl_with(&tenant, &args, None)
                 .await
                 .unwrap()
         }
@@ -448,20 +572,32 @@ async fn scenario_service(options: Options) {
 
     // kubectl's typed `create deployment` sends protobuf, which the test API server does
     // not decode; kubectl renders the same objects client-side and applies them as JSON.
+    // The workspace's echo server, answering with its pod's name; on the real worker both
+    // replicas are real containers (pinned there: node1's sibling in the tenant is
+    // simulated).
     let deployment = in_tenant(&[
         "create",
         "deployment",
         "web",
-        "--image=nginx:1.27",
+        &format!("--image={ECHO_IMAGE}"),
         "--replicas=2",
-        "--port=80",
+        &format!("--port={ECHO_PORT}"),
         "--dry-run=client",
         "-o",
         "json",
     ])
     .await;
-    let deployment = deployment.ok().unwrap();
-    harness.operator.apply(&tenant, &deployment).await.unwrap();
+    let mut deployment = json(&deployment.ok().unwrap());
+    if let Some(worker) = harness.real_worker() {
+        let pod = &mut deployment["spec"]["template"]["spec"];
+        pod["nodeSelector"] = serde_json::json!({"kubernetes.io/hostname": worker});
+        pod["containers"][0]["imagePullPolicy"] = "Never".into();
+    }
+    harness
+        .operator
+        .apply(&tenant, &deployment.to_string())
+        .await
+        .unwrap();
     // The tenant's own apiserver refuses a privileged container at once, with its reason:
     // the host would never run it (Pod Security baseline on the workload namespace).
     if harness.kind == HostKind::RealApiServer {
@@ -497,12 +633,20 @@ async fn scenario_service(options: Options) {
             refused.describe()
         );
     }
+    // On the real host, as the proposal's case has it: a NodePort Service, reachable from
+    // outside the host.
+    let service_type = if harness.real_worker().is_some() {
+        "--type=NodePort"
+    } else {
+        "--type=ClusterIP"
+    };
     let service = in_tenant(&[
         "expose",
         "deployment",
         "web",
         "--port=80",
-        "--target-port=80",
+        &format!("--target-port={ECHO_PORT}"),
+        service_type,
         "--dry-run=client",
         "-o",
         "json",
@@ -644,6 +788,10 @@ async fn scenario_service(options: Options) {
         )
         .await
         .unwrap();
+
+    if harness.real_worker().is_some() {
+        traffic_from_outside_and_dns(&harness, &tenant, &addresses).await;
+    }
 
     // What the clustertree would carry to the host, as far as the host's API shows it:
     // the tenant's workloads land in the host namespace vc-default-tenant1, capped by a
@@ -790,6 +938,219 @@ async fn scenario_service(options: Options) {
         unpromoted.describe()
     );
 }
+
+/// The proposal's "external functionality", on the real worker: the tenant's NodePort
+/// Service `web` (2 echo replicas, whose tenant endpoints are `addresses`) answers from
+/// outside the host at the tenant Node's address and the node port the tenant shows,
+/// both replicas with their tenant pod names; so does a LoadBalancer Service at the
+/// ingress a load balancer gives its host twin, shown in the tenant; inside a replica
+/// `web.default.svc.cluster.local` resolves through the tenant's DNS and answers; deleting
+/// a tenant Service removes its host twin.
+#[cfg(test)]
+async fn traffic_from_outside_and_dns(
+    harness: &Harness,
+    tenant: &std::path::Path,
+    addresses: &[String],
+) {
+    use vc_tests::node::traffic::{LoopbackAddress, answering};
+    let in_tenant = |args: Vec<String>| async move {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let run = harness
+            .operator
+            .kubectl_with(tenant, &args, None)
+            .await
+            .unwrap();
+        assert!(run.success, "{}", run.describe());
+        run.stdout
+    };
+    let args = |args: &[&str]| args.iter().map(|arg| (*arg).to_owned()).collect::<Vec<_>>();
+    let pods = json(&in_tenant(args(&["get", "pods", "-l", "app=web", "-o", "json"])).await);
+    let names: BTreeSet<String> = pods["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|pod| {
+            pod["status"]["podIP"]
+                .as_str()
+                .is_some_and(|ip| addresses.iter().any(|address| address == ip))
+        })
+        .filter_map(|pod| pod["metadata"]["name"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(names.len(), 2, "the two ready replicas: {pods}");
+    let worker = harness.real_worker().unwrap().to_owned();
+    for pod in pods["items"].as_array().into_iter().flatten() {
+        assert_eq!(pod["spec"]["nodeName"], worker.as_str(), "{pod}");
+    }
+
+    // The tenant Service shows the host's cluster IP and node port: its host twin's.
+    let workload_namespace =
+        vc_api::constants::tenant_workload_namespace(TENANT_NAMESPACE, "tenant1");
+    let host_services: kube::Api<k8s_openapi::api::core::v1::Service> =
+        kube::Api::namespaced(harness.admin.clone(), &workload_namespace);
+    let twin_of = |name: &'static str| {
+        let host_services = host_services.clone();
+        async move {
+            let selector = format!("{}={name}", vc_api::constants::TENANT_OBJECT_NAME_LABEL);
+            harness
+                .eventually(
+                    &format!("the host twin of tenant Service {name}"),
+                    WAIT,
+                    || async {
+                        host_services
+                            .list(&kube::api::ListParams::default().labels(&selector))
+                            .await
+                            .map_err(|error| error.to_string())?
+                            .items
+                            .into_iter()
+                            .next()
+                            .ok_or_else(|| "none yet".to_owned())
+                    },
+                )
+                .await
+                .unwrap()
+        }
+    };
+    let service = json(&in_tenant(args(&["get", "service", "web", "-o", "json"])).await);
+    let node_port = service["spec"]["ports"][0]["nodePort"].as_i64().unwrap();
+    let twin = twin_of("web").await;
+    let twin_spec = twin.spec.clone().unwrap();
+    assert_eq!(
+        twin_spec.cluster_ip.as_deref(),
+        service["spec"]["clusterIP"].as_str(),
+        "the tenant Service's cluster IP is its host twin's"
+    );
+    assert_eq!(
+        twin_spec.ports.unwrap()[0].node_port.map(i64::from),
+        Some(node_port),
+        "the tenant Service's node port is its host twin's"
+    );
+
+    // From outside: the tenant Node's ExternalIP (the host node's address) and the port.
+    let node = json(&in_tenant(args(&["get", "node", &worker, "-o", "json"])).await);
+    let external = node["status"]["addresses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|address| address["type"] == "ExternalIP")
+        .and_then(|address| address["address"].as_str())
+        .unwrap_or_else(|| panic!("the tenant Node shows no ExternalIP: {node}"))
+        .to_owned();
+    let url = format!("http://{external}:{node_port}{ECHO_PATH}");
+    let seen = answering(&url, &names, WAIT).await;
+    assert_eq!(seen, names, "both replicas answer at {url}");
+    eprintln!(
+        "[service] NodePort {external}:{node_port}: both replicas answered with their tenant pod names"
+    );
+
+    // LoadBalancer: the ingress a load balancer gives the host twin shows in the tenant.
+    in_tenant(args(&[
+        "expose",
+        "deployment",
+        "web",
+        "--name",
+        "web-lb",
+        "--type=LoadBalancer",
+        "--port=80",
+        &format!("--target-port={ECHO_PORT}"),
+    ]))
+    .await;
+    let lb_twin = twin_of("web-lb").await;
+    host_services
+        .patch_status(
+            &lb_twin.metadata.name.clone().unwrap(),
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({"status": {"loadBalancer": {"ingress": [{"ip": LOAD_BALANCER}]}}})),
+        )
+        .await
+        .unwrap();
+    let shown = harness
+        .eventually(
+            "the tenant Service web-lb to show the ingress",
+            WAIT,
+            || async {
+                let run = harness
+                    .operator
+                    .kubectl_with(
+                        tenant,
+                        &[
+                            "get",
+                            "service",
+                            "web-lb",
+                            "-o",
+                            "jsonpath={.status.loadBalancer.ingress[0].ip}",
+                        ],
+                        None,
+                    )
+                    .await
+                    .map_err(|error| error.to_string())?;
+                if run.stdout.trim().is_empty() {
+                    Err(run.describe())
+                } else {
+                    Ok(run.stdout.trim().to_owned())
+                }
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(shown, LOAD_BALANCER);
+    let address = LoopbackAddress::add(LOAD_BALANCER.parse().unwrap()).unwrap();
+    let url = format!("http://{shown}{ECHO_PATH}");
+    let seen = answering(&url, &names, WAIT).await;
+    drop(address);
+    assert_eq!(seen, names, "both replicas answer at {url}");
+
+    // Inside a replica: the Service's name resolves through the tenant's DNS.
+    let replica = names.iter().next().unwrap().clone();
+    let resolv = in_tenant(args(&["exec", &replica, "--", "cat", "/etc/resolv.conf"])).await;
+    let dns = in_tenant(args(&[
+        "get",
+        "service",
+        "kube-dns",
+        "-n",
+        "kube-system",
+        "-o",
+        "jsonpath={.spec.clusterIP}",
+    ]))
+    .await;
+    assert!(
+        resolv.contains(&format!("nameserver {dns}"))
+            && resolv.contains("search default.svc.cluster.local"),
+        "{resolv}"
+    );
+    let answered = in_tenant(args(&[
+        "exec",
+        &replica,
+        "--",
+        "wget",
+        "-q",
+        "-O",
+        "-",
+        &format!("http://web.default.svc.cluster.local{ECHO_PATH}"),
+    ]))
+    .await;
+    assert!(
+        names.contains(answered.trim()),
+        "{answered:?} is not one of {names:?}"
+    );
+
+    // Deleting the tenant Service takes its host twin along.
+    in_tenant(args(&["delete", "service", "web-lb"])).await;
+    let lb_twin_name = lb_twin.metadata.name.clone().unwrap();
+    harness
+        .eventually("the host twin of web-lb to go", WAIT, || async {
+            match host_services.get_opt(&lb_twin_name).await {
+                Ok(None) => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        })
+        .await
+        .unwrap();
+}
+
+/// The load-balancer address the service scenario gives a host Service, as a cloud's
+/// controller would; on `lo` while the scenario sends to it.
+#[cfg(test)]
+const LOAD_BALANCER: &str = "10.244.250.8";
 
 /// A pod with one privileged container, with the requests and limits a namespace's
 /// ResourceQuota asks of every pod, so only the privilege can be what refuses it.
@@ -1074,6 +1435,9 @@ async fn scenario_lifecycle(options: Options) {
         .unwrap();
     assert!(switched.contains("vc-tenant1"), "{switched}");
     let tenant = harness.tenant_kubeconfig("tenant1").await.unwrap();
+    if harness.real_worker().is_some() {
+        tenant_pod_on_real_worker(&harness, &tenant, "tenant1", "resident").await;
+    }
 
     harness
         .operator
@@ -1254,6 +1618,20 @@ async fn scenario_lifecycle(options: Options) {
             "{node} is still claimed"
         );
     }
+    if harness.real_worker().is_some() {
+        // Nothing of the tenant runs on the real worker any more: no container at all.
+        harness
+            .eventually("the real worker to run no container", WAIT, || async {
+                let running = running_on_real_worker(&harness);
+                if running.is_empty() {
+                    Ok(())
+                } else {
+                    Err(format!("{running:?}"))
+                }
+            })
+            .await
+            .unwrap();
+    }
 }
 
 on_both_hosts!(
@@ -1356,6 +1734,62 @@ async fn scenario_restart(mut options: Options) {
         kubeconfig["clusters"][0]["cluster"]["certificate-authority-data"].as_str(),
         Some(ca_before.as_str())
     );
+    if harness.real_worker().is_none() {
+        return;
+    }
+    // A running tenant pod outlives another controller restart: same host pod, same
+    // container, never restarted.
+    let before = tenant_pod_on_real_worker(&harness, &tenant, "tenant1", "steady").await;
+    harness.kill_controller().unwrap();
+    harness.start_controller().await.unwrap();
+    let host_pods: kube::Api<k8s_openapi::api::core::v1::Pod> = kube::Api::namespaced(
+        harness.admin.clone(),
+        before.metadata.namespace.as_deref().unwrap(),
+    );
+    let container_of = |pod: &k8s_openapi::api::core::v1::Pod| {
+        pod.status
+            .clone()
+            .and_then(|status| status.container_statuses)
+            .and_then(|statuses| statuses.into_iter().next())
+            .map(|status| (status.container_id, status.restart_count))
+    };
+    let name = before.metadata.name.clone().unwrap();
+    harness
+        .eventually("tenant1 to be Completed again", WAIT, || async {
+            let phase = harness
+                .operator
+                .kubectl(&[
+                    "get",
+                    "virtualcluster",
+                    "tenant1",
+                    "-o",
+                    "jsonpath={.status.phase}",
+                ])
+                .await
+                .map_err(|e| e.to_string())?;
+            (phase.stdout == "Completed")
+                .then_some(())
+                .ok_or(phase.describe())
+        })
+        .await
+        .unwrap();
+    let after = host_pods.get(&name).await.unwrap();
+    assert_eq!(after.metadata.uid, before.metadata.uid, "the same host pod");
+    assert_eq!(
+        container_of(&after),
+        container_of(&before),
+        "the same container, no restart"
+    );
+    let phase = harness
+        .operator
+        .kubectl_with(
+            &tenant,
+            &["get", "pod", "steady", "-o", "jsonpath={.status.phase}"],
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(phase.stdout, "Running", "{}", phase.describe());
 }
 
 /// The CA certificate of Secret tenant1-ca (`tls.crt`; a CA Secret has no `ca.crt`), base64 as stored.

@@ -16,6 +16,8 @@
 //!
 //! `node1` is labelled as the host's control-plane node ([`CONTROL_PLANE_ROLE_LABEL`]):
 //! the tenants' control planes run there, and it is neither promotable nor in the pool.
+//! Workers beside it ([`NodeHost::start_worker`], `node2` and up) share the machine and
+//! node1's kube-proxy, and run what tenants run on the nodes they claim.
 //!
 //! Everything is undone by [`NodeHost::stop`], which also reports what the machine
 //! kept compared to before [`NodeHost::prepare`].
@@ -69,7 +71,10 @@ pub enum NodeHostError {
 /// envtest starts (with [`NodeHost::envtest_options`]), [`NodeHost::start_node`] after.
 /// Dropping it at any point undoes what was done.
 pub struct NodeHost {
-    pub node: Option<RealNode>,
+    /// `node1` first, then the workers in the order they started.
+    pub nodes: Vec<RealNode>,
+    /// Released once everything is undone.
+    guard: Option<std::sync::Arc<super::guard::MachineGuard>>,
     before: MachineState,
     /// What the hostpath provisioner's directory held before (`None`: it did not exist).
     hostpath_before: Option<std::collections::BTreeSet<std::ffi::OsString>>,
@@ -81,16 +86,28 @@ pub struct NodeHost {
 impl std::fmt::Debug for NodeHost {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NodeHost")
-            .field("node", &self.node.as_ref().map(|node| &node.options.name))
+            .field(
+                "nodes",
+                &self
+                    .nodes
+                    .iter()
+                    .map(|node| node.options.name.as_str())
+                    .collect::<Vec<_>>(),
+            )
             .finish_non_exhaustive()
     }
 }
 
 impl NodeHost {
-    /// Reads the machine and adds [`HOST_ADDRESS`] to `lo`.
-    pub fn prepare() -> Result<Self, NodeHostError> {
+    /// Holds the machine for this run ([`super::guard`]), reads it and adds
+    /// [`HOST_ADDRESS`] to `lo`.
+    pub async fn prepare() -> Result<Self, NodeHostError> {
+        let guard = super::guard::MachineGuard::acquire().await?;
         let before = MachineState::read();
         let hostpath_before = hostpath_entries();
+        guard.note(|record| {
+            record.loopback_addresses.push(format!("{HOST_ADDRESS}/32"));
+        })?;
         let output = std::process::Command::new("ip")
             .args(["addr", "add", &format!("{HOST_ADDRESS}/32"), "dev", "lo"])
             .output()
@@ -105,7 +122,8 @@ impl NodeHost {
             });
         }
         Ok(NodeHost {
-            node: None,
+            guard: Some(guard),
+            nodes: Vec::new(),
             before,
             hostpath_before,
             dns: None,
@@ -150,9 +168,9 @@ impl NodeHost {
             cluster_dns: Some(CLUSTER_DNS),
             ..NodeOptions::default()
         };
-        let node = RealNode::start(host, assets, dir, options).await?;
+        let node = self.push(RealNode::start(host, assets, dir, options).await?);
         if !control_plane {
-            return Ok(self.node.insert(node));
+            return Ok(node);
         }
         // The host's control-plane node, as a kubeadm control-plane node is labelled (the
         // kubelet may not set node-role labels itself): what runs the tenants' control
@@ -169,7 +187,35 @@ impl NodeHost {
                 what: "the control-plane role label of node1",
                 source,
             })?;
-        Ok(self.node.insert(node))
+        Ok(node)
+    }
+
+    /// Starts worker `node{index}` beside node1 ([`NodeOptions::worker`]) against `host`,
+    /// with the host's cluster DNS. Start node1 first: the workers use its kube-proxy.
+    pub async fn start_worker(
+        &mut self,
+        host: &Envtest,
+        assets: &Path,
+        dir: &Path,
+        index: u8,
+    ) -> Result<&RealNode, NodeHostError> {
+        let options = NodeOptions {
+            cluster_dns: Some(CLUSTER_DNS),
+            ..NodeOptions::worker(index)
+        };
+        let node = RealNode::start(host, assets, dir, options).await?;
+        Ok(self.push(node))
+    }
+
+    fn push(&mut self, node: RealNode) -> &RealNode {
+        self.nodes.push(node);
+        let last = self.nodes.len() - 1;
+        &self.nodes[last]
+    }
+
+    /// The real node named `name`.
+    pub fn node(&self, name: &str) -> Option<&RealNode> {
+        self.nodes.iter().find(|node| node.options.name == name)
     }
 
     /// The `kube-dns` Service and its endpoint (this machine), and the service-CA
@@ -240,7 +286,15 @@ impl NodeHost {
             return Vec::new();
         }
         self.stopped = true;
-        let mut problems = self.node.as_mut().map(RealNode::stop).unwrap_or_default();
+        // Every node's programs first, then each node undoes its part of the machine,
+        // the last started first: each restores what the machine was when it started.
+        let mut problems: Vec<String> = self
+            .nodes
+            .iter_mut()
+            .rev()
+            .flat_map(RealNode::stop_programs)
+            .collect();
+        problems.extend(self.nodes.iter_mut().rev().flat_map(RealNode::stop));
         if let Some(stop) = self.stop_dns.take() {
             let _already_stopped = stop.send(());
         }
@@ -260,28 +314,21 @@ impl NodeHost {
         }
         // The volumes provisioned meanwhile: their claims die with the host, so the
         // provisioner never deletes them.
-        let dir = Path::new(HOSTPATH_PROVISIONER_DIR);
-        let removals: Vec<std::path::PathBuf> = match &self.hostpath_before {
-            None => vec![dir.to_owned()],
-            Some(before) => hostpath_entries()
-                .unwrap_or_default()
-                .difference(before)
-                .map(|entry| dir.join(entry))
-                .collect(),
-        };
-        for path in removals {
-            if let Err(error) = std::fs::remove_dir_all(&path)
-                && error.kind() != std::io::ErrorKind::NotFound
-            {
-                problems.push(format!("removing {}: {error}", path.display()));
-            }
-        }
+        problems.extend(match &self.hostpath_before {
+            None => remove_hostpath_directory(),
+            Some(before) => remove_new_hostpath_entries(before),
+        });
         let after = MachineState::read();
         if after != self.before {
             problems.push(format!(
                 "the machine changed: before {:?}, after {after:?}",
                 self.before
             ));
+        }
+        if let Some(guard) = self.guard.take()
+            && !problems.is_empty()
+        {
+            guard.keep_record();
         }
         problems
     }
@@ -296,8 +343,41 @@ impl Drop for NodeHost {
     }
 }
 
+/// Removes what the hostpath provisioner's directory holds beyond `before`; says what
+/// could not be removed.
+pub(crate) fn remove_new_hostpath_entries(
+    before: &std::collections::BTreeSet<std::ffi::OsString>,
+) -> Vec<String> {
+    let dir = Path::new(HOSTPATH_PROVISIONER_DIR);
+    let removals: Vec<std::path::PathBuf> = hostpath_entries()
+        .unwrap_or_default()
+        .difference(before)
+        .map(|entry| dir.join(entry))
+        .collect();
+    removals
+        .iter()
+        .filter_map(|path| remove_all(path))
+        .collect()
+}
+
+/// Removes the hostpath provisioner's directory, made during the run.
+pub(crate) fn remove_hostpath_directory() -> Vec<String> {
+    remove_all(Path::new(HOSTPATH_PROVISIONER_DIR))
+        .into_iter()
+        .collect()
+}
+
+fn remove_all(path: &Path) -> Option<String> {
+    match std::fs::remove_dir_all(path) {
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+            Some(format!("removing {}: {error}", path.display()))
+        }
+        _ => None,
+    }
+}
+
 /// The entries of the hostpath provisioner's directory, `None` when it does not exist.
-fn hostpath_entries() -> Option<std::collections::BTreeSet<std::ffi::OsString>> {
+pub(crate) fn hostpath_entries() -> Option<std::collections::BTreeSet<std::ffi::OsString>> {
     let entries = std::fs::read_dir(HOSTPATH_PROVISIONER_DIR).ok()?;
     Some(
         entries

@@ -262,6 +262,39 @@ impl ImageSpec {
     }
 }
 
+/// The echo server's image: an HTTP server on port 8080 answering every request for
+/// [`ECHO_PATH`] with the pod's hostname (busybox `httpd` running a CGI script).
+pub const ECHO_IMAGE: &str = "kosmos-vc.local/echo:1";
+/// The path the echo server answers on.
+pub const ECHO_PATH: &str = "/cgi-bin/index.cgi";
+/// The echo server's port.
+pub const ECHO_PORT: u16 = 8080;
+
+/// The [`ECHO_IMAGE`], its script written into `dir`.
+pub fn echo_image(dir: &Path) -> Result<ImageSpec, ImageError> {
+    let script = dir.join("index.cgi");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\nhostname\n",
+    )
+    .map_err(|source| ImageError::WriteArchive {
+        image: ECHO_IMAGE.to_owned(),
+        source,
+    })?;
+    Ok(ImageSpec::busybox(
+        ECHO_IMAGE,
+        &[
+            "/bin/sh",
+            "-c",
+            &format!(
+                "echo serving on {ECHO_PORT}; exec /bin/busybox httpd -f -v -p {ECHO_PORT} -h /www"
+            ),
+        ],
+    )
+    .file(&format!("/www{ECHO_PATH}"), &script, 0o755)
+    .link("/bin/httpd", "busybox"))
+}
+
 /// The programs of the Kubernetes images the controller renders, by the last path
 /// segment of the image's repository (`registry.k8s.io/kube-apiserver:v1.33.4` ->
 /// `kube-apiserver`): the control-plane programs of `KUBEBUILDER_ASSETS` answer to these

@@ -10,12 +10,16 @@
 //! directories they create outside the work directory. [`MachineState`] records what a
 //! test compares before and after.
 //!
-//! Only one real node runs on a machine at a time (kubelet and kube-proxy own global
-//! state: iptables chains, sysctls): tests that start one run in the nextest group
-//! `real-node`, one at a time.
+//! Several real nodes may share the machine (one network namespace): each has its own
+//! containerd, bridge, pod range, address on `lo`, kubelet root and cgroup root, and only
+//! the first runs kube-proxy, whose rules serve the whole machine. Tests that start real
+//! nodes run in the nextest group `real-node`, one at a time (kubelet and kube-proxy own
+//! machine-wide state: iptables chains, sysctls).
 
+pub mod guard;
 pub mod host;
 pub mod image;
+pub mod traffic;
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -115,6 +119,38 @@ pub struct NodeOptions {
     /// The cluster DNS Service's address the kubelet writes into `ClusterFirst` pods'
     /// `resolv.conf`; without it they get the machine's resolver.
     pub cluster_dns: Option<Ipv4Addr>,
+    /// The kubelet's cgroup root (cgroup v1 path, created in every hierarchy), for a node
+    /// beside another: each kubelet removes pod cgroups under its root that it does not
+    /// know, so two must never share one. `None`: the machine's root (`/kubepods`).
+    pub cgroup_root: Option<String>,
+    /// Whether the node runs kube-proxy. Nodes sharing the machine share its network, so
+    /// one kube-proxy serves them all; a second would fight the first over `KUBE-*` chains.
+    pub kube_proxy: bool,
+}
+
+impl NodeOptions {
+    /// Worker `node{index}` (2..=200) beside `node1` on this machine: address
+    /// `10.244.255.{index}`, pods in `10.244.{index}.0/24` on bridge `kvc{index-1}`, cgroup
+    /// root `/kvc-node{index}`, no kube-proxy of its own.
+    pub fn worker(index: u8) -> Self {
+        NodeOptions {
+            name: format!("node{index}"),
+            node_ip: Ipv4Addr::new(10, 244, 255, index),
+            pod_cidr: format!("10.244.{index}.0/24"),
+            bridge: format!("kvc{}", index.saturating_sub(1)),
+            cgroup_root: Some(format!("/kvc-node{index}")),
+            kube_proxy: false,
+            ..NodeOptions::default()
+        }
+    }
+
+    /// The top-level cgroup directory (in every hierarchy) of the node's pods.
+    fn cgroup_directory(&self) -> String {
+        self.cgroup_root
+            .as_deref()
+            .map(|root| root.trim_start_matches('/').to_owned())
+            .unwrap_or_else(|| "kubepods".to_owned())
+    }
 }
 
 impl Default for NodeOptions {
@@ -126,6 +162,8 @@ impl Default for NodeOptions {
             cluster_cidr: "10.244.0.0/16".to_owned(),
             bridge: "kvc0".to_owned(),
             cluster_dns: None,
+            cgroup_root: None,
+            kube_proxy: true,
         }
     }
 }
@@ -238,6 +276,11 @@ pub fn kubelet_config(
         .cluster_dns
         .map(|address| format!("clusterDNS: [\"{address}\"]\n"))
         .unwrap_or_default();
+    let cgroup_root = options
+        .cgroup_root
+        .as_ref()
+        .map(|root| format!("cgroupRoot: \"{root}\"\n"))
+        .unwrap_or_default();
     format!(
         r#"apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
@@ -269,7 +312,7 @@ evictionHard:
   nodefs.available: "1%"
   imagefs.available: "1%"
 registerNode: true
-{cluster_dns}"#,
+{cluster_dns}{cgroup_root}"#,
         ca = ca.display(),
         kubelet = ports.kubelet,
         healthz = ports.kubelet_healthz,
@@ -329,7 +372,7 @@ fn free_port() -> Result<u16, NodeError> {
 
 /// What a node may leave behind on the machine, read before it starts and after it
 /// stops; the two must be equal.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MachineState {
     pub sysctls: BTreeMap<String, String>,
     pub iptables: String,
@@ -337,6 +380,8 @@ pub struct MachineState {
     pub loopback_addresses: Vec<String>,
     pub outside_directories: BTreeMap<String, bool>,
     pub netns: Vec<String>,
+    /// The kubelets' top-level cgroups (`kubepods`, `kvc-*`) in each hierarchy.
+    pub cgroups: Vec<String>,
 }
 
 impl MachineState {
@@ -377,6 +422,21 @@ impl MachineState {
                 names
             })
             .unwrap_or_default();
+        let mut cgroups: Vec<String> = cgroup_hierarchies()
+            .iter()
+            .flat_map(|hierarchy| {
+                std::fs::read_dir(hierarchy)
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .filter(|entry| entry.file_type().is_ok_and(|t| t.is_dir()))
+                    .filter_map(|entry| entry.file_name().into_string().ok())
+                    .filter(|name| name.starts_with("kubepods") || name.starts_with("kvc-"))
+                    .map(|name| format!("{}/{name}", hierarchy.display()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        cgroups.sort();
         MachineState {
             sysctls,
             iptables,
@@ -384,6 +444,7 @@ impl MachineState {
             loopback_addresses,
             outside_directories,
             netns,
+            cgroups,
         }
     }
 }
@@ -497,6 +558,10 @@ pub struct RealNode {
     kube_proxy: Option<Child>,
     kube_proxy_binary: PathBuf,
     host_kubeconfig: PathBuf,
+    /// Held while the node lives: no other run's nodes meanwhile, and a record of what
+    /// this one changes, for the next run to sweep should this one be killed.
+    guard: std::sync::Arc<guard::MachineGuard>,
+    programs_stopped: bool,
     stopped: bool,
 }
 
@@ -515,6 +580,7 @@ impl RealNode {
                 hint: "apt-get install containerd runc containernetworking-plugins iptables conntrack busybox-static",
             });
         }
+        let guard = guard::MachineGuard::acquire().await?;
         let paths = NodePaths::under(dir);
         let ports = NodePorts::free()?;
         let before = MachineState::read();
@@ -532,8 +598,21 @@ impl RealNode {
             kube_proxy: None,
             kube_proxy_binary: assets.join("kube-proxy"),
             host_kubeconfig: host.kubeconfig_path().to_owned(),
+            guard,
+            programs_stopped: false,
             stopped: false,
         };
+        node.guard.note(|record| {
+            record.directories.push(node.paths.dir.clone());
+            record
+                .directories
+                .extend(host.kubeconfig_path().parent().map(Path::to_owned));
+            record.bridges.push(node.options.bridge.clone());
+            record
+                .loopback_addresses
+                .push(format!("{}/32", node.options.node_ip));
+            record.cgroups.push(node.options.cgroup_directory());
+        })?;
         node.write_files(host, &ports)?;
         run(
             "ip",
@@ -556,19 +635,24 @@ impl RealNode {
         node.wait_for_containerd().await?;
         ImageSpec::busybox(PAUSE_IMAGE, &["/bin/sleep", "2147483647"])
             .import(&node.paths.images, &node.paths.containerd_socket)?;
+        if node.options.cgroup_root.is_some() {
+            create_cgroup_root(&node.options.cgroup_directory())?;
+        }
         node.kubelet = Some(spawn(
             &assets.join("kubelet"),
             &node.kubelet_args(),
             &node.paths.log("kubelet"),
         )?);
-        node.kube_proxy = Some(spawn(
-            &node.kube_proxy_binary,
-            &[format!(
-                "--config={}",
-                node.paths.kube_proxy_config.display()
-            )],
-            &node.paths.log("kube-proxy"),
-        )?);
+        if node.options.kube_proxy {
+            node.kube_proxy = Some(spawn(
+                &node.kube_proxy_binary,
+                &[format!(
+                    "--config={}",
+                    node.paths.kube_proxy_config.display()
+                )],
+                &node.paths.log("kube-proxy"),
+            )?);
+        }
         node.wait_ready(host).await?;
         Ok(node)
     }
@@ -719,6 +803,33 @@ impl RealNode {
         Ok(())
     }
 
+    /// The IDs of the containers running on the node (pause containers included), as
+    /// its containerd lists its tasks.
+    pub fn running_tasks(&self) -> Result<Vec<String>, NodeError> {
+        let socket = self.paths.containerd_socket.display().to_string();
+        let args = ["--address", socket.as_str(), "-n", "k8s.io", "tasks", "ls"];
+        let output = Command::new("ctr")
+            .args(args)
+            .output()
+            .map_err(|error| NodeError::Run {
+                command: format!("ctr {}", args.join(" ")),
+                reason: error.to_string(),
+            })?;
+        if !output.status.success() {
+            return Err(NodeError::Run {
+                command: format!("ctr {}", args.join(" ")),
+                reason: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+            });
+        }
+        // TASK  PID  STATUS, after a header line.
+        Ok(String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .skip(1)
+            .filter(|line| line.split_whitespace().nth(2) == Some("RUNNING"))
+            .filter_map(|line| line.split_whitespace().next().map(str::to_owned))
+            .collect())
+    }
+
     /// Builds `spec` and loads it into the node's containerd.
     pub fn load_image(&self, spec: &ImageSpec) -> Result<(), NodeError> {
         Ok(spec.import(&self.paths.images, &self.paths.containerd_socket)?)
@@ -729,6 +840,31 @@ impl RealNode {
         &self.before
     }
 
+    /// Stops kube-proxy, the kubelet, every container and containerd, leaving the
+    /// machine's state to [`RealNode::stop`]: nodes sharing the machine all stop their
+    /// programs before any of them restores what the machine had.
+    pub fn stop_programs(&mut self) -> Vec<String> {
+        if self.programs_stopped {
+            return Vec::new();
+        }
+        self.programs_stopped = true;
+        if let Some(child) = self.kube_proxy.as_mut() {
+            terminate(child);
+        }
+        if let Some(child) = self.kubelet.as_mut() {
+            terminate(child);
+        }
+        let stopped = self.kill_containers();
+        if let Some(child) = self.containerd.as_mut() {
+            terminate(child);
+        }
+        stopped
+            .err()
+            .map(|error| format!("stopping containers: {error}"))
+            .into_iter()
+            .collect()
+    }
+
     /// Stops everything and undoes what it did to the machine. Pods still on the node
     /// are stopped with their containers; errors of each step are collected, not fatal.
     pub fn stop(&mut self) -> Vec<String> {
@@ -736,32 +872,33 @@ impl RealNode {
             return Vec::new();
         }
         self.stopped = true;
-        let mut problems = Vec::new();
+        let mut problems = self.stop_programs();
         let mut note = |what: &str, result: Result<(), NodeError>| {
             if let Err(error) = result {
                 problems.push(format!("{what}: {error}"));
             }
         };
-        if let Some(child) = self.kube_proxy.as_mut() {
-            terminate(child);
-        }
-        if let Some(child) = self.kubelet.as_mut() {
-            terminate(child);
-        }
-        note("stopping containers", self.kill_containers());
-        if let Some(child) = self.containerd.as_mut() {
-            terminate(child);
+        if self.options.kube_proxy {
+            note(
+                "kube-proxy --cleanup",
+                run(
+                    &self.kube_proxy_binary.display().to_string(),
+                    &["--cleanup"],
+                ),
+            );
         }
         note(
-            "kube-proxy --cleanup",
-            run(
-                &self.kube_proxy_binary.display().to_string(),
-                &["--cleanup"],
-            ),
+            "restoring iptables",
+            restore_iptables(&self.iptables_before),
         );
-        note("restoring iptables", self.restore_iptables());
-        note("unmounting", self.unmount());
-        note("removing network namespaces", self.remove_netns());
+        note(
+            "unmounting",
+            unmount_under(std::slice::from_ref(&self.paths.dir), &self.before.netns),
+        );
+        note(
+            "removing network namespaces",
+            remove_netns(&self.before.netns),
+        );
         if self
             .before
             .interfaces
@@ -792,9 +929,18 @@ impl RealNode {
                 ],
             ),
         );
-        note("restoring sysctls", self.restore_sysctls());
-        note("removing directories", self.remove_outside_directories());
-        note("removing cgroups", remove_kubepods_cgroups());
+        note("restoring sysctls", restore_sysctls(&self.before.sysctls));
+        note(
+            "removing directories",
+            remove_outside_directories(&self.before.outside_directories),
+        );
+        note(
+            "removing cgroups",
+            remove_cgroups(&self.options.cgroup_directory()),
+        );
+        if !problems.is_empty() {
+            self.guard.keep_record();
+        }
         problems
     }
 
@@ -834,142 +980,184 @@ impl RealNode {
         Ok(())
     }
 
-    /// Empties every table loaded now, then loads what was saved before the start: the
-    /// kubelet's and kube-proxy's chains go, and whatever was there before stays.
-    fn restore_iptables(&self) -> Result<(), NodeError> {
-        for (program, saved) in [
-            ("iptables", &self.iptables_before.0),
-            ("ip6tables", &self.iptables_before.1),
-        ] {
-            let now = output_of(&format!("{program}-save"), &[]);
-            for table in now.lines().filter_map(|line| line.strip_prefix('*')) {
-                run(program, &["-t", table, "-F"])?;
-                run(program, &["-t", table, "-X"])?;
-            }
-            if saved.trim().is_empty() {
-                continue;
-            }
-            let program = format!("{program}-restore");
-            let program = program.as_str();
-            let mut child = Command::new(program)
-                .stdin(Stdio::piped())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .map_err(|error| NodeError::Run {
-                    command: program.to_owned(),
-                    reason: error.to_string(),
-                })?;
-            if let Some(stdin) = child.stdin.as_mut() {
-                use std::io::Write as _;
-                let _written = stdin.write_all(saved.as_bytes());
-            }
-            drop(child.stdin.take());
-            let output = child.wait_with_output().map_err(|error| NodeError::Run {
-                command: program.to_owned(),
-                reason: error.to_string(),
-            })?;
-            if !output.status.success() {
-                return Err(NodeError::Run {
-                    command: program.to_owned(),
-                    reason: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
-                });
-            }
-        }
-        Ok(())
-    }
-
-    /// Unmounts, deepest first, everything mounted under the work directory or in a
-    /// network namespace file created since the start.
-    fn unmount(&self) -> Result<(), NodeError> {
-        let dir = self.paths.dir.display().to_string();
-        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        let mut points: Vec<String> = mountinfo
-            .lines()
-            .filter_map(|line| line.split_whitespace().nth(4).map(str::to_owned))
-            .filter(|point| {
-                point.starts_with(&dir)
-                    || (point.starts_with("/run/netns/")
-                        && !self
-                            .before
-                            .netns
-                            .iter()
-                            .any(|n| point.ends_with(&format!("/{n}"))))
-            })
-            .collect();
-        points.sort_by_key(|p| std::cmp::Reverse(p.len()));
-        let mut failures = Vec::new();
-        for point in points {
-            if let Err(error) = run("umount", &["-l", &point]) {
-                failures.push(error.to_string());
-            }
-        }
-        if failures.is_empty() {
-            Ok(())
-        } else {
-            Err(NodeError::Run {
-                command: "umount".to_owned(),
-                reason: failures.join("; "),
-            })
-        }
-    }
-
-    fn remove_netns(&self) -> Result<(), NodeError> {
-        let Ok(entries) = std::fs::read_dir("/run/netns") else {
-            return Ok(());
-        };
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if !self.before.netns.contains(&name) {
-                let _removed = std::fs::remove_file(entry.path());
-            }
-        }
-        Ok(())
-    }
-
-    fn restore_sysctls(&self) -> Result<(), NodeError> {
-        for (name, value) in &self.before.sysctls {
-            if value == "absent" {
-                continue;
-            }
-            let path = Path::new("/proc/sys").join(name);
-            let now = std::fs::read_to_string(&path).unwrap_or_default();
-            if now.trim() != value {
-                std::fs::write(&path, value).map_err(|source| NodeError::WriteFile {
-                    path: path.display().to_string(),
-                    source,
-                })?;
-            }
-        }
-        Ok(())
-    }
-
-    fn remove_outside_directories(&self) -> Result<(), NodeError> {
-        for (path, existed) in &self.before.outside_directories {
-            if !existed && Path::new(path).exists() {
-                std::fs::remove_dir_all(path).map_err(|source| NodeError::CreateDirectory {
-                    path: path.clone(),
-                    source,
-                })?;
-            }
-        }
-        Ok(())
-    }
-
     /// The host's admin kubeconfig, for diagnostics.
     pub fn host_kubeconfig(&self) -> &Path {
         &self.host_kubeconfig
     }
 }
 
-/// The kubelet's QoS cgroups (`kubepods` under each cgroup v1 controller), removed
-/// deepest first once no process is left in them.
-fn remove_kubepods_cgroups() -> Result<(), NodeError> {
-    let Ok(controllers) = std::fs::read_dir("/sys/fs/cgroup") else {
+/// Empties every table loaded now, then loads what was saved (`iptables-save`,
+/// `ip6tables-save`) before a start: the kubelets' and kube-proxy's chains go, and
+/// whatever was there before stays.
+fn restore_iptables(saved: &(String, String)) -> Result<(), NodeError> {
+    for (program, saved) in [("iptables", &saved.0), ("ip6tables", &saved.1)] {
+        let now = output_of(&format!("{program}-save"), &[]);
+        for table in now.lines().filter_map(|line| line.strip_prefix('*')) {
+            run(program, &["-t", table, "-F"])?;
+            run(program, &["-t", table, "-X"])?;
+        }
+        if saved.trim().is_empty() {
+            continue;
+        }
+        let program = format!("{program}-restore");
+        let program = program.as_str();
+        let mut child = Command::new(program)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|error| NodeError::Run {
+                command: program.to_owned(),
+                reason: error.to_string(),
+            })?;
+        if let Some(stdin) = child.stdin.as_mut() {
+            use std::io::Write as _;
+            let _written = stdin.write_all(saved.as_bytes());
+        }
+        drop(child.stdin.take());
+        let output = child.wait_with_output().map_err(|error| NodeError::Run {
+            command: program.to_owned(),
+            reason: error.to_string(),
+        })?;
+        if !output.status.success() {
+            return Err(NodeError::Run {
+                command: program.to_owned(),
+                reason: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Unmounts, deepest first, everything mounted under `directories` or in a network
+/// namespace file that is not one of `netns_before`.
+fn unmount_under(directories: &[PathBuf], netns_before: &[String]) -> Result<(), NodeError> {
+    let prefixes: Vec<String> = directories
+        .iter()
+        .map(|directory| directory.display().to_string())
+        .collect();
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut points: Vec<String> = mountinfo
+        .lines()
+        .filter_map(|line| line.split_whitespace().nth(4).map(str::to_owned))
+        .filter(|point| {
+            prefixes.iter().any(|prefix| point.starts_with(prefix))
+                || (point.starts_with("/run/netns/")
+                    && !netns_before
+                        .iter()
+                        .any(|n| point.ends_with(&format!("/{n}"))))
+        })
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    points.dedup();
+    let mut failures = Vec::new();
+    for point in points {
+        if let Err(error) = run("umount", &["-l", &point]) {
+            failures.push(error.to_string());
+        }
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(NodeError::Run {
+            command: "umount".to_owned(),
+            reason: failures.join("; "),
+        })
+    }
+}
+
+/// Removes the network namespace files that are not one of `netns_before`.
+fn remove_netns(netns_before: &[String]) -> Result<(), NodeError> {
+    let Ok(entries) = std::fs::read_dir("/run/netns") else {
         return Ok(());
     };
-    for controller in controllers.flatten() {
-        let root = controller.path().join("kubepods");
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !netns_before.contains(&name) {
+            let _removed = std::fs::remove_file(entry.path());
+        }
+    }
+    Ok(())
+}
+
+/// Writes back every sysctl of `before` that differs now.
+fn restore_sysctls(before: &BTreeMap<String, String>) -> Result<(), NodeError> {
+    for (name, value) in before {
+        if value == "absent" {
+            continue;
+        }
+        let path = Path::new("/proc/sys").join(name);
+        let now = std::fs::read_to_string(&path).unwrap_or_default();
+        if now.trim() != value {
+            std::fs::write(&path, value).map_err(|source| NodeError::WriteFile {
+                path: path.display().to_string(),
+                source,
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes each of [`OUTSIDE_DIRECTORIES`] that did not exist `before`.
+fn remove_outside_directories(before: &BTreeMap<String, bool>) -> Result<(), NodeError> {
+    for (path, existed) in before {
+        if !existed && Path::new(path).exists() {
+            std::fs::remove_dir_all(path).map_err(|source| NodeError::CreateDirectory {
+                path: path.clone(),
+                source,
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// The cgroup v1 hierarchies mounted under `/sys/fs/cgroup`, each once (the joined ones,
+/// `cpu,cpuacct`, also appear as symlinks `cpu` and `cpuacct`).
+fn cgroup_hierarchies() -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") else {
+        return Vec::new();
+    };
+    let mut hierarchies: Vec<PathBuf> = entries
+        .flatten()
+        .filter(|entry| entry.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|entry| entry.path())
+        .filter(|path| path.join("cgroup.procs").is_file())
+        .collect();
+    hierarchies.sort();
+    hierarchies
+}
+
+/// Creates `name` at the top of every hierarchy, as the kubelet requires of its cgroup
+/// root; in `cpuset` a new cgroup holds no CPU or memory node until given its parent's.
+fn create_cgroup_root(name: &str) -> Result<(), NodeError> {
+    for hierarchy in cgroup_hierarchies() {
+        let directory = hierarchy.join(name);
+        create_dir(&directory)?;
+        for file in ["cpuset.cpus", "cpuset.mems"] {
+            let inherited = hierarchy.join(file);
+            if let Ok(value) = std::fs::read_to_string(&inherited) {
+                let own = directory.join(file);
+                if std::fs::read_to_string(&own)
+                    .unwrap_or_default()
+                    .trim()
+                    .is_empty()
+                {
+                    std::fs::write(&own, value.trim()).map_err(|source| NodeError::WriteFile {
+                        path: own.display().to_string(),
+                        source,
+                    })?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The node's pod cgroups (`name` at the top of every hierarchy), removed deepest first
+/// once no process is left in them.
+fn remove_cgroups(name: &str) -> Result<(), NodeError> {
+    for hierarchy in cgroup_hierarchies() {
+        let root = hierarchy.join(name);
         if !root.is_dir() {
             continue;
         }

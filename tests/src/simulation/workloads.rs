@@ -319,6 +319,9 @@ pub struct WorkloadOptions {
     /// Workloads (and, kubelet-only, Pods) carrying all these labels are left alone, e.g.
     /// `app.kubernetes.io/component=etcd` when a test runs a real etcd for them.
     pub exclude_labels: BTreeMap<String, String>,
+    /// Kubelet-only: the nodes whose kubelets this plays (`None`: every node). Pods bound
+    /// to any other node (a real kubelet's) are left to that node.
+    pub nodes: Option<BTreeSet<String>>,
     pub mode: WorkloadMode,
     /// Periodic full pass, which also retries failed writes.
     pub resync: Duration,
@@ -353,6 +356,7 @@ impl Default for WorkloadOptions {
             pod_ip_start: Ipv4Addr::new(127, 200, 0, 1),
             namespace: None,
             exclude_labels: BTreeMap::new(),
+            nodes: None,
             mode: WorkloadMode::Controllers,
             resync: Duration::from_secs(2),
         }
@@ -709,11 +713,14 @@ impl WorkloadSim {
         let now = Instant::now();
         let mut next: Option<Instant> = None;
         for pod in &pods {
-            let bound = pod
-                .spec
-                .as_ref()
-                .is_some_and(|spec| spec.node_name.is_some());
-            if !bound || is_excluded(pod.labels(), &self.options.exclude_labels) {
+            let node = pod.spec.as_ref().and_then(|spec| spec.node_name.as_ref());
+            let played = node.is_some_and(|node| {
+                self.options
+                    .nodes
+                    .as_ref()
+                    .is_none_or(|nodes| nodes.contains(node))
+            });
+            if !played || is_excluded(pod.labels(), &self.options.exclude_labels) {
                 continue;
             }
             if pod.metadata.deletion_timestamp.is_some() {

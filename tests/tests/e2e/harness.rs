@@ -70,10 +70,17 @@ pub const TENANT_NAMESPACE: &str = "default";
 pub const EXTERNAL_KUBECONFIG_ENV: &str = "KOSMOS_VC_E2E_KUBECONFIG";
 /// Environment variable naming the directory of the built binaries.
 pub const BIN_DIR_ENV: &str = "KOSMOS_VC_BIN_DIR";
-/// Simulated host nodes.
+/// Host nodes the scenarios may promote: all simulated, or the real [`REAL_WORKER`] and
+/// simulated ones.
 pub const SIMULATED_NODES: usize = 6;
 /// The real node, with [`Options::real_node`].
 pub const REAL_NODE: &str = "node1";
+/// The real worker beside [`REAL_NODE`] (with [`Options::real_node`], not
+/// [`Options::real_node_only`]): the first node the scenarios promote, so tenant pods
+/// placed there are real containers.
+pub const REAL_WORKER: &str = "node2";
+/// [`REAL_WORKER`]'s index, as `vc_tests::node::NodeOptions::worker` takes it.
+const REAL_WORKER_INDEX: u8 = 2;
 /// A busybox image on the real node when tenants run there ([`Options::real_node_only`]).
 pub const BUSYBOX_IMAGE: &str = "kosmos-vc.local/busybox:1";
 /// Secret holding the webhook serving certificate (`webhook.tls.mode=secret`).
@@ -115,7 +122,8 @@ pub struct Options {
     pub work_dir: Option<PathBuf>,
     /// On a real apiserver: the real node `node1` runs the tenants' control planes and
     /// clustertrees as real pods (`vc_tests::node::host`), instead of local processes;
-    /// the simulated nodes are `node2` and up.
+    /// the real worker `node2` is the first node scenarios promote, and the simulated
+    /// nodes are `node3` and up.
     pub real_node: bool,
     /// With [`Options::real_node`]: no simulated node at all, and `node1` is a worker
     /// (not a control-plane node), so tenants' pool pods run there too, as real
@@ -573,7 +581,11 @@ impl Harness {
                         NotStarted::Skip(why)
                     });
                 }
-                Some(NodeHost::prepare().context("preparing the machine for the real node")?)
+                Some(
+                    NodeHost::prepare()
+                        .await
+                        .context("preparing the machine for the real node")?,
+                )
             }
             _ => None,
         };
@@ -663,18 +675,30 @@ impl Harness {
             }
             (None, _) => harness.start_clustertrees(&bin),
         }
+        let real_worker = harness.real_worker().map(str::to_owned);
+        let simulated: Vec<&str> = harness
+            .nodes
+            .iter()
+            .map(String::as_str)
+            .filter(|node| Some(*node) != real_worker.as_deref())
+            .collect();
         eprintln!(
-            "[{}] host ready in {:.1?}: {}; chart installed, vc-webhook and vc-controller running, {} simulated nodes ({}){}",
+            "[{}] host ready in {:.1?}: {}; chart installed, vc-webhook and vc-controller running, {} simulated nodes ({}){}{}",
             harness.scenario,
             harness.started.elapsed(),
             harness.describe_host(),
-            harness.nodes.len(),
-            harness.nodes.join(", "),
+            simulated.len(),
+            simulated.join(", "),
             if harness.node_host.is_some() {
                 "; the real node node1 runs the tenants' control planes and clustertrees as pods"
             } else {
                 ""
-            }
+            },
+            real_worker
+                .map(|worker| format!(
+                    "; the real worker {worker} (promoted first) runs tenant pods as real containers"
+                ))
+                .unwrap_or_default()
         );
         Ok(harness)
     }
@@ -737,9 +761,7 @@ impl Harness {
             .await
             .context("starting the real node node1")?;
         if !control_plane {
-            // Something for tenants to run: busybox, whose shell prints and sleeps.
-            node.load_image(&image::ImageSpec::busybox(BUSYBOX_IMAGE, &["/bin/sh"]))
-                .context("loading the busybox image")?;
+            load_workload_images(node, self.work.path())?;
         }
         let launch = self
             .controller_launch
@@ -786,6 +808,25 @@ impl Harness {
             references.len() + 1,
             started.elapsed()
         );
+        if control_plane {
+            let started = Instant::now();
+            let worker = node_host
+                .start_worker(
+                    envtest,
+                    assets,
+                    &self.work.path().join(REAL_WORKER),
+                    REAL_WORKER_INDEX,
+                )
+                .await
+                .with_context(|| format!("starting the real worker {REAL_WORKER}"))?;
+            load_workload_images(worker, self.work.path())?;
+            self.nodes.insert(0, REAL_WORKER.to_owned());
+            eprintln!(
+                "[{}] real worker {REAL_WORKER} Ready, busybox and echo images loaded, in {:.1?}",
+                self.scenario,
+                started.elapsed()
+            );
+        }
         self.node_host = Some(node_host);
         Ok(())
     }
@@ -803,7 +844,27 @@ impl Harness {
     pub fn real_node(&self) -> Option<&str> {
         self.node_host
             .as_ref()
-            .and_then(|host| host.node.as_ref())
+            .and_then(|host| host.nodes.first())
+            .map(|node| node.options.name.as_str())
+    }
+
+    /// The tasks (running containers, pause containers included) of the real worker's
+    /// containerd.
+    pub fn real_worker_tasks(&self) -> anyhow::Result<Vec<String>> {
+        let worker = self
+            .node_host
+            .as_ref()
+            .and_then(|host| host.node(REAL_WORKER))
+            .ok_or_else(|| anyhow!("no real worker runs"))?;
+        Ok(worker.running_tasks()?)
+    }
+
+    /// The real worker's name ([`REAL_WORKER`]), when the harness runs one: tenant pods
+    /// placed there run as real containers.
+    pub fn real_worker(&self) -> Option<&str> {
+        self.node_host
+            .as_ref()
+            .and_then(|host| host.node(REAL_WORKER))
             .map(|node| node.options.name.as_str())
     }
 
@@ -816,7 +877,7 @@ impl Harness {
                 envtest.service_cidr(),
                 match (envtest.has_controller_manager(), envtest.has_scheduler()) {
                     (true, true) =>
-                        ", kube-controller-manager (workload, endpoint, volume, garbage-collector and namespace controllers) and kube-scheduler; only the kubelets are simulated",
+                        ", kube-controller-manager (workload, endpoint, volume, garbage-collector and namespace controllers) and kube-scheduler; simulated nodes have simulated kubelets",
                     (true, false) =>
                         ", kube-controller-manager, no kube-scheduler (pods stay unbound)",
                     (false, _) =>
@@ -1120,10 +1181,21 @@ impl Harness {
             HostKind::RealApiServer => (
                 WorkloadOptions {
                     mode: WorkloadMode::KubeletOnly,
+                    // Pods on the real nodes are their kubelets' alone.
+                    nodes: options.real_node.then(|| {
+                        simulated_nodes(options)
+                            .into_iter()
+                            .map(|node| node.name)
+                            .collect()
+                    }),
                     ..host_workloads
                 },
                 ServiceOptions {
                     endpoints: false,
+                    // With the real node, kube-proxy routes load-balancer addresses:
+                    // scenarios give them to Services themselves, as a cloud's
+                    // controller would, instead of the simulated one's cluster IPs.
+                    load_balancers: !options.real_node,
                     ..services
                 },
             ),
@@ -1603,15 +1675,29 @@ impl Drop for WallTime {
     }
 }
 
-/// The simulated host nodes: `node1..node6`, or `node2..node7` beside the real `node1`.
+/// The simulated host nodes: `node1..node6`, or `node3..node7` beside the real `node1`
+/// and [`REAL_WORKER`].
 fn simulated_nodes(options: &Options) -> Vec<NodeSpec> {
     if options.real_node && options.real_node_only {
         return Vec::new();
     }
-    let first = if options.real_node { 2 } else { 1 };
-    (first..first + SIMULATED_NODES)
+    let (first, count) = if options.real_node {
+        (3, SIMULATED_NODES - 1)
+    } else {
+        (1, SIMULATED_NODES)
+    };
+    (first..first + count)
         .map(|i| NodeSpec::new(&format!("node{i}")))
         .collect()
+}
+
+/// What tenants run on a real node: busybox (whose shell prints and sleeps) and the echo
+/// server.
+fn load_workload_images(node: &vc_tests::node::RealNode, dir: &Path) -> anyhow::Result<()> {
+    node.load_image(&image::ImageSpec::busybox(BUSYBOX_IMAGE, &["/bin/sh"]))
+        .context("loading the busybox image")?;
+    let echo = image::echo_image(dir).context("building the echo image")?;
+    node.load_image(&echo).context("loading the echo image")
 }
 
 /// The assets of a real host, or why there is none: a skip, except in CI, where a

@@ -15,41 +15,14 @@ use vc_tests::node::{MachineState, NodeOptions, RealNode, missing_programs};
 
 use crate::support::eventually::eventually;
 
-pub(crate) const ECHO_IMAGE: &str = "kosmos-vc.local/echo:1";
+pub(crate) use vc_tests::node::image::ECHO_IMAGE;
 const WAIT: Duration = Duration::from_secs(60);
 
-/// An HTTP server answering every request with the pod's hostname (busybox `httpd`
-/// running a CGI script).
 pub(crate) fn echo_image(dir: &std::path::Path) -> ImageSpec {
-    let script = dir.join("index.cgi");
-    std::fs::write(
-        &script,
-        "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\nhostname\n",
-    )
-    .unwrap();
-    ImageSpec::busybox(
-        ECHO_IMAGE,
-        &[
-            "/bin/sh",
-            "-c",
-            "echo serving on 8080; exec /bin/busybox httpd -f -v -p 8080 -h /www",
-        ],
-    )
-    .file("/www/cgi-bin/index.cgi", &script, 0o755)
-    .link("/bin/httpd", "busybox")
+    vc_tests::node::image::echo_image(dir).unwrap()
 }
 
-pub(crate) async fn http_get(url: &str) -> Option<String> {
-    let output = tokio::process::Command::new("wget")
-        .args(["-q", "-O", "-", "-T", "3", url])
-        .output()
-        .await
-        .ok()?;
-    output
-        .status
-        .success()
-        .then(|| String::from_utf8_lossy(&output.stdout).trim().to_owned())
-}
+pub(crate) use vc_tests::node::traffic::http_get;
 
 fn kubectl(kubeconfig: &std::path::Path, args: &[&str]) -> std::process::Output {
     std::process::Command::new("kubectl")
@@ -272,4 +245,94 @@ async fn host_client(host: &Envtest) -> kube::Client {
     vc_tests::apiserver::client_from_kubeconfig(host.kubeconfig_path())
         .await
         .unwrap()
+}
+
+/// A run killed outright (SIGKILL: no drop, no stop) leaves its nodes running: kubelets,
+/// containerd and their containers, kube-proxy's chains, bridges, `lo` addresses,
+/// cgroups, mounts, the host control plane. The next run that takes the machine sweeps
+/// all of it from the record the killed run kept (`vc_tests::node::guard`), and the
+/// machine is as it was before the killed run started.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_node_left_by_a_killed_run_is_swept() {
+    use std::io::BufRead as _;
+    use vc_tests::node::guard::MachineGuard;
+    if envtest::assets().is_none() {
+        assert!(!envtest::must_run_real(), "CI is set: {SKIP_MESSAGE}");
+        eprintln!("{SKIP_MESSAGE}");
+        return;
+    }
+    let missing = missing_programs();
+    if !missing.is_empty() {
+        assert!(
+            !envtest::must_run_real(),
+            "CI is set, but the real node needs {missing:?}"
+        );
+        eprintln!("skipped: the real node needs {missing:?}");
+        return;
+    }
+    let before = MachineState::read();
+    let work = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vc-real-node"))
+        .arg(work.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(work.path().join("vc-real-node.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let ready = tokio::task::spawn_blocking(move || {
+        std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .any(|line| line == "ready")
+    });
+    let ready = tokio::time::timeout(Duration::from_secs(180), ready).await;
+    let log = || std::fs::read_to_string(work.path().join("vc-real-node.log")).unwrap_or_default();
+    assert!(
+        matches!(ready, Ok(Ok(true))),
+        "vc-real-node did not run its pods: {}",
+        log()
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // What the killed run left: its programs still run, the machine is changed.
+    let dir = work.path().display().to_string();
+    let left_running = processes_naming(&dir);
+    assert!(
+        left_running
+            .iter()
+            .any(|cmdline| cmdline.contains("kubelet")),
+        "the killed run's kubelets outlive it: {left_running:#?}"
+    );
+    assert_ne!(
+        MachineState::read(),
+        before,
+        "the killed run changed the machine"
+    );
+
+    let swept = Instant::now();
+    let guard = MachineGuard::acquire().await.unwrap();
+    eprintln!(
+        "swept what the killed run left in {:.1} s",
+        swept.elapsed().as_secs_f64()
+    );
+    let still_running = processes_naming(&dir);
+    assert!(still_running.is_empty(), "{still_running:#?}");
+    pretty_assertions::assert_eq!(MachineState::read(), before);
+    drop(guard);
+    assert!(
+        !std::path::Path::new(vc_tests::node::guard::RECORD).exists(),
+        "the record goes with the lock"
+    );
+}
+
+/// The command lines of the processes that name `text`.
+fn processes_naming(text: &str) -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|entry| std::fs::read(entry.path().join("cmdline")).ok())
+        .map(|cmdline| String::from_utf8_lossy(&cmdline).replace('\0', " "))
+        .filter(|cmdline| cmdline.contains(text))
+        .collect()
 }

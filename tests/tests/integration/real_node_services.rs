@@ -22,9 +22,9 @@ use serde_json::json;
 use vc_api::constants::{TENANT_OBJECT_NAME_LABEL, tenant_workload_namespace};
 
 use crate::clustertree_nodes::{NAMESPACE, TENANT};
-use crate::real_node::http_get;
 use crate::real_node_tenant::{RealTenantWorld, SHOP, echo_deployment};
 use crate::support::eventually::eventually;
+use vc_tests::node::traffic::LoopbackAddress;
 
 const WAIT: Duration = Duration::from_secs(60);
 /// node1's address (on `lo`): where this clustertree serves, as a pod serves on its IP.
@@ -64,19 +64,9 @@ fn expose(world: &RealTenantWorld, name: &str, type_: &str) {
     );
 }
 
-/// The tenant pod names answering `url`, asked until both `expected` answered (kube-proxy
-/// picks an endpoint at random) or `WAIT` passed.
+/// The tenant pod names answering `url`.
 async fn answering(url: &str, expected: &BTreeSet<String>) -> BTreeSet<String> {
-    let started = Instant::now();
-    let mut seen = BTreeSet::new();
-    while started.elapsed() < WAIT && !expected.is_subset(&seen) {
-        if let Some(name) = http_get(url).await {
-            seen.insert(name.trim().to_owned());
-        } else {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-    seen
+    vc_tests::node::traffic::answering(url, expected, WAIT).await
 }
 
 /// The host twin of tenant Service `shop/name`.
@@ -227,7 +217,7 @@ async fn real_tenant_services_carry_traffic_and_resolve() {
     })
     .await;
     assert_eq!(shown, LOAD_BALANCER.to_string());
-    let lo = LoopbackAddress::add(LOAD_BALANCER);
+    let lo = LoopbackAddress::add(LOAD_BALANCER).unwrap();
     let url = format!("http://{shown}/cgi-bin/index.cgi");
     let seen = answering(&url, &names).await;
     assert_eq!(seen, names, "both replicas answer at {url}");
@@ -285,26 +275,4 @@ async fn real_tenant_services_carry_traffic_and_resolve() {
         clustertree,
         "real_tenant_services_carry_traffic_and_resolve",
     );
-}
-
-/// An address on `lo` for as long as it lives.
-struct LoopbackAddress(Ipv4Addr);
-
-impl LoopbackAddress {
-    fn add(address: Ipv4Addr) -> Self {
-        let status = std::process::Command::new("ip")
-            .args(["addr", "add", &format!("{address}/32"), "dev", "lo"])
-            .status()
-            .unwrap();
-        assert!(status.success(), "adding {address} to lo");
-        LoopbackAddress(address)
-    }
-}
-
-impl Drop for LoopbackAddress {
-    fn drop(&mut self) {
-        let _removed = std::process::Command::new("ip")
-            .args(["addr", "del", &format!("{}/32", self.0), "dev", "lo"])
-            .status();
-    }
 }
