@@ -366,15 +366,7 @@ async fn tenant_pod_on_real_worker(
     let overrides = serde_json::json!({"apiVersion": "v1", "spec": {"nodeSelector": {"kubernetes.io/hostname": worker}}}).to_string();
     let greeting = format!("hello from {name}");
     let command = format!("echo {greeting}; exec sleep 3600");
-    let kubectl = |args: Vec<String>| async move {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        harness
-            .operator
-            .kubectl_with(kubeconfig, &args, None)
-            .await
-            .map_err(|error| error.to_string())
-    };
-    let run: Vec<String> = [
+    let run = [
         "run",
         name,
         "--image",
@@ -388,50 +380,22 @@ async fn tenant_pod_on_real_worker(
         "sh",
         "-c",
         &command,
-    ]
-    .iter()
-    .map(|arg| (*arg).to_owned())
-    .collect();
+    ];
     // ServiceAccount admission refuses every pod until the tenant's serviceaccount
     // controller has made `default`, moments after the tenant came up.
-    harness
-        .eventually(&format!("kubectl run {name} in {tenant}"), WAIT, || async {
-            let ran = kubectl(run.clone()).await?;
-            if ran.success {
-                Ok(())
-            } else {
-                Err(ran.describe())
-            }
-        })
-        .await
-        .unwrap();
-    harness
-        .eventually(&format!("{tenant}'s pod {name} to run"), WAIT, || async {
-            let phase = kubectl(
-                ["get", "pod", name, "-o", "jsonpath={.status.phase}"]
-                    .map(str::to_owned)
-                    .to_vec(),
-            )
-            .await?;
-            if phase.stdout == "Running" {
-                Ok(())
-            } else {
-                Err(phase.describe())
-            }
-        })
-        .await
-        .unwrap();
-    harness
-        .eventually(&format!("kubectl logs {name}"), WAIT, || async {
-            let logs = kubectl(["logs", name].map(str::to_owned).to_vec()).await?;
-            if logs.stdout.trim() == greeting {
-                Ok(())
-            } else {
-                Err(logs.describe())
-            }
-        })
-        .await
-        .unwrap();
+    let what = format!("kubectl run {name} in {tenant}");
+    kubectl_until(harness, kubeconfig, &what, &run, |ran| ran.success).await;
+    let what = format!("{tenant}'s pod {name} to run");
+    let phase = ["get", "pod", name, "-o", "jsonpath={.status.phase}"];
+    kubectl_until(harness, kubeconfig, &what, &phase, |run| {
+        run.stdout == "Running"
+    })
+    .await;
+    let what = format!("kubectl logs {name}");
+    kubectl_until(harness, kubeconfig, &what, &["logs", name], |logs| {
+        logs.stdout.trim() == greeting
+    })
+    .await;
     let workload_namespace = vc_api::constants::tenant_workload_namespace(TENANT_NAMESPACE, tenant);
     let host_pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
         kube::Api::namespaced(harness.admin.clone(), &workload_namespace);
@@ -1685,31 +1649,7 @@ async fn scenario_restart(mut options: Options) {
     );
 
     harness.start_controller().await.unwrap();
-    harness
-        .eventually(
-            "tenant1 to reach Completed after the restart",
-            WAIT,
-            || async {
-                let phase = harness
-                    .operator
-                    .kubectl(&[
-                        "get",
-                        "virtualcluster",
-                        "tenant1",
-                        "-o",
-                        "jsonpath={.status.phase}",
-                    ])
-                    .await
-                    .map_err(|e| e.to_string())?;
-                if phase.stdout == "Completed" {
-                    Ok(())
-                } else {
-                    Err(phase.describe())
-                }
-            },
-        )
-        .await
-        .unwrap();
+    reaches_completed(&harness, "tenant1 to reach Completed after the restart").await;
     let ca_after = harness
         .eventually("Secret tenant1-ca", WAIT, || read_ca(&harness))
         .await
@@ -1754,25 +1694,7 @@ async fn scenario_restart(mut options: Options) {
             .map(|status| (status.container_id, status.restart_count))
     };
     let name = before.metadata.name.clone().unwrap();
-    harness
-        .eventually("tenant1 to be Completed again", WAIT, || async {
-            let phase = harness
-                .operator
-                .kubectl(&[
-                    "get",
-                    "virtualcluster",
-                    "tenant1",
-                    "-o",
-                    "jsonpath={.status.phase}",
-                ])
-                .await
-                .map_err(|e| e.to_string())?;
-            (phase.stdout == "Completed")
-                .then_some(())
-                .ok_or(phase.describe())
-        })
-        .await
-        .unwrap();
+    reaches_completed(&harness, "tenant1 to be Completed again").await;
     let after = host_pods.get(&name).await.unwrap();
     assert_eq!(after.metadata.uid, before.metadata.uid, "the same host pod");
     assert_eq!(
@@ -1811,4 +1733,57 @@ async fn read_ca(harness: &Harness) -> Result<String, String> {
     } else {
         Err(run.describe())
     }
+}
+
+/// Waits (`what`) until VirtualCluster tenant1 is Completed.
+#[cfg(test)]
+async fn reaches_completed(harness: &Harness, what: &str) {
+    harness
+        .eventually(what, WAIT, || async {
+            let phase = harness
+                .operator
+                .kubectl(&[
+                    "get",
+                    "virtualcluster",
+                    "tenant1",
+                    "-o",
+                    "jsonpath={.status.phase}",
+                ])
+                .await
+                .map_err(|e| e.to_string())?;
+            if phase.stdout == "Completed" {
+                Ok(())
+            } else {
+                Err(phase.describe())
+            }
+        })
+        .await
+        .unwrap();
+}
+
+/// Runs `kubectl args` against `kubeconfig` until `done` holds of a run (`what` names the
+/// wait).
+#[cfg(test)]
+async fn kubectl_until(
+    harness: &Harness,
+    kubeconfig: &std::path::Path,
+    what: &str,
+    args: &[&str],
+    done: impl Fn(&harness::Run) -> bool,
+) {
+    harness
+        .eventually(what, WAIT, || async {
+            let run = harness
+                .operator
+                .kubectl_with(kubeconfig, args, None)
+                .await
+                .map_err(|error| error.to_string())?;
+            if done(&run) {
+                Ok(())
+            } else {
+                Err(run.describe())
+            }
+        })
+        .await
+        .unwrap();
 }

@@ -33,12 +33,13 @@ fn kubectl(kubeconfig: &std::path::Path, args: &[&str]) -> std::process::Output 
         .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn real_node_runs_a_container_and_leaves_nothing_behind() {
+/// The assets, when a real node can run here; otherwise why not is printed (`skipped:`),
+/// which fails the test when CI is set.
+fn real_node_assets() -> Option<std::path::PathBuf> {
     let Some(assets) = envtest::assets() else {
         assert!(!envtest::must_run_real(), "CI is set: {SKIP_MESSAGE}");
         eprintln!("{SKIP_MESSAGE}");
-        return;
+        return None;
     };
     let missing = missing_programs();
     if !missing.is_empty() {
@@ -47,8 +48,16 @@ async fn real_node_runs_a_container_and_leaves_nothing_behind() {
             "CI is set, but the real node needs {missing:?} (.ci/run installs them)"
         );
         eprintln!("skipped: the real node needs {missing:?}");
-        return;
+        return None;
     }
+    Some(assets)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_node_runs_a_container_and_leaves_nothing_behind() {
+    let Some(assets) = real_node_assets() else {
+        return;
+    };
     let before = MachineState::read();
     let started = Instant::now();
     let host = Envtest::start_with(
@@ -256,18 +265,7 @@ async fn host_client(host: &Envtest) -> kube::Client {
 async fn real_node_left_by_a_killed_run_is_swept() {
     use std::io::BufRead as _;
     use vc_tests::node::guard::MachineGuard;
-    if envtest::assets().is_none() {
-        assert!(!envtest::must_run_real(), "CI is set: {SKIP_MESSAGE}");
-        eprintln!("{SKIP_MESSAGE}");
-        return;
-    }
-    let missing = missing_programs();
-    if !missing.is_empty() {
-        assert!(
-            !envtest::must_run_real(),
-            "CI is set, but the real node needs {missing:?}"
-        );
-        eprintln!("skipped: the real node needs {missing:?}");
+    if real_node_assets().is_none() {
         return;
     }
     let before = MachineState::read();
