@@ -64,6 +64,12 @@ pub const APISERVER_ADMISSION_SECRET: DerivedObject = derived(
     "-apiserver-admission",
     "apiserver's admission configuration",
 );
+/// Secret of the apiserver's encryption-at-rest configuration (its secretbox keys).
+pub const APISERVER_ENCRYPTION_SECRET: DerivedObject = derived(
+    "Secret",
+    "-apiserver-encryption",
+    "apiserver's encryption-at-rest keys",
+);
 /// Secret of the front-proxy client certificate.
 pub const FRONT_PROXY_CLIENT_SECRET: DerivedObject = derived(
     "Secret",
@@ -131,7 +137,7 @@ pub const CLUSTERTREE_READER_BINDING: DerivedObject = derived(
 /// Every object named after the VirtualCluster in its own namespace. Objects in the
 /// workload namespace and cluster-scoped ones carry the namespace in their name and are
 /// guarded by the workload-namespace rule instead.
-pub const DERIVED_OBJECTS: [DerivedObject; 25] = [
+pub const DERIVED_OBJECTS: [DerivedObject; 26] = [
     CLUSTER_CA_SECRET,
     ETCD_CA_SECRET,
     FRONT_PROXY_CA_SECRET,
@@ -140,6 +146,7 @@ pub const DERIVED_OBJECTS: [DerivedObject; 25] = [
     APISERVER_ETCD_CLIENT_SECRET,
     APISERVER_KUBELET_CLIENT_SECRET,
     APISERVER_ADMISSION_SECRET,
+    APISERVER_ENCRYPTION_SECRET,
     FRONT_PROXY_CLIENT_SECRET,
     ETCD_SERVER_SECRET,
     ETCD_PEER_SECRET,
@@ -235,6 +242,10 @@ pub fn apiserver_kubelet_client_secret(name: &str) -> String {
 /// Secret of the apiserver's admission configuration.
 pub fn apiserver_admission_secret(name: &str) -> String {
     APISERVER_ADMISSION_SECRET.name(name)
+}
+/// Secret of the apiserver's encryption-at-rest configuration.
+pub fn apiserver_encryption_secret(name: &str) -> String {
+    APISERVER_ENCRYPTION_SECRET.name(name)
 }
 /// Secret of the front-proxy client certificate.
 pub fn front_proxy_client_secret(name: &str) -> String {

@@ -557,6 +557,7 @@ fn pki_secret_names(tenant_name: &str) -> Vec<String> {
     // Written with the PKI Secrets, so read back with them: a desired Secret missing
     // from this list looks absent, is created again, conflicts, and stalls the chain.
     names_list.push(names::apiserver_admission_secret(tenant_name));
+    names_list.push(names::apiserver_encryption_secret(tenant_name));
     names_list
 }
 
@@ -574,8 +575,12 @@ async fn plan_pki(
         .filter_map(|name| cached(&ctx.stores.secrets, Some(namespace), name))
         .collect();
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
-    for kind in CaKind::ALL {
-        let name = kind.secret_name(&tenant.name);
+    // Like a CA, a key minted twice would leave what the first one sealed unreadable.
+    let read_through = CaKind::ALL
+        .iter()
+        .map(|kind| kind.secret_name(&tenant.name))
+        .chain([names::apiserver_encryption_secret(&tenant.name)]);
+    for name in read_through {
         if stored.iter().any(|secret| secret.name_any() == name) {
             continue;
         }
@@ -617,6 +622,9 @@ async fn plan_pki(
     );
     if plan.service_account.is_issue() {
         issued.push("service-account key".to_owned());
+    }
+    if plan.encryption.is_issue() {
+        issued.push("encryption-at-rest key".to_owned());
     }
     Ok((material, issued, stored))
 }

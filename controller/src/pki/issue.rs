@@ -9,6 +9,7 @@ use rcgen::{
 };
 
 use super::check::check_san;
+use super::encryption::{ENCRYPTION_CONFIG_KEY, EncryptionConfig};
 use super::inspect::inspect_certificate;
 use super::profile::{LeafProfile, Usage};
 use super::stored::{PrivateKeyPem, StoredCertificate};
@@ -45,6 +46,7 @@ pub struct PkiMaterial {
     cas: [IssuedCertificate; 3],
     leaves: [IssuedCertificate; 9],
     service_account: ServiceAccountKey,
+    encryption: EncryptionConfig,
 }
 
 impl PkiMaterial {
@@ -61,6 +63,11 @@ impl PkiMaterial {
     /// The service-account key pair.
     pub fn service_account(&self) -> &ServiceAccountKey {
         &self.service_account
+    }
+
+    /// The tenant apiserver's encryption-at-rest keys.
+    pub fn encryption(&self) -> &EncryptionConfig {
+        &self.encryption
     }
 }
 
@@ -85,6 +92,7 @@ impl fmt::Debug for PkiMaterial {
             .field("cas", &CaKind::ALL.map(CaKind::as_str))
             .field("leaves", &LeafKind::ALL.map(LeafKind::as_str))
             .field("service_account", &"<redacted>")
+            .field("encryption", &"<redacted>")
             .finish()
     }
 }
@@ -155,10 +163,28 @@ pub fn issue(
             }
         }
     };
+    let encryption = match (plan.encryption, existing.encryption()) {
+        (Decision::Keep, Some(Ok(stored))) => stored.clone(),
+        (Decision::Keep, Some(Err(reason))) => {
+            return Err(PkiError::ReadEncryptionConfig {
+                secret: crate::resources::names::apiserver_encryption_secret(&tenant.name),
+                key: ENCRYPTION_CONFIG_KEY,
+                reason: reason.clone(),
+            });
+        }
+        (Decision::Keep, None) => {
+            return Err(PkiError::PlanMismatch {
+                what: "encryption-at-rest key",
+            });
+        }
+        (Decision::Issue(_), _) => EncryptionConfig::generate(now)
+            .map_err(|source| PkiError::DrawEncryptionKey { source })?,
+    };
     Ok(PkiMaterial {
         cas,
         leaves,
         service_account,
+        encryption,
     })
 }
 

@@ -25,6 +25,7 @@
 //!   lack `pathLen 0`, so it can warn before the tenant's certificates stop working.
 
 mod check;
+mod encryption;
 mod inspect;
 mod issue;
 mod notice;
@@ -35,6 +36,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 
+pub use encryption::{
+    ENCRYPTED_RESOURCES, ENCRYPTION_CONFIG_KEY, EncryptionConfig, EncryptionError, EncryptionKey,
+};
 pub use inspect::{CertificateFacts, inspect_certificate};
 pub use issue::{IssuedCertificate, PkiMaterial, ServiceAccountKey, issue};
 pub use notice::{CA_EXPIRY_WARNING, CaNotices, approaching_expiry, ca_notices};
@@ -282,12 +286,15 @@ pub struct PkiPlan {
     pub service_account: Decision,
     /// One decision per leaf.
     pub leaves: BTreeMap<LeafKind, Decision>,
+    /// The encryption-at-rest key: issued only when no configuration is stored.
+    pub encryption: Decision,
 }
 
 impl PkiPlan {
     /// Whether anything at all is issued.
     pub fn issues_anything(&self) -> bool {
         self.service_account.is_issue()
+            || self.encryption.is_issue()
             || self.cas.values().any(|decision| decision.is_issue())
             || self.leaves.values().any(|decision| decision.is_issue())
     }
@@ -342,6 +349,25 @@ pub enum PkiError {
         /// Which certificate.
         what: &'static str,
     },
+    /// The stored encryption-at-rest configuration cannot be used. A new key is never
+    /// minted over it: Secrets sealed with the stored keys would become unreadable.
+    #[error(
+        "Secret {secret} key {key}: {reason}; restore the configuration the tenant apiserver was using (a new key would leave every Secret sealed with the old one unreadable)"
+    )]
+    ReadEncryptionConfig {
+        /// Name of the Secret.
+        secret: String,
+        /// Key in the Secret.
+        key: &'static str,
+        /// What is wrong, without key material.
+        reason: String,
+    },
+    /// The OS random source failed to give a key.
+    #[error("failed to draw the encryption-at-rest key: {source}")]
+    DrawEncryptionKey {
+        /// The underlying error.
+        source: EncryptionError,
+    },
     /// Tenant-controlled text bound for a certificate is not a DNS name or IP address.
     /// The value is shown escaped (`{:?}`) and cut short, so it cannot forge lines in
     /// the logs, Events or status it ends up in.
@@ -394,6 +420,7 @@ pub fn plan_certificates(
         cas,
         service_account,
         leaves,
+        encryption: existing.encryption_decision(),
     }
 }
 

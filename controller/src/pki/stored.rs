@@ -5,6 +5,7 @@ use std::fmt;
 
 use k8s_openapi::api::core::v1::Secret;
 
+use super::encryption::{ENCRYPTION_CONFIG_KEY, EncryptionConfig};
 use super::inspect::{CertificateFacts, inspect_certificate, public_key_of_private_key};
 use super::{CaKind, Decision, IssueReason, LeafKind};
 use crate::resources::kubeconfig;
@@ -93,6 +94,9 @@ pub struct ExistingPki {
     cas: BTreeMap<CaKind, StoredCertificate>,
     leaves: BTreeMap<LeafKind, StoredCertificate>,
     service_account: Option<StoredServiceAccountKey>,
+    /// The encryption-at-rest configuration: `None` when its Secret or key is absent,
+    /// the reason when it is there but unusable.
+    encryption: Option<Result<EncryptionConfig, String>>,
 }
 
 impl ExistingPki {
@@ -147,6 +151,13 @@ impl ExistingPki {
                 public_pem: text(&data, SA_PUBLIC_KEY)?,
             })
         });
+        existing.encryption = data_of(crate::resources::names::apiserver_encryption_secret(
+            tenant_name,
+        ))
+        .and_then(|data| {
+            let bytes = data.get(ENCRYPTION_CONFIG_KEY)?;
+            Some(EncryptionConfig::parse(bytes).map_err(|error| error.to_string()))
+        });
         existing
     }
 
@@ -162,6 +173,24 @@ impl ExistingPki {
 
     pub(crate) fn service_account(&self) -> Option<&StoredServiceAccountKey> {
         self.service_account.as_ref()
+    }
+
+    pub(crate) fn encryption(&self) -> Option<&Result<EncryptionConfig, String>> {
+        self.encryption.as_ref()
+    }
+
+    /// Puts an encryption configuration in place, as if read from its Secret.
+    pub fn insert_encryption(&mut self, config: EncryptionConfig) {
+        self.encryption = Some(Ok(config));
+    }
+
+    /// A key is drawn only when none is stored; a stored configuration that does not
+    /// parse is kept (and refused when issuing), never replaced.
+    pub(crate) fn encryption_decision(&self) -> Decision {
+        match self.encryption {
+            None => Decision::Issue(IssueReason::Missing),
+            Some(_) => Decision::Keep,
+        }
     }
 
     /// Puts a CA in place, as if read from its Secret.

@@ -901,3 +901,49 @@ fn a_settled_tenant_with_a_name_refused_today_keeps_running() {
     };
     assert!(issue(&bad, &existing, &keep_all, now()).unwrap() == material);
 }
+
+#[test]
+fn the_encryption_key_is_drawn_once_and_then_kept() {
+    let tenant = identity("prod");
+    let material = fresh(&tenant);
+    let existing = stored(&tenant, &material);
+    let (plan, again) = ensure_pki(&tenant, &existing, now() + days(30)).unwrap();
+    assert_eq!(plan.encryption, Decision::Keep);
+    assert_eq!(again.encryption(), material.encryption());
+    let (plan, _) = ensure_pki(&tenant, &ExistingPki::default(), now()).unwrap();
+    assert_eq!(plan.encryption, Decision::Issue(IssueReason::Missing));
+}
+
+#[test]
+fn a_broken_encryption_configuration_is_refused_not_replaced() {
+    use k8s_openapi::ByteString;
+    use k8s_openapi::api::core::v1::Secret;
+    let tenant = identity("prod");
+    let material = fresh(&tenant);
+    let vc = resources::test_support::virtual_cluster("  kubernetesVersion: v1.33.4\n");
+    let resolved = resources::Tenant::resolve(&vc, &BuildContext::default()).unwrap();
+    let mut secrets = resources::secrets::pki_secrets(&resolved, &material).unwrap();
+    let sealed = secrets
+        .iter_mut()
+        .find(|secret| secret.metadata.name.as_deref() == Some("prod-apiserver-encryption"))
+        .unwrap();
+    sealed.data = Some(
+        [(
+            ENCRYPTION_CONFIG_KEY.to_owned(),
+            ByteString(b"kind: EncryptionConfiguration\n".to_vec()),
+        )]
+        .into(),
+    );
+    let existing = ExistingPki::from_secrets("prod", secrets.iter().collect::<Vec<&Secret>>());
+    let error = ensure_pki(&tenant, &existing, now()).unwrap_err();
+    let message = error.to_string();
+    assert!(
+        matches!(error, PkiError::ReadEncryptionConfig { .. }),
+        "{message}"
+    );
+    assert!(
+        message.starts_with("Secret prod-apiserver-encryption key encryption-config.yaml:"),
+        "{message}"
+    );
+    assert!(message.contains("restore the configuration"), "{message}");
+}

@@ -119,6 +119,12 @@ pub enum BuildError {
         /// The underlying error.
         source: serde_yaml::Error,
     },
+    /// The encryption-at-rest configuration could not be rendered.
+    #[error("failed to render the apiserver's encryption-at-rest configuration: {source}")]
+    RenderEncryptionConfig {
+        /// The underlying error.
+        source: crate::pki::EncryptionError,
+    },
 }
 
 /// A VirtualCluster with every default resolved: what the builders read.

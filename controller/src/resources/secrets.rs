@@ -13,8 +13,8 @@ use super::kubeconfig::render_client_certificate_kubeconfig;
 use super::meta::{Component, owned_meta};
 use super::{BuildError, Observed, Tenant, names};
 use crate::pki::{
-    CA_CERT_KEY, CaKind, IssuedCertificate, LeafKind, PkiMaterial, SA_PRIVATE_KEY, SA_PUBLIC_KEY,
-    TLS_CERT_KEY, TLS_KEY_KEY,
+    CA_CERT_KEY, CaKind, ENCRYPTION_CONFIG_KEY, IssuedCertificate, LeafKind, PkiMaterial,
+    SA_PRIVATE_KEY, SA_PUBLIC_KEY, TLS_CERT_KEY, TLS_KEY_KEY,
 };
 
 /// `type` of the certificate Secrets.
@@ -117,6 +117,17 @@ pub fn pki_secrets(tenant: &Tenant, pki: &PkiMaterial) -> Result<Vec<Secret>, Bu
         Component::ApiServer,
         OPAQUE_SECRET_TYPE,
         super::apiserver::deployed_admission_files(),
+    ));
+    let encryption = pki
+        .encryption()
+        .render()
+        .map_err(|source| BuildError::RenderEncryptionConfig { source })?;
+    secrets.push(secret(
+        tenant,
+        names::apiserver_encryption_secret(&tenant.name),
+        Component::ApiServer,
+        OPAQUE_SECRET_TYPE,
+        BTreeMap::from([(ENCRYPTION_CONFIG_KEY.to_owned(), encryption)]),
     ));
     Ok(secrets)
 }
