@@ -40,6 +40,9 @@ pub const ETCD_CA_SECRET: DerivedObject = derived("Secret", "-etcd-ca", "etcd CA
 /// Secret of the front-proxy (aggregation layer) CA.
 pub const FRONT_PROXY_CA_SECRET: DerivedObject =
     derived("Secret", "-front-proxy-ca", "front-proxy CA");
+/// Secret of the admin client CA (signs the admin kubeconfig alone, so that replacing it
+/// revokes every admin kubeconfig and nothing else).
+pub const ADMIN_CA_SECRET: DerivedObject = derived("Secret", "-admin-ca", "admin client CA");
 /// Secret of the service-account signing key pair.
 pub const SERVICE_ACCOUNT_KEY_SECRET: DerivedObject =
     derived("Secret", "-sa", "service-account signing key");
@@ -137,10 +140,11 @@ pub const CLUSTERTREE_READER_BINDING: DerivedObject = derived(
 /// Every object named after the VirtualCluster in its own namespace. Objects in the
 /// workload namespace and cluster-scoped ones carry the namespace in their name and are
 /// guarded by the workload-namespace rule instead.
-pub const DERIVED_OBJECTS: [DerivedObject; 26] = [
+pub const DERIVED_OBJECTS: [DerivedObject; 27] = [
     CLUSTER_CA_SECRET,
     ETCD_CA_SECRET,
     FRONT_PROXY_CA_SECRET,
+    ADMIN_CA_SECRET,
     SERVICE_ACCOUNT_KEY_SECRET,
     APISERVER_TLS_SECRET,
     APISERVER_ETCD_CLIENT_SECRET,
@@ -222,6 +226,10 @@ pub fn etcd_ca_secret(name: &str) -> String {
 /// Secret of the front-proxy CA.
 pub fn front_proxy_ca_secret(name: &str) -> String {
     FRONT_PROXY_CA_SECRET.name(name)
+}
+/// Secret of the admin client CA.
+pub fn admin_ca_secret(name: &str) -> String {
+    ADMIN_CA_SECRET.name(name)
 }
 /// Secret of the service-account signing key pair.
 pub fn service_account_key_secret(name: &str) -> String {

@@ -43,10 +43,11 @@ pub struct ServiceAccountKey {
 /// The complete PKI of a tenant, as its Secrets must hold it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct PkiMaterial {
-    cas: [IssuedCertificate; 3],
+    cas: [IssuedCertificate; 4],
     leaves: [IssuedCertificate; 9],
     service_account: ServiceAccountKey,
     encryption: EncryptionConfig,
+    admin_rotation: Option<String>,
 }
 
 impl PkiMaterial {
@@ -63,6 +64,11 @@ impl PkiMaterial {
     /// The service-account key pair.
     pub fn service_account(&self) -> &ServiceAccountKey {
         &self.service_account
+    }
+
+    /// The rotation request the admin CA was issued for, recorded on its Secret.
+    pub fn admin_rotation(&self) -> Option<&str> {
+        self.admin_rotation.as_deref()
     }
 
     /// The tenant apiserver's encryption-at-rest keys.
@@ -113,7 +119,7 @@ pub fn issue(
     for kind in CaKind::ALL {
         cas.push(ensure_ca(kind, existing, decision(&plan.cas, kind), now)?);
     }
-    let cas: [IssuedCertificate; 3] = cas
+    let cas: [IssuedCertificate; 4] = cas
         .try_into()
         .map_err(|_| PkiError::PlanMismatch { what: "CA list" })?;
 
@@ -180,11 +186,19 @@ pub fn issue(
         (Decision::Issue(_), _) => EncryptionConfig::generate(now)
             .map_err(|source| PkiError::DrawEncryptionKey { source })?,
     };
+    // A new admin CA answers the request in force; a kept one keeps the request it
+    // answered.
+    let admin_rotation = if decision(&plan.cas, CaKind::Admin).is_issue() {
+        tenant.admin_rotation.clone()
+    } else {
+        existing.admin_rotation().map(str::to_owned)
+    };
     Ok(PkiMaterial {
         cas,
         leaves,
         service_account,
         encryption,
+        admin_rotation,
     })
 }
 

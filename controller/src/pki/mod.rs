@@ -44,8 +44,8 @@ pub use issue::{IssuedCertificate, PkiMaterial, ServiceAccountKey, issue};
 pub use notice::{CA_EXPIRY_WARNING, CaNotices, approaching_expiry, ca_notices};
 pub use profile::{LeafProfile, Usage};
 pub use stored::{
-    CA_CERT_KEY, ExistingPki, PrivateKeyPem, SA_PRIVATE_KEY, SA_PUBLIC_KEY, StoredCertificate,
-    TLS_CERT_KEY, TLS_KEY_KEY,
+    CA_CERT_KEY, CLIENT_CA_BUNDLE_KEY, ExistingPki, PrivateKeyPem, SA_PRIVATE_KEY, SA_PUBLIC_KEY,
+    StoredCertificate, TLS_CERT_KEY, TLS_KEY_KEY,
 };
 
 use crate::resources::names;
@@ -67,11 +67,14 @@ pub enum CaKind {
     Etcd,
     /// Signs the aggregation layer's front-proxy client cert.
     FrontProxy,
+    /// Signs the admin client cert alone. The apiserver trusts it beside the cluster CA,
+    /// so replacing it revokes every admin kubeconfig and no component's credential.
+    Admin,
 }
 
 impl CaKind {
     /// Every CA, in a fixed order.
-    pub const ALL: [Self; 3] = [Self::Cluster, Self::Etcd, Self::FrontProxy];
+    pub const ALL: [Self; 4] = [Self::Cluster, Self::Etcd, Self::FrontProxy, Self::Admin];
 }
 
 /// The tenant's leaf certificates.
@@ -134,6 +137,7 @@ impl CaKind {
             Self::Cluster => "ca",
             Self::Etcd => "etcd-ca",
             Self::FrontProxy => "front-proxy-ca",
+            Self::Admin => "admin-ca",
         }
     }
 
@@ -143,6 +147,7 @@ impl CaKind {
             Self::Cluster => names::cluster_ca_secret(tenant_name),
             Self::Etcd => names::etcd_ca_secret(tenant_name),
             Self::FrontProxy => names::front_proxy_ca_secret(tenant_name),
+            Self::Admin => names::admin_ca_secret(tenant_name),
         }
     }
 }
@@ -194,6 +199,10 @@ pub struct TenantIdentity {
     pub load_balancer_hosts: Vec<String>,
     /// Members of the etcd cluster; each gets its own SAN.
     pub etcd_replicas: i32,
+    /// The operator's request to rotate the admin kubeconfig
+    /// ([`vc_api::constants::ROTATE_ADMIN_KUBECONFIG_ANNOTATION`]): the admin CA is
+    /// replaced when this differs from the request it was issued for.
+    pub admin_rotation: Option<String>,
 }
 
 impl TenantIdentity {
@@ -236,6 +245,8 @@ pub enum IssueReason {
     SignerChanged,
     /// The leaf's notAfter is later than its CA's.
     OutlivesSigner,
+    /// The operator asked for a new admin CA (rotation of the admin kubeconfig).
+    RotationRequested,
 }
 
 impl IssueReason {
@@ -251,6 +262,7 @@ impl IssueReason {
             Self::SansChanged => "sans-changed",
             Self::SignerChanged => "signer-changed",
             Self::OutlivesSigner => "outlives-ca",
+            Self::RotationRequested => "rotation-requested",
         }
     }
 }
@@ -391,7 +403,14 @@ pub fn plan_certificates(
     let mut cas = BTreeMap::new();
     let mut ca_ends = BTreeMap::new();
     for kind in CaKind::ALL {
-        let (decision, end) = decide_ca(existing.ca(kind), now);
+        let (decision, end) = match (kind, &tenant.admin_rotation) {
+            (CaKind::Admin, Some(requested))
+                if existing.admin_rotation() != Some(requested.as_str()) =>
+            {
+                (Decision::Issue(IssueReason::RotationRequested), None)
+            }
+            _ => decide_ca(existing.ca(kind), now),
+        };
         cas.insert(kind, decision);
         if let Some(end) = end {
             ca_ends.insert(kind, end);

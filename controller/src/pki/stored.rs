@@ -16,6 +16,9 @@ pub const TLS_CERT_KEY: &str = "tls.crt";
 pub const TLS_KEY_KEY: &str = "tls.key";
 /// Secret key of the PEM CA certificate that signed `tls.crt`.
 pub const CA_CERT_KEY: &str = "ca.crt";
+/// Key of the admin CA's Secret holding what the apiserver's `--client-ca-file` trusts:
+/// the cluster CA (every component) and the admin CA, in that order.
+pub const CLIENT_CA_BUNDLE_KEY: &str = "client-ca.crt";
 /// Secret key of the service-account private key (kubeadm's file name).
 pub const SA_PRIVATE_KEY: &str = "sa.key";
 /// Secret key of the service-account public key (kubeadm's file name).
@@ -97,6 +100,8 @@ pub struct ExistingPki {
     /// The encryption-at-rest configuration: `None` when its Secret or key is absent,
     /// the reason when it is there but unusable.
     encryption: Option<Result<EncryptionConfig, String>>,
+    /// The rotation request the stored admin CA was issued for.
+    admin_rotation: Option<String>,
 }
 
 impl ExistingPki {
@@ -135,6 +140,15 @@ impl ExistingPki {
             let stored = if kind.stored_in_kubeconfig() {
                 text(&data, vc_api::constants::KUBECONFIG_SECRET_KEY)
                     .and_then(|yaml| kubeconfig::client_credentials(&yaml))
+                    .map(|mut stored| {
+                        // A kubeconfig's CA is the one that verifies the server, the
+                        // cluster CA, which signs the admin certificate no more; the
+                        // signature alone says whether the admin CA signed it.
+                        if kind == LeafKind::Admin {
+                            stored.ca_pem = None;
+                        }
+                        stored
+                    })
             } else {
                 tls_from_data(&data)
             };
@@ -151,6 +165,13 @@ impl ExistingPki {
                 public_pem: text(&data, SA_PUBLIC_KEY)?,
             })
         });
+        existing.admin_rotation = by_name
+            .get(CaKind::Admin.secret_name(tenant_name).as_str())
+            .and_then(|secret| secret.metadata.annotations.as_ref())
+            .and_then(|annotations| {
+                annotations.get(vc_api::constants::ROTATE_ADMIN_KUBECONFIG_ANNOTATION)
+            })
+            .cloned();
         existing.encryption = data_of(crate::resources::names::apiserver_encryption_secret(
             tenant_name,
         ))
@@ -173,6 +194,11 @@ impl ExistingPki {
 
     pub(crate) fn service_account(&self) -> Option<&StoredServiceAccountKey> {
         self.service_account.as_ref()
+    }
+
+    /// The rotation request the stored admin CA was issued for.
+    pub fn admin_rotation(&self) -> Option<&str> {
+        self.admin_rotation.as_deref()
     }
 
     pub(crate) fn encryption(&self) -> Option<&Result<EncryptionConfig, String>> {

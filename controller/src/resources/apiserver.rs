@@ -17,7 +17,8 @@ use super::pod::{
 };
 use super::{BuildContext, Tenant, names};
 use crate::pki::{
-    CA_CERT_KEY, ENCRYPTION_CONFIG_KEY, SA_PRIVATE_KEY, SA_PUBLIC_KEY, TLS_CERT_KEY, TLS_KEY_KEY,
+    CA_CERT_KEY, CLIENT_CA_BUNDLE_KEY, ENCRYPTION_CONFIG_KEY, SA_PRIVATE_KEY, SA_PUBLIC_KEY,
+    TLS_CERT_KEY, TLS_KEY_KEY,
 };
 
 /// Secure port of the apiserver and of its Service.
@@ -117,7 +118,9 @@ pub fn service(tenant: &Tenant) -> Service {
 /// `baseline`, so the tenant refuses a privileged container at once, with its own
 /// reason, instead of accepting a pod the host will never run. And
 /// `--encryption-provider-config`: the tenant's etcd volume is the host's, and whoever
-/// reads it (a backup, a node's disk) must not read the tenant's Secrets.
+/// reads it (a backup, a node's disk) must not read the tenant's Secrets. And
+/// `--client-ca-file` is the cluster CA plus the admin CA, so that the admin kubeconfig
+/// can be revoked by replacing its CA without touching any component's certificate.
 pub fn args(tenant: &Tenant, ctx: &BuildContext) -> Vec<String> {
     let pki = |file: &str| format!("{PKI_DIR}/{file}");
     let flags = BTreeMap::from([
@@ -128,7 +131,7 @@ pub fn args(tenant: &Tenant, ctx: &BuildContext) -> Vec<String> {
         ("advertise-address", "$(POD_IP)".to_owned()),
         ("allow-privileged", "false".to_owned()),
         ("authorization-mode", "Node,RBAC".to_owned()),
-        ("client-ca-file", pki("ca.crt")),
+        ("client-ca-file", pki(CLIENT_CA_BUNDLE_KEY)),
         ("enable-admission-plugins", "NodeRestriction".to_owned()),
         ("enable-bootstrap-token-auth", "true".to_owned()),
         (
@@ -216,6 +219,10 @@ pub fn deployment(tenant: &Tenant, ctx: &BuildContext, config_hash: &str) -> Dep
             (
                 names::front_proxy_ca_secret(name),
                 vec![(TLS_CERT_KEY, "front-proxy-ca.crt")],
+            ),
+            (
+                names::admin_ca_secret(name),
+                vec![(CLIENT_CA_BUNDLE_KEY, CLIENT_CA_BUNDLE_KEY)],
             ),
             (
                 names::front_proxy_client_secret(name),

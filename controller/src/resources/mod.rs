@@ -159,6 +159,8 @@ pub struct Tenant {
     pub pod_security: vc_api::pod_security::PodSecurityLevel,
     /// Pooled resources, by resource name.
     pub pooled_resources: BTreeMap<String, ResourceQuantity>,
+    /// The annotation [`vc_api::constants::ROTATE_ADMIN_KUBECONFIG_ANNOTATION`].
+    pub admin_rotation: Option<String>,
 }
 
 impl Tenant {
@@ -226,6 +228,13 @@ impl Tenant {
             control_plane_node_selector: ctx.control_plane_node_selector.clone(),
             pod_security: vc_api::pod_security::PodSecurityLevel::Baseline,
             pooled_resources: vc.spec.promote_resources.resources.clone(),
+            admin_rotation: metadata
+                .annotations
+                .as_ref()
+                .and_then(|annotations| {
+                    annotations.get(vc_api::constants::ROTATE_ADMIN_KUBECONFIG_ANNOTATION)
+                })
+                .cloned(),
         })
     }
 
@@ -289,6 +298,7 @@ pub fn tenant_identity(
         external_hosts: tenant.external_hosts.clone(),
         load_balancer_hosts: observed.load_balancer_hosts.clone(),
         etcd_replicas: tenant.etcd_replicas,
+        admin_rotation: tenant.admin_rotation.clone(),
     })
 }
 

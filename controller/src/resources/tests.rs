@@ -206,6 +206,7 @@ fn objects_carry_the_contract_names() {
     assert_eq!(
         secret_names,
         [
+            "prod-admin-ca",
             "prod-apiserver-admission",
             "prod-apiserver-encryption",
             "prod-apiserver-etcd-client",
@@ -383,6 +384,7 @@ fn tls_secrets_use_the_contract_keys() {
             .collect();
         let expected: &[&str] = match name {
             "prod-ca" | "prod-etcd-ca" | "prod-front-proxy-ca" => &["tls.crt", "tls.key"],
+            "prod-admin-ca" => &["client-ca.crt", "tls.crt", "tls.key"],
             "prod-sa" => &["sa.key", "sa.pub"],
             "prod-controller-manager-kubeconfig" | "prod-scheduler-kubeconfig" => &["kubeconfig"],
             "prod-apiserver-admission" => &["admission.yaml", "webhook-kubeconfig.yaml"],
@@ -583,7 +585,7 @@ fn apiserver_runs_kubeadm_flags_against_the_tenant_etcd() {
             "etcd-keyfile",
             "/etc/kubernetes/pki/apiserver-etcd-client.key",
         ),
-        ("client-ca-file", "/etc/kubernetes/pki/ca.crt"),
+        ("client-ca-file", "/etc/kubernetes/pki/client-ca.crt"),
         ("tls-cert-file", "/etc/kubernetes/pki/apiserver.crt"),
         ("tls-private-key-file", "/etc/kubernetes/pki/apiserver.key"),
         ("service-account-key-file", "/etc/kubernetes/pki/sa.pub"),
