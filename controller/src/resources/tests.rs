@@ -336,13 +336,7 @@ fn the_apiserver_seals_secrets_with_the_stored_key() {
         default_vc().metadata.uid.unwrap(),
         "stamped as this VirtualCluster's"
     );
-    let pod = state
-        .apiserver_deployment
-        .spec
-        .unwrap()
-        .template
-        .spec
-        .unwrap();
+    let pod = pod_spec(&state.apiserver_deployment);
     let args = pod.containers[0].args.clone().unwrap();
     assert!(
         args.contains(
@@ -359,11 +353,11 @@ fn the_apiserver_seals_secrets_with_the_stored_key() {
     assert_eq!(mount.read_only, Some(true));
     let volume = pod
         .volumes
-        .unwrap()
-        .into_iter()
+        .iter()
+        .flatten()
         .find(|v| v.name == mount.name)
         .unwrap();
-    let sources = volume.projected.unwrap().sources.unwrap();
+    let sources = volume.projected.clone().unwrap().sources.unwrap();
     assert_eq!(
         sources[0].secret.as_ref().unwrap().name,
         "prod-apiserver-encryption"

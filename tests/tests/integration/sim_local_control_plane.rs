@@ -954,61 +954,83 @@ else:
         );
     }
 
+    /// A tenant provisioned by the in-process controller on the test API server, its
+    /// kube-apiserver (and etcd, controller-manager, scheduler) running as processes from
+    /// what the controller rendered.
+    struct RealTenant {
+        harness: crate::controller_common::Harness,
+        planes: LocalControlPlanes,
+        _work: tempfile::TempDir,
+        /// The host's Secrets in the VirtualCluster's namespace.
+        secrets: Api<Secret>,
+        /// The tenant, through the admin kubeconfig of Secret `NAME-admin-kubeconfig`.
+        client: Client,
+    }
+
+    impl RealTenant {
+        /// With `KUBEBUILDER_ASSETS`, `namespace/name` once its apiserver answers `/readyz`
+        /// through the admin kubeconfig; `None` after printing why it cannot run.
+        async fn start(namespace: &str, name: &str, simulators_inside: bool) -> Option<Self> {
+            let Some(assets) = envtest::assets() else {
+                assert!(
+                    !envtest::must_run_real(),
+                    "CI is set, so this real test must run, but KUBEBUILDER_ASSETS holds no kube-apiserver"
+                );
+                println!("{SKIP_MESSAGE}");
+                return None;
+            };
+            let binaries = ControlPlaneBinaries::discover(&assets).unwrap();
+            let harness = crate::controller_common::Harness::start(2, false).await;
+            let work = tempfile::tempdir().unwrap();
+            let planes = local_control_plane::spawn(
+                harness.admin.clone(),
+                LocalControlPlaneOptions {
+                    binaries,
+                    work_dir: work.path().to_owned(),
+                    namespace: Some(namespace.to_owned()),
+                    cluster_domain: "cluster.local".to_owned(),
+                    tenant_workloads: simulators_inside.then(Default::default),
+                    tenant_services: simulators_inside.then(Default::default),
+                    resync: Duration::from_millis(500),
+                },
+            );
+            harness.create_vc(namespace, name, &["node-0"]).await;
+            let secrets: Api<Secret> = Api::namespaced(harness.admin.clone(), namespace);
+            let client = eventually(
+                &planes,
+                Duration::from_secs(120),
+                "the tenant kube-apiserver to answer /readyz through the admin kubeconfig",
+                || {
+                    let secrets = secrets.clone();
+                    async move { admin_client(&secrets, name).await }
+                },
+            )
+            .await;
+            Some(Self {
+                harness,
+                planes,
+                _work: work,
+                secrets,
+                client,
+            })
+        }
+
+        async fn stop(self) {
+            drop(self.planes);
+            self.harness.shutdown().await;
+        }
+    }
+
     /// With `KUBEBUILDER_ASSETS`: the in-process controller provisions a tenant on the test
     /// API server, and its kube-apiserver runs as a process from the rendered Deployment.
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn tenant_kube_apiserver_process_answers_through_the_admin_kubeconfig() {
-        let Some(assets) = envtest::assets() else {
-            assert!(
-                !envtest::must_run_real(),
-                "CI is set, so this real test must run, but KUBEBUILDER_ASSETS holds no kube-apiserver"
-            );
-            println!("{SKIP_MESSAGE}");
+        let started = Instant::now();
+        let Some(tenant) = RealTenant::start("team-l", "real", true).await else {
             return;
         };
-        let binaries = ControlPlaneBinaries::discover(&assets).unwrap();
-        let started = Instant::now();
-        let harness = crate::controller_common::Harness::start(2, false).await;
-        let work = tempfile::tempdir().unwrap();
-        let planes = local_control_plane::spawn(
-            harness.admin.clone(),
-            LocalControlPlaneOptions {
-                binaries,
-                work_dir: work.path().to_owned(),
-                namespace: Some("team-l".to_owned()),
-                cluster_domain: "cluster.local".to_owned(),
-                tenant_workloads: Some(Default::default()),
-                tenant_services: Some(Default::default()),
-                resync: Duration::from_millis(500),
-            },
-        );
-        harness.create_vc("team-l", "real", &["node-0"]).await;
-        let secrets: Api<Secret> = Api::namespaced(harness.admin.clone(), "team-l");
-        let client = eventually(
-            &planes,
-            Duration::from_secs(120),
-            "the tenant kube-apiserver to answer /readyz through the admin kubeconfig",
-            || {
-                let secrets = secrets.clone();
-                async move {
-                    let secret = secrets.get_opt("real-admin-kubeconfig").await.ok()??;
-                    let text = String::from_utf8(secret.data?.get("kubeconfig")?.0.clone()).ok()?;
-                    let kubeconfig = kube::config::Kubeconfig::from_yaml(&text).ok()?;
-                    let config = kube::Config::from_custom_kubeconfig(
-                        kubeconfig,
-                        &kube::config::KubeConfigOptions::default(),
-                    )
-                    .await
-                    .ok()?;
-                    let client = Client::try_from(config).ok()?;
-                    let request = http::Request::get("/readyz").body(Vec::new()).ok()?;
-                    let answer = client.request_text(request).await.ok()?;
-                    (answer.trim() == "ok").then_some(client)
-                }
-            },
-        )
-        .await;
-        let namespaces = Api::<Namespace>::all(client)
+        let planes = &tenant.planes;
+        let namespaces = Api::<Namespace>::all(tenant.client.clone())
             .list(&Default::default())
             .await
             .unwrap();
@@ -1031,8 +1053,7 @@ else:
             "real tenant kube-apiserver from the rendered Deployment ready in {:.1} s",
             started.elapsed().as_secs_f64()
         );
-        drop(planes);
-        harness.shutdown().await;
+        tenant.stop().await;
     }
 
     /// The tenant's admin client from `NAME-admin-kubeconfig`, once the tenant apiserver
@@ -1066,41 +1087,11 @@ else:
     /// stored, and reads back in clear through the apiserver.
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn tenant_secrets_are_encrypted_at_rest() {
-        let Some(assets) = envtest::assets() else {
-            assert!(
-                !envtest::must_run_real(),
-                "CI is set, so this real test must run, but KUBEBUILDER_ASSETS holds no kube-apiserver"
-            );
-            println!("{SKIP_MESSAGE}");
+        let Some(tenant) = RealTenant::start("team-e", "sealed", false).await else {
             return;
         };
-        let binaries = ControlPlaneBinaries::discover(&assets).unwrap();
-        let harness = crate::controller_common::Harness::start(2, false).await;
-        let work = tempfile::tempdir().unwrap();
-        let planes = local_control_plane::spawn(
-            harness.admin.clone(),
-            LocalControlPlaneOptions {
-                binaries,
-                work_dir: work.path().to_owned(),
-                namespace: Some("team-e".to_owned()),
-                cluster_domain: "cluster.local".to_owned(),
-                tenant_workloads: None,
-                tenant_services: None,
-                resync: Duration::from_millis(500),
-            },
-        );
-        harness.create_vc("team-e", "sealed", &["node-0"]).await;
-        let secrets: Api<Secret> = Api::namespaced(harness.admin.clone(), "team-e");
-        let client = eventually(
-            &planes,
-            Duration::from_secs(120),
-            "the tenant kube-apiserver to answer through the admin kubeconfig",
-            || {
-                let secrets = secrets.clone();
-                async move { admin_client(&secrets, "sealed").await }
-            },
-        )
-        .await;
+        let client = tenant.client.clone();
+        let planes = &tenant.planes;
 
         let plaintext = "kosmos-plaintext-canary-6f1d2c";
         let tenant_secrets: Api<Secret> = Api::namespaced(client, "default");
@@ -1147,8 +1138,7 @@ else:
                 String::from_utf8_lossy(clear)
             );
         }
-        drop(planes);
-        harness.shutdown().await;
+        tenant.stop().await;
     }
 
     /// Who the tenant apiserver takes `client` for (a SelfSubjectReview), or the HTTP
@@ -1193,42 +1183,12 @@ else:
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn rotated_admin_kubeconfig_revokes_the_old_one() {
         use vc_api::VirtualCluster;
-        let Some(assets) = envtest::assets() else {
-            assert!(
-                !envtest::must_run_real(),
-                "CI is set, so this real test must run, but KUBEBUILDER_ASSETS holds no kube-apiserver"
-            );
-            println!("{SKIP_MESSAGE}");
+        let started = Instant::now();
+        let Some(tenant) = RealTenant::start("team-r", "rot", false).await else {
             return;
         };
-        let started = Instant::now();
-        let binaries = ControlPlaneBinaries::discover(&assets).unwrap();
-        let harness = crate::controller_common::Harness::start(2, false).await;
-        let work = tempfile::tempdir().unwrap();
-        let planes = local_control_plane::spawn(
-            harness.admin.clone(),
-            LocalControlPlaneOptions {
-                binaries,
-                work_dir: work.path().to_owned(),
-                namespace: Some("team-r".to_owned()),
-                cluster_domain: "cluster.local".to_owned(),
-                tenant_workloads: None,
-                tenant_services: None,
-                resync: Duration::from_millis(500),
-            },
-        );
-        harness.create_vc("team-r", "rot", &["node-0"]).await;
-        let secrets: Api<Secret> = Api::namespaced(harness.admin.clone(), "team-r");
-        let old_client = eventually(
-            &planes,
-            Duration::from_secs(120),
-            "the tenant kube-apiserver to answer through the admin kubeconfig",
-            || {
-                let secrets = secrets.clone();
-                async move { admin_client(&secrets, "rot").await }
-            },
-        )
-        .await;
+        let (planes, secrets, old_client) = (&tenant.planes, &tenant.secrets, &tenant.client);
+        let tenant_up = started.elapsed();
         let kubeconfig_text = |secret: Secret, key: &str| {
             String::from_utf8(secret.data.unwrap()[key].0.clone()).unwrap()
         };
@@ -1237,7 +1197,7 @@ else:
             "kubeconfig",
         );
         assert_eq!(
-            who_am_i(&old_client).await.as_deref(),
+            who_am_i(old_client).await.as_deref(),
             Ok("kubernetes-admin")
         );
         // The controller-manager's kubeconfig names the in-cluster Service; on this
@@ -1274,7 +1234,7 @@ else:
         );
 
         let rotation_started = Instant::now();
-        let vcs: Api<VirtualCluster> = Api::namespaced(harness.admin.clone(), "team-r");
+        let vcs: Api<VirtualCluster> = Api::namespaced(tenant.harness.admin.clone(), "team-r");
         vcs.patch(
             "rot",
             &PatchParams::default(),
@@ -1285,7 +1245,7 @@ else:
         .await
         .unwrap();
         let rotated = eventually(
-            &planes,
+            planes,
             Duration::from_secs(120),
             "status.adminKubeconfigRotation to record the rotation",
             || {
@@ -1339,9 +1299,8 @@ else:
         eprintln!(
             "admin kubeconfig rotated and served {:.1} s after the annotation (tenant up in {:.1} s)",
             rotation_took.as_secs_f64(),
-            (started.elapsed() - rotation_took).as_secs_f64()
+            tenant_up.as_secs_f64()
         );
-        drop(planes);
-        harness.shutdown().await;
+        tenant.stop().await;
     }
 }
