@@ -101,7 +101,7 @@ pub const CONFIG_HASH_ANNOTATION: &str = "vc.kosmos.io/config-hash";
 /// Annotation an operator sets on a VirtualCluster, to any new value, to rotate the
 /// tenant's admin kubeconfig: the admin client CA is replaced, so every admin kubeconfig
 /// handed out before stops working. The value acted on is recorded on Secret
-/// `NAME-admin-ca` under the same key, and in `status.adminKubeconfigRotation` once the
+/// `NAME-admin-signer` under the same key, and in `status.adminKubeconfigRotation` once the
 /// new kubeconfig is served.
 pub const ROTATE_ADMIN_KUBECONFIG_ANNOTATION: &str = "vc.kosmos.io/rotate-admin-kubeconfig";
 

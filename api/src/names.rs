@@ -41,8 +41,9 @@ pub const ETCD_CA_SECRET: DerivedObject = derived("Secret", "-etcd-ca", "etcd CA
 pub const FRONT_PROXY_CA_SECRET: DerivedObject =
     derived("Secret", "-front-proxy-ca", "front-proxy CA");
 /// Secret of the admin client CA (signs the admin kubeconfig alone, so that replacing it
-/// revokes every admin kubeconfig and nothing else).
-pub const ADMIN_CA_SECRET: DerivedObject = derived("Secret", "-admin-ca", "admin client CA");
+/// revokes every admin kubeconfig and nothing else). Not `-admin-ca`: that is the cluster
+/// CA of a sibling named `NAME-admin`, which existing namespaces may hold.
+pub const ADMIN_CA_SECRET: DerivedObject = derived("Secret", "-admin-signer", "admin client CA");
 /// Secret of the service-account signing key pair.
 pub const SERVICE_ACCOUNT_KEY_SECRET: DerivedObject =
     derived("Secret", "-sa", "service-account signing key");
@@ -378,6 +379,27 @@ mod tests {
                 .iter()
                 .all(|clash| clash.kind == "Secret")
         );
+    }
+
+    /// A sibling pair both created before a suffix was added has never been checked
+    /// against it; the suffix is safe only if it can land on none of the pair's objects:
+    /// neither it nor an older suffix of its kind may end with the other.
+    #[test]
+    fn suffixes_added_later_land_on_no_older_object() {
+        let added = [APISERVER_ENCRYPTION_SECRET, ADMIN_CA_SECRET];
+        for new in added {
+            for old in DERIVED_OBJECTS
+                .iter()
+                .filter(|old| old.kind == new.kind && !added.contains(old))
+            {
+                assert!(
+                    !new.suffix.ends_with(old.suffix) && !old.suffix.ends_with(new.suffix),
+                    "{} and {} overlap",
+                    new.suffix,
+                    old.suffix
+                );
+            }
+        }
     }
 
     #[test]

@@ -206,7 +206,7 @@ fn objects_carry_the_contract_names() {
     assert_eq!(
         secret_names,
         [
-            "prod-admin-ca",
+            "prod-admin-signer",
             "prod-apiserver-admission",
             "prod-apiserver-encryption",
             "prod-apiserver-etcd-client",
@@ -378,7 +378,7 @@ fn tls_secrets_use_the_contract_keys() {
             .collect();
         let expected: &[&str] = match name {
             "prod-ca" | "prod-etcd-ca" | "prod-front-proxy-ca" => &["tls.crt", "tls.key"],
-            "prod-admin-ca" => &["client-ca.crt", "tls.crt", "tls.key"],
+            "prod-admin-signer" => &["client-ca.crt", "tls.crt", "tls.key"],
             "prod-sa" => &["sa.key", "sa.pub"],
             "prod-controller-manager-kubeconfig" | "prod-scheduler-kubeconfig" => &["kubeconfig"],
             "prod-apiserver-admission" => &["admission.yaml", "webhook-kubeconfig.yaml"],

@@ -179,7 +179,7 @@ mod local_control_plane_tests {
             "a URL naming no tenant Service stays as rendered"
         );
         for (flag, secret, key) in [
-            ("client-ca-file", "t1-admin-ca", "client-ca.crt"),
+            ("client-ca-file", "t1-admin-signer", "client-ca.crt"),
             ("tls-cert-file", "t1-apiserver-tls", "tls.crt"),
             ("tls-private-key-file", "t1-apiserver-tls", "tls.key"),
             ("etcd-cafile", "t1-apiserver-etcd-client", "ca.crt"),
@@ -1291,7 +1291,7 @@ else:
             Ok("system:kube-controller-manager"),
             "the rotation cut off a component"
         );
-        let admin_ca = secrets.get("rot-admin-ca").await.unwrap();
+        let admin_ca = secrets.get("rot-admin-signer").await.unwrap();
         assert_eq!(
             admin_ca.annotations()[vc_api::constants::ROTATE_ADMIN_KUBECONFIG_ANNOTATION],
             "first"
