@@ -141,9 +141,9 @@ impl ExistingPki {
                 text(&data, vc_api::constants::KUBECONFIG_SECRET_KEY)
                     .and_then(|yaml| kubeconfig::client_credentials(&yaml))
                     .map(|mut stored| {
-                        // A kubeconfig's CA is the one that verifies the server, the
-                        // cluster CA, which signs the admin certificate no more; the
-                        // signature alone says whether the admin CA signed it.
+                        // A kubeconfig's CA data is the cluster CA, which verifies the
+                        // server but does not sign the admin certificate: the signature
+                        // alone tells whether the admin CA signed it.
                         if kind == LeafKind::Admin {
                             stored.ca_pem = None;
                         }
@@ -203,11 +203,6 @@ impl ExistingPki {
 
     pub(crate) fn encryption(&self) -> Option<&Result<EncryptionConfig, String>> {
         self.encryption.as_ref()
-    }
-
-    /// Puts an encryption configuration in place, as if read from its Secret.
-    pub fn insert_encryption(&mut self, config: EncryptionConfig) {
-        self.encryption = Some(Ok(config));
     }
 
     /// A key is drawn only when none is stored; a stored configuration that does not
