@@ -98,6 +98,13 @@ pub const MANAGED_BY_VALUE: &str = "kosmos-vc";
 /// certificate renewal rolls the pods that use it and no others.
 pub const CONFIG_HASH_ANNOTATION: &str = "vc.kosmos.io/config-hash";
 
+/// Annotation an operator sets on a VirtualCluster, to any new value, to rotate the
+/// tenant's admin kubeconfig: the admin client CA is replaced, so every admin kubeconfig
+/// handed out before stops working. The value acted on is recorded on Secret
+/// `NAME-admin-signer` under the same key, and in `status.adminKubeconfigRotation` once the
+/// new kubeconfig is served.
+pub const ROTATE_ADMIN_KUBECONFIG_ANNOTATION: &str = "vc.kosmos.io/rotate-admin-kubeconfig";
+
 /// Name of the kubeconfig extension that marks the cluster, user and context entries
 /// `kubectl vc use-context` wrote, so `kubectl vc delete` never removes a hand-made entry.
 pub const KUBECONFIG_MARKER_EXTENSION: &str = "kosmos.io/virtualcluster";

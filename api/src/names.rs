@@ -40,6 +40,10 @@ pub const ETCD_CA_SECRET: DerivedObject = derived("Secret", "-etcd-ca", "etcd CA
 /// Secret of the front-proxy (aggregation layer) CA.
 pub const FRONT_PROXY_CA_SECRET: DerivedObject =
     derived("Secret", "-front-proxy-ca", "front-proxy CA");
+/// Secret of the admin client CA (signs the admin kubeconfig alone, so that replacing it
+/// revokes every admin kubeconfig and nothing else). Not `-admin-ca`: that is the cluster
+/// CA of a sibling named `NAME-admin`, which existing namespaces may hold.
+pub const ADMIN_CA_SECRET: DerivedObject = derived("Secret", "-admin-signer", "admin client CA");
 /// Secret of the service-account signing key pair.
 pub const SERVICE_ACCOUNT_KEY_SECRET: DerivedObject =
     derived("Secret", "-sa", "service-account signing key");
@@ -63,6 +67,12 @@ pub const APISERVER_ADMISSION_SECRET: DerivedObject = derived(
     "Secret",
     "-apiserver-admission",
     "apiserver's admission configuration",
+);
+/// Secret of the apiserver's encryption-at-rest configuration (its secretbox keys).
+pub const APISERVER_ENCRYPTION_SECRET: DerivedObject = derived(
+    "Secret",
+    "-apiserver-encryption",
+    "apiserver's encryption-at-rest keys",
 );
 /// Secret of the front-proxy client certificate.
 pub const FRONT_PROXY_CLIENT_SECRET: DerivedObject = derived(
@@ -131,15 +141,17 @@ pub const CLUSTERTREE_READER_BINDING: DerivedObject = derived(
 /// Every object named after the VirtualCluster in its own namespace. Objects in the
 /// workload namespace and cluster-scoped ones carry the namespace in their name and are
 /// guarded by the workload-namespace rule instead.
-pub const DERIVED_OBJECTS: [DerivedObject; 25] = [
+pub const DERIVED_OBJECTS: [DerivedObject; 27] = [
     CLUSTER_CA_SECRET,
     ETCD_CA_SECRET,
     FRONT_PROXY_CA_SECRET,
+    ADMIN_CA_SECRET,
     SERVICE_ACCOUNT_KEY_SECRET,
     APISERVER_TLS_SECRET,
     APISERVER_ETCD_CLIENT_SECRET,
     APISERVER_KUBELET_CLIENT_SECRET,
     APISERVER_ADMISSION_SECRET,
+    APISERVER_ENCRYPTION_SECRET,
     FRONT_PROXY_CLIENT_SECRET,
     ETCD_SERVER_SECRET,
     ETCD_PEER_SECRET,
@@ -216,6 +228,10 @@ pub fn etcd_ca_secret(name: &str) -> String {
 pub fn front_proxy_ca_secret(name: &str) -> String {
     FRONT_PROXY_CA_SECRET.name(name)
 }
+/// Secret of the admin client CA.
+pub fn admin_ca_secret(name: &str) -> String {
+    ADMIN_CA_SECRET.name(name)
+}
 /// Secret of the service-account signing key pair.
 pub fn service_account_key_secret(name: &str) -> String {
     SERVICE_ACCOUNT_KEY_SECRET.name(name)
@@ -235,6 +251,10 @@ pub fn apiserver_kubelet_client_secret(name: &str) -> String {
 /// Secret of the apiserver's admission configuration.
 pub fn apiserver_admission_secret(name: &str) -> String {
     APISERVER_ADMISSION_SECRET.name(name)
+}
+/// Secret of the apiserver's encryption-at-rest configuration.
+pub fn apiserver_encryption_secret(name: &str) -> String {
+    APISERVER_ENCRYPTION_SECRET.name(name)
 }
 /// Secret of the front-proxy client certificate.
 pub fn front_proxy_client_secret(name: &str) -> String {
@@ -359,6 +379,27 @@ mod tests {
                 .iter()
                 .all(|clash| clash.kind == "Secret")
         );
+    }
+
+    /// A sibling pair both created before a suffix was added has never been checked
+    /// against it; the suffix is safe only if it can land on none of the pair's objects:
+    /// neither it nor an older suffix of its kind may end with the other.
+    #[test]
+    fn suffixes_added_later_land_on_no_older_object() {
+        let added = [APISERVER_ENCRYPTION_SECRET, ADMIN_CA_SECRET];
+        for new in added {
+            for old in DERIVED_OBJECTS
+                .iter()
+                .filter(|old| old.kind == new.kind && !added.contains(old))
+            {
+                assert!(
+                    !new.suffix.ends_with(old.suffix) && !old.suffix.ends_with(new.suffix),
+                    "{} and {} overlap",
+                    new.suffix,
+                    old.suffix
+                );
+            }
+        }
     }
 
     #[test]

@@ -179,6 +179,13 @@ pub struct VirtualClusterStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "set"))]
     pub promoted_nodes: Vec<String>,
+
+    /// The value of the annotation `vc.kosmos.io/rotate-admin-kubeconfig` whose rotation
+    /// is done: the admin kubeconfig served (`spec.kubeconfig`, Secret
+    /// `NAME-admin-kubeconfig`) is signed by the admin CA issued for it, and every admin
+    /// kubeconfig issued before is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_kubeconfig_rotation: Option<String>,
 }
 
 /// Provisioning phase of a VirtualCluster, as named in the proposal.

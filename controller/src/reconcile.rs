@@ -253,6 +253,7 @@ async fn write_status(
             "observedGeneration": status.observed_generation,
             "apiServerEndpoint": status.api_server_endpoint,
             "promotedNodes": if status.promoted_nodes.is_empty() { Value::Null } else { json!(status.promoted_nodes) },
+            "adminKubeconfigRotation": status.admin_kubeconfig_rotation,
         }
     });
     api.patch_status(
@@ -557,6 +558,7 @@ fn pki_secret_names(tenant_name: &str) -> Vec<String> {
     // Written with the PKI Secrets, so read back with them: a desired Secret missing
     // from this list looks absent, is created again, conflicts, and stalls the chain.
     names_list.push(names::apiserver_admission_secret(tenant_name));
+    names_list.push(names::apiserver_encryption_secret(tenant_name));
     names_list
 }
 
@@ -574,8 +576,12 @@ async fn plan_pki(
         .filter_map(|name| cached(&ctx.stores.secrets, Some(namespace), name))
         .collect();
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
-    for kind in CaKind::ALL {
-        let name = kind.secret_name(&tenant.name);
+    // Like a CA, a key minted twice would leave what the first one sealed unreadable.
+    let read_through = CaKind::ALL
+        .iter()
+        .map(|kind| kind.secret_name(&tenant.name))
+        .chain([names::apiserver_encryption_secret(&tenant.name)]);
+    for name in read_through {
         if stored.iter().any(|secret| secret.name_any() == name) {
             continue;
         }
@@ -617,6 +623,9 @@ async fn plan_pki(
     );
     if plan.service_account.is_issue() {
         issued.push("service-account key".to_owned());
+    }
+    if plan.encryption.is_issue() {
+        issued.push("encryption-at-rest key".to_owned());
     }
     Ok((material, issued, stored))
 }
@@ -873,7 +882,7 @@ fn probe_kubeconfig(
     let yaml = resources::kubeconfig::render_client_certificate_kubeconfig(
         &tenant.name,
         &endpoint,
-        &admin.ca_pem,
+        &material.ca(CaKind::Cluster).cert_pem,
         "kubernetes-admin",
         &admin.cert_pem,
         &admin.key_pem,
@@ -1245,6 +1254,26 @@ async fn apply(vc: &VirtualCluster, ctx: &Context) -> Result<Action> {
         desired,
     };
     let kubeconfig = publish_kubeconfig(vc, &built, &control_plane, ctx, &mut changes).await?;
+    let previous_rotation = vc
+        .status
+        .as_ref()
+        .and_then(|status| status.admin_kubeconfig_rotation.clone());
+    let admin_rotation = if kubeconfig.published {
+        built.material.admin_rotation().map(str::to_owned)
+    } else {
+        previous_rotation.clone()
+    };
+    // A tenant created with the annotation gets its first kubeconfig, not a rotation.
+    if admin_rotation.is_some()
+        && admin_rotation != previous_rotation
+        && vc.spec.kubeconfig.is_some()
+    {
+        changes.record(
+            "AdminKubeconfigRotated",
+            Step::Kubeconfig,
+            "the admin client CA was replaced: the new admin kubeconfig is served and every one issued before is refused",
+        );
+    }
     let Built {
         tenant,
         observed,
@@ -1302,6 +1331,7 @@ async fn apply(vc: &VirtualCluster, ctx: &Context) -> Result<Action> {
         endpoint: observed
             .apiserver_cluster_ip
             .map(|_| resources::secrets::external_apiserver_url(&tenant, &observed)),
+        admin_rotation,
     };
     let status = desired_status(vc, &outcome, k8s_openapi::jiff::Timestamp::now());
     let phase = status.phase;
@@ -1390,6 +1420,8 @@ struct Outcome {
     /// Why the tenant waits on an object that is not ours, when it does.
     blocked: Option<String>,
     endpoint: Option<String>,
+    /// The rotation request whose admin kubeconfig is served.
+    admin_rotation: Option<String>,
 }
 
 /// The status for `outcome`, keeping condition timestamps that did not change.
@@ -1511,6 +1543,7 @@ fn desired_status(
     status.observed_generation = generation;
     status.api_server_endpoint = outcome.endpoint.clone();
     status.promoted_nodes = outcome.visible.clone();
+    status.admin_kubeconfig_rotation = outcome.admin_rotation.clone();
     status
 }
 

@@ -63,6 +63,8 @@ pub enum Command {
     Disconnect,
     /// Print a VirtualCluster's admin kubeconfig (it contains credentials)
     Kubeconfig(KubeconfigArgs),
+    /// Replace a VirtualCluster's admin kubeconfig: every one handed out before stops working
+    RotateKubeconfig(RotateKubeconfigArgs),
     /// Promote host nodes into a VirtualCluster or return them to the host
     Nodes(NodesArgs),
     /// Print a shell completion script
@@ -245,6 +247,25 @@ pub struct KubeconfigArgs {
     /// Print the kubeconfig with the in-cluster endpoint, for use inside the host
     #[arg(long)]
     pub internal: bool,
+}
+
+/// `rotate-kubeconfig`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "The controller replaces the tenant's admin client CA, so every admin kubeconfig issued before is refused; the tenant's components keep theirs. Take the new one with `kubectl vc use-context NAME` or `kubectl vc kubeconfig NAME`.\n\nExamples:\n  kubectl vc rotate-kubeconfig prod --wait"
+)]
+pub struct RotateKubeconfigArgs {
+    /// Name of the VirtualCluster
+    #[arg(value_name = "NAME")]
+    pub name: String,
+
+    /// Wait until the new admin kubeconfig is served
+    #[arg(long)]
+    pub wait: bool,
+
+    /// How long --wait waits, such as 90s or 10m
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "5m")]
+    pub timeout: Duration,
 }
 
 /// `nodes`.

@@ -9,6 +9,7 @@ use rcgen::{
 };
 
 use super::check::check_san;
+use super::encryption::{ENCRYPTION_CONFIG_KEY, EncryptionConfig};
 use super::inspect::inspect_certificate;
 use super::profile::{LeafProfile, Usage};
 use super::stored::{PrivateKeyPem, StoredCertificate};
@@ -42,9 +43,11 @@ pub struct ServiceAccountKey {
 /// The complete PKI of a tenant, as its Secrets must hold it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct PkiMaterial {
-    cas: [IssuedCertificate; 3],
+    cas: [IssuedCertificate; 4],
     leaves: [IssuedCertificate; 9],
     service_account: ServiceAccountKey,
+    encryption: EncryptionConfig,
+    admin_rotation: Option<String>,
 }
 
 impl PkiMaterial {
@@ -61,6 +64,16 @@ impl PkiMaterial {
     /// The service-account key pair.
     pub fn service_account(&self) -> &ServiceAccountKey {
         &self.service_account
+    }
+
+    /// The rotation request the admin CA was issued for, recorded on its Secret.
+    pub fn admin_rotation(&self) -> Option<&str> {
+        self.admin_rotation.as_deref()
+    }
+
+    /// The tenant apiserver's encryption-at-rest keys.
+    pub fn encryption(&self) -> &EncryptionConfig {
+        &self.encryption
     }
 }
 
@@ -85,6 +98,7 @@ impl fmt::Debug for PkiMaterial {
             .field("cas", &CaKind::ALL.map(CaKind::as_str))
             .field("leaves", &LeafKind::ALL.map(LeafKind::as_str))
             .field("service_account", &"<redacted>")
+            .field("encryption", &"<redacted>")
             .finish()
     }
 }
@@ -105,7 +119,7 @@ pub fn issue(
     for kind in CaKind::ALL {
         cas.push(ensure_ca(kind, existing, decision(&plan.cas, kind), now)?);
     }
-    let cas: [IssuedCertificate; 3] = cas
+    let cas: [IssuedCertificate; 4] = cas
         .try_into()
         .map_err(|_| PkiError::PlanMismatch { what: "CA list" })?;
 
@@ -155,10 +169,36 @@ pub fn issue(
             }
         }
     };
+    let encryption = match (plan.encryption, existing.encryption()) {
+        (Decision::Keep, Some(Ok(stored))) => stored.clone(),
+        (Decision::Keep, Some(Err(reason))) => {
+            return Err(PkiError::ReadEncryptionConfig {
+                secret: crate::resources::names::apiserver_encryption_secret(&tenant.name),
+                key: ENCRYPTION_CONFIG_KEY,
+                reason: reason.clone(),
+            });
+        }
+        (Decision::Keep, None) => {
+            return Err(PkiError::PlanMismatch {
+                what: "encryption-at-rest key",
+            });
+        }
+        (Decision::Issue(_), _) => EncryptionConfig::generate(now)
+            .map_err(|source| PkiError::DrawEncryptionKey { source })?,
+    };
+    // A new admin CA answers the request in force; a kept one keeps the request it
+    // answered.
+    let admin_rotation = if decision(&plan.cas, CaKind::Admin).is_issue() {
+        tenant.admin_rotation.clone()
+    } else {
+        existing.admin_rotation().map(str::to_owned)
+    };
     Ok(PkiMaterial {
         cas,
         leaves,
         service_account,
+        encryption,
+        admin_rotation,
     })
 }
 

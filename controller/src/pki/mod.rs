@@ -25,6 +25,7 @@
 //!   lack `pathLen 0`, so it can warn before the tenant's certificates stop working.
 
 mod check;
+mod encryption;
 mod inspect;
 mod issue;
 mod notice;
@@ -35,13 +36,16 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 
+pub use encryption::{
+    ENCRYPTED_RESOURCES, ENCRYPTION_CONFIG_KEY, EncryptionConfig, EncryptionError, EncryptionKey,
+};
 pub use inspect::{CertificateFacts, inspect_certificate};
 pub use issue::{IssuedCertificate, PkiMaterial, ServiceAccountKey, issue};
 pub use notice::{CA_EXPIRY_WARNING, CaNotices, approaching_expiry, ca_notices};
 pub use profile::{LeafProfile, Usage};
 pub use stored::{
-    CA_CERT_KEY, ExistingPki, PrivateKeyPem, SA_PRIVATE_KEY, SA_PUBLIC_KEY, StoredCertificate,
-    TLS_CERT_KEY, TLS_KEY_KEY,
+    CA_CERT_KEY, CLIENT_CA_BUNDLE_KEY, ExistingPki, PrivateKeyPem, SA_PRIVATE_KEY, SA_PUBLIC_KEY,
+    StoredCertificate, TLS_CERT_KEY, TLS_KEY_KEY,
 };
 
 use crate::resources::names;
@@ -63,11 +67,14 @@ pub enum CaKind {
     Etcd,
     /// Signs the aggregation layer's front-proxy client cert.
     FrontProxy,
+    /// Signs the admin client cert alone. The apiserver trusts it beside the cluster CA,
+    /// so replacing it revokes every admin kubeconfig and no component's credential.
+    Admin,
 }
 
 impl CaKind {
     /// Every CA, in a fixed order.
-    pub const ALL: [Self; 3] = [Self::Cluster, Self::Etcd, Self::FrontProxy];
+    pub const ALL: [Self; 4] = [Self::Cluster, Self::Etcd, Self::FrontProxy, Self::Admin];
 }
 
 /// The tenant's leaf certificates.
@@ -130,6 +137,7 @@ impl CaKind {
             Self::Cluster => "ca",
             Self::Etcd => "etcd-ca",
             Self::FrontProxy => "front-proxy-ca",
+            Self::Admin => "admin-ca",
         }
     }
 
@@ -139,6 +147,7 @@ impl CaKind {
             Self::Cluster => names::cluster_ca_secret(tenant_name),
             Self::Etcd => names::etcd_ca_secret(tenant_name),
             Self::FrontProxy => names::front_proxy_ca_secret(tenant_name),
+            Self::Admin => names::admin_ca_secret(tenant_name),
         }
     }
 }
@@ -190,6 +199,10 @@ pub struct TenantIdentity {
     pub load_balancer_hosts: Vec<String>,
     /// Members of the etcd cluster; each gets its own SAN.
     pub etcd_replicas: i32,
+    /// The operator's request to rotate the admin kubeconfig
+    /// ([`vc_api::constants::ROTATE_ADMIN_KUBECONFIG_ANNOTATION`]): the admin CA is
+    /// replaced when this differs from the request it was issued for.
+    pub admin_rotation: Option<String>,
 }
 
 impl TenantIdentity {
@@ -232,6 +245,8 @@ pub enum IssueReason {
     SignerChanged,
     /// The leaf's notAfter is later than its CA's.
     OutlivesSigner,
+    /// The operator asked for a new admin CA (rotation of the admin kubeconfig).
+    RotationRequested,
 }
 
 impl IssueReason {
@@ -247,6 +262,7 @@ impl IssueReason {
             Self::SansChanged => "sans-changed",
             Self::SignerChanged => "signer-changed",
             Self::OutlivesSigner => "outlives-ca",
+            Self::RotationRequested => "rotation-requested",
         }
     }
 }
@@ -282,12 +298,15 @@ pub struct PkiPlan {
     pub service_account: Decision,
     /// One decision per leaf.
     pub leaves: BTreeMap<LeafKind, Decision>,
+    /// The encryption-at-rest key: issued only when no configuration is stored.
+    pub encryption: Decision,
 }
 
 impl PkiPlan {
     /// Whether anything at all is issued.
     pub fn issues_anything(&self) -> bool {
         self.service_account.is_issue()
+            || self.encryption.is_issue()
             || self.cas.values().any(|decision| decision.is_issue())
             || self.leaves.values().any(|decision| decision.is_issue())
     }
@@ -342,6 +361,25 @@ pub enum PkiError {
         /// Which certificate.
         what: &'static str,
     },
+    /// The stored encryption-at-rest configuration cannot be used. A new key is never
+    /// minted over it: Secrets sealed with the stored keys would become unreadable.
+    #[error(
+        "Secret {secret} key {key}: {reason}; restore the configuration the tenant apiserver was using (a new key would leave every Secret sealed with the old one unreadable)"
+    )]
+    ReadEncryptionConfig {
+        /// Name of the Secret.
+        secret: String,
+        /// Key in the Secret.
+        key: &'static str,
+        /// What is wrong, without key material.
+        reason: String,
+    },
+    /// The OS random source failed to give a key.
+    #[error("failed to draw the encryption-at-rest key: {source}")]
+    DrawEncryptionKey {
+        /// The underlying error.
+        source: EncryptionError,
+    },
     /// Tenant-controlled text bound for a certificate is not a DNS name or IP address.
     /// The value is shown escaped (`{:?}`) and cut short, so it cannot forge lines in
     /// the logs, Events or status it ends up in.
@@ -365,7 +403,14 @@ pub fn plan_certificates(
     let mut cas = BTreeMap::new();
     let mut ca_ends = BTreeMap::new();
     for kind in CaKind::ALL {
-        let (decision, end) = decide_ca(existing.ca(kind), now);
+        let (decision, end) = match (kind, &tenant.admin_rotation) {
+            (CaKind::Admin, Some(requested))
+                if existing.admin_rotation() != Some(requested.as_str()) =>
+            {
+                (Decision::Issue(IssueReason::RotationRequested), None)
+            }
+            _ => decide_ca(existing.ca(kind), now),
+        };
         cas.insert(kind, decision);
         if let Some(end) = end {
             ca_ends.insert(kind, end);
@@ -394,6 +439,7 @@ pub fn plan_certificates(
         cas,
         service_account,
         leaves,
+        encryption: existing.encryption_decision(),
     }
 }
 

@@ -43,6 +43,7 @@ impl CaKind {
             Self::Cluster => "kubernetes",
             Self::Etcd => "etcd-ca",
             Self::FrontProxy => "front-proxy-ca",
+            Self::Admin => "kubernetes-admin-ca",
         }
     }
 }
@@ -54,8 +55,8 @@ impl LeafKind {
             Self::ApiServer
             | Self::ApiServerKubeletClient
             | Self::ControllerManager
-            | Self::Scheduler
-            | Self::Admin => CaKind::Cluster,
+            | Self::Scheduler => CaKind::Cluster,
+            Self::Admin => CaKind::Admin,
             Self::ApiServerEtcdClient | Self::EtcdServer | Self::EtcdPeer => CaKind::Etcd,
             Self::FrontProxyClient => CaKind::FrontProxy,
         }

@@ -5,6 +5,7 @@ use std::fmt;
 
 use k8s_openapi::api::core::v1::Secret;
 
+use super::encryption::{ENCRYPTION_CONFIG_KEY, EncryptionConfig};
 use super::inspect::{CertificateFacts, inspect_certificate, public_key_of_private_key};
 use super::{CaKind, Decision, IssueReason, LeafKind};
 use crate::resources::kubeconfig;
@@ -15,6 +16,9 @@ pub const TLS_CERT_KEY: &str = "tls.crt";
 pub const TLS_KEY_KEY: &str = "tls.key";
 /// Secret key of the PEM CA certificate that signed `tls.crt`.
 pub const CA_CERT_KEY: &str = "ca.crt";
+/// Key of the admin CA's Secret holding what the apiserver's `--client-ca-file` trusts:
+/// the cluster CA (every component) and the admin CA, in that order.
+pub const CLIENT_CA_BUNDLE_KEY: &str = "client-ca.crt";
 /// Secret key of the service-account private key (kubeadm's file name).
 pub const SA_PRIVATE_KEY: &str = "sa.key";
 /// Secret key of the service-account public key (kubeadm's file name).
@@ -93,6 +97,11 @@ pub struct ExistingPki {
     cas: BTreeMap<CaKind, StoredCertificate>,
     leaves: BTreeMap<LeafKind, StoredCertificate>,
     service_account: Option<StoredServiceAccountKey>,
+    /// The encryption-at-rest configuration: `None` when its Secret or key is absent,
+    /// the reason when it is there but unusable.
+    encryption: Option<Result<EncryptionConfig, String>>,
+    /// The rotation request the stored admin CA was issued for.
+    admin_rotation: Option<String>,
 }
 
 impl ExistingPki {
@@ -131,6 +140,15 @@ impl ExistingPki {
             let stored = if kind.stored_in_kubeconfig() {
                 text(&data, vc_api::constants::KUBECONFIG_SECRET_KEY)
                     .and_then(|yaml| kubeconfig::client_credentials(&yaml))
+                    .map(|mut stored| {
+                        // A kubeconfig's CA data is the cluster CA, which verifies the
+                        // server but does not sign the admin certificate: the signature
+                        // alone tells whether the admin CA signed it.
+                        if kind == LeafKind::Admin {
+                            stored.ca_pem = None;
+                        }
+                        stored
+                    })
             } else {
                 tls_from_data(&data)
             };
@@ -147,6 +165,20 @@ impl ExistingPki {
                 public_pem: text(&data, SA_PUBLIC_KEY)?,
             })
         });
+        existing.admin_rotation = by_name
+            .get(CaKind::Admin.secret_name(tenant_name).as_str())
+            .and_then(|secret| secret.metadata.annotations.as_ref())
+            .and_then(|annotations| {
+                annotations.get(vc_api::constants::ROTATE_ADMIN_KUBECONFIG_ANNOTATION)
+            })
+            .cloned();
+        existing.encryption = data_of(crate::resources::names::apiserver_encryption_secret(
+            tenant_name,
+        ))
+        .and_then(|data| {
+            let bytes = data.get(ENCRYPTION_CONFIG_KEY)?;
+            Some(EncryptionConfig::parse(bytes).map_err(|error| error.to_string()))
+        });
         existing
     }
 
@@ -162,6 +194,24 @@ impl ExistingPki {
 
     pub(crate) fn service_account(&self) -> Option<&StoredServiceAccountKey> {
         self.service_account.as_ref()
+    }
+
+    /// The rotation request the stored admin CA was issued for.
+    pub fn admin_rotation(&self) -> Option<&str> {
+        self.admin_rotation.as_deref()
+    }
+
+    pub(crate) fn encryption(&self) -> Option<&Result<EncryptionConfig, String>> {
+        self.encryption.as_ref()
+    }
+
+    /// A key is drawn only when none is stored; a stored configuration that does not
+    /// parse is kept (and refused when issuing), never replaced.
+    pub(crate) fn encryption_decision(&self) -> Decision {
+        match self.encryption {
+            None => Decision::Issue(IssueReason::Missing),
+            Some(_) => Decision::Keep,
+        }
     }
 
     /// Puts a CA in place, as if read from its Secret.

@@ -19,6 +19,7 @@ fn identity(name: &str) -> TenantIdentity {
         external_hosts: vec!["prod.example.com".to_owned(), "203.0.113.9".to_owned()],
         load_balancer_hosts: Vec::new(),
         etcd_replicas: 3,
+        admin_rotation: None,
     }
 }
 
@@ -900,4 +901,158 @@ fn a_settled_tenant_with_a_name_refused_today_keeps_running() {
         ..plan_certificates(&tenant, &existing, now())
     };
     assert!(issue(&bad, &existing, &keep_all, now()).unwrap() == material);
+}
+
+#[test]
+fn the_encryption_key_is_drawn_once_and_then_kept() {
+    let tenant = identity("prod");
+    let material = fresh(&tenant);
+    let existing = stored(&tenant, &material);
+    let (plan, again) = ensure_pki(&tenant, &existing, now() + days(30)).unwrap();
+    assert_eq!(plan.encryption, Decision::Keep);
+    assert_eq!(again.encryption(), material.encryption());
+    let (plan, _) = ensure_pki(&tenant, &ExistingPki::default(), now()).unwrap();
+    assert_eq!(plan.encryption, Decision::Issue(IssueReason::Missing));
+}
+
+#[test]
+fn a_broken_encryption_configuration_is_refused_not_replaced() {
+    use k8s_openapi::ByteString;
+    use k8s_openapi::api::core::v1::Secret;
+    let tenant = identity("prod");
+    let material = fresh(&tenant);
+    let vc = resources::test_support::virtual_cluster("  kubernetesVersion: v1.33.4\n");
+    let resolved = resources::Tenant::resolve(&vc, &BuildContext::default()).unwrap();
+    let mut secrets = resources::secrets::pki_secrets(&resolved, &material).unwrap();
+    let sealed = secrets
+        .iter_mut()
+        .find(|secret| secret.metadata.name.as_deref() == Some("prod-apiserver-encryption"))
+        .unwrap();
+    sealed.data = Some(
+        [(
+            ENCRYPTION_CONFIG_KEY.to_owned(),
+            ByteString(b"kind: EncryptionConfiguration\n".to_vec()),
+        )]
+        .into(),
+    );
+    let existing = ExistingPki::from_secrets("prod", secrets.iter().collect::<Vec<&Secret>>());
+    let error = ensure_pki(&tenant, &existing, now()).unwrap_err();
+    let message = error.to_string();
+    assert!(
+        matches!(error, PkiError::ReadEncryptionConfig { .. }),
+        "{message}"
+    );
+    assert!(
+        message.starts_with("Secret prod-apiserver-encryption key encryption-config.yaml:"),
+        "{message}"
+    );
+    assert!(message.contains("restore the configuration"), "{message}");
+}
+
+#[test]
+fn a_rotation_request_replaces_the_admin_ca_and_only_what_it_signs() {
+    let tenant = identity("prod");
+    let material = fresh(&tenant);
+    assert!(material.admin_rotation().is_none());
+    let existing = stored(&tenant, &material);
+    let admin = material.leaf(LeafKind::Admin);
+    assert!(inspect::verify_signed_by(
+        admin.cert_pem.as_bytes(),
+        material.ca(CaKind::Admin).cert_pem.as_bytes()
+    ));
+    assert!(
+        !inspect::verify_signed_by(
+            admin.cert_pem.as_bytes(),
+            material.ca(CaKind::Cluster).cert_pem.as_bytes()
+        ),
+        "the cluster CA must not vouch for the admin kubeconfig, or replacing the admin CA revokes nothing"
+    );
+
+    let requested = TenantIdentity {
+        admin_rotation: Some("2026-12-07T10:00:00Z".to_owned()),
+        ..tenant.clone()
+    };
+    let (plan, rotated) = ensure_pki(&requested, &existing, now()).unwrap();
+    assert_eq!(
+        plan.cas[&CaKind::Admin],
+        Decision::Issue(IssueReason::RotationRequested)
+    );
+    assert_eq!(
+        plan.leaves[&LeafKind::Admin],
+        Decision::Issue(IssueReason::SignerChanged)
+    );
+    for kind in [CaKind::Cluster, CaKind::Etcd, CaKind::FrontProxy] {
+        assert_eq!(plan.cas[&kind], Decision::Keep, "{kind:?}");
+        assert_eq!(rotated.ca(kind), material.ca(kind), "{kind:?}");
+    }
+    for kind in LeafKind::ALL
+        .into_iter()
+        .filter(|kind| *kind != LeafKind::Admin)
+    {
+        assert_eq!(plan.leaves[&kind], Decision::Keep, "{kind:?}");
+    }
+    assert_eq!(rotated.admin_rotation(), Some("2026-12-07T10:00:00Z"));
+    assert!(!inspect::verify_signed_by(
+        admin.cert_pem.as_bytes(),
+        rotated.ca(CaKind::Admin).cert_pem.as_bytes()
+    ));
+
+    // Read back with the request recorded on the admin CA's Secret: nothing more to do,
+    // so a pass that sees the same annotation again does not rotate again.
+    let settled = stored(&requested, &rotated);
+    assert_eq!(settled.admin_rotation(), Some("2026-12-07T10:00:00Z"));
+    let (plan, again) = ensure_pki(&requested, &settled, now() + days(1)).unwrap();
+    assert!(!plan.issues_anything(), "{plan:?}");
+    assert!(again == rotated);
+    // Removing the annotation keeps the admin CA.
+    let (plan, _) = ensure_pki(&tenant, &settled, now() + days(1)).unwrap();
+    assert!(!plan.issues_anything(), "{plan:?}");
+}
+
+#[test]
+fn an_admin_certificate_of_the_cluster_ca_moves_to_the_admin_ca() {
+    let tenant = identity("prod");
+    let material = fresh(&tenant);
+    let mut older = stored(&tenant, &material);
+    // As an older controller stored it: no admin CA, the admin leaf signed by the
+    // cluster CA.
+    let cluster = material.ca(CaKind::Cluster);
+    let signer = issue::load_signer(CaKind::Cluster, cluster).unwrap();
+    let leaf = issue::issue_leaf(
+        LeafKind::Admin,
+        &LeafKind::Admin.profile(&tenant),
+        &signer,
+        &cluster.cert_pem,
+        now(),
+    )
+    .unwrap();
+    older.insert_leaf(
+        LeafKind::Admin,
+        StoredCertificate {
+            cert_pem: leaf.cert_pem,
+            key_pem: leaf.key_pem,
+            ca_pem: None,
+        },
+    );
+    let mut without_admin_ca = ExistingPki::default();
+    for kind in [CaKind::Cluster, CaKind::Etcd, CaKind::FrontProxy] {
+        without_admin_ca.insert_ca(kind, older.ca(kind).unwrap().clone());
+    }
+    for kind in LeafKind::ALL {
+        without_admin_ca.insert_leaf(kind, older.leaf(kind).unwrap().clone());
+    }
+    let (plan, _) = ensure_pki(&tenant, &without_admin_ca, now()).unwrap();
+    assert_eq!(
+        plan.cas[&CaKind::Admin],
+        Decision::Issue(IssueReason::Missing)
+    );
+    assert_eq!(
+        plan.leaves[&LeafKind::Admin],
+        Decision::Issue(IssueReason::SignerChanged)
+    );
+    assert_eq!(
+        plan.leaves[&LeafKind::ControllerManager],
+        Decision::Keep,
+        "components keep their certificates"
+    );
 }

@@ -16,7 +16,10 @@ use super::pod::{
     requests,
 };
 use super::{BuildContext, Tenant, names};
-use crate::pki::{CA_CERT_KEY, SA_PRIVATE_KEY, SA_PUBLIC_KEY, TLS_CERT_KEY, TLS_KEY_KEY};
+use crate::pki::{
+    CA_CERT_KEY, CLIENT_CA_BUNDLE_KEY, ENCRYPTION_CONFIG_KEY, SA_PRIVATE_KEY, SA_PUBLIC_KEY,
+    TLS_CERT_KEY, TLS_KEY_KEY,
+};
 
 /// Secure port of the apiserver and of its Service.
 pub const SECURE_PORT: i32 = 6443;
@@ -32,6 +35,10 @@ pub const ADMISSION_DIR: &str = "/etc/kubernetes/admission";
 pub const ADMISSION_VOLUME: &str = "admission";
 /// The `--admission-control-config-file`, in [`ADMISSION_DIR`].
 pub const ADMISSION_CONFIG_FILE: &str = "admission.yaml";
+/// Where the encryption-at-rest configuration is mounted.
+pub const ENCRYPTION_DIR: &str = "/etc/kubernetes/encryption";
+/// Name of the encryption-at-rest configuration volume.
+pub const ENCRYPTION_VOLUME: &str = "encryption";
 /// The kubeconfig the apiserver authenticates to webhooks with, in [`ADMISSION_DIR`].
 pub const WEBHOOK_KUBECONFIG_FILE: &str = "webhook-kubeconfig.yaml";
 
@@ -109,7 +116,11 @@ pub fn service(tenant: &Tenant) -> Service {
 /// kube-apiserver's flags, as kubeadm sets them, except `--allow-privileged=false`: a
 /// tenant's pods run on shared host nodes in a namespace enforcing Pod Security
 /// `baseline`, so the tenant refuses a privileged container at once, with its own
-/// reason, instead of accepting a pod the host will never run.
+/// reason, instead of accepting a pod the host will never run. And
+/// `--encryption-provider-config`: the tenant's etcd volume is the host's, and whoever
+/// reads it (a backup, a node's disk) must not read the tenant's Secrets. And
+/// `--client-ca-file` is the cluster CA plus the admin CA, so that the admin kubeconfig
+/// can be revoked by replacing its CA without touching any component's certificate.
 pub fn args(tenant: &Tenant, ctx: &BuildContext) -> Vec<String> {
     let pki = |file: &str| format!("{PKI_DIR}/{file}");
     let flags = BTreeMap::from([
@@ -120,9 +131,13 @@ pub fn args(tenant: &Tenant, ctx: &BuildContext) -> Vec<String> {
         ("advertise-address", "$(POD_IP)".to_owned()),
         ("allow-privileged", "false".to_owned()),
         ("authorization-mode", "Node,RBAC".to_owned()),
-        ("client-ca-file", pki("ca.crt")),
+        ("client-ca-file", pki(CLIENT_CA_BUNDLE_KEY)),
         ("enable-admission-plugins", "NodeRestriction".to_owned()),
         ("enable-bootstrap-token-auth", "true".to_owned()),
+        (
+            "encryption-provider-config",
+            format!("{ENCRYPTION_DIR}/{ENCRYPTION_CONFIG_KEY}"),
+        ),
         ("etcd-cafile", pki("etcd/ca.crt")),
         ("etcd-certfile", pki("apiserver-etcd-client.crt")),
         ("etcd-keyfile", pki("apiserver-etcd-client.key")),
@@ -206,6 +221,10 @@ pub fn deployment(tenant: &Tenant, ctx: &BuildContext, config_hash: &str) -> Dep
                 vec![(TLS_CERT_KEY, "front-proxy-ca.crt")],
             ),
             (
+                names::admin_ca_secret(name),
+                vec![(CLIENT_CA_BUNDLE_KEY, CLIENT_CA_BUNDLE_KEY)],
+            ),
+            (
                 names::front_proxy_client_secret(name),
                 vec![
                     (TLS_CERT_KEY, "front-proxy-client.crt"),
@@ -228,6 +247,13 @@ pub fn deployment(tenant: &Tenant, ctx: &BuildContext, config_hash: &str) -> Dep
             ],
         )],
     );
+    let encryption = projected_secrets(
+        ENCRYPTION_VOLUME,
+        vec![(
+            names::apiserver_encryption_secret(name),
+            vec![(ENCRYPTION_CONFIG_KEY, ENCRYPTION_CONFIG_KEY)],
+        )],
+    );
     let container = Container {
         name: "kube-apiserver".to_owned(),
         image: Some(tenant.component_image(ctx, "kube-apiserver")),
@@ -247,6 +273,7 @@ pub fn deployment(tenant: &Tenant, ctx: &BuildContext, config_hash: &str) -> Dep
         volume_mounts: Some(vec![
             read_only_mount(PKI_VOLUME, PKI_DIR),
             read_only_mount(ADMISSION_VOLUME, ADMISSION_DIR),
+            read_only_mount(ENCRYPTION_VOLUME, ENCRYPTION_DIR),
         ]),
         ..Container::default()
     };
@@ -259,7 +286,7 @@ pub fn deployment(tenant: &Tenant, ctx: &BuildContext, config_hash: &str) -> Dep
         PodSpec {
             automount_service_account_token: Some(false),
             containers: vec![container],
-            volumes: Some(vec![certificates, admission]),
+            volumes: Some(vec![certificates, admission, encryption]),
             ..PodSpec::default()
         },
     )

@@ -14,20 +14,20 @@ use tokio::sync::mpsc;
 
 use super::test_support::{default_vc, observed, pki, tenant};
 use super::{BuildContext, Observed, secrets, tenant_identity};
-use crate::pki::{CaKind, ExistingPki, LeafKind, PkiMaterial, ensure_pki, inspect_certificate};
+use crate::pki::{ExistingPki, LeafKind, PkiMaterial, ensure_pki, inspect_certificate};
 
 const KUBECTL: &str = "/usr/bin/kubectl";
 
 /// Serves `/readyz` with the tenant's serving certificate, requiring client certificates
-/// of its cluster CA; reports the common name of every client it served.
+/// of the CAs its `--client-ca-file` names; reports the common name of every client it
+/// served.
 async fn tenant_apiserver(material: &PkiMaterial) -> (u16, mpsc::UnboundedReceiver<String>) {
     let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(
-            CertificateDer::from_pem_slice(material.ca(CaKind::Cluster).cert_pem.as_bytes())
-                .unwrap(),
-        )
-        .unwrap();
+    let bundle = secrets::client_ca_bundle(material);
+    for ca in CertificateDer::pem_slice_iter(bundle.as_bytes()) {
+        roots.add(ca.unwrap()).unwrap();
+    }
+    assert_eq!(roots.len(), 2, "the cluster CA and the admin CA");
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .build()

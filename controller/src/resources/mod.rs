@@ -119,6 +119,12 @@ pub enum BuildError {
         /// The underlying error.
         source: serde_yaml::Error,
     },
+    /// The encryption-at-rest configuration could not be rendered.
+    #[error("failed to render the apiserver's encryption-at-rest configuration: {source}")]
+    RenderEncryptionConfig {
+        /// The underlying error.
+        source: crate::pki::EncryptionError,
+    },
 }
 
 /// A VirtualCluster with every default resolved: what the builders read.
@@ -153,6 +159,8 @@ pub struct Tenant {
     pub pod_security: vc_api::pod_security::PodSecurityLevel,
     /// Pooled resources, by resource name.
     pub pooled_resources: BTreeMap<String, ResourceQuantity>,
+    /// The annotation [`vc_api::constants::ROTATE_ADMIN_KUBECONFIG_ANNOTATION`].
+    pub admin_rotation: Option<String>,
 }
 
 impl Tenant {
@@ -220,6 +228,13 @@ impl Tenant {
             control_plane_node_selector: ctx.control_plane_node_selector.clone(),
             pod_security: vc_api::pod_security::PodSecurityLevel::Baseline,
             pooled_resources: vc.spec.promote_resources.resources.clone(),
+            admin_rotation: metadata
+                .annotations
+                .as_ref()
+                .and_then(|annotations| {
+                    annotations.get(vc_api::constants::ROTATE_ADMIN_KUBECONFIG_ANNOTATION)
+                })
+                .cloned(),
         })
     }
 
@@ -283,6 +298,7 @@ pub fn tenant_identity(
         external_hosts: tenant.external_hosts.clone(),
         load_balancer_hosts: observed.load_balancer_hosts.clone(),
         etcd_replicas: tenant.etcd_replicas,
+        admin_rotation: tenant.admin_rotation.clone(),
     })
 }
 

@@ -7,14 +7,16 @@ use std::net::IpAddr;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use vc_api::constants::{KUBECONFIG_INTERNAL_SECRET_KEY, KUBECONFIG_SECRET_KEY};
+use vc_api::constants::{
+    KUBECONFIG_INTERNAL_SECRET_KEY, KUBECONFIG_SECRET_KEY, ROTATE_ADMIN_KUBECONFIG_ANNOTATION,
+};
 
 use super::kubeconfig::render_client_certificate_kubeconfig;
 use super::meta::{Component, owned_meta};
 use super::{BuildError, Observed, Tenant, names};
 use crate::pki::{
-    CA_CERT_KEY, CaKind, IssuedCertificate, LeafKind, PkiMaterial, SA_PRIVATE_KEY, SA_PUBLIC_KEY,
-    TLS_CERT_KEY, TLS_KEY_KEY,
+    CA_CERT_KEY, CLIENT_CA_BUNDLE_KEY, CaKind, ENCRYPTION_CONFIG_KEY, IssuedCertificate, LeafKind,
+    PkiMaterial, SA_PRIVATE_KEY, SA_PUBLIC_KEY, TLS_CERT_KEY, TLS_KEY_KEY,
 };
 
 /// `type` of the certificate Secrets.
@@ -59,13 +61,24 @@ fn tls_data(certificate: &IssuedCertificate, with_ca: bool) -> BTreeMap<String, 
 pub fn pki_secrets(tenant: &Tenant, pki: &PkiMaterial) -> Result<Vec<Secret>, BuildError> {
     let mut secrets = Vec::new();
     for kind in CaKind::ALL {
-        secrets.push(secret(
+        let mut data = tls_data(pki.ca(kind), false);
+        if kind == CaKind::Admin {
+            data.insert(CLIENT_CA_BUNDLE_KEY.to_owned(), client_ca_bundle(pki));
+        }
+        let mut ca = secret(
             tenant,
             kind.secret_name(&tenant.name),
             Component::Pki,
             TLS_SECRET_TYPE,
-            tls_data(pki.ca(kind), false),
-        ));
+            data,
+        );
+        if let (CaKind::Admin, Some(request)) = (kind, pki.admin_rotation()) {
+            ca.metadata.annotations = Some(BTreeMap::from([(
+                ROTATE_ADMIN_KUBECONFIG_ANNOTATION.to_owned(),
+                request.to_owned(),
+            )]));
+        }
+        secrets.push(ca);
     }
     let service_account = pki.service_account();
     secrets.push(secret(
@@ -118,7 +131,29 @@ pub fn pki_secrets(tenant: &Tenant, pki: &PkiMaterial) -> Result<Vec<Secret>, Bu
         OPAQUE_SECRET_TYPE,
         super::apiserver::deployed_admission_files(),
     ));
+    let encryption = pki
+        .encryption()
+        .render()
+        .map_err(|source| BuildError::RenderEncryptionConfig { source })?;
+    secrets.push(secret(
+        tenant,
+        names::apiserver_encryption_secret(&tenant.name),
+        Component::ApiServer,
+        OPAQUE_SECRET_TYPE,
+        BTreeMap::from([(ENCRYPTION_CONFIG_KEY.to_owned(), encryption)]),
+    ));
     Ok(secrets)
+}
+
+/// The CAs whose client certificates the tenant apiserver accepts: the cluster CA
+/// (components, and kubeconfigs an older controller signed with it) and the admin CA.
+pub fn client_ca_bundle(pki: &PkiMaterial) -> String {
+    let mut bundle = String::new();
+    for kind in [CaKind::Cluster, CaKind::Admin] {
+        bundle.push_str(pki.ca(kind).cert_pem.trim_end());
+        bundle.push('\n');
+    }
+    bundle
 }
 
 fn client_kubeconfig(
@@ -130,10 +165,11 @@ fn client_kubeconfig(
     which: &'static str,
 ) -> Result<String, BuildError> {
     let leaf = pki.leaf(kind);
+    // The CA that verifies the server, whichever CA signed the client.
     render_client_certificate_kubeconfig(
         &tenant.name,
         server,
-        &leaf.ca_pem,
+        &pki.ca(CaKind::Cluster).cert_pem,
         user,
         &leaf.cert_pem,
         &leaf.key_pem,

@@ -206,7 +206,9 @@ fn objects_carry_the_contract_names() {
     assert_eq!(
         secret_names,
         [
+            "prod-admin-signer",
             "prod-apiserver-admission",
+            "prod-apiserver-encryption",
             "prod-apiserver-etcd-client",
             "prod-apiserver-kubelet-client",
             "prod-apiserver-tls",
@@ -315,6 +317,54 @@ fn the_apiserver_authenticates_to_webhooks_with_its_kubelet_client_certificate()
 }
 
 #[test]
+fn the_apiserver_seals_secrets_with_the_stored_key() {
+    let state = build(&default_vc());
+    let secret = state
+        .pki_secrets
+        .iter()
+        .find(|secret| secret.metadata.name.as_deref() == Some("prod-apiserver-encryption"))
+        .unwrap();
+    let file = &secret.data.as_ref().unwrap()["encryption-config.yaml"].0;
+    let config = crate::pki::EncryptionConfig::parse(file).unwrap();
+    assert_eq!(&config, test_support::pki().encryption());
+    assert_eq!(
+        secret.metadata.labels.as_ref().unwrap()[constants::COMPONENT_LABEL],
+        "apiserver"
+    );
+    assert_eq!(
+        secret.metadata.owner_references.as_ref().unwrap()[0].uid,
+        default_vc().metadata.uid.unwrap(),
+        "stamped as this VirtualCluster's"
+    );
+    let pod = pod_spec(&state.apiserver_deployment);
+    let args = pod.containers[0].args.clone().unwrap();
+    assert!(
+        args.contains(
+            &"--encryption-provider-config=/etc/kubernetes/encryption/encryption-config.yaml"
+                .to_owned()
+        ),
+        "{args:?}"
+    );
+    let mounts = pod.containers[0].volume_mounts.clone().unwrap();
+    let mount = mounts
+        .iter()
+        .find(|m| m.mount_path == "/etc/kubernetes/encryption")
+        .unwrap();
+    assert_eq!(mount.read_only, Some(true));
+    let volume = pod
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == mount.name)
+        .unwrap();
+    let sources = volume.projected.clone().unwrap().sources.unwrap();
+    assert_eq!(
+        sources[0].secret.as_ref().unwrap().name,
+        "prod-apiserver-encryption"
+    );
+}
+
+#[test]
 fn tls_secrets_use_the_contract_keys() {
     let state = build(&default_vc());
     for secret in &state.pki_secrets {
@@ -328,9 +378,11 @@ fn tls_secrets_use_the_contract_keys() {
             .collect();
         let expected: &[&str] = match name {
             "prod-ca" | "prod-etcd-ca" | "prod-front-proxy-ca" => &["tls.crt", "tls.key"],
+            "prod-admin-signer" => &["client-ca.crt", "tls.crt", "tls.key"],
             "prod-sa" => &["sa.key", "sa.pub"],
             "prod-controller-manager-kubeconfig" | "prod-scheduler-kubeconfig" => &["kubeconfig"],
             "prod-apiserver-admission" => &["admission.yaml", "webhook-kubeconfig.yaml"],
+            "prod-apiserver-encryption" => &["encryption-config.yaml"],
             _ => &["ca.crt", "tls.crt", "tls.key"],
         };
         assert_eq!(keys, expected, "{name}");
@@ -527,7 +579,7 @@ fn apiserver_runs_kubeadm_flags_against_the_tenant_etcd() {
             "etcd-keyfile",
             "/etc/kubernetes/pki/apiserver-etcd-client.key",
         ),
-        ("client-ca-file", "/etc/kubernetes/pki/ca.crt"),
+        ("client-ca-file", "/etc/kubernetes/pki/client-ca.crt"),
         ("tls-cert-file", "/etc/kubernetes/pki/apiserver.crt"),
         ("tls-private-key-file", "/etc/kubernetes/pki/apiserver.key"),
         ("service-account-key-file", "/etc/kubernetes/pki/sa.pub"),

@@ -7,6 +7,7 @@ mod describe;
 pub mod errors;
 mod get;
 mod nodes;
+mod rotate;
 mod session;
 mod wait;
 
@@ -92,6 +93,9 @@ pub async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Nodes(args) => nodes::change(&session::connect(global).await?, &args.action).await,
+        Command::RotateKubeconfig(args) => {
+            rotate::rotate(&session::connect(global).await?, args).await
+        }
         Command::Completion(_) | Command::Version => Ok(()),
     }
 }

@@ -407,10 +407,19 @@ async fn serve_tenant_apiservers(
         let Some(ca) = secrets.get_opt(&format!("{tenant}-ca")).await? else {
             continue;
         };
-        let (Some(cert_pem), Some(key_pem), Some(ca_pem)) = (
+        // The clients it accepts are those of the Deployment's `--client-ca-file`.
+        let Ok(files) = vc_tests::simulation::tenant_apiserver::ServingFiles::of(&deployment)
+        else {
+            continue;
+        };
+        let Some(client_cas) = secrets.get_opt(&files.client_ca.secret).await? else {
+            continue;
+        };
+        let (Some(cert_pem), Some(key_pem), Some(ca_pem), Some(client_ca_pem)) = (
             secret_text(&tls, "tls.crt"),
             secret_text(&tls, "tls.key"),
             secret_text(&ca, "tls.crt"),
+            secret_text(&client_cas, &files.client_ca.key),
         ) else {
             continue;
         };
@@ -419,7 +428,7 @@ async fn serve_tenant_apiservers(
             serving: Some(ServingCerts {
                 cert_pem,
                 key_pem,
-                client_ca_pem: ca_pem.clone(),
+                client_ca_pem,
                 server_ca_pem: ca_pem,
             }),
             ..TestApiServerOptions::default()

@@ -463,3 +463,82 @@ async fn etcd_replicas_cannot_change_after_creation() {
     assert_eq!(replicas(sets.get("steady-etcd").await.unwrap()), Some(1));
     harness.shutdown().await;
 }
+
+/// The encryption key is never minted again over a stored configuration: one that no
+/// longer parses stops the tenant with a status naming the Secret, key and field, and the
+/// Secret keeps what the operator wrote until the configuration is restored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_broken_encryption_key_stops_the_tenant_and_is_never_replaced() {
+    let harness = Harness::start(1, true).await;
+    harness.create_vc("team-k", "sealed", &[]).await;
+    harness
+        .wait_for_phase("team-k", "sealed", "Completed", PROVISION_TIMEOUT)
+        .await;
+    let secrets: Api<Secret> = Api::namespaced(harness.admin.clone(), "team-k");
+    let name = "sealed-apiserver-encryption";
+    let stored = secrets.get(name).await.unwrap().data.unwrap();
+    let config = String::from_utf8(stored["encryption-config.yaml"].0.clone()).unwrap();
+    assert!(config.contains("secretbox"), "secretbox is not configured");
+
+    // A key cut short, as a bad hand edit would leave it.
+    let document: serde_yaml::Value = serde_yaml::from_str(&config).unwrap();
+    let key = document["resources"][0]["providers"][0]["secretbox"]["keys"][0]["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let broken = config.replace(&key, &key[..20]);
+    let patch = |text: &str| json!({"data": {"encryption-config.yaml": base64::engine::general_purpose::STANDARD.encode(text)}});
+    secrets
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(&patch(&broken)),
+        )
+        .await
+        .unwrap();
+    let vcs = harness.vcs("team-k");
+    let message = harness
+        .eventually(
+            PROVISION_TIMEOUT,
+            "the status to name the broken configuration",
+            || {
+                let vcs = vcs.clone();
+                async move {
+                    let status = vcs.get("sealed").await.ok()?.status?;
+                    let message = status.message?;
+                    message.contains(name).then_some(message)
+                }
+            },
+        )
+        .await;
+    assert!(
+        message.contains(
+            "Secret sealed-apiserver-encryption key encryption-config.yaml: resources[0].providers[0].secretbox.keys[0].secret is not 32 bytes in base64"
+        ),
+        "{message}"
+    );
+    assert!(message.contains("restore the configuration"), "{message}");
+    assert!(!message.contains(&key[..20]), "the key is in the status");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let kept = secrets.get(name).await.unwrap().data.unwrap();
+    assert_eq!(
+        String::from_utf8(kept["encryption-config.yaml"].0.clone()).unwrap(),
+        broken,
+        "the controller replaced the stored configuration"
+    );
+
+    // Restored, the tenant goes on with its own key.
+    secrets
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(&patch(&config)),
+        )
+        .await
+        .unwrap();
+    harness
+        .wait_for_phase("team-k", "sealed", "Completed", PROVISION_TIMEOUT)
+        .await;
+    assert_eq!(secrets.get(name).await.unwrap().data.unwrap(), stored);
+    harness.shutdown().await;
+}

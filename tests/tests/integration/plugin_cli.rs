@@ -411,6 +411,70 @@ fn create_wait_returns_once_the_status_says_initialized() {
 }
 
 #[test]
+fn rotate_kubeconfig_sets_a_new_request_and_waits_until_it_is_served() {
+    let Some(host) = Host::start() else { return };
+    host.vc_ok(&["create", "prod", "--cpu", "1"]);
+    let output = host.vc_ok(&["rotate-kubeconfig", "prod"]);
+    let annotation = vc_api::constants::ROTATE_ADMIN_KUBECONFIG_ANNOTATION;
+    let clusters = host.clusters();
+    let request = |clusters: &Api<VirtualCluster>| {
+        let cluster = host.runtime.block_on(clusters.get("prod")).unwrap();
+        cluster.metadata.annotations.unwrap()[annotation].clone()
+    };
+    let first = request(&clusters);
+    assert_eq!(
+        output,
+        format!(
+            "virtualcluster.kosmos.io/prod admin kubeconfig rotation requested ({annotation}={first})\n"
+        )
+    );
+
+    // Plays the controller: records the request it acted on once a new one appears.
+    let watched = clusters.clone();
+    let controller = host.runtime.spawn(async move {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let cluster = watched.get("prod").await.unwrap();
+            let current = cluster.metadata.annotations.unwrap()[annotation].clone();
+            if current != first {
+                tokio::time::sleep(Duration::from_millis(700)).await;
+                let status = json!({"status": {"adminKubeconfigRotation": current}});
+                watched
+                    .patch_status("prod", &PatchParams::default(), &Patch::Merge(&status))
+                    .await
+                    .unwrap();
+                return current;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "no second request");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    let waited = host.vc(&["rotate-kubeconfig", "prod", "--wait", "--timeout", "60s"]);
+    assert!(waited.status.success(), "{}", stderr(&waited));
+    let second = host.runtime.block_on(controller).unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&waited.stdout),
+        format!(
+            "virtualcluster.kosmos.io/prod admin kubeconfig rotation requested ({annotation}={second})\nvirtualcluster.kosmos.io/prod admin kubeconfig rotated: the old one is refused; take the new one with \"kubectl vc use-context prod\"\n"
+        )
+    );
+
+    // Nobody answers: --wait gives up and says so.
+    let timed_out = host.vc(&["rotate-kubeconfig", "prod", "--wait", "--timeout", "1s"]);
+    assert_eq!(timed_out.status.code(), Some(1));
+    assert!(
+        stderr(&timed_out).contains(
+            "timed out after 1s waiting for VirtualCluster \"prod\" to serve the new admin kubeconfig"
+        ),
+        "{}",
+        stderr(&timed_out)
+    );
+    let missing = host.vc(&["rotate-kubeconfig", "absent"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(stderr(&missing).contains("absent"), "{}", stderr(&missing));
+}
+
+#[test]
 fn nodes_add_and_remove_patch_the_node_list() {
     let Some(host) = Host::start() else { return };
     host.vc_ok(&["create", "prod", "--nodes", "node1"]);

@@ -179,7 +179,7 @@ mod local_control_plane_tests {
             "a URL naming no tenant Service stays as rendered"
         );
         for (flag, secret, key) in [
-            ("client-ca-file", "t1-ca", "tls.crt"),
+            ("client-ca-file", "t1-admin-signer", "client-ca.crt"),
             ("tls-cert-file", "t1-apiserver-tls", "tls.crt"),
             ("tls-private-key-file", "t1-apiserver-tls", "tls.key"),
             ("etcd-cafile", "t1-apiserver-etcd-client", "ca.crt"),
@@ -305,6 +305,14 @@ mod local_control_plane_tests {
         }
 
         async fn get(&self, key: &str) -> Result<Option<String>, String> {
+            Ok(self
+                .get_raw(key)
+                .await?
+                .map(|value| String::from_utf8(value).unwrap()))
+        }
+
+        /// The value exactly as etcd stores it.
+        async fn get_raw(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
             let body = json!({"key": STANDARD.encode(key)});
             let (status, body) = self.post("/v3/kv/range", body).await?;
             if status != 200 {
@@ -312,7 +320,7 @@ mod local_control_plane_tests {
             }
             Ok(body["kvs"][0]["value"]
                 .as_str()
-                .map(|v| String::from_utf8(STANDARD.decode(v).unwrap()).unwrap()))
+                .map(|v| STANDARD.decode(v).unwrap()))
         }
     }
 
@@ -946,61 +954,83 @@ else:
         );
     }
 
+    /// A tenant provisioned by the in-process controller on the test API server, its
+    /// kube-apiserver (and etcd, controller-manager, scheduler) running as processes from
+    /// what the controller rendered.
+    struct RealTenant {
+        harness: crate::controller_common::Harness,
+        planes: LocalControlPlanes,
+        _work: tempfile::TempDir,
+        /// The host's Secrets in the VirtualCluster's namespace.
+        secrets: Api<Secret>,
+        /// The tenant, through the admin kubeconfig of Secret `NAME-admin-kubeconfig`.
+        client: Client,
+    }
+
+    impl RealTenant {
+        /// With `KUBEBUILDER_ASSETS`, `namespace/name` once its apiserver answers `/readyz`
+        /// through the admin kubeconfig; `None` after printing why it cannot run.
+        async fn start(namespace: &str, name: &str, simulators_inside: bool) -> Option<Self> {
+            let Some(assets) = envtest::assets() else {
+                assert!(
+                    !envtest::must_run_real(),
+                    "CI is set, so this real test must run, but KUBEBUILDER_ASSETS holds no kube-apiserver"
+                );
+                println!("{SKIP_MESSAGE}");
+                return None;
+            };
+            let binaries = ControlPlaneBinaries::discover(&assets).unwrap();
+            let harness = crate::controller_common::Harness::start(2, false).await;
+            let work = tempfile::tempdir().unwrap();
+            let planes = local_control_plane::spawn(
+                harness.admin.clone(),
+                LocalControlPlaneOptions {
+                    binaries,
+                    work_dir: work.path().to_owned(),
+                    namespace: Some(namespace.to_owned()),
+                    cluster_domain: "cluster.local".to_owned(),
+                    tenant_workloads: simulators_inside.then(Default::default),
+                    tenant_services: simulators_inside.then(Default::default),
+                    resync: Duration::from_millis(500),
+                },
+            );
+            harness.create_vc(namespace, name, &["node-0"]).await;
+            let secrets: Api<Secret> = Api::namespaced(harness.admin.clone(), namespace);
+            let client = eventually(
+                &planes,
+                Duration::from_secs(120),
+                "the tenant kube-apiserver to answer /readyz through the admin kubeconfig",
+                || {
+                    let secrets = secrets.clone();
+                    async move { admin_client(&secrets, name).await }
+                },
+            )
+            .await;
+            Some(Self {
+                harness,
+                planes,
+                _work: work,
+                secrets,
+                client,
+            })
+        }
+
+        async fn stop(self) {
+            drop(self.planes);
+            self.harness.shutdown().await;
+        }
+    }
+
     /// With `KUBEBUILDER_ASSETS`: the in-process controller provisions a tenant on the test
     /// API server, and its kube-apiserver runs as a process from the rendered Deployment.
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn tenant_kube_apiserver_process_answers_through_the_admin_kubeconfig() {
-        let Some(assets) = envtest::assets() else {
-            assert!(
-                !envtest::must_run_real(),
-                "CI is set, so this real test must run, but KUBEBUILDER_ASSETS holds no kube-apiserver"
-            );
-            println!("{SKIP_MESSAGE}");
+        let started = Instant::now();
+        let Some(tenant) = RealTenant::start("team-l", "real", true).await else {
             return;
         };
-        let binaries = ControlPlaneBinaries::discover(&assets).unwrap();
-        let started = Instant::now();
-        let harness = crate::controller_common::Harness::start(2, false).await;
-        let work = tempfile::tempdir().unwrap();
-        let planes = local_control_plane::spawn(
-            harness.admin.clone(),
-            LocalControlPlaneOptions {
-                binaries,
-                work_dir: work.path().to_owned(),
-                namespace: Some("team-l".to_owned()),
-                cluster_domain: "cluster.local".to_owned(),
-                tenant_workloads: Some(Default::default()),
-                tenant_services: Some(Default::default()),
-                resync: Duration::from_millis(500),
-            },
-        );
-        harness.create_vc("team-l", "real", &["node-0"]).await;
-        let secrets: Api<Secret> = Api::namespaced(harness.admin.clone(), "team-l");
-        let client = eventually(
-            &planes,
-            Duration::from_secs(120),
-            "the tenant kube-apiserver to answer /readyz through the admin kubeconfig",
-            || {
-                let secrets = secrets.clone();
-                async move {
-                    let secret = secrets.get_opt("real-admin-kubeconfig").await.ok()??;
-                    let text = String::from_utf8(secret.data?.get("kubeconfig")?.0.clone()).ok()?;
-                    let kubeconfig = kube::config::Kubeconfig::from_yaml(&text).ok()?;
-                    let config = kube::Config::from_custom_kubeconfig(
-                        kubeconfig,
-                        &kube::config::KubeConfigOptions::default(),
-                    )
-                    .await
-                    .ok()?;
-                    let client = Client::try_from(config).ok()?;
-                    let request = http::Request::get("/readyz").body(Vec::new()).ok()?;
-                    let answer = client.request_text(request).await.ok()?;
-                    (answer.trim() == "ok").then_some(client)
-                }
-            },
-        )
-        .await;
-        let namespaces = Api::<Namespace>::all(client)
+        let planes = &tenant.planes;
+        let namespaces = Api::<Namespace>::all(tenant.client.clone())
             .list(&Default::default())
             .await
             .unwrap();
@@ -1023,7 +1053,254 @@ else:
             "real tenant kube-apiserver from the rendered Deployment ready in {:.1} s",
             started.elapsed().as_secs_f64()
         );
-        drop(planes);
-        harness.shutdown().await;
+        tenant.stop().await;
+    }
+
+    /// The tenant's admin client from `NAME-admin-kubeconfig`, once the tenant apiserver
+    /// answers `/readyz` with it.
+    async fn admin_client(secrets: &Api<Secret>, name: &str) -> Option<Client> {
+        let secret = secrets
+            .get_opt(&format!("{name}-admin-kubeconfig"))
+            .await
+            .ok()??;
+        let text = String::from_utf8(secret.data?.get("kubeconfig")?.0.clone()).ok()?;
+        client_of_kubeconfig(&text).await
+    }
+
+    /// A client of `text`, once it gets `ok` from `/readyz`.
+    async fn client_of_kubeconfig(text: &str) -> Option<Client> {
+        let kubeconfig = kube::config::Kubeconfig::from_yaml(text).ok()?;
+        let config = kube::Config::from_custom_kubeconfig(
+            kubeconfig,
+            &kube::config::KubeConfigOptions::default(),
+        )
+        .await
+        .ok()?;
+        let client = Client::try_from(config).ok()?;
+        let request = http::Request::get("/readyz").body(Vec::new()).ok()?;
+        let answer = client.request_text(request).await.ok()?;
+        (answer.trim() == "ok").then_some(client)
+    }
+
+    /// With `KUBEBUILDER_ASSETS`: a Secret created through the real tenant kube-apiserver
+    /// is sealed with secretbox in the tenant's real etcd, its value nowhere in the bytes
+    /// stored, and reads back in clear through the apiserver.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn tenant_secrets_are_encrypted_at_rest() {
+        let Some(tenant) = RealTenant::start("team-e", "sealed", false).await else {
+            return;
+        };
+        let client = tenant.client.clone();
+        let planes = &tenant.planes;
+
+        let plaintext = "kosmos-plaintext-canary-6f1d2c";
+        let tenant_secrets: Api<Secret> = Api::namespaced(client, "default");
+        let created: Secret = serde_json::from_value(json!({
+            "metadata": {"name": "canary"},
+            "stringData": {"password": plaintext},
+        }))
+        .unwrap();
+        tenant_secrets
+            .create(&PostParams::default(), &created)
+            .await
+            .unwrap();
+        let read = tenant_secrets.get("canary").await.unwrap();
+        assert_eq!(read.data.unwrap()["password"].0, plaintext.as_bytes());
+
+        let apiserver = planes
+            .plan("team-e", "sealed", Component::ApiServer, 0)
+            .unwrap();
+        let etcd = ApiserverEtcdClient::of(&apiserver);
+        let stored = etcd
+            .get_raw("/registry/secrets/default/canary")
+            .await
+            .unwrap()
+            .expect("the Secret is in the tenant's etcd under its registry key");
+        let prefix = b"k8s:enc:secretbox:v1:";
+        assert!(
+            stored.starts_with(prefix),
+            "stored unsealed: {:?}",
+            String::from_utf8_lossy(&stored[..stored.len().min(64)])
+        );
+        let key_name = &stored[prefix.len()..];
+        assert!(
+            key_name.starts_with(b"key-"),
+            "sealed with a key the controller named"
+        );
+        for clear in [
+            plaintext.as_bytes(),
+            b"canary".as_slice(),
+            b"password".as_slice(),
+        ] {
+            assert!(
+                !stored.windows(clear.len()).any(|window| window == clear),
+                "{:?} is readable in etcd",
+                String::from_utf8_lossy(clear)
+            );
+        }
+        tenant.stop().await;
+    }
+
+    /// Who the tenant apiserver takes `client` for (a SelfSubjectReview), or the HTTP
+    /// status it refused it with.
+    async fn who_am_i(client: &Client) -> Result<String, u16> {
+        let request = http::Request::post("/apis/authentication.k8s.io/v1/selfsubjectreviews")
+            .header("Content-Type", "application/json")
+            .body(
+                serde_json::to_vec(&json!({
+                    "apiVersion": "authentication.k8s.io/v1",
+                    "kind": "SelfSubjectReview",
+                }))
+                .unwrap(),
+            )
+            .unwrap();
+        match client.request::<serde_json::Value>(request).await {
+            Ok(review) => Ok(review["status"]["userInfo"]["username"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()),
+            Err(kube::Error::Api(status)) => Err(status.code),
+            Err(error) => panic!("the tenant apiserver did not answer: {error}"),
+        }
+    }
+
+    /// A client of `text`, without waiting for anything.
+    async fn client_of(text: &str) -> Client {
+        let kubeconfig = kube::config::Kubeconfig::from_yaml(text).unwrap();
+        let config = kube::Config::from_custom_kubeconfig(
+            kubeconfig,
+            &kube::config::KubeConfigOptions::default(),
+        )
+        .await
+        .unwrap();
+        Client::try_from(config).unwrap()
+    }
+
+    /// With `KUBEBUILDER_ASSETS`: the operator's annotation replaces the admin CA; the
+    /// real tenant kube-apiserver then refuses the admin kubeconfig handed out before
+    /// (401), takes the new one (in the Secret and `spec.kubeconfig`), and still takes
+    /// the controller-manager's, which the rotation left alone.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn rotated_admin_kubeconfig_revokes_the_old_one() {
+        use vc_api::VirtualCluster;
+        let started = Instant::now();
+        let Some(tenant) = RealTenant::start("team-r", "rot", false).await else {
+            return;
+        };
+        let (planes, secrets, old_client) = (&tenant.planes, &tenant.secrets, &tenant.client);
+        let tenant_up = started.elapsed();
+        let kubeconfig_text = |secret: Secret, key: &str| {
+            String::from_utf8(secret.data.unwrap()[key].0.clone()).unwrap()
+        };
+        let old_kubeconfig = kubeconfig_text(
+            secrets.get("rot-admin-kubeconfig").await.unwrap(),
+            "kubeconfig",
+        );
+        assert_eq!(
+            who_am_i(old_client).await.as_deref(),
+            Ok("kubernetes-admin")
+        );
+        // The controller-manager's kubeconfig names the in-cluster Service; on this
+        // machine the apiserver answers at the cluster IP the admin kubeconfig names.
+        let server = |text: &str| -> String {
+            let document: serde_yaml::Value = serde_yaml::from_str(text).unwrap();
+            document["clusters"][0]["cluster"]["server"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        };
+        let controller_manager_kubeconfig = kubeconfig_text(
+            secrets
+                .get("rot-controller-manager-kubeconfig")
+                .await
+                .unwrap(),
+            "kubeconfig",
+        )
+        .replace(
+            &server(&kubeconfig_text(
+                secrets
+                    .get("rot-controller-manager-kubeconfig")
+                    .await
+                    .unwrap(),
+                "kubeconfig",
+            )),
+            &server(&old_kubeconfig),
+        );
+        assert_eq!(
+            who_am_i(&client_of(&controller_manager_kubeconfig).await)
+                .await
+                .as_deref(),
+            Ok("system:kube-controller-manager")
+        );
+
+        let rotation_started = Instant::now();
+        let vcs: Api<VirtualCluster> = Api::namespaced(tenant.harness.admin.clone(), "team-r");
+        vcs.patch(
+            "rot",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"metadata": {"annotations": {
+                vc_api::constants::ROTATE_ADMIN_KUBECONFIG_ANNOTATION: "first"
+            }}})),
+        )
+        .await
+        .unwrap();
+        let rotated = eventually(
+            planes,
+            Duration::from_secs(120),
+            "status.adminKubeconfigRotation to record the rotation",
+            || {
+                let vcs = vcs.clone();
+                async move {
+                    let vc = vcs.get("rot").await.ok()?;
+                    let done =
+                        vc.status.as_ref()?.admin_kubeconfig_rotation.as_deref() == Some("first");
+                    done.then_some(vc)
+                }
+            },
+        )
+        .await;
+        let rotation_took = rotation_started.elapsed();
+        let new_kubeconfig = kubeconfig_text(
+            secrets.get("rot-admin-kubeconfig").await.unwrap(),
+            "kubeconfig",
+        );
+        // Compared, never printed: both hold a private key.
+        assert!(
+            new_kubeconfig != old_kubeconfig,
+            "the admin kubeconfig was not reissued"
+        );
+        assert_eq!(
+            rotated.spec.kubeconfig.as_deref(),
+            Some(STANDARD.encode(&new_kubeconfig).as_str()),
+            "spec.kubeconfig serves the new admin kubeconfig"
+        );
+        let new_client = client_of(&new_kubeconfig).await;
+        assert_eq!(
+            who_am_i(&new_client).await.as_deref(),
+            Ok("kubernetes-admin")
+        );
+        assert_eq!(
+            who_am_i(&client_of(&old_kubeconfig).await).await,
+            Err(401),
+            "the admin kubeconfig handed out before the rotation still works"
+        );
+        assert_eq!(
+            who_am_i(&client_of(&controller_manager_kubeconfig).await)
+                .await
+                .as_deref(),
+            Ok("system:kube-controller-manager"),
+            "the rotation cut off a component"
+        );
+        let admin_ca = secrets.get("rot-admin-signer").await.unwrap();
+        assert_eq!(
+            admin_ca.annotations()[vc_api::constants::ROTATE_ADMIN_KUBECONFIG_ANNOTATION],
+            "first"
+        );
+        eprintln!(
+            "admin kubeconfig rotated and served {:.1} s after the annotation (tenant up in {:.1} s)",
+            rotation_took.as_secs_f64(),
+            tenant_up.as_secs_f64()
+        );
+        tenant.stop().await;
     }
 }
