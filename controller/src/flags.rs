@@ -66,6 +66,15 @@ pub struct Flags {
     )]
     pub clustertree_image: String,
 
+    /// The fixed ClusterRole (installed by the chart) that each clustertree is bound to in
+    /// its workload namespace. The controller holds only `bind` on it, not its rules.
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = crate::resources::clustertree::DEFAULT_WORKLOAD_CLUSTER_ROLE
+    )]
+    pub clustertree_cluster_role: String,
+
     /// Host nodes the tenants' control planes and clustertrees run on, as node labels
     /// `KEY=VALUE[,KEY=VALUE...]` (every one must match); any schedulable node when empty.
     #[arg(long, value_name = "LABELS", default_value = "", value_parser = parse_node_selector)]

@@ -1062,11 +1062,6 @@ async fn apply_clustertree(
         .written,
     );
     written.push(
-        apply_namespaced(ctx, owner, &stores.roles, &objects.role, step, "Role")
-            .await?
-            .written,
-    );
-    written.push(
         apply_namespaced(
             ctx,
             owner,

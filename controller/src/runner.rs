@@ -45,6 +45,7 @@ impl RunConfig {
                 image_registry: flags.image_registry.clone(),
                 etcd_image: flags.etcd_image.clone(),
                 clustertree_image: flags.clustertree_image.clone(),
+                clustertree_cluster_role: flags.clustertree_cluster_role.clone(),
                 cluster_domain: flags.cluster_domain.clone(),
                 control_plane_node_selector: flags.control_plane_node_selector.clone(),
                 ..BuildContext::default()
