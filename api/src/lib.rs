@@ -5,6 +5,7 @@
 pub mod admission;
 pub mod constants;
 pub mod crd;
+pub mod eviction;
 pub mod names;
 pub mod pod_security;
 pub mod quantity;

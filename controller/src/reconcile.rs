@@ -9,6 +9,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::eviction::EvictionReport;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
@@ -20,11 +21,14 @@ use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::{Value, json};
-use vc_api::condition_types::{CLUSTER_TREE_READY, CONTROL_PLANE_READY, NODES_PROMOTED, READY};
+use vc_api::condition_types::{
+    CLAIMED_NODES_DRAINED, CLUSTER_TREE_READY, CONTROL_PLANE_READY, NODES_PROMOTED, READY,
+};
 use vc_api::constants::{
     CONTROLLER_FIELD_MANAGER, FINALIZER, KUBECONFIG_SECRET_KEY, NODE_OWNER_NAME_LABEL,
     NODE_OWNER_NAMESPACE_LABEL,
 };
+use vc_api::eviction::ClaimedNodePods;
 use vc_api::pod_security::{self, PodSecurityLevel, WORKLOAD_POD_SECURITY_LABEL};
 use vc_api::{Phase, VirtualCluster, VirtualClusterStatus};
 
@@ -1173,6 +1177,7 @@ async fn apply(vc: &VirtualCluster, ctx: &Context) -> Result<Action> {
     let claims = claim_nodes(vc, ctx, &mut changes).await?;
     let mut held = claims.held.clone();
     held.sort();
+    let eviction = evict_claimed_pods(&tenant, &held, ctx, &mut changes).await?;
 
     // Services first: the apiserver's cluster IP goes into its serving certificate.
     let stores = &ctx.stores;
@@ -1286,6 +1291,7 @@ async fn apply(vc: &VirtualCluster, ctx: &Context) -> Result<Action> {
     }
     let outcome = Outcome {
         claims,
+        eviction,
         held,
         visible,
         control_plane,
@@ -1322,6 +1328,21 @@ async fn apply(vc: &VirtualCluster, ctx: &Context) -> Result<Action> {
             )
             .await;
         }
+        if let Some(eviction) = outcome.eviction.as_ref().filter(|report| report.pending())
+            && condition_changed(vc, CLAIMED_NODES_DRAINED, &status)
+        {
+            ctx.publish(
+                vc,
+                KubeEvent {
+                    type_: EventType::Warning,
+                    reason: "EvictionBlocked".to_owned(),
+                    note: Some(truncate_note(&blocked_message(eviction))),
+                    action: step_action(Step::ClaimNodes).to_owned(),
+                    secondary: None,
+                },
+            )
+            .await;
+        }
         if vc.status.as_ref().and_then(|status| status.phase) != phase {
             changes.record(
                 "PhaseChanged",
@@ -1341,14 +1362,73 @@ async fn apply(vc: &VirtualCluster, ctx: &Context) -> Result<Action> {
     if let Some(error) = deferred {
         return Err(error);
     }
-    Ok(if phase == Some(Phase::Completed) {
+    let next = if phase == Some(Phase::Completed) {
         ctx.reset_wait(&key);
-        Action::requeue(ctx.timing.resync)
+        ctx.timing.resync
     } else if !outcome.claims.raced.is_empty() {
-        Action::requeue(ctx.timing.backoff_base)
+        ctx.timing.backoff_base
     } else {
-        Action::requeue(ctx.next_wait(&key))
-    })
+        ctx.next_wait(&key)
+    };
+    // A pod a disruption budget holds back is tried again with backoff, sooner than a
+    // settled tenant's resync.
+    let eviction_key = format!("{key}#eviction");
+    let next = if outcome
+        .eviction
+        .as_ref()
+        .is_some_and(EvictionReport::pending)
+    {
+        next.min(ctx.next_backoff(&eviction_key))
+    } else {
+        ctx.reset_backoff(&eviction_key);
+        next
+    };
+    Ok(Action::requeue(next))
+}
+
+/// With `--claimed-node-pods=evict`, evicts what must leave the claimed nodes `held`;
+/// `None` in `keep` mode.
+async fn evict_claimed_pods(
+    tenant: &resources::Tenant,
+    held: &[String],
+    ctx: &Context,
+    changes: &mut Changes,
+) -> Result<Option<EvictionReport>> {
+    if ctx.claimed_node_pods != ClaimedNodePods::Evict {
+        return Ok(None);
+    }
+    let workload_namespace = tenant.workload_namespace();
+    let claim = vc_api::eviction::Claim {
+        name: &tenant.name,
+        workload_namespace: &workload_namespace,
+    };
+    let report = crate::eviction::evict_from_claimed(&ctx.eviction_client, &claim, held).await?;
+    for (pod, node) in &report.evicted {
+        changes.record(
+            "PodEvicted",
+            Step::ClaimNodes,
+            format!("evicted pod {pod} from claimed node {node:?}"),
+        );
+    }
+    Ok(Some(report))
+}
+
+/// The pods a disruption budget holds on claimed nodes, a few by name.
+fn blocked_message(report: &EvictionReport) -> String {
+    const NAMED: usize = 3;
+    let mut parts: Vec<String> = report
+        .blocked
+        .iter()
+        .take(NAMED)
+        .map(|(pod, (node, reason))| format!("pod {pod} on node {node:?}: {reason}"))
+        .collect();
+    if report.blocked.len() > NAMED {
+        parts.push(format!("and {} more", report.blocked.len() - NAMED));
+    }
+    format!(
+        "eviction from claimed nodes refused, retrying with backoff: {}",
+        parts.join("; ")
+    )
 }
 
 fn condition_changed(vc: &VirtualCluster, type_: &str, status: &VirtualClusterStatus) -> bool {
@@ -1375,6 +1455,8 @@ fn condition_changed(vc: &VirtualCluster, type_: &str, status: &VirtualClusterSt
 #[derive(Debug)]
 struct Outcome {
     claims: ClaimReport,
+    /// With `--claimed-node-pods=evict`, this pass's evictions.
+    eviction: Option<EvictionReport>,
     held: Vec<String>,
     visible: Vec<String>,
     control_plane: ControlPlaneReport,
@@ -1500,6 +1582,24 @@ fn desired_status(
     let cas = crate::status::ca_condition(&outcome.ca_notices);
     for condition in [control_plane, nodes, clustertree, ready, cas] {
         set_condition(&mut status.conditions, &condition, generation, now);
+    }
+    if let Some(eviction) = &outcome.eviction {
+        let drained = if eviction.pending() {
+            DesiredCondition::new(
+                CLAIMED_NODES_DRAINED,
+                false,
+                "EvictionBlocked",
+                blocked_message(eviction),
+            )
+        } else {
+            DesiredCondition::new(
+                CLAIMED_NODES_DRAINED,
+                true,
+                "Drained",
+                "no pod that must leave runs on a claimed node",
+            )
+        };
+        set_condition(&mut status.conditions, &drained, generation, now);
     }
     status.phase = Some(phase);
     status.message = Some(message);

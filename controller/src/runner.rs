@@ -35,6 +35,11 @@ pub struct RunConfig {
     pub concurrency: u16,
     /// Timing knobs.
     pub timing: Timing,
+    /// What happens to the pods already running on a claimed node.
+    pub claimed_node_pods: vc_api::eviction::ClaimedNodePods,
+    /// The client evictions go through, when the host client retries 429s itself (see
+    /// [`crate::eviction::EvictionClient`]); `None` evicts through the host client.
+    pub eviction_client: Option<crate::eviction::EvictionClient>,
 }
 
 impl RunConfig {
@@ -52,6 +57,8 @@ impl RunConfig {
             },
             concurrency: flags.concurrency,
             timing: Timing::default(),
+            claimed_node_pods: flags.claimed_node_pods,
+            eviction_client: None,
         }
     }
 }
@@ -202,14 +209,20 @@ pub async fn run(
         health,
         ready_tx,
     ));
-    let context = Arc::new(Context::new(
-        client,
-        config.build,
-        stores,
-        metrics,
-        config.timing,
-        ready_rx,
-    ));
+    let eviction_client = config
+        .eviction_client
+        .unwrap_or_else(|| crate::eviction::EvictionClient(client.clone()));
+    let context = Arc::new(
+        Context::new(
+            client,
+            config.build,
+            stores,
+            metrics,
+            config.timing,
+            ready_rx,
+        )
+        .with_claimed_node_pods(config.claimed_node_pods, eviction_client),
+    );
     let interest_store = virtual_clusters.clone();
     controller
         .with_config(kube::runtime::controller::Config::default().concurrency(config.concurrency))

@@ -1134,6 +1134,51 @@ fn controller_holds_every_right_it_grants_the_clustertree() {
     }
 }
 
+/// `controller.claimedNodePods=evict` passes `--claimed-node-pods=evict` and grants the
+/// controller what eviction needs (listing pods, creating evictions); `keep` grants
+/// neither, and any other value is refused naming the value.
+#[test]
+fn claimed_node_pods_evict_grants_eviction_only_when_chosen() {
+    let engine = engine_or_skip!();
+    let pod_rules = |manifests: &Manifests| -> Vec<String> {
+        let role: ClusterRole = typed(one(manifests, "ClusterRole", CONTROLLER));
+        role.rules
+            .unwrap_or_default()
+            .iter()
+            .filter(|rule| {
+                rule.resources
+                    .iter()
+                    .flatten()
+                    .any(|resource| resource == "pods" || resource.starts_with("pods/"))
+            })
+            .map(vc_tests::rbac::compact_string)
+            .collect()
+    };
+    let kept = render(&engine, &[]);
+    assert_eq!(pod_rules(&kept), Vec::<String>::new());
+    assert_eq!(
+        flag_value(&container(&kept, CONTROLLER), "claimed-node-pods").as_deref(),
+        Some("keep")
+    );
+    let evicting = render(&engine, &["controller.claimedNodePods=evict"]);
+    assert_eq!(
+        pod_rules(&evicting),
+        [
+            r#"{APIGroups:[""], Resources:["pods"], Verbs:["list"]}"#,
+            r#"{APIGroups:[""], Resources:["pods/eviction"], Verbs:["create"]}"#,
+        ]
+    );
+    assert_eq!(
+        flag_value(&container(&evicting, CONTROLLER), "claimed-node-pods").as_deref(),
+        Some("evict")
+    );
+    let refused = Render::new()
+        .set("controller.claimedNodePods=drain")
+        .run(&engine)
+        .expect_err("drain is not a mode");
+    assert!(refused.to_string().contains("claimedNodePods"), "{refused}");
+}
+
 #[test]
 fn default_release_keeps_the_controller_identity_the_webhook_trusts_by_default() {
     let engine = engine_or_skip!();
@@ -1247,6 +1292,7 @@ fn values_map_onto_every_flag_of_the_contract() {
         "etcd-image",
         "clustertree-image",
         "clustertree-cluster-role",
+        "claimed-node-pods",
         "control-plane-node-selector",
         "cluster-domain",
         "concurrency",
@@ -1268,6 +1314,7 @@ fn values_map_onto_every_flag_of_the_contract() {
         ("concurrency", "16"),
         ("control-plane-node-selector", "pool=infra"),
         ("clustertree-cluster-role", "kosmos-vc-clustertree"),
+        ("claimed-node-pods", "keep"),
     ] {
         assert_eq!(
             flag_value(&controller, flag).as_deref(),

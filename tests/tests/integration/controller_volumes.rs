@@ -27,7 +27,7 @@ const CLAIM: &str = "data-prod-etcd-0";
 /// within seconds on this machine, so a minute only fails when something is wrong.
 const WAIT: Duration = Duration::from_secs(90);
 
-async fn install_crd(client: &Client) {
+pub(crate) async fn install_crd(client: &Client) {
     let crd: CustomResourceDefinition =
         serde_yaml::from_str(&std::fs::read_to_string(crd_path()).unwrap()).unwrap();
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
