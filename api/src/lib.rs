@@ -9,6 +9,7 @@ pub mod eviction;
 pub mod names;
 pub mod pod_security;
 pub mod quantity;
+pub mod text;
 pub mod virtual_cluster;
 
 pub use quantity::ResourceQuantity;

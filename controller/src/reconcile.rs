@@ -115,8 +115,10 @@ pub fn error_policy(vc: Arc<VirtualCluster>, error: &Error, ctx: Arc<Context>) -
     let key = object_key(&vc);
     if error.is_transient() {
         let delay = ctx.next_backoff(&key);
-        tracing::warn!(virtualcluster = %key, step = %error.step(), %error, ?delay, "reconcile failed; retrying");
+        // The error may quote a tenant apiserver: one escaped line in text logs too.
         let note = error.to_string();
+        let logged = vc_api::text::sanitize(&note, vc_api::text::ERROR_CHARS);
+        tracing::warn!(virtualcluster = %key, step = %error.step(), error = %logged, ?delay, "reconcile failed; retrying");
         let step = error.step();
         tokio::spawn(async move {
             ctx.publish(
@@ -159,8 +161,18 @@ fn step_action(step: Step) -> &'static str {
 }
 
 /// Events carry at most 1 kB of note.
+/// An Event note: its text may carry a tenant apiserver's answer or a VirtualCluster
+/// author's words, so it goes out escaped and bounded (`vc_api::text`).
 fn truncate_note(note: &str) -> String {
-    note.chars().take(1000).collect()
+    vc_api::text::sanitize(note, vc_api::text::EVENT_NOTE_CHARS)
+}
+
+/// A status message, escaped and bounded like every condition message.
+fn status_message(message: &str) -> Option<String> {
+    Some(vc_api::text::sanitize(
+        message,
+        vc_api::text::STATUS_MESSAGE_CHARS,
+    ))
 }
 
 fn build_error(error: BuildError) -> Error {
@@ -191,7 +203,7 @@ async fn report_invalid(vc: &VirtualCluster, error: &Error, ctx: &Context) {
         now,
     );
     status.phase = Some(Phase::Failed);
-    status.message = Some(reason.clone());
+    status.message = status_message(&reason);
     status.observed_generation = generation;
     if !needs_write(vc.status.as_ref(), &status) {
         return;
@@ -228,7 +240,7 @@ async fn report_foreign(vc: &VirtualCluster, message: String, ctx: &Context) {
         k8s_openapi::jiff::Timestamp::now(),
     );
     status.phase = status.phase.or(Some(Phase::Pending));
-    status.message = Some(message);
+    status.message = status_message(&message);
     if !needs_write(vc.status.as_ref(), &status) {
         return;
     }
@@ -1602,7 +1614,7 @@ fn desired_status(
         set_condition(&mut status.conditions, &drained, generation, now);
     }
     status.phase = Some(phase);
-    status.message = Some(message);
+    status.message = status_message(&message);
     status.observed_generation = generation;
     status.api_server_endpoint = outcome.endpoint.clone();
     status.promoted_nodes = outcome.visible.clone();
@@ -1782,6 +1794,33 @@ where
 mod tests {
     use super::*;
     use crate::error::Step;
+
+    /// Event notes and status messages may quote a tenant apiserver's answer: both go
+    /// out escaped and bounded, and the eviction report names at most three pods.
+    #[test]
+    fn event_notes_and_status_messages_are_escaped_and_bounded() {
+        let hostile = "denied: \u{1b}[2J\u{1b}]0;owned\u{7}\nWarning  Forged";
+        let escaped = "denied: \\x1b[2J\\x1b]0;owned\\x07\\nWarning  Forged";
+        assert_eq!(truncate_note(hostile), escaped);
+        assert_eq!(status_message(hostile).as_deref(), Some(escaped));
+        assert_eq!(
+            truncate_note(&"y".repeat(5000)).chars().count(),
+            vc_api::text::EVENT_NOTE_CHARS
+        );
+        let mut report = EvictionReport::default();
+        for index in 0..5 {
+            report.blocked.insert(
+                format!("shop/web-{index}"),
+                ("node1".to_owned(), "budget web".to_owned()),
+            );
+        }
+        let message = blocked_message(&report);
+        assert!(message.contains("pod shop/web-2 on node \"node1\": budget web"));
+        assert!(
+            !message.contains("web-3") && message.ends_with("and 2 more"),
+            "{message}"
+        );
+    }
 
     /// Every Secret written with the PKI is read back with it; one left out looks
     /// absent on every pass, is created again, conflicts, and stalls the chain there.

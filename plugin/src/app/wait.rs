@@ -31,7 +31,7 @@ fn describe_phase(cluster: &VirtualCluster) -> String {
     let status = cluster.status.clone().unwrap_or_default();
     let phase = status.phase.map_or("no phase yet", Phase::as_str);
     match status.message.filter(|message| !message.is_empty()) {
-        Some(message) => format!("{phase} ({message})"),
+        Some(message) => format!("{phase} ({})", kubectl_vc::output::shown(&message)),
         None => phase.to_owned(),
     }
 }
