@@ -794,13 +794,13 @@ async fn scenario_service(options: Options) {
 /// Finding 6 of issue 16: vc-controller, with only the chart's RBAC, provisions a tenant
 /// whose clustertree gets every right it needs, yet holds none of the clustertree's
 /// workload rules itself: it binds the chart's fixed clustertree ClusterRole in the
-/// workload namespace and may bind nothing else, so it can neither run pods, exec into
-/// them, read ConfigMaps nor delete Secrets outside its tenants. On a real kube-apiserver
+/// workload namespace and may bind nothing else, so it holds no right to create pods,
+/// exec into them, read ConfigMaps or update and delete Secrets. On a real kube-apiserver
 /// (RBAC and `kubectl auth can-i` are its own), with the tenants' control planes as local
 /// processes: no kubelet.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn controller_cannot_run_pods_outside_tenants() {
-    let mut options = Options::new("controller_cannot_run_pods_outside_tenants");
+async fn controller_binds_the_clustertree_role_without_holding_it() {
+    let mut options = Options::new("controller_binds_the_clustertree_role_without_holding_it");
     options.host = HostKind::RealApiServer;
     let Some((_wall, harness)) = start("Controller RBAC", options).await else {
         return;
