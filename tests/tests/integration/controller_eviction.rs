@@ -15,12 +15,13 @@ use serde_json::json;
 use vc_api::VirtualCluster;
 use vc_api::eviction::ClaimedNodePods;
 use vc_controller::eviction::EvictionClient;
-use vc_controller::runner::{RunConfig, run};
-use vc_controller::telemetry::{Health, Metrics};
+use vc_controller::runner::RunConfig;
 use vc_tests::apiserver::envtest::{EnvtestOptions, TestCluster};
 
-use crate::controller_common::{condition, test_timing};
-use crate::controller_volumes::install_crd;
+use crate::controller_common::condition;
+use crate::controller_volumes::{
+    host_with_controller_manager, install_crd, spawn_controller, test_run_config,
+};
 use crate::support::eventually::eventually;
 
 const NS: &str = "team-a";
@@ -111,27 +112,14 @@ async fn start_controller(
         .await
         .unwrap();
     let eviction_client = EvictionClient::from_config(config).unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let controller = tokio::spawn(run(
-        client.clone(),
+    spawn_controller(
+        &client,
         RunConfig {
-            timing: test_timing(),
             claimed_node_pods: mode,
             eviction_client: Some(eviction_client),
-            ..RunConfig::from_flags(&<vc_controller::flags::Flags as clap::Parser>::parse_from(
-                ["vc-controller"],
-            ))
+            ..test_run_config()
         },
-        std::sync::Arc::new(Metrics::default()),
-        std::sync::Arc::new(Health::default()),
-        async move {
-            let _ = stopped.await;
-        },
-    ));
-    let controller = tokio::spawn(async move {
-        let _ = controller.await;
-    });
-    (stop, controller)
+    )
 }
 
 async fn deleting(pods: &Api<Pod>, name: &str) -> bool {
@@ -141,53 +129,61 @@ async fn deleting(pods: &Api<Pod>, name: &str) -> bool {
         .unwrap_or(false)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn claimed_node_pods_are_evicted_unless_a_budget_or_toleration_keeps_them() {
-    let Some(cluster) = TestCluster::real_or_skip_with(EnvtestOptions {
-        controller_manager: true,
-        ..EnvtestOptions::default()
-    })
-    .await
-    .expect("envtest starts") else {
-        return;
-    };
-    let TestCluster::Real(env) = &cluster else {
-        unreachable!("real_or_skip gives a real cluster")
-    };
-    assert!(
-        env.has_controller_manager(),
-        "KUBEBUILDER_ASSETS holds no kube-controller-manager: {:?}",
-        env.logs()
-    );
-    let client = cluster.client().await.unwrap();
-    install_crd(&client).await;
-    namespaces(&client).await;
+/// The host before the claim: the CRD, the namespaces, [`NODE`] and `pods` Running on it.
+async fn host_world(client: &Client, pods: &[(&str, serde_json::Value)]) {
+    install_crd(client).await;
+    namespaces(client).await;
     create(
         Api::<Node>::all(client.clone()),
         json!({"metadata": {"name": NODE}}),
     )
     .await;
-    create(
-        Api::<Pod>::namespaced(client.clone(), SHOP),
-        bound_pod("web", json!({})),
+    for (name, extra) in pods {
+        create(
+            Api::<Pod>::namespaced(client.clone(), SHOP),
+            bound_pod(name, extra.clone()),
+        )
+        .await;
+    }
+    let names: Vec<&str> = pods.iter().map(|(name, _)| *name).collect();
+    running(client, &names).await;
+}
+
+/// VirtualCluster `NS/NAME` claiming [`NODE`].
+async fn create_virtual_cluster(client: &Client) -> Api<VirtualCluster> {
+    let vcs: Api<VirtualCluster> = Api::namespaced(client.clone(), NS);
+    vcs.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({
+            "apiVersion": "kosmos.io/v1alpha1", "kind": "VirtualCluster",
+            "metadata": {"name": NAME, "namespace": NS},
+            "spec": {"promoteResources": {"nodes": [NODE]}}
+        }))
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    vcs
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claimed_node_pods_are_evicted_unless_a_budget_or_toleration_keeps_them() {
+    let Some(cluster) = host_with_controller_manager(false).await else {
+        return;
+    };
+    let client = cluster.client().await.unwrap();
+    let tolerating = json!({"spec": {"tolerations": [
+        {"key": vc_api::constants::NODE_CLAIM_TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}
+    ]}});
+    host_world(
+        &client,
+        &[
+            ("web", json!({})),
+            ("guarded", json!({})),
+            ("tolerating", tolerating),
+        ],
     )
     .await;
-    create(
-        Api::<Pod>::namespaced(client.clone(), SHOP),
-        bound_pod("guarded", json!({})),
-    )
-    .await;
-    create(
-        Api::<Pod>::namespaced(client.clone(), SHOP),
-        bound_pod(
-            "tolerating",
-            json!({"spec": {"tolerations": [
-                {"key": vc_api::constants::NODE_CLAIM_TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}
-            ]}}),
-        ),
-    )
-    .await;
-    running(&client, &["web", "guarded", "tolerating"]).await;
     let budgets: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), SHOP);
     create(
         budgets.clone(),
@@ -212,18 +208,7 @@ async fn claimed_node_pods_are_evicted_unless_a_budget_or_toleration_keeps_them(
     .await;
 
     let (stop, controller) = start_controller(&cluster, ClaimedNodePods::Evict).await;
-    let vcs: Api<VirtualCluster> = Api::namespaced(client.clone(), NS);
-    vcs.create(
-        &PostParams::default(),
-        &serde_json::from_value(json!({
-            "apiVersion": "kosmos.io/v1alpha1", "kind": "VirtualCluster",
-            "metadata": {"name": NAME, "namespace": NS},
-            "spec": {"promoteResources": {"nodes": [NODE]}}
-        }))
-        .unwrap(),
-    )
-    .await
-    .unwrap();
+    let vcs = create_virtual_cluster(&client).await;
 
     let pods: Api<Pod> = Api::namespaced(client.clone(), SHOP);
     eventually(WAIT, "shop/web to be evicted from the claimed node", || {
@@ -314,32 +299,9 @@ async fn claimed_node_pods_are_kept_by_default() {
         return;
     };
     let client = cluster.client().await.unwrap();
-    install_crd(&client).await;
-    namespaces(&client).await;
-    create(
-        Api::<Node>::all(client.clone()),
-        json!({"metadata": {"name": NODE}}),
-    )
-    .await;
-    create(
-        Api::<Pod>::namespaced(client.clone(), SHOP),
-        bound_pod("web", json!({})),
-    )
-    .await;
-    running(&client, &["web"]).await;
+    host_world(&client, &[("web", json!({}))]).await;
     let (stop, controller) = start_controller(&cluster, ClaimedNodePods::default()).await;
-    let vcs: Api<VirtualCluster> = Api::namespaced(client.clone(), NS);
-    vcs.create(
-        &PostParams::default(),
-        &serde_json::from_value(json!({
-            "apiVersion": "kosmos.io/v1alpha1", "kind": "VirtualCluster",
-            "metadata": {"name": NAME, "namespace": NS},
-            "spec": {"promoteResources": {"nodes": [NODE]}}
-        }))
-        .unwrap(),
-    )
-    .await
-    .unwrap();
+    let vcs = create_virtual_cluster(&client).await;
     let nodes: Api<Node> = Api::all(client.clone());
     eventually(WAIT, "node1 to be claimed", || {
         let nodes = nodes.clone();
