@@ -869,6 +869,53 @@ async fn controller_binds_the_clustertree_role_without_holding_it() {
             "vc-controller: kubectl auth can-i {question}"
         );
     }
+    // `bind` lets the controller grant the clustertree role, but the chart's admission
+    // policy admits no binding of it other than the one it writes.
+    let grab = |args: &[&str]| {
+        let mut full: Vec<String> = ["create", "--dry-run=server"].map(str::to_owned).to_vec();
+        full.extend(args.iter().map(|arg| (*arg).to_owned()));
+        let (harness, controller) = (&harness, controller.clone());
+        async move {
+            let args: Vec<&str> = full.iter().map(String::as_str).collect();
+            harness
+                .operator
+                .kubectl_with(&controller, &args, None)
+                .await
+                .unwrap()
+        }
+    };
+    let to_itself = format!("{}:{}", harness::RELEASE_NAMESPACE, harness::CONTROLLER);
+    let clusterrole = format!("--clusterrole={fixed}");
+    let itself = format!("--serviceaccount={to_itself}");
+    for attempt in [
+        vec![
+            "rolebinding",
+            "grab",
+            "-n",
+            "default",
+            &clusterrole,
+            &itself,
+        ],
+        vec!["clusterrolebinding", "grab", &clusterrole, &itself],
+        vec![
+            "rolebinding",
+            "grab",
+            "-n",
+            &workload_namespace,
+            &clusterrole,
+            &itself,
+        ],
+    ] {
+        let refused = grab(&attempt).await;
+        assert!(
+            !refused.success
+                && refused
+                    .stderr
+                    .contains(&format!("ClusterRole {fixed} may only be bound")),
+            "{}",
+            refused.describe()
+        );
+    }
     let in_workload = |verb: &str| format!("{verb} -n {workload_namespace}");
     for (question, allowed) in [
         (in_workload("create pods"), true),

@@ -203,6 +203,12 @@ fn check_typed(object: &Value) -> Result<(), String> {
         ("admissionregistration.k8s.io/v1", "ValidatingWebhookConfiguration") => {
             round_trip::<ValidatingWebhookConfiguration>(object)
         }
+        ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicy") => round_trip::<
+            k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicy,
+        >(object),
+        ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicyBinding") => round_trip::<
+            k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicyBinding,
+        >(object),
         ("monitoring.coreos.com/v1", "ServiceMonitor")
         | ("cert-manager.io/v1", "Issuer" | "Certificate") => generic_object(object),
         _ => Err(format!("unexpected kind {api_version}/{kind}")),
