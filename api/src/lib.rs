@@ -5,9 +5,11 @@
 pub mod admission;
 pub mod constants;
 pub mod crd;
+pub mod eviction;
 pub mod names;
 pub mod pod_security;
 pub mod quantity;
+pub mod text;
 pub mod virtual_cluster;
 
 pub use quantity::ResourceQuantity;

@@ -296,10 +296,16 @@ pub fn controller_manager(name: &str) -> String {
 pub fn scheduler(name: &str) -> String {
     SCHEDULER_DEPLOYMENT.name(name)
 }
-/// clustertree Deployment and ServiceAccount, and its Role/RoleBinding in the workload
-/// namespace.
+/// clustertree Deployment and ServiceAccount, and its VirtualCluster reader
+/// Role/RoleBinding.
 pub fn clustertree(name: &str) -> String {
     CLUSTERTREE_DEPLOYMENT.name(name)
+}
+/// RoleBinding in the workload namespace granting the clustertree the chart's fixed
+/// clustertree ClusterRole there. Not `NAME-clustertree`: a binding of that name from an
+/// older release references a Role, and a roleRef cannot change.
+pub fn clustertree_workload_binding(name: &str) -> String {
+    format!("{name}-clustertree-workload")
 }
 /// ClusterRole and ClusterRoleBinding granting read access to the claimed nodes. `:` is
 /// in no namespace or VirtualCluster name, so no two tenants share it.

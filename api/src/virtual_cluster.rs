@@ -238,6 +238,9 @@ pub mod condition_types {
     pub const CLUSTER_TREE_READY: &str = "ClusterTreeReady";
     /// The tenant is fully usable.
     pub const READY: &str = "Ready";
+    /// With `vc-controller --claimed-node-pods=evict`: no pod that must leave is still
+    /// running on a claimed node (False while a disruption budget holds one back).
+    pub const CLAIMED_NODES_DRAINED: &str = "ClaimedNodesDrained";
 }
 
 #[cfg(test)]

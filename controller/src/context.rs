@@ -93,6 +93,10 @@ pub struct Context {
     pub timing: Timing,
     /// Cached clients of tenant apiservers.
     pub tenants: TenantClients,
+    /// What happens to the pods already running on a claimed node.
+    pub claimed_node_pods: vc_api::eviction::ClaimedNodePods,
+    /// Where evictions are sent (see [`crate::eviction::EvictionClient`]).
+    pub eviction_client: crate::eviction::EvictionClient,
     attempts: Mutex<HashMap<String, u32>>,
     waits: Waits,
     pki: Mutex<HashMap<String, CachedPki>>,
@@ -136,17 +140,31 @@ impl Context {
         };
         Self {
             recorder: Recorder::new(client.clone(), reporter),
+            eviction_client: crate::eviction::EvictionClient(client.clone()),
             client,
             build,
             stores,
             metrics,
             timing,
             tenants: TenantClients::default(),
+            claimed_node_pods: vc_api::eviction::ClaimedNodePods::default(),
             attempts: Mutex::default(),
             waits: Waits::default(),
             pki: Mutex::default(),
             synced,
         }
+    }
+
+    /// The same context, doing `mode` with the pods already running on claimed nodes,
+    /// evicting through `client`.
+    pub fn with_claimed_node_pods(
+        mut self,
+        mode: vc_api::eviction::ClaimedNodePods,
+        client: crate::eviction::EvictionClient,
+    ) -> Self {
+        self.claimed_node_pods = mode;
+        self.eviction_client = client;
+        self
     }
 
     /// Whether every cache has listed its objects. Until then a reconcile could mistake

@@ -130,6 +130,29 @@ pub enum Error {
         source: kube::Error,
     },
 
+    /// Listing the pods running on a claimed Node, to evict them, failed.
+    #[error("failed to list the pods on claimed node {node:?}: {source}")]
+    ListNodePods {
+        /// The node.
+        node: String,
+        /// The apiserver's answer.
+        #[source]
+        source: kube::Error,
+    },
+
+    /// Evicting a pod from a claimed Node failed (other than a PodDisruptionBudget
+    /// refusing it, which is waited out).
+    #[error("failed to evict pod {pod} from claimed node {node:?}: {source}")]
+    EvictPod {
+        /// `NAMESPACE/NAME` of the pod.
+        pod: String,
+        /// The node.
+        node: String,
+        /// The apiserver's answer.
+        #[source]
+        source: kube::Error,
+    },
+
     /// Removing our claim from a Node failed.
     #[error("failed to release node {node:?}: {source}")]
     ReleaseNode {
@@ -264,9 +287,11 @@ impl Error {
                 _ => Step::Finalizer,
             },
             Error::InvalidSpec { .. } | Error::PatchStatus(_) => Step::Status,
-            Error::ReadNode { .. } | Error::ClaimNode { .. } | Error::ReleaseNode { .. } => {
-                Step::ClaimNodes
-            }
+            Error::ReadNode { .. }
+            | Error::ClaimNode { .. }
+            | Error::ReleaseNode { .. }
+            | Error::ListNodePods { .. }
+            | Error::EvictPod { .. } => Step::ClaimNodes,
             Error::BuildPki(_) | Error::ApplySecret { .. } => Step::Pki,
             Error::BuildObject { .. } => Step::ControlPlane,
             Error::ReadNamespace { .. } => Step::Clustertree,
@@ -303,6 +328,8 @@ impl Error {
             | Error::ReadNamespace { source, .. }
             | Error::ClaimNode { source, .. }
             | Error::ReleaseNode { source, .. }
+            | Error::ListNodePods { source, .. }
+            | Error::EvictPod { source, .. }
             | Error::ApplySecret { source, .. }
             | Error::ApplyObject { source, .. }
             | Error::DeleteClusterScoped { source, .. }

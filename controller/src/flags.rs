@@ -66,6 +66,22 @@ pub struct Flags {
     )]
     pub clustertree_image: String,
 
+    /// The fixed ClusterRole (installed by the chart) that each clustertree is bound to in
+    /// its workload namespace. The controller holds only `bind` on it, not its rules.
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = crate::resources::clustertree::DEFAULT_WORKLOAD_CLUSTER_ROLE
+    )]
+    pub clustertree_cluster_role: String,
+
+    /// What happens to the pods already running on a node when a VirtualCluster claims
+    /// it: `keep` leaves them (the claim's NoSchedule taint only keeps new ones off);
+    /// `evict` evicts them through the Eviction API, PodDisruptionBudgets respected,
+    /// except DaemonSet and mirror pods, pods tolerating the claim and the tenant's own.
+    #[arg(long, value_name = "keep|evict", default_value_t = vc_api::eviction::ClaimedNodePods::Keep)]
+    pub claimed_node_pods: vc_api::eviction::ClaimedNodePods,
+
     /// Host nodes the tenants' control planes and clustertrees run on, as node labels
     /// `KEY=VALUE[,KEY=VALUE...]` (every one must match); any schedulable node when empty.
     #[arg(long, value_name = "LABELS", default_value = "", value_parser = parse_node_selector)]

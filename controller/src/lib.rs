@@ -21,6 +21,7 @@ pub mod apply;
 pub mod claims;
 pub mod context;
 pub mod error;
+pub mod eviction;
 pub mod flags;
 pub mod leader;
 pub mod ownership;

@@ -20,7 +20,10 @@ const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(25);
 async fn main() -> anyhow::Result<()> {
     let flags = Flags::parse();
     init_logging(&flags)?;
-    let client = host_client(&flags).await?;
+    let config = host_config(&flags).await?;
+    let client = Client::try_from(config.clone()).context("failed to build the host client")?;
+    let eviction_client = vc_controller::eviction::EvictionClient::from_config(config)
+        .context("failed to build the host client for evictions")?;
     let metrics = Arc::new(Metrics::default());
     let health = Arc::new(Health::default());
 
@@ -68,7 +71,10 @@ async fn main() -> anyhow::Result<()> {
     });
     let controller = run(
         client,
-        RunConfig::from_flags(&flags),
+        RunConfig {
+            eviction_client: Some(eviction_client),
+            ..RunConfig::from_flags(&flags)
+        },
         metrics,
         health.clone(),
         controller_stop_rx.map(|_| ()),
@@ -115,7 +121,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 /// The host client: `--kubeconfig FILE` when given, else the in-cluster service account.
-async fn host_client(flags: &Flags) -> anyhow::Result<Client> {
+async fn host_config(flags: &Flags) -> anyhow::Result<Config> {
     let config = match &flags.kubeconfig {
         Some(path) => {
             let kubeconfig = Kubeconfig::read_from(path).with_context(|| {
@@ -131,7 +137,7 @@ async fn host_client(flags: &Flags) -> anyhow::Result<Client> {
         None => Config::incluster()
             .context("no --kubeconfig given and not running in a pod; pass --kubeconfig FILE")?,
     };
-    Client::try_from(config).context("failed to build the host client")
+    Ok(config)
 }
 
 /// Resolves once a stop was requested.

@@ -9,6 +9,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::eviction::EvictionReport;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
@@ -20,11 +21,14 @@ use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::{Value, json};
-use vc_api::condition_types::{CLUSTER_TREE_READY, CONTROL_PLANE_READY, NODES_PROMOTED, READY};
+use vc_api::condition_types::{
+    CLAIMED_NODES_DRAINED, CLUSTER_TREE_READY, CONTROL_PLANE_READY, NODES_PROMOTED, READY,
+};
 use vc_api::constants::{
     CONTROLLER_FIELD_MANAGER, FINALIZER, KUBECONFIG_SECRET_KEY, NODE_OWNER_NAME_LABEL,
     NODE_OWNER_NAMESPACE_LABEL,
 };
+use vc_api::eviction::ClaimedNodePods;
 use vc_api::pod_security::{self, PodSecurityLevel, WORKLOAD_POD_SECURITY_LABEL};
 use vc_api::{Phase, VirtualCluster, VirtualClusterStatus};
 
@@ -111,8 +115,10 @@ pub fn error_policy(vc: Arc<VirtualCluster>, error: &Error, ctx: Arc<Context>) -
     let key = object_key(&vc);
     if error.is_transient() {
         let delay = ctx.next_backoff(&key);
-        tracing::warn!(virtualcluster = %key, step = %error.step(), %error, ?delay, "reconcile failed; retrying");
+        // The error may quote a tenant apiserver: one escaped line in text logs too.
         let note = error.to_string();
+        let logged = vc_api::text::sanitize(&note, vc_api::text::ERROR_CHARS);
+        tracing::warn!(virtualcluster = %key, step = %error.step(), error = %logged, ?delay, "reconcile failed; retrying");
         let step = error.step();
         tokio::spawn(async move {
             ctx.publish(
@@ -155,8 +161,18 @@ fn step_action(step: Step) -> &'static str {
 }
 
 /// Events carry at most 1 kB of note.
+/// An Event note: its text may carry a tenant apiserver's answer or a VirtualCluster
+/// author's words, so it goes out escaped and bounded (`vc_api::text`).
 fn truncate_note(note: &str) -> String {
-    note.chars().take(1000).collect()
+    vc_api::text::sanitize(note, vc_api::text::EVENT_NOTE_CHARS)
+}
+
+/// A status message, escaped and bounded like every condition message.
+fn status_message(message: &str) -> Option<String> {
+    Some(vc_api::text::sanitize(
+        message,
+        vc_api::text::STATUS_MESSAGE_CHARS,
+    ))
 }
 
 fn build_error(error: BuildError) -> Error {
@@ -187,7 +203,7 @@ async fn report_invalid(vc: &VirtualCluster, error: &Error, ctx: &Context) {
         now,
     );
     status.phase = Some(Phase::Failed);
-    status.message = Some(reason.clone());
+    status.message = status_message(&reason);
     status.observed_generation = generation;
     if !needs_write(vc.status.as_ref(), &status) {
         return;
@@ -224,7 +240,7 @@ async fn report_foreign(vc: &VirtualCluster, message: String, ctx: &Context) {
         k8s_openapi::jiff::Timestamp::now(),
     );
     status.phase = status.phase.or(Some(Phase::Pending));
-    status.message = Some(message);
+    status.message = status_message(&message);
     if !needs_write(vc.status.as_ref(), &status) {
         return;
     }
@@ -1071,11 +1087,6 @@ async fn apply_clustertree(
         .written,
     );
     written.push(
-        apply_namespaced(ctx, owner, &stores.roles, &objects.role, step, "Role")
-            .await?
-            .written,
-    );
-    written.push(
         apply_namespaced(
             ctx,
             owner,
@@ -1187,6 +1198,7 @@ async fn apply(vc: &VirtualCluster, ctx: &Context) -> Result<Action> {
     let claims = claim_nodes(vc, ctx, &mut changes).await?;
     let mut held = claims.held.clone();
     held.sort();
+    let eviction = evict_claimed_pods(&tenant, &held, ctx, &mut changes).await?;
 
     // Services first: the apiserver's cluster IP goes into its serving certificate.
     let stores = &ctx.stores;
@@ -1320,6 +1332,7 @@ async fn apply(vc: &VirtualCluster, ctx: &Context) -> Result<Action> {
     }
     let outcome = Outcome {
         claims,
+        eviction,
         held,
         visible,
         control_plane,
@@ -1357,6 +1370,21 @@ async fn apply(vc: &VirtualCluster, ctx: &Context) -> Result<Action> {
             )
             .await;
         }
+        if let Some(eviction) = outcome.eviction.as_ref().filter(|report| report.pending())
+            && condition_changed(vc, CLAIMED_NODES_DRAINED, &status)
+        {
+            ctx.publish(
+                vc,
+                KubeEvent {
+                    type_: EventType::Warning,
+                    reason: "EvictionBlocked".to_owned(),
+                    note: Some(truncate_note(&blocked_message(eviction))),
+                    action: step_action(Step::ClaimNodes).to_owned(),
+                    secondary: None,
+                },
+            )
+            .await;
+        }
         if vc.status.as_ref().and_then(|status| status.phase) != phase {
             changes.record(
                 "PhaseChanged",
@@ -1376,14 +1404,73 @@ async fn apply(vc: &VirtualCluster, ctx: &Context) -> Result<Action> {
     if let Some(error) = deferred {
         return Err(error);
     }
-    Ok(if phase == Some(Phase::Completed) {
+    let next = if phase == Some(Phase::Completed) {
         ctx.reset_wait(&key);
-        Action::requeue(ctx.timing.resync)
+        ctx.timing.resync
     } else if !outcome.claims.raced.is_empty() {
-        Action::requeue(ctx.timing.backoff_base)
+        ctx.timing.backoff_base
     } else {
-        Action::requeue(ctx.next_wait(&key))
-    })
+        ctx.next_wait(&key)
+    };
+    // A pod a disruption budget holds back is tried again with backoff, sooner than a
+    // settled tenant's resync.
+    let eviction_key = format!("{key}#eviction");
+    let next = if outcome
+        .eviction
+        .as_ref()
+        .is_some_and(EvictionReport::pending)
+    {
+        next.min(ctx.next_backoff(&eviction_key))
+    } else {
+        ctx.reset_backoff(&eviction_key);
+        next
+    };
+    Ok(Action::requeue(next))
+}
+
+/// With `--claimed-node-pods=evict`, evicts what must leave the claimed nodes `held`;
+/// `None` in `keep` mode.
+async fn evict_claimed_pods(
+    tenant: &resources::Tenant,
+    held: &[String],
+    ctx: &Context,
+    changes: &mut Changes,
+) -> Result<Option<EvictionReport>> {
+    if ctx.claimed_node_pods != ClaimedNodePods::Evict {
+        return Ok(None);
+    }
+    let workload_namespace = tenant.workload_namespace();
+    let claim = vc_api::eviction::Claim {
+        name: &tenant.name,
+        workload_namespace: &workload_namespace,
+    };
+    let report = crate::eviction::evict_from_claimed(&ctx.eviction_client, &claim, held).await?;
+    for (pod, node) in &report.evicted {
+        changes.record(
+            "PodEvicted",
+            Step::ClaimNodes,
+            format!("evicted pod {pod} from claimed node {node:?}"),
+        );
+    }
+    Ok(Some(report))
+}
+
+/// The pods a disruption budget holds on claimed nodes, a few by name.
+fn blocked_message(report: &EvictionReport) -> String {
+    const NAMED: usize = 3;
+    let mut parts: Vec<String> = report
+        .blocked
+        .iter()
+        .take(NAMED)
+        .map(|(pod, (node, reason))| format!("pod {pod} on node {node:?}: {reason}"))
+        .collect();
+    if report.blocked.len() > NAMED {
+        parts.push(format!("and {} more", report.blocked.len() - NAMED));
+    }
+    format!(
+        "eviction from claimed nodes refused, retrying with backoff: {}",
+        parts.join("; ")
+    )
 }
 
 fn condition_changed(vc: &VirtualCluster, type_: &str, status: &VirtualClusterStatus) -> bool {
@@ -1410,6 +1497,8 @@ fn condition_changed(vc: &VirtualCluster, type_: &str, status: &VirtualClusterSt
 #[derive(Debug)]
 struct Outcome {
     claims: ClaimReport,
+    /// With `--claimed-node-pods=evict`, this pass's evictions.
+    eviction: Option<EvictionReport>,
     held: Vec<String>,
     visible: Vec<String>,
     control_plane: ControlPlaneReport,
@@ -1538,8 +1627,26 @@ fn desired_status(
     for condition in [control_plane, nodes, clustertree, ready, cas] {
         set_condition(&mut status.conditions, &condition, generation, now);
     }
+    if let Some(eviction) = &outcome.eviction {
+        let drained = if eviction.pending() {
+            DesiredCondition::new(
+                CLAIMED_NODES_DRAINED,
+                false,
+                "EvictionBlocked",
+                blocked_message(eviction),
+            )
+        } else {
+            DesiredCondition::new(
+                CLAIMED_NODES_DRAINED,
+                true,
+                "Drained",
+                "no pod that must leave runs on a claimed node",
+            )
+        };
+        set_condition(&mut status.conditions, &drained, generation, now);
+    }
     status.phase = Some(phase);
-    status.message = Some(message);
+    status.message = status_message(&message);
     status.observed_generation = generation;
     status.api_server_endpoint = outcome.endpoint.clone();
     status.promoted_nodes = outcome.visible.clone();
@@ -1720,6 +1827,33 @@ where
 mod tests {
     use super::*;
     use crate::error::Step;
+
+    /// Event notes and status messages may quote a tenant apiserver's answer: both go
+    /// out escaped and bounded, and the eviction report names at most three pods.
+    #[test]
+    fn event_notes_and_status_messages_are_escaped_and_bounded() {
+        let hostile = "denied: \u{1b}[2J\u{1b}]0;owned\u{7}\nWarning  Forged";
+        let escaped = "denied: \\x1b[2J\\x1b]0;owned\\x07\\nWarning  Forged";
+        assert_eq!(truncate_note(hostile), escaped);
+        assert_eq!(status_message(hostile).as_deref(), Some(escaped));
+        assert_eq!(
+            truncate_note(&"y".repeat(5000)).chars().count(),
+            vc_api::text::EVENT_NOTE_CHARS
+        );
+        let mut report = EvictionReport::default();
+        for index in 0..5 {
+            report.blocked.insert(
+                format!("shop/web-{index}"),
+                ("node1".to_owned(), "budget web".to_owned()),
+            );
+        }
+        let message = blocked_message(&report);
+        assert!(message.contains("pod shop/web-2 on node \"node1\": budget web"));
+        assert!(
+            !message.contains("web-3") && message.ends_with("and 2 more"),
+            "{message}"
+        );
+    }
 
     /// Every Secret written with the PKI is read back with it; one left out looks
     /// absent on every pass, is created again, conflicts, and stalls the chain there.

@@ -35,6 +35,11 @@ pub struct RunConfig {
     pub concurrency: u16,
     /// Timing knobs.
     pub timing: Timing,
+    /// What happens to the pods already running on a claimed node.
+    pub claimed_node_pods: vc_api::eviction::ClaimedNodePods,
+    /// The client evictions go through, when the host client retries 429s itself (see
+    /// [`crate::eviction::EvictionClient`]); `None` evicts through the host client.
+    pub eviction_client: Option<crate::eviction::EvictionClient>,
 }
 
 impl RunConfig {
@@ -45,12 +50,15 @@ impl RunConfig {
                 image_registry: flags.image_registry.clone(),
                 etcd_image: flags.etcd_image.clone(),
                 clustertree_image: flags.clustertree_image.clone(),
+                clustertree_cluster_role: flags.clustertree_cluster_role.clone(),
                 cluster_domain: flags.cluster_domain.clone(),
                 control_plane_node_selector: flags.control_plane_node_selector.clone(),
                 ..BuildContext::default()
             },
             concurrency: flags.concurrency,
             timing: Timing::default(),
+            claimed_node_pods: flags.claimed_node_pods,
+            eviction_client: None,
         }
     }
 }
@@ -201,14 +209,20 @@ pub async fn run(
         health,
         ready_tx,
     ));
-    let context = Arc::new(Context::new(
-        client,
-        config.build,
-        stores,
-        metrics,
-        config.timing,
-        ready_rx,
-    ));
+    let eviction_client = config
+        .eviction_client
+        .unwrap_or_else(|| crate::eviction::EvictionClient(client.clone()));
+    let context = Arc::new(
+        Context::new(
+            client,
+            config.build,
+            stores,
+            metrics,
+            config.timing,
+            ready_rx,
+        )
+        .with_claimed_node_pods(config.claimed_node_pods, eviction_client),
+    );
     let interest_store = virtual_clusters.clone();
     controller
         .with_config(kube::runtime::controller::Config::default().concurrency(config.concurrency))

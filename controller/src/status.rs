@@ -27,7 +27,8 @@ pub struct DesiredCondition {
     pub status: bool,
     /// CamelCase reason.
     pub reason: String,
-    /// Human-readable detail.
+    /// Human-readable detail, escaped and bounded (`vc_api::text::sanitize`): it may
+    /// quote a tenant apiserver's answer.
     pub message: String,
 }
 
@@ -43,7 +44,7 @@ impl DesiredCondition {
             type_,
             status,
             reason: reason.into(),
-            message: message.into(),
+            message: vc_api::text::sanitize(&message.into(), vc_api::text::STATUS_MESSAGE_CHARS),
         }
     }
 }
@@ -156,7 +157,10 @@ pub fn ca_expiry_event(
     Some(Event {
         type_: EventType::Warning,
         reason: CA_EXPIRING_REASON.to_owned(),
-        note: Some(message.chars().take(1000).collect()),
+        note: Some(vc_api::text::sanitize(
+            &message,
+            vc_api::text::EVENT_NOTE_CHARS,
+        )),
         action: "IssueCertificates".to_owned(),
         secondary: None,
     })
@@ -212,6 +216,27 @@ pub fn needs_write(current: Option<&VirtualClusterStatus>, desired: &VirtualClus
 mod tests {
     use super::*;
     use vc_api::condition_types::{NODES_PROMOTED, READY};
+
+    /// A condition message quoting a tenant apiserver (an admission webhook the tenant
+    /// admin installed answers with anything) is stored escaped and bounded.
+    #[test]
+    fn condition_messages_are_escaped_and_bounded() {
+        let condition = DesiredCondition::new(
+            READY,
+            false,
+            "Provisioning",
+            "tenant said \u{1b}]0;owned\u{7}\nforged line",
+        );
+        assert_eq!(
+            condition.message,
+            "tenant said \\x1b]0;owned\\x07\\nforged line"
+        );
+        let long = DesiredCondition::new(READY, false, "Provisioning", "x".repeat(10_000));
+        assert_eq!(
+            long.message.chars().count(),
+            vc_api::text::STATUS_MESSAGE_CHARS
+        );
+    }
 
     fn at(seconds: i64) -> Timestamp {
         Timestamp::from_second(1_800_000_000 + seconds).unwrap()

@@ -207,8 +207,14 @@ fn table_row(cluster: &VirtualCluster, options: TableOptions, now: Timestamp) ->
 }
 
 /// Left-aligned columns separated by three spaces, as kubectl's tabwriter prints them;
-/// the last column is not padded.
+/// the last column is not padded. Every cell is shown through [`shown`]: cells carry
+/// names, messages and conditions others wrote.
 pub fn align(rows: &[Vec<String>]) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| row.iter().map(|cell| shown(cell)).collect())
+        .collect();
+    let rows = rows.as_slice();
     let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..columns)
         .map(|column| {
@@ -423,6 +429,14 @@ pub fn describe(
     page.text
 }
 
+/// Text from the cluster as printed: on one line, control characters and terminal
+/// escapes shown as escapes (`\x1b`, `\n`), at most `vc_api::text::OUTPUT_CHARS`
+/// characters. Status messages, conditions and Events are written by the controller from
+/// tenant apiservers' answers, and by anyone who may update a VirtualCluster's status.
+pub fn shown(text: &str) -> String {
+    vc_api::text::sanitize(text, vc_api::text::OUTPUT_CHARS)
+}
+
 fn display_or_none<T: std::fmt::Display>(value: Option<T>) -> String {
     value.map_or_else(|| "<none>".to_owned(), |value| value.to_string())
 }
@@ -445,6 +459,7 @@ impl Page {
         let width = LABEL_COLUMN
             .saturating_sub(indent.len())
             .max(label.len() + 1);
+        let value = shown(value);
         self.text
             .push_str(format!("{indent}{label:<width$}{value}").trim_end_matches(' '));
         self.text.push('\n');
@@ -473,6 +488,7 @@ impl Page {
                 self.field(level, key, first);
                 let indent = " ".repeat(LABEL_COLUMN.max(2 * level));
                 for line in rest {
+                    let line = shown(line);
                     self.text.push_str(&format!("{indent}{line}\n"));
                 }
             }
@@ -508,7 +524,11 @@ pub fn server_error(status: &Status) -> String {
     } else {
         format!(" ({})", status.reason)
     };
-    format!("Error from server{reason}: {}", status.message)
+    format!(
+        "Error from server{}: {}",
+        shown(&reason),
+        vc_api::text::sanitize(&status.message, vc_api::text::ERROR_CHARS)
+    )
 }
 
 /// A NotFound for one VirtualCluster, naming it, its namespace, and what to try.
@@ -726,6 +746,30 @@ mod tests {
         );
         let no_reason: Status = serde_json::from_str(r#"{"message":"denied","code":400}"#).unwrap();
         assert_eq!(server_error(&no_reason), "Error from server: denied");
+    }
+
+    /// Server errors quote tenants and webhooks: printed on one escaped line.
+    #[test]
+    fn server_errors_and_cells_show_control_characters_as_escapes() {
+        let status: Status = serde_json::from_str(
+            r#"{"message":"denied\u001b]0;owned\u0007\nforged","reason":"Forbidden","code":403}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            server_error(&status),
+            "Error from server (Forbidden): denied\\x1b]0;owned\\x07\\nforged"
+        );
+        assert_eq!(
+            align(&[vec!["a\u{1b}[8m".to_owned(), "b\nc".to_owned()]]),
+            "a\\x1b[8m   b\\nc\n"
+        );
+        let mut hostile = complete();
+        if let Some(status) = hostile.status.as_mut() {
+            status.message = Some("ok\u{1b}[2J\u{202e}".to_owned());
+        }
+        let page = describe(&hostile, &[], None, at("2026-01-01T00:00:00Z"));
+        assert!(page.contains("ok\\x1b[2J\\u{202e}"), "{page}");
+        assert!(!page.contains('\u{1b}'), "{page}");
     }
 
     #[test]

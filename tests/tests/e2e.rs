@@ -903,6 +903,150 @@ async fn scenario_service(options: Options) {
     );
 }
 
+/// Finding 6 of issue 16: vc-controller, with only the chart's RBAC, provisions a tenant
+/// whose clustertree gets every right it needs, yet holds none of the clustertree's
+/// workload rules itself: it binds the chart's fixed clustertree ClusterRole in the
+/// workload namespace and may bind nothing else, so it holds no right to create pods,
+/// exec into them, read ConfigMaps or update and delete Secrets. On a real kube-apiserver
+/// (RBAC and `kubectl auth can-i` are its own), with the tenants' control planes as local
+/// processes: no kubelet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn controller_binds_the_clustertree_role_without_holding_it() {
+    let mut options = Options::new("controller_binds_the_clustertree_role_without_holding_it");
+    options.host = HostKind::RealApiServer;
+    let Some((_wall, harness)) = start("Controller RBAC", options).await else {
+        return;
+    };
+    let node1 = harness.nodes[0].clone();
+    create_completed(&harness, "tenant1", &[&node1], "1", "1Gi").await;
+    let workload_namespace = vc_api::constants::tenant_workload_namespace("default", "tenant1");
+    let identity = |user: &str, namespace: &str| {
+        harness
+            .kubeconfig_for(
+                user,
+                &[
+                    "system:serviceaccounts",
+                    &format!("system:serviceaccounts:{namespace}"),
+                    "system:authenticated",
+                ],
+            )
+            .unwrap()
+    };
+    let controller = identity(
+        &format!(
+            "system:serviceaccount:{}:{}",
+            harness::RELEASE_NAMESPACE,
+            harness::CONTROLLER
+        ),
+        harness::RELEASE_NAMESPACE,
+    );
+    let clustertree = identity(
+        "system:serviceaccount:default:tenant1-clustertree",
+        "default",
+    );
+    // `kubectl auth can-i` asks the apiserver's own authorizer (SelfSubjectAccessReview).
+    let can = |kubeconfig: std::path::PathBuf, question: String| {
+        let harness = &harness;
+        async move {
+            let mut args: Vec<&str> = vec!["auth", "can-i"];
+            args.extend(question.split_whitespace());
+            let run = harness
+                .operator
+                .kubectl_with(&kubeconfig, &args, None)
+                .await
+                .unwrap();
+            match run.stdout.trim() {
+                "yes" => true,
+                "no" => false,
+                _ => panic!("kubectl auth can-i {question}: {}", run.describe()),
+            }
+        }
+    };
+    // The chart's fixed clustertree ClusterRole, named like the controller's.
+    let fixed = harness::CONTROLLER.replace("-controller", "-clustertree");
+    for (question, allowed) in [
+        ("create pods -n default".to_owned(), false),
+        ("create pods/exec -n default".to_owned(), false),
+        ("get configmaps -n kube-system".to_owned(), false),
+        ("delete secrets -n kube-system".to_owned(), false),
+        ("update secrets -n kube-system".to_owned(), false),
+        ("create persistentvolumeclaims -n default".to_owned(), false),
+        ("bind clusterroles/cluster-admin".to_owned(), false),
+        ("escalate clusterroles".to_owned(), false),
+        (format!("bind clusterroles/{fixed}"), true),
+    ] {
+        assert_eq!(
+            can(controller.clone(), question.clone()).await,
+            allowed,
+            "vc-controller: kubectl auth can-i {question}"
+        );
+    }
+    // `bind` lets the controller grant the clustertree role, but the chart's admission
+    // policy admits no binding of it other than the one it writes.
+    let grab = |args: &[&str]| {
+        let mut full: Vec<String> = ["create", "--dry-run=server"].map(str::to_owned).to_vec();
+        full.extend(args.iter().map(|arg| (*arg).to_owned()));
+        let (harness, controller) = (&harness, controller.clone());
+        async move {
+            let args: Vec<&str> = full.iter().map(String::as_str).collect();
+            harness
+                .operator
+                .kubectl_with(&controller, &args, None)
+                .await
+                .unwrap()
+        }
+    };
+    let to_itself = format!("{}:{}", harness::RELEASE_NAMESPACE, harness::CONTROLLER);
+    let clusterrole = format!("--clusterrole={fixed}");
+    let itself = format!("--serviceaccount={to_itself}");
+    for attempt in [
+        vec![
+            "rolebinding",
+            "grab",
+            "-n",
+            "default",
+            &clusterrole,
+            &itself,
+        ],
+        vec!["clusterrolebinding", "grab", &clusterrole, &itself],
+        vec![
+            "rolebinding",
+            "grab",
+            "-n",
+            &workload_namespace,
+            &clusterrole,
+            &itself,
+        ],
+    ] {
+        let refused = grab(&attempt).await;
+        assert!(
+            !refused.success
+                && refused
+                    .stderr
+                    .contains(&format!("ClusterRole {fixed} may only be bound")),
+            "{}",
+            refused.describe()
+        );
+    }
+    let in_workload = |verb: &str| format!("{verb} -n {workload_namespace}");
+    for (question, allowed) in [
+        (in_workload("create pods"), true),
+        (in_workload("create pods/exec"), true),
+        (in_workload("delete secrets"), true),
+        (in_workload("create endpointslices.discovery.k8s.io"), true),
+        (format!("get nodes/{node1}"), true),
+        ("create pods -n default".to_owned(), false),
+        ("get secrets -n default".to_owned(), false),
+        ("list nodes".to_owned(), false),
+    ] {
+        assert_eq!(
+            can(clustertree.clone(), question.clone()).await,
+            allowed,
+            "the clustertree: kubectl auth can-i {question}"
+        );
+    }
+}
+
 /// The proposal's "external functionality", on the real worker: the tenant's NodePort
 /// Service `web` (2 echo replicas, whose tenant endpoints are `addresses`) answers from
 /// outside the host at the tenant Node's address and the node port the tenant shows,

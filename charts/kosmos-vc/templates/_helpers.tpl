@@ -53,6 +53,12 @@ app.kubernetes.io/component: {{ .component }}
 {{- printf "%s-controller" (include "kosmos-vc.fullname" .) }}
 {{- end }}
 
+{{/* The fixed ClusterRole every tenant's vc-clustertree is bound to in its workload
+namespace; the controller may only bind it. */}}
+{{- define "kosmos-vc.clustertree.clusterRoleName" -}}
+{{- printf "%s-clustertree" (include "kosmos-vc.fullname" .) }}
+{{- end }}
+
 {{- define "kosmos-vc.webhook.name" -}}
 {{- printf "%s-webhook" (include "kosmos-vc.fullname" .) }}
 {{- end }}

@@ -148,42 +148,55 @@ const READ_WRITE: [&str; 7] = [
     "create", "delete", "get", "list", "patch", "update", "watch",
 ];
 
-/// Role `NAME-clustertree` in the workload namespace: what the clustertree does with the
-/// tenant's pods there. Explicit verbs and resources, no wildcard.
-pub fn role(tenant: &Tenant) -> Role {
-    Role {
-        metadata: unowned_meta(
-            tenant,
-            names::clustertree(&tenant.name),
-            Some(tenant.workload_namespace()),
-            Component::ClusterTree,
+/// Name of the chart's fixed clustertree ClusterRole when `--clustertree-cluster-role`
+/// is not given: the chart's own name for a release called `kosmos-vc`.
+pub const DEFAULT_WORKLOAD_CLUSTER_ROLE: &str = "kosmos-vc-clustertree";
+
+/// What every clustertree does with its tenant's pods in its workload namespace, and
+/// nothing more: the rules of the chart's fixed ClusterRole
+/// (`templates/clustertree-rbac.yaml`, checked equal by the chart tests). Granted only
+/// through a RoleBinding in `vc-NS-NAME`, so they never reach another namespace, and the
+/// controller needs only `bind` on that one ClusterRole instead of holding them all
+/// cluster-wide. Explicit verbs and resources, no wildcard.
+pub fn workload_rules() -> Vec<PolicyRule> {
+    vec![
+        rule(
+            &[
+                "configmaps",
+                "endpoints",
+                "persistentvolumeclaims",
+                "pods",
+                "secrets",
+                "services",
+            ],
+            &READ_WRITE,
         ),
-        rules: Some(vec![
-            rule(
-                &[
-                    "configmaps",
-                    "endpoints",
-                    "persistentvolumeclaims",
-                    "pods",
-                    "secrets",
-                    "services",
-                ],
-                &READ_WRITE,
-            ),
-            rule(&["pods/status"], &["get", "patch", "update"]),
-            PolicyRule {
-                api_groups: Some(vec!["discovery.k8s.io".to_owned()]),
-                resources: Some(vec!["endpointslices".to_owned()]),
-                verbs: READ_WRITE.iter().map(|verb| (*verb).to_owned()).collect(),
-                ..PolicyRule::default()
-            },
-            rule(&["pods/log"], &["get"]),
-            rule(&["pods/exec"], &["create"]),
-            rule(
-                &["events"],
-                &["create", "get", "list", "patch", "update", "watch"],
-            ),
-        ]),
+        rule(&["pods/status"], &["get", "patch", "update"]),
+        PolicyRule {
+            api_groups: Some(vec!["discovery.k8s.io".to_owned()]),
+            resources: Some(vec!["endpointslices".to_owned()]),
+            verbs: READ_WRITE.iter().map(|verb| (*verb).to_owned()).collect(),
+            ..PolicyRule::default()
+        },
+        rule(&["pods/log"], &["get"]),
+        rule(&["pods/exec"], &["create"]),
+        rule(
+            &["events"],
+            &["create", "get", "list", "patch", "update", "watch"],
+        ),
+    ]
+}
+
+/// The chart's fixed clustertree ClusterRole named `name`, as the chart installs it; for
+/// hosts the chart does not install (tests).
+pub fn workload_cluster_role(name: &str) -> ClusterRole {
+    ClusterRole {
+        metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+            name: Some(name.to_owned()),
+            ..Default::default()
+        },
+        rules: Some(workload_rules()),
+        aggregation_rule: None,
     }
 }
 
@@ -196,19 +209,21 @@ fn clustertree_subject(tenant: &Tenant) -> Subject {
     }
 }
 
-/// RoleBinding `NAME-clustertree` in the workload namespace.
+/// RoleBinding `NAME-clustertree-workload` in the workload namespace: the chart's fixed
+/// ClusterRole ([`workload_rules`]), which the controller may `bind` but does not hold,
+/// for the clustertree in that namespace alone.
 pub fn role_binding(tenant: &Tenant) -> RoleBinding {
     RoleBinding {
         metadata: unowned_meta(
             tenant,
-            names::clustertree(&tenant.name),
+            names::clustertree_workload_binding(&tenant.name),
             Some(tenant.workload_namespace()),
             Component::ClusterTree,
         ),
         role_ref: RoleRef {
             api_group: "rbac.authorization.k8s.io".to_owned(),
-            kind: "Role".to_owned(),
-            name: names::clustertree(&tenant.name),
+            kind: "ClusterRole".to_owned(),
+            name: tenant.clustertree_cluster_role.clone(),
         },
         subjects: Some(vec![clustertree_subject(tenant)]),
     }

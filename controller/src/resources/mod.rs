@@ -42,6 +42,9 @@ pub struct BuildContext {
     pub etcd_image: String,
     /// Image of the clustertree, which runs with host credentials: the operator's alone.
     pub clustertree_image: String,
+    /// The chart's fixed ClusterRole each clustertree is bound to in its workload
+    /// namespace (`--clustertree-cluster-role`).
+    pub clustertree_cluster_role: String,
     /// DNS domain of the host cluster.
     pub cluster_domain: String,
     /// Node labels the control plane and clustertree pods are placed by; any node when
@@ -60,6 +63,7 @@ impl Default for BuildContext {
             image_registry: "registry.k8s.io".to_owned(),
             etcd_image: "registry.k8s.io/etcd:3.5.21-0".to_owned(),
             clustertree_image: vc_api::constants::DEFAULT_CLUSTERTREE_IMAGE.to_owned(),
+            clustertree_cluster_role: clustertree::DEFAULT_WORKLOAD_CLUSTER_ROLE.to_owned(),
             cluster_domain: "cluster.local".to_owned(),
             control_plane_node_selector: BTreeMap::new(),
             tenant_service_cidr: "10.96.0.0/12".to_owned(),
@@ -152,6 +156,8 @@ pub struct Tenant {
     pub etcd_storage_class: Option<String>,
     /// clustertree image, from [`BuildContext::clustertree_image`] whatever the spec says.
     pub clustertree_image: String,
+    /// From [`BuildContext::clustertree_cluster_role`].
+    pub clustertree_cluster_role: String,
     /// From [`BuildContext::control_plane_node_selector`].
     pub control_plane_node_selector: BTreeMap<String, String>,
     /// Pod Security level of the workload namespace and of the clustertree's refusals
@@ -225,6 +231,7 @@ impl Tenant {
             etcd_storage_size,
             etcd_storage_class: etcd.storage_class_name.filter(|class| !class.is_empty()),
             clustertree_image: ctx.clustertree_image.clone(),
+            clustertree_cluster_role: ctx.clustertree_cluster_role.clone(),
             control_plane_node_selector: ctx.control_plane_node_selector.clone(),
             pod_security: vc_api::pod_security::PodSecurityLevel::Baseline,
             pooled_resources: vc.spec.promote_resources.resources.clone(),
@@ -326,9 +333,7 @@ pub struct ClusterTreeObjects {
     pub virtual_cluster_reader: Role,
     /// Beside the VirtualCluster.
     pub virtual_cluster_reader_binding: RoleBinding,
-    /// In the workload namespace.
-    pub role: Role,
-    /// In the workload namespace.
+    /// In the workload namespace: the chart's fixed clustertree ClusterRole, there alone.
     pub role_binding: RoleBinding,
     /// Cluster-scoped: read access to the claimed nodes.
     pub cluster_role: ClusterRole,
@@ -407,7 +412,6 @@ impl DesiredState {
                 virtual_cluster_reader_binding: clustertree::virtual_cluster_reader_binding(
                     &tenant,
                 ),
-                role: clustertree::role(&tenant),
                 role_binding: clustertree::role_binding(&tenant),
                 cluster_role: clustertree::cluster_role(&tenant, &observed.claimed_nodes),
                 cluster_role_binding: clustertree::cluster_role_binding(&tenant),

@@ -47,7 +47,6 @@ fn unowned_objects(state: &DesiredState) -> Vec<(&'static str, &ObjectMeta)> {
     vec![
         ("Namespace", &tree.namespace.metadata),
         ("ResourceQuota", &tree.resource_quota.metadata),
-        ("Role", &tree.role.metadata),
         ("RoleBinding", &tree.role_binding.metadata),
         ("ClusterRole", &tree.cluster_role.metadata),
         ("ClusterRoleBinding", &tree.cluster_role_binding.metadata),
@@ -272,7 +271,7 @@ fn objects_carry_the_contract_names() {
         "kosmos-vc:team-a:prod:clustertree"
     );
     assert_eq!(
-        state.clustertree.role.metadata.namespace.as_deref(),
+        state.clustertree.role_binding.metadata.namespace.as_deref(),
         Some("vc-team-a-prod")
     );
 }
@@ -889,7 +888,7 @@ fn clustertree_reads_only_its_own_virtual_cluster() {
 #[test]
 fn clustertree_rbac_is_scoped_to_its_namespace_and_claimed_nodes() {
     let state = build(&default_vc());
-    let role = &state.clustertree.role;
+    let role = clustertree::workload_cluster_role(clustertree::DEFAULT_WORKLOAD_CLUSTER_ROLE);
     for rule in role.rules.iter().flatten() {
         assert!(!rule.verbs.iter().any(|verb| verb == "*"), "{rule:?}");
         assert!(
@@ -943,7 +942,17 @@ fn clustertree_rbac_is_scoped_to_its_namespace_and_claimed_nodes() {
     let subjects = state.clustertree.role_binding.subjects.as_ref().unwrap();
     assert_eq!(subjects[0].name, "prod-clustertree");
     assert_eq!(subjects[0].namespace.as_deref(), Some("team-a"));
-    assert_eq!(state.clustertree.role_binding.role_ref.kind, "Role");
+    // The workload rules reach the clustertree through the chart's fixed ClusterRole,
+    // bound in the workload namespace alone: the controller may bind it, not hold it.
+    let role_ref = &state.clustertree.role_binding.role_ref;
+    assert_eq!(
+        (role_ref.kind.as_str(), role_ref.name.as_str()),
+        ("ClusterRole", clustertree::DEFAULT_WORKLOAD_CLUSTER_ROLE)
+    );
+    assert_eq!(
+        state.clustertree.role_binding.metadata.name.as_deref(),
+        Some("prod-clustertree-workload")
+    );
 
     let cluster_rules = state.clustertree.cluster_role.rules.as_ref().unwrap();
     assert_eq!(cluster_rules.len(), 1);

@@ -31,7 +31,7 @@ fn describe_phase(cluster: &VirtualCluster) -> String {
     let status = cluster.status.clone().unwrap_or_default();
     let phase = status.phase.map_or("no phase yet", Phase::as_str);
     match status.message.filter(|message| !message.is_empty()) {
-        Some(message) => format!("{phase} ({message})"),
+        Some(message) => format!("{phase} ({})", kubectl_vc::output::shown(&message)),
         None => phase.to_owned(),
     }
 }
@@ -139,5 +139,22 @@ mod tests {
         assert!(!reached(Some(Phase::Preparing), WaitFor::Initialized));
         assert!(!reached(Some(Phase::Initialized), WaitFor::Completed));
         assert!(!reached(None, WaitFor::Completed));
+    }
+
+    /// The progress line quotes the status message, which whoever may update the status
+    /// writes: one escaped line on the operator's terminal.
+    #[test]
+    fn the_progress_line_escapes_the_status_message() {
+        let cluster: VirtualCluster = serde_json::from_value(serde_json::json!({
+            "apiVersion": "kosmos.io/v1alpha1", "kind": "VirtualCluster",
+            "metadata": {"name": "prod"},
+            "spec": {},
+            "status": {"phase": "Preparing", "message": "etcd\u{1b}]0;owned\u{7}\nprod: Completed"},
+        }))
+        .unwrap();
+        assert_eq!(
+            describe_phase(&cluster),
+            "Preparing (etcd\\x1b]0;owned\\x07\\nprod: Completed)"
+        );
     }
 }

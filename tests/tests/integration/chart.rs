@@ -203,6 +203,12 @@ fn check_typed(object: &Value) -> Result<(), String> {
         ("admissionregistration.k8s.io/v1", "ValidatingWebhookConfiguration") => {
             round_trip::<ValidatingWebhookConfiguration>(object)
         }
+        ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicy") => round_trip::<
+            k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicy,
+        >(object),
+        ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicyBinding") => round_trip::<
+            k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicyBinding,
+        >(object),
         ("monitoring.coreos.com/v1", "ServiceMonitor")
         | ("cert-manager.io/v1", "Issuer" | "Certificate") => generic_object(object),
         _ => Err(format!("unexpected kind {api_version}/{kind}")),
@@ -1040,9 +1046,33 @@ fn controller_holds_every_right_it_grants_the_clustertree() {
     use vc_controller::resources::{BuildContext, Tenant, clustertree};
 
     let engine = engine_or_skip!();
-    let manifests = render(&engine, &[]);
-    let controller_role: ClusterRole = typed(one(&manifests, "ClusterRole", CONTROLLER));
+    // A release name other than the chart's, so the ClusterRole's name must flow from the
+    // chart into the controller's flag.
+    let manifests = match Render::new()
+        .release("tenants")
+        .namespace("platform")
+        .run(&engine)
+    {
+        Ok(manifests) => manifests,
+        Err(failure) => panic!("render failed: {failure}"),
+    };
+    let controller = "tenants-kosmos-vc-controller";
+    let fixed_name = "tenants-kosmos-vc-clustertree";
+    let controller_role: ClusterRole = typed(one(&manifests, "ClusterRole", controller));
     let held = controller_role.rules.unwrap_or_default();
+
+    // The chart's fixed clustertree ClusterRole is exactly what the controller's code says
+    // the clustertree needs in its workload namespace, and the controller is told its name.
+    let fixed: ClusterRole = typed(one(&manifests, "ClusterRole", fixed_name));
+    assert_eq!(fixed.rules, Some(clustertree::workload_rules()));
+    assert_eq!(
+        flag_value(
+            &container(&manifests, controller),
+            "clustertree-cluster-role"
+        )
+        .as_deref(),
+        Some(fixed_name)
+    );
 
     let vc: vc_api::VirtualCluster = serde_json::from_value(serde_json::json!({
         "apiVersion": "kosmos.io/v1alpha1",
@@ -1051,37 +1081,108 @@ fn controller_holds_every_right_it_grants_the_clustertree() {
         "spec": {"promoteResources": {"nodes": ["node1", "node2"], "resources": {"cpu": "4"}}}
     }))
     .expect("VirtualCluster");
-    let tenant = Tenant::resolve(&vc, &BuildContext::default()).expect("tenant");
-    let mut granted = clustertree::role(&tenant).rules.unwrap_or_default();
-    granted.extend(
-        clustertree::virtual_cluster_reader_role(&tenant)
-            .rules
-            .unwrap_or_default(),
-    );
+    let build = BuildContext {
+        clustertree_cluster_role: fixed_name.to_owned(),
+        ..BuildContext::default()
+    };
+    let tenant = Tenant::resolve(&vc, &build).expect("tenant");
+
+    // What the controller writes per tenant it must hold (escalation prevention) ...
+    let mut granted = clustertree::virtual_cluster_reader_role(&tenant)
+        .rules
+        .unwrap_or_default();
     granted.extend(
         clustertree::cluster_role(&tenant, &["node1".to_owned(), "node2".to_owned()])
             .rules
             .unwrap_or_default(),
     );
     assert!(!granted.is_empty(), "the clustertree is granted something");
-    let missing = |held: &[PolicyRule]| -> Vec<String> {
-        vc_tests::rbac::uncovered_rules(held, &granted)
+    let missing = |held: &[PolicyRule], granted: &[PolicyRule]| -> Vec<String> {
+        vc_tests::rbac::uncovered_rules(held, granted)
             .iter()
             .map(vc_tests::rbac::compact_string)
             .collect()
     };
-    assert_eq!(missing(&held), Vec::<String>::new());
+    assert_eq!(missing(&held, &granted), Vec::<String>::new());
 
-    // The check is real: without the pods/log rule, the Role could not be created.
-    let without_log: Vec<PolicyRule> = held
-        .iter()
-        .filter(|rule| rule.resources != Some(vec!["pods/log".to_owned()]))
-        .cloned()
-        .collect();
+    // ... and the workload rules it only binds: `bind` on that one ClusterRole, by name,
+    // while holding none of its rules (pods, exec, Secrets' delete ...).
+    let binding = clustertree::role_binding(&tenant);
+    assert_eq!(binding.role_ref.kind, "ClusterRole");
+    assert_eq!(binding.role_ref.name, fixed_name);
+    let bind_anything = PolicyRule {
+        api_groups: Some(vec!["rbac.authorization.k8s.io".to_owned()]),
+        resources: Some(vec!["clusterroles".to_owned()]),
+        verbs: vec!["bind".to_owned()],
+        ..PolicyRule::default()
+    };
+    let bind = PolicyRule {
+        resource_names: Some(vec![fixed_name.to_owned()]),
+        ..bind_anything.clone()
+    };
+    assert_eq!(missing(&held, &[bind]), Vec::<String>::new());
+    assert_eq!(missing(&held, &[bind_anything]).len(), 1);
+    let workload = clustertree::workload_rules();
+    let not_held = missing(&held, &workload);
+    for resource in [
+        "pods",
+        "pods/exec",
+        "pods/log",
+        "configmaps",
+        "endpointslices",
+    ] {
+        assert!(
+            not_held
+                .iter()
+                .any(|rule| rule.contains(&format!("\"{resource}\""))),
+            "the controller holds {resource} rights it only needs to bind: {not_held:?}"
+        );
+    }
+}
+
+/// `controller.claimedNodePods=evict` passes `--claimed-node-pods=evict` and grants the
+/// controller what eviction needs (listing pods, creating evictions); `keep` grants
+/// neither, and any other value is refused naming the value.
+#[test]
+fn claimed_node_pods_evict_grants_eviction_only_when_chosen() {
+    let engine = engine_or_skip!();
+    let pod_rules = |manifests: &Manifests| -> Vec<String> {
+        let role: ClusterRole = typed(one(manifests, "ClusterRole", CONTROLLER));
+        role.rules
+            .unwrap_or_default()
+            .iter()
+            .filter(|rule| {
+                rule.resources
+                    .iter()
+                    .flatten()
+                    .any(|resource| resource == "pods" || resource.starts_with("pods/"))
+            })
+            .map(vc_tests::rbac::compact_string)
+            .collect()
+    };
+    let kept = render(&engine, &[]);
+    assert_eq!(pod_rules(&kept), Vec::<String>::new());
     assert_eq!(
-        missing(&without_log),
-        [r#"{APIGroups:[""], Resources:["pods/log"], Verbs:["get"]}"#]
+        flag_value(&container(&kept, CONTROLLER), "claimed-node-pods").as_deref(),
+        Some("keep")
     );
+    let evicting = render(&engine, &["controller.claimedNodePods=evict"]);
+    assert_eq!(
+        pod_rules(&evicting),
+        [
+            r#"{APIGroups:[""], Resources:["pods"], Verbs:["list"]}"#,
+            r#"{APIGroups:[""], Resources:["pods/eviction"], Verbs:["create"]}"#,
+        ]
+    );
+    assert_eq!(
+        flag_value(&container(&evicting, CONTROLLER), "claimed-node-pods").as_deref(),
+        Some("evict")
+    );
+    let refused = Render::new()
+        .set("controller.claimedNodePods=drain")
+        .run(&engine)
+        .expect_err("drain is not a mode");
+    assert!(refused.to_string().contains("claimedNodePods"), "{refused}");
 }
 
 #[test]
@@ -1196,6 +1297,8 @@ fn values_map_onto_every_flag_of_the_contract() {
         "image-registry",
         "etcd-image",
         "clustertree-image",
+        "clustertree-cluster-role",
+        "claimed-node-pods",
         "control-plane-node-selector",
         "cluster-domain",
         "concurrency",
@@ -1216,6 +1319,8 @@ fn values_map_onto_every_flag_of_the_contract() {
         ("cluster-domain", "cluster.local"),
         ("concurrency", "16"),
         ("control-plane-node-selector", "pool=infra"),
+        ("clustertree-cluster-role", "kosmos-vc-clustertree"),
+        ("claimed-node-pods", "keep"),
     ] {
         assert_eq!(
             flag_value(&controller, flag).as_deref(),

@@ -42,7 +42,8 @@ const WAIT: Duration = Duration::from_secs(30);
 /// The tenant namespace the test's workloads live in.
 const SHOP: &str = "shop";
 
-/// What `controller::resources::clustertree::role` grants in the workload namespace.
+/// What the chart's clustertree ClusterRole (`clustertree::workload_rules`) grants in the
+/// workload namespace.
 fn workload_role(namespace: &str) -> Vec<serde_json::Value> {
     let rw = [
         "create", "delete", "get", "list", "patch", "update", "watch",

@@ -67,7 +67,7 @@ impl World {
             .await
             .unwrap();
         // The host side as the controller renders it: the workload namespace and the
-        // clustertree's Role there, bound to the identity the clustertree runs as.
+        // clustertree's ClusterRole bound there to the identity the clustertree runs as.
         let virtual_cluster: VirtualCluster = serde_json::from_value(json!({
             "apiVersion": "kosmos.io/v1alpha1", "kind": "VirtualCluster",
             "metadata": {"name": TENANT, "namespace": NAMESPACE, "uid": "vc-uid"},
@@ -84,13 +84,12 @@ impl World {
                 .await
                 .unwrap();
         }
-        let mut role = serde_json::to_value(rendered::role(&resolved)).unwrap();
+        let mut role = serde_json::to_value(rendered::workload_cluster_role(
+            &resolved.clustertree_cluster_role,
+        ))
+        .unwrap();
         role["apiVersion"] = json!("rbac.authorization.k8s.io/v1");
-        role["kind"] = json!("Role");
-        role["metadata"]
-            .as_object_mut()
-            .unwrap()
-            .remove("ownerReferences");
+        role["kind"] = json!("ClusterRole");
         let mut binding = serde_json::to_value(rendered::role_binding(&resolved)).unwrap();
         binding["apiVersion"] = json!("rbac.authorization.k8s.io/v1");
         binding["kind"] = json!("RoleBinding");

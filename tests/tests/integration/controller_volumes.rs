@@ -27,7 +27,7 @@ const CLAIM: &str = "data-prod-etcd-0";
 /// within seconds on this machine, so a minute only fails when something is wrong.
 const WAIT: Duration = Duration::from_secs(90);
 
-async fn install_crd(client: &Client) {
+pub(crate) async fn install_crd(client: &Client) {
     let crd: CustomResourceDefinition =
         serde_yaml::from_str(&std::fs::read_to_string(crd_path()).unwrap()).unwrap();
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
@@ -46,17 +46,16 @@ async fn install_crd(client: &Client) {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deleted_tenant_leaves_no_volume() {
-    let Some(cluster) = TestCluster::real_or_skip_with(EnvtestOptions {
+/// A real host with kube-controller-manager (and kube-scheduler when `scheduler`), or
+/// `None` after printing `skipped:` without `KUBEBUILDER_ASSETS`.
+pub(crate) async fn host_with_controller_manager(scheduler: bool) -> Option<TestCluster> {
+    let cluster = TestCluster::real_or_skip_with(EnvtestOptions {
         controller_manager: true,
-        scheduler: true,
+        scheduler,
         ..EnvtestOptions::default()
     })
     .await
-    .expect("envtest starts") else {
-        return;
-    };
+    .expect("envtest starts")?;
     let TestCluster::Real(env) = &cluster else {
         unreachable!("real_or_skip gives a real cluster")
     };
@@ -65,6 +64,45 @@ async fn deleted_tenant_leaves_no_volume() {
         "KUBEBUILDER_ASSETS holds no kube-controller-manager: {:?}",
         env.logs()
     );
+    Some(cluster)
+}
+
+/// The flags' defaults with the tests' short timings.
+pub(crate) fn test_run_config() -> RunConfig {
+    RunConfig {
+        timing: test_timing(),
+        ..RunConfig::from_flags(&<vc_controller::flags::Flags as clap::Parser>::parse_from(
+            ["vc-controller"],
+        ))
+    }
+}
+
+/// vc-controller in-process on `client`; it stops when the sender is used or dropped.
+pub(crate) fn spawn_controller(
+    client: &Client,
+    config: RunConfig,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let controller = tokio::spawn(run(
+        client.clone(),
+        config,
+        std::sync::Arc::new(Metrics::default()),
+        std::sync::Arc::new(Health::default()),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    (stop, controller)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_tenant_leaves_no_volume() {
+    let Some(cluster) = host_with_controller_manager(true).await else {
+        return;
+    };
     let client = cluster.client().await.unwrap();
     install_crd(&client).await;
     let namespaces: Api<Namespace> = Api::all(client.clone());
@@ -76,21 +114,7 @@ async fn deleted_tenant_leaves_no_volume() {
         .await
         .unwrap();
 
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let controller = tokio::spawn(run(
-        client.clone(),
-        RunConfig {
-            timing: test_timing(),
-            ..RunConfig::from_flags(&<vc_controller::flags::Flags as clap::Parser>::parse_from(
-                ["vc-controller"],
-            ))
-        },
-        std::sync::Arc::new(Metrics::default()),
-        std::sync::Arc::new(Health::default()),
-        async move {
-            let _ = stopped.await;
-        },
-    ));
+    let (stop, controller) = spawn_controller(&client, test_run_config());
 
     let vcs: Api<VirtualCluster> = Api::namespaced(client.clone(), NS);
     let vc: VirtualCluster = serde_json::from_value(json!({

@@ -46,6 +46,8 @@ mod clustertree_services;
 #[cfg(test)]
 mod component_flags;
 #[cfg(test)]
+mod controller_eviction;
+#[cfg(test)]
 mod controller_leader;
 #[cfg(test)]
 mod controller_ownership;

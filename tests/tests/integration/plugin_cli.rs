@@ -1015,3 +1015,79 @@ fn create_on_a_not_ready_node_prints_the_webhooks_warning() {
     assert!(added.status.success(), "{}", stderr(&added));
     assert_eq!(stderr(&added), "", "a Ready node draws no warning");
 }
+
+/// Finding 8 of issue 16: text others control (a status message or condition quoting a
+/// tenant apiserver, an Event's note, anything whoever may update the status wrote)
+/// reaches the operator's terminal through `kubectl vc list` and `describe`. Terminal
+/// escapes, newlines and bidirectional overrides show as escapes there, never act.
+#[test]
+fn hostile_status_text_is_printed_escaped() {
+    let Some(host) = Host::start() else { return };
+    host.vc_ok(&["create", "prod", "--cpu", "1"]);
+    let clusters = host.clusters();
+    let retitle = "\u{1b}]0;owned\u{7}\u{1b}[2Jready\nprod   Completed";
+    let status = json!({"status": {
+        "phase": "Failed",
+        "message": retitle,
+        "conditions": [{
+            "type": "Ready\u{1b}[8m", "status": "False", "reason": "Tenant\u{202e}",
+            "message": "webhook said:\r\n\u{1b}[31mall good", "lastTransitionTime": "2026-01-01T00:00:00Z",
+        }],
+    }});
+    let uid = host.runtime.block_on(async {
+        clusters
+            .patch_status("prod", &PatchParams::default(), &Patch::Merge(&status))
+            .await
+            .unwrap()
+            .metadata
+            .uid
+            .unwrap()
+    });
+    let client = host.runtime.block_on(host.server.client()).unwrap();
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client, "default");
+    let event = json!({
+        "metadata": {"name": "prod.hostile"},
+        "involvedObject": {"apiVersion": "kosmos.io/v1alpha1", "kind": "VirtualCluster",
+            "name": "prod", "namespace": "default", "uid": uid},
+        "type": "Warning", "reason": "ReconcileFailed", "count": 1,
+        "message": "tenant said \u{1b}[1K\u{1b}[0Gnothing\u{9b}happened",
+        "lastTimestamp": "2026-01-01T00:00:00Z",
+        "source": {"component": "kosmos-vc-controller"},
+    });
+    host.runtime
+        .block_on(events.create(&Default::default(), &serde_json::from_value(event).unwrap()))
+        .unwrap();
+
+    let wide = host.vc_ok(&["list", "-o", "wide"]);
+    let describe = host.vc_ok(&["describe", "prod"]);
+    for output in [&wide, &describe] {
+        assert!(
+            !output
+                .chars()
+                .any(|c| (c.is_control() && c != '\n') || c == '\u{202e}'),
+            "a control character reached the terminal: {output:?}"
+        );
+    }
+    assert_eq!(wide.lines().count(), 2, "{wide}");
+    assert!(wide.contains("Ready\\x1b[8m=False"), "{wide}");
+    assert!(
+        describe.contains("\\x1b]0;owned\\x07\\x1b[2Jready\\nprod   Completed"),
+        "{describe}"
+    );
+    assert!(
+        describe.contains("webhook said:\\r\\n\\x1b[31mall good"),
+        "{describe}"
+    );
+    assert!(describe.contains("Tenant\\u{202e}"), "{describe}");
+    assert!(
+        describe.contains("tenant said \\x1b[1K\\x1b[0Gnothing\\x9bhappened"),
+        "{describe}"
+    );
+    // One line per message: the forged "prod   Completed" stays inside the Message field.
+    assert!(
+        !describe
+            .lines()
+            .any(|line| line.trim_start().starts_with("prod   Completed")),
+        "{describe}"
+    );
+}

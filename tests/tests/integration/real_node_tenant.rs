@@ -57,7 +57,11 @@ fn clustertree_host_objects(virtual_cluster: &VirtualCluster) -> Vec<serde_json:
             "v1",
             &clustertree::service_account(&tenant),
         ),
-        typed("Role", RBAC, &clustertree::role(&tenant)),
+        typed(
+            "ClusterRole",
+            RBAC,
+            &clustertree::workload_cluster_role(&tenant.clustertree_cluster_role),
+        ),
         typed("RoleBinding", RBAC, &clustertree::role_binding(&tenant)),
         typed(
             "Role",
