@@ -118,6 +118,8 @@ pub struct LeaderElector {
     api: Api<Lease>,
     name: String,
     identity: String,
+    renew_deadline: Duration,
+    retry_period: Duration,
 }
 
 impl LeaderElector {
@@ -127,6 +129,17 @@ impl LeaderElector {
             api: Api::namespaced(client, namespace),
             name: name.to_owned(),
             identity,
+            renew_deadline: RENEW_DEADLINE,
+            retry_period: RETRY_PERIOD,
+        }
+    }
+
+    /// The same candidate with other timings ([`RENEW_DEADLINE`], [`RETRY_PERIOD`]).
+    pub fn with_timing(self, renew_deadline: Duration, retry_period: Duration) -> Self {
+        Self {
+            renew_deadline,
+            retry_period,
+            ..self
         }
     }
 
@@ -193,34 +206,50 @@ impl LeaderElector {
                 Ok(false) => connected(),
                 Err(error) => tracing::warn!(%error, "leader election attempt failed"),
             }
-            tokio::time::sleep(RETRY_PERIOD).await;
+            tokio::time::sleep(self.retry_period).await;
         }
     }
 
     /// Keeps renewing; resolves when leadership is lost (no successful renewal within
     /// the renew deadline, or another holder took the lease) or when `stop` flips to true,
-    /// in which case the lease is released so a standby takes over at once.
+    /// in which case the lease is released so a standby takes over at once. A renewal
+    /// that hangs (an apiserver that accepts and never answers) counts against the
+    /// deadline: past it, a standby may already lead, so this one must stop.
     pub async fn hold(&self, mut stop: watch::Receiver<bool>) -> Leadership {
         let mut last_renewal = tokio::time::Instant::now();
         loop {
             let stopping = tokio::select! {
-                () = tokio::time::sleep(RETRY_PERIOD) => false,
+                () = tokio::time::sleep(self.retry_period) => false,
                 _ = stop.wait_for(|stopped| *stopped).map(|_| ()) => true,
             };
             if stopping {
                 self.release().await;
                 return Leadership::Released;
             }
-            match self.try_acquire_or_renew().await {
-                Ok(true) => last_renewal = tokio::time::Instant::now(),
-                Ok(false) => {
-                    if self.held_by_other().await {
-                        return Leadership::Lost;
+            let left = self.renew_deadline.saturating_sub(last_renewal.elapsed());
+            let attempt = async {
+                match self.try_acquire_or_renew().await {
+                    Ok(true) => Some(true),
+                    Ok(false) => self.held_by_other().await.then_some(false),
+                    Err(error) => {
+                        tracing::warn!(%error, "failed to renew the leader lease");
+                        None
                     }
                 }
-                Err(error) => tracing::warn!(%error, "failed to renew the leader lease"),
+            };
+            match tokio::time::timeout(left, attempt).await {
+                Ok(Some(true)) => last_renewal = tokio::time::Instant::now(),
+                Ok(Some(false)) => return Leadership::Lost,
+                Ok(None) => {}
+                Err(_) => {
+                    tracing::warn!(
+                        deadline = ?self.renew_deadline,
+                        "renewing the leader lease did not finish within the renew deadline"
+                    );
+                    return Leadership::Lost;
+                }
             }
-            if last_renewal.elapsed() > RENEW_DEADLINE {
+            if last_renewal.elapsed() > self.renew_deadline {
                 return Leadership::Lost;
             }
         }
@@ -289,6 +318,34 @@ mod tests {
             lease_transitions: Some(3),
             ..LeaseSpec::default()
         }
+    }
+
+    /// An apiserver that accepts connections and never answers: a renewal in flight must
+    /// not keep the leader leading past its renew deadline.
+    #[tokio::test]
+    async fn a_renewal_that_hangs_loses_leadership_at_the_deadline() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let silent = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((connection, _)) = listener.accept().await {
+                held.push(connection);
+            }
+        });
+        let config = kube::Config::new(format!("http://{address}").parse().unwrap());
+        let client = Client::try_from(config).unwrap();
+        let elector = LeaderElector::new(client, "kosmos-system", "vc-controller", "me".into())
+            .with_timing(Duration::from_millis(600), Duration::from_millis(100));
+        let (_stop, stopped) = watch::channel(false);
+        let started = std::time::Instant::now();
+        let held = tokio::time::timeout(Duration::from_secs(10), elector.hold(stopped)).await;
+        assert_eq!(held, Ok(Leadership::Lost), "hold() must give up, not hang");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "gave up after {:?}, deadline 600 ms",
+            started.elapsed()
+        );
+        silent.abort();
     }
 
     #[test]
