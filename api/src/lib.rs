@@ -3,6 +3,7 @@
 //! controller. Nothing here performs I/O, so every rule is unit-testable without a cluster.
 
 pub mod admission;
+pub mod cidr;
 pub mod constants;
 pub mod crd;
 pub mod eviction;

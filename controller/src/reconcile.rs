@@ -776,6 +776,27 @@ async fn apply_control_plane(
     ctx: &Context,
     changes: &mut Changes,
 ) -> Result<ControlPlaneReport> {
+    // Before any control-plane pod exists, so none is ever reachable unfenced.
+    let mut policies_written = false;
+    for policy in &desired.network_policies.control_plane {
+        policies_written |= apply_namespaced(
+            ctx,
+            owner,
+            &ctx.stores.network_policies,
+            policy,
+            Step::ControlPlane,
+            "NetworkPolicy",
+        )
+        .await?
+        .written;
+    }
+    if policies_written {
+        changes.record(
+            "NetworkPoliciesApplied",
+            Step::ControlPlane,
+            "applied the control plane's NetworkPolicies",
+        );
+    }
     let namespace = desired.etcd.stateful_set.namespace().unwrap_or_default();
     let ns = Some(namespace.as_str());
     let etcd_existing = cached(
@@ -1034,6 +1055,18 @@ async fn apply_clustertree(
             &objects.namespace,
             step,
             "Namespace",
+        )
+        .await?
+        .written,
+    );
+    written.push(
+        apply_namespaced(
+            ctx,
+            owner,
+            &stores.network_policies,
+            &desired.network_policies.workloads,
+            step,
+            "NetworkPolicy",
         )
         .await?
         .written,

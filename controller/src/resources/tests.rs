@@ -39,6 +39,13 @@ fn owned_objects(state: &DesiredState) -> Vec<(&'static str, &ObjectMeta)> {
         ),
         ("Deployment", &state.clustertree.deployment.metadata),
     ]);
+    objects.extend(
+        state
+            .network_policies
+            .control_plane
+            .iter()
+            .map(|policy| ("NetworkPolicy", &policy.metadata)),
+    );
     objects
 }
 
@@ -50,6 +57,7 @@ fn unowned_objects(state: &DesiredState) -> Vec<(&'static str, &ObjectMeta)> {
         ("RoleBinding", &tree.role_binding.metadata),
         ("ClusterRole", &tree.cluster_role.metadata),
         ("ClusterRoleBinding", &tree.cluster_role_binding.metadata),
+        ("NetworkPolicy", &state.network_policies.workloads.metadata),
     ]
 }
 

@@ -281,7 +281,7 @@ pub fn condition(vc: &VirtualCluster, type_: &str) -> Option<(String, String, St
 /// Stands in for kubelets and the workload controllers: marks StatefulSets and
 /// Deployments rolled out, serves each ready tenant apiserver on its cluster IP with the
 /// certificate its Secret holds, and runs the clustertree's node pass for each tenant.
-async fn kubelet_loop(
+pub async fn kubelet_loop(
     admin: Client,
     serve_tenants: bool,
     tenants: Arc<Mutex<BTreeMap<String, TestApiServer>>>,
