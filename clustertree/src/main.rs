@@ -87,6 +87,11 @@ struct Flags {
     /// Key of --kubelet-tls-cert-file (PEM).
     #[arg(long)]
     kubelet_tls_key_file: Option<PathBuf>,
+    /// The host cluster IP of the tenant apiserver's Service (port 443 there reaches
+    /// it), which `kubernetes.default.svc` resolves to: the tenant's own `kubernetes`
+    /// Service IP is, on the host, the host's apiserver. Without it, the tenant's.
+    #[arg(long)]
+    apiserver_cluster_ip: Option<IpAddr>,
     /// Where the tenant's cluster DNS listens, UDP and TCP; the tenant's `kube-dns`
     /// Service maps port 53 here, so the container needs no privileged port.
     #[arg(long, default_value = "0.0.0.0:1053")]
@@ -293,6 +298,7 @@ async fn start(flags: Flags) -> Result<(), StartError> {
         tenant.clone(),
         dns_listeners,
         zone,
+        flags.apiserver_cluster_ip,
         servers,
         stopped.clone(),
     );

@@ -25,11 +25,13 @@ const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Serves the cluster DNS of `client`'s Services and EndpointSlices on `listeners`,
 /// forwarding other names to `upstreams`, until `stopped` turns true: the watch caches
-/// and the server side by side.
+/// and the server side by side. With `kubernetes`, `kubernetes.default.svc` answers that
+/// address ([`Snapshot::pin_kubernetes`]).
 pub async fn run(
     client: kube::Client,
     listeners: serve::Listeners,
     zone: Zone,
+    kubernetes: Option<std::net::IpAddr>,
     upstreams: Vec<std::net::SocketAddr>,
     stopped: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -37,7 +39,7 @@ pub async fn run(
         let _stopped_or_gone = stopped.wait_for(|stop| *stop).await;
     };
     let (publish, published) = tokio::sync::watch::channel(None);
-    let records = watch::run(client, publish, until_stopped(stopped.clone()));
+    let records = watch::run(client, kubernetes, publish, until_stopped(stopped.clone()));
     let server = serve::serve(
         listeners,
         Arc::new(serve::Dns {

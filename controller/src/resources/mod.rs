@@ -423,7 +423,11 @@ impl DesiredState {
                 role_binding: clustertree::role_binding(&tenant),
                 cluster_role: clustertree::cluster_role(&tenant, &observed.claimed_nodes),
                 cluster_role_binding: clustertree::cluster_role_binding(&tenant),
-                deployment: stamped(clustertree::deployment(&tenant, "")),
+                deployment: stamped(clustertree::deployment(
+                    &tenant,
+                    observed.apiserver_cluster_ip,
+                    "",
+                )),
             },
             network_policies: network_policy::network_policies(&tenant, ctx),
             pki_secrets,

@@ -409,6 +409,7 @@ async fn host_dns(
         client,
         listeners,
         zone,
+        None,
         dns::upstream::system_servers(),
         stopped,
     );
