@@ -475,3 +475,83 @@ async fn real_the_webhook_configuration_deleted_by_the_tenant_comes_back() {
     assert_eq!(spec(&created).cluster_ip, spec(&host).cluster_ip);
     world.finish("real_the_webhook_configuration_deleted_by_the_tenant_comes_back");
 }
+
+/// A Service created with `generateName` has no name when the tenant apiserver calls its
+/// mutating webhooks: the clustertree names it, so its host twin is made (and its
+/// addresses checked) before the tenant stores it, as for any named Service.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_generate_name_service_gets_the_host_cluster_ip() {
+    let Some(world) = World::start().await else {
+        return;
+    };
+    let generated: Service = serde_json::from_value(json!({
+        "metadata": {"generateName": "web-", "namespace": SHOP},
+        "spec": {"type": "NodePort", "ports": [{"name": "http", "port": 80}]},
+    }))
+    .unwrap();
+    let created = world
+        .within("a generateName Service created", || async {
+            match world
+                .tenant_services()
+                .create(&PostParams::default(), &generated)
+                .await
+            {
+                Ok(created) => Some(created),
+                Err(error) => {
+                    eprintln!("creating a generateName Service: {error}");
+                    None
+                }
+            }
+        })
+        .await;
+    let name = created.name_any();
+    assert!(
+        name.starts_with("web-") && name.len() == "web-".len() + 5,
+        "{name}"
+    );
+    // The twin exists the moment the create returns: the webhook made it.
+    let host = world
+        .host_services()
+        .get_opt(&host_service_name(SHOP, &name))
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("no host twin of {name} when its create returned"));
+    assert_eq!(spec(&created).cluster_ip, spec(&host).cluster_ip);
+    let node_port = |service: &Service| spec(service).ports.as_ref().unwrap()[0].node_port;
+    assert!(node_port(&host).is_some());
+    assert_eq!(node_port(&created), node_port(&host));
+
+    // The host's refusal reaches a generateName Service too: an address the host holds
+    // is never stored in the tenant.
+    let taken = "10.0.0.78";
+    let holder: Service = serde_json::from_value(json!({
+        "metadata": {"name": "holder", "namespace": "default"},
+        "spec": {"clusterIP": taken, "ports": [{"port": 80}]},
+    }))
+    .unwrap();
+    Api::<Service>::namespaced(world.admin.clone(), "default")
+        .create(&PostParams::default(), &holder)
+        .await
+        .unwrap();
+    let asked: Service = serde_json::from_value(json!({
+        "metadata": {"generateName": "fixed-", "namespace": SHOP},
+        "spec": {"clusterIP": taken, "ports": [{"port": 80}]},
+    }))
+    .unwrap();
+    match world
+        .tenant_services()
+        .create(&PostParams::default(), &asked)
+        .await
+    {
+        Err(kube::Error::Api(status)) => {
+            assert!(
+                status.message.contains("spec.clusterIP"),
+                "{}",
+                status.message
+            );
+            assert!(status.message.contains(taken), "{}", status.message);
+        }
+        other => panic!("the tenant stored {taken}, which the host holds: {other:?}"),
+    }
+    world.finish("real_generate_name_service_gets_the_host_cluster_ip");
+}
