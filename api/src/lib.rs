@@ -10,6 +10,7 @@ pub mod eviction;
 pub mod names;
 pub mod pod_security;
 pub mod quantity;
+pub mod tenant_dns;
 pub mod text;
 pub mod virtual_cluster;
 

@@ -411,6 +411,7 @@ async fn host_dns(
         zone,
         None,
         dns::upstream::system_servers(),
+        tokio::sync::watch::channel(false).0,
         stopped,
     );
     Ok(tokio::spawn(async move {

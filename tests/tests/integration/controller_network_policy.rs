@@ -185,8 +185,18 @@ async fn workload_namespace_denies_other_tenants_ingress() {
         vcs.create(&PostParams::default(), &vc).await.unwrap();
     }
 
-    // The chain reaches the workload namespace of both tenants, which the real
-    // apiserver labels with its own name.
+    // Both tenants complete: every workload exists, and the chain has reached the
+    // workload namespaces, which the real apiserver labels with their own names.
+    for name in ["prod", "dev"] {
+        eventually(WAIT, &format!("{name} Completed"), || {
+            let vcs = vcs.clone();
+            async move {
+                let vc = vcs.get(name).await.ok()?;
+                (vc.status?.phase? == vc_api::Phase::Completed).then_some(())
+            }
+        })
+        .await;
+    }
     let policies: Api<NetworkPolicy> = Api::all(client.clone());
     let all = eventually(WAIT, "every NetworkPolicy of prod and dev", || {
         let policies = policies.clone();
