@@ -125,6 +125,8 @@ impl World {
             .args(["--kubelet-address", "127.0.0.1"])
             .arg(format!("--kubelet-listen=127.0.0.1:{port}"))
             .args(["--dns-listen", "127.0.0.1:0"])
+            // A real apiserver refuses a loopback endpoint in the kube-dns EndpointSlice.
+            .args(["--dns-address", "192.0.2.53"])
             .stdout(Stdio::from(log.reopen().unwrap()))
             .stderr(Stdio::from(log.reopen().unwrap()))
             .spawn()
@@ -213,6 +215,19 @@ impl World {
             self.host_services().get_opt(&host).await.ok().flatten()
         })
         .await
+    }
+
+    /// A host Service of the host's own (`default/holder`) takes cluster IP `ip`.
+    async fn hold_cluster_ip(&self, ip: &str) {
+        let holder: Service = serde_json::from_value(json!({
+            "metadata": {"name": "holder", "namespace": "default"},
+            "spec": {"clusterIP": ip, "ports": [{"port": 80}]},
+        }))
+        .unwrap();
+        Api::<Service>::namespaced(self.admin.clone(), "default")
+            .create(&PostParams::default(), &holder)
+            .await
+            .unwrap();
     }
 
     fn finish(self, test: &str) {
@@ -357,15 +372,7 @@ async fn real_taken_cluster_ip_is_refused_with_a_reason() {
     };
     // Another host Service (of the host, outside the tenant's namespace) holds the address.
     let taken = "10.0.0.77";
-    let holder: Service = serde_json::from_value(json!({
-        "metadata": {"name": "holder", "namespace": "default"},
-        "spec": {"clusterIP": taken, "ports": [{"port": 80}]},
-    }))
-    .unwrap();
-    Api::<Service>::namespaced(world.admin.clone(), "default")
-        .create(&PostParams::default(), &holder)
-        .await
-        .unwrap();
+    world.hold_cluster_ip(taken).await;
     let asked: Service = serde_json::from_value(json!({
         "metadata": {"name": "fixed", "namespace": SHOP},
         "spec": {"clusterIP": taken, "ports": [{"port": 80}]},
@@ -524,15 +531,7 @@ async fn real_generate_name_service_gets_the_host_cluster_ip() {
     // The host's refusal reaches a generateName Service too: an address the host holds
     // is never stored in the tenant.
     let taken = "10.0.0.78";
-    let holder: Service = serde_json::from_value(json!({
-        "metadata": {"name": "holder", "namespace": "default"},
-        "spec": {"clusterIP": taken, "ports": [{"port": 80}]},
-    }))
-    .unwrap();
-    Api::<Service>::namespaced(world.admin.clone(), "default")
-        .create(&PostParams::default(), &holder)
-        .await
-        .unwrap();
+    world.hold_cluster_ip(taken).await;
     let asked: Service = serde_json::from_value(json!({
         "metadata": {"generateName": "fixed-", "namespace": SHOP},
         "spec": {"clusterIP": taken, "ports": [{"port": 80}]},
@@ -554,4 +553,32 @@ async fn real_generate_name_service_gets_the_host_cluster_ip() {
         other => panic!("the tenant stored {taken}, which the host holds: {other:?}"),
     }
     world.finish("real_generate_name_service_gets_the_host_cluster_ip");
+}
+
+/// The real clustertree keeps the tenant's `kube-dns` Service and marks its endpoint
+/// ready once its DNS answers; the controller's rule then finds the DNS answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_tenant_dns_endpoint_is_ready_once_the_dns_answers() {
+    let Some(world) = World::start().await else {
+        return;
+    };
+    let services = Api::<Service>::namespaced(world.tenant_admin.clone(), "kube-system");
+    let slices = Api::<EndpointSlice>::namespaced(world.tenant_admin.clone(), "kube-system");
+    let (service, slice) = world
+        .within("kube-dns with a ready endpoint", || async {
+            let service = services.get_opt("kube-dns").await.ok()??;
+            let slice = slices
+                .get_opt(vc_clustertree::cluster_dns::ENDPOINT_SLICE)
+                .await
+                .ok()??;
+            let ready = slice.endpoints.first()?.conditions.as_ref()?.ready;
+            (ready == Some(true)).then_some((service, slice))
+        })
+        .await;
+    assert_eq!(slice.endpoints[0].addresses, ["192.0.2.53"]);
+    assert_eq!(
+        vc_api::tenant_dns::readiness(Some(&service), std::slice::from_ref(&slice)),
+        Ok(())
+    );
+    world.finish("real_tenant_dns_endpoint_is_ready_once_the_dns_answers");
 }

@@ -12,7 +12,6 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::{Api, ListParams, PostParams};
 use kube::{Client, ResourceExt};
@@ -23,30 +22,12 @@ use vc_controller::runner::{RunConfig, run};
 use vc_controller::telemetry::{Health, Metrics};
 use vc_tests::apiserver::envtest::{EnvtestOptions, TestCluster, private_service_cidr};
 
-use crate::controller_common::{crd_path, kubelet_loop, test_timing};
+use crate::controller_common::{kubelet_loop, test_timing};
+use crate::controller_volumes::install_crd;
 use crate::support::eventually::eventually;
 
 const NS: &str = "team-a";
 const WAIT: Duration = Duration::from_secs(90);
-
-async fn install_crd(client: &Client) {
-    let crd: CustomResourceDefinition =
-        serde_yaml::from_str(&std::fs::read_to_string(crd_path()).unwrap()).unwrap();
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    crds.create(&PostParams::default(), &crd).await.unwrap();
-    eventually(WAIT, "the VirtualCluster CRD to be established", || {
-        let crds = crds.clone();
-        async move {
-            let crd = crds.get(vc_api::constants::CRD_NAME).await.ok()?;
-            crd.status?
-                .conditions?
-                .iter()
-                .any(|condition| condition.type_ == "Established" && condition.status == "True")
-                .then_some(())
-        }
-    })
-    .await;
-}
 
 /// `selector` as a list request's label selector (our policies use matchLabels only).
 fn label_query(selector: &LabelSelector) -> String {
