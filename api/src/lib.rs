@@ -3,12 +3,14 @@
 //! controller. Nothing here performs I/O, so every rule is unit-testable without a cluster.
 
 pub mod admission;
+pub mod cidr;
 pub mod constants;
 pub mod crd;
 pub mod eviction;
 pub mod names;
 pub mod pod_security;
 pub mod quantity;
+pub mod tenant_dns;
 pub mod text;
 pub mod virtual_cluster;
 

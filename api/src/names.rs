@@ -137,11 +137,39 @@ pub const CLUSTERTREE_READER_BINDING: DerivedObject = derived(
     "-clustertree",
     "clustertree's VirtualCluster reader binding",
 );
+/// NetworkPolicy admitting only this tenant's apiserver (client port) and members (peer
+/// port) to its etcd pods.
+pub const ETCD_NETWORK_POLICY: DerivedObject =
+    derived("NetworkPolicy", "-etcd", "etcd's NetworkPolicy");
+/// NetworkPolicy opening the kube-apiserver pods' secure port.
+pub const APISERVER_NETWORK_POLICY: DerivedObject = derived(
+    "NetworkPolicy",
+    "-apiserver",
+    "kube-apiserver's NetworkPolicy",
+);
+/// NetworkPolicy closing the kube-controller-manager pods to the pod network.
+pub const CONTROLLER_MANAGER_NETWORK_POLICY: DerivedObject = derived(
+    "NetworkPolicy",
+    "-controller-manager",
+    "kube-controller-manager's NetworkPolicy",
+);
+/// NetworkPolicy closing the kube-scheduler pods to the pod network.
+pub const SCHEDULER_NETWORK_POLICY: DerivedObject = derived(
+    "NetworkPolicy",
+    "-scheduler",
+    "kube-scheduler's NetworkPolicy",
+);
+/// NetworkPolicy admitting the tenant's apiserver and workloads to the clustertree.
+pub const CLUSTERTREE_NETWORK_POLICY: DerivedObject = derived(
+    "NetworkPolicy",
+    "-clustertree",
+    "clustertree's NetworkPolicy",
+);
 
 /// Every object named after the VirtualCluster in its own namespace. Objects in the
 /// workload namespace and cluster-scoped ones carry the namespace in their name and are
 /// guarded by the workload-namespace rule instead.
-pub const DERIVED_OBJECTS: [DerivedObject; 27] = [
+pub const DERIVED_OBJECTS: [DerivedObject; 32] = [
     CLUSTER_CA_SECRET,
     ETCD_CA_SECRET,
     FRONT_PROXY_CA_SECRET,
@@ -169,6 +197,11 @@ pub const DERIVED_OBJECTS: [DerivedObject; 27] = [
     CLUSTERTREE_SERVICE_ACCOUNT,
     CLUSTERTREE_READER_ROLE,
     CLUSTERTREE_READER_BINDING,
+    ETCD_NETWORK_POLICY,
+    APISERVER_NETWORK_POLICY,
+    CONTROLLER_MANAGER_NETWORK_POLICY,
+    SCHEDULER_NETWORK_POLICY,
+    CLUSTERTREE_NETWORK_POLICY,
 ];
 
 /// Where VirtualCluster `name` and another one of the same namespace would both own an
@@ -311,6 +344,10 @@ pub fn clustertree_workload_binding(name: &str) -> String {
 /// in no namespace or VirtualCluster name, so no two tenants share it.
 pub fn clustertree_cluster_role(namespace: &str, name: &str) -> String {
     format!("kosmos-vc:{namespace}:{name}:clustertree")
+}
+/// NetworkPolicy in the workload namespace fencing the tenant's pods from other tenants.
+pub fn workload_network_policy(name: &str) -> String {
+    format!("{name}-workloads")
 }
 /// ResourceQuota of the pooled resources in the workload namespace.
 pub fn pool_quota(name: &str) -> String {

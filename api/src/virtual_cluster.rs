@@ -236,6 +236,8 @@ pub mod condition_types {
     pub const NODES_PROMOTED: &str = "NodesPromoted";
     /// The clustertree Deployment is ready.
     pub const CLUSTER_TREE_READY: &str = "ClusterTreeReady";
+    /// The tenant's `kube-system/kube-dns` Service has a cluster IP and a ready endpoint.
+    pub const DNS_READY: &str = "DNSReady";
     /// The tenant is fully usable.
     pub const READY: &str = "Ready";
     /// With `vc-controller --claimed-node-pods=evict`: no pod that must leave is still

@@ -76,9 +76,9 @@ pub fn service(port: u16) -> Value {
     })
 }
 
-/// The EndpointSlice: this process at `address`:`port`, always ready (it answers as long
-/// as it runs; a stopped clustertree takes its pod IP with it).
-pub fn endpoint_slice(address: IpAddr, port: u16) -> Value {
+/// The EndpointSlice: this process at `address`:`port`, ready once its DNS answers from
+/// listed caches (`ready`); a stopped clustertree takes its pod IP with it.
+pub fn endpoint_slice(address: IpAddr, port: u16, ready: bool) -> Value {
     let family = if address.is_ipv4() { "IPv4" } else { "IPv6" };
     json!({
         "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
@@ -91,7 +91,7 @@ pub fn endpoint_slice(address: IpAddr, port: u16) -> Value {
             },
         },
         "addressType": family,
-        "endpoints": [{"addresses": [address.to_string()], "conditions": {"ready": true}}],
+        "endpoints": [{"addresses": [address.to_string()], "conditions": {"ready": ready}}],
         "ports": [
             {"name": "dns", "port": port, "protocol": "UDP"},
             {"name": "dns-tcp", "port": port, "protocol": "TCP"},
@@ -118,12 +118,13 @@ pub fn resolver(service: &Service, domain: &str) -> Option<ClusterDns> {
     })
 }
 
-/// One pass: the Service and EndpointSlice made or mended when ours, then what pods
-/// resolve through.
-async fn pass(
+/// One pass: the Service and EndpointSlice made or mended when ours (the endpoint ready
+/// when `answering`), then what pods resolve through.
+pub async fn pass(
     tenant: &Client,
     endpoint: (IpAddr, u16),
     domain: &str,
+    answering: bool,
 ) -> Result<DnsState, ClusterDnsError> {
     let services: Api<Service> = Api::namespaced(tenant.clone(), NAMESPACE);
     let apply = PatchParams::apply(CLUSTERTREE_FIELD_MANAGER).force();
@@ -148,7 +149,7 @@ async fn pass(
             .map_err(ClusterDnsError::WriteService)?,
     };
     let slices: Api<EndpointSlice> = Api::namespaced(tenant.clone(), NAMESPACE);
-    let wanted = endpoint_slice(address, port);
+    let wanted = endpoint_slice(address, port, answering);
     let current = slices
         .get_opt(ENDPOINT_SLICE)
         .await
@@ -178,13 +179,14 @@ async fn pass(
 }
 
 /// Keeps the tenant's DNS Service in line every `period` until `shutdown`, publishing
-/// what pods resolve through. `endpoint`: where this process serves DNS, as host pods
+/// what pods resolve through; its endpoint is ready while `answering` is true. `endpoint`: where this process serves DNS, as host pods
 /// reach it; `None` publishes [`DnsState::Host`] and writes nothing.
 pub async fn run(
     tenant: Client,
     endpoint: Option<(IpAddr, u16)>,
     domain: String,
     period: Duration,
+    mut answering: tokio::sync::watch::Receiver<bool>,
     publish: tokio::sync::watch::Sender<DnsState>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
@@ -194,7 +196,8 @@ pub async fn run(
         return;
     };
     loop {
-        let outcome = match pass(&tenant, endpoint, &domain).await {
+        let ready = *answering.borrow_and_update();
+        let outcome = match pass(&tenant, endpoint, &domain, ready).await {
             Err(ClusterDnsError::WriteEndpointSlice { state, source }) => {
                 tracing::warn!(error = %source, "writing the tenant DNS EndpointSlice; retrying");
                 Ok(state)
@@ -217,6 +220,8 @@ pub async fn run(
         tokio::select! {
             () = &mut shutdown => return,
             () = tokio::time::sleep(period) => {}
+            // The endpoint turns ready at once, not a period later.
+            Ok(()) = answering.changed() => {}
         }
     }
 }
@@ -260,8 +265,9 @@ mod tests {
     #[test]
     fn the_endpoint_slice_names_this_process() {
         let slice: EndpointSlice =
-            serde_json::from_value(endpoint_slice("10.244.1.9".parse().unwrap(), 1053)).unwrap();
-        let labels = slice.metadata.labels.unwrap();
+            serde_json::from_value(endpoint_slice("10.244.1.9".parse().unwrap(), 1053, true))
+                .unwrap();
+        let labels = slice.metadata.labels.clone().unwrap();
         assert_eq!(labels[SERVICE_NAME_LABEL], SERVICE);
         assert_ne!(
             labels["endpointslice.kubernetes.io/managed-by"],
@@ -270,8 +276,13 @@ mod tests {
         assert_eq!(slice.address_type, "IPv4");
         assert_eq!(slice.endpoints[0].addresses, ["10.244.1.9"]);
         let v6: EndpointSlice =
-            serde_json::from_value(endpoint_slice("fd00::9".parse().unwrap(), 1053)).unwrap();
+            serde_json::from_value(endpoint_slice("fd00::9".parse().unwrap(), 1053, false))
+                .unwrap();
         assert_eq!(v6.address_type, "IPv6");
+        // Ready only while the DNS answers.
+        let ready = |slice: &EndpointSlice| slice.endpoints[0].conditions.as_ref()?.ready;
+        assert_eq!(ready(&slice), Some(true));
+        assert_eq!(ready(&v6), Some(false));
     }
 
     /// Pods resolve through the cluster IP, once there is one.

@@ -87,6 +87,16 @@ struct Flags {
     /// Key of --kubelet-tls-cert-file (PEM).
     #[arg(long)]
     kubelet_tls_key_file: Option<PathBuf>,
+    /// The address the tenant's `kube-system/kube-dns` EndpointSlice names, where host
+    /// pods reach this DNS server: `--kubelet-address` (the pod IP) when absent. Without
+    /// either, the tenant gets no DNS Service and its pods keep the host's resolver.
+    #[arg(long)]
+    dns_address: Option<IpAddr>,
+    /// The host cluster IP of the tenant apiserver's Service (port 443 there reaches
+    /// it), which `kubernetes.default.svc` resolves to: the tenant's own `kubernetes`
+    /// Service IP is, on the host, the host's apiserver. Without it, the tenant's.
+    #[arg(long)]
+    apiserver_cluster_ip: Option<IpAddr>,
     /// Where the tenant's cluster DNS listens, UDP and TCP; the tenant's `kube-dns`
     /// Service maps port 53 here, so the container needs no privileged port.
     #[arg(long, default_value = "0.0.0.0:1053")]
@@ -289,11 +299,16 @@ async fn start(flags: Flags) -> Result<(), StartError> {
             kubelet_api::serve(listener, config, api, api_stopped).await;
         }
     };
+    // Whether the DNS answers from listed caches: its endpoint in the tenant is ready
+    // only then, which is what the controller waits for before `Completed`.
+    let (answering, answering_now) = tokio::sync::watch::channel(false);
     let tenant_dns_server = dns::run(
         tenant.clone(),
         dns_listeners,
         zone,
+        flags.apiserver_cluster_ip,
         servers,
+        answering,
         stopped.clone(),
     );
     let services = service_sync::run(
@@ -307,9 +322,13 @@ async fn start(flags: Flags) -> Result<(), StartError> {
     let (publish_dns, dns_state) = tokio::sync::watch::channel(DnsState::Pending);
     let tenant_dns = cluster_dns::run(
         tenant.clone(),
-        flags.kubelet_address.map(|address| (address, dns_port)),
+        flags
+            .dns_address
+            .or(flags.kubelet_address)
+            .map(|address| (address, dns_port)),
         flags.cluster_domain.clone(),
         flags.period,
+        answering_now,
         publish_dns,
         until_stopped(stopped.clone()),
     );

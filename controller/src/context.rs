@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{Namespace, Node, ResourceQuota, Secret, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use kube::Client;
 use kube::runtime::events::{Event, Recorder, Reporter};
@@ -46,6 +47,8 @@ pub struct Stores {
     pub cluster_roles: Store<ClusterRole>,
     /// ClusterRoleBindings labelled as managed by kosmos-vc.
     pub cluster_role_bindings: Store<ClusterRoleBinding>,
+    /// NetworkPolicies labelled as managed by kosmos-vc.
+    pub network_policies: Store<NetworkPolicy>,
 }
 
 /// Timing knobs; the binary uses the defaults, tests shorten them.

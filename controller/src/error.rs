@@ -233,6 +233,10 @@ pub enum Error {
     #[error("failed to write spec.kubeconfig: {0}")]
     WriteKubeconfig(#[source] kube::Error),
 
+    /// Reading the tenant's DNS Service or its EndpointSlices failed.
+    #[error("failed to read the tenant's kube-system/kube-dns: {0}")]
+    ReadTenantDns(#[source] kube::Error),
+
     /// Reading the tenant's nodes failed.
     #[error("failed to list nodes in the tenant: {0}")]
     ListTenantNodes(#[source] kube::Error),
@@ -299,7 +303,7 @@ impl Error {
             Error::TenantClient(_) | Error::ProbeTenant { .. } | Error::WriteKubeconfig(_) => {
                 Step::Kubeconfig
             }
-            Error::ListTenantNodes(_) => Step::Promotion,
+            Error::ListTenantNodes(_) | Error::ReadTenantDns(_) => Step::Promotion,
             Error::DeleteClusterScoped { .. }
             | Error::ListVolumeClaims { .. }
             | Error::DeleteVolumeClaim { .. } => Step::Cleanup,
@@ -337,6 +341,7 @@ impl Error {
             | Error::DeleteVolumeClaim { source, .. } => api_error_is_transient(source),
             Error::WriteKubeconfig(source)
             | Error::ListTenantNodes(source)
+            | Error::ReadTenantDns(source)
             | Error::PatchStatus(source) => api_error_is_transient(source),
             Error::TenantClient(_) | Error::ProbeTenant { .. } | Error::ForeignObject { .. } => {
                 true

@@ -91,6 +91,14 @@ pub struct Flags {
     #[arg(long, value_name = "DOMAIN", default_value = "cluster.local")]
     pub cluster_domain: String,
 
+    /// The host's pod networks, `CIDR[,CIDR...]` (every one, both families on a
+    /// dual-stack host). Each tenant's workload namespace admits addresses outside them
+    /// (NodePort and LoadBalancer traffic) and no other tenant's pod inside them. When
+    /// empty, a workload namespace admits only its own pods and its tenant's apiserver,
+    /// and the controller warns at start.
+    #[arg(long, value_name = "CIDRS", default_value = "", value_parser = parse_host_pod_cidrs)]
+    pub host_pod_cidrs: HostPodCidrs,
+
     /// How many VirtualClusters are reconciled at the same time.
     #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
     pub concurrency: u16,
@@ -102,6 +110,14 @@ pub struct Flags {
     /// Tracing filter, such as `info` or `vc_controller=debug,kube=info`.
     #[arg(long, value_name = "FILTER", default_value = "info")]
     pub log_level: String,
+}
+
+/// The host's pod networks, sorted.
+pub type HostPodCidrs = Vec<vc_api::cidr::Cidr>;
+
+/// Reads `--host-pod-cidrs`; clap names the flag in front of the reason.
+fn parse_host_pod_cidrs(text: &str) -> Result<HostPodCidrs, String> {
+    vc_api::cidr::parse_cidr_list(text).map_err(|error| error.to_string())
 }
 
 /// Node labels a pod must be placed on, from `KEY=VALUE[,KEY=VALUE...]`.
@@ -235,6 +251,7 @@ mod tests {
         assert_eq!(flags.clustertree_image, "ghcr.io/kosmos-io/kosmos-vc:0.1.0");
         assert_eq!(flags.cluster_domain, "cluster.local");
         assert!(flags.control_plane_node_selector.is_empty());
+        assert!(flags.host_pod_cidrs.is_empty());
         assert_eq!(flags.concurrency, 16);
         assert_eq!(flags.log_format, LogFormat::Text);
         assert_eq!(flags.log_level, "info");
@@ -290,6 +307,30 @@ mod tests {
         assert_eq!(flags.concurrency, 4);
         assert_eq!(flags.clustertree_image, "mirror.example/clustertree:1");
         assert_eq!(flags.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn host_pod_cidrs_are_checked_at_start_with_the_flag_named() {
+        let flags = Flags::try_parse_from([
+            "vc-controller",
+            "--host-pod-cidrs",
+            "10.244.0.0/16,fd00:10:244::/56",
+        ])
+        .unwrap();
+        let written: Vec<String> = flags
+            .host_pod_cidrs
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(written, ["10.244.0.0/16", "fd00:10:244::/56"]);
+        let error = Flags::try_parse_from(["vc-controller", "--host-pod-cidrs", "10.244.1.0/16"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("--host-pod-cidrs")
+                && error.contains("write the network address 10.244.0.0/16"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -20,6 +20,11 @@ const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(25);
 async fn main() -> anyhow::Result<()> {
     let flags = Flags::parse();
     init_logging(&flags)?;
+    if flags.host_pod_cidrs.is_empty() {
+        tracing::warn!(
+            "--host-pod-cidrs is not set: tenant workload namespaces admit ingress only from their own pods and their tenant's apiserver, so NodePort and LoadBalancer traffic from outside a node is refused where the host enforces NetworkPolicy; set it to the host's pod CIDRs (every one, both families) to admit it"
+        );
+    }
     let config = host_config(&flags).await?;
     let client = Client::try_from(config.clone()).context("failed to build the host client")?;
     let eviction_client = vc_controller::eviction::EvictionClient::from_config(config)

@@ -22,7 +22,8 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::{Value, json};
 use vc_api::condition_types::{
-    CLAIMED_NODES_DRAINED, CLUSTER_TREE_READY, CONTROL_PLANE_READY, NODES_PROMOTED, READY,
+    CLAIMED_NODES_DRAINED, CLUSTER_TREE_READY, CONTROL_PLANE_READY, DNS_READY, NODES_PROMOTED,
+    READY,
 };
 use vc_api::constants::{
     CONTROLLER_FIELD_MANAGER, FINALIZER, KUBECONFIG_SECRET_KEY, NODE_OWNER_NAME_LABEL,
@@ -776,6 +777,27 @@ async fn apply_control_plane(
     ctx: &Context,
     changes: &mut Changes,
 ) -> Result<ControlPlaneReport> {
+    // Before any control-plane pod exists, so none is ever reachable unfenced.
+    let mut policies_written = false;
+    for policy in &desired.network_policies.control_plane {
+        policies_written |= apply_namespaced(
+            ctx,
+            owner,
+            &ctx.stores.network_policies,
+            policy,
+            Step::ControlPlane,
+            "NetworkPolicy",
+        )
+        .await?
+        .written;
+    }
+    if policies_written {
+        changes.record(
+            "NetworkPoliciesApplied",
+            Step::ControlPlane,
+            "applied the control plane's NetworkPolicies",
+        );
+    }
     let namespace = desired.etcd.stateful_set.namespace().unwrap_or_default();
     let ns = Some(namespace.as_str());
     let etcd_existing = cached(
@@ -1042,6 +1064,18 @@ async fn apply_clustertree(
         apply_namespaced(
             ctx,
             owner,
+            &stores.network_policies,
+            &desired.network_policies.workloads,
+            step,
+            "NetworkPolicy",
+        )
+        .await?
+        .written,
+    );
+    written.push(
+        apply_namespaced(
+            ctx,
+            owner,
             &stores.resource_quotas,
             &objects.resource_quota,
             step,
@@ -1295,6 +1329,7 @@ async fn apply(vc: &VirtualCluster, ctx: &Context) -> Result<Action> {
 
     let mut clustertree_ready = false;
     let mut visible = Vec::new();
+    let mut dns = None;
     let mut waiting = kubeconfig.waiting.clone();
     // Once the kubeconfig is out, the status must say so even when a later step fails:
     // such an error is reported after the status is written.
@@ -1310,7 +1345,16 @@ async fn apply(vc: &VirtualCluster, ctx: &Context) -> Result<Action> {
         match &kubeconfig.tenant_client {
             Some(_) if deferred.is_some() => {}
             Some(client) => match promote(client, &held).await {
-                Ok(promoted) => visible = promoted,
+                Ok(promoted) => {
+                    visible = promoted;
+                    match tenant::dns_readiness(client).await {
+                        Ok(readiness) => dns = Some(readiness),
+                        Err(error) => {
+                            waiting = Some(error.to_string());
+                            deferred = Some(error);
+                        }
+                    }
+                }
                 Err(error) => {
                     waiting = Some(error.to_string());
                     deferred = Some(error);
@@ -1326,6 +1370,14 @@ async fn apply(vc: &VirtualCluster, ctx: &Context) -> Result<Action> {
                     .into_iter()
                     .filter(|node| held.contains(node))
                     .collect();
+                // Likewise its DNS, as last seen.
+                let answered = vc.status.as_ref().is_some_and(|status| {
+                    status
+                        .conditions
+                        .iter()
+                        .any(|condition| condition.type_ == DNS_READY && condition.status == "True")
+                });
+                dns = answered.then_some(Ok(()));
                 waiting = waiting.or(Some("waiting for the tenant apiserver".to_owned()));
             }
         }
@@ -1338,6 +1390,7 @@ async fn apply(vc: &VirtualCluster, ctx: &Context) -> Result<Action> {
         control_plane,
         kubeconfig_published: kubeconfig.published,
         clustertree_ready,
+        dns,
         waiting,
         ca_notices,
         blocked: deferred.as_ref().and_then(Error::foreign_object),
@@ -1504,6 +1557,8 @@ struct Outcome {
     control_plane: ControlPlaneReport,
     kubeconfig_published: bool,
     clustertree_ready: bool,
+    /// Whether the tenant's DNS answers; `None` until the tenant could be asked.
+    dns: Option<Result<(), vc_api::tenant_dns::DnsMissing>>,
     waiting: Option<String>,
     ca_notices: crate::pki::CaNotices,
     /// Why the tenant waits on an object that is not ours, when it does.
@@ -1523,8 +1578,9 @@ fn desired_status(
     let previous = vc.status.clone().unwrap_or_default();
     let mut status = previous.clone();
     let nodes_visible = outcome.visible.len() == outcome.held.len();
+    let dns_answers = matches!(outcome.dns, Some(Ok(())));
     let promotion_complete =
-        outcome.claims.all_held() && outcome.clustertree_ready && nodes_visible;
+        outcome.claims.all_held() && outcome.clustertree_ready && nodes_visible && dns_answers;
     let progress = Progress {
         failed: false,
         provisioning_started: true,
@@ -1601,6 +1657,23 @@ fn desired_status(
             "the clustertree starts once the tenant apiserver answers",
         )
     };
+    let dns = match &outcome.dns {
+        Some(Ok(())) => DesiredCondition::new(
+            DNS_READY,
+            true,
+            "DNSAnswering",
+            "kube-system/kube-dns in the tenant has a ready endpoint",
+        ),
+        Some(Err(missing)) => {
+            DesiredCondition::new(DNS_READY, false, "DNSNotReady", missing.to_string())
+        }
+        None => DesiredCondition::new(
+            DNS_READY,
+            false,
+            "WaitingForControlPlane",
+            "the tenant's DNS is checked once the tenant apiserver answers",
+        ),
+    };
     let message = if let Some(blocked) = &outcome.blocked {
         blocked.clone()
     } else if phase == Phase::Completed {
@@ -1613,6 +1686,8 @@ fn desired_status(
         waiting.clone()
     } else if !outcome.clustertree_ready {
         "waiting for the clustertree to roll out".to_owned()
+    } else if let Some(Err(missing)) = &outcome.dns {
+        format!("waiting for the tenant's DNS: {missing}")
     } else {
         nodes.message.clone()
     };
@@ -1624,7 +1699,7 @@ fn desired_status(
         DesiredCondition::new(READY, false, phase.as_str(), message.clone())
     };
     let cas = crate::status::ca_condition(&outcome.ca_notices);
-    for condition in [control_plane, nodes, clustertree, ready, cas] {
+    for condition in [control_plane, nodes, clustertree, dns, ready, cas] {
         set_condition(&mut status.conditions, &condition, generation, now);
     }
     if let Some(eviction) = &outcome.eviction {

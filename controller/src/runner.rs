@@ -9,6 +9,7 @@ use std::sync::Arc;
 use futures::{FutureExt, Stream, StreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{Namespace, Node, ResourceQuota, Secret, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
@@ -53,6 +54,7 @@ impl RunConfig {
                 clustertree_cluster_role: flags.clustertree_cluster_role.clone(),
                 cluster_domain: flags.cluster_domain.clone(),
                 control_plane_node_selector: flags.control_plane_node_selector.clone(),
+                host_pod_cidrs: flags.host_pod_cidrs.clone(),
                 ..BuildContext::default()
             },
             concurrency: flags.concurrency,
@@ -165,6 +167,8 @@ pub async fn run(
         reflect::<Namespace>(Api::all(client.clone()), managed.clone());
     let (cluster_roles, cluster_role_stream) =
         reflect::<ClusterRole>(Api::all(client.clone()), managed.clone());
+    let (network_policies, network_policy_stream) =
+        reflect::<NetworkPolicy>(Api::all(client.clone()), managed.clone());
     let (cluster_role_bindings, cluster_role_binding_stream) =
         reflect::<ClusterRoleBinding>(Api::all(client.clone()), managed);
     let stores = Stores {
@@ -180,6 +184,7 @@ pub async fn run(
         namespaces,
         cluster_roles,
         cluster_role_bindings,
+        network_policies,
     };
 
     // The VirtualCluster cache is ours, not the Controller's: kube-runtime's applier
@@ -231,6 +236,7 @@ pub async fn run(
         .owns_stream(stateful_set_stream)
         .owns_stream(deployment_stream)
         .owns_stream(service_account_stream)
+        .owns_stream(network_policy_stream)
         .watches_stream(
             node_stream.predicate_filter(claim_fingerprint, Default::default()),
             move |node| node_interest(&node, &interest_store),
@@ -296,6 +302,10 @@ async fn mark_ready_when_synced(
         (
             "clusterrolebindings",
             stores.cluster_role_bindings.wait_until_ready().boxed(),
+        ),
+        (
+            "networkpolicies",
+            stores.network_policies.wait_until_ready().boxed(),
         ),
     ];
     let synced = futures::future::join_all(named.into_iter().map(|(name, ready)| async move {

@@ -9,11 +9,13 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::ListParams;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 use sha2::{Digest, Sha256};
+use vc_api::tenant_dns::{self, DnsMissing};
 
 use crate::error::{Error, Result};
 
@@ -127,4 +129,21 @@ pub async fn tenant_node_names(client: &Client) -> Result<Vec<String>> {
         .into_iter()
         .filter_map(|node| node.metadata.name)
         .collect())
+}
+
+/// Whether the tenant's DNS answers ([`tenant_dns::readiness`]): its `kube-dns` Service
+/// and that Service's EndpointSlices, read from the tenant.
+pub async fn dns_readiness(client: &Client) -> Result<std::result::Result<(), DnsMissing>> {
+    let services: Api<Service> = Api::namespaced(client.clone(), tenant_dns::NAMESPACE);
+    let service = services
+        .get_opt(tenant_dns::SERVICE)
+        .await
+        .map_err(Error::ReadTenantDns)?;
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), tenant_dns::NAMESPACE);
+    let selector = format!("{}={}", tenant_dns::SERVICE_NAME_LABEL, tenant_dns::SERVICE);
+    let slices = slices
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(Error::ReadTenantDns)?;
+    Ok(tenant_dns::readiness(service.as_ref(), &slices.items))
 }

@@ -25,19 +25,30 @@ const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Serves the cluster DNS of `client`'s Services and EndpointSlices on `listeners`,
 /// forwarding other names to `upstreams`, until `stopped` turns true: the watch caches
-/// and the server side by side.
+/// and the server side by side; `answering` turns true once the zone is answered from
+/// listed caches. With `kubernetes`, `kubernetes.default.svc` answers that
+/// address ([`Snapshot::pin_kubernetes`]).
 pub async fn run(
     client: kube::Client,
     listeners: serve::Listeners,
     zone: Zone,
+    kubernetes: Option<std::net::IpAddr>,
     upstreams: Vec<std::net::SocketAddr>,
+    answering: tokio::sync::watch::Sender<bool>,
     stopped: tokio::sync::watch::Receiver<bool>,
 ) {
     let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
         let _stopped_or_gone = stopped.wait_for(|stop| *stop).await;
     };
     let (publish, published) = tokio::sync::watch::channel(None);
-    let records = watch::run(client, publish, until_stopped(stopped.clone()));
+    let mut first = published.clone();
+    let answers = async move {
+        // The zone answers (rather than SERVFAIL) from the first snapshot on.
+        if first.wait_for(Option::is_some).await.is_ok() {
+            answering.send_replace(true);
+        }
+    };
+    let records = watch::run(client, kubernetes, publish, until_stopped(stopped.clone()));
     let server = serve::serve(
         listeners,
         Arc::new(serve::Dns {
@@ -50,5 +61,5 @@ pub async fn run(
         }),
         until_stopped(stopped),
     );
-    tokio::join!(records, server);
+    tokio::join!(records, server, answers);
 }

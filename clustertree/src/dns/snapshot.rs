@@ -9,6 +9,9 @@ use std::net::IpAddr;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
+/// The port `kubernetes.default.svc` answers on, as in every cluster.
+pub const KUBERNETES_PORT: u16 = 443;
+
 /// The label that ties an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
@@ -140,6 +143,35 @@ impl Snapshot {
             snapshot.services.insert(key, entry);
         }
         snapshot
+    }
+
+    /// Makes `kubernetes.default.svc` answer `apiserver` on port 443 (`https`), whatever
+    /// the tenant's own `default/kubernetes` Service says. That Service's cluster IP is
+    /// the tenant's, and on the host the same address is the host's `kubernetes` Service,
+    /// whose certificate is of another CA; `apiserver` is the host cluster IP of the
+    /// tenant apiserver's Service, which serves 443 for exactly this name.
+    pub fn pin_kubernetes(&mut self, apiserver: IpAddr) {
+        let key = ("default".to_owned(), "kubernetes".to_owned());
+        for owners in self.reverse.values_mut() {
+            owners.retain(|owner| (&owner.namespace, &owner.service) != (&key.0, &key.1));
+        }
+        self.reverse.retain(|_, owners| !owners.is_empty());
+        self.reverse.entry(apiserver).or_default().insert(Owner {
+            hostname: None,
+            service: key.1.clone(),
+            namespace: key.0.clone(),
+        });
+        self.services.insert(
+            key,
+            ServiceEntry {
+                kind: ServiceKind::ClusterIp(vec![apiserver]),
+                ports: vec![NamedPort {
+                    name: "https".to_owned(),
+                    protocol: "tcp".to_owned(),
+                    port: KUBERNETES_PORT,
+                }],
+            },
+        );
     }
 
     /// Whether some Service lives in `namespace` (lowercase): `NS.svc.ZONE` exists then.

@@ -46,8 +46,10 @@ impl Signal {
 }
 
 /// Watches the tenant until `stop` completes, publishing each new snapshot on `publish`.
+/// With `kubernetes`, `kubernetes.default.svc` answers it ([`Snapshot::pin_kubernetes`]).
 pub async fn run(
     tenant: kube::Client,
+    kubernetes: Option<std::net::IpAddr>,
     publish: watch::Sender<Option<Arc<Snapshot>>>,
     stop: impl Future<Output = ()>,
 ) {
@@ -110,11 +112,14 @@ pub async fn run(
             serial = serial.wrapping_add(1);
             let services = services.state();
             let slices = slices.state();
-            let snapshot = Snapshot::build(
+            let mut snapshot = Snapshot::build(
                 services.iter().map(AsRef::as_ref),
                 slices.iter().map(AsRef::as_ref),
                 serial,
             );
+            if let Some(apiserver) = kubernetes {
+                snapshot.pin_kubernetes(apiserver);
+            }
             tracing::debug!(
                 services = snapshot.services.len(),
                 serial,

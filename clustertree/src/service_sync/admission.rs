@@ -13,7 +13,9 @@ use serde_json::json;
 use vc_api::constants::CLUSTERTREE_FIELD_MANAGER;
 
 use crate::pods::recorded_uid;
-use crate::services::{admission_patch, host_service, is_ours, refusal_message};
+use crate::services::{
+    admission_patch, generated_name, host_service, is_ours, name_operation, refusal_message,
+};
 
 /// Why a review was not answered with a decision; the HTTP layer answers 400.
 #[derive(Debug, thiserror::Error)]
@@ -80,13 +82,20 @@ async fn decide(
     };
     let namespace = request.namespace.clone().unwrap_or_default();
     object.metadata.namespace = Some(namespace.clone());
+    let mut named = None;
     if object.metadata.name.as_deref().is_none_or(str::is_empty) {
-        if request.name.is_empty() {
-            // generateName: the name is made after admission; the Service loop gives it
-            // a host Service afterwards, asking the host for the tenant's addresses.
-            return allowed;
+        match object.metadata.generate_name.as_deref() {
+            // generateName: the apiserver would name the Service after admission, too
+            // late for the host twin, so the webhook names it here as the apiserver
+            // would, and the host allocates its addresses like any other's.
+            Some(prefix) if request.name.is_empty() && !prefix.is_empty() => {
+                let name = generated_name(prefix, || rand::random_range(0..usize::MAX));
+                object.metadata.name = Some(name.clone());
+                named = Some(name);
+            }
+            _ if request.name.is_empty() => return allowed,
+            _ => object.metadata.name = Some(request.name.clone()),
         }
-        object.metadata.name = Some(request.name.clone());
     }
     if object.metadata.uid.is_none() {
         object.metadata.uid = request.old_object.as_ref().and_then(|old| old.uid());
@@ -106,7 +115,10 @@ async fn decide(
     .await
     {
         Ok(Some(applied)) => {
-            let patch = admission_patch(&object, &applied);
+            let mut patch = admission_patch(&object, &applied);
+            if let Some(name) = &named {
+                patch.0.insert(0, name_operation(name));
+            }
             match allowed.with_patch(patch) {
                 Ok(patched) => {
                     tracing::info!(%service, dry_run = request.dry_run, "tenant Service given the host's addresses");
@@ -116,7 +128,15 @@ async fn decide(
                     .deny(format!("encoding the patch of Service {service}: {error}")),
             }
         }
-        Ok(None) => allowed,
+        Ok(None) => match &named {
+            Some(name) => allowed
+                .with_patch(json_patch::Patch(vec![name_operation(name)]))
+                .unwrap_or_else(|error| {
+                    AdmissionResponse::from(request)
+                        .deny(format!("encoding the patch of Service {service}: {error}"))
+                }),
+            None => allowed,
+        },
         Err(error) => {
             tracing::info!(%service, %error, "tenant Service refused");
             AdmissionResponse::from(request).deny(error.to_string())

@@ -143,6 +143,43 @@ pub fn admission_patch(tenant: &Service, host: &Service) -> Patch {
     Patch(operations)
 }
 
+/// The characters kube-apiserver draws generated name suffixes from: no vowels, so no
+/// words, and no look-alikes.
+const NAME_ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+/// Length of a generated suffix, as kube-apiserver makes it.
+const NAME_SUFFIX: usize = 5;
+/// Longest object name; the prefix is cut so prefix and suffix fit.
+const MAX_NAME: usize = 63;
+
+/// The name kube-apiserver would generate from `generate_name`: the prefix (cut to leave
+/// room) and five characters drawn with `draw` (any value; taken modulo the alphabet).
+/// The webhook names a `generateName` Service itself, since admission runs before the
+/// apiserver names it and the host Service, which the name is part of, must exist
+/// before the tenant Service is stored.
+pub fn generated_name(generate_name: &str, mut draw: impl FnMut() -> usize) -> String {
+    let mut prefix = generate_name.to_owned();
+    let room = MAX_NAME - NAME_SUFFIX;
+    if prefix.len() > room {
+        let mut cut = room;
+        while !prefix.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        prefix.truncate(cut);
+    }
+    let suffix: String = (0..NAME_SUFFIX)
+        .map(|_| char::from(NAME_ALPHABET[draw() % NAME_ALPHABET.len()]))
+        .collect();
+    prefix + &suffix
+}
+
+/// The JSON patch operation naming the tenant Service `name`.
+pub fn name_operation(name: &str) -> PatchOperation {
+    PatchOperation::Add(AddOperation {
+        path: "/metadata/name".parse().unwrap_or_default(),
+        value: json!(name),
+    })
+}
+
 /// Why the tenant's create or update is refused, from the host's refusal: naming the
 /// tenant's field and the fix when the host holds the address or port asked for, the
 /// host's own words (with the host's names for the object replaced) otherwise.
@@ -197,6 +234,23 @@ mod tests {
 
     use super::super::translate::tests::service;
     use super::*;
+
+    #[test]
+    fn a_generated_name_is_the_prefix_and_five_of_the_apiservers_characters() {
+        let mut draws = [0usize, 1, 26, 27, 100].into_iter();
+        assert_eq!(
+            generated_name("web-", || draws.next().unwrap()),
+            "web-bc9bz"
+        );
+        let long = "a".repeat(70);
+        let name = generated_name(&long, || 3);
+        assert_eq!(name.len(), 63);
+        assert_eq!(name, format!("{}fffff", "a".repeat(58)));
+        assert_eq!(
+            serde_json::to_value(name_operation("web-x")).unwrap(),
+            json!({"op": "add", "path": "/metadata/name", "value": "web-x"})
+        );
+    }
 
     fn tenant() -> Service {
         service(json!({

@@ -23,7 +23,8 @@ mod plan;
 mod translate;
 
 pub use admission::{
-    ADMISSION_PATH, WEBHOOK_CONFIGURATION, admission_patch, refusal_message, webhook_configuration,
+    ADMISSION_PATH, WEBHOOK_CONFIGURATION, admission_patch, generated_name, name_operation,
+    refusal_message, webhook_configuration,
 };
 pub use naming::{ENDPOINT_SLICE_MANAGED_BY, host_endpoint_slice_name, host_service_name};
 pub use plan::{Action, GRACE, Observed, plan};

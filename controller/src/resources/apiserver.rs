@@ -25,6 +25,12 @@ use crate::pki::{
 pub const SECURE_PORT: i32 = 6443;
 /// Name of the Service port.
 pub const PORT_NAME: &str = "https";
+/// The port `kubernetes.default.svc` has in every cluster: the tenant's DNS answers
+/// that name with this Service's cluster IP, so tenant pods reach their apiserver at
+/// `https://kubernetes.default.svc` (its serving certificate names it).
+pub const KUBERNETES_PORT: i32 = 443;
+/// Name of the [`KUBERNETES_PORT`] Service port.
+pub const KUBERNETES_PORT_NAME: &str = "kubernetes";
 /// Where the certificates are mounted (kubeadm's layout).
 pub const PKI_DIR: &str = "/etc/kubernetes/pki";
 /// Name of the certificate volume.
@@ -100,13 +106,22 @@ pub fn service(tenant: &Tenant) -> Service {
         spec: Some(ServiceSpec {
             type_: Some(service_type.to_owned()),
             selector: Some(labels(tenant, Component::ApiServer)),
-            ports: Some(vec![ServicePort {
-                name: Some(PORT_NAME.to_owned()),
-                port: SECURE_PORT,
-                target_port: Some(IntOrString::Int(SECURE_PORT)),
-                protocol: Some("TCP".to_owned()),
-                ..ServicePort::default()
-            }]),
+            ports: Some(vec![
+                ServicePort {
+                    name: Some(PORT_NAME.to_owned()),
+                    port: SECURE_PORT,
+                    target_port: Some(IntOrString::Int(SECURE_PORT)),
+                    protocol: Some("TCP".to_owned()),
+                    ..ServicePort::default()
+                },
+                ServicePort {
+                    name: Some(KUBERNETES_PORT_NAME.to_owned()),
+                    port: KUBERNETES_PORT,
+                    target_port: Some(IntOrString::Int(SECURE_PORT)),
+                    protocol: Some("TCP".to_owned()),
+                    ..ServicePort::default()
+                },
+            ]),
             ..ServiceSpec::default()
         }),
         status: None,

@@ -310,7 +310,26 @@ pub fn cluster_role_binding(tenant: &Tenant) -> ClusterRoleBinding {
 /// told which VirtualCluster it serves by flags, with the tenant's in-cluster admin
 /// kubeconfig, and ServiceAccount `NAME-clustertree` (in-cluster config) for the host. The
 /// tenant's Nodes advertise the pod IP, where it serves their kubelet API.
-pub fn deployment(tenant: &Tenant, config_hash: &str) -> Deployment {
+///
+/// With the apiserver Service's cluster IP known, the tenant's DNS answers
+/// `kubernetes.default.svc` with it (`--apiserver-cluster-ip`).
+pub fn deployment(
+    tenant: &Tenant,
+    apiserver_cluster_ip: Option<std::net::IpAddr>,
+    config_hash: &str,
+) -> Deployment {
+    let mut args = vec![
+        format!("--tenant-kubeconfig={TENANT_KUBECONFIG_DIR}/config"),
+        format!("--namespace={}", tenant.namespace),
+        format!("--name={}", tenant.name),
+        "--kubelet-address=$(POD_IP)".to_owned(),
+        format!("--kubelet-listen=0.0.0.0:{KUBELET_PORT}"),
+        format!("--pod-security={}", tenant.pod_security),
+        format!("--dns-listen=0.0.0.0:{DNS_PORT}"),
+    ];
+    if let Some(ip) = apiserver_cluster_ip {
+        args.push(format!("--apiserver-cluster-ip={ip}"));
+    }
     let kubeconfig = Volume {
         name: "tenant-kubeconfig".to_owned(),
         secret: Some(SecretVolumeSource {
@@ -331,15 +350,7 @@ pub fn deployment(tenant: &Tenant, config_hash: &str) -> Deployment {
         name: "clustertree".to_owned(),
         image: Some(tenant.clustertree_image.clone()),
         command: Some(vec![CLUSTERTREE_COMMAND.to_owned()]),
-        args: Some(vec![
-            format!("--tenant-kubeconfig={TENANT_KUBECONFIG_DIR}/config"),
-            format!("--namespace={}", tenant.namespace),
-            format!("--name={}", tenant.name),
-            "--kubelet-address=$(POD_IP)".to_owned(),
-            format!("--kubelet-listen=0.0.0.0:{KUBELET_PORT}"),
-            format!("--pod-security={}", tenant.pod_security),
-            format!("--dns-listen=0.0.0.0:{DNS_PORT}"),
-        ]),
+        args: Some(args),
         env: Some(vec![env_from_field("POD_IP", "status.podIP")]),
         ports: Some(vec![
             ContainerPort {

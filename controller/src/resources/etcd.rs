@@ -25,7 +25,11 @@ use crate::pki::{CA_CERT_KEY, TLS_CERT_KEY, TLS_KEY_KEY};
 pub const CLIENT_PORT: i32 = 2379;
 /// Peer port.
 pub const PEER_PORT: i32 = 2380;
-/// Plain-HTTP port serving only `/metrics` and `/health`, for probes.
+/// Plain-HTTP port serving only `/metrics` and `/health`, for probes. It listens on
+/// every address because the kubelet's HTTP probes dial the pod IP: kubeadm binds it to
+/// 127.0.0.1 only because its etcd runs in the host network, and a loopback listener here
+/// would need exec probes carrying an etcd client certificate. The `NAME-etcd`
+/// NetworkPolicy admits no pod to it, so only the node reaches it.
 pub const METRICS_PORT: i32 = 2381;
 /// Where the etcd certificates are mounted (kubeadm's layout).
 pub const PKI_DIR: &str = "/etc/kubernetes/pki/etcd";

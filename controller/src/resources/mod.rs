@@ -18,6 +18,7 @@ pub mod etcd;
 pub mod kubeconfig;
 pub mod meta;
 pub mod names;
+pub mod network_policy;
 pub mod pod;
 pub mod secrets;
 
@@ -53,6 +54,10 @@ pub struct BuildContext {
     /// Service CIDR of every tenant (`--service-cluster-ip-range`); its first address is
     /// the tenant's `kubernetes` Service and is in the serving certificate.
     pub tenant_service_cidr: String,
+    /// The host's pod networks (`--host-pod-cidrs`): a workload namespace admits
+    /// addresses outside them (NodePort and LoadBalancer traffic), never inside. Empty:
+    /// it admits only its own pods and its tenant's apiserver.
+    pub host_pod_cidrs: Vec<vc_api::cidr::Cidr>,
     /// Defaults for fields a VirtualCluster created without the webhook may lack.
     pub defaults: Defaults,
 }
@@ -67,6 +72,7 @@ impl Default for BuildContext {
             cluster_domain: "cluster.local".to_owned(),
             control_plane_node_selector: BTreeMap::new(),
             tenant_service_cidr: "10.96.0.0/12".to_owned(),
+            host_pod_cidrs: Vec::new(),
             defaults: Defaults::default(),
         }
     }
@@ -362,6 +368,8 @@ pub struct DesiredState {
     pub admin_kubeconfig: Secret,
     /// clustertree and its host credential.
     pub clustertree: ClusterTreeObjects,
+    /// The NetworkPolicies fencing the control plane and the workload namespace.
+    pub network_policies: network_policy::NetworkPolicies,
 }
 
 impl DesiredState {
@@ -415,8 +423,13 @@ impl DesiredState {
                 role_binding: clustertree::role_binding(&tenant),
                 cluster_role: clustertree::cluster_role(&tenant, &observed.claimed_nodes),
                 cluster_role_binding: clustertree::cluster_role_binding(&tenant),
-                deployment: stamped(clustertree::deployment(&tenant, "")),
+                deployment: stamped(clustertree::deployment(
+                    &tenant,
+                    observed.apiserver_cluster_ip,
+                    "",
+                )),
             },
+            network_policies: network_policy::network_policies(&tenant, ctx),
             pki_secrets,
             admin_kubeconfig,
         })

@@ -39,6 +39,13 @@ fn owned_objects(state: &DesiredState) -> Vec<(&'static str, &ObjectMeta)> {
         ),
         ("Deployment", &state.clustertree.deployment.metadata),
     ]);
+    objects.extend(
+        state
+            .network_policies
+            .control_plane
+            .iter()
+            .map(|policy| ("NetworkPolicy", &policy.metadata)),
+    );
     objects
 }
 
@@ -50,6 +57,7 @@ fn unowned_objects(state: &DesiredState) -> Vec<(&'static str, &ObjectMeta)> {
         ("RoleBinding", &tree.role_binding.metadata),
         ("ClusterRole", &tree.cluster_role.metadata),
         ("ClusterRoleBinding", &tree.cluster_role_binding.metadata),
+        ("NetworkPolicy", &state.network_policies.workloads.metadata),
     ]
 }
 
@@ -1320,4 +1328,83 @@ fn the_workload_namespace_and_the_clustertree_follow_the_chosen_pod_security_lev
             "{args:?}"
         );
     }
+}
+
+/// `kubernetes.default.svc` in the tenant's DNS is the apiserver Service's cluster IP,
+/// so that Service answers on 443 too and the serving certificate names it.
+#[test]
+fn kubernetes_default_svc_reaches_the_tenant_apiserver_on_443() {
+    let state = build(&default_vc());
+    let ports: Vec<(Option<&str>, i32, Option<String>)> = state
+        .apiserver_service
+        .spec
+        .as_ref()
+        .unwrap()
+        .ports
+        .iter()
+        .flatten()
+        .map(|port| {
+            (
+                port.name.as_deref(),
+                port.port,
+                port.target_port
+                    .as_ref()
+                    .map(|target| format!("{target:?}")),
+            )
+        })
+        .collect();
+    assert_eq!(
+        ports,
+        [
+            (Some("https"), 6443, Some("Int(6443)".to_owned())),
+            (Some("kubernetes"), 443, Some("Int(6443)".to_owned())),
+        ]
+    );
+    // The clustertree pins the name to the cluster IP the builders observed.
+    let tree = container(pod_spec(&state.clustertree.deployment));
+    assert_eq!(flag(tree, "apiserver-cluster-ip"), Some("127.100.0.7"));
+    let serving = state
+        .pki_secrets
+        .iter()
+        .find(|secret| secret.metadata.name.as_deref() == Some("prod-apiserver-tls"))
+        .unwrap();
+    let facts =
+        inspect_certificate(&serving.data.as_ref().unwrap()[crate::pki::TLS_CERT_KEY].0).unwrap();
+    for name in [
+        "kubernetes",
+        "kubernetes.default",
+        "kubernetes.default.svc",
+        "kubernetes.default.svc.cluster.local",
+    ] {
+        assert!(
+            facts.dns_names.contains(name),
+            "{name}: {:?}",
+            facts.dns_names
+        );
+    }
+    assert!(
+        facts
+            .ip_addresses
+            .contains(&"127.100.0.7".parse::<std::net::IpAddr>().unwrap()),
+        "{:?}",
+        facts.ip_addresses
+    );
+    // Before the cluster IP is known there is nothing to pin.
+    let unknown = DesiredState::build(
+        &default_vc(),
+        &BuildContext::default(),
+        &Observed {
+            apiserver_cluster_ip: None,
+            ..observed()
+        },
+        pki(),
+    )
+    .unwrap();
+    assert_eq!(
+        flag(
+            container(pod_spec(&unknown.clustertree.deployment)),
+            "apiserver-cluster-ip"
+        ),
+        None
+    );
 }

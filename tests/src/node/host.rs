@@ -409,7 +409,9 @@ async fn host_dns(
         client,
         listeners,
         zone,
+        None,
         dns::upstream::system_servers(),
+        tokio::sync::watch::channel(false).0,
         stopped,
     );
     Ok(tokio::spawn(async move {

@@ -29,6 +29,9 @@ use vc_api::constants::{COMPONENT_LABEL, TENANT_NAME_LABEL};
 
 use super::local_pod::{self, PodPlacement, ServiceMap};
 
+/// Where the tenant's `kube-dns` EndpointSlice says the DNS is: TEST-NET-1 (RFC 5737),
+/// documentation only, so it is never some real server's address.
+pub const NOMINAL_DNS_ADDRESS: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 53);
 /// Component label value of the clustertree Deployment.
 pub const CLUSTERTREE_COMPONENT: &str = "clustertree";
 /// Container name of the clustertree in its Deployment.
@@ -331,14 +334,19 @@ impl Runner {
                 ),
                 // Likewise the DNS server, which no test here asks.
                 ("dns-listen".to_owned(), "127.0.0.1:0".to_owned()),
+                // Its endpoint in the tenant, which the controller waits for before
+                // `Completed`: ready once the server answers, at an address that means
+                // nothing here (no pod runs where it would resolve) but that a real
+                // tenant apiserver accepts in an EndpointSlice, unlike loopback.
+                ("dns-address".to_owned(), NOMINAL_DNS_ADDRESS.to_string()),
             ],
         };
         let mut plan = local_pod::plan(spec, Some(CONTAINER), &placement, &services, &sources)
             .map_err(|e| format!("planning {namespace}/{name}: {e}"))?;
         // The simulated tenant API servers cannot authenticate to the Service webhook
-        // (the kubelet-client certificate of a real apiserver's admission configuration)
-        // and their pods run nowhere a DNS address means anything: without a kubelet
-        // address the clustertree serves neither, and mirrors and syncs the rest.
+        // (the kubelet-client certificate of a real apiserver's admission configuration):
+        // without a kubelet address the clustertree serves none, and mirrors and syncs
+        // the rest; its DNS endpoint is named by `--dns-address` instead.
         plan.args
             .retain(|arg| !arg.starts_with("--kubelet-address"));
         plan.env.remove("POD_IP");

@@ -96,6 +96,7 @@ const EVERYTHING_ON: &[&str] = &[
     "policy.maxMemoryPerCluster=256Gi",
     "policy.maxClustersPerNamespace=3",
     "controller.controlPlaneNodeSelector.pool=infra",
+    "controller.hostPodCIDRs={10.244.0.0/16,fd00:10:244::/56}",
 ];
 
 fn render(engine: &HelmEngine, sets: &[&str]) -> Manifests {
@@ -1300,6 +1301,7 @@ fn values_map_onto_every_flag_of_the_contract() {
         "clustertree-cluster-role",
         "claimed-node-pods",
         "control-plane-node-selector",
+        "host-pod-cidrs",
         "cluster-domain",
         "concurrency",
         "log-format",
@@ -1321,6 +1323,7 @@ fn values_map_onto_every_flag_of_the_contract() {
         ("control-plane-node-selector", "pool=infra"),
         ("clustertree-cluster-role", "kosmos-vc-clustertree"),
         ("claimed-node-pods", "keep"),
+        ("host-pod-cidrs", "10.244.0.0/16,fd00:10:244::/56"),
     ] {
         assert_eq!(
             flag_value(&controller, flag).as_deref(),
@@ -1331,11 +1334,12 @@ fn values_map_onto_every_flag_of_the_contract() {
 
     // Unlimited ceilings and no storage class: the flags are left out, not passed empty.
     let default_manifests = render(&engine, &[]);
-    assert!(
-        !flag_names(&container(&default_manifests, CONTROLLER))
-            .contains("control-plane-node-selector"),
-        "--control-plane-node-selector rendered by default"
-    );
+    for absent in ["control-plane-node-selector", "host-pod-cidrs"] {
+        assert!(
+            !flag_names(&container(&default_manifests, CONTROLLER)).contains(absent),
+            "--{absent} rendered by default"
+        );
+    }
     let defaults = container(&default_manifests, WEBHOOK);
     for absent in [
         "default-etcd-storage-class",

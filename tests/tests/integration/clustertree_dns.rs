@@ -68,6 +68,7 @@ impl TenantDns {
                 .args(["--namespace", NAMESPACE, "--name", name])
                 .arg(format!("--dns-listen={address}"))
                 .arg(format!("--dns-upstream={upstream}"))
+                .arg(format!("--apiserver-cluster-ip={}", apiserver_ip(name)))
                 .stdout(Stdio::from(log.reopen().unwrap()))
                 .stderr(Stdio::from(log.reopen().unwrap()))
                 .spawn()
@@ -126,6 +127,16 @@ impl TenantDns {
         let (client, background) = Client::<TokioRuntimeProvider>::new(stream, sender);
         tokio::spawn(background);
         client
+    }
+}
+
+/// The host cluster IP each tenant's apiserver Service has here, as the controller
+/// passes it: what `kubernetes.default.svc` must answer instead of the tenant's own.
+fn apiserver_ip(tenant: &str) -> &'static str {
+    if tenant == "dns-one" {
+        "10.0.0.201"
+    } else {
+        "10.0.0.202"
     }
 }
 
@@ -243,6 +254,17 @@ async fn real_tenant_dns_answers_from_the_tenants_services() {
     assert_eq!(data(&answer), vec![web_ip.clone()], "{}", one.said());
     assert!(answer.metadata.authoritative);
     assert_eq!(answer.answers[0].ttl, 5);
+
+    // `kubernetes.default.svc` is the tenant apiserver's host Service, not the tenant's
+    // own `default/kubernetes` (on the host, the host's apiserver).
+    let kubernetes = ask(
+        &mut udp,
+        "kubernetes.default.svc.cluster.local.",
+        RecordType::A,
+    )
+    .await
+    .unwrap();
+    assert_eq!(data(&kubernetes), vec![apiserver_ip("dns-one")]);
 
     let srv = ask(
         &mut udp,

@@ -125,6 +125,8 @@ impl World {
             .args(["--kubelet-address", "127.0.0.1"])
             .arg(format!("--kubelet-listen=127.0.0.1:{port}"))
             .args(["--dns-listen", "127.0.0.1:0"])
+            // A real apiserver refuses a loopback endpoint in the kube-dns EndpointSlice.
+            .args(["--dns-address", "192.0.2.53"])
             .stdout(Stdio::from(log.reopen().unwrap()))
             .stderr(Stdio::from(log.reopen().unwrap()))
             .spawn()
@@ -213,6 +215,19 @@ impl World {
             self.host_services().get_opt(&host).await.ok().flatten()
         })
         .await
+    }
+
+    /// A host Service of the host's own (`default/holder`) takes cluster IP `ip`.
+    async fn hold_cluster_ip(&self, ip: &str) {
+        let holder: Service = serde_json::from_value(json!({
+            "metadata": {"name": "holder", "namespace": "default"},
+            "spec": {"clusterIP": ip, "ports": [{"port": 80}]},
+        }))
+        .unwrap();
+        Api::<Service>::namespaced(self.admin.clone(), "default")
+            .create(&PostParams::default(), &holder)
+            .await
+            .unwrap();
     }
 
     fn finish(self, test: &str) {
@@ -357,15 +372,7 @@ async fn real_taken_cluster_ip_is_refused_with_a_reason() {
     };
     // Another host Service (of the host, outside the tenant's namespace) holds the address.
     let taken = "10.0.0.77";
-    let holder: Service = serde_json::from_value(json!({
-        "metadata": {"name": "holder", "namespace": "default"},
-        "spec": {"clusterIP": taken, "ports": [{"port": 80}]},
-    }))
-    .unwrap();
-    Api::<Service>::namespaced(world.admin.clone(), "default")
-        .create(&PostParams::default(), &holder)
-        .await
-        .unwrap();
+    world.hold_cluster_ip(taken).await;
     let asked: Service = serde_json::from_value(json!({
         "metadata": {"name": "fixed", "namespace": SHOP},
         "spec": {"clusterIP": taken, "ports": [{"port": 80}]},
@@ -474,4 +481,104 @@ async fn real_the_webhook_configuration_deleted_by_the_tenant_comes_back() {
     let host = world.host_twin("after").await;
     assert_eq!(spec(&created).cluster_ip, spec(&host).cluster_ip);
     world.finish("real_the_webhook_configuration_deleted_by_the_tenant_comes_back");
+}
+
+/// A Service created with `generateName` has no name when the tenant apiserver calls its
+/// mutating webhooks: the clustertree names it, so its host twin is made (and its
+/// addresses checked) before the tenant stores it, as for any named Service.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_generate_name_service_gets_the_host_cluster_ip() {
+    let Some(world) = World::start().await else {
+        return;
+    };
+    let generated: Service = serde_json::from_value(json!({
+        "metadata": {"generateName": "web-", "namespace": SHOP},
+        "spec": {"type": "NodePort", "ports": [{"name": "http", "port": 80}]},
+    }))
+    .unwrap();
+    let created = world
+        .within("a generateName Service created", || async {
+            match world
+                .tenant_services()
+                .create(&PostParams::default(), &generated)
+                .await
+            {
+                Ok(created) => Some(created),
+                Err(error) => {
+                    eprintln!("creating a generateName Service: {error}");
+                    None
+                }
+            }
+        })
+        .await;
+    let name = created.name_any();
+    assert!(
+        name.starts_with("web-") && name.len() == "web-".len() + 5,
+        "{name}"
+    );
+    // The twin exists the moment the create returns: the webhook made it.
+    let host = world
+        .host_services()
+        .get_opt(&host_service_name(SHOP, &name))
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("no host twin of {name} when its create returned"));
+    assert_eq!(spec(&created).cluster_ip, spec(&host).cluster_ip);
+    let node_port = |service: &Service| spec(service).ports.as_ref().unwrap()[0].node_port;
+    assert!(node_port(&host).is_some());
+    assert_eq!(node_port(&created), node_port(&host));
+
+    // The host's refusal reaches a generateName Service too: an address the host holds
+    // is never stored in the tenant.
+    let taken = "10.0.0.78";
+    world.hold_cluster_ip(taken).await;
+    let asked: Service = serde_json::from_value(json!({
+        "metadata": {"generateName": "fixed-", "namespace": SHOP},
+        "spec": {"clusterIP": taken, "ports": [{"port": 80}]},
+    }))
+    .unwrap();
+    match world
+        .tenant_services()
+        .create(&PostParams::default(), &asked)
+        .await
+    {
+        Err(kube::Error::Api(status)) => {
+            assert!(
+                status.message.contains("spec.clusterIP"),
+                "{}",
+                status.message
+            );
+            assert!(status.message.contains(taken), "{}", status.message);
+        }
+        other => panic!("the tenant stored {taken}, which the host holds: {other:?}"),
+    }
+    world.finish("real_generate_name_service_gets_the_host_cluster_ip");
+}
+
+/// The real clustertree keeps the tenant's `kube-dns` Service and marks its endpoint
+/// ready once its DNS answers; the controller's rule then finds the DNS answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_tenant_dns_endpoint_is_ready_once_the_dns_answers() {
+    let Some(world) = World::start().await else {
+        return;
+    };
+    let services = Api::<Service>::namespaced(world.tenant_admin.clone(), "kube-system");
+    let slices = Api::<EndpointSlice>::namespaced(world.tenant_admin.clone(), "kube-system");
+    let (service, slice) = world
+        .within("kube-dns with a ready endpoint", || async {
+            let service = services.get_opt("kube-dns").await.ok()??;
+            let slice = slices
+                .get_opt(vc_clustertree::cluster_dns::ENDPOINT_SLICE)
+                .await
+                .ok()??;
+            let ready = slice.endpoints.first()?.conditions.as_ref()?.ready;
+            (ready == Some(true)).then_some((service, slice))
+        })
+        .await;
+    assert_eq!(slice.endpoints[0].addresses, ["192.0.2.53"]);
+    assert_eq!(
+        vc_api::tenant_dns::readiness(Some(&service), std::slice::from_ref(&slice)),
+        Ok(())
+    );
+    world.finish("real_tenant_dns_endpoint_is_ready_once_the_dns_answers");
 }

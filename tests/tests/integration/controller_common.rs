@@ -104,8 +104,9 @@ impl Harness {
         harness.simulation = Some(simulation);
         let admin = harness.admin.clone();
         harness.kubelet = Some(tokio::spawn(async move {
+            let held = Mutex::default();
             loop {
-                let _ = mirror_nodes(&admin).await;
+                let _ = mirror_nodes(&admin, &held).await;
                 tokio::time::sleep(Duration::from_millis(300)).await;
             }
         }));
@@ -281,7 +282,7 @@ pub fn condition(vc: &VirtualCluster, type_: &str) -> Option<(String, String, St
 /// Stands in for kubelets and the workload controllers: marks StatefulSets and
 /// Deployments rolled out, serves each ready tenant apiserver on its cluster IP with the
 /// certificate its Secret holds, and runs the clustertree's node pass for each tenant.
-async fn kubelet_loop(
+pub async fn kubelet_loop(
     admin: Client,
     serve_tenants: bool,
     tenants: Arc<Mutex<BTreeMap<String, TestApiServer>>>,
@@ -291,7 +292,7 @@ async fn kubelet_loop(
         let _ = mark_rolled_out(&admin, &held).await;
         if serve_tenants {
             let _ = serve_tenant_apiservers(&admin, &tenants).await;
-            let _ = mirror_nodes(&admin).await;
+            let _ = mirror_nodes(&admin, &held).await;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -444,10 +445,16 @@ async fn serve_tenant_apiservers(
 }
 
 /// The clustertree's job inside each tenant: the real `vc-clustertree` node pass
-/// ([`vc_clustertree::sync::pass`]) run in-process for each tenant whose clustertree
-/// Deployment is ready, with the host admin's client for the host side and the tenant's
-/// admin kubeconfig (its cluster IP endpoint, where the tenant API servers listen here).
-pub async fn mirror_nodes(admin: &Client) -> Result<(), kube::Error> {
+/// ([`vc_clustertree::sync::pass`]) and DNS Service pass ([`vc_clustertree::cluster_dns::pass`],
+/// its endpoint ready, naming a DNS server nobody asks here) run in-process for each
+/// tenant whose clustertree Deployment is ready, with the host admin's client for the
+/// host side and the tenant's admin kubeconfig (its cluster IP endpoint, where the tenant
+/// API servers listen here). `dns:NS/NAME` in `held` keeps that tenant's DNS endpoint
+/// not ready.
+pub async fn mirror_nodes(
+    admin: &Client,
+    held: &Mutex<BTreeSet<String>>,
+) -> Result<(), kube::Error> {
     let deployments: Api<Deployment> = Api::all(admin.clone());
     let ready_trees: Vec<(String, String)> = deployments
         .list(&ListParams::default().labels(&format!("{COMPONENT_LABEL}=clustertree")))
@@ -492,6 +499,19 @@ pub async fn mirror_nodes(admin: &Client) -> Result<(), kube::Error> {
         if let Err(error) = vc_clustertree::sync::pass(admin, &tenant, &target, true).await {
             eprintln!(
                 "clustertree pass of {}/{}: {error}",
+                target.namespace, target.name
+            );
+        }
+        let answering = !held
+            .lock()
+            .unwrap()
+            .contains(&format!("dns:{}/{}", target.namespace, target.name));
+        let endpoint = (std::net::IpAddr::from([127, 0, 0, 1]), 1053);
+        if let Err(error) =
+            vc_clustertree::cluster_dns::pass(&tenant, endpoint, "cluster.local", answering).await
+        {
+            eprintln!(
+                "clustertree DNS pass of {}/{}: {error}",
                 target.namespace, target.name
             );
         }

@@ -12,7 +12,9 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
-use vc_api::condition_types::{CLUSTER_TREE_READY, CONTROL_PLANE_READY, NODES_PROMOTED, READY};
+use vc_api::condition_types::{
+    CLUSTER_TREE_READY, CONTROL_PLANE_READY, DNS_READY, NODES_PROMOTED, READY,
+};
 use vc_api::constants::{
     FINALIZER, NODE_CLAIM_TAINT_KEY, NODE_OWNER_NAME_LABEL, NODE_OWNER_NAMESPACE_LABEL,
     NODE_OWNER_UID_ANNOTATION, TENANT_NAME_LABEL, admin_kubeconfig_secret_name,
@@ -540,5 +542,68 @@ async fn a_broken_encryption_key_stops_the_tenant_and_is_never_replaced() {
         .wait_for_phase("team-k", "sealed", "Completed", PROVISION_TIMEOUT)
         .await;
     assert_eq!(secrets.get(name).await.unwrap().data.unwrap(), stored);
+    harness.shutdown().await;
+}
+
+/// Everything else in place, a tenant whose `kube-dns` has no ready endpoint is not
+/// `Completed`: the DNSReady condition says what is missing, and the tenant completes
+/// once the clustertree's DNS answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn completed_waits_for_the_tenants_dns() {
+    let harness = Harness::start(1, true).await;
+    harness
+        .held
+        .lock()
+        .unwrap()
+        .insert("dns:team-e/quiet-dns".to_owned());
+    harness.create_vc("team-e", "quiet-dns", &["node-0"]).await;
+    let api = harness.vcs("team-e");
+    // Nodes promoted and the clustertree ready: only the DNS is missing.
+    let waiting = harness
+        .eventually(PROVISION_TIMEOUT, "everything but the DNS ready", || {
+            let api = api.clone();
+            async move {
+                let vc = api.get("quiet-dns").await.ok()?;
+                let ready = |type_: &str| {
+                    condition(&vc, type_).is_some_and(|(status, _, _)| status == "True")
+                };
+                let dns = condition(&vc, DNS_READY)?;
+                (ready(CONTROL_PLANE_READY)
+                    && ready(CLUSTER_TREE_READY)
+                    && ready(NODES_PROMOTED)
+                    && dns.0 == "False"
+                    && dns.1 == "DNSNotReady")
+                    .then_some(vc)
+            }
+        })
+        .await;
+    // Several reconciles later it still waits, saying for what.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let still = api.get("quiet-dns").await.unwrap();
+    let status = still.status.as_ref().unwrap();
+    assert_ne!(
+        status.phase.map(|phase| phase.as_str()),
+        Some("Completed"),
+        "{status:?}"
+    );
+    let (_, _, message) = condition(&still, DNS_READY).unwrap();
+    assert!(message.contains("no ready endpoint"), "{message}");
+    assert!(
+        status
+            .message
+            .as_deref()
+            .is_some_and(|message| message.contains("waiting for the tenant's DNS")),
+        "{status:?}"
+    );
+    drop(waiting);
+    harness.held.lock().unwrap().clear();
+    let done = harness
+        .wait_for_phase("team-e", "quiet-dns", "Completed", PROVISION_TIMEOUT)
+        .await;
+    let (dns_status, reason, _) = condition(&done, DNS_READY).unwrap();
+    assert_eq!(
+        (dns_status.as_str(), reason.as_str()),
+        ("True", "DNSAnswering")
+    );
     harness.shutdown().await;
 }

@@ -50,6 +50,8 @@ mod controller_eviction;
 #[cfg(test)]
 mod controller_leader;
 #[cfg(test)]
+mod controller_network_policy;
+#[cfg(test)]
 mod controller_ownership;
 #[cfg(test)]
 mod controller_pod_security;

@@ -555,3 +555,59 @@ fn reverse_names_parse_only_when_whole() {
         None
     );
 }
+
+#[test]
+fn kubernetes_default_svc_resolves_to_the_tenant_apiserver() {
+    // The tenant's own `kubernetes` Service holds the tenant range's first address, which
+    // on the host is the host's apiserver; the pinned address is the tenant apiserver's
+    // host Service.
+    let services = [service(json!({
+        "metadata": {"name": "kubernetes", "namespace": "default"},
+        "spec": {"clusterIP": "10.96.0.1", "ports": [{"name": "https", "port": 443, "protocol": "TCP"}]},
+    }))];
+    let mut snapshot = Snapshot::build(&services, &[], 7);
+    snapshot.pin_kubernetes("10.96.12.34".parse().unwrap());
+    let ask = |name: &str, qtype: RecordType| match answer(
+        &request(name, qtype),
+        Some(&snapshot),
+        &zone(),
+    ) {
+        Resolution::Answer(message) => message,
+        other => panic!("{name} {qtype}: {other:?}"),
+    };
+    assert_eq!(
+        lines(&ask("kubernetes.default.svc.cluster.local.", RecordType::A).answers),
+        vec!["kubernetes.default.svc.cluster.local. 5 A 10.96.12.34"]
+    );
+    assert_eq!(
+        lines(
+            &ask(
+                "_https._tcp.kubernetes.default.svc.cluster.local.",
+                RecordType::SRV
+            )
+            .answers
+        ),
+        vec![
+            "_https._tcp.kubernetes.default.svc.cluster.local. 5 SRV 0 100 443 kubernetes.default.svc.cluster.local."
+        ]
+    );
+    assert_eq!(
+        lines(&ask("34.12.96.10.in-addr.arpa.", RecordType::PTR).answers),
+        vec!["34.12.96.10.in-addr.arpa. 5 PTR kubernetes.default.svc.cluster.local."]
+    );
+    // The host's apiserver address is no longer the tenant's `kubernetes`.
+    assert!(!snapshot.reverse.contains_key(&"10.96.0.1".parse().unwrap()));
+    // Unpinned, the name keeps the tenant Service's own address.
+    let unpinned = Snapshot::build(&services, &[], 7);
+    match answer(
+        &request("kubernetes.default.svc.cluster.local.", RecordType::A),
+        Some(&unpinned),
+        &zone(),
+    ) {
+        Resolution::Answer(message) => assert_eq!(
+            lines(&message.answers),
+            vec!["kubernetes.default.svc.cluster.local. 5 A 10.96.0.1"]
+        ),
+        other => panic!("{other:?}"),
+    }
+}
