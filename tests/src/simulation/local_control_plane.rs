@@ -522,22 +522,30 @@ impl TenantPlanner {
                     }
                 })?;
                 // The process listens where the Service sends traffic: its cluster IP and
-                // the Service port of each target port.
-                let fixed: BTreeMap<u16, u16> = service
+                // the Service port of each target port. One process listens once per
+                // target port: where several Service ports lead to one (6443 and 443), the
+                // one equal to the target, which the controller dials.
+                let mut fixed: BTreeMap<u16, u16> = BTreeMap::new();
+                for port in service
                     .spec
                     .as_ref()
                     .and_then(|s| s.ports.as_ref())
                     .into_iter()
                     .flatten()
-                    .filter_map(|port| {
-                        let service_port = u16::try_from(port.port).ok()?;
-                        let target = match &port.target_port {
-                            Some(IntOrString::Int(target)) => u16::try_from(*target).ok()?,
-                            _ => service_port,
-                        };
-                        Some((target, service_port))
-                    })
-                    .collect();
+                {
+                    let Ok(service_port) = u16::try_from(port.port) else {
+                        continue;
+                    };
+                    let target = match &port.target_port {
+                        Some(IntOrString::Int(target)) => u16::try_from(*target).ok(),
+                        _ => Some(service_port),
+                    };
+                    let Some(target) = target else { continue };
+                    let chosen = fixed.entry(target).or_insert(service_port);
+                    if service_port == target {
+                        *chosen = service_port;
+                    }
+                }
                 PodPlacement {
                     pod_name: format!("{}-apiserver-local", self.name),
                     namespace: self.namespace.clone(),
