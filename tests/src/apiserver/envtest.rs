@@ -111,11 +111,13 @@ pub enum EnvtestError {
     },
     #[error("creating the default StorageClass {HOSTPATH_STORAGE_CLASS}: {0}")]
     CreateStorageClass(#[source] kube::Error),
-    #[error("{binary} exited with {status} while starting (log: {log})")]
+    #[error("{binary} exited with {status} while starting (log: {log}); it said last:\n{tail}")]
     Exited {
         binary: String,
         status: std::process::ExitStatus,
         log: String,
+        /// The end of the log: the work directory goes with the failed start.
+        tail: String,
     },
     #[error("writing {path}: {source}")]
     WriteFile {
@@ -824,11 +826,18 @@ impl Envtest {
 /// Fails when `child` has already exited, naming its log.
 fn exited(binary: &str, child: &mut Child, paths: &EnvtestPaths) -> Result<(), EnvtestError> {
     match child.try_wait() {
-        Ok(Some(status)) => Err(EnvtestError::Exited {
-            binary: binary.to_owned(),
-            status,
-            log: paths.log(binary).display().to_string(),
-        }),
+        Ok(Some(status)) => {
+            let log = paths.log(binary);
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = lines[lines.len().saturating_sub(20)..].join("\n");
+            Err(EnvtestError::Exited {
+                binary: binary.to_owned(),
+                status,
+                log: log.display().to_string(),
+                tail,
+            })
+        }
         _ => Ok(()),
     }
 }
