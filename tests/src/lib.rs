@@ -10,6 +10,7 @@ pub mod ports;
 pub mod probe;
 pub mod rbac;
 pub mod simulation;
+pub mod wait;
 pub mod work_dir;
 
 use std::path::PathBuf;

@@ -1322,7 +1322,7 @@ impl Harness {
         &self,
         what: &str,
         limit: Duration,
-        mut check: F,
+        check: F,
     ) -> anyhow::Result<T>
     where
         F: FnMut() -> Fut,
@@ -1336,17 +1336,7 @@ impl Harness {
             HostKind::RealApiServer => limit * 3,
             HostKind::TestApiServer => limit,
         };
-        let deadline = Instant::now() + limit;
-        loop {
-            let last = match check().await {
-                Ok(value) => return Ok(value),
-                Err(last) => last,
-            };
-            if Instant::now() > deadline {
-                bail!("timed out after {limit:?} waiting for {what}; last seen: {last}");
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        Ok(vc_tests::wait::until(what, limit, check).await?)
     }
 
     /// Worker nodes of an existing cluster (not control-plane), by name.

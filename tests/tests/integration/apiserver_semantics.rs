@@ -69,14 +69,11 @@ mod semantics {
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = bool>,
     {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-        while tokio::time::Instant::now() < deadline {
-            if check().await {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("timed out waiting for: {what}");
+        let check = || {
+            let holds = check();
+            async move { holds.await.then_some(()) }
+        };
+        vc_tests::wait::eventually(what, Duration::from_secs(15), check).await;
     }
 
     async fn watcher_sees_every_change_in_order(cluster: &TestCluster) {
