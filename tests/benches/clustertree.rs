@@ -532,7 +532,9 @@ async fn main() -> BenchResult<()> {
     let (tenant_cache, tenant_watch) = pod_cache(tenant_admin.clone(), APP);
     host_cache.wait_until_ready().await?;
     tenant_cache.wait_until_ready().await?;
-    // A few idle passes, so the baseline is the process at rest with its node in sync.
+    // A few idle passes, so the baseline is the process at rest with its node in sync. A
+    // fixed span: the figures measured are of the process over time, and being at rest
+    // has no moment of its own to wait for.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (_, idle_rss, idle_cpu) = process_figures(pid);
     let setup = began.elapsed();
@@ -578,7 +580,8 @@ async fn main() -> BenchResult<()> {
     let host_requests_up = request_totals(&admin).await;
     let tenant_requests_up = request_totals(&tenant_admin).await;
 
-    // Steady state: a few periods with nothing to do.
+    // Steady state: a few periods with nothing to do. A fixed span: it is the window the
+    // CPU and request figures are measured over, not a wait for something to happen.
     let quiet = Duration::from_secs(10);
     tokio::time::sleep(quiet).await;
     let (_, _, quiet_cpu) = process_figures(pid);

@@ -103,6 +103,85 @@ where
     }
 }
 
+/// A condition stopped holding inside the window it had to hold for.
+#[derive(Debug, thiserror::Error)]
+#[error("{what} stopped holding after {after:?} of {window:?}: {seen}")]
+pub struct Broken {
+    /// The state that had to hold.
+    pub what: String,
+    /// The window it had to hold for.
+    pub window: Duration,
+    /// When it was first seen broken.
+    pub after: Duration,
+    /// What the check saw.
+    pub seen: String,
+}
+
+/// Checks that `check` holds for the whole of `window`, from now; the error says when it
+/// first did not and what the check saw. This is for what must *not* happen (a write, a
+/// deletion, a revived node): an absence has no moment to wait for, so the window is the
+/// assertion, and checking all through it fails at the first break instead of at its end.
+pub async fn throughout<O, F, Fut>(what: &str, window: Duration, mut check: F) -> Result<(), Broken>
+where
+    O: Outcome,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = O>,
+{
+    let started = tokio::time::Instant::now();
+    let end = started + window;
+    loop {
+        if let Err(seen) = check().await.into_outcome() {
+            return Err(Broken {
+                what: what.to_owned(),
+                window,
+                after: started.elapsed(),
+                seen,
+            });
+        }
+        let now = tokio::time::Instant::now();
+        if now >= end {
+            return Ok(());
+        }
+        tokio::time::sleep(MAX_POLL.min(end - now)).await;
+    }
+}
+
+/// Samples until two samples `quiet` apart (and every one between) are equal, for at most
+/// `limit`, and returns the settled value: "stops changing" as a condition, for state that
+/// a background loop may still be writing when the test reaches it.
+pub async fn settled<T, F, Fut>(
+    what: &str,
+    limit: Duration,
+    quiet: Duration,
+    mut sample: F,
+) -> Result<T, TimedOut>
+where
+    T: PartialEq + std::fmt::Debug,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = T>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut stable = (sample().await, tokio::time::Instant::now());
+    loop {
+        let now = tokio::time::Instant::now();
+        if now.duration_since(stable.1) >= quiet {
+            return Ok(stable.0);
+        }
+        if now >= deadline {
+            return Err(TimedOut {
+                what: format!("{what} to stay unchanged for {quiet:?}"),
+                limit,
+                last: format!("{:?}", stable.0),
+            });
+        }
+        tokio::time::sleep(MAX_POLL.min(deadline - now)).await;
+        let next = sample().await;
+        if next != stable.0 {
+            stable = (next, tokio::time::Instant::now());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,5 +238,76 @@ mod tests {
             None::<()>
         })
         .await;
+    }
+    #[tokio::test]
+    async fn throughout_fails_at_the_first_break() {
+        let calls = AtomicU32::new(0);
+        let started = tokio::time::Instant::now();
+        let error = throughout(
+            "the node to stay NotReady",
+            Duration::from_secs(30),
+            || async {
+                let n = calls.fetch_add(1, Ordering::SeqCst);
+                if n < 2 { Ok(()) } else { Err("Ready=True") }
+            },
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "it must not wait out the window"
+        );
+        assert!(
+            error
+                .to_string()
+                .starts_with("the node to stay NotReady stopped holding after "),
+            "{error}"
+        );
+        assert!(error.to_string().ends_with("of 30s: Ready=True"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn throughout_checks_until_the_window_ends() {
+        let calls = AtomicU32::new(0);
+        let started = tokio::time::Instant::now();
+        throughout("quiet", Duration::from_millis(300), || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Some(())
+        })
+        .await
+        .unwrap();
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        assert!(calls.load(Ordering::SeqCst) >= 2);
+    }
+
+    #[tokio::test]
+    async fn settled_waits_for_the_value_to_stop_changing() {
+        let calls = AtomicU32::new(0);
+        let value = settled(
+            "a counter",
+            Duration::from_secs(10),
+            Duration::from_millis(300),
+            || async { calls.fetch_add(1, Ordering::SeqCst).min(5) },
+        )
+        .await
+        .unwrap();
+        assert_eq!(value, 5);
+    }
+
+    #[tokio::test]
+    async fn settled_times_out_on_a_value_that_keeps_changing() {
+        let calls = AtomicU32::new(0);
+        let error = settled(
+            "a counter",
+            Duration::from_millis(400),
+            Duration::from_millis(300),
+            || async { calls.fetch_add(1, Ordering::SeqCst) },
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            error.to_string().starts_with("timed out after 400ms waiting for a counter to stay unchanged for 300ms; last seen: "),
+            "{error}"
+        );
     }
 }

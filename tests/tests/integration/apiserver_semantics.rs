@@ -629,6 +629,7 @@ mod semantics {
                 ..Default::default()
             },
         );
+        assert_eq!(server.faults().remaining(), 1);
         match api
             .create(&PostParams::default(), &cm("f1", &[]))
             .await
@@ -637,6 +638,7 @@ mod semantics {
             kube::Error::Api(e) => assert_eq!(e.code, 500),
             other => panic!("expected 500, got {other}"),
         }
+        assert_eq!(server.faults().remaining(), 0, "the fault was used up");
         api.create(&PostParams::default(), &cm("f1", &[]))
             .await
             .unwrap();

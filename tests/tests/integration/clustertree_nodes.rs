@@ -275,8 +275,13 @@ async fn real_clustertree_mirrors_exactly_the_claimed_nodes_and_the_pool() {
         .create(&PostParams::default(), &own)
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_secs(1)).await; // three periods: a deletion would have happened
-    assert!(tenant_nodes.get_opt("tenant-made").await.unwrap().is_some());
+    // Over three periods a deletion would have happened; a deletion is what must not
+    // happen, so the window is the assertion.
+    vc_tests::wait::throughout("tenant-made to stay", Duration::from_secs(1), || async {
+        tenant_nodes.get_opt("tenant-made").await.unwrap()
+    })
+    .await
+    .unwrap();
     drop(fleet);
 }
 

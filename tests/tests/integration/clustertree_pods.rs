@@ -319,22 +319,32 @@ impl World {
     }
 }
 
-async fn within<T, F, Fut>(log: &Path, what: &str, mut check: F) -> T
+async fn within<T, F, Fut>(log: &Path, what: &str, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {WAIT:?} waiting for {what}; vc-clustertree said:\n{}",
+    match vc_tests::wait::until(what, WAIT, check).await {
+        Ok(value) => value,
+        Err(timed_out) => panic!(
+            "{timed_out}; vc-clustertree said:\n{}",
             std::fs::read_to_string(log).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        ),
+    }
+}
+
+impl World {
+    /// Asserts `check` holds for `window` (see [`vc_tests::wait::throughout`]), failing with
+    /// the clustertree's log.
+    async fn throughout<O, F, Fut>(&self, what: &str, window: Duration, check: F)
+    where
+        O: vc_tests::wait::Outcome,
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = O>,
+    {
+        if let Err(broken) = vc_tests::wait::throughout(what, window, check).await {
+            panic!("{broken}; vc-clustertree said:\n{}", self.log_text());
+        }
     }
 }
 
@@ -765,12 +775,26 @@ async fn real_tenant_pool_pods_respect_the_pool_quota() {
         message.contains("exceeded quota") && message.contains(&quota_name),
         "{message}"
     );
-    // A few passes later it is still waiting.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let waiting = world.tenant_pods().get("pool-c").await.unwrap();
-    assert_eq!(phase(&waiting), Some("Pending"), "{:?}", waiting.status);
+    // A few passes (0.3 s each) later it is still waiting: a host pod is what must not
+    // appear, so the window is the assertion.
     let host_pods = world.host::<Pod>();
-    assert!(standing_for(&host_pods, "pool-c").await.is_empty());
+    world
+        .throughout(
+            "pool-c to stay Pending without a host pod",
+            Duration::from_secs(1),
+            || async {
+                let waiting = world.tenant_pods().get("pool-c").await.unwrap();
+                let standing = standing_for(&host_pods, "pool-c").await;
+                match (phase(&waiting), standing.len()) {
+                    (Some("Pending"), 0) => Ok(()),
+                    (phase, pods) => Err(format!(
+                        "phase {phase:?}, {pods} host pods: {:?}",
+                        waiting.status
+                    )),
+                }
+            },
+        )
+        .await;
 
     // Room made in the pool: the waiting pod runs without anyone touching it.
     world
@@ -855,16 +879,24 @@ async fn real_clustertree_restart_loses_nothing() {
             (all_running && one_to_one).then_some(tenant_uids)
         })
         .await;
-    // And it stays so: nothing created twice on a later pass.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let mut host_uids = host_pod_uids(&world).await;
-    host_uids.sort();
-    assert_eq!(
-        host_uids,
-        settled.into_iter().collect::<Vec<_>>(),
-        "{}",
-        world.log_text()
-    );
+    // And it stays so over a few passes: nothing created twice. A duplicate is what must
+    // not appear, so the window is the assertion.
+    let settled: Vec<String> = settled.into_iter().collect();
+    world
+        .throughout(
+            "one host pod per tenant pod",
+            Duration::from_secs(1),
+            || async {
+                let mut host_uids = host_pod_uids(&world).await;
+                host_uids.sort();
+                if host_uids == settled {
+                    Ok(())
+                } else {
+                    Err(format!("host pods of {host_uids:?}"))
+                }
+            },
+        )
+        .await;
     world.finish("real_clustertree_restart_loses_nothing");
 }
 
@@ -927,18 +959,32 @@ async fn real_host_pod_events_appear_on_the_tenant_pod() {
         "the host scheduler wrote the original: {host_events:?}"
     );
 
-    // Once: not again on later passes, nor after a restart.
-    tokio::time::sleep(Duration::from_millis(900)).await;
-    assert_eq!(copied_events(&world, "greeted", "Scheduled").await, copied);
+    // Once: not again on later passes, nor after a restart. A second copy is what must
+    // not appear, so each window is the assertion: three passes, then long enough for the
+    // restarted process to start, fill its caches and run a few passes.
+    async fn unchanged(world: &World, copied: &[Event]) -> Result<(), String> {
+        let now = copied_events(world, "greeted", "Scheduled").await;
+        if now == copied {
+            Ok(())
+        } else {
+            Err(format!("copied Events {now:?}"))
+        }
+    }
+    world
+        .throughout(
+            "one copied Scheduled Event",
+            Duration::from_millis(900),
+            || unchanged(&world, &copied),
+        )
+        .await;
     world.kill_clustertree();
     world.start_clustertree();
-    // Long enough to start, fill its caches and run a few passes.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(
-        copied_events(&world, "greeted", "Scheduled").await,
-        copied,
-        "{}",
-        world.log_text()
-    );
+    world
+        .throughout(
+            "one copied Scheduled Event after a restart",
+            Duration::from_secs(3),
+            || unchanged(&world, &copied),
+        )
+        .await;
     world.finish("real_host_pod_events_appear_on_the_tenant_pod");
 }

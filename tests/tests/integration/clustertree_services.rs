@@ -150,22 +150,14 @@ impl World {
     }
 
     /// Polls `check` until it returns `Some`, failing with the clustertree's log.
-    async fn within<T, F, Fut>(&self, what: &str, mut check: F) -> T
+    async fn within<T, F, Fut>(&self, what: &str, check: F) -> T
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Option<T>>,
     {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(value) = check().await {
-                return value;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out after {WAIT:?} waiting for {what}; vc-clustertree said:\n{}",
-                self.log_text()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        match vc_tests::wait::until(what, WAIT, check).await {
+            Ok(value) => value,
+            Err(timed_out) => panic!("{timed_out}; vc-clustertree said:\n{}", self.log_text()),
         }
     }
 

@@ -359,19 +359,17 @@ fn create_wait_returns_once_the_status_says_initialized() {
     let clusters = host.clusters();
     // Plays the controller: moves the phase along once the object exists.
     let controller = host.runtime.spawn(async move {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while clusters.get_opt("prod").await.unwrap().is_none() {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "prod was never created"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        vc_tests::wait::eventually("prod to be created", Duration::from_secs(30), || async {
+            clusters.get_opt("prod").await.unwrap()
+        })
+        .await;
         for (phase, message) in [
             ("Pending", ""),
             ("Preparing", "waiting for etcd"),
             ("Initialized", ""),
         ] {
+            // The stand-in controller's pace: the plugin's watch must see each phase as a
+            // change of its own, and its output only shows once it exits.
             tokio::time::sleep(Duration::from_millis(300)).await;
             let status = json!({"status": {"phase": phase, "message": message}});
             clusters

@@ -496,7 +496,12 @@ async fn a_relist_after_a_broken_watch_frees_the_node_of_a_deleted_cluster() {
     };
     host.server.faults().fail_next(10_000, watches);
     host.server.faults().cut_watches();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    vc_tests::wait::eventually(
+        "the webhook's next VirtualCluster watch to be refused",
+        Duration::from_secs(10),
+        || async { (host.server.faults().remaining() < 10_000).then_some(()) },
+    )
+    .await;
     let deleted = host.run(
         &[
             "delete",
