@@ -4,6 +4,7 @@
 
 pub mod admission;
 pub mod apiserver;
+pub mod clustertree;
 pub mod etcd_gateway;
 pub mod node;
 pub mod ports;
