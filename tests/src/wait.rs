@@ -91,6 +91,10 @@ where
 }
 
 /// [`until`] for tests: the value, or a panic with the [`TimedOut`] message.
+#[expect(
+    clippy::panic,
+    reason = "a test fails by panicking, and this is the tests' form of `until`"
+)]
 pub async fn eventually<O, F, Fut>(what: &str, limit: Duration, check: F) -> O::Value
 where
     O: Outcome,
