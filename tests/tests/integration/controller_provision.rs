@@ -501,7 +501,23 @@ async fn a_broken_encryption_key_stops_the_tenant_and_is_never_replaced() {
     );
     assert!(message.contains("restore the configuration"), "{message}");
     assert!(!message.contains(&key[..20]), "the key is in the status");
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // A stopped tenant waits for a change: touching the Secret (it is owned) brings one
+    // more reconcile, the one that could replace the configuration; after it, it is kept.
+    let before = harness.reconcile_count();
+    secrets
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"metadata": {"labels": {"touched": "yes"}}})),
+        )
+        .await
+        .unwrap();
+    harness
+        .eventually(PROVISION_TIMEOUT, "a reconcile after the touch", || {
+            let ran = harness.reconcile_count() > before;
+            async move { ran.then_some(()) }
+        })
+        .await;
     let kept = secrets.get(name).await.unwrap().data.unwrap();
     assert_eq!(
         String::from_utf8(kept["encryption-config.yaml"].0.clone()).unwrap(),
