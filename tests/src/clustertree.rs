@@ -398,34 +398,46 @@ impl Launch {
 mod tests {
     use super::*;
 
-    fn args(launch: &Launch) -> Vec<String> {
-        launch
+    /// The flags after the kubeconfigs and the namespace, which every launch starts with.
+    fn flags(launch: &Launch) -> Vec<String> {
+        let args: Vec<String> = launch
             .command()
             .get_args()
             .map(|arg| arg.to_string_lossy().into_owned())
-            .collect()
-    }
-
-    #[test]
-    fn a_launch_names_its_tenant_period_dns_and_extra_flags_in_order() {
-        let launch = Launch::new(
-            "/bin/vc-clustertree".into(),
-            Path::new("/h"),
-            Path::new("/t"),
-        )
-        .period("0.3s")
-        .args(["--kubelet-address", "127.0.0.1"]);
+            .collect();
+        let (common, rest) = args.split_at(6);
         assert_eq!(
-            args(&launch),
+            common,
             [
                 "--kubeconfig",
                 "/h",
                 "--tenant-kubeconfig",
                 "/t",
                 "--namespace",
-                "team-a",
+                NAMESPACE
+            ]
+        );
+        rest.to_vec()
+    }
+
+    fn launch() -> Launch {
+        Launch::new(
+            "/bin/vc-clustertree".into(),
+            Path::new("/h"),
+            Path::new("/t"),
+        )
+    }
+
+    #[test]
+    fn a_launch_names_its_tenant_period_dns_and_extra_flags_in_order() {
+        let launch = launch()
+            .period("0.3s")
+            .args(["--kubelet-address", "127.0.0.1"]);
+        assert_eq!(
+            flags(&launch),
+            [
                 "--name",
-                "tenant1",
+                TENANT,
                 "--period",
                 "0.3s",
                 "--dns-listen",
@@ -438,25 +450,7 @@ mod tests {
 
     #[test]
     fn a_launch_without_dns_leaves_the_flag_to_the_caller() {
-        let launch = Launch::new(
-            "/bin/vc-clustertree".into(),
-            Path::new("/h"),
-            Path::new("/t"),
-        )
-        .name("dns-one")
-        .dns_listen(None);
-        assert_eq!(
-            args(&launch),
-            [
-                "--kubeconfig",
-                "/h",
-                "--tenant-kubeconfig",
-                "/t",
-                "--namespace",
-                "team-a",
-                "--name",
-                "dns-one",
-            ]
-        );
+        let launch = launch().name("dns-one").dns_listen(None);
+        assert_eq!(flags(&launch), ["--name", "dns-one"]);
     }
 }
