@@ -574,7 +574,24 @@ async fn completed_waits_for_the_tenants_dns() {
         })
         .await;
     // Several reconciles later it still waits, saying for what.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = harness.reconcile_count();
+    harness
+        .eventually(PROVISION_TIMEOUT, "three more reconciles", || {
+            let ran = harness.reconcile_count() - before;
+            let api = api.clone();
+            async move {
+                let vc = api.get("quiet-dns").await.unwrap();
+                let phase = vc.status.as_ref().and_then(|status| status.phase);
+                assert_ne!(
+                    phase.map(|phase| phase.as_str()),
+                    Some("Completed"),
+                    "{:?}",
+                    vc.status
+                );
+                (ran >= 3).then_some(())
+            }
+        })
+        .await;
     let still = api.get("quiet-dns").await.unwrap();
     let status = still.status.as_ref().unwrap();
     assert_ne!(
