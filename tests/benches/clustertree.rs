@@ -37,7 +37,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
 use futures::StreamExt;
@@ -47,24 +47,21 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
-use vc_api::VirtualCluster;
 use vc_api::constants::{
-    CLUSTERTREE_MANAGED_BY_VALUE, MANAGED_BY_LABEL, NODE_CLAIM_TAINT_KEY, NODE_OWNER_NAME_LABEL,
-    NODE_OWNER_NAMESPACE_LABEL, NODE_OWNER_UID_ANNOTATION, TENANT_OBJECT_NAME_LABEL,
+    CLUSTERTREE_MANAGED_BY_VALUE, MANAGED_BY_LABEL, TENANT_OBJECT_NAME_LABEL,
     tenant_workload_namespace,
 };
-use vc_tests::apiserver::envtest::{self, Envtest, EnvtestOptions, SKIP_MESSAGE};
+use vc_tests::apiserver::envtest::{self, EnvtestOptions, SKIP_MESSAGE};
+use vc_tests::clustertree::{self, ControlPlanes, Launch, NAMESPACE, TENANT};
 use vc_tests::simulation::nodes::{FleetOptions, NodeFleet, NodeSpec};
 use vc_tests::simulation::workloads::{self, WorkloadMode, WorkloadOptions};
+use vc_tests::wait;
 
 type BenchResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
-const NAMESPACE: &str = "team-a";
-const TENANT: &str = "tenant1";
 const NODE: &str = "node1";
 /// The tenant namespace of the pods.
 const APP: &str = "bench";
-const CLUSTERTREE_USER: &str = "clustertree";
 /// Tenant creates and deletes in flight at once.
 const CONCURRENCY: usize = 32;
 /// Longest any phase may take before the bench gives up on it and says so.
@@ -75,15 +72,6 @@ fn env_usize(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _killed = self.0.kill();
-        let _reaped = self.0.wait();
-    }
 }
 
 fn newest_source(dir: &Path) -> Option<SystemTime> {
@@ -104,14 +92,7 @@ fn newest_source(dir: &Path) -> Option<SystemTime> {
 /// The release `vc-clustertree` of this target directory, refused when older than the
 /// sources it is built from.
 fn clustertree_binary() -> BenchResult<PathBuf> {
-    let executable = std::env::current_exe()?;
-    let binary = executable
-        .ancestors()
-        .skip(1)
-        .take(2)
-        .map(|dir| dir.join("vc-clustertree"))
-        .find(|path| path.is_file())
-        .ok_or("vc-clustertree is not built; run `cargo build --release -p vc-clustertree`")?;
+    let binary = vc_tests::clustertree::binary()?;
     let built = std::fs::metadata(&binary)?.modified()?;
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let sources = ["clustertree/src", "clustertree/Cargo.toml", "api/src"]
@@ -135,94 +116,9 @@ fn clustertree_binary() -> BenchResult<PathBuf> {
     Ok(binary)
 }
 
-fn kubectl_apply(kubeconfig: &Path, manifest: &str) -> BenchResult<()> {
-    let mut child = Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(["apply", "--server-side", "-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    if let Some(mut stdin) = child.stdin.take() {
-        std::io::Write::write_all(&mut stdin, manifest.as_bytes())?;
-    }
-    let output = child.wait_with_output()?;
-    if !output.status.success() {
-        return Err(format!("kubectl apply: {output:?}").into());
-    }
-    Ok(())
-}
-
-/// What the controller grants a tenant's clustertree on the host
-/// (`controller::resources::clustertree`): its VirtualCluster, `get` on the nodes it
-/// claimed, and the workload namespace's objects.
-fn clustertree_rbac(workload_namespace: &str) -> Vec<serde_json::Value> {
-    let rw = [
-        "create", "delete", "get", "list", "patch", "update", "watch",
-    ];
-    vec![
-        json!({
-            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-            "metadata": {"name": "clustertree-nodes"},
-            "rules": [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"], "resourceNames": [NODE]}],
-        }),
-        json!({
-            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-            "metadata": {"name": "clustertree-nodes"},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "clustertree-nodes"},
-            "subjects": [{"kind": "User", "name": CLUSTERTREE_USER}],
-        }),
-        json!({
-            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-            "metadata": {"name": "clustertree", "namespace": NAMESPACE},
-            "rules": [{"apiGroups": ["kosmos.io"], "resources": ["virtualclusters"], "verbs": ["get"], "resourceNames": [TENANT]}],
-        }),
-        json!({
-            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-            "metadata": {"name": "clustertree", "namespace": NAMESPACE},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "clustertree"},
-            "subjects": [{"kind": "User", "name": CLUSTERTREE_USER}],
-        }),
-        json!({
-            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-            "metadata": {"name": "tenant1-clustertree", "namespace": workload_namespace},
-            "rules": [
-                {"apiGroups": [""], "resources": ["configmaps", "endpoints", "persistentvolumeclaims", "pods", "secrets", "services"], "verbs": rw},
-                {"apiGroups": [""], "resources": ["pods/status"], "verbs": ["get", "patch", "update"]},
-                {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
-                {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "get", "list", "patch", "update", "watch"]},
-            ],
-        }),
-        json!({
-            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-            "metadata": {"name": "tenant1-clustertree", "namespace": workload_namespace},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "tenant1-clustertree"},
-            "subjects": [{"kind": "User", "name": CLUSTERTREE_USER}],
-        }),
-    ]
-}
-
-/// Marks `node` claimed by the tenant, as the controller does when it promotes it.
-async fn claim(host: &Client, uid: &str) -> BenchResult<()> {
-    let patch = json!({
-        "metadata": {
-            "labels": {NODE_OWNER_NAMESPACE_LABEL: NAMESPACE, NODE_OWNER_NAME_LABEL: TENANT},
-            "annotations": {NODE_OWNER_UID_ANNOTATION: uid},
-        },
-        "spec": {"taints": [{"key": NODE_CLAIM_TAINT_KEY, "value": TENANT, "effect": "NoSchedule"}]},
-    });
-    Api::<Node>::all(host.clone())
-        .patch(
-            NODE,
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(&patch),
-        )
-        .await?;
-    Ok(())
-}
-
-/// Polls `check` until it returns a value, failing after [`PHASE_LIMIT`].
+/// Polls `check` until it returns a value, failing after [`PHASE_LIMIT`]. Not
+/// [`vc_tests::wait::until`]: this one times the phases, so it polls a cheap cache every
+/// 20 ms where the shared wait backs off to 200 ms.
 async fn until<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> BenchResult<T> {
     let deadline = Instant::now() + PHASE_LIMIT;
     loop {
@@ -233,23 +129,6 @@ async fn until<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> BenchResu
             return Err(format!("gave up after {PHASE_LIMIT:?} waiting for {what}").into());
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-async fn until_async<T, F, Fut>(what: &str, mut check: F) -> BenchResult<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + PHASE_LIMIT;
-    loop {
-        if let Some(value) = check().await {
-            return Ok(value);
-        }
-        if Instant::now() > deadline {
-            return Err(format!("gave up after {PHASE_LIMIT:?} waiting for {what}").into());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -423,25 +302,17 @@ async fn main() -> BenchResult<()> {
         controller_manager: true,
         ..EnvtestOptions::default()
     };
-    let (host, tenant) = tokio::join!(
-        Envtest::start_with(&assets, host_options),
-        Envtest::start_with(&assets, tenant_options)
-    );
-    let (host, tenant) = (host?, tenant?);
-    let admin = vc_tests::apiserver::client_from_kubeconfig(host.kubeconfig_path()).await?;
-    let tenant_admin =
-        vc_tests::apiserver::client_from_kubeconfig(tenant.kubeconfig_path()).await?;
+    let ControlPlanes {
+        host,
+        tenant,
+        admin,
+        tenant_admin,
+    } = ControlPlanes::start(&assets, host_options, tenant_options).await?;
     let workload_namespace = tenant_workload_namespace(NAMESPACE, TENANT);
-    let crd = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../charts/kosmos-vc/crds/virtualclusters.kosmos.io.yaml");
-    kubectl_apply(host.kubeconfig_path(), &std::fs::read_to_string(crd)?)?;
-    for namespace in [
-        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}),
-        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": workload_namespace,
-               "labels": {"pod-security.kubernetes.io/enforce": "baseline"}}}),
-    ] {
-        kubectl_apply(host.kubeconfig_path(), &namespace.to_string())?;
-    }
+    clustertree::install_crd(host.kubeconfig_path())?;
+    let namespace = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": workload_namespace,
+                           "labels": {"pod-security.kubernetes.io/enforce": "baseline"}}});
+    clustertree::kubectl_apply(host.kubeconfig_path(), &namespace.to_string())?;
     let capacity = (pods + 100).to_string();
     let node = NodeSpec {
         pods: capacity,
@@ -461,23 +332,17 @@ async fn main() -> BenchResult<()> {
             ..WorkloadOptions::default()
         },
     );
-    let virtual_clusters: Api<VirtualCluster> = Api::namespaced(admin.clone(), NAMESPACE);
-    let created = until_async("the CRD to serve VirtualClusters", || async {
-        let vc: VirtualCluster = serde_json::from_value(json!({
-            "apiVersion": "kosmos.io/v1alpha1", "kind": "VirtualCluster",
-            "metadata": {"name": TENANT, "namespace": NAMESPACE},
-            "spec": {"kubernetesVersion": "v1.33.4", "promoteResources": {"nodes": [NODE]}},
-        }))
-        .ok()?;
-        virtual_clusters
-            .create(&PostParams::default(), &vc)
-            .await
-            .ok()
-    })
+    let created = clustertree::create_virtual_cluster(
+        &admin,
+        json!({"kubernetesVersion": "v1.33.4", "promoteResources": {"nodes": [NODE]}}),
+    )
     .await?;
-    claim(&admin, &created.uid().unwrap_or_default()).await?;
-    for object in clustertree_rbac(&workload_namespace) {
-        kubectl_apply(host.kubeconfig_path(), &object.to_string())?;
+    clustertree::claim(&admin, NODE, &created.uid().unwrap_or_default(), true).await?;
+    for object in clustertree::host_rbac(&[NODE])
+        .into_iter()
+        .chain(clustertree::workload_rbac(&workload_namespace))
+    {
+        clustertree::kubectl_apply(host.kubeconfig_path(), &object.to_string())?;
     }
 
     // The tenant namespace, with what admits its pods.
@@ -488,8 +353,9 @@ async fn main() -> BenchResult<()> {
         .await?;
     let service_accounts: Api<ServiceAccount> = Api::namespaced(tenant_admin.clone(), APP);
     let config_maps: Api<ConfigMap> = Api::namespaced(tenant_admin.clone(), APP);
-    until_async(
+    wait::until(
         "the default ServiceAccount and CA in the tenant",
+        PHASE_LIMIT,
         || async {
             let account = service_accounts.get_opt("default").await.ok()??;
             let ca = config_maps.get_opt("kube-root-ca.crt").await.ok()??;
@@ -498,41 +364,28 @@ async fn main() -> BenchResult<()> {
     )
     .await?;
 
-    let identity = host.kubeconfig_for(CLUSTERTREE_USER, &[])?;
+    let identity = host.kubeconfig_for(clustertree::USER, &[])?;
     let log_path =
         std::env::temp_dir().join(format!("vc-bench-clustertree-{}.log", std::process::id()));
     let log = std::fs::File::create(&log_path)?;
-    let mut clustertree = Process(
-        Command::new(&binary)
-            .arg("--kubeconfig")
-            .arg(&identity)
-            .arg("--tenant-kubeconfig")
-            .arg(tenant.kubeconfig_path())
-            .args([
-                "--namespace",
-                NAMESPACE,
-                "--name",
-                TENANT,
-                "--period",
-                &period,
-                "--dns-listen",
-                "127.0.0.1:0",
-            ])
-            .stdout(Stdio::from(log.try_clone()?))
-            .stderr(Stdio::from(log))
-            .spawn()?,
-    );
+    let mut clustertree = Launch::new(binary, &identity, tenant.kubeconfig_path())
+        .period(&period)
+        .spawn(log)?;
     let pid = clustertree.0.id();
     let tenant_nodes: Api<Node> = Api::all(tenant_admin.clone());
-    until_async("the promoted node mirrored in the tenant", || async {
-        tenant_nodes.get_opt(NODE).await.ok()?
-    })
+    wait::until(
+        "the promoted node mirrored in the tenant",
+        PHASE_LIMIT,
+        || async { tenant_nodes.get_opt(NODE).await.ok()? },
+    )
     .await?;
     let (host_cache, host_watch) = pod_cache(admin.clone(), &workload_namespace);
     let (tenant_cache, tenant_watch) = pod_cache(tenant_admin.clone(), APP);
     host_cache.wait_until_ready().await?;
     tenant_cache.wait_until_ready().await?;
-    // A few idle passes, so the baseline is the process at rest with its node in sync.
+    // A few idle passes, so the baseline is the process at rest with its node in sync. A
+    // fixed span: the figures measured are of the process over time, and being at rest
+    // has no moment of its own to wait for.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (_, idle_rss, idle_cpu) = process_figures(pid);
     let setup = began.elapsed();
@@ -578,7 +431,8 @@ async fn main() -> BenchResult<()> {
     let host_requests_up = request_totals(&admin).await;
     let tenant_requests_up = request_totals(&tenant_admin).await;
 
-    // Steady state: a few periods with nothing to do.
+    // Steady state: a few periods with nothing to do. A fixed span: it is the window the
+    // CPU and request figures are measured over, not a wait for something to happen.
     let quiet = Duration::from_secs(10);
     tokio::time::sleep(quiet).await;
     let (_, _, quiet_cpu) = process_figures(pid);

@@ -325,6 +325,8 @@ async fn main() -> BenchResult<()> {
         }))?;
         vcs.create(&PostParams::default(), &vc).await?;
     }
+    // Memory settling after the writes has no event to wait for, and RSS never holds
+    // still enough to wait for it to stop changing: a fixed pause before the baseline.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let baseline = rss_mib();
     println!(

@@ -4,12 +4,14 @@
 
 pub mod admission;
 pub mod apiserver;
+pub mod clustertree;
 pub mod etcd_gateway;
 pub mod node;
 pub mod ports;
 pub mod probe;
 pub mod rbac;
 pub mod simulation;
+pub mod wait;
 pub mod work_dir;
 
 use std::path::PathBuf;

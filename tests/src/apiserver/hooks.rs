@@ -258,6 +258,17 @@ impl Faults {
         self.cut.send_modify(|n| *n += 1);
     }
 
+    /// How many injected faults are still to come, over every rule: a test waits for it to
+    /// drop to know a client has met a fault, instead of guessing when it will have.
+    pub fn remaining(&self) -> usize {
+        self.rules
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .map(|rule| rule.remaining)
+            .sum()
+    }
+
     /// Removes every pending rule.
     pub fn clear(&self) {
         self.rules

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -162,31 +162,35 @@ pub async fn tenant_etcd_is_real(harness: &Harness, tenant: &str) {
 
     let key = STANDARD.encode(format!("/registry/e2e/{tenant}"));
     let value = STANDARD.encode("written by the tenant apiserver's etcd client certificate");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    let accepted = vc_tests::wait::until("etcd to accept a put", Duration::from_secs(30), || {
         if let Ok(Some(status)) = etcd.child.try_wait() {
             panic!(
                 "etcd exited with {status}; args {args:?}; log:\n{}",
                 std::fs::read_to_string(&etcd.log).unwrap_or_default()
             );
         }
-        let answer = etcd_gateway::post(
-            &config,
-            &server_host,
-            client_addr,
-            "/v3/kv/put",
-            serde_json::json!({"key": key, "value": value}),
-        )
-        .await;
-        if let Ok((200, _)) = answer {
-            break;
+        let (config, server_host, key, value) = (&config, &server_host, &key, &value);
+        async move {
+            match etcd_gateway::post(
+                config,
+                server_host,
+                client_addr,
+                "/v3/kv/put",
+                serde_json::json!({"key": key, "value": value}),
+            )
+            .await
+            {
+                Ok((200, _)) => Ok(()),
+                answer => Err(format!("{answer:?}")),
+            }
         }
-        assert!(
-            Instant::now() < deadline,
-            "etcd started from StatefulSet {tenant}-etcd did not accept a put within 30 s: {answer:?}; log:\n{}",
+    })
+    .await;
+    if let Err(timed_out) = accepted {
+        panic!(
+            "etcd started from StatefulSet {tenant}-etcd: {timed_out}; log:\n{}",
             std::fs::read_to_string(&etcd.log).unwrap_or_default()
         );
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let (status, body) = etcd_gateway::post(
         &config,

@@ -1214,25 +1214,32 @@ impl Harness {
     }
 
     async fn wait_webhook_ready(&mut self, port: u16, ca_pem: &str) -> anyhow::Result<()> {
-        let deadline = Instant::now() + STARTUP_WAIT;
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-        loop {
-            if let Some(webhook) = self.webhook.as_mut() {
-                webhook.check_running()?;
-            }
-            if https_status(addr, ca_pem, "/readyz").await == Some(200) {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "vc-webhook did not answer 200 on https://{addr}/readyz within {STARTUP_WAIT:?}; log:\n{}",
-                    self.webhook_log
-                        .as_deref()
-                        .map(|l| log_tail(l, LOG_TAIL_LINES))
-                        .unwrap_or_default()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        let webhook = &mut self.webhook;
+        // A process that exited ends the wait at once, its error as the value.
+        let ready =
+            vc_tests::wait::until("vc-webhook to answer 200 on /readyz", STARTUP_WAIT, || {
+                let running = webhook.as_mut().map_or(Ok(()), |w| w.check_running());
+                async move {
+                    match running {
+                        Err(exited) => Ok(Err(exited)),
+                        Ok(()) => match https_status(addr, ca_pem, "/readyz").await {
+                            Some(200) => Ok(Ok(())),
+                            status => Err(format!("https://{addr}/readyz answered {status:?}")),
+                        },
+                    }
+                }
+            })
+            .await;
+        match ready {
+            Ok(result) => result,
+            Err(timed_out) => bail!(
+                "{timed_out}; log:\n{}",
+                self.webhook_log
+                    .as_deref()
+                    .map(|l| log_tail(l, LOG_TAIL_LINES))
+                    .unwrap_or_default()
+            ),
         }
     }
 
@@ -1288,19 +1295,30 @@ impl Harness {
             .env("POD_NAME", "vc-controller-e2e");
         let mut process = Process::spawn("vc-controller", command, &launch.log)?;
         let probe = launch.probe;
-        let deadline = Instant::now() + STARTUP_WAIT;
-        loop {
-            process.check_running()?;
-            if http_status(probe, "/readyz").await == Some(200) {
-                break;
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "vc-controller did not answer 200 on http://{probe}/readyz within {STARTUP_WAIT:?}; log:\n{}",
-                    log_tail(&launch.log, LOG_TAIL_LINES)
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        // A process that exited ends the wait at once, its error as the value.
+        let ready = vc_tests::wait::until(
+            "vc-controller to answer 200 on /readyz",
+            STARTUP_WAIT,
+            || {
+                let running = process.check_running();
+                async move {
+                    match running {
+                        Err(exited) => Ok(Err(exited)),
+                        Ok(()) => match http_status(probe, "/readyz").await {
+                            Some(200) => Ok(Ok(())),
+                            status => Err(format!("http://{probe}/readyz answered {status:?}")),
+                        },
+                    }
+                }
+            },
+        )
+        .await;
+        match ready {
+            Ok(result) => result?,
+            Err(timed_out) => bail!(
+                "{timed_out}; log:\n{}",
+                log_tail(&launch.log, LOG_TAIL_LINES)
+            ),
         }
         self.controller = Some(process);
         Ok(())
@@ -1322,7 +1340,7 @@ impl Harness {
         &self,
         what: &str,
         limit: Duration,
-        mut check: F,
+        check: F,
     ) -> anyhow::Result<T>
     where
         F: FnMut() -> Fut,
@@ -1336,17 +1354,7 @@ impl Harness {
             HostKind::RealApiServer => limit * 3,
             HostKind::TestApiServer => limit,
         };
-        let deadline = Instant::now() + limit;
-        loop {
-            let last = match check().await {
-                Ok(value) => return Ok(value),
-                Err(last) => last,
-            };
-            if Instant::now() > deadline {
-                bail!("timed out after {limit:?} waiting for {what}; last seen: {last}");
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        Ok(vc_tests::wait::until(what, limit, check).await?)
     }
 
     /// Worker nodes of an existing cluster (not control-plane), by name.

@@ -2,9 +2,10 @@
 //! the commands the team and the e2e tests use must behave as against a real cluster.
 
 mod kubectl {
-    use std::io::Read as _;
+    use std::io::Read;
     use std::path::{Path, PathBuf};
     use std::process::{Command, Output, Stdio};
+    use std::sync::{Arc, Mutex};
     use std::time::{Duration, Instant};
 
     use vc_tests::apiserver::{TestApiServer, TestApiServerOptions};
@@ -82,6 +83,72 @@ mod kubectl {
             let mut args = vec!["apply", "-f", path.to_str().expect("utf-8 path")];
             args.extend_from_slice(extra);
             self.ok(&args)
+        }
+    }
+
+    /// A kubectl that keeps running (`wait`, `get -w`), its output collected as it comes so
+    /// the test can wait for what it has printed.
+    struct Running {
+        child: std::process::Child,
+        stdout: Arc<Mutex<String>>,
+        stderr: Arc<Mutex<String>>,
+    }
+
+    impl Running {
+        fn start(mut command: Command) -> Running {
+            let mut child = command.spawn().expect("kubectl starts");
+            drop(child.stdin.take());
+            let collect = |mut stream: Box<dyn Read + Send>| {
+                let text = Arc::new(Mutex::new(String::new()));
+                let sink = text.clone();
+                std::thread::spawn(move || {
+                    let mut chunk = [0u8; 4096];
+                    while let Ok(read @ 1..) = stream.read(&mut chunk) {
+                        let piece = String::from_utf8_lossy(&chunk[..read]).into_owned();
+                        sink.lock().expect("output lock").push_str(&piece);
+                    }
+                });
+                text
+            };
+            let stdout = collect(Box::new(child.stdout.take().expect("stdout")));
+            let stderr = collect(Box::new(child.stderr.take().expect("stderr")));
+            Running {
+                child,
+                stdout,
+                stderr,
+            }
+        }
+
+        /// Waits until what kubectl printed on stdout (`on_stdout`) or stderr satisfies
+        /// `printed`; returns that output.
+        fn wait_for(&self, what: &str, on_stdout: bool, printed: impl Fn(&str) -> bool) -> String {
+            let output = if on_stdout {
+                &self.stdout
+            } else {
+                &self.stderr
+            };
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+                .expect("runtime");
+            runtime
+                .block_on(vc_tests::wait::until(what, Duration::from_secs(30), || {
+                    let text = output.lock().expect("output lock").clone();
+                    let outcome = if printed(&text) {
+                        Ok(text)
+                    } else {
+                        Err(format!("printed:\n{text}"))
+                    };
+                    async move { outcome }
+                }))
+                .unwrap_or_else(|timed_out| panic!("kubectl: {timed_out}"))
+        }
+    }
+
+    impl Drop for Running {
+        fn drop(&mut self) {
+            let _killed = self.child.kill();
+            let _reaped = self.child.wait();
         }
     }
 
@@ -163,16 +230,18 @@ mod kubectl {
         );
 
         // wait --for=jsonpath sees a status written through the status subresource.
-        let mut waiter = k
-            .command(&[
-                "wait",
-                "--for=jsonpath={.status.phase}=Completed",
-                "vc/team-a",
-                "--timeout=30s",
-            ])
-            .spawn()
-            .expect("kubectl wait starts");
-        std::thread::sleep(Duration::from_millis(500));
+        // At -v=6 kubectl logs each request: once its watch is open, the change can only
+        // reach it through that watch.
+        let mut waiter = Running::start(k.command(&[
+            "wait",
+            "--for=jsonpath={.status.phase}=Completed",
+            "vc/team-a",
+            "--timeout=30s",
+            "-v=6",
+        ]));
+        waiter.wait_for("kubectl wait to open its watch", false, |printed| {
+            printed.contains("watch=true")
+        });
         k.ok(&[
             "patch",
             "vc",
@@ -182,7 +251,7 @@ mod kubectl {
             "-p",
             "{\"status\":{\"phase\":\"Completed\"}}",
         ]);
-        let status = waiter.wait().expect("kubectl wait ends");
+        let status = waiter.child.wait().expect("kubectl wait ends");
         assert!(status.success(), "kubectl wait did not see phase Completed");
 
         // The status subresource validates its enum; the main resource ignores status.
@@ -198,27 +267,17 @@ mod kubectl {
         assert!(err.contains("Unsupported value: \"Exploded\""), "{err}");
 
         // get -w shows the changes as they happen.
-        let mut watch = k
-            .command(&["get", "vc", "-w"])
-            .spawn()
-            .expect("kubectl get -w starts");
-        std::thread::sleep(Duration::from_millis(700));
+        // It watches from the resourceVersion of the list it prints first, so once team-b
+        // is printed every later change reaches it.
+        let watch = Running::start(k.command(&["get", "vc", "-w"]));
+        watch.wait_for("get -w to list team-b", true, |printed| {
+            printed.contains("team-b")
+        });
         k.ok(&["label", "vc", "team-b", "watched=yes"]);
         k.ok(&["delete", "vc", "team-b"]);
-        std::thread::sleep(Duration::from_millis(700));
-        let _killed = watch.kill();
-        let mut watched = String::new();
-        watch
-            .stdout
-            .take()
-            .expect("stdout")
-            .read_to_string(&mut watched)
-            .expect("watch output");
-        let _reaped = watch.wait();
-        assert!(
-            watched.matches("team-b").count() >= 2,
-            "get -w printed:\n{watched}"
-        );
+        watch.wait_for("get -w to show team-b changed", true, |printed| {
+            printed.matches("team-b").count() >= 2
+        });
 
         let out = k.ok(&["delete", "vc", "team-a"]);
         assert!(out.contains("deleted"), "{out}");

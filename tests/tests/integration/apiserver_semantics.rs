@@ -69,14 +69,11 @@ mod semantics {
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = bool>,
     {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-        while tokio::time::Instant::now() < deadline {
-            if check().await {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("timed out waiting for: {what}");
+        let check = || {
+            let holds = check();
+            async move { holds.await.then_some(()) }
+        };
+        vc_tests::wait::eventually(what, Duration::from_secs(15), check).await;
     }
 
     async fn watcher_sees_every_change_in_order(cluster: &TestCluster) {
@@ -632,6 +629,7 @@ mod semantics {
                 ..Default::default()
             },
         );
+        assert_eq!(server.faults().remaining(), 1);
         match api
             .create(&PostParams::default(), &cm("f1", &[]))
             .await
@@ -640,6 +638,7 @@ mod semantics {
             kube::Error::Api(e) => assert_eq!(e.code, 500),
             other => panic!("expected 500, got {other}"),
         }
+        assert_eq!(server.faults().remaining(), 0, "the fault was used up");
         api.create(&PostParams::default(), &cm("f1", &[]))
             .await
             .unwrap();

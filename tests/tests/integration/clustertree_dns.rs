@@ -4,7 +4,6 @@
 //! Services, changes within seconds, and nothing of another tenant.
 
 use std::net::{IpAddr, SocketAddr};
-use std::process::{Command, Stdio};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -20,10 +19,10 @@ use kube::Api;
 use kube::api::{DeleteParams, PostParams};
 use serde_json::json;
 use vc_tests::apiserver::envtest::{self, Envtest, EnvtestOptions, SKIP_MESSAGE};
+use vc_tests::clustertree::Launch;
 use vc_tests::ports::free_port;
 
 use crate::clustertree_nodes::{NAMESPACE, Process, clustertree_binary, kubectl_apply};
-use crate::controller_common::crd_path;
 use crate::support::eventually::eventually;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -59,21 +58,19 @@ impl TenantDns {
         // through this machine's DNS.
         let upstream = format!("127.0.0.1:{}", free_port().unwrap());
         let log = tempfile::NamedTempFile::new().unwrap();
-        let clustertree = Process(
-            Command::new(clustertree_binary())
-                .arg("--kubeconfig")
-                .arg(host.kubeconfig_path())
-                .arg("--tenant-kubeconfig")
-                .arg(control_plane.kubeconfig_path())
-                .args(["--namespace", NAMESPACE, "--name", name])
-                .arg(format!("--dns-listen={address}"))
-                .arg(format!("--dns-upstream={upstream}"))
-                .arg(format!("--apiserver-cluster-ip={}", apiserver_ip(name)))
-                .stdout(Stdio::from(log.reopen().unwrap()))
-                .stderr(Stdio::from(log.reopen().unwrap()))
-                .spawn()
-                .unwrap(),
-        );
+        let clustertree = Launch::new(
+            clustertree_binary(),
+            host.kubeconfig_path(),
+            control_plane.kubeconfig_path(),
+        )
+        .name(name)
+        .dns_listen(Some(address.to_string()))
+        .args([
+            format!("--dns-upstream={upstream}"),
+            format!("--apiserver-cluster-ip={}", apiserver_ip(name)),
+        ])
+        .spawn(log.reopen().unwrap())
+        .unwrap();
         let shop: Namespace = serde_json::from_value(json!({"metadata": {"name": SHOP}})).unwrap();
         Api::<Namespace>::all(admin.clone())
             .create(&PostParams::default(), &shop)
@@ -183,14 +180,7 @@ async fn real_tenant_dns_answers_from_the_tenants_services() {
         Envtest::start(&assets),
     );
     let (host, first, second) = (host.unwrap(), first.unwrap(), second.unwrap());
-    kubectl_apply(
-        host.kubeconfig_path(),
-        &std::fs::read_to_string(crd_path()).unwrap(),
-    );
-    kubectl_apply(
-        host.kubeconfig_path(),
-        &format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {NAMESPACE}\n"),
-    );
+    vc_tests::clustertree::install_crd(host.kubeconfig_path()).unwrap();
     let host_admin = vc_tests::apiserver::client_from_kubeconfig(host.kubeconfig_path())
         .await
         .unwrap();

@@ -6,7 +6,6 @@
 //! simulated; everything else is real.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
@@ -15,62 +14,24 @@ use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt as _};
 use serde_json::json;
 use vc_api::VirtualCluster;
-use vc_api::constants::{
-    NODE_CLAIM_TAINT_KEY, NODE_OWNER_NAME_LABEL, NODE_OWNER_NAMESPACE_LABEL,
-    NODE_OWNER_UID_ANNOTATION, POOL_NODE_NAME,
-};
-use vc_tests::apiserver::envtest::{self, Envtest, SKIP_MESSAGE};
+use vc_api::constants::{NODE_CLAIM_TAINT_KEY, POOL_NODE_NAME};
+use vc_tests::apiserver::envtest::{self, EnvtestOptions, SKIP_MESSAGE};
+use vc_tests::clustertree::{ControlPlanes, Launch};
 use vc_tests::simulation::nodes::{FleetOptions, NodeFleet, default_nodes};
 
 use crate::clustertree_pods::{Pool, World, pod, running, standing_for};
-use crate::controller_common::crd_path;
 use crate::support::eventually::eventually;
 
 const WAIT: Duration = Duration::from_secs(30);
-pub(crate) const NAMESPACE: &str = "team-a";
-pub(crate) const TENANT: &str = "tenant1";
+pub(crate) use vc_tests::clustertree::{NAMESPACE, Process, TENANT};
 
 /// `vc-clustertree` built beside this test executable (target/debug).
 pub(crate) fn clustertree_binary() -> PathBuf {
-    let executable = std::env::current_exe().unwrap();
-    executable
-        .ancestors()
-        .skip(1)
-        .take(2)
-        .map(|dir| dir.join("vc-clustertree"))
-        .find(|path| path.is_file())
-        .expect("vc-clustertree is not built; run `cargo build -p vc-clustertree`")
-}
-
-pub(crate) struct Process(pub(crate) Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _killed = self.0.kill();
-        let _reaped = self.0.wait();
-    }
+    vc_tests::clustertree::binary().unwrap()
 }
 
 pub(crate) async fn claim(host: &kube::Client, node: &str, uid: &str, claimed: bool) {
-    let patch = if claimed {
-        json!({
-            "metadata": {
-                "labels": {NODE_OWNER_NAMESPACE_LABEL: NAMESPACE, NODE_OWNER_NAME_LABEL: TENANT},
-                "annotations": {NODE_OWNER_UID_ANNOTATION: uid},
-            },
-            "spec": {"taints": [{"key": NODE_CLAIM_TAINT_KEY, "value": TENANT, "effect": "NoSchedule"}]},
-        })
-    } else {
-        json!({
-            "metadata": {
-                "labels": {NODE_OWNER_NAMESPACE_LABEL: null, NODE_OWNER_NAME_LABEL: null},
-                "annotations": {NODE_OWNER_UID_ANNOTATION: null},
-            },
-            "spec": {"taints": null},
-        })
-    };
-    Api::<Node>::all(host.clone())
-        .patch(node, &PatchParams::default(), &Patch::Merge(&patch))
+    vc_tests::clustertree::claim(host, node, uid, claimed)
         .await
         .unwrap();
 }
@@ -78,46 +39,11 @@ pub(crate) async fn claim(host: &kube::Client, node: &str, uid: &str, claimed: b
 /// What the controller grants a tenant's clustertree on the host: its VirtualCluster,
 /// and read access to exactly the nodes it claimed.
 pub(crate) fn clustertree_rbac(nodes: &[&str]) -> Vec<serde_json::Value> {
-    vec![
-        json!({
-            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-            "metadata": {"name": "clustertree-nodes"},
-            "rules": [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"], "resourceNames": nodes}],
-        }),
-        json!({
-            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-            "metadata": {"name": "clustertree-nodes"},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "clustertree-nodes"},
-            "subjects": [{"kind": "User", "name": "clustertree"}],
-        }),
-        json!({
-            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-            "metadata": {"name": "clustertree", "namespace": NAMESPACE},
-            "rules": [{"apiGroups": ["kosmos.io"], "resources": ["virtualclusters"], "verbs": ["get"], "resourceNames": [TENANT]}],
-        }),
-        json!({
-            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-            "metadata": {"name": "clustertree", "namespace": NAMESPACE},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "clustertree"},
-            "subjects": [{"kind": "User", "name": "clustertree"}],
-        }),
-    ]
+    vc_tests::clustertree::host_rbac(nodes)
 }
 
 pub(crate) fn kubectl_apply(kubeconfig: &std::path::Path, manifest: &str) {
-    let mut child = Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(["apply", "--server-side", "-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(child.stdin.as_mut().unwrap(), manifest.as_bytes()).unwrap();
-    drop(child.stdin.take());
-    let output = child.wait_with_output().unwrap();
-    assert!(output.status.success(), "kubectl apply: {output:?}");
+    vc_tests::clustertree::kubectl_apply(kubeconfig, manifest).unwrap();
 }
 
 fn ready(node: &Node) -> Option<String> {
@@ -137,67 +63,44 @@ async fn real_clustertree_mirrors_exactly_the_claimed_nodes_and_the_pool() {
         eprintln!("{SKIP_MESSAGE}");
         return;
     };
-    let host = Envtest::start(&assets).await.unwrap();
-    let tenant = Envtest::start(&assets).await.unwrap();
-    let admin = vc_tests::apiserver::client_from_kubeconfig(host.kubeconfig_path())
-        .await
-        .unwrap();
-    let tenant_admin = vc_tests::apiserver::client_from_kubeconfig(tenant.kubeconfig_path())
-        .await
-        .unwrap();
-    kubectl_apply(
-        host.kubeconfig_path(),
-        &std::fs::read_to_string(crd_path()).unwrap(),
-    );
-    kubectl_apply(
-        host.kubeconfig_path(),
-        &format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {NAMESPACE}\n"),
-    );
+    let ControlPlanes {
+        host,
+        tenant,
+        admin,
+        tenant_admin,
+    } = ControlPlanes::start(
+        &assets,
+        EnvtestOptions::default(),
+        EnvtestOptions::default(),
+    )
+    .await
+    .unwrap();
+    vc_tests::clustertree::install_crd(host.kubeconfig_path()).unwrap();
     let fleet = NodeFleet::start(admin.clone(), default_nodes(3), FleetOptions::default())
         .await
         .unwrap();
     let virtual_clusters: Api<VirtualCluster> = Api::namespaced(admin.clone(), NAMESPACE);
-    let created = eventually(WAIT, "the CRD to serve VirtualClusters", || async {
-        let vc: VirtualCluster = serde_json::from_value(json!({
-            "apiVersion": "kosmos.io/v1alpha1", "kind": "VirtualCluster",
-            "metadata": {"name": TENANT, "namespace": NAMESPACE},
-            "spec": {"kubernetesVersion": "v1.33.4",
-                     "promoteResources": {"nodes": ["node1", "node2"], "resources": {"cpu": 2, "memory": "4Gi"}}},
-        }))
-        .unwrap();
-        virtual_clusters.create(&PostParams::default(), &vc).await.ok()
-    })
-    .await;
+    let created = vc_tests::clustertree::create_virtual_cluster(
+        &admin,
+        json!({"kubernetesVersion": "v1.33.4",
+               "promoteResources": {"nodes": ["node1", "node2"], "resources": {"cpu": 2, "memory": "4Gi"}}}),
+    )
+    .await
+    .unwrap();
     let uid = created.metadata.uid.clone().unwrap();
     claim(&admin, "node1", &uid, true).await;
     claim(&admin, "node2", &uid, true).await;
     for object in clustertree_rbac(&["node1", "node2"]) {
         kubectl_apply(host.kubeconfig_path(), &object.to_string());
     }
-    let identity = host.kubeconfig_for("clustertree", &[]).unwrap();
+    let identity = host
+        .kubeconfig_for(vc_tests::clustertree::USER, &[])
+        .unwrap();
     let log = tempfile::NamedTempFile::new().unwrap();
-    let _clustertree = Process(
-        Command::new(clustertree_binary())
-            .arg("--kubeconfig")
-            .arg(&identity)
-            .arg("--tenant-kubeconfig")
-            .arg(tenant.kubeconfig_path())
-            .args([
-                "--namespace",
-                NAMESPACE,
-                "--name",
-                TENANT,
-                "--period",
-                "0.3s",
-                // Tests run side by side: DNS on a port of its own.
-                "--dns-listen",
-                "127.0.0.1:0",
-            ])
-            .stdout(Stdio::from(log.reopen().unwrap()))
-            .stderr(Stdio::from(log.reopen().unwrap()))
-            .spawn()
-            .unwrap(),
-    );
+    let _clustertree = Launch::new(clustertree_binary(), &identity, tenant.kubeconfig_path())
+        .period("0.3s")
+        .spawn(log.reopen().unwrap())
+        .unwrap();
     let log_text = || std::fs::read_to_string(log.path()).unwrap_or_default();
     let tenant_nodes: Api<Node> = Api::all(tenant_admin.clone());
     let names = |list: Vec<Node>| -> Vec<String> {
@@ -275,8 +178,13 @@ async fn real_clustertree_mirrors_exactly_the_claimed_nodes_and_the_pool() {
         .create(&PostParams::default(), &own)
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_secs(1)).await; // three periods: a deletion would have happened
-    assert!(tenant_nodes.get_opt("tenant-made").await.unwrap().is_some());
+    // Over three periods a deletion would have happened; a deletion is what must not
+    // happen, so the window is the assertion.
+    vc_tests::wait::throughout("tenant-made to stay", Duration::from_secs(1), || async {
+        tenant_nodes.get_opt("tenant-made").await.unwrap()
+    })
+    .await
+    .unwrap();
     drop(fleet);
 }
 

@@ -10,7 +10,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -20,7 +19,6 @@ use k8s_openapi::api::core::v1::{
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt as _};
 use serde_json::json;
-use vc_api::VirtualCluster;
 use vc_api::constants::{
     CLUSTERTREE_MANAGED_BY_VALUE, MANAGED_BY_LABEL, NODE_CLAIM_TAINT_KEY, POOL_NODE_NAME,
     POOL_PRIORITY_CLASS, TENANT_OBJECT_NAME_LABEL, TENANT_OBJECT_NAMESPACE_LABEL,
@@ -28,45 +26,19 @@ use vc_api::constants::{
 };
 use vc_controller::resources::{BuildContext, Tenant, clustertree as rendered};
 use vc_tests::apiserver::envtest::{self, Envtest, EnvtestOptions, SKIP_MESSAGE};
+use vc_tests::clustertree::{ControlPlanes, Launch};
 use vc_tests::simulation::SimHandle;
 use vc_tests::simulation::nodes::{FleetOptions, NodeFleet, NodeSpec};
 use vc_tests::simulation::workloads::{self, WorkloadMode, WorkloadOptions};
 
 use crate::clustertree_nodes::{
-    NAMESPACE, Process, TENANT, claim, clustertree_binary, clustertree_rbac, kubectl_apply,
+    Process, TENANT, claim, clustertree_binary, clustertree_rbac, kubectl_apply,
 };
-use crate::controller_common::crd_path;
 use crate::support::eventually::eventually;
 
 const WAIT: Duration = Duration::from_secs(30);
 /// The tenant namespace the test's workloads live in.
 const SHOP: &str = "shop";
-
-/// What the chart's clustertree ClusterRole (`clustertree::workload_rules`) grants in the
-/// workload namespace.
-fn workload_role(namespace: &str) -> Vec<serde_json::Value> {
-    let rw = [
-        "create", "delete", "get", "list", "patch", "update", "watch",
-    ];
-    vec![
-        json!({
-            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-            "metadata": {"name": "tenant1-clustertree", "namespace": namespace},
-            "rules": [
-                {"apiGroups": [""], "resources": ["configmaps", "endpoints", "persistentvolumeclaims", "pods", "secrets", "services"], "verbs": rw},
-                {"apiGroups": [""], "resources": ["pods/status"], "verbs": ["get", "patch", "update"]},
-                {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
-                {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "get", "list", "patch", "update", "watch"]},
-            ],
-        }),
-        json!({
-            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-            "metadata": {"name": "tenant1-clustertree", "namespace": namespace},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "tenant1-clustertree"},
-            "subjects": [{"kind": "User", "name": "clustertree"}],
-        }),
-    ]
-}
 
 /// How a test's VirtualCluster pools resources, and whether the host enforces that with
 /// the controller's pool quota (which makes every host pod declare its requests).
@@ -114,45 +86,26 @@ impl World {
             scheduler: true,
             ..EnvtestOptions::default()
         };
-        let (host, tenant) = tokio::join!(
-            Envtest::start_with(&assets, options.clone()),
-            Envtest::start_with(&assets, options)
-        );
-        let (host, tenant) = (host.unwrap(), tenant.unwrap());
+        let ControlPlanes {
+            host,
+            tenant,
+            admin,
+            tenant_admin,
+        } = ControlPlanes::start(&assets, options.clone(), options)
+            .await
+            .unwrap();
         assert!(
             host.has_scheduler() && host.has_controller_manager(),
             "the assets lack kube-scheduler or kube-controller-manager"
         );
-        let admin = vc_tests::apiserver::client_from_kubeconfig(host.kubeconfig_path())
-            .await
-            .unwrap();
-        let tenant_admin = vc_tests::apiserver::client_from_kubeconfig(tenant.kubeconfig_path())
-            .await
-            .unwrap();
-        kubectl_apply(
-            host.kubeconfig_path(),
-            &std::fs::read_to_string(crd_path()).unwrap(),
-        );
-        kubectl_apply(
-            host.kubeconfig_path(),
-            &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
-                .to_string(),
-        );
-        let virtual_clusters: Api<VirtualCluster> = Api::namespaced(admin.clone(), NAMESPACE);
-        let created = eventually(WAIT, "the CRD to serve VirtualClusters", || async {
-            let vc: VirtualCluster = serde_json::from_value(json!({
-                "apiVersion": "kosmos.io/v1alpha1", "kind": "VirtualCluster",
-                "metadata": {"name": TENANT, "namespace": NAMESPACE},
-                "spec": {"kubernetesVersion": "v1.33.4",
-                         "promoteResources": {"nodes": ["node1"], "resources": pool.resources}},
-            }))
-            .unwrap();
-            virtual_clusters
-                .create(&PostParams::default(), &vc)
-                .await
-                .ok()
-        })
-        .await;
+        vc_tests::clustertree::install_crd(host.kubeconfig_path()).unwrap();
+        let created = vc_tests::clustertree::create_virtual_cluster(
+            &admin,
+            json!({"kubernetesVersion": "v1.33.4",
+                   "promoteResources": {"nodes": ["node1"], "resources": pool.resources}}),
+        )
+        .await
+        .unwrap();
         let rendered_for = Tenant::resolve(&created, &BuildContext::default()).unwrap();
         let workload_namespace = rendered_for.workload_namespace();
         Api::<Namespace>::all(admin.clone())
@@ -199,11 +152,13 @@ impl World {
         claim(&admin, "node1", &created.uid().unwrap(), true).await;
         for object in clustertree_rbac(&["node1"])
             .into_iter()
-            .chain(workload_role(&workload_namespace))
+            .chain(vc_tests::clustertree::workload_rbac(&workload_namespace))
         {
             kubectl_apply(host.kubeconfig_path(), &object.to_string());
         }
-        let identity = host.kubeconfig_for("clustertree", &[]).unwrap();
+        let identity = host
+            .kubeconfig_for(vc_tests::clustertree::USER, &[])
+            .unwrap();
         let log = tempfile::NamedTempFile::new().unwrap();
 
         // The tenant: a namespace whose default ServiceAccount and CA exist.
@@ -242,27 +197,13 @@ impl World {
     }
 
     fn start_clustertree(&mut self) {
-        let child = Command::new(clustertree_binary())
-            .arg("--kubeconfig")
-            .arg(&self.identity)
-            .arg("--tenant-kubeconfig")
-            .arg(self.tenant.kubeconfig_path())
-            .args([
-                "--namespace",
-                NAMESPACE,
-                "--name",
-                TENANT,
-                "--period",
-                "0.3s",
-                // Tests run side by side: DNS on a port of its own.
-                "--dns-listen",
-                "127.0.0.1:0",
-            ])
-            .stdout(Stdio::from(self.log.reopen().unwrap()))
-            .stderr(Stdio::from(self.log.reopen().unwrap()))
-            .spawn()
-            .unwrap();
-        self.clustertree = Some(Process(child));
+        let launch = Launch::new(
+            clustertree_binary(),
+            &self.identity,
+            self.tenant.kubeconfig_path(),
+        )
+        .period("0.3s");
+        self.clustertree = Some(launch.spawn(self.log.reopen().unwrap()).unwrap());
     }
 
     /// SIGKILL: no shutdown path runs, as when a node dies under the clustertree.
@@ -319,22 +260,32 @@ impl World {
     }
 }
 
-async fn within<T, F, Fut>(log: &Path, what: &str, mut check: F) -> T
+async fn within<T, F, Fut>(log: &Path, what: &str, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {WAIT:?} waiting for {what}; vc-clustertree said:\n{}",
+    match vc_tests::wait::until(what, WAIT, check).await {
+        Ok(value) => value,
+        Err(timed_out) => panic!(
+            "{timed_out}; vc-clustertree said:\n{}",
             std::fs::read_to_string(log).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        ),
+    }
+}
+
+impl World {
+    /// Asserts `check` holds for `window` (see [`vc_tests::wait::throughout`]), failing with
+    /// the clustertree's log.
+    async fn throughout<O, F, Fut>(&self, what: &str, window: Duration, check: F)
+    where
+        O: vc_tests::wait::Outcome,
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = O>,
+    {
+        if let Err(broken) = vc_tests::wait::throughout(what, window, check).await {
+            panic!("{broken}; vc-clustertree said:\n{}", self.log_text());
+        }
     }
 }
 
@@ -765,12 +716,26 @@ async fn real_tenant_pool_pods_respect_the_pool_quota() {
         message.contains("exceeded quota") && message.contains(&quota_name),
         "{message}"
     );
-    // A few passes later it is still waiting.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let waiting = world.tenant_pods().get("pool-c").await.unwrap();
-    assert_eq!(phase(&waiting), Some("Pending"), "{:?}", waiting.status);
+    // A few passes (0.3 s each) later it is still waiting: a host pod is what must not
+    // appear, so the window is the assertion.
     let host_pods = world.host::<Pod>();
-    assert!(standing_for(&host_pods, "pool-c").await.is_empty());
+    world
+        .throughout(
+            "pool-c to stay Pending without a host pod",
+            Duration::from_secs(1),
+            || async {
+                let waiting = world.tenant_pods().get("pool-c").await.unwrap();
+                let standing = standing_for(&host_pods, "pool-c").await;
+                match (phase(&waiting), standing.len()) {
+                    (Some("Pending"), 0) => Ok(()),
+                    (phase, pods) => Err(format!(
+                        "phase {phase:?}, {pods} host pods: {:?}",
+                        waiting.status
+                    )),
+                }
+            },
+        )
+        .await;
 
     // Room made in the pool: the waiting pod runs without anyone touching it.
     world
@@ -855,16 +820,24 @@ async fn real_clustertree_restart_loses_nothing() {
             (all_running && one_to_one).then_some(tenant_uids)
         })
         .await;
-    // And it stays so: nothing created twice on a later pass.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let mut host_uids = host_pod_uids(&world).await;
-    host_uids.sort();
-    assert_eq!(
-        host_uids,
-        settled.into_iter().collect::<Vec<_>>(),
-        "{}",
-        world.log_text()
-    );
+    // And it stays so over a few passes: nothing created twice. A duplicate is what must
+    // not appear, so the window is the assertion.
+    let settled: Vec<String> = settled.into_iter().collect();
+    world
+        .throughout(
+            "one host pod per tenant pod",
+            Duration::from_secs(1),
+            || async {
+                let mut host_uids = host_pod_uids(&world).await;
+                host_uids.sort();
+                if host_uids == settled {
+                    Ok(())
+                } else {
+                    Err(format!("host pods of {host_uids:?}"))
+                }
+            },
+        )
+        .await;
     world.finish("real_clustertree_restart_loses_nothing");
 }
 
@@ -927,18 +900,32 @@ async fn real_host_pod_events_appear_on_the_tenant_pod() {
         "the host scheduler wrote the original: {host_events:?}"
     );
 
-    // Once: not again on later passes, nor after a restart.
-    tokio::time::sleep(Duration::from_millis(900)).await;
-    assert_eq!(copied_events(&world, "greeted", "Scheduled").await, copied);
+    // Once: not again on later passes, nor after a restart. A second copy is what must
+    // not appear, so each window is the assertion: three passes, then long enough for the
+    // restarted process to start, fill its caches and run a few passes.
+    async fn unchanged(world: &World, copied: &[Event]) -> Result<(), String> {
+        let now = copied_events(world, "greeted", "Scheduled").await;
+        if now == copied {
+            Ok(())
+        } else {
+            Err(format!("copied Events {now:?}"))
+        }
+    }
+    world
+        .throughout(
+            "one copied Scheduled Event",
+            Duration::from_millis(900),
+            || unchanged(&world, &copied),
+        )
+        .await;
     world.kill_clustertree();
     world.start_clustertree();
-    // Long enough to start, fill its caches and run a few passes.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(
-        copied_events(&world, "greeted", "Scheduled").await,
-        copied,
-        "{}",
-        world.log_text()
-    );
+    world
+        .throughout(
+            "one copied Scheduled Event after a restart",
+            Duration::from_secs(3),
+            || unchanged(&world, &copied),
+        )
+        .await;
     world.finish("real_host_pod_events_appear_on_the_tenant_pod");
 }

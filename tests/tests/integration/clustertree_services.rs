@@ -6,7 +6,6 @@
 //! EndpointSlices are mirrored, load-balancer ingress comes back, a cluster IP the host
 //! holds is refused with a reason, and deleting the tenant Service deletes the host's.
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
@@ -20,6 +19,7 @@ use vc_api::constants::{CLUSTERTREE_MANAGED_BY_VALUE, MANAGED_BY_LABEL};
 use vc_clustertree::services::{WEBHOOK_CONFIGURATION, host_service_name};
 use vc_controller::resources::{BuildContext, Tenant, apiserver, clustertree as rendered};
 use vc_tests::apiserver::envtest::{self, Envtest, EnvtestOptions, SKIP_MESSAGE};
+use vc_tests::clustertree::{ControlPlanes, Launch};
 
 use crate::clustertree_nodes::{
     NAMESPACE, Process, TENANT, clustertree_binary, clustertree_rbac, kubectl_apply,
@@ -55,15 +55,12 @@ impl World {
             admission: Some((apiserver::ADMISSION_CONFIG_FILE, apiserver::admission_files)),
             ..EnvtestOptions::default()
         };
-        let (host, tenant) = tokio::join!(
-            Envtest::start(&assets),
-            Envtest::start_with(&assets, tenant_options)
-        );
-        let (host, tenant) = (host.unwrap(), tenant.unwrap());
-        let admin = vc_tests::apiserver::client_from_kubeconfig(host.kubeconfig_path())
-            .await
-            .unwrap();
-        let tenant_admin = vc_tests::apiserver::client_from_kubeconfig(tenant.kubeconfig_path())
+        let ControlPlanes {
+            host,
+            tenant,
+            admin,
+            tenant_admin,
+        } = ControlPlanes::start(&assets, EnvtestOptions::default(), tenant_options)
             .await
             .unwrap();
         // The host side as the controller renders it: the workload namespace and the
@@ -101,7 +98,9 @@ impl World {
         for object in clustertree_rbac(&[]).into_iter().chain([role, binding]) {
             kubectl_apply(host.kubeconfig_path(), &object.to_string());
         }
-        let identity = host.kubeconfig_for("clustertree", &[]).unwrap();
+        let identity = host
+            .kubeconfig_for(vc_tests::clustertree::USER, &[])
+            .unwrap();
         let shop: Namespace = serde_json::from_value(json!({"metadata": {"name": SHOP}})).unwrap();
         Api::<Namespace>::all(tenant_admin.clone())
             .create(&PostParams::default(), &shop)
@@ -109,30 +108,16 @@ impl World {
             .unwrap();
         let log = tempfile::NamedTempFile::new().unwrap();
         let port = vc_tests::ports::free_port().unwrap();
-        let child = Command::new(clustertree_binary())
-            .arg("--kubeconfig")
-            .arg(&identity)
-            .arg("--tenant-kubeconfig")
-            .arg(tenant.kubeconfig_path())
-            .args([
-                "--namespace",
-                NAMESPACE,
-                "--name",
-                TENANT,
-                "--period",
-                "0.3s",
-            ])
+        let clustertree = Launch::new(clustertree_binary(), &identity, tenant.kubeconfig_path())
+            .period("0.3s")
             .args(["--kubelet-address", "127.0.0.1"])
-            .arg(format!("--kubelet-listen=127.0.0.1:{port}"))
-            .args(["--dns-listen", "127.0.0.1:0"])
+            .args([format!("--kubelet-listen=127.0.0.1:{port}")])
             // A real apiserver refuses a loopback endpoint in the kube-dns EndpointSlice.
             .args(["--dns-address", "192.0.2.53"])
-            .stdout(Stdio::from(log.reopen().unwrap()))
-            .stderr(Stdio::from(log.reopen().unwrap()))
-            .spawn()
+            .spawn(log.reopen().unwrap())
             .unwrap();
         let world = World {
-            _clustertree: Process(child),
+            _clustertree: clustertree,
             admin,
             tenant_admin,
             workload_namespace,
@@ -150,22 +135,14 @@ impl World {
     }
 
     /// Polls `check` until it returns `Some`, failing with the clustertree's log.
-    async fn within<T, F, Fut>(&self, what: &str, mut check: F) -> T
+    async fn within<T, F, Fut>(&self, what: &str, check: F) -> T
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Option<T>>,
     {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(value) = check().await {
-                return value;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out after {WAIT:?} waiting for {what}; vc-clustertree said:\n{}",
-                self.log_text()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        match vc_tests::wait::until(what, WAIT, check).await {
+            Ok(value) => value,
+            Err(timed_out) => panic!("{timed_out}; vc-clustertree said:\n{}", self.log_text()),
         }
     }
 

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{Node, Secret, Service};
@@ -211,23 +211,70 @@ impl Harness {
         let _ = api.create(&PostParams::default(), &object).await;
     }
 
+    /// The controller's reconciles so far, over every object, from its metrics.
+    pub fn reconcile_count(&self) -> u64 {
+        let text = self.metrics.encode().unwrap();
+        text.lines()
+            .filter(|line| line.starts_with("vc_controller_reconciles_total{"))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
+    }
+
+    /// Waits until the controller has run two reconciles in a row without a write request:
+    /// the follow-ups of the last change (status writes, requeues) are then done. Counting
+    /// reconciles rather than seconds ties the wait to the passes that would write.
+    pub async fn wait_until_settled(&self, limit: Duration) {
+        self.server.reset_write_counts();
+        let mut since = self.reconcile_count();
+        self.eventually(limit, "two reconciles in a row without a write", || {
+            let reconciles = self.reconcile_count();
+            let writes = self.server.write_counts().requests_by(CONTROLLER_USER);
+            let settled = reconciles >= since + 2 && writes == 0;
+            if reconciles >= since + 2 && writes > 0 {
+                self.server.reset_write_counts();
+                since = reconciles;
+            }
+            async move { settled.then_some(()) }
+        })
+        .await;
+    }
+
+    /// Asserts the controller sends no write request over its next `reconciles` reconciles
+    /// (at most `limit`), and returns how many it ran. The window is counted in reconciles,
+    /// the passes that would write, so it ends as soon as they have run.
+    pub async fn assert_no_writes_over(&self, reconciles: u64, limit: Duration) -> u64 {
+        self.server.reset_write_counts();
+        let before = self.reconcile_count();
+        let ran = self
+            .eventually(limit, &format!("{reconciles} more reconciles"), || {
+                let counts = self.server.write_counts();
+                assert_eq!(
+                    counts.requests_by(CONTROLLER_USER),
+                    0,
+                    "a settled tenant must cost no write requests; requests by resource: {:?}",
+                    counts.requests_by_resource
+                );
+                let ran = self.reconcile_count() - before;
+                async move { (ran >= reconciles).then_some(ran) }
+            })
+            .await;
+        let counts = self.server.write_counts();
+        assert_eq!(
+            counts.requests_by(CONTROLLER_USER),
+            0,
+            "a settled tenant must cost no write requests over {ran} reconciles; requests by resource: {:?}",
+            counts.requests_by_resource
+        );
+        ran
+    }
+
     /// Polls `check` until it returns `Some`, or panics after `timeout` with `what`.
-    pub async fn eventually<T, F, Fut>(&self, timeout: Duration, what: &str, mut check: F) -> T
+    pub async fn eventually<T, F, Fut>(&self, timeout: Duration, what: &str, check: F) -> T
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Option<T>>,
     {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(value) = check().await {
-                return value;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out after {timeout:?} waiting for {what}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        vc_tests::wait::eventually(what, timeout, check).await
     }
 
     /// Waits until `namespace/name` reports `phase`.

@@ -238,13 +238,23 @@ async fn claimed_node_pods_are_evicted_unless_a_budget_or_toleration_keeps_them(
         "{message}"
     );
     // Retried with backoff, the budget still holds: neither it nor the toleration's pod
-    // is touched.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert!(!deleting(&pods, "guarded").await, "the budget was bypassed");
-    assert!(
-        !deleting(&pods, "tolerating").await,
-        "a pod tolerating the claim was evicted"
-    );
+    // is touched. An eviction is what must not happen, so the window (a few backoffs) is
+    // the assertion.
+    vc_tests::wait::throughout(
+        "shop/guarded and shop/tolerating to stay",
+        Duration::from_secs(3),
+        || async {
+            if deleting(&pods, "guarded").await {
+                Err("the budget was bypassed")
+            } else if deleting(&pods, "tolerating").await {
+                Err("a pod tolerating the claim was evicted")
+            } else {
+                Ok(())
+            }
+        },
+    )
+    .await
+    .unwrap();
     let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), NS);
     let reasons: Vec<String> = events
         .list(&Default::default())
@@ -313,9 +323,14 @@ async fn claimed_node_pods_are_kept_by_default() {
         }
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // An eviction is what must not happen, so the window (the claim's follow-up
+    // reconciles) is the assertion.
     let pods: Api<Pod> = Api::namespaced(client.clone(), SHOP);
-    assert!(!deleting(&pods, "web").await);
+    vc_tests::wait::throughout("shop/web to stay", Duration::from_secs(2), || async {
+        (!deleting(&pods, "web").await).then_some(())
+    })
+    .await
+    .unwrap();
     let vc = vcs.get(NAME).await.unwrap();
     assert_eq!(
         condition(&vc, vc_api::condition_types::CLAIMED_NODES_DRAINED),

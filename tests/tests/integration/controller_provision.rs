@@ -238,32 +238,12 @@ async fn settled_tenant_reconciles_write_nothing() {
         .wait_for_phase("team-a", "quiet", "Completed", PROVISION_TIMEOUT)
         .await;
 
-    // Let in-flight follow-ups finish, then count over several resyncs (400 ms each).
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let reconciles_before = reconcile_count(&harness);
-    harness.server.reset_write_counts();
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    let reconciles = reconcile_count(&harness) - reconciles_before;
-    let counts = harness.server.write_counts();
-    assert!(
-        reconciles >= 5,
-        "expected several resyncs in 4 s, saw {reconciles} reconciles"
-    );
-    assert_eq!(
-        counts.requests_by(crate::controller_common::CONTROLLER_USER),
-        0,
-        "a settled tenant must cost no write requests over {reconciles} reconciles; requests by resource: {:?}",
-        counts.requests_by_resource
-    );
+    // Several resyncs (400 ms each) of a settled tenant, none of them writing.
+    harness.wait_until_settled(Duration::from_secs(10)).await;
+    harness
+        .assert_no_writes_over(5, Duration::from_secs(10))
+        .await;
     harness.shutdown().await;
-}
-
-fn reconcile_count(harness: &Harness) -> u64 {
-    let text = harness.metrics.encode().unwrap();
-    text.lines()
-        .filter(|line| line.starts_with("vc_controller_reconciles_total{"))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -521,7 +501,23 @@ async fn a_broken_encryption_key_stops_the_tenant_and_is_never_replaced() {
     );
     assert!(message.contains("restore the configuration"), "{message}");
     assert!(!message.contains(&key[..20]), "the key is in the status");
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // A stopped tenant waits for a change: touching the Secret (it is owned) brings one
+    // more reconcile, the one that could replace the configuration; after it, it is kept.
+    let before = harness.reconcile_count();
+    secrets
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"metadata": {"labels": {"touched": "yes"}}})),
+        )
+        .await
+        .unwrap();
+    harness
+        .eventually(PROVISION_TIMEOUT, "a reconcile after the touch", || {
+            let ran = harness.reconcile_count() > before;
+            async move { ran.then_some(()) }
+        })
+        .await;
     let kept = secrets.get(name).await.unwrap().data.unwrap();
     assert_eq!(
         String::from_utf8(kept["encryption-config.yaml"].0.clone()).unwrap(),
@@ -578,7 +574,24 @@ async fn completed_waits_for_the_tenants_dns() {
         })
         .await;
     // Several reconciles later it still waits, saying for what.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = harness.reconcile_count();
+    harness
+        .eventually(PROVISION_TIMEOUT, "three more reconciles", || {
+            let ran = harness.reconcile_count() - before;
+            let api = api.clone();
+            async move {
+                let vc = api.get("quiet-dns").await.unwrap();
+                let phase = vc.status.as_ref().and_then(|status| status.phase);
+                assert_ne!(
+                    phase.map(|phase| phase.as_str()),
+                    Some("Completed"),
+                    "{:?}",
+                    vc.status
+                );
+                (ran >= 3).then_some(())
+            }
+        })
+        .await;
     let still = api.get("quiet-dns").await.unwrap();
     let status = still.status.as_ref().unwrap();
     assert_ne!(

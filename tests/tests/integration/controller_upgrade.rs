@@ -1,7 +1,7 @@
 //! A kubernetesVersion bump rolls the apiserver before controller-manager and scheduler
 //! (etcd's image follows its own flag), shows `Updating` meanwhile, and keeps the CA.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
@@ -57,21 +57,25 @@ async fn version_bump_rolls_the_apiserver_first_then_the_rest() {
     harness
         .wait_for_phase("up", "tenant", "Updating", TIMEOUT)
         .await;
-    let hold_until = Instant::now() + Duration::from_millis(1500);
-    while Instant::now() < hold_until {
-        assert_eq!(
-            image(&deployments, "tenant-scheduler").await,
-            old_scheduler,
-            "the scheduler must wait for the apiserver to roll out"
-        );
-        assert!(
-            image(&deployments, "tenant-controller-manager")
-                .await
-                .ends_with(":v1.33.4"),
-            "the controller-manager must wait for the apiserver to roll out"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // Over several resyncs (400 ms each) while the apiserver is held back: an early
+    // rollout is what must not happen, so the window is the assertion.
+    vc_tests::wait::throughout(
+        "the scheduler and the controller-manager to wait for the apiserver to roll out",
+        Duration::from_millis(1500),
+        || async {
+            let scheduler = image(&deployments, "tenant-scheduler").await;
+            let controller_manager = image(&deployments, "tenant-controller-manager").await;
+            if scheduler == old_scheduler && controller_manager.ends_with(":v1.33.4") {
+                Ok(())
+            } else {
+                Err(format!(
+                    "scheduler {scheduler}, controller-manager {controller_manager}"
+                ))
+            }
+        },
+    )
+    .await
+    .unwrap();
 
     harness.held.lock().unwrap().clear();
     harness

@@ -359,19 +359,17 @@ fn create_wait_returns_once_the_status_says_initialized() {
     let clusters = host.clusters();
     // Plays the controller: moves the phase along once the object exists.
     let controller = host.runtime.spawn(async move {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while clusters.get_opt("prod").await.unwrap().is_none() {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "prod was never created"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        vc_tests::wait::eventually("prod to be created", Duration::from_secs(30), || async {
+            clusters.get_opt("prod").await.unwrap()
+        })
+        .await;
         for (phase, message) in [
             ("Pending", ""),
             ("Preparing", "waiting for etcd"),
             ("Initialized", ""),
         ] {
+            // The stand-in controller's pace: the plugin's watch must see each phase as a
+            // change of its own, and its output only shows once it exits.
             tokio::time::sleep(Duration::from_millis(300)).await;
             let status = json!({"status": {"phase": phase, "message": message}});
             clusters
@@ -432,22 +430,22 @@ fn rotate_kubeconfig_sets_a_new_request_and_waits_until_it_is_served() {
     // Plays the controller: records the request it acted on once a new one appears.
     let watched = clusters.clone();
     let controller = host.runtime.spawn(async move {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            let cluster = watched.get("prod").await.unwrap();
-            let current = cluster.metadata.annotations.unwrap()[annotation].clone();
-            if current != first {
-                tokio::time::sleep(Duration::from_millis(700)).await;
-                let status = json!({"status": {"adminKubeconfigRotation": current}});
-                watched
-                    .patch_status("prod", &PatchParams::default(), &Patch::Merge(&status))
-                    .await
-                    .unwrap();
-                return current;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "no second request");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let current =
+            vc_tests::wait::eventually("a second request", Duration::from_secs(30), || async {
+                let cluster = watched.get("prod").await.unwrap();
+                let current = cluster.metadata.annotations.unwrap()[annotation].clone();
+                (current != first).then_some(current)
+            })
+            .await;
+        // The stand-in controller's pace: the plugin must be waiting when the status
+        // comes, and a blocking command shows nothing to wait on until it exits.
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let status = json!({"status": {"adminKubeconfigRotation": current}});
+        watched
+            .patch_status("prod", &PatchParams::default(), &Patch::Merge(&status))
+            .await
+            .unwrap();
+        current
     });
     let waited = host.vc(&["rotate-kubeconfig", "prod", "--wait", "--timeout", "60s"]);
     assert!(waited.status.success(), "{}", stderr(&waited));

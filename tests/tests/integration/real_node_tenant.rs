@@ -21,10 +21,10 @@ use vc_api::constants::{
 };
 use vc_controller::resources::{BuildContext, Tenant, clustertree};
 use vc_tests::apiserver::envtest::{self, Envtest, EnvtestOptions, SKIP_MESSAGE};
+use vc_tests::clustertree::Launch;
 use vc_tests::node::{MachineState, NodeOptions, RealNode, missing_programs};
 
 use crate::clustertree_nodes::{NAMESPACE, Process, TENANT, claim, clustertree_binary};
-use crate::controller_common::crd_path;
 use crate::real_node::{ECHO_IMAGE, echo_image, http_get};
 use crate::support::eventually::eventually;
 
@@ -165,28 +165,13 @@ impl RealTenantWorld {
         let tenant_admin = vc_tests::apiserver::client_from_kubeconfig(tenant.kubeconfig_path())
             .await
             .unwrap();
-        crate::clustertree_nodes::kubectl_apply(
-            host.kubeconfig_path(),
-            &std::fs::read_to_string(crd_path()).unwrap(),
-        );
-        crate::clustertree_nodes::kubectl_apply(
-            host.kubeconfig_path(),
-            &format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {NAMESPACE}\n"),
-        );
-        let virtual_clusters: Api<VirtualCluster> = Api::namespaced(admin.clone(), NAMESPACE);
-        let created = eventually(WAIT, "the CRD to serve VirtualClusters", || async {
-            let vc: VirtualCluster = serde_json::from_value(json!({
-                "apiVersion": "kosmos.io/v1alpha1", "kind": "VirtualCluster",
-                "metadata": {"name": TENANT, "namespace": NAMESPACE},
-                "spec": {"kubernetesVersion": "v1.33.4", "promoteResources": {"nodes": ["node1"]}},
-            }))
-            .unwrap();
-            virtual_clusters
-                .create(&PostParams::default(), &vc)
-                .await
-                .ok()
-        })
-        .await;
+        vc_tests::clustertree::install_crd(host.kubeconfig_path()).unwrap();
+        let created = vc_tests::clustertree::create_virtual_cluster(
+            &admin,
+            json!({"kubernetesVersion": "v1.33.4", "promoteResources": {"nodes": ["node1"]}}),
+        )
+        .await
+        .unwrap();
         claim(&admin, "node1", &created.uid().unwrap(), true).await;
         apply_all(host.kubeconfig_path(), clustertree_host_objects(&created));
         let identity = host
@@ -215,33 +200,19 @@ impl RealTenantWorld {
     /// log goes to `vc-clustertree.log` in the work directory.
     pub(crate) fn clustertree(&self, extra: &[std::ffi::OsString]) -> Process {
         let out = std::fs::File::create(self.clustertree_log()).unwrap();
-        Process(
-            std::process::Command::new(clustertree_binary())
-                .arg("--kubeconfig")
-                .arg(&self.identity)
-                .arg("--tenant-kubeconfig")
-                .arg(self.tenant.kubeconfig_path())
-                .args([
-                    "--namespace",
-                    NAMESPACE,
-                    "--name",
-                    TENANT,
-                    "--period",
-                    "0.5s",
-                ])
-                // Tests run side by side: DNS on a port of its own unless asked.
-                .args(
-                    (!extra.iter().any(|arg| arg == "--dns-listen"))
-                        .then_some(["--dns-listen", "127.0.0.1:0"])
-                        .into_iter()
-                        .flatten(),
-                )
-                .args(extra)
-                .stdout(out.try_clone().unwrap())
-                .stderr(out)
-                .spawn()
-                .unwrap(),
+        let launch = Launch::new(
+            clustertree_binary(),
+            &self.identity,
+            self.tenant.kubeconfig_path(),
         )
+        .period("0.5s");
+        // Tests run side by side: DNS on a port of its own unless asked.
+        let launch = if extra.iter().any(|arg| arg == "--dns-listen") {
+            launch.dns_listen(None)
+        } else {
+            launch
+        };
+        launch.args(extra).spawn(out).unwrap()
     }
 
     pub(crate) fn clustertree_log(&self) -> std::path::PathBuf {

@@ -19,6 +19,7 @@ use vc_tests::simulation::{Simulation, SimulationOptions};
 
 use crate::support::eventually::eventually;
 use crate::support::server::server;
+use vc_tests::wait;
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -126,13 +127,21 @@ async fn nodes_register_with_capacity_heartbeat_and_can_fail() {
     .await;
 
     fleet.set_ready("node2", false).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let node2 = nodes.get("node2").await.unwrap();
-    assert_eq!(
-        ready(&node2).as_deref(),
-        Some("Unknown"),
-        "heartbeats must not revive a NotReady node"
-    );
+    // Over two heartbeats (200 ms each) the node must stay down: a revival is the event
+    // that must not happen, so there is no moment to wait for.
+    wait::throughout(
+        "node2 to stay Ready=Unknown: heartbeats must not revive a NotReady node",
+        Duration::from_millis(500),
+        || async {
+            let node2 = nodes.get("node2").await.map_err(|e| e.to_string())?;
+            match ready(&node2).as_deref() {
+                Some("Unknown") => Ok(()),
+                other => Err(format!("Ready={other:?}")),
+            }
+        },
+    )
+    .await
+    .unwrap();
     fleet.set_ready("node2", true).await.unwrap();
     assert_eq!(
         ready(&nodes.get("node2").await.unwrap()).as_deref(),
@@ -234,44 +243,22 @@ async fn deployment_becomes_ready_with_pods_and_then_settles() {
             .all(|p| p.owner_references()[0].uid == ready.uid().unwrap())
     );
 
-    // Nothing changes any more: the simulator writes only differences.
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    let before: Vec<String> = std::iter::once(
-        deployments
-            .get("web")
-            .await
-            .unwrap()
-            .resource_version()
-            .unwrap(),
+    // Nothing changes any more: the simulator writes only differences, so the versions
+    // settle for several of its resyncs (300 ms each).
+    wait::settled(
+        "the versions of web and its pods",
+        WAIT,
+        Duration::from_millis(1200),
+        || async {
+            let deployment = deployments.get("web").await.unwrap();
+            let listed = pods.list(&ListParams::default()).await.unwrap();
+            std::iter::once(deployment.resource_version().unwrap())
+                .chain(listed.items.iter().map(|p| p.resource_version().unwrap()))
+                .collect::<Vec<String>>()
+        },
     )
-    .chain(
-        pods.list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .iter()
-            .map(|p| p.resource_version().unwrap()),
-    )
-    .collect();
-    tokio::time::sleep(Duration::from_millis(1200)).await;
-    let after: Vec<String> = std::iter::once(
-        deployments
-            .get("web")
-            .await
-            .unwrap()
-            .resource_version()
-            .unwrap(),
-    )
-    .chain(
-        pods.list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .iter()
-            .map(|p| p.resource_version().unwrap()),
-    )
-    .collect();
-    assert_eq!(before, after);
+    .await
+    .unwrap();
 
     // Scaling to zero removes the pods and keeps the Deployment available.
     let scale = json!({"spec": {"replicas": 0}});
@@ -502,9 +489,14 @@ async fn services_get_endpoints_slices_and_load_balancer_addresses() {
             .collect();
         (e, s)
     };
-    let before = versions().await;
-    tokio::time::sleep(Duration::from_millis(1000)).await;
-    assert_eq!(versions().await, before);
+    wait::settled(
+        "the versions of web's Endpoints and EndpointSlices",
+        WAIT,
+        Duration::from_millis(1000),
+        versions,
+    )
+    .await
+    .unwrap();
 
     service_api
         .delete("web", &DeleteParams::default())
@@ -554,11 +546,14 @@ async fn one_call_starts_every_simulator() {
         .create(&PostParams::default(), &deployment("after", 1, None))
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    assert!(
-        !deployment_is_ready(&deployments.get("after").await.unwrap()),
-        "a stopped simulation writes nothing"
-    );
+    // Over two of the workload simulator's resyncs: a write is what must not happen.
+    wait::throughout(
+        "after to stay unready: a stopped simulation writes nothing",
+        Duration::from_millis(700),
+        || async { (!deployment_is_ready(&deployments.get("after").await.unwrap())).then_some(()) },
+    )
+    .await
+    .unwrap();
 }
 
 #[tokio::test]
@@ -595,19 +590,26 @@ async fn excluded_workloads_are_left_alone() {
             .filter(deployment_is_ready)
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    assert!(
-        deployments.get("etcd").await.unwrap().status.is_none(),
-        "an excluded workload gets no status"
-    );
+    // Web was handled, so a pass has run; over one more resync the excluded etcd must
+    // stay untouched: a write is what must not happen.
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
-    assert!(
-        pods.list(&ListParams::default().labels("app=etcd"))
-            .await
-            .unwrap()
-            .items
-            .is_empty()
-    );
+    wait::throughout(
+        "the excluded etcd to get no status and no pods",
+        Duration::from_millis(400),
+        || async {
+            let status = deployments.get("etcd").await.unwrap().status;
+            let listed = pods
+                .list(&ListParams::default().labels("app=etcd"))
+                .await
+                .unwrap();
+            match (status, listed.items.len()) {
+                (None, 0) => Ok(()),
+                (status, pods) => Err(format!("status {status:?}, {pods} pods")),
+            }
+        },
+    )
+    .await
+    .unwrap();
 }
 
 #[tokio::test]

@@ -330,23 +330,15 @@ mod local_control_plane_tests {
         planes: &LocalControlPlanes,
         limit: Duration,
         what: &str,
-        mut check: F,
+        check: F,
     ) -> T
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Option<T>>,
     {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(value) = check().await {
-                return value;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out after {limit:?} waiting for {what}\n{}",
-                planes.diagnostics()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        match vc_tests::wait::until(what, limit, check).await {
+            Ok(value) => value,
+            Err(timed_out) => panic!("{timed_out}\n{}", planes.diagnostics()),
         }
     }
 

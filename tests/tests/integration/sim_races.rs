@@ -159,8 +159,16 @@ async fn one_endpoint_slice_per_service_while_the_slice_watch_lags() {
         (ready_addresses(&slices).contains(&"127.200.0.12".to_owned())).then_some(slices)
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    let settled = slices_of_web(&client).await;
+    // Once both pods are in, further passes must not add a second slice: settle over
+    // several resyncs rather than read once.
+    let settled = vc_tests::wait::settled(
+        "the EndpointSlices of web",
+        WAIT,
+        Duration::from_millis(600),
+        || slices_of_web(&client),
+    )
+    .await
+    .unwrap();
     let names: Vec<String> = settled.iter().map(|s| s.name_any()).collect();
     assert_eq!(settled.len(), 1, "EndpointSlices of Service web: {names:?}");
     assert_eq!(

@@ -6,7 +6,7 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine as _;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair, SanType};
@@ -14,6 +14,7 @@ use serde_json::Value;
 use vc_tests::apiserver::{TestApiServer, TestApiServerOptions};
 use vc_tests::find_on_path;
 use vc_tests::probe::https_get;
+use vc_tests::wait;
 
 const CRD: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -265,20 +266,25 @@ impl Host {
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
 
         // Ready means both caches listed once, so node-a is known before anything is judged.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some((200, _)) = https_get(addr, &pki.ca_pem, "/readyz").await {
-                break;
-            }
-            if let Ok(Some(status)) = webhook.child.try_wait() {
-                panic!("vc-webhook exited with {status}:\n{}", webhook.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "vc-webhook not ready within 30 s:\n{}",
-                webhook.log()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        let ready = wait::until(
+            "vc-webhook to answer 200 on /readyz",
+            Duration::from_secs(30),
+            || {
+                if let Ok(Some(status)) = webhook.child.try_wait() {
+                    panic!("vc-webhook exited with {status}:\n{}", webhook.log());
+                }
+                let ca_pem = &pki.ca_pem;
+                async move {
+                    match https_get(addr, ca_pem, "/readyz").await {
+                        Some((200, _)) => Ok(()),
+                        answer => Err(format!("answer {answer:?}")),
+                    }
+                }
+            },
+        )
+        .await;
+        if let Err(timed_out) = ready {
+            panic!("{timed_out}:\n{}", webhook.log());
         }
         let host = Self {
             server,
@@ -319,25 +325,28 @@ impl Host {
     /// Waits up to 30 s until a server-side dry run of `dev` is admitted (`true`) or
     /// refused with the owner named (`false`).
     async fn wait_for_dev(&self, admitted: bool) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
+        let what = if admitted {
+            "dev to be admitted"
+        } else {
+            "dev to be refused"
+        };
+        let decided = wait::until(what, Duration::from_secs(30), || {
             let probe = self.run(
                 &["apply", "--dry-run=server", "-f", "-"],
                 Some(DEV_TAKING_NODE_A),
             );
             let refused =
                 !probe.status.success() && String::from_utf8_lossy(&probe.stderr).contains(REFUSAL);
-            if probe.status.success() == admitted && (admitted || refused) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "dev never became {}: {}\n{}",
-                if admitted { "admitted" } else { "refused" },
-                text(&probe),
-                self.webhook.log()
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            let outcome = if probe.status.success() == admitted && (admitted || refused) {
+                Ok(())
+            } else {
+                Err(text(&probe))
+            };
+            async move { outcome }
+        })
+        .await;
+        if let Err(timed_out) = decided {
+            panic!("{timed_out}\n{}", self.webhook.log());
         }
     }
 }
@@ -457,18 +466,16 @@ async fn kubectl_sees_defaults_filled_and_a_taken_node_refused() {
         .status()
         .unwrap();
     assert!(terminated.success());
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        if let Some(status) = host.webhook.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "vc-webhook ignored SIGTERM:\n{}",
-            host.webhook.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let exited = wait::until(
+        "vc-webhook to exit on SIGTERM",
+        Duration::from_secs(15),
+        || {
+            let status = host.webhook.child.try_wait().unwrap();
+            async move { status }
+        },
+    )
+    .await;
+    let status = exited.unwrap_or_else(|timed_out| panic!("{timed_out}:\n{}", host.webhook.log()));
     assert!(status.success(), "exit {status}:\n{}", host.webhook.log());
     assert!(
         host.webhook.log().contains("\"message\":\"stopped\""),
@@ -496,7 +503,12 @@ async fn a_relist_after_a_broken_watch_frees_the_node_of_a_deleted_cluster() {
     };
     host.server.faults().fail_next(10_000, watches);
     host.server.faults().cut_watches();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    vc_tests::wait::eventually(
+        "the webhook's next VirtualCluster watch to be refused",
+        Duration::from_secs(10),
+        || async { (host.server.faults().remaining() < 10_000).then_some(()) },
+    )
+    .await;
     let deleted = host.run(
         &[
             "delete",
