@@ -313,5 +313,7 @@ fn kill_processes_in_cgroup(cgroup: &str) {
             }
         }
     }
+    // SIGKILLed processes leave their cgroups as the kernel reaps them, with nothing to
+    // wait on from here; the cgroups are removed right after.
     std::thread::sleep(Duration::from_millis(300));
 }

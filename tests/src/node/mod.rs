@@ -973,6 +973,8 @@ impl RealNode {
                 ],
             );
         }
+        // The shims exit on their own once their tasks are gone; nothing reports when,
+        // so they get a moment before they are killed.
         std::thread::sleep(Duration::from_millis(300));
         for pid in pids {
             let _killed = run("kill", &["-9", &pid]);
