@@ -153,54 +153,55 @@ pub fn workloads(tenant: &Tenant, host_pod_cidrs: &[Cidr]) -> NetworkPolicy {
 /// NetworkPolicy `NAME-etcd`: the client port from this tenant's apiserver pods, the peer
 /// port from its etcd members, and the plain-HTTP metrics port from no pod at all.
 pub fn etcd_policy(tenant: &Tenant) -> NetworkPolicy {
-    NetworkPolicy {
-        metadata: owned_meta(
-            tenant,
-            names::ETCD_NETWORK_POLICY.name(&tenant.name),
-            Component::Etcd,
-        ),
-        spec: Some(ingress_only(
-            selector(tenant, Component::Etcd),
-            vec![
-                NetworkPolicyIngressRule {
-                    from: Some(vec![tenant_pods(tenant, Component::ApiServer)]),
-                    ports: Some(vec![port("TCP", etcd::CLIENT_PORT)]),
-                },
-                NetworkPolicyIngressRule {
-                    from: Some(vec![tenant_pods(tenant, Component::Etcd)]),
-                    ports: Some(vec![port("TCP", etcd::PEER_PORT)]),
-                },
-            ],
-        )),
-    }
+    component_policy(
+        tenant,
+        Component::Etcd,
+        names::ETCD_NETWORK_POLICY,
+        vec![
+            NetworkPolicyIngressRule {
+                from: Some(vec![tenant_pods(tenant, Component::ApiServer)]),
+                ports: Some(vec![port("TCP", etcd::CLIENT_PORT)]),
+            },
+            NetworkPolicyIngressRule {
+                from: Some(vec![tenant_pods(tenant, Component::Etcd)]),
+                ports: Some(vec![port("TCP", etcd::PEER_PORT)]),
+            },
+        ],
+    )
 }
 
 /// NetworkPolicy `NAME-apiserver`: the secure port from anywhere (operators, the
 /// controller, the tenant's pods and the clustertree all reach it), nothing else.
 pub fn apiserver_policy(tenant: &Tenant) -> NetworkPolicy {
+    component_policy(
+        tenant,
+        Component::ApiServer,
+        names::APISERVER_NETWORK_POLICY,
+        vec![NetworkPolicyIngressRule {
+            from: None,
+            ports: Some(vec![port("TCP", apiserver::SECURE_PORT)]),
+        }],
+    )
+}
+
+/// The policy `object` around this tenant's `component` pods, admitting only `ingress`
+/// (nothing but the node's probes when empty).
+fn component_policy(
+    tenant: &Tenant,
+    component: Component,
+    object: names::DerivedObject,
+    ingress: Vec<NetworkPolicyIngressRule>,
+) -> NetworkPolicy {
     NetworkPolicy {
-        metadata: owned_meta(
-            tenant,
-            names::APISERVER_NETWORK_POLICY.name(&tenant.name),
-            Component::ApiServer,
-        ),
-        spec: Some(ingress_only(
-            selector(tenant, Component::ApiServer),
-            vec![NetworkPolicyIngressRule {
-                from: None,
-                ports: Some(vec![port("TCP", apiserver::SECURE_PORT)]),
-            }],
-        )),
+        metadata: owned_meta(tenant, object.name(&tenant.name), component),
+        spec: Some(ingress_only(selector(tenant, component), ingress)),
     }
 }
 
 /// A component nothing in the pod network talks to: ingress from no pod; only its
 /// node's probes reach it.
 fn closed(tenant: &Tenant, component: Component, object: names::DerivedObject) -> NetworkPolicy {
-    NetworkPolicy {
-        metadata: owned_meta(tenant, object.name(&tenant.name), component),
-        spec: Some(ingress_only(selector(tenant, component), Vec::new())),
-    }
+    component_policy(tenant, component, object, Vec::new())
 }
 
 /// NetworkPolicy `NAME-controller-manager`, closed: it only dials out.
@@ -224,32 +225,27 @@ pub fn scheduler_policy(tenant: &Tenant) -> NetworkPolicy {
 /// NetworkPolicy `NAME-clustertree`: its kubelet API and Service webhook port from this
 /// tenant's apiserver pods, its DNS port from the tenant's workload namespace.
 pub fn clustertree_policy(tenant: &Tenant) -> NetworkPolicy {
-    NetworkPolicy {
-        metadata: owned_meta(
-            tenant,
-            names::CLUSTERTREE_NETWORK_POLICY.name(&tenant.name),
-            Component::ClusterTree,
-        ),
-        spec: Some(ingress_only(
-            selector(tenant, Component::ClusterTree),
-            vec![
-                NetworkPolicyIngressRule {
-                    from: Some(vec![tenant_pods(tenant, Component::ApiServer)]),
-                    ports: Some(vec![port("TCP", clustertree::KUBELET_PORT)]),
-                },
-                NetworkPolicyIngressRule {
-                    from: Some(vec![NetworkPolicyPeer {
-                        namespace_selector: Some(namespace_selector(tenant.workload_namespace())),
-                        ..NetworkPolicyPeer::default()
-                    }]),
-                    ports: Some(vec![
-                        port("UDP", clustertree::DNS_PORT),
-                        port("TCP", clustertree::DNS_PORT),
-                    ]),
-                },
-            ],
-        )),
-    }
+    component_policy(
+        tenant,
+        Component::ClusterTree,
+        names::CLUSTERTREE_NETWORK_POLICY,
+        vec![
+            NetworkPolicyIngressRule {
+                from: Some(vec![tenant_pods(tenant, Component::ApiServer)]),
+                ports: Some(vec![port("TCP", clustertree::KUBELET_PORT)]),
+            },
+            NetworkPolicyIngressRule {
+                from: Some(vec![NetworkPolicyPeer {
+                    namespace_selector: Some(namespace_selector(tenant.workload_namespace())),
+                    ..NetworkPolicyPeer::default()
+                }]),
+                ports: Some(vec![
+                    port("UDP", clustertree::DNS_PORT),
+                    port("TCP", clustertree::DNS_PORT),
+                ]),
+            },
+        ],
+    )
 }
 
 #[cfg(test)]
