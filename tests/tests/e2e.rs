@@ -427,12 +427,6 @@ async fn tenant_pod_on_real_worker(
     host_pod
 }
 
-/// The containers running on the real worker.
-#[cfg(test)]
-fn running_on_real_worker(harness: &Harness) -> Vec<String> {
-    harness.real_worker_tasks().unwrap()
-}
-
 /// Every pod of `tenant`'s control plane and clustertree runs on the real node `node`,
 /// every container running and ready: the pods are real, started by the kubelet from the
 /// images the controller named, with the flags, mounts and probes it rendered.
@@ -1171,35 +1165,21 @@ async fn traffic_from_outside_and_dns(
         )
         .await
         .unwrap();
-    let shown = harness
-        .eventually(
-            "the tenant Service web-lb to show the ingress",
-            WAIT,
-            || async {
-                let run = harness
-                    .operator
-                    .kubectl_with(
-                        tenant,
-                        &[
-                            "get",
-                            "service",
-                            "web-lb",
-                            "-o",
-                            "jsonpath={.status.loadBalancer.ingress[0].ip}",
-                        ],
-                        None,
-                    )
-                    .await
-                    .map_err(|error| error.to_string())?;
-                if run.stdout.trim().is_empty() {
-                    Err(run.describe())
-                } else {
-                    Ok(run.stdout.trim().to_owned())
-                }
-            },
-        )
-        .await
-        .unwrap();
+    let ingress = [
+        "get",
+        "service",
+        "web-lb",
+        "-o",
+        "jsonpath={.status.loadBalancer.ingress[0].ip}",
+    ];
+    let what = "the tenant Service web-lb to show the ingress";
+    let shown = kubectl_until(harness, tenant, what, &ingress, |run| {
+        !run.stdout.trim().is_empty()
+    })
+    .await
+    .stdout
+    .trim()
+    .to_owned();
     assert_eq!(shown, LOAD_BALANCER);
     let address = LoopbackAddress::add(LOAD_BALANCER.parse().unwrap()).unwrap();
     let url = format!("http://{shown}{ECHO_PATH}");
@@ -1730,7 +1710,7 @@ async fn scenario_lifecycle(options: Options) {
         // Nothing of the tenant runs on the real worker any more: no container at all.
         harness
             .eventually("the real worker to run no container", WAIT, || async {
-                let running = running_on_real_worker(&harness);
+                let running = harness.real_worker_tasks().unwrap();
                 if running.is_empty() {
                     Ok(())
                 } else {
@@ -1906,7 +1886,7 @@ async fn reaches_completed(harness: &Harness, what: &str) {
 }
 
 /// Runs `kubectl args` against `kubeconfig` until `done` holds of a run (`what` names the
-/// wait).
+/// wait), and returns that run.
 #[cfg(test)]
 async fn kubectl_until(
     harness: &Harness,
@@ -1914,7 +1894,7 @@ async fn kubectl_until(
     what: &str,
     args: &[&str],
     done: impl Fn(&harness::Run) -> bool,
-) {
+) -> harness::Run {
     harness
         .eventually(what, WAIT, || async {
             let run = harness
@@ -1923,11 +1903,11 @@ async fn kubectl_until(
                 .await
                 .map_err(|error| error.to_string())?;
             if done(&run) {
-                Ok(())
+                Ok(run)
             } else {
                 Err(run.describe())
             }
         })
         .await
-        .unwrap();
+        .unwrap()
 }

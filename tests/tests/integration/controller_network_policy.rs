@@ -23,7 +23,7 @@ use vc_controller::telemetry::{Health, Metrics};
 use vc_tests::apiserver::envtest::{EnvtestOptions, TestCluster, private_service_cidr};
 
 use crate::controller_common::{kubelet_loop, test_timing};
-use crate::controller_volumes::install_crd;
+use crate::controller_volumes::{create_namespace, install_crd};
 use crate::support::eventually::eventually;
 
 const NS: &str = "team-a";
@@ -121,14 +121,8 @@ async fn workload_namespace_denies_other_tenants_ingress() {
     };
     let client = cluster.client().await.unwrap();
     install_crd(&client).await;
+    create_namespace(&client, NS).await;
     let namespaces: Api<Namespace> = Api::all(client.clone());
-    namespaces
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": NS}})).unwrap(),
-        )
-        .await
-        .unwrap();
 
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let flags = <vc_controller::flags::Flags as clap::Parser>::parse_from([

@@ -48,6 +48,18 @@ pub(crate) async fn install_crd(client: &Client) {
 
 /// A real host with kube-controller-manager (and kube-scheduler when `scheduler`), or
 /// `None` after printing `skipped:` without `KUBEBUILDER_ASSETS`.
+/// Creates namespace `name` on the host.
+pub(crate) async fn create_namespace(client: &Client, name: &str) {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": name}})).unwrap(),
+        )
+        .await
+        .unwrap();
+}
+
 pub(crate) async fn host_with_controller_manager(scheduler: bool) -> Option<TestCluster> {
     let cluster = TestCluster::real_or_skip_with(EnvtestOptions {
         controller_manager: true,
@@ -105,14 +117,7 @@ async fn deleted_tenant_leaves_no_volume() {
     };
     let client = cluster.client().await.unwrap();
     install_crd(&client).await;
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    namespaces
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": NS}})).unwrap(),
-        )
-        .await
-        .unwrap();
+    create_namespace(&client, NS).await;
 
     let (stop, controller) = spawn_controller(&client, test_run_config());
 
