@@ -121,12 +121,7 @@ impl MachineGuard {
                 super::output_of("iptables-save", &[]),
                 super::output_of("ip6tables-save", &[]),
             ),
-            hostpath_before: super::host::hostpath_entries().map(|entries| {
-                entries
-                    .into_iter()
-                    .filter_map(|entry| entry.into_string().ok())
-                    .collect()
-            }),
+            hostpath_before: super::host::hostpath_entries(),
             ..Record::default()
         };
         write_record(&record)?;
@@ -139,6 +134,12 @@ impl MachineGuard {
             *current = Arc::downgrade(&guard);
         }
         Ok(guard)
+    }
+
+    /// What the run changed so far, and the machine as it found it; `None` when the
+    /// record's lock is poisoned.
+    pub fn record(&self) -> Option<Record> {
+        self.record.lock().ok().map(|record| record.clone())
     }
 
     /// Adds to the record what the run is about to change (write it before changing).
@@ -256,15 +257,9 @@ pub fn sweep(record: &Record) -> Vec<String> {
         "removing directories",
         super::remove_outside_directories(&before.outside_directories),
     );
-    problems.extend(match &record.hostpath_before {
-        Some(hostpath_before) => super::host::remove_new_hostpath_entries(
-            &hostpath_before
-                .iter()
-                .map(std::ffi::OsString::from)
-                .collect(),
-        ),
-        None => super::host::remove_hostpath_directory(),
-    });
+    problems.extend(super::host::remove_hostpath_since(
+        record.hostpath_before.as_ref(),
+    ));
     problems
 }
 

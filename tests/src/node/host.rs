@@ -73,11 +73,9 @@ pub enum NodeHostError {
 pub struct NodeHost {
     /// `node1` first, then the workers in the order they started.
     pub nodes: Vec<RealNode>,
-    /// Released once everything is undone.
+    /// Released once everything is undone; its record holds the machine as the run found
+    /// it.
     guard: Option<std::sync::Arc<super::guard::MachineGuard>>,
-    before: MachineState,
-    /// What the hostpath provisioner's directory held before (`None`: it did not exist).
-    hostpath_before: Option<std::collections::BTreeSet<std::ffi::OsString>>,
     dns: Option<tokio::task::JoinHandle<()>>,
     stop_dns: Option<tokio::sync::oneshot::Sender<()>>,
     stopped: bool,
@@ -103,8 +101,6 @@ impl NodeHost {
     /// [`HOST_ADDRESS`] to `lo`.
     pub async fn prepare() -> Result<Self, NodeHostError> {
         let guard = super::guard::MachineGuard::acquire().await?;
-        let before = MachineState::read();
-        let hostpath_before = hostpath_entries();
         guard.note(|record| {
             record.loopback_addresses.push(format!("{HOST_ADDRESS}/32"));
         })?;
@@ -124,8 +120,6 @@ impl NodeHost {
         Ok(NodeHost {
             guard: Some(guard),
             nodes: Vec::new(),
-            before,
-            hostpath_before,
             dns: None,
             stop_dns: None,
             stopped: false,
@@ -312,17 +306,19 @@ impl NodeHost {
             )),
             Err(error) => problems.push(format!("removing {HOST_ADDRESS} from lo: {error}")),
         }
+        let record = self
+            .guard
+            .as_ref()
+            .and_then(|guard| guard.record())
+            .unwrap_or_default();
         // The volumes provisioned meanwhile: their claims die with the host, so the
         // provisioner never deletes them.
-        problems.extend(match &self.hostpath_before {
-            None => remove_hostpath_directory(),
-            Some(before) => remove_new_hostpath_entries(before),
-        });
+        problems.extend(remove_hostpath_since(record.hostpath_before.as_ref()));
         let after = MachineState::read();
-        if after != self.before {
+        if record.before.as_ref() != Some(&after) {
             problems.push(format!(
                 "the machine changed: before {:?}, after {after:?}",
-                self.before
+                record.before
             ));
         }
         if let Some(guard) = self.guard.take()
@@ -343,27 +339,19 @@ impl Drop for NodeHost {
     }
 }
 
-/// Removes what the hostpath provisioner's directory holds beyond `before`; says what
-/// could not be removed.
-pub(crate) fn remove_new_hostpath_entries(
-    before: &std::collections::BTreeSet<std::ffi::OsString>,
+/// Removes what the hostpath provisioner's directory holds beyond `before` (all of it
+/// when it did not exist before); says what could not be removed.
+pub(crate) fn remove_hostpath_since(
+    before: Option<&std::collections::BTreeSet<String>>,
 ) -> Vec<String> {
     let dir = Path::new(HOSTPATH_PROVISIONER_DIR);
-    let removals: Vec<std::path::PathBuf> = hostpath_entries()
+    let Some(before) = before else {
+        return remove_all(dir).into_iter().collect();
+    };
+    hostpath_entries()
         .unwrap_or_default()
         .difference(before)
-        .map(|entry| dir.join(entry))
-        .collect();
-    removals
-        .iter()
-        .filter_map(|path| remove_all(path))
-        .collect()
-}
-
-/// Removes the hostpath provisioner's directory, made during the run.
-pub(crate) fn remove_hostpath_directory() -> Vec<String> {
-    remove_all(Path::new(HOSTPATH_PROVISIONER_DIR))
-        .into_iter()
+        .filter_map(|entry| remove_all(&dir.join(entry)))
         .collect()
 }
 
@@ -377,11 +365,11 @@ fn remove_all(path: &Path) -> Option<String> {
 }
 
 /// The entries of the hostpath provisioner's directory, `None` when it does not exist.
-pub(crate) fn hostpath_entries() -> Option<std::collections::BTreeSet<std::ffi::OsString>> {
+pub(crate) fn hostpath_entries() -> Option<std::collections::BTreeSet<String>> {
     let entries = std::fs::read_dir(HOSTPATH_PROVISIONER_DIR).ok()?;
     Some(
         entries
-            .filter_map(|entry| Some(entry.ok()?.file_name()))
+            .filter_map(|entry| Some(entry.ok()?.file_name().to_string_lossy().into_owned()))
             .collect(),
     )
 }
