@@ -35,6 +35,12 @@ pub enum ImageError {
         path: String,
         source: std::io::Error,
     },
+    #[error("writing {path} for image {image}: {source}")]
+    WriteFile {
+        image: String,
+        path: String,
+        source: std::io::Error,
+    },
     #[error("writing the archive of image {image}: {source}")]
     WriteArchive {
         image: String,
@@ -277,8 +283,9 @@ pub fn echo_image(dir: &Path) -> Result<ImageSpec, ImageError> {
         &script,
         "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\nhostname\n",
     )
-    .map_err(|source| ImageError::WriteArchive {
+    .map_err(|source| ImageError::WriteFile {
         image: ECHO_IMAGE.to_owned(),
+        path: script.display().to_string(),
         source,
     })?;
     Ok(ImageSpec::busybox(
