@@ -364,11 +364,11 @@ impl Operator {
 
     /// `kubectl ARGS` with the operator's kubeconfig (or `kubeconfig`), HOME and PATH.
     ///
-    /// A refused connection is tried again for up to [`REFUSED_RETRY`], saying so: a
-    /// tenant apiserver running as a real pod drops out of its Service's endpoints while
-    /// it fails its readiness probe, which happens on this 2-core machine when everything
-    /// runs at once (the controller then reports the tenant Preparing, as it should). A
-    /// refused connection carried no request, so any command may be sent again.
+    /// A refused connection is tried again for up to [`REFUSED_RETRY`], saying so on
+    /// stderr. The refusals seen once came with the simulated kubelet writing statuses of
+    /// pods on the real node (it plays only simulated nodes now); none has been seen
+    /// since, and each retry printed here is a lead to follow. A refused connection
+    /// carried no request, so any command may be sent again.
     pub async fn kubectl_with(
         &self,
         kubeconfig: &Path,
