@@ -4,6 +4,7 @@
 
 pub mod admission;
 pub mod apiserver;
+pub mod bench;
 pub mod clustertree;
 pub mod etcd_gateway;
 pub mod node;
