@@ -2,17 +2,12 @@
 //! ([`apiserver::TestApiServer`]) that kubectl, kube-rs, the webhook and the controller
 //! talk to, plus helpers to run the same tests against a real kube-apiserver (envtest).
 
-pub mod admission;
-pub mod apiserver;
 pub mod clustertree;
 pub mod etcd_gateway;
 pub mod node;
-pub mod ports;
 pub mod probe;
-pub mod rbac;
 pub mod simulation;
 pub mod wait;
-pub mod work_dir;
 
 use std::path::PathBuf;
 

@@ -33,7 +33,7 @@ const USAGE: &str = "usage: vc-sandbox [--real-apiserver | --test-apiserver] [--
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut options = Options::new("sandbox");
-    options.host = if vc_tests::apiserver::envtest::assets().is_some() {
+    options.host = if vc_test_apiserver::envtest::assets().is_some() {
         HostKind::RealApiServer
     } else {
         eprintln!(

@@ -40,9 +40,10 @@ use anyhow::{Context as _, anyhow, bail};
 use base64::Engine as _;
 use kube::Client;
 use serde_json::{Value, json};
-use vc_tests::apiserver::envtest::{self, Envtest, EnvtestOptions, private_service_cidr};
-use vc_tests::apiserver::pki::TestCa;
-use vc_tests::apiserver::{TestApiServer, TestApiServerOptions, client_from_kubeconfig};
+use vc_test_apiserver::envtest::{self, Envtest, EnvtestOptions, private_service_cidr};
+use vc_test_apiserver::pki::TestCa;
+use vc_test_apiserver::work_dir::WorkDir;
+use vc_test_apiserver::{TestApiServer, TestApiServerOptions, client_from_kubeconfig};
 use vc_tests::node::host::NodeHost;
 use vc_tests::node::image;
 use vc_tests::simulation::local_clustertree::{self, LocalClustertreeOptions, LocalClustertrees};
@@ -54,7 +55,6 @@ use vc_tests::simulation::services::ServiceOptions;
 use vc_tests::simulation::tenant_apiserver::TenantOptions;
 use vc_tests::simulation::workloads::{WorkloadMode, WorkloadOptions};
 use vc_tests::simulation::{Simulation, SimulationOptions};
-use vc_tests::work_dir::WorkDir;
 
 use crate::helm;
 pub use vc_tests::find_on_path;
@@ -286,7 +286,7 @@ pub fn binary_dir() -> anyhow::Result<PathBuf> {
 }
 
 fn free_port() -> anyhow::Result<u16> {
-    vc_tests::ports::free_port().context("finding a free port")
+    vc_test_apiserver::ports::free_port().context("finding a free port")
 }
 
 /// An operator's shell: a private HOME and kubeconfig, and a PATH where kubectl finds

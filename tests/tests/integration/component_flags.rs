@@ -17,7 +17,7 @@ mod component_flags_tests {
     use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
     use k8s_openapi::api::core::v1::{Container, PodSpec};
     use vc_controller::resources::DesiredState;
-    use vc_tests::apiserver::envtest::{
+    use vc_test_apiserver::envtest::{
         self, CONTROLLER_MANAGER_CONTROLLERS, EnvtestOptions, EnvtestPaths, EnvtestPorts,
     };
     use vc_tests::etcd_gateway;

@@ -21,7 +21,7 @@ use vc_api::constants::{
 use vc_controller::context::Timing;
 use vc_controller::runner::{RunConfig, run};
 use vc_controller::telemetry::{Health, Metrics};
-use vc_tests::apiserver::{ServingCerts, TestApiServer, TestApiServerOptions};
+use vc_test_apiserver::{ServingCerts, TestApiServer, TestApiServerOptions};
 
 /// The identity the controller runs as; its writes are counted separately.
 pub const CONTROLLER_USER: &str = "system:serviceaccount:kosmos-system:kosmos-vc-controller";
@@ -146,7 +146,7 @@ impl Harness {
             .server
             .kubeconfig_for(CONTROLLER_USER, &["system:masters"])
             .unwrap();
-        let client = vc_tests::apiserver::client_from_kubeconfig(&kubeconfig)
+        let client = vc_test_apiserver::client_from_kubeconfig(&kubeconfig)
             .await
             .unwrap();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

@@ -25,8 +25,8 @@ mod local_control_plane_tests {
     use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
     use serde_json::json;
     use vc_controller::resources::DesiredState;
-    use vc_tests::apiserver::envtest::{self, SKIP_MESSAGE};
-    use vc_tests::apiserver::{TestApiServer, TestApiServerOptions};
+    use vc_test_apiserver::envtest::{self, SKIP_MESSAGE};
+    use vc_test_apiserver::{TestApiServer, TestApiServerOptions};
     use vc_tests::etcd_gateway;
     use vc_tests::simulation::local_control_plane::{
         self, Component, ControlPlaneBinaries, LocalControlPlaneOptions, LocalControlPlanes,
