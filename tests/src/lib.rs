@@ -3,10 +3,8 @@
 //! talk to, plus helpers to run the same tests against a real kube-apiserver (envtest).
 
 pub mod clustertree;
-pub mod etcd_gateway;
 pub mod node;
 pub mod probe;
-pub mod simulation;
 pub mod wait;
 
 use std::path::PathBuf;

@@ -9,7 +9,7 @@
 //!   assets hold it. The simulated kubelets and host controllers stay outside it, as
 //!   clients; each tenant's control plane runs as local etcd / kube-apiserver /
 //!   kube-controller-manager / kube-scheduler processes from the flags the controller
-//!   rendered (`vc_tests::simulation::local_control_plane`), bound on the tenant Service's
+//!   rendered (`vc_simulation::local_control_plane`), bound on the tenant Service's
 //!   cluster IP;
 //! - an existing cluster with the chart already installed (`KOSMOS_VC_E2E_KUBECONFIG`,
 //!   used by `.github/workflows/e2e.yml` on kind): nothing is started, real nodes are used.
@@ -40,21 +40,21 @@ use anyhow::{Context as _, anyhow, bail};
 use base64::Engine as _;
 use kube::Client;
 use serde_json::{Value, json};
+use vc_simulation::local_clustertree::{self, LocalClustertreeOptions, LocalClustertrees};
+use vc_simulation::local_control_plane::{
+    self, ControlPlaneBinaries, LocalControlPlaneOptions, LocalControlPlanes,
+};
+use vc_simulation::nodes::{FleetOptions, NodeSpec};
+use vc_simulation::services::ServiceOptions;
+use vc_simulation::tenant_apiserver::TenantOptions;
+use vc_simulation::workloads::{WorkloadMode, WorkloadOptions};
+use vc_simulation::{Simulation, SimulationOptions};
 use vc_test_apiserver::envtest::{self, Envtest, EnvtestOptions, private_service_cidr};
 use vc_test_apiserver::pki::TestCa;
 use vc_test_apiserver::work_dir::WorkDir;
 use vc_test_apiserver::{TestApiServer, TestApiServerOptions, client_from_kubeconfig};
 use vc_tests::node::host::NodeHost;
 use vc_tests::node::image;
-use vc_tests::simulation::local_clustertree::{self, LocalClustertreeOptions, LocalClustertrees};
-use vc_tests::simulation::local_control_plane::{
-    self, ControlPlaneBinaries, LocalControlPlaneOptions, LocalControlPlanes,
-};
-use vc_tests::simulation::nodes::{FleetOptions, NodeSpec};
-use vc_tests::simulation::services::ServiceOptions;
-use vc_tests::simulation::tenant_apiserver::TenantOptions;
-use vc_tests::simulation::workloads::{WorkloadMode, WorkloadOptions};
-use vc_tests::simulation::{Simulation, SimulationOptions};
 
 use crate::helm;
 pub use vc_tests::find_on_path;

@@ -45,7 +45,7 @@ pub struct Harness {
     )>,
     kubelet: Option<tokio::task::JoinHandle<()>>,
     /// The shared simulators of vc-tests, when the test asked for them.
-    pub simulation: Option<vc_tests::simulation::Simulation>,
+    pub simulation: Option<vc_simulation::Simulation>,
     pub tenants: Arc<Mutex<BTreeMap<String, TestApiServer>>>,
     /// `NS/NAME` of workloads the kubelet stand-in leaves un-rolled-out for now.
     pub held: Arc<Mutex<BTreeSet<String>>>,
@@ -95,9 +95,9 @@ impl Harness {
     /// `nodes` nodes `node1..nodeN`.
     pub async fn start_simulated(nodes: usize) -> Self {
         let mut harness = Self::bare().await;
-        let simulation = vc_tests::simulation::Simulation::start(
+        let simulation = vc_simulation::Simulation::start(
             harness.admin.clone(),
-            vc_tests::simulation::SimulationOptions::with_nodes(nodes),
+            vc_simulation::SimulationOptions::with_nodes(nodes),
         )
         .await
         .expect("simulation starts");
@@ -456,8 +456,7 @@ async fn serve_tenant_apiservers(
             continue;
         };
         // The clients it accepts are those of the Deployment's `--client-ca-file`.
-        let Ok(files) = vc_tests::simulation::tenant_apiserver::ServingFiles::of(&deployment)
-        else {
+        let Ok(files) = vc_simulation::tenant_apiserver::ServingFiles::of(&deployment) else {
             continue;
         };
         let Some(client_cas) = secrets.get_opt(&files.client_ca.secret).await? else {

@@ -1,5 +1,5 @@
 //! Starts the test API server for trying things by hand:
-//! `cargo run -p vc-tests --bin vc-test-apiserver -- --kubeconfig-out PATH --nodes N`.
+//! `cargo run -p vc-simulation --bin vc-test-apiserver -- --kubeconfig-out PATH --nodes N`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -60,8 +60,8 @@ async fn main() -> anyhow::Result<()> {
         }
     } else if args.nodes > 0 {
         let client = server.client().await.context("building the admin client")?;
-        let options = vc_tests::simulation::SimulationOptions::with_nodes(args.nodes);
-        let started = vc_tests::simulation::Simulation::start(client, options)
+        let options = vc_simulation::SimulationOptions::with_nodes(args.nodes);
+        let started = vc_simulation::Simulation::start(client, options)
             .await
             .context("starting the simulators")?;
         simulation = Some(started);
