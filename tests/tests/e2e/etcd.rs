@@ -24,7 +24,7 @@ use vc_simulation::local_control_plane::{Component, TenantObjects, TenantPlanner
 use vc_simulation::local_pod::VolumeSources;
 use vc_simulation::tenant_apiserver::flag_value;
 
-use crate::harness::{Harness, TENANT_NAMESPACE};
+use vc_tests::harness::{self, Harness, TENANT_NAMESPACE};
 
 /// A running etcd, killed when dropped.
 struct Etcd {
@@ -88,7 +88,7 @@ pub async fn tenant_etcd_is_real(harness: &Harness, tenant: &str) {
         );
         return;
     };
-    if harness.kind == crate::harness::HostKind::External {
+    if harness.kind == harness::HostKind::External {
         eprintln!("skipped: tenant etcd sub-part: on an existing cluster the etcd pod itself runs");
         return;
     }

@@ -24,10 +24,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::helm::{self, HelmEngine, Manifests, Render};
 use rustls::client::danger::ServerCertVerifier as _;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use vc_tests::helm::{self, HelmEngine, Manifests, Render};
 
 const NAMESPACE: &str = "kosmos-system";
 const WEBHOOK: &str = "kosmos-vc-webhook";
