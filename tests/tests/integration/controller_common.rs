@@ -18,6 +18,7 @@ use vc_api::constants::{
     COMPONENT_LABEL, NODE_CLAIM_TAINT_KEY, NODE_OWNER_NAME_LABEL, NODE_OWNER_NAMESPACE_LABEL,
     NODE_OWNER_UID_ANNOTATION, TENANT_NAME_LABEL,
 };
+use vc_api::testing::virtual_cluster;
 use vc_controller::context::Timing;
 use vc_controller::runner::{RunConfig, run};
 use vc_controller::telemetry::{Health, Metrics};
@@ -190,12 +191,12 @@ impl Harness {
     /// Creates a VirtualCluster (bypassing any webhook).
     pub async fn create_vc(&self, namespace: &str, name: &str, nodes: &[&str]) -> VirtualCluster {
         self.ensure_namespace(namespace).await;
-        let vc: VirtualCluster = serde_json::from_value(json!({
-            "apiVersion": "kosmos.io/v1alpha1", "kind": "VirtualCluster",
-            "metadata": {"name": name, "namespace": namespace},
-            "spec": {"promoteResources": {"nodes": nodes, "resources": {"cpu": 2, "memory": "4Gi"}}}
-        }))
-        .unwrap();
+        let vc = virtual_cluster(
+            namespace,
+            name,
+            nodes,
+            &[("cpu", 2.into()), ("memory", "4Gi".into())],
+        );
         self.vcs(namespace)
             .create(&PostParams::default(), &vc)
             .await
