@@ -22,7 +22,7 @@
 //! controllers and kubelets with zero delay; on the real host kube-controller-manager and
 //! kube-scheduler are real and only the kubelets of simulated nodes are played), a tenant
 //! API server on each tenant apiserver Service's cluster IP serving the tenant's own
-//! certificates once its Deployment is ready (`vc_tests::simulation::tenant_apiserver`),
+//! certificates once its Deployment is ready (`vc_simulation::tenant_apiserver`),
 //! and the real clustertree passes (`vc_clustertree::sync::pass` and
 //! `vc_clustertree::cluster_dns::pass`, in this process) for each tenant whose clustertree
 //! Deployment is ready: they publish the tenant's `kube-dns` Service and its ready
@@ -48,14 +48,14 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use vc_api::constants::{COMPONENT_LABEL, KUBECONFIG_SECRET_KEY, TENANT_NAME_LABEL};
 use vc_api::{Phase, VirtualCluster};
-use vc_tests::apiserver::envtest::{self, Envtest, EnvtestOptions, SKIP_MESSAGE};
-use vc_tests::apiserver::{TestApiServer, TestApiServerOptions};
+use vc_simulation::nodes::{FleetOptions, NodeFleet, NodeSpec};
+use vc_simulation::tenant_apiserver::{self, TenantOptions};
+use vc_simulation::workloads::{self, WorkloadMode, WorkloadOptions};
+use vc_simulation::{SimHandle, report_error};
+use vc_test_apiserver::envtest::{self, Envtest, EnvtestOptions, SKIP_MESSAGE};
+use vc_test_apiserver::{TestApiServer, TestApiServerOptions};
 use vc_tests::bench::{ProcessFigures, load_average, release_binary};
 use vc_tests::clustertree::Process;
-use vc_tests::simulation::nodes::{FleetOptions, NodeFleet, NodeSpec};
-use vc_tests::simulation::tenant_apiserver::{self, TenantOptions};
-use vc_tests::simulation::workloads::{self, WorkloadMode, WorkloadOptions};
-use vc_tests::simulation::{SimHandle, report_error};
 
 type BenchResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
@@ -232,7 +232,7 @@ struct Controller {
 
 impl Controller {
     fn start(binary: &Path, kubeconfig: &Path) -> BenchResult<Self> {
-        let probe = SocketAddr::from((Ipv4Addr::LOCALHOST, vc_tests::ports::free_port()?));
+        let probe = SocketAddr::from((Ipv4Addr::LOCALHOST, vc_test_apiserver::ports::free_port()?));
         let log = std::env::temp_dir().join(format!(
             "vc-bench-provision-controller-{}.log",
             std::process::id()
@@ -243,7 +243,7 @@ impl Controller {
             format!("--probe-listen={probe}"),
             format!("--log-level={level}"),
         ];
-        let child = vc_tests::work_dir::spawn_logged(binary, &args, &log)?;
+        let child = vc_test_apiserver::work_dir::spawn_logged(binary, &args, &log)?;
         Ok(Controller {
             process: Process(child),
             probe,
@@ -477,7 +477,7 @@ async fn main() -> BenchResult<()> {
         "pki: {:.1} ms per tenant (fresh issue of 3 CAs, SA key, 9 leaves)",
         pki_time_per_tenant(20)?.as_secs_f64() * 1000.0
     );
-    let admin = vc_tests::apiserver::client_from_kubeconfig(host.kubeconfig_path()).await?;
+    let admin = vc_test_apiserver::client_from_kubeconfig(host.kubeconfig_path()).await?;
     Api::<Namespace>::all(admin.clone())
         .create(&PostParams::default(), &namespace(NAMESPACE)?)
         .await?;
