@@ -12,7 +12,7 @@ use clap::{Parser, ValueEnum};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use vc_api::ServiceType;
-use vc_api::admission::{Defaults, Inventory, Policy, Ratio, parse_quantity};
+use vc_api::admission::{self, Defaults, Inventory, Policy, Ratio, parse_quantity};
 
 use crate::limits::{Limits, parse_duration};
 use crate::metrics::{CacheKind, Metrics};
@@ -43,31 +43,27 @@ pub struct Cli {
     pub kubeconfig: Option<PathBuf>,
 
     /// The only identity allowed to write spec.kubeconfig (the controller's service account).
-    #[arg(
-        long,
-        value_name = "USER",
-        default_value = "system:serviceaccount:kosmos-system:kosmos-vc-controller"
-    )]
+    #[arg(long, value_name = "USER", default_value = admission::DEFAULT_CONTROLLER_USERNAME)]
     pub controller_username: String,
 
     /// Kubernetes version given to VirtualClusters that name none.
-    #[arg(long, value_name = "VERSION", default_value = "v1.33.4")]
+    #[arg(long, value_name = "VERSION", default_value = admission::DEFAULT_KUBERNETES_VERSION)]
     pub default_kubernetes_version: String,
 
     /// kube-apiserver replicas given to VirtualClusters that name none.
-    #[arg(long, value_name = "N", default_value_t = 1)]
+    #[arg(long, value_name = "N", default_value_t = admission::DEFAULT_APISERVER_REPLICAS)]
     pub default_apiserver_replicas: i32,
 
     /// Service type of the tenant apiserver when the VirtualCluster names none.
-    #[arg(long, value_name = "TYPE", value_enum, default_value_t = ServiceTypeArg::ClusterIP)]
+    #[arg(long, value_name = "TYPE", value_enum, default_value_t = ServiceTypeArg::from(admission::DEFAULT_APISERVER_SERVICE_TYPE))]
     pub default_apiserver_service_type: ServiceTypeArg,
 
     /// etcd members given to VirtualClusters that name none (1, 3 or 5).
-    #[arg(long, value_name = "N", default_value_t = 1)]
+    #[arg(long, value_name = "N", default_value_t = admission::DEFAULT_ETCD_REPLICAS)]
     pub default_etcd_replicas: i32,
 
     /// Size of each etcd member's volume when the VirtualCluster names none.
-    #[arg(long, value_name = "QTY", default_value = "1Gi")]
+    #[arg(long, value_name = "QTY", default_value = admission::DEFAULT_ETCD_STORAGE_SIZE)]
     pub default_etcd_storage_size: String,
 
     /// StorageClass of etcd volumes when the VirtualCluster names none; empty = the host's default class.
@@ -162,6 +158,16 @@ pub enum ServiceTypeArg {
     /// Reachable through the host's load balancer.
     #[value(name = "LoadBalancer")]
     LoadBalancer,
+}
+
+impl From<ServiceType> for ServiceTypeArg {
+    fn from(value: ServiceType) -> Self {
+        match value {
+            ServiceType::ClusterIP => Self::ClusterIP,
+            ServiceType::NodePort => Self::NodePort,
+            ServiceType::LoadBalancer => Self::LoadBalancer,
+        }
+    }
 }
 
 impl From<ServiceTypeArg> for ServiceType {
