@@ -11,6 +11,8 @@ pub mod names;
 pub mod pod_security;
 pub mod quantity;
 pub mod tenant_dns;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod text;
 pub mod virtual_cluster;
 

@@ -259,7 +259,6 @@ impl ClaimReport {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kube::api::ObjectMeta;
     use pretty_assertions::assert_eq;
 
     fn claimant() -> Claimant {
@@ -270,27 +269,18 @@ mod tests {
         }
     }
 
-    fn node(labels: &[(&str, &str)], uid: Option<&str>, taints: Vec<Taint>) -> Node {
-        Node {
-            metadata: ObjectMeta {
-                name: Some("node1".into()),
-                resource_version: Some("42".into()),
-                labels: Some(
-                    labels
-                        .iter()
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .collect(),
-                ),
-                annotations: uid
-                    .map(|uid| [(NODE_OWNER_UID_ANNOTATION.to_string(), uid.to_string())].into()),
-                ..ObjectMeta::default()
-            },
-            spec: Some(k8s_openapi::api::core::v1::NodeSpec {
-                taints: Some(taints),
-                ..Default::default()
-            }),
-            status: None,
-        }
+    /// `node1` as read back from the host: a resourceVersion, the owner's uid when
+    /// `uid` is given, and `taints`.
+    fn claimable_node(labels: &[(&str, &str)], uid: Option<&str>, taints: Vec<Taint>) -> Node {
+        let mut node = vc_api::testing::node("node1", labels);
+        node.metadata.resource_version = Some("42".into());
+        node.metadata.annotations =
+            uid.map(|uid| [(NODE_OWNER_UID_ANNOTATION.to_string(), uid.to_string())].into());
+        node.spec = Some(k8s_openapi::api::core::v1::NodeSpec {
+            taints: Some(taints),
+            ..Default::default()
+        });
+        node
     }
 
     fn our_taint(value: &str) -> Taint {
@@ -318,23 +308,23 @@ mod tests {
 
     #[test]
     fn unclaimed_node_is_claimed() {
-        let free = node(&[("zone", "a")], None, vec![]);
+        let free = claimable_node(&[("zone", "a")], None, vec![]);
         assert_eq!(decide_claim(&free, &claimant()), ClaimDecision::Claim);
         assert!(!should_release(&free, &claimant()));
     }
 
     #[test]
     fn our_complete_claim_is_kept_and_an_untainted_one_repaired() {
-        let ours = node(&OURS, Some("uid-1"), vec![our_taint("prod")]);
+        let ours = claimable_node(&OURS, Some("uid-1"), vec![our_taint("prod")]);
         assert_eq!(decide_claim(&ours, &claimant()), ClaimDecision::Keep);
         assert!(should_release(&ours, &claimant()));
-        let untainted = node(&OURS, Some("uid-1"), vec![]);
+        let untainted = claimable_node(&OURS, Some("uid-1"), vec![]);
         assert_eq!(decide_claim(&untainted, &claimant()), ClaimDecision::Claim);
     }
 
     #[test]
     fn another_owner_is_a_conflict_and_never_released() {
-        let theirs = node(
+        let theirs = claimable_node(
             &[
                 (NODE_OWNER_NAMESPACE_LABEL, "team-b"),
                 (NODE_OWNER_NAME_LABEL, "dev"),
@@ -350,7 +340,7 @@ mod tests {
             }
         );
         assert!(!should_release(&theirs, &claimant()));
-        let same_name_other_namespace = node(
+        let same_name_other_namespace = claimable_node(
             &[
                 (NODE_OWNER_NAMESPACE_LABEL, "team-b"),
                 (NODE_OWNER_NAME_LABEL, "prod"),
@@ -366,7 +356,7 @@ mod tests {
 
     #[test]
     fn stale_namesake_claim_is_taken_over_but_not_released() {
-        let stale = node(&OURS, Some("uid-old"), vec![our_taint("prod")]);
+        let stale = claimable_node(&OURS, Some("uid-old"), vec![our_taint("prod")]);
         assert_eq!(holder(&stale, &claimant()), Holder::StaleNamesake);
         assert_eq!(decide_claim(&stale, &claimant()), ClaimDecision::Claim);
         assert!(!should_release(&stale, &claimant()));
@@ -374,7 +364,7 @@ mod tests {
 
     #[test]
     fn control_plane_nodes_are_never_claimed() {
-        let master = node(
+        let master = claimable_node(
             &[("node-role.kubernetes.io/control-plane", "")],
             None,
             vec![],
@@ -387,7 +377,7 @@ mod tests {
 
     #[test]
     fn claim_patch_carries_resource_version_labels_uid_and_keeps_other_taints() {
-        let free = node(&[], None, vec![other_taint(), our_taint("old")]);
+        let free = claimable_node(&[], None, vec![other_taint(), our_taint("old")]);
         let patch = claim_patch(&free, &claimant());
         assert_eq!(patch["metadata"]["resourceVersion"], "42");
         assert_eq!(
@@ -410,7 +400,7 @@ mod tests {
 
     #[test]
     fn release_patch_removes_only_our_claim() {
-        let ours = node(&OURS, Some("uid-1"), vec![other_taint(), our_taint("prod")]);
+        let ours = claimable_node(&OURS, Some("uid-1"), vec![other_taint(), our_taint("prod")]);
         let patch = release_patch(&ours);
         assert_eq!(patch["metadata"]["resourceVersion"], "42");
         assert_eq!(
@@ -421,7 +411,7 @@ mod tests {
             patch["spec"]["taints"],
             json!([{"key": "gpu", "effect": "NoExecute"}])
         );
-        let only_ours = node(&OURS, Some("uid-1"), vec![our_taint("prod")]);
+        let only_ours = claimable_node(&OURS, Some("uid-1"), vec![our_taint("prod")]);
         assert_eq!(release_patch(&only_ours)["spec"]["taints"], Value::Null);
     }
 

@@ -329,16 +329,7 @@ async fn mark_ready_when_synced(
 mod tests {
     use super::*;
     use kube::runtime::watcher::Event;
-
-    fn node(labels: &[(&str, &str)]) -> Node {
-        serde_json::from_value(serde_json::json!({
-            "metadata": {
-                "name": "node1",
-                "labels": labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<std::collections::BTreeMap<_, _>>(),
-            }
-        }))
-        .unwrap()
-    }
+    use vc_api::testing::node;
 
     #[test]
     fn node_changes_reach_the_owner_and_every_vc_listing_the_node() {
@@ -357,10 +348,13 @@ mod tests {
         .unwrap();
         writer.apply_watcher_event(&Event::Apply(listing));
         writer.apply_watcher_event(&Event::Apply(unrelated));
-        let owned = node(&[
-            (NODE_OWNER_NAMESPACE_LABEL, "team-a"),
-            (NODE_OWNER_NAME_LABEL, "winner"),
-        ]);
+        let owned = node(
+            "node1",
+            &[
+                (NODE_OWNER_NAMESPACE_LABEL, "team-a"),
+                (NODE_OWNER_NAME_LABEL, "winner"),
+            ],
+        );
         let interested = node_interest(&owned, &reader);
         assert_eq!(
             interested,
@@ -370,19 +364,19 @@ mod tests {
             ]
         );
         assert_eq!(
-            node_interest(&node(&[]), &reader),
+            node_interest(&node("node1", &[]), &reader),
             [ObjectRef::new("loser").within("team-b")]
         );
     }
 
     #[test]
     fn heartbeats_do_not_change_the_claim_fingerprint() {
-        let mut first = node(&[(NODE_OWNER_NAME_LABEL, "a")]);
+        let mut first = node("node1", &[(NODE_OWNER_NAME_LABEL, "a")]);
         let before = claim_fingerprint(&first);
         first.metadata.resource_version = Some("99".into());
         first.status = Some(Default::default());
         assert_eq!(claim_fingerprint(&first), before);
-        let claimed_elsewhere = node(&[(NODE_OWNER_NAME_LABEL, "b")]);
+        let claimed_elsewhere = node("node1", &[(NODE_OWNER_NAME_LABEL, "b")]);
         assert_ne!(claim_fingerprint(&claimed_elsewhere), before);
     }
 }

@@ -3,7 +3,7 @@
 //! `cargo bench -p kubectl-vc --bench cli` prints, for each command, the median and the
 //! minimum of several runs, and the ratio to `kubectl version --client`:
 //! - `kubectl-vc --help` and `kubectl-vc version` (no cluster);
-//! - with `vc-test-apiserver` built (`cargo build -p vc-tests --bin vc-test-apiserver`, or
+//! - with `vc-test-apiserver` built (`cargo build -p vc-simulation --bin vc-test-apiserver`, or
 //!   `VC_TEST_APISERVER=PATH`): `kubectl vc list` through kubectl's plugin discovery,
 //!   `kubectl-vc list` directly and `kubectl get virtualclusters`, with 100 VirtualClusters.
 
@@ -140,7 +140,7 @@ impl Drop for ServerGuard {
 
 fn list_bench(plugin: &Path, kubectl: &Path) -> Result<Vec<Measurement>, String> {
     let server_binary = test_apiserver(plugin).ok_or(
-        "vc-test-apiserver is not built (cargo build -p vc-tests --bin vc-test-apiserver)",
+        "vc-test-apiserver is not built (cargo build -p vc-simulation --bin vc-test-apiserver)",
     )?;
     let directory = tempfile::tempdir().map_err(|error| error.to_string())?;
     let kubeconfig = directory.path().join("config");

@@ -51,10 +51,10 @@ use vc_api::constants::{
     CLUSTERTREE_MANAGED_BY_VALUE, MANAGED_BY_LABEL, TENANT_OBJECT_NAME_LABEL,
     tenant_workload_namespace,
 };
-use vc_tests::apiserver::envtest::{self, EnvtestOptions, SKIP_MESSAGE};
+use vc_simulation::nodes::{FleetOptions, NodeFleet, NodeSpec};
+use vc_simulation::workloads::{self, WorkloadMode, WorkloadOptions};
+use vc_test_apiserver::envtest::{self, EnvtestOptions, SKIP_MESSAGE};
 use vc_tests::clustertree::{self, ControlPlanes, Launch, NAMESPACE, TENANT};
-use vc_tests::simulation::nodes::{FleetOptions, NodeFleet, NodeSpec};
-use vc_tests::simulation::workloads::{self, WorkloadMode, WorkloadOptions};
 use vc_tests::wait;
 
 type BenchResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;

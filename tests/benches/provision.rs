@@ -25,7 +25,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use vc_api::VirtualCluster;
 use vc_controller::runner::{RunConfig, run};
 use vc_controller::telemetry::{Health, Metrics};
-use vc_tests::apiserver::{TestApiServer, TestApiServerOptions};
+use vc_test_apiserver::{TestApiServer, TestApiServerOptions};
 
 type BenchResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 

@@ -19,8 +19,8 @@ use vc_api::constants::{
     NODE_OWNER_UID_ANNOTATION,
 };
 
-use crate::apiserver::ServerError;
-use crate::apiserver::envtest::{Envtest, EnvtestError, EnvtestOptions};
+use vc_test_apiserver::ServerError;
+use vc_test_apiserver::envtest::{Envtest, EnvtestError, EnvtestOptions};
 
 /// The namespace of the VirtualCluster the tests' clustertree serves.
 pub const NAMESPACE: &str = "team-a";
@@ -104,13 +104,13 @@ impl ControlPlanes {
         );
         let host = host.map_err(SetupError::StartHost)?;
         let tenant = tenant.map_err(SetupError::StartTenant)?;
-        let admin = crate::apiserver::client_from_kubeconfig(host.kubeconfig_path())
+        let admin = vc_test_apiserver::client_from_kubeconfig(host.kubeconfig_path())
             .await
             .map_err(|source| SetupError::Connect {
                 side: "the host",
                 source,
             })?;
-        let tenant_admin = crate::apiserver::client_from_kubeconfig(tenant.kubeconfig_path())
+        let tenant_admin = vc_test_apiserver::client_from_kubeconfig(tenant.kubeconfig_path())
             .await
             .map_err(|source| SetupError::Connect {
                 side: "the tenant",

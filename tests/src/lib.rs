@@ -1,18 +1,15 @@
-//! Test infrastructure for kosmos-vc: an in-process Kubernetes API server
-//! ([`apiserver::TestApiServer`]) that kubectl, kube-rs, the webhook and the controller
-//! talk to, plus helpers to run the same tests against a real kube-apiserver (envtest).
+//! kosmos-vc's own test harness and scenarios' building blocks: the end-to-end [`harness`]
+//! (a host with the chart installed and the real binaries running), the chart rendered by
+//! Helm's engine ([`helm`]), the real node ([`node`]), clustertree set-ups, probes and
+//! waits. The generic API server lives in `vc-test-apiserver`, the simulated kubelets and
+//! tenants in `vc-simulation`; the e2e and integration tests and `vc-sandbox` use all three.
 
-pub mod admission;
-pub mod apiserver;
 pub mod clustertree;
-pub mod etcd_gateway;
+pub mod harness;
+pub mod helm;
 pub mod node;
-pub mod ports;
 pub mod probe;
-pub mod rbac;
-pub mod simulation;
 pub mod wait;
-pub mod work_dir;
 
 use std::path::PathBuf;
 

@@ -69,8 +69,8 @@ where
 #[cfg(test)]
 mod tests {
     use super::{http_get, https_get};
-    use crate::apiserver::pki::TestCa;
-    use crate::apiserver::{TestApiServer, TestApiServerOptions};
+    use vc_test_apiserver::pki::TestCa;
+    use vc_test_apiserver::{TestApiServer, TestApiServerOptions};
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn https_answers_only_when_the_certificate_chains_to_the_given_ca() {

@@ -7,7 +7,7 @@
 # Needs: a release build of vc-webhook, a build of vc-test-apiserver, kubectl, openssl,
 # curl and python3.
 #   cargo build --release -p vc-webhook --bin vc-webhook
-#   cargo build -p vc-tests --bin vc-test-apiserver
+#   cargo build -p vc-simulation --bin vc-test-apiserver
 #   bash webhook/benches/process-rss.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."

@@ -320,6 +320,7 @@ mod tests {
     use super::*;
     use pretty_assertions::assert_eq;
     use serde_json::json;
+    use vc_api::testing::virtual_cluster;
 
     fn node_json(name: &str, ready: &str) -> serde_json::Value {
         json!({
@@ -352,13 +353,7 @@ mod tests {
     }
 
     fn cluster(namespace: &str, name: &str, nodes: &[&str]) -> VirtualCluster {
-        serde_json::from_value(json!({
-            "apiVersion": "kosmos.io/v1alpha1",
-            "kind": "VirtualCluster",
-            "metadata": {"name": name, "namespace": namespace},
-            "spec": {"promoteResources": {"nodes": nodes, "resources": {"cpu": "2"}}}
-        }))
-        .unwrap()
+        virtual_cluster(namespace, name, nodes, &[("cpu", "2".into())])
     }
 
     #[test]

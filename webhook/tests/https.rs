@@ -19,9 +19,8 @@ use http::StatusCode;
 use pretty_assertions::assert_eq;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
-use vc_api::admission::{
-    ClusterFacts, ClusterKey, Defaults, Inventory, NodeFacts, ResourceAmounts,
-};
+use vc_api::admission::{ClusterFacts, ClusterKey, Defaults, Inventory, ResourceAmounts};
+use vc_api::testing::node_facts;
 use vc_api::{ServiceType, VirtualCluster};
 use vc_webhook::Limits;
 use vc_webhook::limits::DEFAULT_MAX_BODY_BYTES;
@@ -54,28 +53,22 @@ fn fixture(prefix: &str) -> Bytes {
 }
 
 #[cfg(test)]
-fn node(name: &str, cpu: i128, memory_gib: i128) -> NodeFacts {
-    NodeFacts {
-        name: name.to_owned(),
-        ready: true,
-        unschedulable: false,
-        control_plane: false,
-        allocatable: ResourceAmounts::from_iter([
-            ("cpu", cpu * 1000),
-            ("memory", memory_gib * GIB_MILLI),
-        ]),
-        claimed_by: None,
-    }
-}
-
-#[cfg(test)]
 /// `node-a` (the node every recorded request promotes) plus a pool big enough for the
 /// recorded `cpu: 10, memory: 100Gi`.
 fn host() -> Inventory {
     let mut inventory = Inventory::new();
-    inventory.upsert_node(node("node-a", 8, 32));
-    inventory.upsert_node(node("pool-1", 32, 256));
-    inventory.upsert_node(node("pool-2", 32, 256));
+    inventory.upsert_node(node_facts(
+        "node-a",
+        &[("cpu", 8_000), ("memory", 32 * GIB_MILLI)],
+    ));
+    inventory.upsert_node(node_facts(
+        "pool-1",
+        &[("cpu", 32_000), ("memory", 256 * GIB_MILLI)],
+    ));
+    inventory.upsert_node(node_facts(
+        "pool-2",
+        &[("cpu", 32_000), ("memory", 256 * GIB_MILLI)],
+    ));
     inventory
 }
 
@@ -83,7 +76,7 @@ fn host() -> Inventory {
 /// The same host where `default/prod` already holds `node-a`.
 fn host_with_owner() -> Inventory {
     let mut inventory = host();
-    let mut owned = node("node-a", 8, 32);
+    let mut owned = node_facts("node-a", &[("cpu", 8_000), ("memory", 32 * GIB_MILLI)]);
     owned.claimed_by = Some(ClusterKey::new("default", "prod"));
     inventory.upsert_node(owned);
     inventory.upsert_cluster(ClusterFacts {
@@ -329,7 +322,7 @@ async fn validate_refuses_a_name_whose_ca_a_sibling_already_holds() {
 #[tokio::test]
 async fn validate_admits_a_cordoned_node_with_a_warning() {
     let mut inventory = host();
-    let mut cordoned = node("node-a", 8, 32);
+    let mut cordoned = node_facts("node-a", &[("cpu", 8_000), ("memory", 32 * GIB_MILLI)]);
     cordoned.unschedulable = true;
     inventory.upsert_node(cordoned);
     let harness = start(inventory).await;

@@ -236,20 +236,11 @@ mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::{NodeCondition, NodeSpec, NodeStatus};
     use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-    fn node(labels: &[(&str, &str)], ready: &str, unschedulable: Option<bool>) -> Node {
+    /// `node7` with `labels`, its Ready condition at `ready`, four allocatable resources
+    /// (one unparsable) and `unschedulable` as given.
+    fn reporting_node(labels: &[(&str, &str)], ready: &str, unschedulable: Option<bool>) -> Node {
         Node {
-            metadata: ObjectMeta {
-                name: Some("node7".into()),
-                labels: Some(
-                    labels
-                        .iter()
-                        .map(|(key, value)| (key.to_string(), value.to_string()))
-                        .collect(),
-                ),
-                ..ObjectMeta::default()
-            },
             spec: Some(NodeSpec {
                 unschedulable,
                 ..NodeSpec::default()
@@ -268,12 +259,13 @@ mod tests {
                 }]),
                 ..NodeStatus::default()
             }),
+            ..crate::testing::node("node7", labels)
         }
     }
 
     #[test]
     fn node_facts_read_readiness_roles_capacity_and_claim() {
-        let facts = NodeFacts::from_node(&node(
+        let facts = NodeFacts::from_node(&reporting_node(
             &[
                 (NODE_OWNER_NAMESPACE_LABEL, "team-a"),
                 (NODE_OWNER_NAME_LABEL, "prod"),
@@ -295,7 +287,7 @@ mod tests {
 
     #[test]
     fn node_facts_see_not_ready_cordoned_control_plane_and_half_claims() {
-        let facts = NodeFacts::from_node(&node(
+        let facts = NodeFacts::from_node(&reporting_node(
             &[
                 ("node-role.kubernetes.io/control-plane", ""),
                 (NODE_OWNER_NAME_LABEL, "prod"),

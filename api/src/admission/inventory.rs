@@ -467,18 +467,8 @@ impl Inventory {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::node_facts;
     use proptest::prelude::*;
-
-    fn node(name: &str, cpu: i128) -> NodeFacts {
-        NodeFacts {
-            name: name.to_owned(),
-            ready: true,
-            unschedulable: false,
-            control_plane: false,
-            allocatable: ResourceAmounts::from_iter([("cpu", cpu)]),
-            claimed_by: None,
-        }
-    }
 
     fn cluster(namespace: &str, name: &str, nodes: &[&str], cpu: i128) -> ClusterFacts {
         ClusterFacts {
@@ -491,8 +481,8 @@ mod tests {
     #[test]
     fn listing_a_node_takes_it_out_of_the_pool_and_releasing_puts_it_back() {
         let mut inventory = Inventory::new();
-        inventory.upsert_node(node("a", 4_000));
-        inventory.upsert_node(node("b", 8_000));
+        inventory.upsert_node(node_facts("a", &[("cpu", 4_000)]));
+        inventory.upsert_node(node_facts("b", &[("cpu", 8_000)]));
         assert_eq!(inventory.pool_capacity().get("cpu"), 12_000);
 
         inventory.upsert_cluster(cluster("team-a", "prod", &["a"], 2_000));
@@ -519,7 +509,7 @@ mod tests {
     #[test]
     fn a_claim_label_takes_a_node_out_of_the_pool_and_names_its_owner() {
         let mut inventory = Inventory::new();
-        let mut claimed = node("a", 4_000);
+        let mut claimed = node_facts("a", &[("cpu", 4_000)]);
         claimed.claimed_by = Some(ClusterKey::new("team-b", "dev"));
         inventory.upsert_node(claimed);
         assert!(inventory.pool_capacity().is_empty());
@@ -536,12 +526,12 @@ mod tests {
     #[test]
     fn extended_resources_are_offered_while_some_node_has_them() {
         let mut inventory = Inventory::new();
-        let mut gpu = node("a", 4_000);
+        let mut gpu = node_facts("a", &[("cpu", 4_000)]);
         gpu.allocatable.add_amount("nvidia.com/gpu", 1_000);
         inventory.upsert_node(gpu);
-        inventory.upsert_node(node("b", 1_000));
+        inventory.upsert_node(node_facts("b", &[("cpu", 1_000)]));
         assert!(inventory.offers_extended_resource("nvidia.com/gpu"));
-        inventory.upsert_node(node("a", 4_000));
+        inventory.upsert_node(node_facts("a", &[("cpu", 4_000)]));
         assert!(!inventory.offers_extended_resource("nvidia.com/gpu"));
     }
 

@@ -16,8 +16,8 @@ use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
 use kube::Api;
 use kube::api::PostParams;
 use serde_json::json;
-use vc_tests::apiserver::client_from_kubeconfig;
-use vc_tests::apiserver::envtest::{self, Envtest, EnvtestOptions};
+use vc_test_apiserver::client_from_kubeconfig;
+use vc_test_apiserver::envtest::{self, Envtest, EnvtestOptions};
 use vc_tests::node::host::NodeHost;
 use vc_tests::node::image::ImageSpec;
 

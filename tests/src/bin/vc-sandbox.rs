@@ -16,24 +16,15 @@
 //!
 //! Build first: `cargo build --workspace --bins`, then `cargo run -p vc-tests --bin vc-sandbox`.
 
-// The harness is shared with tests/tests/e2e.rs; the sandbox uses its start-up half.
-#[allow(dead_code)]
-#[path = "../../chart/helm.rs"]
-mod helm;
-
-#[allow(dead_code)]
-#[path = "../../tests/e2e/harness.rs"]
-mod harness;
-
 use anyhow::bail;
-use harness::{BUSYBOX_IMAGE, Harness, HostKind, NotStarted, Options, SIMULATED_NODES};
+use vc_tests::harness::{BUSYBOX_IMAGE, Harness, HostKind, NotStarted, Options, SIMULATED_NODES};
 
 const USAGE: &str = "usage: vc-sandbox [--real-apiserver | --test-apiserver] [--simulated-nodes]";
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut options = Options::new("sandbox");
-    options.host = if vc_tests::apiserver::envtest::assets().is_some() {
+    options.host = if vc_test_apiserver::envtest::assets().is_some() {
         HostKind::RealApiServer
     } else {
         eprintln!(

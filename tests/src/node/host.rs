@@ -32,7 +32,7 @@ use kube::{Api, Client};
 use serde_json::json;
 
 use super::{MachineState, NodeError, NodeOptions, RealNode};
-use crate::apiserver::envtest::{Envtest, EnvtestOptions};
+use vc_test_apiserver::envtest::{Envtest, EnvtestOptions};
 
 /// Where the host's kube-apiserver listens; added to `lo` by [`NodeHost::prepare`].
 pub const HOST_ADDRESS: Ipv4Addr = Ipv4Addr::new(10, 244, 254, 1);

@@ -1,6 +1,6 @@
 //! A real node: containerd, runc and the bridge CNI plugin from Debian, kubelet and
 //! kube-proxy from `KUBEBUILDER_ASSETS`, joined to a real host control plane
-//! ([`crate::apiserver::envtest::Envtest`]), running real containers from images built
+//! ([`vc_test_apiserver::envtest::Envtest`]), running real containers from images built
 //! here ([`image`]).
 //!
 //! Everything lives under one work directory, and [`RealNode::stop`] (also run on drop)
@@ -29,8 +29,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::apiserver::envtest::Envtest;
-use crate::apiserver::pki::{self, KubeconfigCredential};
+use vc_test_apiserver::envtest::Envtest;
+use vc_test_apiserver::pki::{self, KubeconfigCredential};
 
 use image::ImageSpec;
 
@@ -367,7 +367,7 @@ impl NodePorts {
 }
 
 fn free_port() -> Result<u16, NodeError> {
-    crate::ports::free_port().map_err(NodeError::FreePort)
+    vc_test_apiserver::ports::free_port().map_err(NodeError::FreePort)
 }
 
 /// What a node may leave behind on the machine, read before it starts and after it
@@ -523,9 +523,11 @@ fn write(path: &Path, text: &str) -> Result<(), NodeError> {
 }
 
 fn spawn(program: &Path, args: &[String], log: &Path) -> Result<Child, NodeError> {
-    crate::work_dir::spawn_logged(program, args, log).map_err(|source| NodeError::Spawn {
-        program: program.display().to_string(),
-        source,
+    vc_test_apiserver::work_dir::spawn_logged(program, args, log).map_err(|source| {
+        NodeError::Spawn {
+            program: program.display().to_string(),
+            source,
+        }
     })
 }
 
@@ -754,7 +756,7 @@ impl RealNode {
     }
 
     async fn wait_ready(&mut self, host: &Envtest) -> Result<(), NodeError> {
-        let client = crate::apiserver::client_from_kubeconfig(host.kubeconfig_path())
+        let client = vc_test_apiserver::client_from_kubeconfig(host.kubeconfig_path())
             .await
             .map_err(|error| NodeError::Run {
                 command: "connecting to the host".to_owned(),

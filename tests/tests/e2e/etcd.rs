@@ -2,7 +2,7 @@
 //! controller created on the host, and reached exactly as the tenant's apiserver
 //! Deployment is configured to (its `--etcd-cafile/--etcd-certfile/--etcd-keyfile`, and
 //! the host of its rendered `--etcd-servers` as the name etcd's certificate must carry).
-//! Both are translated by `vc_tests::simulation::local_control_plane`'s planner, the same
+//! Both are translated by `vc_simulation::local_control_plane`'s planner, the same
 //! one that runs whole tenant control planes: volumes laid out from the mounted Secrets,
 //! `$(POD_NAME)`, paths, and member URLs on 127.0.0.1 with free ports.
 
@@ -19,12 +19,12 @@ use k8s_openapi::api::core::v1::{Secret, Service};
 use kube::Api;
 use kube::api::ListParams;
 use vc_api::constants::TENANT_NAME_LABEL;
-use vc_tests::etcd_gateway;
-use vc_tests::simulation::local_control_plane::{Component, TenantObjects, TenantPlanner};
-use vc_tests::simulation::local_pod::VolumeSources;
-use vc_tests::simulation::tenant_apiserver::flag_value;
+use vc_simulation::etcd_gateway;
+use vc_simulation::local_control_plane::{Component, TenantObjects, TenantPlanner};
+use vc_simulation::local_pod::VolumeSources;
+use vc_simulation::tenant_apiserver::flag_value;
 
-use crate::harness::{Harness, TENANT_NAMESPACE};
+use vc_tests::harness::{self, Harness, TENANT_NAMESPACE};
 
 /// A running etcd, killed when dropped.
 struct Etcd {
@@ -88,7 +88,7 @@ pub async fn tenant_etcd_is_real(harness: &Harness, tenant: &str) {
         );
         return;
     };
-    if harness.kind == crate::harness::HostKind::External {
+    if harness.kind == harness::HostKind::External {
         eprintln!("skipped: tenant etcd sub-part: on an existing cluster the etcd pod itself runs");
         return;
     }

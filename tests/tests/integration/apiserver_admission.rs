@@ -14,8 +14,8 @@ mod admission {
     use rustls::pki_types::pem::PemObject as _;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     use serde_json::{Value, json};
-    use vc_tests::apiserver::pki::TestCa;
-    use vc_tests::apiserver::{TestApiServer, TestApiServerOptions, client_from_kubeconfig};
+    use vc_test_apiserver::pki::TestCa;
+    use vc_test_apiserver::{TestApiServer, TestApiServerOptions, client_from_kubeconfig};
 
     const VCS: &str = "/apis/kosmos.io/v1alpha1/namespaces/default/virtualclusters";
 

@@ -7,7 +7,7 @@ mod errors {
 
     use http_body_util::BodyExt as _;
     use serde_json::{Value, json};
-    use vc_tests::apiserver::{TestApiServer, TestApiServerOptions, client_from_kubeconfig};
+    use vc_test_apiserver::{TestApiServer, TestApiServerOptions, client_from_kubeconfig};
 
     const VCS: &str = "/apis/kosmos.io/v1alpha1/namespaces/default/virtualclusters";
 

@@ -8,7 +8,7 @@ mod kubectl {
     use std::sync::{Arc, Mutex};
     use std::time::{Duration, Instant};
 
-    use vc_tests::apiserver::{TestApiServer, TestApiServerOptions};
+    use vc_test_apiserver::{TestApiServer, TestApiServerOptions};
 
     fn kubectl_available() -> bool {
         let found = Command::new("kubectl")

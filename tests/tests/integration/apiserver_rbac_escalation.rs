@@ -10,7 +10,7 @@
 use http_body_util::BodyExt as _;
 use pretty_assertions::assert_eq;
 use serde_json::{Value, json};
-use vc_tests::apiserver::{TestApiServer, TestApiServerOptions, client_from_kubeconfig};
+use vc_test_apiserver::{TestApiServer, TestApiServerOptions, client_from_kubeconfig};
 
 const CLUSTER_ROLES: &str = "/apis/rbac.authorization.k8s.io/v1/clusterroles";
 const CLUSTER_ROLE_BINDINGS: &str = "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings";

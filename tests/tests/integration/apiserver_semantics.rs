@@ -12,7 +12,7 @@ mod semantics {
     use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
     use kube::runtime::watcher;
     use serde_json::json;
-    use vc_tests::apiserver::envtest::{EnvtestOptions, TestCluster};
+    use vc_test_apiserver::envtest::{EnvtestOptions, TestCluster};
 
     const NS: &str = "default";
 
@@ -624,7 +624,7 @@ mod semantics {
         let api: Api<ConfigMap> = Api::namespaced(cluster.client().await.unwrap(), NS);
         server.faults().fail_next(
             1,
-            vc_tests::apiserver::FaultMatch {
+            vc_test_apiserver::FaultMatch {
                 verb: Some("create".into()),
                 ..Default::default()
             },
@@ -652,7 +652,7 @@ mod semantics {
         server.faults().throttle_next(
             1,
             2,
-            vc_tests::apiserver::FaultMatch {
+            vc_test_apiserver::FaultMatch {
                 resource: Some("configmaps".into()),
                 ..Default::default()
             },
@@ -668,7 +668,7 @@ mod semantics {
         server.faults().delay_next(
             1,
             Duration::from_millis(300),
-            vc_tests::apiserver::FaultMatch {
+            vc_test_apiserver::FaultMatch {
                 verb: Some("get".into()),
                 ..Default::default()
             },
@@ -710,7 +710,7 @@ mod semantics {
                 &["system:serviceaccounts"],
             )
             .unwrap();
-        let client = vc_tests::apiserver::client_from_kubeconfig(&path)
+        let client = vc_test_apiserver::client_from_kubeconfig(&path)
             .await
             .unwrap();
         let api: Api<ConfigMap> = Api::namespaced(client, NS);

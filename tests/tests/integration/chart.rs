@@ -24,10 +24,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::helm::{self, HelmEngine, Manifests, Render};
 use rustls::client::danger::ServerCertVerifier as _;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use vc_tests::helm::{self, HelmEngine, Manifests, Render};
 
 const NAMESPACE: &str = "kosmos-system";
 const WEBHOOK: &str = "kosmos-vc-webhook";
@@ -1023,7 +1023,7 @@ fn rbac_has_no_wildcards_and_binds_each_role_to_the_pod_that_uses_it() {
 /// The apiserver refuses to create or bind a Role granting more than the creator holds
 /// (RBAC escalation prevention), and so does the test API server, but only when a
 /// scenario reaches that write. This test checks it from the rendered chart alone, with
-/// the server's own coverage rules (`vc_tests::rbac::uncovered_rules`): the chart's
+/// the server's own coverage rules (`vc_test_apiserver::rbac::uncovered_rules`): the chart's
 /// controller ClusterRole must cover every rule the controller writes into the
 /// clustertree's Role and ClusterRole.
 /// Each tenant's pool ResourceQuota counts only pods of the pool's PriorityClass: the
@@ -1099,9 +1099,9 @@ fn controller_holds_every_right_it_grants_the_clustertree() {
     );
     assert!(!granted.is_empty(), "the clustertree is granted something");
     let missing = |held: &[PolicyRule], granted: &[PolicyRule]| -> Vec<String> {
-        vc_tests::rbac::uncovered_rules(held, granted)
+        vc_test_apiserver::rbac::uncovered_rules(held, granted)
             .iter()
-            .map(vc_tests::rbac::compact_string)
+            .map(vc_test_apiserver::rbac::compact_string)
             .collect()
     };
     assert_eq!(missing(&held, &granted), Vec::<String>::new());
@@ -1158,7 +1158,7 @@ fn claimed_node_pods_evict_grants_eviction_only_when_chosen() {
                     .flatten()
                     .any(|resource| resource == "pods" || resource.starts_with("pods/"))
             })
-            .map(vc_tests::rbac::compact_string)
+            .map(vc_test_apiserver::rbac::compact_string)
             .collect()
     };
     let kept = render(&engine, &[]);

@@ -18,9 +18,9 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Api;
 use kube::api::{DeleteParams, PostParams};
 use serde_json::json;
-use vc_tests::apiserver::envtest::{self, Envtest, EnvtestOptions, SKIP_MESSAGE};
+use vc_test_apiserver::envtest::{self, Envtest, EnvtestOptions, SKIP_MESSAGE};
+use vc_test_apiserver::ports::free_port;
 use vc_tests::clustertree::Launch;
-use vc_tests::ports::free_port;
 
 use crate::clustertree_nodes::{NAMESPACE, Process, clustertree_binary, kubectl_apply};
 use crate::support::eventually::eventually;
@@ -41,7 +41,7 @@ struct TenantDns {
 
 impl TenantDns {
     async fn start(host: &Envtest, name: &str, control_plane: Envtest) -> Self {
-        let admin = vc_tests::apiserver::client_from_kubeconfig(control_plane.kubeconfig_path())
+        let admin = vc_test_apiserver::client_from_kubeconfig(control_plane.kubeconfig_path())
             .await
             .unwrap();
         kubectl_apply(
@@ -181,7 +181,7 @@ async fn real_tenant_dns_answers_from_the_tenants_services() {
     );
     let (host, first, second) = (host.unwrap(), first.unwrap(), second.unwrap());
     vc_tests::clustertree::install_crd(host.kubeconfig_path()).unwrap();
-    let host_admin = vc_tests::apiserver::client_from_kubeconfig(host.kubeconfig_path())
+    let host_admin = vc_test_apiserver::client_from_kubeconfig(host.kubeconfig_path())
         .await
         .unwrap();
     eventually(WAIT, "the CRD to serve VirtualClusters", || async {

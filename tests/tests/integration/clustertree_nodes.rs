@@ -15,9 +15,9 @@ use kube::{Api, ResourceExt as _};
 use serde_json::json;
 use vc_api::VirtualCluster;
 use vc_api::constants::{NODE_CLAIM_TAINT_KEY, POOL_NODE_NAME};
-use vc_tests::apiserver::envtest::{self, EnvtestOptions, SKIP_MESSAGE};
+use vc_simulation::nodes::{FleetOptions, NodeFleet, default_nodes};
+use vc_test_apiserver::envtest::{self, EnvtestOptions, SKIP_MESSAGE};
 use vc_tests::clustertree::{ControlPlanes, Launch};
-use vc_tests::simulation::nodes::{FleetOptions, NodeFleet, default_nodes};
 
 use crate::clustertree_pods::{Pool, World, pod, running, standing_for};
 use crate::support::eventually::eventually;

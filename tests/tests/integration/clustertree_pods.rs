@@ -25,11 +25,11 @@ use vc_api::constants::{
     TENANT_OBJECT_UID_ANNOTATION,
 };
 use vc_controller::resources::{BuildContext, Tenant, clustertree as rendered};
-use vc_tests::apiserver::envtest::{self, Envtest, EnvtestOptions, SKIP_MESSAGE};
+use vc_simulation::SimHandle;
+use vc_simulation::nodes::{FleetOptions, NodeFleet, NodeSpec};
+use vc_simulation::workloads::{self, WorkloadMode, WorkloadOptions};
+use vc_test_apiserver::envtest::{self, Envtest, EnvtestOptions, SKIP_MESSAGE};
 use vc_tests::clustertree::{ControlPlanes, Launch};
-use vc_tests::simulation::SimHandle;
-use vc_tests::simulation::nodes::{FleetOptions, NodeFleet, NodeSpec};
-use vc_tests::simulation::workloads::{self, WorkloadMode, WorkloadOptions};
 
 use crate::clustertree_nodes::{
     Process, TENANT, claim, clustertree_binary, clustertree_rbac, kubectl_apply,

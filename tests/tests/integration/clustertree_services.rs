@@ -18,7 +18,7 @@ use vc_api::VirtualCluster;
 use vc_api::constants::{CLUSTERTREE_MANAGED_BY_VALUE, MANAGED_BY_LABEL};
 use vc_clustertree::services::{WEBHOOK_CONFIGURATION, host_service_name};
 use vc_controller::resources::{BuildContext, Tenant, apiserver, clustertree as rendered};
-use vc_tests::apiserver::envtest::{self, Envtest, EnvtestOptions, SKIP_MESSAGE};
+use vc_test_apiserver::envtest::{self, Envtest, EnvtestOptions, SKIP_MESSAGE};
 use vc_tests::clustertree::{ControlPlanes, Launch};
 
 use crate::clustertree_nodes::{
@@ -107,7 +107,7 @@ impl World {
             .await
             .unwrap();
         let log = tempfile::NamedTempFile::new().unwrap();
-        let port = vc_tests::ports::free_port().unwrap();
+        let port = vc_test_apiserver::ports::free_port().unwrap();
         let clustertree = Launch::new(clustertree_binary(), &identity, tenant.kubeconfig_path())
             .period("0.3s")
             .args(["--kubelet-address", "127.0.0.1"])

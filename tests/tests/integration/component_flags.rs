@@ -17,12 +17,12 @@ mod component_flags_tests {
     use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
     use k8s_openapi::api::core::v1::{Container, PodSpec};
     use vc_controller::resources::DesiredState;
-    use vc_tests::apiserver::envtest::{
+    use vc_simulation::etcd_gateway;
+    use vc_simulation::local_control_plane::{Component, TenantPlanner};
+    use vc_simulation::local_pod::container_words;
+    use vc_test_apiserver::envtest::{
         self, CONTROLLER_MANAGER_CONTROLLERS, EnvtestOptions, EnvtestPaths, EnvtestPorts,
     };
-    use vc_tests::etcd_gateway;
-    use vc_tests::simulation::local_control_plane::{Component, TenantPlanner};
-    use vc_tests::simulation::local_pod::container_words;
 
     const FIXTURE_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/component-flags");
 

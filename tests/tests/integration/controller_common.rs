@@ -18,10 +18,11 @@ use vc_api::constants::{
     COMPONENT_LABEL, NODE_CLAIM_TAINT_KEY, NODE_OWNER_NAME_LABEL, NODE_OWNER_NAMESPACE_LABEL,
     NODE_OWNER_UID_ANNOTATION, TENANT_NAME_LABEL,
 };
+use vc_api::testing::virtual_cluster;
 use vc_controller::context::Timing;
 use vc_controller::runner::{RunConfig, run};
 use vc_controller::telemetry::{Health, Metrics};
-use vc_tests::apiserver::{ServingCerts, TestApiServer, TestApiServerOptions};
+use vc_test_apiserver::{ServingCerts, TestApiServer, TestApiServerOptions};
 
 /// The identity the controller runs as; its writes are counted separately.
 pub const CONTROLLER_USER: &str = "system:serviceaccount:kosmos-system:kosmos-vc-controller";
@@ -45,7 +46,7 @@ pub struct Harness {
     )>,
     kubelet: Option<tokio::task::JoinHandle<()>>,
     /// The shared simulators of vc-tests, when the test asked for them.
-    pub simulation: Option<vc_tests::simulation::Simulation>,
+    pub simulation: Option<vc_simulation::Simulation>,
     pub tenants: Arc<Mutex<BTreeMap<String, TestApiServer>>>,
     /// `NS/NAME` of workloads the kubelet stand-in leaves un-rolled-out for now.
     pub held: Arc<Mutex<BTreeSet<String>>>,
@@ -95,9 +96,9 @@ impl Harness {
     /// `nodes` nodes `node1..nodeN`.
     pub async fn start_simulated(nodes: usize) -> Self {
         let mut harness = Self::bare().await;
-        let simulation = vc_tests::simulation::Simulation::start(
+        let simulation = vc_simulation::Simulation::start(
             harness.admin.clone(),
-            vc_tests::simulation::SimulationOptions::with_nodes(nodes),
+            vc_simulation::SimulationOptions::with_nodes(nodes),
         )
         .await
         .expect("simulation starts");
@@ -146,7 +147,7 @@ impl Harness {
             .server
             .kubeconfig_for(CONTROLLER_USER, &["system:masters"])
             .unwrap();
-        let client = vc_tests::apiserver::client_from_kubeconfig(&kubeconfig)
+        let client = vc_test_apiserver::client_from_kubeconfig(&kubeconfig)
             .await
             .unwrap();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -190,12 +191,12 @@ impl Harness {
     /// Creates a VirtualCluster (bypassing any webhook).
     pub async fn create_vc(&self, namespace: &str, name: &str, nodes: &[&str]) -> VirtualCluster {
         self.ensure_namespace(namespace).await;
-        let vc: VirtualCluster = serde_json::from_value(json!({
-            "apiVersion": "kosmos.io/v1alpha1", "kind": "VirtualCluster",
-            "metadata": {"name": name, "namespace": namespace},
-            "spec": {"promoteResources": {"nodes": nodes, "resources": {"cpu": 2, "memory": "4Gi"}}}
-        }))
-        .unwrap();
+        let vc = virtual_cluster(
+            namespace,
+            name,
+            nodes,
+            &[("cpu", 2.into()), ("memory", "4Gi".into())],
+        );
         self.vcs(namespace)
             .create(&PostParams::default(), &vc)
             .await
@@ -456,8 +457,7 @@ async fn serve_tenant_apiservers(
             continue;
         };
         // The clients it accepts are those of the Deployment's `--client-ca-file`.
-        let Ok(files) = vc_tests::simulation::tenant_apiserver::ServingFiles::of(&deployment)
-        else {
+        let Ok(files) = vc_simulation::tenant_apiserver::ServingFiles::of(&deployment) else {
             continue;
         };
         let Some(client_cas) = secrets.get_opt(&files.client_ca.secret).await? else {

@@ -16,7 +16,7 @@ use vc_api::VirtualCluster;
 use vc_api::eviction::ClaimedNodePods;
 use vc_controller::eviction::EvictionClient;
 use vc_controller::runner::RunConfig;
-use vc_tests::apiserver::envtest::{EnvtestOptions, TestCluster};
+use vc_test_apiserver::envtest::{EnvtestOptions, TestCluster};
 
 use crate::controller_common::condition;
 use crate::controller_volumes::{

@@ -9,7 +9,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::Api;
 use kube::api::PostParams;
 use vc_controller::leader::{LeaderElector, Leadership};
-use vc_tests::apiserver::{TestApiServer, TestApiServerOptions};
+use vc_test_apiserver::{TestApiServer, TestApiServerOptions};
 
 const NAMESPACE: &str = "kube-system";
 const LEASE: &str = "kosmos-vc-controller";

@@ -20,7 +20,7 @@ use vc_api::VirtualCluster;
 use vc_api::constants::{TENANT_NAME_LABEL, tenant_workload_namespace};
 use vc_controller::runner::{RunConfig, run};
 use vc_controller::telemetry::{Health, Metrics};
-use vc_tests::apiserver::envtest::{EnvtestOptions, TestCluster, private_service_cidr};
+use vc_test_apiserver::envtest::{EnvtestOptions, TestCluster, private_service_cidr};
 
 use crate::controller_common::{kubelet_loop, test_timing};
 use crate::controller_volumes::{create_namespace, install_crd};

@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::{Node, Secret, Service};
 use kube::api::ListParams;
 use kube::{Api, ResourceExt};
 use vc_api::constants::{NODE_OWNER_NAME_LABEL, TENANT_NAME_LABEL, admin_kubeconfig_secret_name};
-use vc_tests::apiserver::FaultMatch;
+use vc_test_apiserver::FaultMatch;
 
 use crate::controller_common::{CONTROLLER_USER, Harness};
 

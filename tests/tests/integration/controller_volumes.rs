@@ -15,7 +15,7 @@ use serde_json::json;
 use vc_api::VirtualCluster;
 use vc_controller::runner::{RunConfig, run};
 use vc_controller::telemetry::{Health, Metrics};
-use vc_tests::apiserver::envtest::{EnvtestOptions, TestCluster};
+use vc_test_apiserver::envtest::{EnvtestOptions, TestCluster};
 
 use crate::controller_common::{crd_path, test_timing};
 use crate::support::eventually::eventually;

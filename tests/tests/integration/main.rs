@@ -17,11 +17,6 @@ mod support {
     pub mod rendered_tenant;
     pub mod server;
 }
-// Shared with e2e.rs, which uses other parts of it.
-#[cfg(test)]
-#[allow(dead_code)]
-#[path = "../../chart/helm.rs"]
-mod helm;
 
 #[cfg(test)]
 mod apiserver_admission;

@@ -17,7 +17,7 @@ use kube::Api;
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
 use vc_api::VirtualCluster;
-use vc_tests::apiserver::{
+use vc_test_apiserver::{
     AdmissionAttributes, AdmissionHook, AdmissionPhase, AdmissionResult, ApiError, ServiceResolver,
     TestApiServer, TestApiServerOptions, WebhookConfigs,
 };

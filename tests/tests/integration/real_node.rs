@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::Api;
 use kube::api::{DeleteParams, PostParams};
 use serde_json::json;
-use vc_tests::apiserver::envtest::{self, Envtest, EnvtestOptions, SKIP_MESSAGE};
+use vc_test_apiserver::envtest::{self, Envtest, EnvtestOptions, SKIP_MESSAGE};
 use vc_tests::node::image::{ImageSpec, control_plane_image};
 use vc_tests::node::{MachineState, NodeOptions, RealNode, missing_programs};
 
@@ -251,7 +251,7 @@ async fn run_control_plane_images(
 }
 
 async fn host_client(host: &Envtest) -> kube::Client {
-    vc_tests::apiserver::client_from_kubeconfig(host.kubeconfig_path())
+    vc_test_apiserver::client_from_kubeconfig(host.kubeconfig_path())
         .await
         .unwrap()
 }

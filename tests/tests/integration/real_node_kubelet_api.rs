@@ -16,7 +16,7 @@ use kube::Api;
 use kube::api::{DeleteParams, ListParams, PostParams};
 use serde_json::json;
 use vc_api::constants::tenant_workload_namespace;
-use vc_tests::apiserver::pki::TestCa;
+use vc_test_apiserver::pki::TestCa;
 
 use crate::clustertree_nodes::{NAMESPACE, TENANT};
 use crate::real_node::ECHO_IMAGE;
@@ -39,7 +39,7 @@ fn kubectl(kubeconfig: &Path, args: &[&str]) -> Output {
 
 /// A port nothing listens on now.
 fn free_port() -> u16 {
-    vc_tests::ports::free_port().unwrap()
+    vc_test_apiserver::ports::free_port().unwrap()
 }
 
 /// A client certificate and key written under `dir`, as curl arguments.

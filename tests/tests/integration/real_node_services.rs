@@ -107,8 +107,8 @@ async fn real_tenant_services_carry_traffic_and_resolve() {
     std::fs::write(&cert, &serving.cert_pem).unwrap();
     std::fs::write(&key, &serving.key_pem).unwrap();
     let (kubelet_port, dns_port) = (
-        vc_tests::ports::free_port().unwrap(),
-        vc_tests::ports::free_port().unwrap(),
+        vc_test_apiserver::ports::free_port().unwrap(),
+        vc_test_apiserver::ports::free_port().unwrap(),
     );
     let clustertree = world.clustertree(&[
         "--kubelet-address".into(),

@@ -20,7 +20,7 @@ use vc_api::constants::{
     tenant_workload_namespace,
 };
 use vc_controller::resources::{BuildContext, Tenant, clustertree};
-use vc_tests::apiserver::envtest::{self, Envtest, EnvtestOptions, SKIP_MESSAGE};
+use vc_test_apiserver::envtest::{self, Envtest, EnvtestOptions, SKIP_MESSAGE};
 use vc_tests::clustertree::Launch;
 use vc_tests::node::{MachineState, NodeOptions, RealNode, missing_programs};
 
@@ -159,10 +159,10 @@ impl RealTenantWorld {
             "host with node1, and tenant control plane, up in {:.1} s",
             started.elapsed().as_secs_f64()
         );
-        let admin = vc_tests::apiserver::client_from_kubeconfig(host.kubeconfig_path())
+        let admin = vc_test_apiserver::client_from_kubeconfig(host.kubeconfig_path())
             .await
             .unwrap();
-        let tenant_admin = vc_tests::apiserver::client_from_kubeconfig(tenant.kubeconfig_path())
+        let tenant_admin = vc_test_apiserver::client_from_kubeconfig(tenant.kubeconfig_path())
             .await
             .unwrap();
         vc_tests::clustertree::install_crd(host.kubeconfig_path()).unwrap();

@@ -17,7 +17,7 @@ use kube::core::{GroupVersionKind, GroupVersionResource};
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::{Value, json};
-use vc_tests::admission::{
+use vc_test_apiserver::admission::{
     AdmissionAttributes, Denied, Operation, UserInfo, run_mutating, run_validating,
 };
 

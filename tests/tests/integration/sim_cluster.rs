@@ -10,12 +10,12 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt as _};
 use serde_json::json;
-use vc_tests::simulation::nodes::{FleetOptions, NodeFleet, NodeSpec, default_nodes};
-use vc_tests::simulation::services::{self, ServiceOptions};
-use vc_tests::simulation::workloads::{
+use vc_simulation::nodes::{FleetOptions, NodeFleet, NodeSpec, default_nodes};
+use vc_simulation::services::{self, ServiceOptions};
+use vc_simulation::workloads::{
     self, READINESS_ANNOTATION, WorkloadMode, WorkloadOptions, deployment_is_ready,
 };
-use vc_tests::simulation::{Simulation, SimulationOptions};
+use vc_simulation::{Simulation, SimulationOptions};
 
 use crate::support::eventually::eventually;
 use crate::support::server::server;

@@ -25,14 +25,14 @@ mod local_control_plane_tests {
     use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
     use serde_json::json;
     use vc_controller::resources::DesiredState;
-    use vc_tests::apiserver::envtest::{self, SKIP_MESSAGE};
-    use vc_tests::apiserver::{TestApiServer, TestApiServerOptions};
-    use vc_tests::etcd_gateway;
-    use vc_tests::simulation::local_control_plane::{
+    use vc_simulation::etcd_gateway;
+    use vc_simulation::local_control_plane::{
         self, Component, ControlPlaneBinaries, LocalControlPlaneOptions, LocalControlPlanes,
         TenantPlanner,
     };
-    use vc_tests::simulation::local_pod::LocalPodPlan;
+    use vc_simulation::local_pod::LocalPodPlan;
+    use vc_test_apiserver::envtest::{self, SKIP_MESSAGE};
+    use vc_test_apiserver::{TestApiServer, TestApiServerOptions};
 
     /// The secret key behind a laid-out file, as the kubelet would have written it.
     fn secret_bytes(secrets: &BTreeMap<String, Secret>, secret: &str, key: &str) -> Vec<u8> {

@@ -13,8 +13,8 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt as _};
 use serde_json::json;
-use vc_tests::apiserver::{FaultMatch, TestApiServer};
-use vc_tests::simulation::services::{self, SERVICE_NAME_LABEL, ServiceOptions};
+use vc_simulation::services::{self, SERVICE_NAME_LABEL, ServiceOptions};
+use vc_test_apiserver::{FaultMatch, TestApiServer};
 
 use crate::support::eventually::eventually;
 use crate::support::server::server;

@@ -13,10 +13,10 @@ use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, ResourceExt as _};
 use serde_json::{Value, json};
-use vc_tests::apiserver::{TestApiServer, TestApiServerOptions};
-use vc_tests::simulation::nodes::{FleetOptions, NodeFleet, NodeSpec};
-use vc_tests::simulation::tenant_apiserver::{self, TenantOptions};
-use vc_tests::simulation::workloads::{self, WorkloadOptions};
+use vc_simulation::nodes::{FleetOptions, NodeFleet, NodeSpec};
+use vc_simulation::tenant_apiserver::{self, TenantOptions};
+use vc_simulation::workloads::{self, WorkloadOptions};
+use vc_test_apiserver::{TestApiServer, TestApiServerOptions};
 
 use crate::support::eventually::eventually;
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair, SanType};
 use serde_json::Value;
-use vc_tests::apiserver::{TestApiServer, TestApiServerOptions};
+use vc_test_apiserver::{TestApiServer, TestApiServerOptions};
 use vc_tests::find_on_path;
 use vc_tests::probe::https_get;
 use vc_tests::wait;
@@ -131,7 +131,7 @@ fn built_webhook() -> Option<PathBuf> {
 }
 
 fn free_port() -> u16 {
-    vc_tests::ports::free_port().unwrap()
+    vc_test_apiserver::ports::free_port().unwrap()
 }
 
 fn start_webhook(binary: &Path, directory: &Path, port: u16, kubeconfig: &Path) -> WebhookProcess {
@@ -488,7 +488,7 @@ async fn kubectl_sees_defaults_filled_and_a_taken_node_refused() {
 /// can only be noticed by a re-list; its node must then be free again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relist_after_a_broken_watch_frees_the_node_of_a_deleted_cluster() {
-    use vc_tests::apiserver::hooks::FaultMatch;
+    use vc_test_apiserver::hooks::FaultMatch;
 
     let Some(host) = Host::start().await else {
         return;

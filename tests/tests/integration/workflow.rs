@@ -10,10 +10,10 @@
 //!   `kubeVersion`, the image that is built, loaded into kind and installed, and that the
 //!   Dockerfile builds and installs every binary the chart's Deployments run.
 //!
-//! The harness's names are read from the text of `tests/tests/e2e/harness.rs` rather than
-//! by compiling it in with `#[path]`: that would pull the whole harness (and the Helm
-//! engine wrapper) into this binary for four string constants. A changed declaration makes
-//! these tests fail with a message saying so, never pass by accident.
+//! The harness's names are read from the text of `tests/src/harness.rs`, so that every
+//! `*_ENV` variable it declares and every binary `binary_dir()` insists on is found without
+//! a list kept by hand. A changed declaration makes these tests fail with a message saying
+//! so, never pass by accident.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -24,7 +24,7 @@ use serde_yaml::Value as Yaml;
 use vc_tests::find_on_path;
 
 const WORKFLOW: &str = ".github/workflows/e2e.yml";
-const HARNESS: &str = "tests/tests/e2e/harness.rs";
+const HARNESS: &str = "tests/src/harness.rs";
 const CHART_DIR: &str = "charts/kosmos-vc";
 
 fn root() -> PathBuf {

@@ -16,6 +16,7 @@ use super::super::{
 use super::{Denial, FORBIDDEN, INVALID, Operation, Request, Verdict, validate};
 use crate::constants::FINALIZER;
 use crate::quantity::ResourceQuantity;
+use crate::testing::{node_facts, virtual_cluster};
 use crate::{
     ApiServerSpec, ClusterTreeSpec, ControlPlaneSpec, EtcdSpec, Phase, ServiceType, VirtualCluster,
     VirtualClusterSpec, VirtualClusterStatus,
@@ -25,37 +26,29 @@ const USER: &str = "alice";
 const CPU: i128 = 1_000;
 const GI: i128 = 1_024 * 1_024 * 1_024 * 1_000;
 
-fn node(name: &str) -> NodeFacts {
-    NodeFacts {
-        name: name.to_owned(),
-        ready: true,
-        unschedulable: false,
-        control_plane: false,
-        allocatable: ResourceAmounts::from_iter([("cpu", 4 * CPU), ("memory", 16 * GI)]),
-        claimed_by: None,
-    }
-}
+/// What each node of the shared pool offers.
+const POOL_NODE: &[(&str, i128)] = &[("cpu", 4 * CPU), ("memory", 16 * GI)];
 
 fn host() -> Inventory {
     let mut inventory = Inventory::new();
     for name in ["node1", "node2", "node3", "node4", "node7", "node8"] {
-        inventory.upsert_node(node(name));
+        inventory.upsert_node(node_facts(name, POOL_NODE));
     }
     inventory.upsert_node(NodeFacts {
         ready: false,
-        ..node("node5")
+        ..node_facts("node5", POOL_NODE)
     });
     inventory.upsert_node(NodeFacts {
         unschedulable: true,
-        ..node("node6")
+        ..node_facts("node6", POOL_NODE)
     });
     inventory.upsert_node(NodeFacts {
         control_plane: true,
-        ..node("master1")
+        ..node_facts("master1", POOL_NODE)
     });
     inventory.upsert_node(NodeFacts {
         claimed_by: Some(ClusterKey::new("team-b", "dev")),
-        ..node("node8")
+        ..node_facts("node8", POOL_NODE)
     });
     inventory.upsert_cluster(ClusterFacts {
         key: ClusterKey::new("team-a", "prod"),
@@ -63,22 +56,6 @@ fn host() -> Inventory {
         pooled: ResourceAmounts::from_iter([("cpu", 8 * CPU)]),
     });
     inventory
-}
-
-fn virtual_cluster(
-    namespace: &str,
-    name: &str,
-    nodes: &[&str],
-    resources: &[(&str, ResourceQuantity)],
-) -> VirtualCluster {
-    let mut cluster = VirtualCluster::new(name, VirtualClusterSpec::default());
-    cluster.metadata.namespace = Some(namespace.to_owned());
-    cluster.spec.promote_resources.nodes = nodes.iter().map(|node| (*node).to_owned()).collect();
-    cluster.spec.promote_resources.resources = resources
-        .iter()
-        .map(|(resource, quantity)| ((*resource).to_owned(), quantity.clone()))
-        .collect();
-    cluster
 }
 
 fn tenant(nodes: &[&str], resources: &[(&str, ResourceQuantity)]) -> VirtualCluster {
@@ -520,7 +497,7 @@ fn resource_names_must_be_standard_or_offered_with_a_suggestion() {
     );
     for standard in ["cpu", "memory", "ephemeral-storage", "pods"] {
         let mut inventory = host();
-        let mut big = node("big");
+        let mut big = node_facts("big", POOL_NODE);
         big.allocatable = ResourceAmounts::from_iter([(standard, 1_000 * GI)]);
         inventory.upsert_node(big);
         let cluster = tenant(&[], &[(standard, 1.into())]);
@@ -531,7 +508,7 @@ fn resource_names_must_be_standard_or_offered_with_a_suggestion() {
 #[test]
 fn extended_resources_are_allowed_when_a_node_offers_them() {
     let mut inventory = host();
-    let mut gpu_node = node("gpu1");
+    let mut gpu_node = node_facts("gpu1", POOL_NODE);
     gpu_node.allocatable.add_amount("nvidia.com/gpu", 4 * CPU);
     inventory.upsert_node(gpu_node);
     let cluster = tenant(&[], &[("nvidia.com/gpu", 2.into())]);
@@ -848,7 +825,7 @@ fn not_ready_and_cordoned_nodes_are_allowed_with_a_warning() {
     inventory.upsert_node(NodeFacts {
         ready: false,
         unschedulable: true,
-        ..node("node9")
+        ..node_facts("node9", POOL_NODE)
     });
     let verdict = create_with(&tenant(&["node9"], &[]), &inventory, &Policy::default());
     assert_eq!(
@@ -868,7 +845,7 @@ fn nodes_kept_by_an_update_are_not_rechecked() {
     let mut inventory = host();
     inventory.upsert_node(NodeFacts {
         ready: false,
-        ..node("node1")
+        ..node_facts("node1", POOL_NODE)
     });
     let mut relabelled = old.clone();
     relabelled.spec.kubernetes_version = Some("v1.33.4".into());
@@ -933,7 +910,7 @@ fn an_update_that_does_not_grow_is_allowed_in_an_overfull_pool() {
     for name in ["node1", "node2", "node3"] {
         inventory.upsert_node(NodeFacts {
             ready: false,
-            ..node(name)
+            ..node_facts(name, POOL_NODE)
         });
     }
     let old = virtual_cluster("team-a", "prod", &["node7"], &[("cpu", 8.into())]);
@@ -1091,7 +1068,7 @@ fn recorded_host() -> Inventory {
     for name in ["node-a", "node-b", "node-c"] {
         inventory.upsert_node(NodeFacts {
             allocatable: ResourceAmounts::from_iter([("cpu", 8 * CPU), ("memory", 64 * GI)]),
-            ..node(name)
+            ..node_facts(name, POOL_NODE)
         });
     }
     inventory

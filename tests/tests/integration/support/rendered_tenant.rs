@@ -11,8 +11,8 @@ use kube::ResourceExt as _;
 use vc_api::VirtualCluster;
 use vc_controller::pki::{ExistingPki, ensure_pki};
 use vc_controller::resources::{BuildContext, DesiredState, Observed, Tenant, tenant_identity};
-use vc_tests::simulation::local_control_plane::TenantObjects;
-use vc_tests::simulation::local_pod::VolumeSources;
+use vc_simulation::local_control_plane::TenantObjects;
+use vc_simulation::local_pod::VolumeSources;
 
 pub const NAMESPACE: &str = "team";
 pub const TENANT: &str = "t1";

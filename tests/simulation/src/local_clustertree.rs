@@ -154,7 +154,7 @@ impl LocalClustertrees {
                 slot.restarts,
                 slot.log.display()
             ));
-            for line in crate::work_dir::log_tail(&slot.log, LOG_TAIL_LINES) {
+            for line in vc_test_apiserver::work_dir::log_tail(&slot.log, LOG_TAIL_LINES) {
                 out.push_str(&format!("    {line}\n"));
             }
         }
@@ -403,7 +403,8 @@ impl Runner {
 
 /// A local port nothing listens on now.
 fn free_port() -> Result<u16, String> {
-    crate::ports::free_port().map_err(|e| format!("finding a free port for the kubelet API: {e}"))
+    vc_test_apiserver::ports::free_port()
+        .map_err(|e| format!("finding a free port for the kubelet API: {e}"))
 }
 
 #[cfg(test)]

@@ -26,7 +26,7 @@ use vc_api::constants::{COMPONENT_LABEL, TENANT_NAME_LABEL};
 use super::services::ServiceOptions;
 use super::workloads::{WorkloadOptions, deployment_is_ready};
 use super::{SimError, SimHandle, wait_for_next_pass, watch_store};
-use crate::apiserver::{ServingCerts, TestApiServer, TestApiServerOptions};
+use vc_test_apiserver::{ServingCerts, TestApiServer, TestApiServerOptions};
 
 /// Component label value of the tenant kube-apiserver Deployment and Service.
 pub const APISERVER_COMPONENT: &str = "apiserver";
@@ -127,7 +127,7 @@ impl TenantApiServers {
                 .kubeconfig_path()
                 .to_owned()
         };
-        crate::apiserver::client_from_kubeconfig(&kubeconfig)
+        vc_test_apiserver::client_from_kubeconfig(&kubeconfig)
             .await
             .ok()
     }

@@ -973,19 +973,17 @@ mod tests {
     use pretty_assertions::assert_eq;
 
     const FIXTURE_CREATE: &str =
-        include_str!("../tests/sim_fixtures/001-mutate-CREATE-virtualclusters-vc-adm.request.json");
-    const FIXTURE_STATUS_UPDATE: &str = include_str!(
-        "../tests/sim_fixtures/007-mutate-UPDATE-virtualclusters-status-vc-adm.request.json"
-    );
-    const FIXTURE_DRY_RUN: &str = include_str!(
-        "../tests/sim_fixtures/009-mutate-CREATE-virtualclusters-vc-dry-dryrun.request.json"
-    );
+        include_str!("../fixtures/001-mutate-CREATE-virtualclusters-vc-adm.request.json");
+    const FIXTURE_STATUS_UPDATE: &str =
+        include_str!("../fixtures/007-mutate-UPDATE-virtualclusters-status-vc-adm.request.json");
+    const FIXTURE_DRY_RUN: &str =
+        include_str!("../fixtures/009-mutate-CREATE-virtualclusters-vc-dry-dryrun.request.json");
     const FIXTURE_DELETE: &str =
-        include_str!("../tests/sim_fixtures/011-mutate-DELETE-virtualclusters-vc-adm.request.json");
+        include_str!("../fixtures/011-mutate-DELETE-virtualclusters-vc-adm.request.json");
     const FIXTURE_DENIED_403: &str =
-        include_str!("../tests/sim_fixtures/denied-with-code-403-status-response.json");
+        include_str!("../fixtures/denied-with-code-403-status-response.json");
     const FIXTURE_DENIED_NO_CODE: &str =
-        include_str!("../tests/sim_fixtures/denied-without-code-status-response.json");
+        include_str!("../fixtures/denied-without-code-status-response.json");
 
     fn text(value: &Value, pointer: &str) -> String {
         value

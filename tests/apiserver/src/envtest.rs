@@ -32,7 +32,7 @@ pub const DEFAULT_SERVICE_CIDR: &str = "10.0.0.0/24";
 /// build's OpenShift-only `service-ca-certificate-publisher-controller`.
 ///
 /// Every workload, endpoint and volume controller the tenants' control planes rely on is
-/// the real one: only the kubelets are simulated (see `crate::simulation::workloads`,
+/// the real one: only the kubelets are simulated (see `vc_simulation::workloads`,
 /// kubelet mode). `persistentvolume-binder-controller` with `--enable-hostpath-provisioner`
 /// provisions the etcd StatefulSet's claims for StorageClass [`HOSTPATH_STORAGE_CLASS`].
 pub const CONTROLLER_MANAGER_CONTROLLERS: [&str; 26] = [

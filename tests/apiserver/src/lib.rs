@@ -1,10 +1,18 @@
 //! An in-process Kubernetes API server for tests: HTTPS on 127.0.0.1 with its own CA,
 //! client-certificate and bearer-token authentication, discovery, a generic object
 //! store with real resourceVersion/watch/finalizer/GC semantics, CRDs, admission and
-//! RBAC hooks, fault injection and write accounting. See `tests/README.md`.
+//! RBAC hooks, fault injection and write accounting; and [`envtest`], which runs the real
+//! kube-apiserver, etcd and controllers from `KUBEBUILDER_ASSETS` for the same tests.
+//! Nothing here knows kosmos-vc: callers install their CRDs and objects. See
+//! `tests/README.md`.
 //!
 //! The server runs on its own Tokio runtime thread, so a test may block (for example
 //! on a `kubectl` child process) without starving it.
+
+pub mod admission;
+pub mod ports;
+pub mod rbac;
+pub mod work_dir;
 
 mod api;
 mod builtin;

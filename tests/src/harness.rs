@@ -9,7 +9,7 @@
 //!   assets hold it. The simulated kubelets and host controllers stay outside it, as
 //!   clients; each tenant's control plane runs as local etcd / kube-apiserver /
 //!   kube-controller-manager / kube-scheduler processes from the flags the controller
-//!   rendered (`vc_tests::simulation::local_control_plane`), bound on the tenant Service's
+//!   rendered (`vc_simulation::local_control_plane`), bound on the tenant Service's
 //!   cluster IP;
 //! - an existing cluster with the chart already installed (`KOSMOS_VC_E2E_KUBECONFIG`,
 //!   used by `.github/workflows/e2e.yml` on kind): nothing is started, real nodes are used.
@@ -36,28 +36,28 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::node::host::NodeHost;
+use crate::node::image;
 use anyhow::{Context as _, anyhow, bail};
 use base64::Engine as _;
 use kube::Client;
 use serde_json::{Value, json};
-use vc_tests::apiserver::envtest::{self, Envtest, EnvtestOptions, private_service_cidr};
-use vc_tests::apiserver::pki::TestCa;
-use vc_tests::apiserver::{TestApiServer, TestApiServerOptions, client_from_kubeconfig};
-use vc_tests::node::host::NodeHost;
-use vc_tests::node::image;
-use vc_tests::simulation::local_clustertree::{self, LocalClustertreeOptions, LocalClustertrees};
-use vc_tests::simulation::local_control_plane::{
+use vc_simulation::local_clustertree::{self, LocalClustertreeOptions, LocalClustertrees};
+use vc_simulation::local_control_plane::{
     self, ControlPlaneBinaries, LocalControlPlaneOptions, LocalControlPlanes,
 };
-use vc_tests::simulation::nodes::{FleetOptions, NodeSpec};
-use vc_tests::simulation::services::ServiceOptions;
-use vc_tests::simulation::tenant_apiserver::TenantOptions;
-use vc_tests::simulation::workloads::{WorkloadMode, WorkloadOptions};
-use vc_tests::simulation::{Simulation, SimulationOptions};
-use vc_tests::work_dir::WorkDir;
+use vc_simulation::nodes::{FleetOptions, NodeSpec};
+use vc_simulation::services::ServiceOptions;
+use vc_simulation::tenant_apiserver::TenantOptions;
+use vc_simulation::workloads::{WorkloadMode, WorkloadOptions};
+use vc_simulation::{Simulation, SimulationOptions};
+use vc_test_apiserver::envtest::{self, Envtest, EnvtestOptions, private_service_cidr};
+use vc_test_apiserver::pki::TestCa;
+use vc_test_apiserver::work_dir::WorkDir;
+use vc_test_apiserver::{TestApiServer, TestApiServerOptions, client_from_kubeconfig};
 
+pub use crate::find_on_path;
 use crate::helm;
-pub use vc_tests::find_on_path;
 
 /// Release namespace of the chart.
 pub const RELEASE_NAMESPACE: &str = "kosmos-system";
@@ -79,7 +79,7 @@ pub const REAL_NODE: &str = "node1";
 /// [`Options::real_node_only`]): the first node the scenarios promote, so tenant pods
 /// placed there are real containers.
 pub const REAL_WORKER: &str = "node2";
-/// [`REAL_WORKER`]'s index, as `vc_tests::node::NodeOptions::worker` takes it.
+/// [`REAL_WORKER`]'s index, as `crate::node::NodeOptions::worker` takes it.
 const REAL_WORKER_INDEX: u8 = 2;
 /// A busybox image on the real node when tenants run there ([`Options::real_node_only`]).
 pub const BUSYBOX_IMAGE: &str = "kosmos-vc.local/busybox:1";
@@ -121,7 +121,7 @@ pub struct Options {
     /// Where the work directory goes (default: a temporary directory removed at the end).
     pub work_dir: Option<PathBuf>,
     /// On a real apiserver: the real node `node1` runs the tenants' control planes and
-    /// clustertrees as real pods (`vc_tests::node::host`), instead of local processes;
+    /// clustertrees as real pods (`crate::node::host`), instead of local processes;
     /// the real worker `node2` is the first node scenarios promote, and the simulated
     /// nodes are `node3` and up.
     pub real_node: bool,
@@ -286,7 +286,7 @@ pub fn binary_dir() -> anyhow::Result<PathBuf> {
 }
 
 fn free_port() -> anyhow::Result<u16> {
-    vc_tests::ports::free_port().context("finding a free port")
+    vc_test_apiserver::ports::free_port().context("finding a free port")
 }
 
 /// An operator's shell: a private HOME and kubeconfig, and a PATH where kubectl finds
@@ -572,7 +572,7 @@ impl Harness {
 
         let mut node_host = match (&assets, options.real_node) {
             (Some(_), true) => {
-                let missing = vc_tests::node::missing_programs();
+                let missing = crate::node::missing_programs();
                 if !missing.is_empty() {
                     let why = format!("the real node needs {missing:?} (.ci/run installs them)");
                     return Err(if envtest::must_run_real() {
@@ -1083,7 +1083,7 @@ impl Harness {
             // What an operator with dedicated control-plane nodes passes.
             args.push(format!(
                 "--control-plane-node-selector={}=",
-                vc_tests::node::host::CONTROL_PLANE_ROLE_LABEL
+                crate::node::host::CONTROL_PLANE_ROLE_LABEL
             ));
         }
         let controller_identity =
@@ -1217,20 +1217,19 @@ impl Harness {
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
         let webhook = &mut self.webhook;
         // A process that exited ends the wait at once, its error as the value.
-        let ready =
-            vc_tests::wait::until("vc-webhook to answer 200 on /readyz", STARTUP_WAIT, || {
-                let running = webhook.as_mut().map_or(Ok(()), |w| w.check_running());
-                async move {
-                    match running {
-                        Err(exited) => Ok(Err(exited)),
-                        Ok(()) => match https_status(addr, ca_pem, "/readyz").await {
-                            Some(200) => Ok(Ok(())),
-                            status => Err(format!("https://{addr}/readyz answered {status:?}")),
-                        },
-                    }
+        let ready = crate::wait::until("vc-webhook to answer 200 on /readyz", STARTUP_WAIT, || {
+            let running = webhook.as_mut().map_or(Ok(()), |w| w.check_running());
+            async move {
+                match running {
+                    Err(exited) => Ok(Err(exited)),
+                    Ok(()) => match https_status(addr, ca_pem, "/readyz").await {
+                        Some(200) => Ok(Ok(())),
+                        status => Err(format!("https://{addr}/readyz answered {status:?}")),
+                    },
                 }
-            })
-            .await;
+            }
+        })
+        .await;
         match ready {
             Ok(result) => result,
             Err(timed_out) => bail!(
@@ -1296,7 +1295,7 @@ impl Harness {
         let mut process = Process::spawn("vc-controller", command, &launch.log)?;
         let probe = launch.probe;
         // A process that exited ends the wait at once, its error as the value.
-        let ready = vc_tests::wait::until(
+        let ready = crate::wait::until(
             "vc-controller to answer 200 on /readyz",
             STARTUP_WAIT,
             || {
@@ -1354,7 +1353,7 @@ impl Harness {
             HostKind::RealApiServer => limit * 3,
             HostKind::TestApiServer => limit,
         };
-        Ok(vc_tests::wait::until(what, limit, check).await?)
+        Ok(crate::wait::until(what, limit, check).await?)
     }
 
     /// Worker nodes of an existing cluster (not control-plane), by name.
@@ -1701,7 +1700,7 @@ fn simulated_nodes(options: &Options) -> Vec<NodeSpec> {
 
 /// What tenants run on a real node: busybox (whose shell prints and sleeps) and the echo
 /// server.
-fn load_workload_images(node: &vc_tests::node::RealNode, dir: &Path) -> anyhow::Result<()> {
+fn load_workload_images(node: &crate::node::RealNode, dir: &Path) -> anyhow::Result<()> {
     node.load_image(&image::ImageSpec::busybox(BUSYBOX_IMAGE, &["/bin/sh"]))
         .context("loading the busybox image")?;
     let echo = image::echo_image(dir).context("building the echo image")?;
@@ -1862,13 +1861,13 @@ fn point_at_url(configuration: &mut Value, port: u16) {
 
 /// The status of an HTTPS GET trusting only `ca_pem`; `None` when nothing answers.
 async fn https_status(addr: SocketAddr, ca_pem: &str, path: &str) -> Option<u16> {
-    let (status, _) = vc_tests::probe::https_get(addr, ca_pem, path).await?;
+    let (status, _) = crate::probe::https_get(addr, ca_pem, path).await?;
     Some(status)
 }
 
 /// The status of a plain HTTP GET; `None` when nothing answers.
 async fn http_status(addr: SocketAddr, path: &str) -> Option<u16> {
-    let (status, _) = vc_tests::probe::http_get(addr, path).await?;
+    let (status, _) = crate::probe::http_get(addr, path).await?;
     Some(status)
 }
 

@@ -17,11 +17,14 @@
 //!   scheduler as local processes, from the objects the controller wrote.
 //! - [`local_clustertree`]: each tenant's real `vc-clustertree` binary as a local
 //!   process, from the clustertree Deployment the controller wrote.
+//! - [`etcd_gateway`]: a tenant's etcd reached with its kube-apiserver's client
+//!   certificate, to show that a real etcd accepts what the controller issued.
 //!
 //! Each simulator works level-triggered: a watch keeps a local cache, and every change
 //! (or a deadline, or a periodic resync) runs one pass that compares what exists with
 //! what the simulated component would have written, and writes only the difference.
 
+pub mod etcd_gateway;
 pub mod local_clustertree;
 pub mod local_control_plane;
 pub mod local_pod;

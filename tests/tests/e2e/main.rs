@@ -10,26 +10,16 @@
 //! VirtualClusters, the nodes' claim labels, the tenants' Deployments and the webhook and
 //! controller logs.
 
-// Shared with chart.rs; the scenarios use only the render part.
-#[allow(dead_code)]
-#[path = "../chart/helm.rs"]
-mod helm;
-
-// Shared with the vc-sandbox binary; each uses a different part.
-#[allow(dead_code)]
-#[path = "e2e/harness.rs"]
-mod harness;
-
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine as _;
 use futures::StreamExt as _;
-use harness::{Harness, HostKind, NotStarted, Options, TENANT_NAMESPACE, WallTime};
 use kube::runtime::watcher;
 use serde_json::Value;
 use vc_api::VirtualCluster;
+use vc_tests::harness::{self, Harness, HostKind, NotStarted, Options, TENANT_NAMESPACE, WallTime};
 use vc_tests::node::image::{ECHO_IMAGE, ECHO_PATH, ECHO_PORT};
 
 /// Longest any single wait of a scenario lasts on the simulated hosts.
@@ -494,7 +484,6 @@ async fn control_plane_runs_on(harness: &Harness, tenant: &str, node: &str) {
 }
 
 #[cfg(test)]
-#[path = "e2e/etcd.rs"]
 mod etcd;
 
 on_both_hosts!(

@@ -1,7 +1,7 @@
 //! Test API server benchmark: start-up time, then create/list/watch throughput with
 //! 50,000 Nodes and 10,000 VirtualClusters loaded. Prints numbers; asserts nothing.
 //!
-//! `cargo bench -p vc-tests --bench apiserver` (set `VC_BENCH_NODES` / `VC_BENCH_VCS`
+//! `cargo bench -p vc-test-apiserver --bench apiserver` (set `VC_BENCH_NODES` / `VC_BENCH_VCS`
 //! to change the sizes).
 
 use std::time::{Duration, Instant};
@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use serde_json::json;
-use vc_tests::apiserver::{TestApiServer, TestApiServerOptions};
+use vc_test_apiserver::{TestApiServer, TestApiServerOptions};
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -84,7 +84,7 @@ async fn main() -> anyhow::Result<()> {
     let server = TestApiServer::start(TestApiServerOptions::default())?;
     let crd = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../charts/kosmos-vc/crds/virtualclusters.kosmos.io.yaml"
+        "/../../charts/kosmos-vc/crds/virtualclusters.kosmos.io.yaml"
     );
     server.install_yaml(crd).await?;
     let client = server.client().await?;

@@ -303,7 +303,7 @@ fn template_hash(template: Option<&PodTemplateSpec>) -> String {
 }
 
 fn free_port() -> Result<u16, LocalControlPlaneError> {
-    crate::ports::free_port().map_err(LocalControlPlaneError::AllocatePort)
+    vc_test_apiserver::ports::free_port().map_err(LocalControlPlaneError::AllocatePort)
 }
 
 /// Turns a tenant's host objects into process plans, keeping each local port for the
@@ -771,7 +771,7 @@ impl LocalControlPlanes {
                 if let (Some(error), Some(_)) = (&slot.last_error, &slot.last_exit) {
                     let _ = writeln!(out, "    last start error: {error}");
                 }
-                let tail = crate::work_dir::log_tail(&slot.log, LOG_TAIL_LINES);
+                let tail = vc_test_apiserver::work_dir::log_tail(&slot.log, LOG_TAIL_LINES);
                 if !tail.is_empty() {
                     let _ = writeln!(out, "    last lines of {}:", slot.log.display());
                     for line in tail {

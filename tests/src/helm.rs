@@ -1,9 +1,8 @@
 //! Renders and lints the kosmos-vc chart with Helm's own engine, through
 //! `tests/chart/render.py` (PyPI `helm-python-sdk`, Helm v4 as a library, fully offline).
 //!
-//! Shared by the chart and end-to-end tests; include it with
-//! `#[path = "../chart/helm.rs"] mod helm;`. The end-to-end scenario installs what this
-//! renders (CRD, RBAC, webhook configurations), so it runs the binaries with exactly the
+//! Used by the chart tests and by the end-to-end [`crate::harness`], which installs what
+//! this renders (CRD, RBAC, webhook configurations), so it runs the binaries with exactly the
 //! rights the chart grants:
 //!
 //! ```ignore

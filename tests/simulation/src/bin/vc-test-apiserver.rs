@@ -1,12 +1,12 @@
 //! Starts the test API server for trying things by hand:
-//! `cargo run -p vc-tests --bin vc-test-apiserver -- --kubeconfig-out PATH --nodes N`.
+//! `cargo run -p vc-simulation --bin vc-test-apiserver -- --kubeconfig-out PATH --nodes N`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::Parser;
-use vc_tests::apiserver::{TestApiServer, TestApiServerOptions};
+use vc_test_apiserver::{TestApiServer, TestApiServerOptions};
 
 #[derive(Debug, Parser)]
 #[command(about = "In-process Kubernetes API server for kosmos-vc tests")]
@@ -60,8 +60,8 @@ async fn main() -> anyhow::Result<()> {
         }
     } else if args.nodes > 0 {
         let client = server.client().await.context("building the admin client")?;
-        let options = vc_tests::simulation::SimulationOptions::with_nodes(args.nodes);
-        let started = vc_tests::simulation::Simulation::start(client, options)
+        let options = vc_simulation::SimulationOptions::with_nodes(args.nodes);
+        let started = vc_simulation::Simulation::start(client, options)
             .await
             .context("starting the simulators")?;
         simulation = Some(started);
