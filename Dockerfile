@@ -7,7 +7,8 @@
 #
 #   docker build -t ghcr.io/kosmos-io/kosmos-vc:0.1.0 .
 
-ARG RUST_IMAGE=rust:1.95-bookworm
+# The release rust-toolchain.toml pins, so the image is built with the compiler CI tests.
+ARG RUST_IMAGE=rust:1.95.0-bookworm
 ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot
 
 FROM ${RUST_IMAGE} AS builder

@@ -25,184 +25,119 @@ impl DerivedObject {
     }
 }
 
-const fn derived(kind: &'static str, suffix: &'static str, purpose: &'static str) -> DerivedObject {
-    DerivedObject {
-        kind,
-        purpose,
-        suffix,
-    }
+/// Declares each derived object once: its constant, the function naming it where callers
+/// want one, and its place in [`DERIVED_OBJECTS`].
+macro_rules! derived_objects {
+    ($(
+        $(#[$attribute:meta])*
+        $constant:ident $(, fn $function:ident)?: $kind:literal, $suffix:expr, $purpose:literal;
+    )+) => {
+        $(
+            $(#[$attribute])*
+            pub const $constant: DerivedObject = DerivedObject {
+                kind: $kind,
+                purpose: $purpose,
+                suffix: $suffix,
+            };
+            $(
+                #[doc = concat!(
+                    "Name of [`", stringify!($constant), "`] of VirtualCluster `name`."
+                )]
+                pub fn $function(name: &str) -> String {
+                    $constant.name(name)
+                }
+            )?
+        )+
+
+        /// Every object named after the VirtualCluster in its own namespace. Objects in the
+        /// workload namespace and cluster-scoped ones carry the namespace in their name and
+        /// are guarded by the workload-namespace rule instead.
+        pub const DERIVED_OBJECTS: [DerivedObject; [$(stringify!($constant)),+].len()] =
+            [$($constant),+];
+    };
 }
 
-/// Secret of the cluster CA (signs the apiserver, kubelet-client and component certs).
-pub const CLUSTER_CA_SECRET: DerivedObject = derived("Secret", "-ca", "cluster CA");
-/// Secret of the etcd CA.
-pub const ETCD_CA_SECRET: DerivedObject = derived("Secret", "-etcd-ca", "etcd CA");
-/// Secret of the front-proxy (aggregation layer) CA.
-pub const FRONT_PROXY_CA_SECRET: DerivedObject =
-    derived("Secret", "-front-proxy-ca", "front-proxy CA");
-/// Secret of the admin client CA (signs the admin kubeconfig alone, so that replacing it
-/// revokes every admin kubeconfig and nothing else). Not `-admin-ca`: that is the cluster
-/// CA of a sibling named `NAME-admin`, which existing namespaces may hold.
-pub const ADMIN_CA_SECRET: DerivedObject = derived("Secret", "-admin-signer", "admin client CA");
-/// Secret of the service-account signing key pair.
-pub const SERVICE_ACCOUNT_KEY_SECRET: DerivedObject =
-    derived("Secret", "-sa", "service-account signing key");
-/// Secret of the apiserver serving certificate.
-pub const APISERVER_TLS_SECRET: DerivedObject =
-    derived("Secret", "-apiserver-tls", "apiserver serving certificate");
-/// Secret of the apiserver's etcd client certificate.
-pub const APISERVER_ETCD_CLIENT_SECRET: DerivedObject = derived(
-    "Secret",
-    "-apiserver-etcd-client",
-    "apiserver's etcd client certificate",
-);
-/// Secret of the apiserver's kubelet client certificate.
-pub const APISERVER_KUBELET_CLIENT_SECRET: DerivedObject = derived(
-    "Secret",
-    "-apiserver-kubelet-client",
-    "apiserver's kubelet client certificate",
-);
-/// Secret of the apiserver's admission configuration (how it authenticates to webhooks).
-pub const APISERVER_ADMISSION_SECRET: DerivedObject = derived(
-    "Secret",
-    "-apiserver-admission",
-    "apiserver's admission configuration",
-);
-/// Secret of the apiserver's encryption-at-rest configuration (its secretbox keys).
-pub const APISERVER_ENCRYPTION_SECRET: DerivedObject = derived(
-    "Secret",
-    "-apiserver-encryption",
-    "apiserver's encryption-at-rest keys",
-);
-/// Secret of the front-proxy client certificate.
-pub const FRONT_PROXY_CLIENT_SECRET: DerivedObject = derived(
-    "Secret",
-    "-front-proxy-client",
-    "front-proxy client certificate",
-);
-/// Secret of the etcd serving certificate.
-pub const ETCD_SERVER_SECRET: DerivedObject =
-    derived("Secret", "-etcd-server", "etcd serving certificate");
-/// Secret of the etcd peer certificate.
-pub const ETCD_PEER_SECRET: DerivedObject =
-    derived("Secret", "-etcd-peer", "etcd peer certificate");
-/// Secret of the controller-manager's kubeconfig.
-pub const CONTROLLER_MANAGER_KUBECONFIG_SECRET: DerivedObject = derived(
-    "Secret",
-    "-controller-manager-kubeconfig",
-    "controller-manager kubeconfig",
-);
-/// Secret of the scheduler's kubeconfig.
-pub const SCHEDULER_KUBECONFIG_SECRET: DerivedObject =
-    derived("Secret", "-scheduler-kubeconfig", "scheduler kubeconfig");
-/// Secret of the admin kubeconfig.
-pub const ADMIN_KUBECONFIG_SECRET: DerivedObject =
-    derived("Secret", ADMIN_KUBECONFIG_SECRET_SUFFIX, "admin kubeconfig");
-/// etcd StatefulSet.
-pub const ETCD_STATEFUL_SET: DerivedObject = derived("StatefulSet", "-etcd", "etcd");
-/// etcd client Service.
-pub const ETCD_SERVICE: DerivedObject = derived("Service", "-etcd", "etcd client Service");
-/// Headless Service giving each etcd member a stable DNS name.
-pub const ETCD_PEER_SERVICE: DerivedObject = derived("Service", "-etcd-peer", "etcd peer Service");
-/// kube-apiserver Service.
-pub const APISERVER_SERVICE: DerivedObject =
-    derived("Service", "-apiserver", "kube-apiserver Service");
-/// kube-apiserver Deployment.
-pub const APISERVER_DEPLOYMENT: DerivedObject =
-    derived("Deployment", "-apiserver", "kube-apiserver");
-/// kube-controller-manager Deployment.
-pub const CONTROLLER_MANAGER_DEPLOYMENT: DerivedObject = derived(
-    "Deployment",
-    "-controller-manager",
-    "kube-controller-manager",
-);
-/// kube-scheduler Deployment.
-pub const SCHEDULER_DEPLOYMENT: DerivedObject =
-    derived("Deployment", "-scheduler", "kube-scheduler");
-/// clustertree Deployment.
-pub const CLUSTERTREE_DEPLOYMENT: DerivedObject =
-    derived("Deployment", "-clustertree", "clustertree");
-/// clustertree ServiceAccount.
-pub const CLUSTERTREE_SERVICE_ACCOUNT: DerivedObject =
-    derived("ServiceAccount", "-clustertree", "clustertree identity");
-/// Role letting the clustertree read its VirtualCluster.
-pub const CLUSTERTREE_READER_ROLE: DerivedObject = derived(
-    "Role",
-    "-clustertree",
-    "clustertree's VirtualCluster reader role",
-);
-/// RoleBinding of [`CLUSTERTREE_READER_ROLE`].
-pub const CLUSTERTREE_READER_BINDING: DerivedObject = derived(
-    "RoleBinding",
-    "-clustertree",
-    "clustertree's VirtualCluster reader binding",
-);
-/// NetworkPolicy admitting only this tenant's apiserver (client port) and members (peer
-/// port) to its etcd pods.
-pub const ETCD_NETWORK_POLICY: DerivedObject =
-    derived("NetworkPolicy", "-etcd", "etcd's NetworkPolicy");
-/// NetworkPolicy opening the kube-apiserver pods' secure port.
-pub const APISERVER_NETWORK_POLICY: DerivedObject = derived(
-    "NetworkPolicy",
-    "-apiserver",
-    "kube-apiserver's NetworkPolicy",
-);
-/// NetworkPolicy closing the kube-controller-manager pods to the pod network.
-pub const CONTROLLER_MANAGER_NETWORK_POLICY: DerivedObject = derived(
-    "NetworkPolicy",
-    "-controller-manager",
-    "kube-controller-manager's NetworkPolicy",
-);
-/// NetworkPolicy closing the kube-scheduler pods to the pod network.
-pub const SCHEDULER_NETWORK_POLICY: DerivedObject = derived(
-    "NetworkPolicy",
-    "-scheduler",
-    "kube-scheduler's NetworkPolicy",
-);
-/// NetworkPolicy admitting the tenant's apiserver and workloads to the clustertree.
-pub const CLUSTERTREE_NETWORK_POLICY: DerivedObject = derived(
-    "NetworkPolicy",
-    "-clustertree",
-    "clustertree's NetworkPolicy",
-);
-
-/// Every object named after the VirtualCluster in its own namespace. Objects in the
-/// workload namespace and cluster-scoped ones carry the namespace in their name and are
-/// guarded by the workload-namespace rule instead.
-pub const DERIVED_OBJECTS: [DerivedObject; 32] = [
-    CLUSTER_CA_SECRET,
-    ETCD_CA_SECRET,
-    FRONT_PROXY_CA_SECRET,
-    ADMIN_CA_SECRET,
-    SERVICE_ACCOUNT_KEY_SECRET,
-    APISERVER_TLS_SECRET,
-    APISERVER_ETCD_CLIENT_SECRET,
-    APISERVER_KUBELET_CLIENT_SECRET,
-    APISERVER_ADMISSION_SECRET,
-    APISERVER_ENCRYPTION_SECRET,
-    FRONT_PROXY_CLIENT_SECRET,
-    ETCD_SERVER_SECRET,
-    ETCD_PEER_SECRET,
-    CONTROLLER_MANAGER_KUBECONFIG_SECRET,
-    SCHEDULER_KUBECONFIG_SECRET,
-    ADMIN_KUBECONFIG_SECRET,
-    ETCD_STATEFUL_SET,
-    ETCD_SERVICE,
-    ETCD_PEER_SERVICE,
-    APISERVER_SERVICE,
-    APISERVER_DEPLOYMENT,
-    CONTROLLER_MANAGER_DEPLOYMENT,
-    SCHEDULER_DEPLOYMENT,
-    CLUSTERTREE_DEPLOYMENT,
-    CLUSTERTREE_SERVICE_ACCOUNT,
-    CLUSTERTREE_READER_ROLE,
-    CLUSTERTREE_READER_BINDING,
-    ETCD_NETWORK_POLICY,
-    APISERVER_NETWORK_POLICY,
-    CONTROLLER_MANAGER_NETWORK_POLICY,
-    SCHEDULER_NETWORK_POLICY,
-    CLUSTERTREE_NETWORK_POLICY,
-];
+derived_objects! {
+    /// Secret of the cluster CA (signs the apiserver, kubelet-client and component certs).
+    CLUSTER_CA_SECRET, fn cluster_ca_secret: "Secret", "-ca", "cluster CA";
+    /// Secret of the etcd CA.
+    ETCD_CA_SECRET, fn etcd_ca_secret: "Secret", "-etcd-ca", "etcd CA";
+    /// Secret of the front-proxy (aggregation layer) CA.
+    FRONT_PROXY_CA_SECRET, fn front_proxy_ca_secret: "Secret", "-front-proxy-ca", "front-proxy CA";
+    /// Secret of the admin client CA (signs the admin kubeconfig alone, so that replacing it
+    /// revokes every admin kubeconfig and nothing else). Not `-admin-ca`: that is the cluster
+    /// CA of a sibling named `NAME-admin`, which existing namespaces may hold.
+    ADMIN_CA_SECRET, fn admin_ca_secret: "Secret", "-admin-signer", "admin client CA";
+    /// Secret of the service-account signing key pair.
+    SERVICE_ACCOUNT_KEY_SECRET, fn service_account_key_secret:
+        "Secret", "-sa", "service-account signing key";
+    /// Secret of the apiserver serving certificate.
+    APISERVER_TLS_SECRET, fn apiserver_tls_secret:
+        "Secret", "-apiserver-tls", "apiserver serving certificate";
+    /// Secret of the apiserver's etcd client certificate.
+    APISERVER_ETCD_CLIENT_SECRET, fn apiserver_etcd_client_secret:
+        "Secret", "-apiserver-etcd-client", "apiserver's etcd client certificate";
+    /// Secret of the apiserver's kubelet client certificate.
+    APISERVER_KUBELET_CLIENT_SECRET, fn apiserver_kubelet_client_secret:
+        "Secret", "-apiserver-kubelet-client", "apiserver's kubelet client certificate";
+    /// Secret of the apiserver's admission configuration (how it authenticates to webhooks).
+    APISERVER_ADMISSION_SECRET, fn apiserver_admission_secret:
+        "Secret", "-apiserver-admission", "apiserver's admission configuration";
+    /// Secret of the apiserver's encryption-at-rest configuration (its secretbox keys).
+    APISERVER_ENCRYPTION_SECRET, fn apiserver_encryption_secret:
+        "Secret", "-apiserver-encryption", "apiserver's encryption-at-rest keys";
+    /// Secret of the front-proxy client certificate.
+    FRONT_PROXY_CLIENT_SECRET, fn front_proxy_client_secret:
+        "Secret", "-front-proxy-client", "front-proxy client certificate";
+    /// Secret of the etcd serving certificate.
+    ETCD_SERVER_SECRET, fn etcd_server_secret: "Secret", "-etcd-server", "etcd serving certificate";
+    /// Secret of the etcd peer certificate.
+    ETCD_PEER_SECRET, fn etcd_peer_secret: "Secret", "-etcd-peer", "etcd peer certificate";
+    /// Secret of the controller-manager's kubeconfig.
+    CONTROLLER_MANAGER_KUBECONFIG_SECRET, fn controller_manager_kubeconfig_secret:
+        "Secret", "-controller-manager-kubeconfig", "controller-manager kubeconfig";
+    /// Secret of the scheduler's kubeconfig.
+    SCHEDULER_KUBECONFIG_SECRET, fn scheduler_kubeconfig_secret:
+        "Secret", "-scheduler-kubeconfig", "scheduler kubeconfig";
+    /// Secret of the admin kubeconfig.
+    ADMIN_KUBECONFIG_SECRET: "Secret", ADMIN_KUBECONFIG_SECRET_SUFFIX, "admin kubeconfig";
+    /// etcd StatefulSet; its client Service ([`ETCD_SERVICE`]) has the same name.
+    ETCD_STATEFUL_SET, fn etcd: "StatefulSet", "-etcd", "etcd";
+    /// etcd client Service.
+    ETCD_SERVICE: "Service", "-etcd", "etcd client Service";
+    /// Headless Service giving each etcd member a stable DNS name.
+    ETCD_PEER_SERVICE, fn etcd_peer_service: "Service", "-etcd-peer", "etcd peer Service";
+    /// kube-apiserver Service.
+    APISERVER_SERVICE: "Service", "-apiserver", "kube-apiserver Service";
+    /// kube-apiserver Deployment; its Service ([`APISERVER_SERVICE`]) has the same name.
+    APISERVER_DEPLOYMENT, fn apiserver: "Deployment", "-apiserver", "kube-apiserver";
+    /// kube-controller-manager Deployment.
+    CONTROLLER_MANAGER_DEPLOYMENT, fn controller_manager:
+        "Deployment", "-controller-manager", "kube-controller-manager";
+    /// kube-scheduler Deployment.
+    SCHEDULER_DEPLOYMENT, fn scheduler: "Deployment", "-scheduler", "kube-scheduler";
+    /// clustertree Deployment; its ServiceAccount, Role and RoleBinding have the same name.
+    CLUSTERTREE_DEPLOYMENT, fn clustertree: "Deployment", "-clustertree", "clustertree";
+    /// clustertree ServiceAccount.
+    CLUSTERTREE_SERVICE_ACCOUNT: "ServiceAccount", "-clustertree", "clustertree identity";
+    /// Role letting the clustertree read its VirtualCluster.
+    CLUSTERTREE_READER_ROLE: "Role", "-clustertree", "clustertree's VirtualCluster reader role";
+    /// RoleBinding of [`CLUSTERTREE_READER_ROLE`].
+    CLUSTERTREE_READER_BINDING:
+        "RoleBinding", "-clustertree", "clustertree's VirtualCluster reader binding";
+    /// NetworkPolicy admitting only this tenant's apiserver (client port) and members (peer
+    /// port) to its etcd pods.
+    ETCD_NETWORK_POLICY: "NetworkPolicy", "-etcd", "etcd's NetworkPolicy";
+    /// NetworkPolicy opening the kube-apiserver pods' secure port.
+    APISERVER_NETWORK_POLICY: "NetworkPolicy", "-apiserver", "kube-apiserver's NetworkPolicy";
+    /// NetworkPolicy closing the kube-controller-manager pods to the pod network.
+    CONTROLLER_MANAGER_NETWORK_POLICY:
+        "NetworkPolicy", "-controller-manager", "kube-controller-manager's NetworkPolicy";
+    /// NetworkPolicy closing the kube-scheduler pods to the pod network.
+    SCHEDULER_NETWORK_POLICY: "NetworkPolicy", "-scheduler", "kube-scheduler's NetworkPolicy";
+    /// NetworkPolicy admitting the tenant's apiserver and workloads to the clustertree.
+    CLUSTERTREE_NETWORK_POLICY: "NetworkPolicy", "-clustertree", "clustertree's NetworkPolicy";
+}
 
 /// Where VirtualCluster `name` and another one of the same namespace would both own an
 /// object: the other's name, the object's kind and name, and what each uses it for.
@@ -249,91 +184,6 @@ pub fn possible_clashes(name: &str) -> Vec<NameClash> {
     clashes
 }
 
-/// Secret of the cluster CA.
-pub fn cluster_ca_secret(name: &str) -> String {
-    CLUSTER_CA_SECRET.name(name)
-}
-/// Secret of the etcd CA.
-pub fn etcd_ca_secret(name: &str) -> String {
-    ETCD_CA_SECRET.name(name)
-}
-/// Secret of the front-proxy CA.
-pub fn front_proxy_ca_secret(name: &str) -> String {
-    FRONT_PROXY_CA_SECRET.name(name)
-}
-/// Secret of the admin client CA.
-pub fn admin_ca_secret(name: &str) -> String {
-    ADMIN_CA_SECRET.name(name)
-}
-/// Secret of the service-account signing key pair.
-pub fn service_account_key_secret(name: &str) -> String {
-    SERVICE_ACCOUNT_KEY_SECRET.name(name)
-}
-/// Secret of the apiserver serving certificate.
-pub fn apiserver_tls_secret(name: &str) -> String {
-    APISERVER_TLS_SECRET.name(name)
-}
-/// Secret of the apiserver's etcd client certificate.
-pub fn apiserver_etcd_client_secret(name: &str) -> String {
-    APISERVER_ETCD_CLIENT_SECRET.name(name)
-}
-/// Secret of the apiserver's kubelet client certificate.
-pub fn apiserver_kubelet_client_secret(name: &str) -> String {
-    APISERVER_KUBELET_CLIENT_SECRET.name(name)
-}
-/// Secret of the apiserver's admission configuration.
-pub fn apiserver_admission_secret(name: &str) -> String {
-    APISERVER_ADMISSION_SECRET.name(name)
-}
-/// Secret of the apiserver's encryption-at-rest configuration.
-pub fn apiserver_encryption_secret(name: &str) -> String {
-    APISERVER_ENCRYPTION_SECRET.name(name)
-}
-/// Secret of the front-proxy client certificate.
-pub fn front_proxy_client_secret(name: &str) -> String {
-    FRONT_PROXY_CLIENT_SECRET.name(name)
-}
-/// Secret of the etcd serving certificate.
-pub fn etcd_server_secret(name: &str) -> String {
-    ETCD_SERVER_SECRET.name(name)
-}
-/// Secret of the etcd peer certificate.
-pub fn etcd_peer_secret(name: &str) -> String {
-    ETCD_PEER_SECRET.name(name)
-}
-/// Secret of the controller-manager's kubeconfig.
-pub fn controller_manager_kubeconfig_secret(name: &str) -> String {
-    CONTROLLER_MANAGER_KUBECONFIG_SECRET.name(name)
-}
-/// Secret of the scheduler's kubeconfig.
-pub fn scheduler_kubeconfig_secret(name: &str) -> String {
-    SCHEDULER_KUBECONFIG_SECRET.name(name)
-}
-/// etcd StatefulSet and its client Service.
-pub fn etcd(name: &str) -> String {
-    ETCD_STATEFUL_SET.name(name)
-}
-/// Headless Service giving each etcd member a stable DNS name.
-pub fn etcd_peer_service(name: &str) -> String {
-    ETCD_PEER_SERVICE.name(name)
-}
-/// kube-apiserver Deployment and Service.
-pub fn apiserver(name: &str) -> String {
-    APISERVER_DEPLOYMENT.name(name)
-}
-/// kube-controller-manager Deployment.
-pub fn controller_manager(name: &str) -> String {
-    CONTROLLER_MANAGER_DEPLOYMENT.name(name)
-}
-/// kube-scheduler Deployment.
-pub fn scheduler(name: &str) -> String {
-    SCHEDULER_DEPLOYMENT.name(name)
-}
-/// clustertree Deployment and ServiceAccount, and its VirtualCluster reader
-/// Role/RoleBinding.
-pub fn clustertree(name: &str) -> String {
-    CLUSTERTREE_DEPLOYMENT.name(name)
-}
 /// RoleBinding in the workload namespace granting the clustertree the chart's fixed
 /// clustertree ClusterRole there. Not `NAME-clustertree`: a binding of that name from an
 /// older release references a Role, and a roleRef cannot change.

@@ -22,15 +22,8 @@ use vc_clustertree::sync::{self, Target};
 /// Why the process could not start.
 #[derive(Debug, thiserror::Error)]
 enum StartError {
-    #[error("reading the host kubeconfig {path}: {source}")]
-    ReadHostKubeconfig {
-        path: String,
-        source: kube::config::KubeconfigError,
-    },
-    #[error("reading the in-cluster ServiceAccount (pass --kubeconfig outside a pod): {0}")]
-    ReadInClusterConfig(kube::config::InClusterError),
-    #[error("connecting to the host: {0}")]
-    ConnectHost(kube::Error),
+    #[error("connecting to the host")]
+    ConnectHost(#[source] vc_process::host::HostError),
     #[error("reading the tenant kubeconfig {path}: {source}")]
     ReadTenantKubeconfig {
         path: String,
@@ -44,8 +37,8 @@ enum StartError {
     KubeletListen(kubelet_api::ServeError),
     #[error("--kubelet-tls-cert-file and --kubelet-tls-key-file go together")]
     KubeletTlsPair,
-    #[error("listening for SIGTERM: {0}")]
-    Signal(std::io::Error),
+    #[error(transparent)]
+    Signal(vc_process::shutdown::SignalError),
     #[error(transparent)]
     DnsZone(dns::resolve::ZoneError),
     #[error("serving DNS: {0}")]
@@ -116,7 +109,7 @@ struct Flags {
     /// VirtualCluster namespace's `vc.kosmos.io/workload-pod-security` label.
     #[arg(long, default_value = "baseline")]
     pod_security: vc_api::pod_security::PodSecurityLevel,
-    /// Log filter, as RUST_LOG.
+    /// Log filter, as RUST_LOG; lines are JSON.
     #[arg(long, default_value = "info")]
     log_level: String,
 }
@@ -154,37 +147,26 @@ fn parse_seconds(text: &str) -> Result<Duration, String> {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let flags = Flags::parse();
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&flags.log_level)
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    if let Err(error) =
+        vc_process::logging::init(vc_process::logging::LogFormat::Json, &flags.log_level)
+    {
+        eprintln!("vc-clustertree: {error}");
+        return std::process::ExitCode::FAILURE;
+    }
     match start(flags).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
-            tracing::error!(%error, "vc-clustertree stopped");
+            tracing::error!(error = %vc_process::logging::chain(&error), "vc-clustertree stopped");
             std::process::ExitCode::FAILURE
         }
     }
 }
 
 async fn start(flags: Flags) -> Result<(), StartError> {
-    let host_config = match &flags.kubeconfig {
-        Some(path) => {
-            let error = |source| StartError::ReadHostKubeconfig {
-                path: path.display().to_string(),
-                source,
-            };
-            let kubeconfig = kube::config::Kubeconfig::read_from(path).map_err(error)?;
-            kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-                .await
-                .map_err(error)?
-        }
-        None => kube::Config::incluster().map_err(StartError::ReadInClusterConfig)?,
-    };
-    let host = kube::Client::try_from(host_config).map_err(StartError::ConnectHost)?;
+    let shutdown = vc_process::shutdown::on_signal().map_err(StartError::Signal)?;
+    let host = vc_process::host::client(flags.kubeconfig.as_deref(), vc_process::user_agent!())
+        .await
+        .map_err(StartError::ConnectHost)?;
     let path = flags.tenant_kubeconfig.display().to_string();
     let kubeconfig =
         kube::config::Kubeconfig::read_from(&flags.tenant_kubeconfig).map_err(|source| {
@@ -199,8 +181,6 @@ async fn start(flags: Flags) -> Result<(), StartError> {
     let tenant_ca = tenant_config.root_cert.clone().unwrap_or_default();
     let tenant_url = tenant_config.cluster_url.clone();
     let tenant = kube::Client::try_from(tenant_config).map_err(StartError::ConnectTenant)?;
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(StartError::Signal)?;
     let serving = match (flags.kubelet_tls_cert_file, flags.kubelet_tls_key_file) {
         (Some(cert), Some(key)) => Some(tls::ServingCertificate::Files { cert, key }),
         (None, None) => None,
@@ -277,23 +257,20 @@ async fn start(flags: Flags) -> Result<(), StartError> {
         }),
         _ => None,
     };
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
-        let _stopped_or_gone = stopped.wait_for(|stop| *stop).await;
-    };
+    let until_stopped = || shutdown.clone().cancelled_owned();
     let nodes = sync::run(
         host.clone(),
         tenant.clone(),
         target,
         flags.period,
-        until_stopped(stopped.clone()),
+        until_stopped(),
     );
     let api = KubeletApi {
         host: host.clone(),
         tenant: tenant.clone(),
         workload_namespace: tenancy.workload_namespace.clone(),
     };
-    let api_stopped = until_stopped(stopped.clone());
+    let api_stopped = until_stopped();
     let kubelet_api = async move {
         if let Some((listener, config, _)) = kubelet {
             kubelet_api::serve(listener, config, api, api_stopped).await;
@@ -309,7 +286,7 @@ async fn start(flags: Flags) -> Result<(), StartError> {
         flags.apiserver_cluster_ip,
         servers,
         answering,
-        stopped.clone(),
+        shutdown.clone(),
     );
     let services = service_sync::run(
         host.clone(),
@@ -317,7 +294,7 @@ async fn start(flags: Flags) -> Result<(), StartError> {
         tenancy.workload_namespace.clone(),
         webhook,
         flags.period,
-        until_stopped(stopped.clone()),
+        until_stopped(),
     );
     let (publish_dns, dns_state) = tokio::sync::watch::channel(DnsState::Pending);
     let tenant_dns = cluster_dns::run(
@@ -330,7 +307,7 @@ async fn start(flags: Flags) -> Result<(), StartError> {
         flags.period,
         answering_now,
         publish_dns,
-        until_stopped(stopped.clone()),
+        until_stopped(),
     );
     let pods = pod_sync::run(
         host,
@@ -338,23 +315,15 @@ async fn start(flags: Flags) -> Result<(), StartError> {
         tenancy,
         dns_state,
         flags.period,
-        until_stopped(stopped),
+        until_stopped(),
     );
-    let signal = async move {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = terminate.recv() => {}
-        }
-        let _no_loop_left = stop.send(true);
-    };
     tokio::join!(
         nodes,
         pods,
         services,
         kubelet_api,
         tenant_dns_server,
-        tenant_dns,
-        signal
+        tenant_dns
     );
     Ok(())
 }

@@ -4,21 +4,13 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 
 /// Namespace used for the leader-election Lease when neither the flag nor `POD_NAMESPACE`
 /// says otherwise; it is where the chart installs the controller by default.
 pub const DEFAULT_LEADER_ELECTION_NAMESPACE: &str = "kosmos-system";
 
-/// How log lines are written.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    #[default]
-    Text,
-    /// One JSON object per line, for log collectors.
-    Json,
-}
+pub use vc_process::logging::LogFormat;
 
 /// Provisions each VirtualCluster's tenant control plane and clustertree, claims and
 /// releases host nodes, and cleans up on delete.

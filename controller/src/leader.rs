@@ -9,13 +9,13 @@
 
 use std::time::Duration;
 
-use futures::FutureExt;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, Client};
-use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::error::{is_conflict, is_not_found};
 
@@ -211,16 +211,16 @@ impl LeaderElector {
     }
 
     /// Keeps renewing; resolves when leadership is lost (no successful renewal within
-    /// the renew deadline, or another holder took the lease) or when `stop` flips to true,
-    /// in which case the lease is released so a standby takes over at once. A renewal
-    /// that hangs (an apiserver that accepts and never answers) counts against the
+    /// the renew deadline, or another holder took the lease) or when `release` is
+    /// cancelled, in which case the lease is released so a standby takes over at once. A
+    /// renewal that hangs (an apiserver that accepts and never answers) counts against the
     /// deadline: past it, a standby may already lead, so this one must stop.
-    pub async fn hold(&self, mut stop: watch::Receiver<bool>) -> Leadership {
+    pub async fn hold(&self, release: CancellationToken) -> Leadership {
         let mut last_renewal = tokio::time::Instant::now();
         loop {
             let stopping = tokio::select! {
                 () = tokio::time::sleep(self.retry_period) => false,
-                _ = stop.wait_for(|stopped| *stopped).map(|_| ()) => true,
+                () = release.cancelled() => true,
             };
             if stopping {
                 self.release().await;
@@ -292,6 +292,46 @@ impl LeaderElector {
     }
 }
 
+/// The lease held in the background by [`LeaderElector::keep`].
+#[derive(Debug)]
+pub struct Held {
+    release: CancellationToken,
+    renewing: JoinHandle<Leadership>,
+}
+
+impl Held {
+    /// Releases the lease (unless it was lost) and tells how holding it ended.
+    pub async fn release(self) -> Leadership {
+        self.release.cancel();
+        match self.renewing.await {
+            Ok(leadership) => leadership,
+            // A renewal task that died may have left the lease to expire under a standby:
+            // the process must exit as a loser.
+            Err(_) => Leadership::Lost,
+        }
+    }
+}
+
+impl LeaderElector {
+    /// Holds the lease in the background until [`Held::release`]; losing it cancels
+    /// `shutdown`, so the whole process stops reconciling.
+    pub fn keep(self, shutdown: CancellationToken) -> Held {
+        let release = CancellationToken::new();
+        let renewing = tokio::spawn({
+            let release = release.clone();
+            async move {
+                let outcome = self.hold(release).await;
+                if outcome == Leadership::Lost {
+                    tracing::error!("lost the leader lease; stopping");
+                    shutdown.cancel();
+                }
+                outcome
+            }
+        });
+        Held { release, renewing }
+    }
+}
+
 /// How holding the lease ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Leadership {
@@ -320,10 +360,9 @@ mod tests {
         }
     }
 
-    /// An apiserver that accepts connections and never answers: a renewal in flight must
-    /// not keep the leader leading past its renew deadline.
-    #[tokio::test]
-    async fn a_renewal_that_hangs_loses_leadership_at_the_deadline() {
+    /// A candidate whose apiserver accepts connections and never answers, with a renew
+    /// deadline of 600 ms; the task holds the connections.
+    async fn candidate_of_a_silent_apiserver() -> (LeaderElector, JoinHandle<()>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let silent = tokio::spawn(async move {
@@ -336,15 +375,37 @@ mod tests {
         let client = Client::try_from(config).unwrap();
         let elector = LeaderElector::new(client, "kosmos-system", "vc-controller", "me".into())
             .with_timing(Duration::from_millis(600), Duration::from_millis(100));
-        let (_stop, stopped) = watch::channel(false);
+        (elector, silent)
+    }
+
+    /// A renewal in flight must not keep the leader leading past its renew deadline.
+    #[tokio::test]
+    async fn a_renewal_that_hangs_loses_leadership_at_the_deadline() {
+        let (elector, silent) = candidate_of_a_silent_apiserver().await;
         let started = std::time::Instant::now();
-        let held = tokio::time::timeout(Duration::from_secs(10), elector.hold(stopped)).await;
+        let held = tokio::time::timeout(
+            Duration::from_secs(10),
+            elector.hold(CancellationToken::new()),
+        )
+        .await;
         assert_eq!(held, Ok(Leadership::Lost), "hold() must give up, not hang");
         assert!(
             started.elapsed() < Duration::from_secs(2),
             "gave up after {:?}, deadline 600 ms",
             started.elapsed()
         );
+        silent.abort();
+    }
+
+    #[tokio::test]
+    async fn a_lease_lost_in_the_background_stops_the_process() {
+        let (elector, silent) = candidate_of_a_silent_apiserver().await;
+        let shutdown = CancellationToken::new();
+        let held = elector.keep(shutdown.clone());
+        tokio::time::timeout(Duration::from_secs(10), shutdown.cancelled())
+            .await
+            .expect("losing the lease cancels the shutdown token");
+        assert_eq!(held.release().await, Leadership::Lost);
         silent.abort();
     }
 

@@ -1,19 +1,15 @@
-//! Logs, metrics and the probe server (`/healthz`, `/readyz`, `/metrics`).
+//! Metrics and what the probe server (`/healthz`, `/readyz`, `/metrics`, served by
+//! `vc_process::probes`) reports.
 //!
 //! Metric labels are bounded: a reconcile's `step` and `outcome` come from closed enums,
 //! never from object names or error strings, so the series count stays fixed however many
 //! tenants exist.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
-use axum::routing::get;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -21,23 +17,6 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::error::Step;
-use crate::flags::{Flags, LogFormat};
-
-/// Sets up the global tracing subscriber from `--log-format` and `--log-level`.
-pub fn init_logging(flags: &Flags) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_new(&flags.log_level).map_err(|error| {
-        anyhow::anyhow!(
-            "--log-level {:?} is not a valid tracing filter ({error}); use e.g. `info` or `vc_controller=debug`",
-            flags.log_level
-        )
-    })?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    let result = match flags.log_format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.try_init(),
-    };
-    result.map_err(|error| anyhow::anyhow!("failed to install the log subscriber: {error}"))
-}
 
 /// How a reconcile ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -150,70 +129,34 @@ impl Health {
     }
 }
 
+/// The controller's side of the probes: ready once its watches synced (or, with leader
+/// election, once it reached the apiserver as a standby).
 #[derive(Clone, Debug)]
-struct ProbeState {
+struct ControllerProbes {
     metrics: Arc<Metrics>,
     health: Arc<Health>,
+}
+
+impl vc_process::probes::Probes for ControllerProbes {
+    fn unready(&self) -> Option<String> {
+        (!self.health.is_ready()).then(|| "watches not synced yet".to_owned())
+    }
+
+    fn encode_metrics(&self) -> Result<String, std::fmt::Error> {
+        self.metrics.encode()
+    }
 }
 
 /// The router of the probe server; public so tests can call it without a socket.
 pub fn probe_router(metrics: Arc<Metrics>, health: Arc<Health>) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics_text))
-        .with_state(ProbeState { metrics, health })
-}
-
-async fn readyz(State(state): State<ProbeState>) -> impl IntoResponse {
-    if state.health.is_ready() {
-        (StatusCode::OK, "ok")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "watches not synced yet")
-    }
-}
-
-async fn metrics_text(State(state): State<ProbeState>) -> impl IntoResponse {
-    match state.metrics.encode() {
-        Ok(text) => (
-            StatusCode::OK,
-            [(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
-            text,
-        )
-            .into_response(),
-        Err(_) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "failed to encode metrics",
-        )
-            .into_response(),
-    }
-}
-
-/// Binds the probe server; the returned future serves until `shutdown` resolves.
-pub async fn serve_probes(
-    listen: SocketAddr,
-    metrics: Arc<Metrics>,
-    health: Arc<Health>,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|error| anyhow::anyhow!("--probe-listen {listen}: cannot bind: {error}"))?;
-    tracing::info!(address = %listen, "probe server listening");
-    axum::serve(listener, probe_router(metrics, health))
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|error| anyhow::anyhow!("probe server failed: {error}"))
+    vc_process::probes::router(Arc::new(ControllerProbes { metrics, health }))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use axum::body::Body;
-    use axum::http::Request;
+    use axum::http::{Request, StatusCode};
     use http_body_util::BodyExt;
     use tower::ServiceExt;
 

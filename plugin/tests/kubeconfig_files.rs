@@ -87,23 +87,8 @@ some-future-field:
   keep: me
 "#;
 
-const TENANT_KUBECONFIG: &str = r#"apiVersion: v1
-kind: Config
-clusters:
-- name: prod
-  cluster:
-    server: https://127.100.0.9:6443
-    certificate-authority-data: VEVOQU5ULUNB
-users:
-- name: admin
-  user:
-    client-certificate-data: VEVOQU5ULUNFUlQ=
-    client-key-data: VEVOQU5ULUtFWQ==
-contexts:
-- name: admin@prod
-  context: {cluster: prod, user: admin}
-current-context: admin@prod
-"#;
+/// The admin kubeconfig the controller writes for a tenant, as `kubectl vc` reads it.
+const TENANT_KUBECONFIG: &str = include_str!("fixtures/tenant-admin-kubeconfig.yaml");
 
 #[cfg(test)]
 fn read(path: &Path) -> Mapping {

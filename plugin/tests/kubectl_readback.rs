@@ -57,23 +57,8 @@ const YAML_11_SPECIALS: &[&str] = &[
     "<<",
 ];
 
-const TENANT_KUBECONFIG: &str = r#"apiVersion: v1
-kind: Config
-clusters:
-- name: demo
-  cluster:
-    server: https://127.100.0.9:6443
-    certificate-authority-data: VEVOQU5ULUNB
-users:
-- name: admin
-  user:
-    client-certificate-data: VEVOQU5ULUNFUlQ=
-    client-key-data: VEVOQU5ULUtFWQ==
-contexts:
-- name: admin@demo
-  context: {cluster: demo, user: admin}
-current-context: admin@demo
-"#;
+/// The admin kubeconfig the controller writes for a tenant, as `kubectl vc` reads it.
+const TENANT_KUBECONFIG: &str = include_str!("fixtures/tenant-admin-kubeconfig.yaml");
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/kubeconfigs");
 

@@ -10,9 +10,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 use vc_api::ServiceType;
-use vc_api::admission::{Defaults, Inventory, Policy, Ratio, parse_quantity};
+use vc_api::admission::{self, Defaults, Inventory, Policy, Ratio, parse_quantity};
 
 use crate::limits::{Limits, parse_duration};
 use crate::metrics::{CacheKind, Metrics};
@@ -43,31 +42,27 @@ pub struct Cli {
     pub kubeconfig: Option<PathBuf>,
 
     /// The only identity allowed to write spec.kubeconfig (the controller's service account).
-    #[arg(
-        long,
-        value_name = "USER",
-        default_value = "system:serviceaccount:kosmos-system:kosmos-vc-controller"
-    )]
+    #[arg(long, value_name = "USER", default_value = admission::DEFAULT_CONTROLLER_USERNAME)]
     pub controller_username: String,
 
     /// Kubernetes version given to VirtualClusters that name none.
-    #[arg(long, value_name = "VERSION", default_value = "v1.33.4")]
+    #[arg(long, value_name = "VERSION", default_value = admission::DEFAULT_KUBERNETES_VERSION)]
     pub default_kubernetes_version: String,
 
     /// kube-apiserver replicas given to VirtualClusters that name none.
-    #[arg(long, value_name = "N", default_value_t = 1)]
+    #[arg(long, value_name = "N", default_value_t = admission::DEFAULT_APISERVER_REPLICAS)]
     pub default_apiserver_replicas: i32,
 
     /// Service type of the tenant apiserver when the VirtualCluster names none.
-    #[arg(long, value_name = "TYPE", value_enum, default_value_t = ServiceTypeArg::ClusterIP)]
+    #[arg(long, value_name = "TYPE", value_enum, default_value_t = ServiceTypeArg::from(admission::DEFAULT_APISERVER_SERVICE_TYPE))]
     pub default_apiserver_service_type: ServiceTypeArg,
 
     /// etcd members given to VirtualClusters that name none (1, 3 or 5).
-    #[arg(long, value_name = "N", default_value_t = 1)]
+    #[arg(long, value_name = "N", default_value_t = admission::DEFAULT_ETCD_REPLICAS)]
     pub default_etcd_replicas: i32,
 
     /// Size of each etcd member's volume when the VirtualCluster names none.
-    #[arg(long, value_name = "QTY", default_value = "1Gi")]
+    #[arg(long, value_name = "QTY", default_value = admission::DEFAULT_ETCD_STORAGE_SIZE)]
     pub default_etcd_storage_size: String,
 
     /// StorageClass of etcd volumes when the VirtualCluster names none; empty = the host's default class.
@@ -164,6 +159,16 @@ pub enum ServiceTypeArg {
     LoadBalancer,
 }
 
+impl From<ServiceType> for ServiceTypeArg {
+    fn from(value: ServiceType) -> Self {
+        match value {
+            ServiceType::ClusterIP => Self::ClusterIP,
+            ServiceType::NodePort => Self::NodePort,
+            ServiceType::LoadBalancer => Self::LoadBalancer,
+        }
+    }
+}
+
 impl From<ServiceTypeArg> for ServiceType {
     fn from(value: ServiceTypeArg) -> Self {
         match value {
@@ -174,14 +179,7 @@ impl From<ServiceTypeArg> for ServiceType {
     }
 }
 
-/// How logs are written.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
-}
+pub use vc_process::logging::LogFormat;
 
 /// A flag value that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -358,37 +356,6 @@ fn parse_bytes(flag: &'static str, value: &str, min: u64, max: u64) -> Result<u6
         .ok_or_else(out_of_range)
 }
 
-/// Installs the tracing subscriber the flags ask for.
-pub fn init_logging(format: LogFormat, filter: &str) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .with_context(|| format!("--log-level {filter:?} is not a valid tracing filter"))?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    let installed = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-    };
-    installed.map_err(|error| anyhow::anyhow!("cannot install the logger: {error}"))
-}
-
-async fn host_client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<kube::Client> {
-    let config = match kubeconfig {
-        Some(path) => {
-            let kubeconfig = kube::config::Kubeconfig::read_from(path)
-                .with_context(|| format!("cannot read --kubeconfig {}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(
-                kubeconfig,
-                &kube::config::KubeConfigOptions::default(),
-            )
-            .await
-            .with_context(|| format!("cannot use --kubeconfig {}", path.display()))?
-        }
-        None => kube::Config::incluster().context(
-            "no --kubeconfig given and not running in a pod (in-cluster configuration unavailable)",
-        )?,
-    };
-    kube::Client::try_from(config).context("cannot build the Kubernetes client")
-}
-
 /// Runs the webhook until SIGTERM or Ctrl-C.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let policy = cli.policy()?;
@@ -405,7 +372,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Arc::clone(&provider),
     )?);
     let tls_config = tls::server_config(Arc::clone(&certificate), provider)?;
-    let client = host_client(cli.kubeconfig.as_ref()).await?;
+    let client =
+        vc_process::host::client(cli.kubeconfig.as_deref(), vc_process::user_agent!()).await?;
 
     let inventory: SharedInventory = Arc::new(parking_lot::RwLock::new(Inventory::new()));
     let readiness = Arc::new(Readiness::default());
@@ -433,39 +401,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         limits,
     });
 
-    let shutdown = CancellationToken::new();
+    let shutdown = vc_process::shutdown::on_signal()?;
     tokio::spawn(certificate.watch(tls::DEFAULT_RELOAD_INTERVAL, shutdown.clone()));
 
     let listener = TcpListener::bind(cli.listen)
         .await
         .with_context(|| format!("cannot listen on --listen {}", cli.listen))?;
     tracing::info!(listen = %cli.listen, "serving admission webhooks over HTTPS");
-    tokio::spawn(cancel_on_signal(shutdown.clone()));
     server::serve(listener, tls_config, webhook, shutdown).await;
     node_cache.abort();
     cluster_cache.abort();
     tracing::info!("stopped");
     Ok(())
-}
-
-async fn cancel_on_signal(shutdown: CancellationToken) {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(error) => {
-                tracing::warn!(%error, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = terminate => {}
-    }
-    tracing::info!("shutting down; finishing in-flight requests");
-    shutdown.cancel();
 }
 
 #[cfg(test)]

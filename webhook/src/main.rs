@@ -7,7 +7,7 @@ use clap::Parser;
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = vc_webhook::cli::Cli::parse();
-    if let Err(error) = vc_webhook::cli::init_logging(cli.log_format, &cli.log_level) {
+    if let Err(error) = vc_process::logging::init(cli.log_format, &cli.log_level) {
         eprintln!("vc-webhook: {error:#}");
         return ExitCode::FAILURE;
     }

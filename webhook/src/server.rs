@@ -16,7 +16,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::post;
 use http_body_util::BodyExt;
 use rustls::ServerConfig;
 use tokio::net::TcpListener;
@@ -104,7 +104,7 @@ struct Handlers {
     body_budget: Arc<Semaphore>,
 }
 
-/// Routes of the webhook.
+/// Routes of the webhook: the admission endpoints and the probes.
 pub fn router(webhook: Arc<Webhook>) -> Router {
     let budget = webhook
         .limits
@@ -113,13 +113,24 @@ pub fn router(webhook: Arc<Webhook>) -> Router {
     Router::new()
         .route("/mutate", post(mutate))
         .route("/validate", post(validate))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
         .with_state(Arc::new(Handlers {
-            webhook,
+            webhook: Arc::clone(&webhook),
             body_budget: Arc::new(Semaphore::new(budget)),
         }))
+        .merge(vc_process::probes::router(webhook))
+}
+
+/// Ready once both watch caches listed everything; metrics are the webhook's own.
+impl vc_process::probes::Probes for Webhook {
+    fn unready(&self) -> Option<String> {
+        let pending = self.readiness.pending();
+        (!pending.is_empty())
+            .then(|| format!("waiting for the first list of: {}", pending.join(", ")))
+    }
+
+    fn encode_metrics(&self) -> Result<String, std::fmt::Error> {
+        self.metrics.encode()
+    }
 }
 
 async fn mutate(State(handlers): State<Arc<Handlers>>, request: Request) -> Response {
@@ -288,37 +299,6 @@ fn render(reply: Reply, outcome: Outcome) -> (Response, Outcome) {
                 )
             }
         },
-    }
-}
-
-async fn healthz() -> &'static str {
-    "ok"
-}
-
-async fn readyz(State(handlers): State<Arc<Handlers>>) -> Response {
-    let pending = handlers.webhook.readiness.pending();
-    if pending.is_empty() {
-        (StatusCode::OK, "ok").into_response()
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("waiting for the first list of: {}", pending.join(", ")),
-        )
-            .into_response()
-    }
-}
-
-async fn metrics(State(handlers): State<Arc<Handlers>>) -> Response {
-    match handlers.webhook.metrics.encode() {
-        Ok(text) => (
-            [(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
-            text,
-        )
-            .into_response(),
-        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "cannot encode metrics").into_response(),
     }
 }
 

@@ -29,15 +29,27 @@ pub struct Defaults {
     pub etcd_storage_class: Option<String>,
 }
 
-/// The flag defaults documented in `docs/contracts.md`.
+/// Default of `--default-kubernetes-version`.
+pub const DEFAULT_KUBERNETES_VERSION: &str = "v1.33.4";
+/// Default of `--default-apiserver-replicas`.
+pub const DEFAULT_APISERVER_REPLICAS: i32 = 1;
+/// Default of `--default-apiserver-service-type`.
+pub const DEFAULT_APISERVER_SERVICE_TYPE: ServiceType = ServiceType::ClusterIP;
+/// Default of `--default-etcd-replicas`.
+pub const DEFAULT_ETCD_REPLICAS: i32 = 1;
+/// Default of `--default-etcd-storage-size`.
+pub const DEFAULT_ETCD_STORAGE_SIZE: &str = "1Gi";
+
+/// The flag defaults documented in `docs/contracts.md`; the webhook's flags default to the
+/// same constants.
 impl Default for Defaults {
     fn default() -> Self {
         Self {
-            kubernetes_version: "v1.33.4".to_owned(),
-            apiserver_replicas: 1,
-            apiserver_service_type: ServiceType::ClusterIP,
-            etcd_replicas: 1,
-            etcd_storage_size: "1Gi".to_owned(),
+            kubernetes_version: DEFAULT_KUBERNETES_VERSION.to_owned(),
+            apiserver_replicas: DEFAULT_APISERVER_REPLICAS,
+            apiserver_service_type: DEFAULT_APISERVER_SERVICE_TYPE,
+            etcd_replicas: DEFAULT_ETCD_REPLICAS,
+            etcd_storage_size: DEFAULT_ETCD_STORAGE_SIZE.to_owned(),
             etcd_storage_class: None,
         }
     }

@@ -29,7 +29,10 @@ mod policy;
 mod quantity;
 mod rules;
 
-pub use defaults::{Defaults, apply_defaults};
+pub use defaults::{
+    DEFAULT_APISERVER_REPLICAS, DEFAULT_APISERVER_SERVICE_TYPE, DEFAULT_ETCD_REPLICAS,
+    DEFAULT_ETCD_STORAGE_SIZE, DEFAULT_KUBERNETES_VERSION, Defaults, apply_defaults,
+};
 pub use facts::{ClusterFacts, ClusterKey, NodeFacts, ResourceAmounts};
 pub use inventory::Inventory;
 pub use policy::{DEFAULT_CONTROLLER_USERNAME, Policy, Ratio, RatioError};

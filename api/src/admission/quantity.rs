@@ -393,43 +393,36 @@ mod tests {
             parse_quantity("10GB").unwrap_err().to_string(),
             "\"10GB\" is not a quantity: unknown suffix \"GB\"; use one of Ki, Mi, Gi, Ti, Pi, Ei, n, u, m, k, M, G, T, P, E or an exponent such as e3"
         );
-        assert!(matches!(
-            parse_quantity("1e"),
-            Err(QuantityError::ParseExponent { .. })
-        ));
-        assert!(matches!(
-            parse_quantity("1e1.5"),
-            Err(QuantityError::ParseExponent { .. })
-        ));
-        assert!(matches!(
-            parse_quantity("1.2.3"),
-            Err(QuantityError::ParseNumber { .. })
-        ));
-        assert!(matches!(
-            parse_quantity("."),
-            Err(QuantityError::ParseNumber { .. })
-        ));
-        assert!(matches!(
-            parse_quantity(" 1"),
-            Err(QuantityError::ParseNumber { .. })
-        ));
-        assert!(matches!(
-            parse_quantity("1 "),
-            Err(QuantityError::ParseSuffix { .. })
-        ));
-        assert!(matches!(
-            parse_quantity("1e400"),
-            Err(QuantityError::OutOfRange { .. })
-        ));
-        assert!(matches!(
-            parse_quantity("1e28"),
-            Err(QuantityError::OutOfRange { .. })
-        ));
+        // Which step refused each text: where it stops reading says what the message names.
+        type RefusedBy = fn(&QuantityError) -> bool;
+        let refusals: [(RefusedBy, &[&str]); 4] = [
+            (
+                |error| matches!(error, QuantityError::ParseNumber { .. }),
+                &["1.2.3", ".", " 1"],
+            ),
+            (
+                |error| matches!(error, QuantityError::ParseSuffix { .. }),
+                &["1 "],
+            ),
+            (
+                |error| matches!(error, QuantityError::ParseExponent { .. }),
+                &["1e", "1e1.5"],
+            ),
+            (
+                |error| matches!(error, QuantityError::OutOfRange { .. }),
+                &["1e400", "1e28", "99999999999999999999999Ei"],
+            ),
+        ];
+        for (refused_by, texts) in refusals {
+            for text in texts {
+                let refusal = parse_quantity(text);
+                assert!(
+                    refusal.as_ref().is_err_and(refused_by),
+                    "{text:?}: {refusal:?}"
+                );
+            }
+        }
         assert_eq!(parse_quantity("1e27"), Ok(MAX_MILLI));
-        assert!(matches!(
-            parse_quantity("99999999999999999999999Ei"),
-            Err(QuantityError::OutOfRange { .. })
-        ));
     }
 
     #[test]

@@ -24,7 +24,7 @@ use std::time::Duration;
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Serves the cluster DNS of `client`'s Services and EndpointSlices on `listeners`,
-/// forwarding other names to `upstreams`, until `stopped` turns true: the watch caches
+/// forwarding other names to `upstreams`, until `stopped` is cancelled: the watch caches
 /// and the server side by side; `answering` turns true once the zone is answered from
 /// listed caches. With `kubernetes`, `kubernetes.default.svc` answers that
 /// address ([`Snapshot::pin_kubernetes`]).
@@ -35,11 +35,8 @@ pub async fn run(
     kubernetes: Option<std::net::IpAddr>,
     upstreams: Vec<std::net::SocketAddr>,
     answering: tokio::sync::watch::Sender<bool>,
-    stopped: tokio::sync::watch::Receiver<bool>,
+    stopped: tokio_util::sync::CancellationToken,
 ) {
-    let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
-        let _stopped_or_gone = stopped.wait_for(|stop| *stop).await;
-    };
     let (publish, published) = tokio::sync::watch::channel(None);
     let mut first = published.clone();
     let answers = async move {
@@ -48,7 +45,12 @@ pub async fn run(
             answering.send_replace(true);
         }
     };
-    let records = watch::run(client, kubernetes, publish, until_stopped(stopped.clone()));
+    let records = watch::run(
+        client,
+        kubernetes,
+        publish,
+        stopped.clone().cancelled_owned(),
+    );
     let server = serve::serve(
         listeners,
         Arc::new(serve::Dns {
@@ -59,7 +61,7 @@ pub async fn run(
                 timeout: UPSTREAM_TIMEOUT,
             },
         }),
-        until_stopped(stopped),
+        stopped.cancelled_owned(),
     );
     tokio::join!(records, server, answers);
 }

@@ -151,6 +151,28 @@ fn gone(error: &kube::Error) -> bool {
     matches!(error, kube::Error::Api(status) if status.code == 404 || status.code == 409)
 }
 
+/// Writes `desired` as `name` by server-side apply, which needs its apiVersion and kind
+/// in the body (the typed objects leave them out).
+async fn server_side_apply<K>(
+    api: &Api<K>,
+    params: &PatchParams,
+    name: &str,
+    desired: &K,
+) -> Result<(), kube::Error>
+where
+    K: kube::Resource<DynamicType = ()>
+        + k8s_openapi::serde::Serialize
+        + k8s_openapi::serde::de::DeserializeOwned
+        + Clone
+        + std::fmt::Debug,
+{
+    let mut body = serde_json::to_value(desired).map_err(serde_error)?;
+    body["apiVersion"] = json!(K::api_version(&()));
+    body["kind"] = json!(K::kind(&()));
+    api.patch(name, params, &Patch::Apply(&body)).await?;
+    Ok(())
+}
+
 async fn act(
     host: &Client,
     tenant: &Client,
@@ -164,18 +186,12 @@ async fn act(
         Action::ApplyService(desired) => {
             let name = desired.metadata.name.clone().unwrap_or_default();
             let tenant = tenant_of(&desired.metadata);
-            let fail = |source| StepError::WriteHostService {
+            let written = server_side_apply(&services, &apply, &name, &*desired).await;
+            written.map_err(|source| StepError::WriteHostService {
                 name: name.clone(),
                 tenant: tenant.clone(),
                 source,
-            };
-            let mut body = serde_json::to_value(&*desired).map_err(|e| fail(serde_error(e)))?;
-            body["apiVersion"] = json!("v1");
-            body["kind"] = json!("Service");
-            services
-                .patch(&name, &apply, &Patch::Apply(&body))
-                .await
-                .map_err(fail)?;
+            })?;
             tracing::info!(service = %tenant, host = %name, "host Service written");
         }
         Action::DeleteService { name, uid } => match services.delete(&name, &by_uid(&uid)).await {
@@ -185,19 +201,12 @@ async fn act(
         },
         Action::ApplySlice(desired) => {
             let name = desired.metadata.name.clone().unwrap_or_default();
-            let tenant = tenant_of(&desired.metadata);
-            let fail = |source| StepError::WriteHostSlice {
-                name: name.clone(),
-                tenant: tenant.clone(),
+            let written = server_side_apply(&slices, &apply, &name, &*desired).await;
+            written.map_err(|source| StepError::WriteHostSlice {
+                tenant: tenant_of(&desired.metadata),
+                name,
                 source,
-            };
-            let mut body = serde_json::to_value(&*desired).map_err(|e| fail(serde_error(e)))?;
-            body["apiVersion"] = json!("discovery.k8s.io/v1");
-            body["kind"] = json!("EndpointSlice");
-            slices
-                .patch(&name, &apply, &Patch::Apply(&body))
-                .await
-                .map_err(fail)?;
+            })?;
         }
         Action::DeleteSlice { name, uid } => match slices.delete(&name, &by_uid(&uid)).await {
             Ok(_) => {}

@@ -392,7 +392,7 @@ async fn host_dns(
     let listeners = dns::serve::Listeners::bind(address)
         .await
         .map_err(|error| failed(error.to_string()))?;
-    let (stopping, stopped) = tokio::sync::watch::channel(false);
+    let stopping = tokio_util::sync::CancellationToken::new();
     let server = dns::run(
         client,
         listeners,
@@ -400,12 +400,12 @@ async fn host_dns(
         None,
         dns::upstream::system_servers(),
         tokio::sync::watch::channel(false).0,
-        stopped,
+        stopping.clone(),
     );
     Ok(tokio::spawn(async move {
         let stop = async move {
             stop.await;
-            let _no_listener_left = stopping.send(true);
+            stopping.cancel();
         };
         tokio::join!(server, stop);
     }))

@@ -41,12 +41,13 @@ async fn one_leader_at_a_time_and_release_hands_over() {
     assert_eq!(spec.lease_duration_seconds, Some(15));
 
     // A clean shutdown releases the lease, so the standby takes over at once.
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let release = tokio_util::sync::CancellationToken::new();
     let holding = tokio::spawn({
         let first = first.clone();
-        async move { first.hold(stop_rx).await }
+        let release = release.clone();
+        async move { first.hold(release).await }
     });
-    stop_tx.send(true).unwrap();
+    release.cancel();
     let outcome = tokio::time::timeout(Duration::from_secs(10), holding)
         .await
         .unwrap()
@@ -85,8 +86,8 @@ async fn a_leader_whose_lease_was_taken_stops() {
         .await
         .unwrap();
 
-    let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let outcome = tokio::time::timeout(Duration::from_secs(15), leader.hold(stop_rx))
+    let never_released = tokio_util::sync::CancellationToken::new();
+    let outcome = tokio::time::timeout(Duration::from_secs(15), leader.hold(never_released))
         .await
         .expect("the leader notices within one retry period");
     assert_eq!(outcome, Leadership::Lost);

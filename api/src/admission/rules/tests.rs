@@ -163,16 +163,15 @@ fn a_plain_valid_cluster_is_allowed_without_warnings() {
 
 #[test]
 fn names_must_be_dns_1035_labels() {
-    assert_denied(
-        &create(&virtual_cluster("team-c", "Prod", &[], &[])),
-        INVALID,
-        "metadata.name \"Prod\" must be a DNS-1035 label: lowercase letters, digits and '-', starting with a letter and ending with a letter or digit, because it names Services such as \"Prod-apiserver\"",
-    );
-    assert_denied(
-        &create(&virtual_cluster("team-c", "1st", &[], &[])),
-        INVALID,
-        "metadata.name \"1st\" must be a DNS-1035 label: lowercase letters, digits and '-', starting with a letter and ending with a letter or digit, because it names Services such as \"1st-apiserver\"",
-    );
+    for name in ["Prod", "1st"] {
+        assert_denied(
+            &create(&virtual_cluster("team-c", name, &[], &[])),
+            INVALID,
+            &format!(
+                "metadata.name \"{name}\" must be a DNS-1035 label: lowercase letters, digits and '-', starting with a letter and ending with a letter or digit, because it names Services such as \"{name}-apiserver\""
+            ),
+        );
+    }
     assert_allowed(&create(&virtual_cluster("t", "a-1", &[], &[])));
 }
 
@@ -578,36 +577,30 @@ fn versions_are_written_as_kubernetes_releases() {
 
 #[test]
 fn replica_counts_stay_in_range() {
-    let etcd = |replicas| {
-        with_etcd(
-            tenant(&[], &[]),
-            EtcdSpec {
-                replicas: Some(replicas),
-                ..EtcdSpec::default()
-            },
-        )
+    let etcd = |replicas| EtcdSpec {
+        replicas: Some(replicas),
+        ..EtcdSpec::default()
     };
-    assert_denied(
-        &create(&etcd(2)),
-        INVALID,
-        "spec.controlPlane.etcd.replicas must be 1, 3 or 5 so that etcd keeps a clear majority, got 2",
-    );
-    assert_allowed(&create(&etcd(3)));
-    let api_server = |replicas| {
-        with_api_server(
-            tenant(&[], &[]),
-            ApiServerSpec {
-                replicas: Some(replicas),
-                ..ApiServerSpec::default()
-            },
-        )
+    let api_server = |replicas| ApiServerSpec {
+        replicas: Some(replicas),
+        ..ApiServerSpec::default()
     };
-    assert_denied(
-        &create(&api_server(0)),
-        INVALID,
-        "spec.controlPlane.apiServer.replicas must be between 1 and 10, got 0",
-    );
-    assert_allowed(&create(&api_server(10)));
+    let cases = [
+        (
+            with_etcd(tenant(&[], &[]), etcd(2)),
+            "spec.controlPlane.etcd.replicas must be 1, 3 or 5 so that etcd keeps a clear majority, got 2",
+            with_etcd(tenant(&[], &[]), etcd(3)),
+        ),
+        (
+            with_api_server(tenant(&[], &[]), api_server(0)),
+            "spec.controlPlane.apiServer.replicas must be between 1 and 10, got 0",
+            with_api_server(tenant(&[], &[]), api_server(10)),
+        ),
+    ];
+    for (out_of_range, denial, at_the_bound) in cases {
+        assert_denied(&create(&out_of_range), INVALID, denial);
+        assert_allowed(&create(&at_the_bound));
+    }
 }
 
 #[test]

@@ -22,30 +22,21 @@ pub(super) fn parse_version(text: &str) -> Option<(u64, u64, u64)> {
 /// Refuses transitions the control plane cannot make.
 pub(super) fn check(old: &VirtualCluster, object: &VirtualCluster) -> Result<(), Denial> {
     check_version_step(old, object)?;
-    let old_etcd = old
-        .spec
-        .control_plane
-        .as_ref()
-        .and_then(|plane| plane.etcd.as_ref());
-    let etcd = object
-        .spec
-        .control_plane
-        .as_ref()
-        .and_then(|plane| plane.etcd.as_ref());
+    let (old_etcd, old_api_server) = control_plane(old);
+    let (etcd, api_server) = control_plane(object);
     if let (Some(old_etcd), Some(etcd)) = (old_etcd, etcd) {
         check_etcd(old_etcd, etcd)?;
     }
-    let old_api_server = old
-        .spec
-        .control_plane
-        .as_ref()
-        .and_then(|plane| plane.api_server.as_ref());
-    let api_server = object
-        .spec
-        .control_plane
-        .as_ref()
-        .and_then(|plane| plane.api_server.as_ref());
     check_api_server(old_api_server, api_server)
+}
+
+/// The etcd and apiserver specs `cluster` names.
+fn control_plane(cluster: &VirtualCluster) -> (Option<&EtcdSpec>, Option<&ApiServerSpec>) {
+    let plane = cluster.spec.control_plane.as_ref();
+    (
+        plane.and_then(|plane| plane.etcd.as_ref()),
+        plane.and_then(|plane| plane.api_server.as_ref()),
+    )
 }
 
 fn check_version_step(old: &VirtualCluster, object: &VirtualCluster) -> Result<(), Denial> {

@@ -217,24 +217,21 @@ fn a_headless_service_without_ready_endpoints_is_nxdomain() {
 
 #[test]
 fn a_headless_endpoint_is_named_by_its_hostname_or_its_dashed_address() {
-    assert_eq!(
-        lines(&ask("db-0.db.shop.svc.cluster.local.", RecordType::A).answers),
-        vec!["db-0.db.shop.svc.cluster.local. 5 A 10.1.0.1"]
-    );
-    assert_eq!(
-        lines(&ask("10-1-0-2.db.shop.svc.cluster.local.", RecordType::A).answers),
-        vec!["10-1-0-2.db.shop.svc.cluster.local. 5 A 10.1.0.2"]
-    );
-    // Not ready: no name.
-    assert_eq!(
-        code(&ask("db-2.db.shop.svc.cluster.local.", RecordType::A)),
-        ResponseCode::NXDomain
-    );
-    // A ClusterIP Service has no endpoint names.
-    assert_eq!(
-        code(&ask("x.web.shop.svc.cluster.local.", RecordType::A)),
-        ResponseCode::NXDomain
-    );
+    for (name, address) in [
+        ("db-0.db.shop.svc.cluster.local.", "10.1.0.1"),
+        ("10-1-0-2.db.shop.svc.cluster.local.", "10.1.0.2"),
+    ] {
+        let answers = lines(&ask(name, RecordType::A).answers);
+        assert_eq!(answers, [format!("{name} 5 A {address}")]);
+    }
+    // Not ready: no name; and a ClusterIP Service has no endpoint names.
+    for name in [
+        "db-2.db.shop.svc.cluster.local.",
+        "x.web.shop.svc.cluster.local.",
+    ] {
+        let answer = code(&ask(name, RecordType::A));
+        assert_eq!(answer, ResponseCode::NXDomain, "{name}");
+    }
 }
 
 #[test]
