@@ -462,6 +462,23 @@ mod tests {
     }
 
     #[test]
+    fn error_classification_picks_the_action() {
+        let transient = Error::ApplyObject {
+            step: Step::Etcd,
+            kind: "StatefulSet",
+            name: "t-etcd".into(),
+            source: api_error(500),
+        };
+        assert!(transient.is_transient());
+        assert_eq!(transient.step(), Step::Etcd);
+        let invalid = Error::InvalidSpec {
+            field: "spec".into(),
+            reason: "bad".into(),
+        };
+        assert!(!invalid.is_transient());
+    }
+
+    #[test]
     fn step_labels_are_snake_case_and_unique() {
         let labels: std::collections::BTreeSet<&str> =
             Step::ALL.iter().map(|step| step.as_str()).collect();

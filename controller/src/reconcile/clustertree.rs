@@ -1,0 +1,140 @@
+//! The clustertree, its host credential and the tenant's workload namespace, once the
+//! tenant's kubeconfig is out.
+
+use kube::ResourceExt;
+
+use super::events::Changes;
+use super::kubeconfig::KubeconfigReport;
+use super::objects::{Target, apply_cluster_scoped, apply_namespaced, cached};
+use crate::apply::up_to_date;
+use crate::context::Context;
+use crate::error::{Result, Step};
+use crate::ownership::Owner;
+use crate::resources::DesiredState;
+use crate::rollout::deployment_rolled_out;
+
+/// Applies every clustertree object; whether its Deployment is rolled out as desired.
+pub(super) async fn apply_clustertree(
+    desired: &DesiredState,
+    kubeconfig: &KubeconfigReport,
+    owner: &Owner<'_>,
+    ctx: &Context,
+    changes: &mut Changes,
+) -> Result<bool> {
+    if !kubeconfig.published {
+        return Ok(false);
+    }
+    let objects = &desired.clustertree;
+    let stores = &ctx.stores;
+    let target = |kind| Target {
+        step: Step::Clustertree,
+        kind,
+    };
+    let written = [
+        apply_cluster_scoped(
+            ctx,
+            owner,
+            &stores.namespaces,
+            &objects.namespace,
+            target("Namespace"),
+        )
+        .await?
+        .written,
+        apply_namespaced(
+            ctx,
+            owner,
+            &stores.network_policies,
+            &desired.network_policies.workloads,
+            target("NetworkPolicy"),
+        )
+        .await?
+        .written,
+        apply_namespaced(
+            ctx,
+            owner,
+            &stores.resource_quotas,
+            &objects.resource_quota,
+            target("ResourceQuota"),
+        )
+        .await?
+        .written,
+        apply_namespaced(
+            ctx,
+            owner,
+            &stores.service_accounts,
+            &objects.service_account,
+            target("ServiceAccount"),
+        )
+        .await?
+        .written,
+        apply_namespaced(
+            ctx,
+            owner,
+            &stores.roles,
+            &objects.virtual_cluster_reader,
+            target("Role"),
+        )
+        .await?
+        .written,
+        apply_namespaced(
+            ctx,
+            owner,
+            &stores.role_bindings,
+            &objects.virtual_cluster_reader_binding,
+            target("RoleBinding"),
+        )
+        .await?
+        .written,
+        apply_namespaced(
+            ctx,
+            owner,
+            &stores.role_bindings,
+            &objects.role_binding,
+            target("RoleBinding"),
+        )
+        .await?
+        .written,
+        apply_cluster_scoped(
+            ctx,
+            owner,
+            &stores.cluster_roles,
+            &objects.cluster_role,
+            target("ClusterRole"),
+        )
+        .await?
+        .written,
+        apply_cluster_scoped(
+            ctx,
+            owner,
+            &stores.cluster_role_bindings,
+            &objects.cluster_role_binding,
+            target("ClusterRoleBinding"),
+        )
+        .await?
+        .written,
+    ];
+    let deployment = apply_namespaced(
+        ctx,
+        owner,
+        &stores.deployments,
+        &objects.deployment,
+        target("Deployment"),
+    )
+    .await?;
+    if deployment.written || written.iter().any(|written| *written) {
+        changes.record(
+            "ClustertreeApplied",
+            Step::Clustertree,
+            "applied the clustertree and its host credential",
+        );
+    }
+    let current = cached(
+        &stores.deployments,
+        objects.deployment.namespace().as_deref(),
+        &objects.deployment.name_any(),
+    );
+    Ok(!deployment.written
+        && current.as_deref().is_some_and(|deployment| {
+            up_to_date(&objects.deployment, Some(deployment)) && deployment_rolled_out(deployment)
+        }))
+}
