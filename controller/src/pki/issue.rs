@@ -375,3 +375,6 @@ fn set_validity(
     params.not_after = time(not_after).ok_or_else(invalid)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

@@ -524,4 +524,7 @@ fn decide_leaf(
 }
 
 #[cfg(test)]
+mod test_support;
+
+#[cfg(test)]
 mod tests;

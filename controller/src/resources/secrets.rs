@@ -235,3 +235,6 @@ pub fn admin_kubeconfig_secret(
         ]),
     ))
 }
+
+#[cfg(test)]
+mod tests;
