@@ -14,7 +14,31 @@ use crate::claims::{
     ClaimDecision, ClaimReport, Claimant, claim_patch, decide_claim, release_patch, should_release,
 };
 use crate::context::Context;
-use crate::error::{Error, Result, Step, is_conflict, is_not_found};
+use crate::error::{Step, is_conflict, is_not_found};
+
+/// Why a node could not be claimed or released.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Writing our claim onto a Node failed (other than a 409, which is retried).
+    #[error("failed to claim node {node:?}")]
+    Claim {
+        /// The node.
+        node: String,
+        /// The apiserver's answer.
+        #[source]
+        source: kube::Error,
+    },
+
+    /// Removing our claim from a Node failed.
+    #[error("failed to release node {node:?}")]
+    Release {
+        /// The node.
+        node: String,
+        /// The apiserver's answer.
+        #[source]
+        source: kube::Error,
+    },
+}
 
 /// The VirtualCluster as the claimant written on its nodes.
 pub(super) fn claimant(vc: &VirtualCluster) -> Claimant {
@@ -31,7 +55,7 @@ pub(super) async fn claim_nodes(
     vc: &VirtualCluster,
     ctx: &Context,
     changes: &mut Changes,
-) -> Result<ClaimReport> {
+) -> Result<ClaimReport, Error> {
     let claimant = claimant(vc);
     let nodes: Api<Node> = Api::all(ctx.client.clone());
     let listed: BTreeSet<&str> = vc
@@ -74,7 +98,7 @@ pub(super) async fn claim_nodes(
                     }
                     Err(error) if is_conflict(&error) => report.raced.push((*name).to_owned()),
                     Err(source) => {
-                        return Err(Error::ClaimNode {
+                        return Err(Error::Claim {
                             node: (*name).to_owned(),
                             source,
                         });
@@ -98,7 +122,7 @@ pub(super) async fn release_node(
     nodes: &Api<Node>,
     node: &Node,
     changes: &mut Changes,
-) -> Result<()> {
+) -> Result<(), Error> {
     let name = node.name_any();
     match nodes
         .patch(
@@ -117,6 +141,6 @@ pub(super) async fn release_node(
             Ok(())
         }
         Err(error) if is_not_found(&error) => Ok(()),
-        Err(source) => Err(Error::ReleaseNode { node: name, source }),
+        Err(source) => Err(Error::Release { node: name, source }),
     }
 }

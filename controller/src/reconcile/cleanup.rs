@@ -15,12 +15,62 @@ use super::objects::cached;
 use super::status::write_status;
 use crate::claims::{Claimant, should_release};
 use crate::context::Context;
-use crate::error::{Error, Result, Step, is_conflict, is_not_found};
+use crate::error::{Step, is_conflict, is_not_found};
 use crate::ownership::{Holder, Owner, holder};
 use crate::resources::names;
 
+/// Why the tenant could not be cleaned up.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The nodes claimed for the tenant could not be listed.
+    #[error("failed to list the nodes labelled {selector}")]
+    ListClaimedNodes {
+        /// The label selector.
+        selector: String,
+        /// The apiserver's answer.
+        #[source]
+        source: kube::Error,
+    },
+
+    /// A claimed node could not be released.
+    #[error(transparent)]
+    Release(#[from] super::claims::Error),
+
+    /// The tenant's etcd claims could not be listed.
+    #[error("failed to list the etcd volume claims labelled {selector}")]
+    ListVolumeClaims {
+        /// The label selector.
+        selector: String,
+        /// The apiserver's answer.
+        #[source]
+        source: kube::Error,
+    },
+
+    /// One of the tenant's etcd claims could not be deleted.
+    #[error("failed to delete etcd volume claim {claim:?}")]
+    DeleteVolumeClaim {
+        /// Name of the claim.
+        claim: String,
+        /// The apiserver's answer.
+        #[source]
+        source: kube::Error,
+    },
+
+    /// A cluster-scoped object could not be read or deleted.
+    #[error("failed to delete {kind} {name:?}")]
+    DeleteClusterScoped {
+        /// Kind of the object.
+        kind: &'static str,
+        /// Name of the object.
+        name: String,
+        /// The apiserver's answer.
+        #[source]
+        source: kube::Error,
+    },
+}
+
 /// Releases, removes and deletes everything of the tenant no ownerReference takes.
-pub(super) async fn cleanup(vc: &VirtualCluster, ctx: &Context) -> Result<Action> {
+pub(super) async fn cleanup(vc: &VirtualCluster, ctx: &Context) -> Result<Action, Error> {
     let claimant = claimant(vc);
     let mut changes = Changes::default();
     if vc.status.as_ref().and_then(|status| status.phase) != Some(Phase::Deleting) {
@@ -40,8 +90,8 @@ pub(super) async fn cleanup(vc: &VirtualCluster, ctx: &Context) -> Result<Action
     let claimed = nodes
         .list(&ListParams::default().labels(&selector))
         .await
-        .map_err(|source| Error::ReleaseNode {
-            node: format!("(nodes labelled {selector})"),
+        .map_err(|source| Error::ListClaimedNodes {
+            selector: selector.clone(),
             source,
         })?;
     for node in claimed
@@ -95,7 +145,11 @@ pub(super) async fn cleanup(vc: &VirtualCluster, ctx: &Context) -> Result<Action
 /// wait for them to vanish: the running etcd pods hold them (`pvc-protection`) until
 /// garbage collection removes the StatefulSet after the finalizer is gone, and a claim
 /// being deleted is never bound by a StatefulSet created later under the same name.
-async fn delete_etcd_claims(vc: &VirtualCluster, claimant: &Claimant, ctx: &Context) -> Result<()> {
+async fn delete_etcd_claims(
+    vc: &VirtualCluster,
+    claimant: &Claimant,
+    ctx: &Context,
+) -> Result<(), Error> {
     let claims: Api<PersistentVolumeClaim> =
         Api::namespaced(ctx.client.clone(), &claimant.namespace);
     let selector = crate::volumes::etcd_claim_selector(&claimant.name);
@@ -153,7 +207,7 @@ async fn delete_cluster_scoped<K>(
     owner: &Owner<'_>,
     kind: &'static str,
     name: &str,
-) -> Result<()>
+) -> Result<(), Error>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::ClusterResourceScope>
         + Clone

@@ -5,10 +5,10 @@ use kube::ResourceExt;
 
 use super::events::Changes;
 use super::kubeconfig::KubeconfigReport;
-use super::objects::{Target, apply_cluster_scoped, apply_namespaced, cached};
+use super::objects::{ObjectError, apply_cluster_scoped, apply_namespaced, cached};
 use crate::apply::up_to_date;
 use crate::context::Context;
-use crate::error::{Result, Step};
+use crate::error::Step;
 use crate::ownership::Owner;
 use crate::resources::DesiredState;
 use crate::rollout::deployment_rolled_out;
@@ -20,23 +20,19 @@ pub(super) async fn apply_clustertree(
     owner: &Owner<'_>,
     ctx: &Context,
     changes: &mut Changes,
-) -> Result<bool> {
+) -> Result<bool, ObjectError> {
     if !kubeconfig.published {
         return Ok(false);
     }
     let objects = &desired.clustertree;
     let stores = &ctx.stores;
-    let target = |kind| Target {
-        step: Step::Clustertree,
-        kind,
-    };
     let written = [
         apply_cluster_scoped(
             ctx,
             owner,
             &stores.namespaces,
             &objects.namespace,
-            target("Namespace"),
+            "Namespace",
         )
         .await?
         .written,
@@ -45,7 +41,7 @@ pub(super) async fn apply_clustertree(
             owner,
             &stores.network_policies,
             &desired.network_policies.workloads,
-            target("NetworkPolicy"),
+            "NetworkPolicy",
         )
         .await?
         .written,
@@ -54,7 +50,7 @@ pub(super) async fn apply_clustertree(
             owner,
             &stores.resource_quotas,
             &objects.resource_quota,
-            target("ResourceQuota"),
+            "ResourceQuota",
         )
         .await?
         .written,
@@ -63,7 +59,7 @@ pub(super) async fn apply_clustertree(
             owner,
             &stores.service_accounts,
             &objects.service_account,
-            target("ServiceAccount"),
+            "ServiceAccount",
         )
         .await?
         .written,
@@ -72,7 +68,7 @@ pub(super) async fn apply_clustertree(
             owner,
             &stores.roles,
             &objects.virtual_cluster_reader,
-            target("Role"),
+            "Role",
         )
         .await?
         .written,
@@ -81,7 +77,7 @@ pub(super) async fn apply_clustertree(
             owner,
             &stores.role_bindings,
             &objects.virtual_cluster_reader_binding,
-            target("RoleBinding"),
+            "RoleBinding",
         )
         .await?
         .written,
@@ -90,7 +86,7 @@ pub(super) async fn apply_clustertree(
             owner,
             &stores.role_bindings,
             &objects.role_binding,
-            target("RoleBinding"),
+            "RoleBinding",
         )
         .await?
         .written,
@@ -99,7 +95,7 @@ pub(super) async fn apply_clustertree(
             owner,
             &stores.cluster_roles,
             &objects.cluster_role,
-            target("ClusterRole"),
+            "ClusterRole",
         )
         .await?
         .written,
@@ -108,7 +104,7 @@ pub(super) async fn apply_clustertree(
             owner,
             &stores.cluster_role_bindings,
             &objects.cluster_role_binding,
-            target("ClusterRoleBinding"),
+            "ClusterRoleBinding",
         )
         .await?
         .written,
@@ -118,7 +114,7 @@ pub(super) async fn apply_clustertree(
         owner,
         &stores.deployments,
         &objects.deployment,
-        target("Deployment"),
+        "Deployment",
     )
     .await?;
     if deployment.written || written.iter().any(|written| *written) {

@@ -7,10 +7,10 @@ use k8s_openapi::api::apps::v1::Deployment;
 use kube::ResourceExt;
 
 use super::events::Changes;
-use super::objects::{Target, apply_namespaced, cached, note_written};
+use super::objects::{ObjectError, apply_namespaced, cached, note_written};
 use crate::apply::up_to_date;
 use crate::context::Context;
-use crate::error::{Result, Step};
+use crate::error::Step;
 use crate::ownership::Owner;
 use crate::resources::DesiredState;
 use crate::rollout::{
@@ -47,16 +47,12 @@ pub(super) async fn apply_control_plane(
     owner: &Owner<'_>,
     ctx: &Context,
     changes: &mut Changes,
-) -> Result<ControlPlaneReport> {
+) -> Result<ControlPlaneReport, ObjectError> {
     // Before any control-plane pod exists, so none is ever reachable unfenced.
     let mut policies_written = false;
-    let policy_target = Target {
-        step: Step::ControlPlane,
-        kind: "NetworkPolicy",
-    };
     for policy in &desired.network_policies.control_plane {
         let store = &ctx.stores.network_policies;
-        policies_written |= apply_namespaced(ctx, owner, store, policy, policy_target)
+        policies_written |= apply_namespaced(ctx, owner, store, policy, "NetworkPolicy")
             .await?
             .written;
     }
@@ -124,29 +120,27 @@ async fn apply_component(
     owner: &Owner<'_>,
     ctx: &Context,
     changes: &mut Changes,
-) -> Result<()> {
+) -> Result<(), ObjectError> {
     let deployments = &ctx.stores.deployments;
     match component {
         Component::Etcd => {
-            let target = Target {
-                step: Step::Etcd,
-                kind: "StatefulSet",
-            };
             let store = &ctx.stores.stateful_sets;
             let stateful_set = &desired.etcd.stateful_set;
-            let applied = apply_namespaced(ctx, owner, store, stateful_set, target).await?;
+            let applied = apply_namespaced(ctx, owner, store, stateful_set, "StatefulSet").await?;
             let what = "the etcd StatefulSet".to_owned();
-            note_written(&applied, changes, "EtcdApplied", Step::Etcd, what);
+            note_written(&applied, changes, "EtcdApplied", Step::ControlPlane, what);
         }
         Component::Apiserver => {
-            let target = Target {
-                step: Step::Apiserver,
-                kind: "Deployment",
-            };
             let object = &desired.apiserver_deployment;
-            let applied = apply_namespaced(ctx, owner, deployments, object, target).await?;
+            let applied = apply_namespaced(ctx, owner, deployments, object, "Deployment").await?;
             let what = "the kube-apiserver Deployment".to_owned();
-            note_written(&applied, changes, "ApiserverApplied", Step::Apiserver, what);
+            note_written(
+                &applied,
+                changes,
+                "ApiserverApplied",
+                Step::ControlPlane,
+                what,
+            );
         }
         Component::ControllerManager | Component::Scheduler => {
             let object = if component == Component::ControllerManager {
@@ -154,11 +148,7 @@ async fn apply_component(
             } else {
                 &desired.scheduler
             };
-            let target = Target {
-                step: Step::ControlPlane,
-                kind: "Deployment",
-            };
-            let applied = apply_namespaced(ctx, owner, deployments, object, target).await?;
+            let applied = apply_namespaced(ctx, owner, deployments, object, "Deployment").await?;
             let what = format!("Deployment {}", object.name_any());
             note_written(
                 &applied,

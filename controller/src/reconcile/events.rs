@@ -35,7 +35,7 @@ pub(super) fn event(type_: EventType, reason: &str, step: Step, note: &str) -> K
         type_,
         reason: reason.to_owned(),
         note: Some(truncate_note(note)),
-        action: step_action(step).to_owned(),
+        action: step.action().to_owned(),
         secondary: None,
     }
 }
@@ -43,22 +43,6 @@ pub(super) fn event(type_: EventType, reason: &str, step: Step, note: &str) -> K
 /// `NAMESPACE/NAME` of the VirtualCluster: the key of its backoff and waits.
 pub(super) fn object_key(vc: &VirtualCluster) -> String {
     format!("{}/{}", vc.namespace().unwrap_or_default(), vc.name_any())
-}
-
-fn step_action(step: Step) -> &'static str {
-    match step {
-        Step::Finalizer => "Finalize",
-        Step::ClaimNodes => "ClaimNodes",
-        Step::Pki => "IssueCertificates",
-        Step::Etcd => "ApplyEtcd",
-        Step::Apiserver => "ApplyApiserver",
-        Step::ControlPlane => "ApplyControlPlane",
-        Step::Kubeconfig => "PublishKubeconfig",
-        Step::Clustertree => "ApplyClustertree",
-        Step::Promotion => "Promote",
-        Step::Status => "UpdateStatus",
-        Step::Cleanup => "Cleanup",
-    }
 }
 
 /// An Event note: its text may carry a tenant apiserver's answer or a VirtualCluster

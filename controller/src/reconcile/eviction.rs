@@ -4,7 +4,7 @@ use vc_api::eviction::ClaimedNodePods;
 
 use super::events::Changes;
 use crate::context::Context;
-use crate::error::{Result, Step};
+use crate::error::{Error, Step};
 use crate::eviction::EvictionReport;
 use crate::resources::Tenant;
 
@@ -14,7 +14,7 @@ pub(super) async fn evict_claimed_pods(
     held: &[String],
     ctx: &Context,
     changes: &mut Changes,
-) -> Result<Option<EvictionReport>> {
+) -> Result<Option<EvictionReport>, Error> {
     if ctx.claimed_node_pods != ClaimedNodePods::Evict {
         return Ok(None);
     }
@@ -23,11 +23,13 @@ pub(super) async fn evict_claimed_pods(
         name: &tenant.name,
         workload_namespace: &workload_namespace,
     };
-    let report = crate::eviction::evict_from_claimed(&ctx.eviction_client, &claim, held).await?;
+    let report = crate::eviction::evict_from_claimed(&ctx.eviction_client, &claim, held)
+        .await
+        .map_err(|source| Error::Evict { source })?;
     for (pod, node) in &report.evicted {
         changes.record(
             "PodEvicted",
-            Step::ClaimNodes,
+            Step::Eviction,
             format!("evicted pod {pod} from claimed node {node:?}"),
         );
     }

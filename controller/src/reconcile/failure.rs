@@ -22,7 +22,7 @@ pub fn error_policy(vc: Arc<VirtualCluster>, error: &Error, ctx: Arc<Context>) -
     if error.is_transient() {
         let delay = ctx.next_backoff(&key);
         // The error may quote a tenant apiserver: one escaped line in text logs too.
-        let note = error.to_string();
+        let note = error.report();
         let logged = vc_api::text::sanitize(&note, vc_api::text::ERROR_CHARS);
         tracing::warn!(virtualcluster = %key, step = %error.step(), error = %logged, ?delay, "reconcile failed; retrying");
         let step = error.step();
@@ -33,7 +33,9 @@ pub fn error_policy(vc: Arc<VirtualCluster>, error: &Error, ctx: Arc<Context>) -
         });
         Action::requeue(delay)
     } else {
-        tracing::warn!(virtualcluster = %key, step = %error.step(), %error, "invalid VirtualCluster; waiting for a change");
+        let step = error.step();
+        let error = error.report();
+        tracing::warn!(virtualcluster = %key, %step, %error, "invalid VirtualCluster; waiting for a change");
         Action::await_change()
     }
 }

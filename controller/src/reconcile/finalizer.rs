@@ -58,7 +58,7 @@ async fn run_chain(
     let outcome = finalizer(api, FINALIZER, vc, |event| async {
         match event {
             Finalizer::Apply(vc) => super::apply(&vc, ctx).await,
-            Finalizer::Cleanup(vc) => super::cleanup::cleanup(&vc, ctx).await,
+            Finalizer::Cleanup(vc) => super::cleanup::cleanup(&vc, ctx).await.map_err(Error::from),
         }
     })
     .await;
@@ -72,6 +72,10 @@ async fn run_chain(
         Err(FinalizerError::ApplyFailed(error)) | Err(FinalizerError::CleanupFailed(error)) => {
             Err(error)
         }
-        result => result.map_err(|error| Error::Finalizer(Box::new(error))),
+        Err(FinalizerError::AddFinalizer(source)) => Err(Error::AddFinalizer { source }),
+        Err(FinalizerError::RemoveFinalizer(source)) => Err(Error::RemoveFinalizer { source }),
+        result => result.map_err(|error| Error::Finalizer {
+            source: Box::new(error),
+        }),
     }
 }

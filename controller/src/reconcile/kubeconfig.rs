@@ -13,13 +13,55 @@ use vc_api::constants::KUBECONFIG_SECRET_KEY;
 
 use super::control_plane::ControlPlaneReport;
 use super::events::Changes;
-use super::objects::{Target, apply_namespaced, cached};
+use super::objects::{ObjectError, apply_namespaced, cached};
 use crate::apply::up_to_date;
 use crate::context::Context;
-use crate::error::{Error, Result, Step};
+use crate::error::Step;
 use crate::pki::{CaKind, LeafKind, PkiMaterial};
 use crate::resources::{self, DesiredState, Observed, Tenant};
 use crate::tenant;
+
+/// Why the tenant could not be reached or its admin kubeconfig not published.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The controller's own admin kubeconfig could not be rendered.
+    #[error("failed to render the admin kubeconfig")]
+    Render {
+        /// What the YAML writer refused.
+        #[source]
+        source: serde_yaml::Error,
+    },
+
+    /// No client of the tenant apiserver could be built.
+    #[error("failed to reach the tenant apiserver")]
+    Reach {
+        /// What failed.
+        #[source]
+        source: crate::tenant::Error,
+    },
+
+    /// The admin kubeconfig Secret could not be applied.
+    #[error(transparent)]
+    Secret(#[from] ObjectError),
+
+    /// `spec.kubeconfig` could not be written.
+    #[error("failed to write spec.kubeconfig")]
+    WriteSpec {
+        /// The apiserver's answer.
+        #[source]
+        source: kube::Error,
+    },
+}
+
+impl Error {
+    /// The object that was not applied, when this is about one.
+    pub(crate) fn object(&self) -> Option<&ObjectError> {
+        match self {
+            Error::Secret(object) => Some(object),
+            _ => None,
+        }
+    }
+}
 
 /// How far the tenant apiserver could be reached.
 pub(super) enum Reach {
@@ -55,7 +97,7 @@ pub(super) async fn reach_tenant(
     material: &PkiMaterial,
     control_plane: &ControlPlaneReport,
     ctx: &Context,
-) -> Result<Reach> {
+) -> Result<Reach, Error> {
     let Some(cluster_ip) = observed.apiserver_cluster_ip else {
         return Ok(Reach::NoClusterIp);
     };
@@ -66,10 +108,11 @@ pub(super) async fn reach_tenant(
     let client = ctx
         .tenants
         .get(&tenant.uid, &yaml, ctx.timing.tenant_timeout)
-        .await?;
+        .await
+        .map_err(|source| Error::Reach { source })?;
     Ok(match tenant::probe_ready(&client, &endpoint).await {
         Ok(()) => Reach::Ready { client, endpoint },
-        Err(error) => Reach::NotReady(error.to_string()),
+        Err(error) => Reach::NotReady(crate::error::report(&error)),
     })
 }
 
@@ -78,7 +121,7 @@ fn probe_kubeconfig(
     tenant: &Tenant,
     cluster_ip: IpAddr,
     material: &PkiMaterial,
-) -> Result<(String, String)> {
+) -> Result<(String, String), Error> {
     let endpoint = resources::secrets::https_url(&cluster_ip.to_string());
     let admin = material.leaf(LeafKind::Admin);
     let yaml = resources::kubeconfig::render_client_certificate_kubeconfig(
@@ -89,10 +132,7 @@ fn probe_kubeconfig(
         &admin.cert_pem,
         &admin.key_pem,
     )
-    .map_err(|error| Error::BuildObject {
-        what: "admin kubeconfig",
-        reason: error.to_string(),
-    })?;
+    .map_err(|source| Error::Render { source })?;
     Ok((endpoint, yaml))
 }
 
@@ -117,7 +157,7 @@ pub(super) async fn publish_kubeconfig(
     reach: &Reach,
     ctx: &Context,
     changes: &mut Changes,
-) -> Result<KubeconfigReport> {
+) -> Result<KubeconfigReport, Error> {
     let mut report = publish(vc, tenant, desired, reach, ctx, changes).await?;
     let previous_rotation = vc
         .status
@@ -151,7 +191,7 @@ async fn publish(
     reach: &Reach,
     ctx: &Context,
     changes: &mut Changes,
-) -> Result<KubeconfigReport> {
+) -> Result<KubeconfigReport, Error> {
     let secret = &desired.admin_kubeconfig;
     let external_kubeconfig = secret
         .data
@@ -190,18 +230,14 @@ async fn publish(
         Reach::Ready { .. } if published => return Ok(report(None)),
         Reach::Ready { endpoint, .. } => endpoint,
     };
-    let target = Target {
-        step: Step::Kubeconfig,
-        kind: "Secret",
-    };
     let owner = &tenant.owner();
-    let applied = apply_namespaced(ctx, owner, &ctx.stores.secrets, secret, target).await?;
+    let applied = apply_namespaced(ctx, owner, &ctx.stores.secrets, secret, "Secret").await?;
     if !spec_current {
         let api: Api<VirtualCluster> = Api::namespaced(ctx.client.clone(), &tenant.namespace);
         let patch = json!({ "spec": { "kubeconfig": external_kubeconfig } });
         api.patch(&tenant.name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
-            .map_err(Error::WriteKubeconfig)?;
+            .map_err(|source| Error::WriteSpec { source })?;
     }
     if applied.written || !spec_current {
         changes.record(

@@ -8,28 +8,28 @@
 //! returns a report the next step takes instead of waiting: a component that is not
 //! ready yet makes the reconcile requeue, it never holds a worker.
 
-mod claims;
-mod cleanup;
+pub mod claims;
+pub mod cleanup;
 mod clustertree;
 mod control_plane;
 mod events;
 mod eviction;
 mod failure;
 mod finalizer;
-mod kubeconfig;
-mod objects;
-mod pki;
+pub mod kubeconfig;
+pub mod objects;
+pub mod pki;
 mod promotion;
-mod services;
+pub mod services;
 mod status;
-mod validate;
+pub mod validate;
 
 use kube::runtime::controller::Action;
 use vc_api::VirtualCluster;
 
 use crate::context::Context;
-use crate::error::Result;
-use crate::resources::{DesiredState, secrets::external_apiserver_url};
+use crate::error::{Error, Result};
+use crate::resources::secrets::external_apiserver_url;
 
 pub use failure::error_policy;
 pub use finalizer::reconcile;
@@ -43,32 +43,28 @@ async fn apply(vc: &VirtualCluster, ctx: &Context) -> Result<Action> {
     let held = &claims.held;
     let eviction = eviction::evict_claimed_pods(&tenant, held, ctx, &mut changes).await?;
     let observed = services::apply_services(vc, &tenant, held, ctx, &mut changes).await?;
-    let pki = pki::plan_pki(&tenant, &observed, ctx).await?;
-    let desired = DesiredState::build(vc, &ctx.build, &observed, &pki.material)
-        .map_err(validate::build_error)?;
+    let identity = validate::identity(&tenant, &observed, ctx)?;
+    let pki = pki::plan_pki(&tenant, &identity, ctx).await?;
+    let desired = validate::build(vc, &observed, &pki.material, ctx)?;
     let stored = pki::store_pki(&pki, &desired.pki_secrets, owner, ctx, &mut changes).await?;
     if stored == pki::Stored::CacheLagging {
         // Building on certificates that were not stored would roll every component.
         changes.publish(vc, ctx).await;
         return Ok(Action::requeue(ctx.timing.backoff_base));
     }
-    let control_plane = control_plane::apply_control_plane(&desired, owner, ctx, &mut changes);
-    let control_plane = control_plane.await?;
+    let control_plane = control_plane::apply_control_plane(&desired, owner, ctx, &mut changes)
+        .await
+        .map_err(|source| Error::ApplyControlPlane { source })?;
     let reach = kubeconfig::reach_tenant(&tenant, &observed, &pki.material, &control_plane, ctx);
     let reach = reach.await?;
-    let kubeconfig = kubeconfig::publish_kubeconfig(
-        vc,
-        &tenant,
-        &pki.material,
-        &desired,
-        &reach,
-        ctx,
-        &mut changes,
-    )
-    .await?;
+    let material = &pki.material;
+    let kubeconfig =
+        kubeconfig::publish_kubeconfig(vc, &tenant, material, &desired, &reach, ctx, &mut changes)
+            .await?;
     let clustertree =
-        clustertree::apply_clustertree(&desired, &kubeconfig, owner, ctx, &mut changes);
-    let clustertree = clustertree.await;
+        clustertree::apply_clustertree(&desired, &kubeconfig, owner, ctx, &mut changes)
+            .await
+            .map_err(|source| Error::ApplyClustertree { source });
     let failed = clustertree.is_err();
     let promotion = promotion::read_tenant(vc, &kubeconfig, &reach, held, failed).await;
     let outcome = status::Outcome {

@@ -9,7 +9,7 @@ use kube::{Api, Resource, ResourceExt};
 use super::events::Changes;
 use crate::apply::{Applied, ApplyError, Existing, apply_if_changed};
 use crate::context::Context;
-use crate::error::{Error, Result, Step};
+use crate::error::Step;
 use crate::ownership::Owner;
 
 /// A host object the controller applies: what [`apply_if_changed`] needs of it.
@@ -43,11 +43,50 @@ where
     store.get(&reference)
 }
 
-/// Which object of which step is applied: what an error about it names.
-#[derive(Clone, Copy, Debug)]
-pub(super) struct Target {
-    pub(super) step: Step,
-    pub(super) kind: &'static str,
+/// Why a host object the tenant needs was not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ObjectError {
+    /// The apiserver refused the read or the apply.
+    #[error("failed to apply {kind} {name:?}")]
+    Apply {
+        /// Kind of the object.
+        kind: &'static str,
+        /// `NAMESPACE/NAME` of a namespaced object, the name of a cluster-scoped one.
+        name: String,
+        /// The apiserver's answer.
+        #[source]
+        source: kube::Error,
+    },
+
+    /// An object the tenant needs exists under its name but is not this VirtualCluster's;
+    /// it is neither adopted nor applied over, and the tenant waits until it is gone.
+    #[error(
+        "{kind} {name:?} already exists and belongs to {holder}, not to this VirtualCluster; kosmos-vc never takes over an object it did not create, so the tenant waits: remove or rename that {kind}, or recreate this VirtualCluster under another name"
+    )]
+    NotOurs {
+        /// Kind of the object.
+        kind: &'static str,
+        /// `NAMESPACE/NAME` of a namespaced object, the name of a cluster-scoped one.
+        name: String,
+        /// Who holds it.
+        holder: String,
+    },
+}
+
+impl ObjectError {
+    /// Whether the object is someone else's.
+    pub fn is_not_ours(&self) -> bool {
+        matches!(self, ObjectError::NotOurs { .. })
+    }
+
+    /// The refusal of `object`, held by `holder`.
+    pub(super) fn not_ours<K: Resource>(object: &K, kind: &'static str, holder: String) -> Self {
+        let name = match object.meta().namespace.as_deref() {
+            Some(namespace) => format!("{namespace}/{}", object.name_any()),
+            None => object.name_any(),
+        };
+        ObjectError::NotOurs { kind, name, holder }
+    }
 }
 
 /// Applies a namespaced host object owned by the tenant, comparing with the cache first.
@@ -56,15 +95,15 @@ pub(super) async fn apply_namespaced<K>(
     owner: &Owner<'_>,
     store: &Store<K>,
     desired: &K,
-    target: Target,
-) -> Result<Applied<K>>
+    kind: &'static str,
+) -> Result<Applied<K>, ObjectError>
 where
     K: HostObject<Scope = k8s_openapi::NamespaceResourceScope>,
 {
     let namespace = desired.namespace().unwrap_or_default();
     let api = Api::namespaced(ctx.client.clone(), &namespace);
     let name = format!("{namespace}/{}", desired.name_any());
-    apply(&api, owner, store, desired, target, name).await
+    apply(&api, owner, store, desired, kind, name).await
 }
 
 /// Applies a cluster-scoped host object, comparing with the cache first.
@@ -73,13 +112,13 @@ pub(super) async fn apply_cluster_scoped<K>(
     owner: &Owner<'_>,
     store: &Store<K>,
     desired: &K,
-    target: Target,
-) -> Result<Applied<K>>
+    kind: &'static str,
+) -> Result<Applied<K>, ObjectError>
 where
     K: HostObject<Scope = k8s_openapi::ClusterResourceScope>,
 {
     let api = Api::all(ctx.client.clone());
-    apply(&api, owner, store, desired, target, desired.name_any()).await
+    apply(&api, owner, store, desired, kind, desired.name_any()).await
 }
 
 async fn apply<K: HostObject>(
@@ -87,24 +126,14 @@ async fn apply<K: HostObject>(
     owner: &Owner<'_>,
     store: &Store<K>,
     desired: &K,
-    Target { step, kind }: Target,
+    kind: &'static str,
     name: String,
-) -> Result<Applied<K>> {
+) -> Result<Applied<K>, ObjectError> {
     apply_if_changed(api, Existing::Cached(store), desired, owner)
         .await
         .map_err(|error| match error {
-            ApplyError::NotOurs { holder } => Error::ForeignObject {
-                step,
-                kind,
-                name,
-                holder,
-            },
-            ApplyError::Api(source) => Error::ApplyObject {
-                step,
-                kind,
-                name,
-                source,
-            },
+            ApplyError::NotOurs { holder } => ObjectError::NotOurs { kind, name, holder },
+            ApplyError::Api(source) => ObjectError::Apply { kind, name, source },
         })
 }
 

@@ -10,14 +10,59 @@ use kube::{Api, Resource, ResourceExt};
 use vc_api::constants::CONTROLLER_FIELD_MANAGER;
 
 use super::events::Changes;
-use super::objects::cached;
-use super::validate::build_error;
+use super::objects::{ObjectError, cached};
 use crate::apply::up_to_date;
 use crate::context::Context;
-use crate::error::{Error, Result, Step, is_conflict};
+use crate::error::{Step, is_conflict};
 use crate::ownership::{Holder, Owner, holder};
-use crate::pki::{CaKind, CaNotices, ExistingPki, LeafKind, PkiMaterial, TenantIdentity};
-use crate::resources::{Observed, Tenant, names, tenant_identity};
+use crate::pki::{CaKind, CaNotices, ExistingPki, LeafKind, PkiError, PkiMaterial, TenantIdentity};
+use crate::resources::{Tenant, names};
+
+/// Why the certificates and keys could not be read, issued or stored.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A stored Secret could not be read.
+    #[error("failed to read Secret {name:?}")]
+    ReadSecret {
+        /// The Secret.
+        name: String,
+        /// The apiserver's answer.
+        #[source]
+        source: kube::Error,
+    },
+
+    /// A Secret could not be created or applied.
+    #[error("failed to write Secret {name:?}")]
+    WriteSecret {
+        /// The Secret.
+        name: String,
+        /// The apiserver's answer.
+        #[source]
+        source: kube::Error,
+    },
+
+    /// Certificates or keys could not be generated, or stored ones not parsed.
+    #[error("failed to issue the certificates and keys")]
+    Issue {
+        /// What failed; never key material.
+        #[source]
+        source: PkiError,
+    },
+
+    /// A Secret the PKI is read from or written to is someone else's.
+    #[error(transparent)]
+    NotOurs(ObjectError),
+}
+
+impl Error {
+    /// The object that was not written, when this is about one.
+    pub(crate) fn object(&self) -> Option<&ObjectError> {
+        match self {
+            Error::NotOurs(object) => Some(object),
+            _ => None,
+        }
+    }
+}
 
 /// The PKI this reconcile builds on.
 #[derive(Debug)]
@@ -66,9 +111,9 @@ fn pki_secret_names(tenant_name: &str) -> Vec<String> {
 /// what is missing or due.
 pub(super) async fn plan_pki(
     tenant: &Tenant,
-    observed: &Observed,
+    identity: &TenantIdentity,
     ctx: &Context,
-) -> Result<PkiPlan> {
+) -> Result<PkiPlan, Error> {
     let namespace = tenant.namespace.as_str();
     let mut stored: Vec<Arc<Secret>> = pki_secret_names(&tenant.name)
         .iter()
@@ -87,7 +132,7 @@ pub(super) async fn plan_pki(
         match secrets.get_opt(&name).await {
             Ok(Some(secret)) => stored.push(Arc::new(secret)),
             Ok(None) => {}
-            Err(source) => return Err(Error::ApplySecret { name, source }),
+            Err(source) => return Err(Error::ReadSecret { name, source }),
         }
     }
     // A CA or key read from a Secret that is not ours would sign this tenant's
@@ -97,12 +142,11 @@ pub(super) async fn plan_pki(
             return Err(foreign_secret(secret, holder));
         }
     }
-    let identity = tenant_identity(tenant, &ctx.build, observed).map_err(build_error)?;
-    let fingerprint = pki_fingerprint(&identity, &stored);
+    let fingerprint = pki_fingerprint(identity, &stored);
     let now = Timestamp::now();
     let (material, issued) = match ctx.cached_pki(&tenant.uid, &fingerprint) {
         Some(material) => (material, Vec::new()),
-        None => issue_missing(tenant, &identity, &stored, fingerprint, ctx, now)?,
+        None => issue_missing(tenant, identity, &stored, fingerprint, ctx, now)?,
     };
     Ok(PkiPlan {
         ca_notices: crate::pki::ca_notices(&material, now),
@@ -121,10 +165,10 @@ fn issue_missing(
     fingerprint: String,
     ctx: &Context,
     now: Timestamp,
-) -> Result<(PkiMaterial, Vec<String>)> {
+) -> Result<(PkiMaterial, Vec<String>), Error> {
     let existing = ExistingPki::from_secrets(&tenant.name, stored.iter().map(Arc::as_ref));
     let (plan, material) = crate::pki::ensure_pki(identity, &existing, now)
-        .map_err(|error| Error::BuildPki(error.to_string()))?;
+        .map_err(|source| Error::Issue { source })?;
     if !plan.issues_anything() {
         ctx.remember_pki(&tenant.uid, fingerprint, material.clone());
     }
@@ -150,16 +194,7 @@ fn issue_missing(
 }
 
 fn foreign_secret(secret: &Secret, holder: String) -> Error {
-    Error::ForeignObject {
-        step: Step::Pki,
-        kind: "Secret",
-        name: format!(
-            "{}/{}",
-            secret.namespace().unwrap_or_default(),
-            secret.name_any()
-        ),
-        holder,
-    }
+    Error::NotOurs(ObjectError::not_ours(secret, "Secret", holder))
 }
 
 /// What a PKI was computed from: the tenant's identity and the exact versions of its
@@ -196,7 +231,7 @@ pub(super) async fn store_pki(
     owner: &Owner<'_>,
     ctx: &Context,
     changes: &mut Changes,
-) -> Result<Stored> {
+) -> Result<Stored, Error> {
     let mut written = false;
     let mut stored = Stored::Done;
     for secret in desired {
@@ -219,7 +254,7 @@ pub(super) async fn store_pki(
                         if let Some(found) =
                             api.get_opt(&name)
                                 .await
-                                .map_err(|source| Error::ApplySecret {
+                                .map_err(|source| Error::ReadSecret {
                                     name: name.clone(),
                                     source,
                                 })?
@@ -229,13 +264,13 @@ pub(super) async fn store_pki(
                         }
                         stored = Stored::CacheLagging;
                     }
-                    Err(source) => return Err(Error::ApplySecret { name, source }),
+                    Err(source) => return Err(Error::WriteSecret { name, source }),
                 }
             }
             Some(existing) if !up_to_date(secret, Some(existing.as_ref())) => {
                 api.patch(&name, &crate::apply::apply_params(), &Patch::Apply(secret))
                     .await
-                    .map_err(|source| Error::ApplySecret { name, source })?;
+                    .map_err(|source| Error::WriteSecret { name, source })?;
                 written = true;
             }
             Some(_) => {}

@@ -66,11 +66,13 @@ pub(super) async fn read_tenant(
     match reach.client() {
         Some(_) if clustertree_failed => Promotion::nothing_yet(),
         Some(client) => {
-            let visible = promoted(client, held).await;
+            let failed = |source| Error::Promote { source };
+            let visible = promoted(client, held).await.map_err(failed);
             let dns = match visible {
                 Ok(_) => tenant::dns_readiness(client).await.map(Some),
                 Err(_) => Ok(None),
             };
+            let dns = dns.map_err(failed);
             Promotion { visible, dns }
         }
         None => last_seen(vc, held),
@@ -79,7 +81,7 @@ pub(super) async fn read_tenant(
 
 /// The promoted nodes the tenant lists: vc-clustertree mirrors each claimed node into
 /// the tenant, and the status reports only those the tenant really shows.
-async fn promoted(client: &kube::Client, held: &[String]) -> Result<Vec<String>> {
+async fn promoted(client: &kube::Client, held: &[String]) -> Result<Vec<String>, tenant::Error> {
     let listed: BTreeSet<String> = tenant::tenant_node_names(client)
         .await?
         .into_iter()

@@ -10,10 +10,38 @@ use vc_api::VirtualCluster;
 use vc_api::pod_security::{self, PodSecurityLevel, WORKLOAD_POD_SECURITY_LABEL};
 
 use super::events::{Changes, event};
-use super::objects::{Target, apply_namespaced};
+use super::objects::{ObjectError, apply_namespaced};
 use crate::context::Context;
-use crate::error::{Error, Result, Step};
+use crate::error::Step;
 use crate::resources::{Observed, Tenant, apiserver, etcd};
+
+/// Why the Services could not be applied, or their facts observed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A Service could not be applied.
+    #[error(transparent)]
+    Apply(#[from] ObjectError),
+
+    /// The VirtualCluster's own namespace (its Pod Security level label) could not be read.
+    #[error("failed to read namespace {namespace:?}")]
+    ReadNamespace {
+        /// The namespace.
+        namespace: String,
+        /// The apiserver's answer.
+        #[source]
+        source: kube::Error,
+    },
+}
+
+impl Error {
+    /// The object that was not applied, when this is about one.
+    pub(crate) fn object(&self) -> Option<&ObjectError> {
+        match self {
+            Error::Apply(object) => Some(object),
+            Error::ReadNamespace { .. } => None,
+        }
+    }
+}
 
 /// Applies the Services and observes the facts the certificates and kubeconfigs depend
 /// on; `held` are the claimed nodes.
@@ -23,26 +51,18 @@ pub(super) async fn apply_services(
     held: &[String],
     ctx: &Context,
     changes: &mut Changes,
-) -> Result<Observed> {
+) -> Result<Observed, Error> {
     let owner = &tenant.owner();
     let store = &ctx.stores.services;
-    let etcd = Target {
-        step: Step::Etcd,
-        kind: "Service",
-    };
-    let apiserver = Target {
-        step: Step::Apiserver,
-        kind: "Service",
-    };
     let (peer, client) = (etcd::peer_service(tenant), etcd::client_service(tenant));
-    let peer = apply_namespaced(ctx, owner, store, &peer, etcd).await?;
-    let client = apply_namespaced(ctx, owner, store, &client, etcd).await?;
-    let apiserver =
-        apply_namespaced(ctx, owner, store, &apiserver::service(tenant), apiserver).await?;
+    let peer = apply_namespaced(ctx, owner, store, &peer, "Service").await?;
+    let client = apply_namespaced(ctx, owner, store, &client, "Service").await?;
+    let apiserver = apiserver::service(tenant);
+    let apiserver = apply_namespaced(ctx, owner, store, &apiserver, "Service").await?;
     if peer.written || client.written || apiserver.written {
         changes.record(
             "ServicesApplied",
-            Step::Apiserver,
+            Step::Services,
             "applied the etcd and kube-apiserver Services",
         );
     }
@@ -80,7 +100,10 @@ fn observe_service(service: Option<&Service>, held_nodes: &[String]) -> Observed
 /// The Pod Security level the cluster admin gave the VirtualCluster's namespace
 /// ([`WORKLOAD_POD_SECURITY_LABEL`]); an unknown value keeps `baseline` and says so in a
 /// Warning Event naming the label and the values it takes.
-async fn workload_pod_security(vc: &VirtualCluster, ctx: &Context) -> Result<PodSecurityLevel> {
+async fn workload_pod_security(
+    vc: &VirtualCluster,
+    ctx: &Context,
+) -> Result<PodSecurityLevel, Error> {
     let namespace = vc.namespace().unwrap_or_default();
     let found = Api::<Namespace>::all(ctx.client.clone())
         .get_opt(&namespace)

@@ -58,7 +58,7 @@ impl Outcome<'_> {
     /// What the tenant waits for, when it waits after its control plane.
     fn waiting(&self) -> Option<String> {
         self.failure()
-            .map(Error::to_string)
+            .map(Error::report)
             .or_else(|| self.kubeconfig.waiting.clone())
     }
 }
@@ -171,7 +171,7 @@ pub(super) async fn write_status(
         &Patch::Merge(&patch),
     )
     .await
-    .map_err(Error::PatchStatus)?;
+    .map_err(|source| Error::UpdateStatus { source })?;
     Ok(())
 }
 
