@@ -5,7 +5,7 @@ use kube::ResourceExt;
 
 use super::events::Changes;
 use super::kubeconfig::KubeconfigReport;
-use super::objects::{ObjectError, apply_cluster_scoped, apply_namespaced, cached};
+use super::objects::{ObjectError, apply_object, cached};
 use crate::apply::up_to_date;
 use crate::context::Context;
 use crate::error::Step;
@@ -27,7 +27,7 @@ pub(super) async fn apply_clustertree(
     let objects = &desired.clustertree;
     let stores = &ctx.stores;
     let written = [
-        apply_cluster_scoped(
+        apply_object(
             ctx,
             owner,
             &stores.namespaces,
@@ -36,7 +36,7 @@ pub(super) async fn apply_clustertree(
         )
         .await?
         .written,
-        apply_namespaced(
+        apply_object(
             ctx,
             owner,
             &stores.network_policies,
@@ -45,7 +45,7 @@ pub(super) async fn apply_clustertree(
         )
         .await?
         .written,
-        apply_namespaced(
+        apply_object(
             ctx,
             owner,
             &stores.resource_quotas,
@@ -54,7 +54,7 @@ pub(super) async fn apply_clustertree(
         )
         .await?
         .written,
-        apply_namespaced(
+        apply_object(
             ctx,
             owner,
             &stores.service_accounts,
@@ -63,7 +63,7 @@ pub(super) async fn apply_clustertree(
         )
         .await?
         .written,
-        apply_namespaced(
+        apply_object(
             ctx,
             owner,
             &stores.roles,
@@ -72,7 +72,7 @@ pub(super) async fn apply_clustertree(
         )
         .await?
         .written,
-        apply_namespaced(
+        apply_object(
             ctx,
             owner,
             &stores.role_bindings,
@@ -81,7 +81,7 @@ pub(super) async fn apply_clustertree(
         )
         .await?
         .written,
-        apply_namespaced(
+        apply_object(
             ctx,
             owner,
             &stores.role_bindings,
@@ -90,7 +90,7 @@ pub(super) async fn apply_clustertree(
         )
         .await?
         .written,
-        apply_cluster_scoped(
+        apply_object(
             ctx,
             owner,
             &stores.cluster_roles,
@@ -99,7 +99,7 @@ pub(super) async fn apply_clustertree(
         )
         .await?
         .written,
-        apply_cluster_scoped(
+        apply_object(
             ctx,
             owner,
             &stores.cluster_role_bindings,
@@ -109,7 +109,7 @@ pub(super) async fn apply_clustertree(
         .await?
         .written,
     ];
-    let deployment = apply_namespaced(
+    let deployment = apply_object(
         ctx,
         owner,
         &stores.deployments,

@@ -7,7 +7,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use kube::ResourceExt;
 
 use super::events::Changes;
-use super::objects::{ObjectError, apply_namespaced, cached, note_written};
+use super::objects::{ObjectError, apply_object, cached, note_written};
 use crate::apply::up_to_date;
 use crate::context::Context;
 use crate::error::Step;
@@ -52,7 +52,7 @@ pub(super) async fn apply_control_plane(
     let mut policies_written = false;
     for policy in &desired.network_policies.control_plane {
         let store = &ctx.stores.network_policies;
-        policies_written |= apply_namespaced(ctx, owner, store, policy, "NetworkPolicy")
+        policies_written |= apply_object(ctx, owner, store, policy, "NetworkPolicy")
             .await?
             .written;
     }
@@ -126,13 +126,13 @@ async fn apply_component(
         Component::Etcd => {
             let store = &ctx.stores.stateful_sets;
             let stateful_set = &desired.etcd.stateful_set;
-            let applied = apply_namespaced(ctx, owner, store, stateful_set, "StatefulSet").await?;
+            let applied = apply_object(ctx, owner, store, stateful_set, "StatefulSet").await?;
             let what = "the etcd StatefulSet".to_owned();
             note_written(&applied, changes, "EtcdApplied", Step::ControlPlane, what);
         }
         Component::Apiserver => {
             let object = &desired.apiserver_deployment;
-            let applied = apply_namespaced(ctx, owner, deployments, object, "Deployment").await?;
+            let applied = apply_object(ctx, owner, deployments, object, "Deployment").await?;
             let what = "the kube-apiserver Deployment".to_owned();
             note_written(
                 &applied,
@@ -148,7 +148,7 @@ async fn apply_component(
             } else {
                 &desired.scheduler
             };
-            let applied = apply_namespaced(ctx, owner, deployments, object, "Deployment").await?;
+            let applied = apply_object(ctx, owner, deployments, object, "Deployment").await?;
             let what = format!("Deployment {}", object.name_any());
             note_written(
                 &applied,

@@ -13,7 +13,7 @@ use vc_api::constants::KUBECONFIG_SECRET_KEY;
 
 use super::control_plane::ControlPlaneReport;
 use super::events::Changes;
-use super::objects::{ObjectError, apply_namespaced, cached};
+use super::objects::{ObjectError, apply_object, cached};
 use crate::apply::up_to_date;
 use crate::context::Context;
 use crate::error::Step;
@@ -124,7 +124,7 @@ fn probe_kubeconfig(
 ) -> Result<(String, String), Error> {
     let endpoint = resources::secrets::https_url(&cluster_ip.to_string());
     let admin = material.leaf(LeafKind::Admin);
-    let yaml = resources::kubeconfig::render_client_certificate_kubeconfig(
+    let yaml = crate::pki::kubeconfig::render_client_certificate_kubeconfig(
         &tenant.name,
         &endpoint,
         &material.ca(CaKind::Cluster).cert_pem,
@@ -231,7 +231,7 @@ async fn publish(
         Reach::Ready { endpoint, .. } => endpoint,
     };
     let owner = &tenant.owner();
-    let applied = apply_namespaced(ctx, owner, &ctx.stores.secrets, secret, "Secret").await?;
+    let applied = apply_object(ctx, owner, &ctx.stores.secrets, secret, "Secret").await?;
     if !spec_current {
         let api: Api<VirtualCluster> = Api::namespaced(ctx.client.clone(), &tenant.namespace);
         let patch = json!({ "spec": { "kubeconfig": external_kubeconfig } });

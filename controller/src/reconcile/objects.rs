@@ -89,8 +89,28 @@ impl ObjectError {
     }
 }
 
-/// Applies a namespaced host object owned by the tenant, comparing with the cache first.
-pub(super) async fn apply_namespaced<K>(
+/// Where a host object is applied, by its scope.
+pub(super) trait ObjectScope: Sized {
+    /// The Api `object` is applied through, and its name as errors print it.
+    fn api<K: HostObject<Scope = Self>>(client: kube::Client, object: &K) -> (Api<K>, String);
+}
+
+impl ObjectScope for k8s_openapi::NamespaceResourceScope {
+    fn api<K: HostObject<Scope = Self>>(client: kube::Client, object: &K) -> (Api<K>, String) {
+        let namespace = object.namespace().unwrap_or_default();
+        let name = format!("{namespace}/{}", object.name_any());
+        (Api::namespaced(client, &namespace), name)
+    }
+}
+
+impl ObjectScope for k8s_openapi::ClusterResourceScope {
+    fn api<K: HostObject<Scope = Self>>(client: kube::Client, object: &K) -> (Api<K>, String) {
+        (Api::all(client), object.name_any())
+    }
+}
+
+/// Applies a host object owned by the tenant, comparing with the cache first.
+pub(super) async fn apply_object<K>(
     ctx: &Context,
     owner: &Owner<'_>,
     store: &Store<K>,
@@ -98,38 +118,11 @@ pub(super) async fn apply_namespaced<K>(
     kind: &'static str,
 ) -> Result<Applied<K>, ObjectError>
 where
-    K: HostObject<Scope = k8s_openapi::NamespaceResourceScope>,
+    K: HostObject,
+    K::Scope: ObjectScope,
 {
-    let namespace = desired.namespace().unwrap_or_default();
-    let api = Api::namespaced(ctx.client.clone(), &namespace);
-    let name = format!("{namespace}/{}", desired.name_any());
-    apply(&api, owner, store, desired, kind, name).await
-}
-
-/// Applies a cluster-scoped host object, comparing with the cache first.
-pub(super) async fn apply_cluster_scoped<K>(
-    ctx: &Context,
-    owner: &Owner<'_>,
-    store: &Store<K>,
-    desired: &K,
-    kind: &'static str,
-) -> Result<Applied<K>, ObjectError>
-where
-    K: HostObject<Scope = k8s_openapi::ClusterResourceScope>,
-{
-    let api = Api::all(ctx.client.clone());
-    apply(&api, owner, store, desired, kind, desired.name_any()).await
-}
-
-async fn apply<K: HostObject>(
-    api: &Api<K>,
-    owner: &Owner<'_>,
-    store: &Store<K>,
-    desired: &K,
-    kind: &'static str,
-    name: String,
-) -> Result<Applied<K>, ObjectError> {
-    apply_if_changed(api, Existing::Cached(store), desired, owner)
+    let (api, name) = <K::Scope as ObjectScope>::api(ctx.client.clone(), desired);
+    apply_if_changed(&api, Existing::Cached(store), desired, owner)
         .await
         .map_err(|error| match error {
             ApplyError::NotOurs { holder } => ObjectError::NotOurs { kind, name, holder },

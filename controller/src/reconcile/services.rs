@@ -10,7 +10,7 @@ use vc_api::VirtualCluster;
 use vc_api::pod_security::{self, PodSecurityLevel, WORKLOAD_POD_SECURITY_LABEL};
 
 use super::events::{Changes, event};
-use super::objects::{ObjectError, apply_namespaced};
+use super::objects::{ObjectError, apply_object};
 use crate::context::Context;
 use crate::error::Step;
 use crate::resources::{Observed, Tenant, apiserver, etcd};
@@ -55,10 +55,10 @@ pub(super) async fn apply_services(
     let owner = &tenant.owner();
     let store = &ctx.stores.services;
     let (peer, client) = (etcd::peer_service(tenant), etcd::client_service(tenant));
-    let peer = apply_namespaced(ctx, owner, store, &peer, "Service").await?;
-    let client = apply_namespaced(ctx, owner, store, &client, "Service").await?;
+    let peer = apply_object(ctx, owner, store, &peer, "Service").await?;
+    let client = apply_object(ctx, owner, store, &client, "Service").await?;
     let apiserver = apiserver::service(tenant);
-    let apiserver = apply_namespaced(ctx, owner, store, &apiserver, "Service").await?;
+    let apiserver = apply_object(ctx, owner, store, &apiserver, "Service").await?;
     if peer.written || client.written || apiserver.written {
         changes.record(
             "ServicesApplied",

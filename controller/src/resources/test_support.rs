@@ -55,6 +55,20 @@ pub fn build(vc: &VirtualCluster) -> DesiredState {
     DesiredState::build(vc, &BuildContext::default(), &observed(), pki()).unwrap()
 }
 
+/// The pod spec of the etcd StatefulSet.
+pub fn etcd_pod_spec(state: &DesiredState) -> &PodSpec {
+    state
+        .etcd
+        .stateful_set
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+}
+
 pub fn pod_spec(deployment: &Deployment) -> &PodSpec {
     deployment
         .spec

@@ -3,8 +3,8 @@
 use pretty_assertions::assert_eq;
 
 use crate::pki::inspect_certificate;
+use crate::pki::kubeconfig;
 use crate::resources::test_support::*;
-use crate::resources::*;
 
 #[test]
 fn leader_election_is_on_only_with_several_replicas() {

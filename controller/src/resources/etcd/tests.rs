@@ -140,16 +140,7 @@ fn etcd_claims_go_with_the_stateful_set() {
 #[test]
 fn etcd_flags_only_name_mounted_files() {
     let state = build(&default_vc());
-    let pod = state
-        .etcd
-        .stateful_set
-        .spec
-        .as_ref()
-        .unwrap()
-        .template
-        .spec
-        .as_ref()
-        .unwrap();
+    let pod = etcd_pod_spec(&state);
     assert_flag_files_are_mounted(&state, pod);
 }
 

@@ -10,16 +10,7 @@ use crate::resources::*;
 #[test]
 fn control_plane_pods_spread_request_resources_and_skip_service_links() {
     let state = build(&default_vc());
-    let etcd_pod = state
-        .etcd
-        .stateful_set
-        .spec
-        .as_ref()
-        .unwrap()
-        .template
-        .spec
-        .as_ref()
-        .unwrap();
+    let etcd_pod = etcd_pod_spec(&state);
     let pods = [
         etcd_pod,
         pod_spec(&state.apiserver_deployment),

@@ -3,6 +3,7 @@
 use k8s_openapi::api::core::v1::Secret;
 use pretty_assertions::assert_eq;
 
+use crate::pki::kubeconfig;
 use crate::resources::test_support::*;
 use crate::resources::*;
 
