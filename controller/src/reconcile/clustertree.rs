@@ -24,100 +24,63 @@ pub(super) async fn apply_clustertree(
     if !kubeconfig.published {
         return Ok(false);
     }
-    let objects = &desired.clustertree;
-    let stores = &ctx.stores;
-    let written = [
-        apply_object(
-            ctx,
-            owner,
-            &stores.namespaces,
-            &objects.namespace,
-            "Namespace",
-        )
+    let (tree, stores) = (&desired.clustertree, &ctx.stores);
+    let policy = &desired.network_policies.workloads;
+    let mut written = false;
+    written |= apply_object(ctx, owner, &stores.namespaces, &tree.namespace, "Namespace")
         .await?
-        .written,
-        apply_object(
-            ctx,
-            owner,
-            &stores.network_policies,
-            &desired.network_policies.workloads,
-            "NetworkPolicy",
-        )
+        .written;
+    written |= apply_object(
+        ctx,
+        owner,
+        &stores.network_policies,
+        policy,
+        "NetworkPolicy",
+    )
+    .await?
+    .written;
+    let quota = &tree.resource_quota;
+    written |= apply_object(ctx, owner, &stores.resource_quotas, quota, "ResourceQuota")
         .await?
-        .written,
-        apply_object(
-            ctx,
-            owner,
-            &stores.resource_quotas,
-            &objects.resource_quota,
-            "ResourceQuota",
-        )
+        .written;
+    let account = &tree.service_account;
+    written |= apply_object(
+        ctx,
+        owner,
+        &stores.service_accounts,
+        account,
+        "ServiceAccount",
+    )
+    .await?
+    .written;
+    let reader = &tree.virtual_cluster_reader;
+    written |= apply_object(ctx, owner, &stores.roles, reader, "Role")
         .await?
-        .written,
-        apply_object(
-            ctx,
-            owner,
-            &stores.service_accounts,
-            &objects.service_account,
-            "ServiceAccount",
-        )
+        .written;
+    for binding in [&tree.virtual_cluster_reader_binding, &tree.role_binding] {
+        let store = &stores.role_bindings;
+        written |= apply_object(ctx, owner, store, binding, "RoleBinding")
+            .await?
+            .written;
+    }
+    let role = &tree.cluster_role;
+    written |= apply_object(ctx, owner, &stores.cluster_roles, role, "ClusterRole")
         .await?
-        .written,
-        apply_object(
-            ctx,
-            owner,
-            &stores.roles,
-            &objects.virtual_cluster_reader,
-            "Role",
-        )
+        .written;
+    let role_binding = &tree.cluster_role_binding;
+    let store = &stores.cluster_role_bindings;
+    written |= apply_object(ctx, owner, store, role_binding, "ClusterRoleBinding")
         .await?
-        .written,
-        apply_object(
-            ctx,
-            owner,
-            &stores.role_bindings,
-            &objects.virtual_cluster_reader_binding,
-            "RoleBinding",
-        )
-        .await?
-        .written,
-        apply_object(
-            ctx,
-            owner,
-            &stores.role_bindings,
-            &objects.role_binding,
-            "RoleBinding",
-        )
-        .await?
-        .written,
-        apply_object(
-            ctx,
-            owner,
-            &stores.cluster_roles,
-            &objects.cluster_role,
-            "ClusterRole",
-        )
-        .await?
-        .written,
-        apply_object(
-            ctx,
-            owner,
-            &stores.cluster_role_bindings,
-            &objects.cluster_role_binding,
-            "ClusterRoleBinding",
-        )
-        .await?
-        .written,
-    ];
+        .written;
     let deployment = apply_object(
         ctx,
         owner,
         &stores.deployments,
-        &objects.deployment,
+        &tree.deployment,
         "Deployment",
     )
     .await?;
-    if deployment.written || written.iter().any(|written| *written) {
+    if deployment.written || written {
         changes.record(
             "ClustertreeApplied",
             Step::Clustertree,
@@ -126,11 +89,11 @@ pub(super) async fn apply_clustertree(
     }
     let current = cached(
         &stores.deployments,
-        objects.deployment.namespace().as_deref(),
-        &objects.deployment.name_any(),
+        tree.deployment.namespace().as_deref(),
+        &tree.deployment.name_any(),
     );
     Ok(!deployment.written
         && current.as_deref().is_some_and(|deployment| {
-            up_to_date(&objects.deployment, Some(deployment)) && deployment_rolled_out(deployment)
+            up_to_date(&tree.deployment, Some(deployment)) && deployment_rolled_out(deployment)
         }))
 }

@@ -57,27 +57,13 @@ pub fn build(vc: &VirtualCluster) -> DesiredState {
 
 /// The pod spec of the etcd StatefulSet.
 pub fn etcd_pod_spec(state: &DesiredState) -> &PodSpec {
-    state
-        .etcd
-        .stateful_set
-        .spec
-        .as_ref()
-        .unwrap()
-        .template
-        .spec
-        .as_ref()
-        .unwrap()
+    let spec = state.etcd.stateful_set.spec.as_ref().unwrap();
+    spec.template.spec.as_ref().unwrap()
 }
 
 pub fn pod_spec(deployment: &Deployment) -> &PodSpec {
-    deployment
-        .spec
-        .as_ref()
-        .unwrap()
-        .template
-        .spec
-        .as_ref()
-        .unwrap()
+    let spec = deployment.spec.as_ref().unwrap();
+    spec.template.spec.as_ref().unwrap()
 }
 
 /// The hash of the Secrets a Deployment's pods mount, which rolls them when it changes.
