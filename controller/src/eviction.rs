@@ -13,7 +13,34 @@ use kube::api::{DeleteParams, EvictParams, ListParams, Preconditions};
 use kube::{Api, Client, ResourceExt};
 use vc_api::eviction::{Claim, kept};
 
-use crate::error::{Error, Result, is_conflict, is_not_found};
+use crate::error::{is_conflict, is_not_found};
+
+/// Why the pods on a claimed node could not be evicted.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Listing the pods running on a claimed Node failed.
+    #[error("failed to list the pods on claimed node {node:?}")]
+    ListNodePods {
+        /// The node.
+        node: String,
+        /// The apiserver's answer.
+        #[source]
+        source: kube::Error,
+    },
+
+    /// Evicting a pod failed (other than a PodDisruptionBudget refusing it, which is
+    /// waited out).
+    #[error("failed to evict pod {pod} from claimed node {node:?}")]
+    EvictPod {
+        /// `NAMESPACE/NAME` of the pod.
+        pod: String,
+        /// The node.
+        node: String,
+        /// The apiserver's answer.
+        #[source]
+        source: kube::Error,
+    },
+}
 
 /// The host client evictions are sent with: one that does not retry a 429 itself.
 ///
@@ -60,7 +87,7 @@ pub async fn evict_from_claimed(
     client: &EvictionClient,
     claim: &Claim<'_>,
     nodes: &[String],
-) -> Result<EvictionReport> {
+) -> Result<EvictionReport, Error> {
     let mut report = EvictionReport::default();
     let EvictionClient(client) = client;
     let all: Api<Pod> = Api::all(client.clone());

@@ -38,14 +38,14 @@ pub struct Flags {
     pub leader_election_lease_name: String,
 
     /// Registry of the kube-apiserver, kube-controller-manager and kube-scheduler images.
-    #[arg(long, value_name = "REGISTRY", default_value = "registry.k8s.io")]
+    #[arg(long, value_name = "REGISTRY", default_value = crate::resources::DEFAULT_IMAGE_REGISTRY)]
     pub image_registry: String,
 
     /// Image of each tenant's etcd members.
     #[arg(
         long,
         value_name = "IMAGE",
-        default_value = "registry.k8s.io/etcd:3.5.21-0"
+        default_value = crate::resources::DEFAULT_ETCD_IMAGE
     )]
     pub etcd_image: String,
 
@@ -80,7 +80,7 @@ pub struct Flags {
     pub control_plane_node_selector: NodeSelector,
 
     /// DNS domain of the host cluster, used in the apiserver certificate's SANs.
-    #[arg(long, value_name = "DOMAIN", default_value = "cluster.local")]
+    #[arg(long, value_name = "DOMAIN", default_value = crate::resources::DEFAULT_CLUSTER_DOMAIN)]
     pub cluster_domain: String,
 
     /// The host's pod networks, `CIDR[,CIDR...]` (every one, both families on a

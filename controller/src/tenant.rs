@@ -17,7 +17,78 @@ use kube::{Api, Client, Config};
 use sha2::{Digest, Sha256};
 use vc_api::tenant_dns::{self, DnsMissing};
 
-use crate::error::{Error, Result};
+/// Why the tenant apiserver could not be reached or read. None carries the kubeconfig,
+/// which holds a private key.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The admin kubeconfig is not YAML a client reads. The parser's own error is left
+    /// out: it quotes the text it choked on, which may be the private key.
+    #[error("the admin kubeconfig does not parse")]
+    ParseKubeconfig,
+
+    /// The admin kubeconfig parses but no client configuration comes from it.
+    #[error("invalid admin kubeconfig")]
+    LoadKubeconfig {
+        /// What kube refused.
+        #[source]
+        source: kube::config::KubeconfigError,
+    },
+
+    /// No client could be built from the configuration.
+    #[error("failed to build a client for the tenant apiserver")]
+    BuildClient {
+        /// What kube refused.
+        #[source]
+        source: kube::Error,
+    },
+
+    /// The `/readyz` request could not be built.
+    #[error("failed to build the /readyz request to {endpoint}")]
+    ProbeRequest {
+        /// The URL probed.
+        endpoint: String,
+        /// What was wrong with it.
+        #[source]
+        source: http::Error,
+    },
+
+    /// The tenant apiserver did not answer `/readyz`.
+    #[error("tenant apiserver at {endpoint} is not ready")]
+    Probe {
+        /// The URL probed.
+        endpoint: String,
+        /// The failed request.
+        #[source]
+        source: kube::Error,
+    },
+
+    /// The tenant apiserver answered `/readyz` with something other than `ok`.
+    #[error("tenant apiserver at {endpoint} is not ready: /readyz answered {answer:?}")]
+    NotReady {
+        /// The URL probed.
+        endpoint: String,
+        /// The start of its answer.
+        answer: String,
+    },
+
+    /// Reading the tenant's nodes failed.
+    #[error("failed to list nodes in the tenant")]
+    ListNodes {
+        /// The tenant apiserver's answer.
+        #[source]
+        source: kube::Error,
+    },
+
+    /// Reading the tenant's DNS Service or its EndpointSlices failed.
+    #[error("failed to read the tenant's kube-system/kube-dns")]
+    ReadDns {
+        /// The tenant apiserver's answer.
+        #[source]
+        source: kube::Error,
+    },
+}
+
+type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Clients of tenant apiservers, reused while the endpoint and credential stay the same,
 /// so a settled tenant does not pay a TLS setup per reconcile.
@@ -70,11 +141,10 @@ impl TenantClients {
 /// Builds a client that verifies the tenant's serving certificate with the CA in the
 /// kubeconfig. Errors never echo the kubeconfig (it holds a private key).
 async fn build_client(kubeconfig_yaml: &str, timeout: Duration) -> Result<Client> {
-    let kubeconfig = Kubeconfig::from_yaml(kubeconfig_yaml)
-        .map_err(|_| Error::TenantClient("the admin kubeconfig does not parse".to_owned()))?;
+    let kubeconfig = Kubeconfig::from_yaml(kubeconfig_yaml).map_err(|_| Error::ParseKubeconfig)?;
     let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
-        .map_err(|error| Error::TenantClient(format!("invalid admin kubeconfig: {error}")))?;
+        .map_err(|source| Error::LoadKubeconfig { source })?;
     config.accept_invalid_certs = false;
     config.connect_timeout = Some(timeout);
     config.read_timeout = Some(timeout);
@@ -82,30 +152,30 @@ async fn build_client(kubeconfig_yaml: &str, timeout: Duration) -> Result<Client
     config.reset_reader_on_write = true;
     // A wait is a requeue: never retry inside a reconcile.
     config.default_retry = false;
-    Client::try_from(config).map_err(|error| Error::TenantClient(error.to_string()))
+    Client::try_from(config).map_err(|source| Error::BuildClient { source })
 }
 
 /// Asks the tenant apiserver's `/readyz` with the admin credential.
 pub async fn probe_ready(client: &Client, endpoint: &str) -> Result<()> {
     let request = http::Request::get("/readyz")
         .body(Vec::new())
-        .map_err(|error| Error::ProbeTenant {
+        .map_err(|source| Error::ProbeRequest {
             endpoint: endpoint.to_owned(),
-            reason: error.to_string(),
+            source,
         })?;
     let body = client
         .request_text(request)
         .await
-        .map_err(|error| Error::ProbeTenant {
+        .map_err(|source| Error::Probe {
             endpoint: endpoint.to_owned(),
-            reason: error.to_string(),
+            source,
         })?;
     if body.trim() == "ok" {
         Ok(())
     } else {
-        Err(Error::ProbeTenant {
+        Err(Error::NotReady {
             endpoint: endpoint.to_owned(),
-            reason: format!("/readyz answered {:?}", truncate(&body, 200)),
+            answer: truncate(&body, 200).to_owned(),
         })
     }
 }
@@ -123,7 +193,7 @@ pub async fn tenant_node_names(client: &Client) -> Result<Vec<String>> {
     let list = nodes
         .list_metadata(&ListParams::default())
         .await
-        .map_err(Error::ListTenantNodes)?;
+        .map_err(|source| Error::ListNodes { source })?;
     Ok(list
         .items
         .into_iter()
@@ -138,12 +208,12 @@ pub async fn dns_readiness(client: &Client) -> Result<std::result::Result<(), Dn
     let service = services
         .get_opt(tenant_dns::SERVICE)
         .await
-        .map_err(Error::ReadTenantDns)?;
+        .map_err(|source| Error::ReadDns { source })?;
     let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), tenant_dns::NAMESPACE);
     let selector = format!("{}={}", tenant_dns::SERVICE_NAME_LABEL, tenant_dns::SERVICE);
     let slices = slices
         .list(&ListParams::default().labels(&selector))
         .await
-        .map_err(Error::ReadTenantDns)?;
+        .map_err(|source| Error::ReadDns { source })?;
     Ok(tenant_dns::readiness(service.as_ref(), &slices.items))
 }

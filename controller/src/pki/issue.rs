@@ -173,7 +173,7 @@ pub fn issue(
         (Decision::Keep, Some(Ok(stored))) => stored.clone(),
         (Decision::Keep, Some(Err(reason))) => {
             return Err(PkiError::ReadEncryptionConfig {
-                secret: crate::resources::names::apiserver_encryption_secret(&tenant.name),
+                secret: vc_api::names::apiserver_encryption_secret(&tenant.name),
                 key: ENCRYPTION_CONFIG_KEY,
                 reason: reason.clone(),
             });
@@ -375,3 +375,6 @@ fn set_validity(
     params.not_after = time(not_after).ok_or_else(invalid)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

@@ -2,8 +2,10 @@
 //! tenant control plane needs, all ECDSA P-256.
 //!
 //! The module is pure: it reads what the tenant's Secrets hold ([`ExistingPki`]), decides
-//! what must be (re)issued ([`plan_certificates`]), and issues it ([`issue`]). Writing the
-//! Secrets is the reconciler's job (see `resources::secrets`).
+//! what must be (re)issued ([`plan_certificates`]), and issues it ([`issue`]); the
+//! kubeconfigs that carry client certificates are written and read in [`kubeconfig`].
+//! `resources::secrets` takes its outputs to build the Secrets, and the reconciler
+//! writes them; nothing here reads `resources`.
 //!
 //! Rules:
 //! - a CA is never regenerated while it is valid: every running component of the tenant
@@ -28,6 +30,7 @@ mod check;
 mod encryption;
 mod inspect;
 mod issue;
+pub mod kubeconfig;
 mod notice;
 mod profile;
 mod stored;
@@ -48,7 +51,7 @@ pub use stored::{
     StoredCertificate, TLS_CERT_KEY, TLS_KEY_KEY,
 };
 
-use crate::resources::names;
+use vc_api::names;
 
 /// Lifetime of a CA certificate.
 pub const CA_LIFETIME: jiff::SignedDuration = jiff::SignedDuration::from_hours(24 * 3650);
@@ -522,6 +525,9 @@ fn decide_leaf(
     }
     Decision::Keep
 }
+
+#[cfg(test)]
+mod test_support;
 
 #[cfg(test)]
 mod tests;

@@ -7,8 +7,8 @@ use k8s_openapi::api::core::v1::Secret;
 
 use super::encryption::{ENCRYPTION_CONFIG_KEY, EncryptionConfig};
 use super::inspect::{CertificateFacts, inspect_certificate, public_key_of_private_key};
+use super::kubeconfig;
 use super::{CaKind, Decision, IssueReason, LeafKind};
-use crate::resources::kubeconfig;
 
 /// Secret key of a PEM certificate.
 pub const TLS_CERT_KEY: &str = "tls.crt";
@@ -156,15 +156,13 @@ impl ExistingPki {
                 existing.leaves.insert(kind, stored);
             }
         }
-        existing.service_account = data_of(crate::resources::names::service_account_key_secret(
-            tenant_name,
-        ))
-        .and_then(|data| {
-            Some(StoredServiceAccountKey {
-                private_pem: PrivateKeyPem::new(text(&data, SA_PRIVATE_KEY)?),
-                public_pem: text(&data, SA_PUBLIC_KEY)?,
-            })
-        });
+        existing.service_account = data_of(vc_api::names::service_account_key_secret(tenant_name))
+            .and_then(|data| {
+                Some(StoredServiceAccountKey {
+                    private_pem: PrivateKeyPem::new(text(&data, SA_PRIVATE_KEY)?),
+                    public_pem: text(&data, SA_PUBLIC_KEY)?,
+                })
+            });
         existing.admin_rotation = by_name
             .get(CaKind::Admin.secret_name(tenant_name).as_str())
             .and_then(|secret| secret.metadata.annotations.as_ref())
@@ -172,13 +170,11 @@ impl ExistingPki {
                 annotations.get(vc_api::constants::ROTATE_ADMIN_KUBECONFIG_ANNOTATION)
             })
             .cloned();
-        existing.encryption = data_of(crate::resources::names::apiserver_encryption_secret(
-            tenant_name,
-        ))
-        .and_then(|data| {
-            let bytes = data.get(ENCRYPTION_CONFIG_KEY)?;
-            Some(EncryptionConfig::parse(bytes).map_err(|error| error.to_string()))
-        });
+        existing.encryption = data_of(vc_api::names::apiserver_encryption_secret(tenant_name))
+            .and_then(|data| {
+                let bytes = data.get(ENCRYPTION_CONFIG_KEY)?;
+                Some(EncryptionConfig::parse(bytes).map_err(|error| error.to_string()))
+            });
         existing
     }
 

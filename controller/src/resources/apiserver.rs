@@ -306,3 +306,6 @@ pub fn deployment(tenant: &Tenant, ctx: &BuildContext, config_hash: &str) -> Dep
         },
     )
 }
+
+#[cfg(test)]
+mod tests;

@@ -392,3 +392,6 @@ pub fn deployment(
         },
     )
 }
+
+#[cfg(test)]
+mod tests;

@@ -198,3 +198,6 @@ pub fn scheduler_deployment(tenant: &Tenant, ctx: &BuildContext, config_hash: &s
         },
     )
 }
+
+#[cfg(test)]
+mod tests;

@@ -307,3 +307,6 @@ fn volume_claim(tenant: &Tenant) -> PersistentVolumeClaim {
         status: None,
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -15,7 +15,6 @@ pub mod apiserver;
 pub mod clustertree;
 pub mod components;
 pub mod etcd;
-pub mod kubeconfig;
 pub mod meta;
 pub mod names;
 pub mod network_policy;
@@ -62,14 +61,22 @@ pub struct BuildContext {
     pub defaults: Defaults,
 }
 
+/// Registry of the Kubernetes images (`vc-controller --image-registry`).
+pub const DEFAULT_IMAGE_REGISTRY: &str = "registry.k8s.io";
+/// The etcd image (`vc-controller --etcd-image`).
+pub const DEFAULT_ETCD_IMAGE: &str = "registry.k8s.io/etcd:3.5.21-0";
+/// The tenants' cluster domain (`vc-controller --cluster-domain`).
+pub const DEFAULT_CLUSTER_DOMAIN: &str = "cluster.local";
+
+/// What `vc-controller` builds with when no flag says otherwise.
 impl Default for BuildContext {
     fn default() -> Self {
         Self {
-            image_registry: "registry.k8s.io".to_owned(),
-            etcd_image: "registry.k8s.io/etcd:3.5.21-0".to_owned(),
+            image_registry: DEFAULT_IMAGE_REGISTRY.to_owned(),
+            etcd_image: DEFAULT_ETCD_IMAGE.to_owned(),
             clustertree_image: vc_api::constants::DEFAULT_CLUSTERTREE_IMAGE.to_owned(),
             clustertree_cluster_role: clustertree::DEFAULT_WORKLOAD_CLUSTER_ROLE.to_owned(),
-            cluster_domain: "cluster.local".to_owned(),
+            cluster_domain: DEFAULT_CLUSTER_DOMAIN.to_owned(),
             control_plane_node_selector: BTreeMap::new(),
             tenant_service_cidr: "10.96.0.0/12".to_owned(),
             host_pod_cidrs: Vec::new(),

@@ -171,3 +171,6 @@ pub fn pod_template(
         spec: Some(pod_spec),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -11,9 +11,9 @@ use vc_api::constants::{
     KUBECONFIG_INTERNAL_SECRET_KEY, KUBECONFIG_SECRET_KEY, ROTATE_ADMIN_KUBECONFIG_ANNOTATION,
 };
 
-use super::kubeconfig::render_client_certificate_kubeconfig;
 use super::meta::{Component, owned_meta};
 use super::{BuildError, Observed, Tenant, names};
+use crate::pki::kubeconfig::render_client_certificate_kubeconfig;
 use crate::pki::{
     CA_CERT_KEY, CLIENT_CA_BUNDLE_KEY, CaKind, ENCRYPTION_CONFIG_KEY, IssuedCertificate, LeafKind,
     PkiMaterial, SA_PRIVATE_KEY, SA_PUBLIC_KEY, TLS_CERT_KEY, TLS_KEY_KEY,
@@ -235,3 +235,6 @@ pub fn admin_kubeconfig_secret(
         ]),
     ))
 }
+
+#[cfg(test)]
+mod tests;

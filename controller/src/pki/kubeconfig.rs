@@ -4,7 +4,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
 
-use crate::pki::{PrivateKeyPem, StoredCertificate};
+use super::{PrivateKeyPem, StoredCertificate};
 
 /// A kubeconfig file (the subset kosmos-vc writes and reads).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

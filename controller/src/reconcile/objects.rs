@@ -1,0 +1,144 @@
+//! Reading host objects from the watch caches and applying them only when they differ
+//! and are ours.
+
+use std::sync::Arc;
+
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Api, Resource, ResourceExt};
+
+use super::events::Changes;
+use crate::apply::{Applied, ApplyError, Existing, apply_if_changed};
+use crate::context::Context;
+use crate::error::Step;
+use crate::ownership::Owner;
+
+/// A host object the controller applies: what [`apply_if_changed`] needs of it.
+pub(super) trait HostObject:
+    Resource<DynamicType = ()>
+    + Clone
+    + std::fmt::Debug
+    + serde::Serialize
+    + serde::de::DeserializeOwned
+{
+}
+
+impl<K> HostObject for K where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+{
+}
+
+/// The cached copy of `name` (in `namespace`, for a namespaced kind).
+pub(super) fn cached<K>(store: &Store<K>, namespace: Option<&str>, name: &str) -> Option<Arc<K>>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    let mut reference = ObjectRef::<K>::new(name);
+    if let Some(namespace) = namespace {
+        reference = reference.within(namespace);
+    }
+    store.get(&reference)
+}
+
+/// Why a host object the tenant needs was not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ObjectError {
+    /// The apiserver refused the read or the apply.
+    #[error("failed to apply {kind} {name:?}")]
+    Apply {
+        /// Kind of the object.
+        kind: &'static str,
+        /// `NAMESPACE/NAME` of a namespaced object, the name of a cluster-scoped one.
+        name: String,
+        /// The apiserver's answer.
+        #[source]
+        source: kube::Error,
+    },
+
+    /// An object the tenant needs exists under its name but is not this VirtualCluster's;
+    /// it is neither adopted nor applied over, and the tenant waits until it is gone.
+    #[error(
+        "{kind} {name:?} already exists and belongs to {holder}, not to this VirtualCluster; kosmos-vc never takes over an object it did not create, so the tenant waits: remove or rename that {kind}, or recreate this VirtualCluster under another name"
+    )]
+    NotOurs {
+        /// Kind of the object.
+        kind: &'static str,
+        /// `NAMESPACE/NAME` of a namespaced object, the name of a cluster-scoped one.
+        name: String,
+        /// Who holds it.
+        holder: String,
+    },
+}
+
+impl ObjectError {
+    /// Whether the object is someone else's.
+    pub fn is_not_ours(&self) -> bool {
+        matches!(self, ObjectError::NotOurs { .. })
+    }
+
+    /// The refusal of `object`, held by `holder`.
+    pub(super) fn not_ours<K: Resource>(object: &K, kind: &'static str, holder: String) -> Self {
+        let name = match object.meta().namespace.as_deref() {
+            Some(namespace) => format!("{namespace}/{}", object.name_any()),
+            None => object.name_any(),
+        };
+        ObjectError::NotOurs { kind, name, holder }
+    }
+}
+
+/// Where a host object is applied, by its scope.
+pub(super) trait ObjectScope: Sized {
+    /// The Api `object` is applied through, and its name as errors print it.
+    fn api<K: HostObject<Scope = Self>>(client: kube::Client, object: &K) -> (Api<K>, String);
+}
+
+impl ObjectScope for k8s_openapi::NamespaceResourceScope {
+    fn api<K: HostObject<Scope = Self>>(client: kube::Client, object: &K) -> (Api<K>, String) {
+        let namespace = object.namespace().unwrap_or_default();
+        let name = format!("{namespace}/{}", object.name_any());
+        (Api::namespaced(client, &namespace), name)
+    }
+}
+
+impl ObjectScope for k8s_openapi::ClusterResourceScope {
+    fn api<K: HostObject<Scope = Self>>(client: kube::Client, object: &K) -> (Api<K>, String) {
+        (Api::all(client), object.name_any())
+    }
+}
+
+/// Applies a host object owned by the tenant, comparing with the cache first.
+pub(super) async fn apply_object<K>(
+    ctx: &Context,
+    owner: &Owner<'_>,
+    store: &Store<K>,
+    desired: &K,
+    kind: &'static str,
+) -> Result<Applied<K>, ObjectError>
+where
+    K: HostObject,
+    K::Scope: ObjectScope,
+{
+    let (api, name) = <K::Scope as ObjectScope>::api(ctx.client.clone(), desired);
+    apply_if_changed(&api, Existing::Cached(store), desired, owner)
+        .await
+        .map_err(|error| match error {
+            ApplyError::NotOurs { holder } => ObjectError::NotOurs { kind, name, holder },
+            ApplyError::Api(source) => ObjectError::Apply { kind, name, source },
+        })
+}
+
+/// Records `what` as applied when `applied` sent a write.
+pub(super) fn note_written<K>(
+    applied: &Applied<K>,
+    changes: &mut Changes,
+    reason: &'static str,
+    step: Step,
+    what: String,
+) {
+    if applied.written {
+        changes.record(reason, step, format!("applied {what}"));
+    }
+}

@@ -1,0 +1,315 @@
+//! The tenant's certificates and keys: read what is stored, issue only what is missing
+//! or due, and store it before anything is built on it.
+
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Patch, PostParams};
+use kube::{Api, Resource, ResourceExt};
+use vc_api::constants::CONTROLLER_FIELD_MANAGER;
+
+use super::events::Changes;
+use super::objects::{ObjectError, cached};
+use crate::apply::up_to_date;
+use crate::context::Context;
+use crate::error::{Step, is_conflict};
+use crate::ownership::{Holder, Owner, holder};
+use crate::pki::{CaKind, CaNotices, ExistingPki, LeafKind, PkiError, PkiMaterial, TenantIdentity};
+use crate::resources::{Tenant, names};
+
+/// Why the certificates and keys could not be read, issued or stored.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A stored Secret could not be read.
+    #[error("failed to read Secret {name:?}")]
+    ReadSecret {
+        /// The Secret.
+        name: String,
+        /// The apiserver's answer.
+        #[source]
+        source: kube::Error,
+    },
+
+    /// A Secret could not be created or applied.
+    #[error("failed to write Secret {name:?}")]
+    WriteSecret {
+        /// The Secret.
+        name: String,
+        /// The apiserver's answer.
+        #[source]
+        source: kube::Error,
+    },
+
+    /// Certificates or keys could not be generated, or stored ones not parsed.
+    #[error("failed to issue the certificates and keys")]
+    Issue {
+        /// What failed; never key material.
+        #[source]
+        source: PkiError,
+    },
+
+    /// A Secret the PKI is read from or written to is someone else's.
+    #[error(transparent)]
+    NotOurs(ObjectError),
+}
+
+impl Error {
+    /// The object that was not written, when this is about one.
+    pub(crate) fn object(&self) -> Option<&ObjectError> {
+        match self {
+            Error::NotOurs(object) => Some(object),
+            _ => None,
+        }
+    }
+}
+
+/// The PKI this reconcile builds on.
+#[derive(Debug)]
+pub(super) struct PkiPlan {
+    /// Every certificate and key, stored or freshly issued.
+    pub(super) material: PkiMaterial,
+    /// How close the CAs are to their end.
+    pub(super) ca_notices: CaNotices,
+    /// What was issued, for the Event; empty when nothing was.
+    issued: Vec<String>,
+    /// The PKI Secrets as read.
+    stored: Vec<Arc<Secret>>,
+}
+
+/// Whether the PKI Secrets are stored as planned.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Stored {
+    /// They are.
+    Done,
+    /// A Secret missing from the cache already existed: look again once the cache has
+    /// caught up.
+    CacheLagging,
+}
+
+/// Every Secret name the PKI is read from.
+fn pki_secret_names(tenant_name: &str) -> Vec<String> {
+    let mut names_list: Vec<String> = CaKind::ALL
+        .iter()
+        .map(|kind| kind.secret_name(tenant_name))
+        .collect();
+    names_list.extend(
+        LeafKind::ALL
+            .iter()
+            .map(|kind| kind.secret_name(tenant_name)),
+    );
+    names_list.push(names::service_account_key_secret(tenant_name));
+    // Written with the PKI Secrets, so read back with them: a desired Secret missing
+    // from this list looks absent, is created again, conflicts, and stalls the chain.
+    names_list.push(names::apiserver_admission_secret(tenant_name));
+    names_list.push(names::apiserver_encryption_secret(tenant_name));
+    names_list
+}
+
+/// Reads the stored PKI (cache first; a CA missing from the cache is read from the
+/// apiserver, so a lagging cache can never make us mint a second CA) and issues only
+/// what is missing or due.
+pub(super) async fn plan_pki(
+    tenant: &Tenant,
+    identity: &TenantIdentity,
+    ctx: &Context,
+) -> Result<PkiPlan, Error> {
+    let namespace = tenant.namespace.as_str();
+    let mut stored: Vec<Arc<Secret>> = pki_secret_names(&tenant.name)
+        .iter()
+        .filter_map(|name| cached(&ctx.stores.secrets, Some(namespace), name))
+        .collect();
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    // Like a CA, a key minted twice would leave what the first one sealed unreadable.
+    let read_through = CaKind::ALL
+        .iter()
+        .map(|kind| kind.secret_name(&tenant.name))
+        .chain([names::apiserver_encryption_secret(&tenant.name)]);
+    for name in read_through {
+        if stored.iter().any(|secret| secret.name_any() == name) {
+            continue;
+        }
+        match secrets.get_opt(&name).await {
+            Ok(Some(secret)) => stored.push(Arc::new(secret)),
+            Ok(None) => {}
+            Err(source) => return Err(Error::ReadSecret { name, source }),
+        }
+    }
+    // A CA or key read from a Secret that is not ours would sign this tenant's
+    // certificates with another tenant's CA.
+    for secret in &stored {
+        if let Holder::Other(holder) = holder(secret.meta(), &tenant.owner()) {
+            return Err(foreign_secret(secret, holder));
+        }
+    }
+    let fingerprint = pki_fingerprint(identity, &stored);
+    let now = Timestamp::now();
+    let (material, issued) = match ctx.cached_pki(&tenant.uid, &fingerprint) {
+        Some(material) => (material, Vec::new()),
+        None => issue_missing(tenant, identity, &stored, fingerprint, ctx, now)?,
+    };
+    Ok(PkiPlan {
+        ca_notices: crate::pki::ca_notices(&material, now),
+        material,
+        issued,
+        stored,
+    })
+}
+
+/// Inspects the stored PKI and issues what is missing or due; a PKI that needed nothing
+/// is remembered under `fingerprint`. Returns it and what was issued.
+fn issue_missing(
+    tenant: &Tenant,
+    identity: &TenantIdentity,
+    stored: &[Arc<Secret>],
+    fingerprint: String,
+    ctx: &Context,
+    now: Timestamp,
+) -> Result<(PkiMaterial, Vec<String>), Error> {
+    let existing = ExistingPki::from_secrets(&tenant.name, stored.iter().map(Arc::as_ref));
+    let (plan, material) = crate::pki::ensure_pki(identity, &existing, now)
+        .map_err(|source| Error::Issue { source })?;
+    if !plan.issues_anything() {
+        ctx.remember_pki(&tenant.uid, fingerprint, material.clone());
+    }
+    let mut issued: Vec<String> = plan
+        .cas
+        .iter()
+        .filter(|(_, decision)| decision.is_issue())
+        .map(|(kind, decision)| format!("{} ({decision:?})", kind.as_str()))
+        .collect();
+    issued.extend(
+        plan.leaves
+            .iter()
+            .filter(|(kind, decision)| decision.is_issue() && **kind != LeafKind::Admin)
+            .map(|(kind, decision)| format!("{} ({decision:?})", kind.as_str())),
+    );
+    if plan.service_account.is_issue() {
+        issued.push("service-account key".to_owned());
+    }
+    if plan.encryption.is_issue() {
+        issued.push("encryption-at-rest key".to_owned());
+    }
+    Ok((material, issued))
+}
+
+fn foreign_secret(secret: &Secret, holder: String) -> Error {
+    Error::NotOurs(ObjectError::not_ours(secret, "Secret", holder))
+}
+
+/// What a PKI was computed from: the tenant's identity and the exact versions of its
+/// stored Secrets. Any change to either makes the PKI be inspected again.
+fn pki_fingerprint(identity: &TenantIdentity, stored: &[Arc<Secret>]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    hasher.update(format!("{identity:?}").as_bytes());
+    let mut versions: Vec<(String, String)> = stored
+        .iter()
+        .map(|secret| {
+            (
+                secret.name_any(),
+                secret.resource_version().unwrap_or_default(),
+            )
+        })
+        .collect();
+    versions.sort();
+    for (name, version) in versions {
+        hasher.update(name.as_bytes());
+        hasher.update([0]);
+        hasher.update(version.as_bytes());
+        hasher.update([0]);
+    }
+    hex::encode(hasher.finalize())
+}
+
+/// Writes the PKI Secrets `desired`: a Secret that does not exist is created (never
+/// applied), so two racing reconciles cannot both mint a CA; an existing one is applied
+/// only when its content changed (renewal, new SANs).
+pub(super) async fn store_pki(
+    plan: &PkiPlan,
+    desired: &[Secret],
+    owner: &Owner<'_>,
+    ctx: &Context,
+    changes: &mut Changes,
+) -> Result<Stored, Error> {
+    let mut written = false;
+    let mut stored = Stored::Done;
+    for secret in desired {
+        let name = secret.name_any();
+        let namespace = secret.namespace().unwrap_or_default();
+        let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+        let existing = plan.stored.iter().find(|stored| stored.name_any() == name);
+        match existing {
+            None => {
+                let params = PostParams {
+                    field_manager: Some(CONTROLLER_FIELD_MANAGER.to_owned()),
+                    ..PostParams::default()
+                };
+                match api.create(&params, secret).await {
+                    Ok(_) => written = true,
+                    // Exists already: our cache lags behind our own earlier write, or
+                    // someone else's Secret (never in our cache) holds the name. Keep
+                    // what is stored and look again once the cache has caught up.
+                    Err(error) if is_conflict(&error) => {
+                        if let Some(found) =
+                            api.get_opt(&name)
+                                .await
+                                .map_err(|source| Error::ReadSecret {
+                                    name: name.clone(),
+                                    source,
+                                })?
+                            && let Holder::Other(holder) = holder(found.meta(), owner)
+                        {
+                            return Err(foreign_secret(&found, holder));
+                        }
+                        stored = Stored::CacheLagging;
+                    }
+                    Err(source) => return Err(Error::WriteSecret { name, source }),
+                }
+            }
+            Some(existing) if !up_to_date(secret, Some(existing.as_ref())) => {
+                api.patch(&name, &crate::apply::apply_params(), &Patch::Apply(secret))
+                    .await
+                    .map_err(|source| Error::WriteSecret { name, source })?;
+                written = true;
+            }
+            Some(_) => {}
+        }
+    }
+    if written && !plan.issued.is_empty() {
+        changes.record(
+            "CertificatesIssued",
+            Step::Pki,
+            format!("issued {}", plan.issued.join(", ")),
+        );
+    }
+    Ok(stored)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::DesiredState;
+
+    /// Every Secret written with the PKI is read back with it; one left out looks
+    /// absent on every pass, is created again, conflicts, and stalls the chain there.
+    #[test]
+    fn every_pki_secret_written_is_read_back() {
+        use crate::resources::test_support::{default_vc, observed, pki};
+        let desired = DesiredState::build(
+            &default_vc(),
+            &crate::resources::BuildContext::default(),
+            &observed(),
+            pki(),
+        )
+        .unwrap();
+        let read = pki_secret_names(&default_vc().name_any());
+        for secret in &desired.pki_secrets {
+            assert!(
+                read.contains(&secret.name_any()),
+                "{} is written but never read back",
+                secret.name_any()
+            );
+        }
+    }
+}
