@@ -10,10 +10,11 @@ use k8s_openapi::api::core::v1::{Namespace, Node, ResourceQuota, Secret, Service
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use kube::Client;
-use kube::runtime::events::{Event, Recorder, Reporter};
+use kube::runtime::events::{Event, Reporter};
 use kube::runtime::reflector::Store;
 use vc_api::VirtualCluster;
 
+use crate::events::EventPublisher;
 use crate::pki::PkiMaterial;
 use crate::resources::BuildContext;
 use crate::telemetry::Metrics;
@@ -41,7 +42,8 @@ pub struct Stores {
     pub roles: Store<Role>,
     /// RoleBindings labelled as managed by kosmos-vc.
     pub role_bindings: Store<RoleBinding>,
-    /// Namespaces labelled as managed by kosmos-vc.
+    /// Every Namespace: the workload namespaces kosmos-vc made, and the VirtualClusters'
+    /// own, whose Pod Security label sets their tenants' level.
     pub namespaces: Store<Namespace>,
     /// ClusterRoles labelled as managed by kosmos-vc.
     pub cluster_roles: Store<ClusterRole>,
@@ -89,7 +91,7 @@ pub struct Context {
     /// Watch-fed caches.
     pub stores: Stores,
     /// Publishes Kubernetes Events.
-    pub recorder: Recorder,
+    pub events: EventPublisher,
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// Timing knobs.
@@ -142,7 +144,7 @@ impl Context {
             instance: std::env::var("POD_NAME").ok(),
         };
         Self {
-            recorder: Recorder::new(client.clone(), reporter),
+            events: EventPublisher::new(client.clone(), reporter),
             eviction_client: crate::eviction::EvictionClient(client.clone()),
             client,
             build,
@@ -179,7 +181,7 @@ impl Context {
     /// Publishes an Event about `vc`; failures are logged, never fatal.
     pub async fn publish(&self, vc: &VirtualCluster, event: Event) {
         use kube::Resource;
-        if let Err(error) = self.recorder.publish(&event, &vc.object_ref(&())).await {
+        if let Err(error) = self.events.publish(&event, &vc.object_ref(&())).await {
             tracing::warn!(%error, reason = %event.reason, "failed to publish event");
         }
     }

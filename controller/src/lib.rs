@@ -21,6 +21,7 @@ pub mod apply;
 pub mod claims;
 pub mod context;
 pub mod error;
+pub mod events;
 pub mod eviction;
 pub mod flags;
 pub mod leader;

@@ -20,6 +20,7 @@ use vc_api::constants::{
     MANAGED_BY_LABEL, MANAGED_BY_VALUE, NODE_CLAIM_TAINT_KEY, NODE_OWNER_NAME_LABEL,
     NODE_OWNER_NAMESPACE_LABEL, NODE_OWNER_UID_ANNOTATION,
 };
+use vc_api::pod_security::WORKLOAD_POD_SECURITY_LABEL;
 
 use crate::context::{Context, Stores, Timing};
 use crate::flags::Flags;
@@ -80,11 +81,18 @@ where
         + 'static,
 {
     let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(writer, watcher(api, config))
+    let stream = reflector::reflector(writer, watcher(api, config).modify(forget_managed_fields))
         .default_backoff()
         .touched_objects()
         .boxed();
     (reader, stream)
+}
+
+/// Drops an object's managedFields before it is cached: nothing compared or decided
+/// reads them, and on workloads they are often the larger half of what the cache would
+/// hold for every tenant.
+fn forget_managed_fields<K: Resource>(object: &mut K) {
+    object.meta_mut().managed_fields = None;
 }
 
 /// Changes of a Node that matter to claims: owner labels, UID annotation, claim taint,
@@ -137,6 +145,43 @@ pub fn node_interest(
     interested
 }
 
+/// Changes of a Namespace that matter to the VirtualClusters in it: its Pod Security
+/// label. The workload namespaces the controller made hold no VirtualCluster.
+fn pod_security_fingerprint(namespace: &Namespace) -> Option<u64> {
+    if is_ours(namespace) {
+        return Some(0);
+    }
+    let mut hasher = DefaultHasher::new();
+    namespace
+        .labels()
+        .get(WORKLOAD_POD_SECURITY_LABEL)
+        .hash(&mut hasher);
+    Some(hasher.finish())
+}
+
+/// The VirtualClusters of a namespace whose Pod Security label changed: their tenants'
+/// level follows at once. Label changes are rare, so walking every VirtualCluster for
+/// one costs little; the controller's own namespaces never get here.
+pub fn namespace_interest(
+    namespace: &Namespace,
+    virtual_clusters: &Store<VirtualCluster>,
+) -> Vec<ObjectRef<VirtualCluster>> {
+    if is_ours(namespace) {
+        return Vec::new();
+    }
+    let name = namespace.name_any();
+    virtual_clusters
+        .state()
+        .iter()
+        .filter(|vc| vc.namespace().as_deref() == Some(name.as_str()))
+        .map(|vc| ObjectRef::from(vc.as_ref()))
+        .collect()
+}
+
+fn is_ours(namespace: &Namespace) -> bool {
+    namespace.labels().get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY_VALUE)
+}
+
 /// Runs the controller until `shutdown` resolves, then lets in-flight reconciles finish.
 /// `health` turns ready once every watch has listed its objects.
 pub async fn run(
@@ -163,8 +208,10 @@ pub async fn run(
     let (roles, role_stream) = reflect::<Role>(Api::all(client.clone()), managed.clone());
     let (role_bindings, role_binding_stream) =
         reflect::<RoleBinding>(Api::all(client.clone()), managed.clone());
+    // Every namespace, not only ours: a VirtualCluster's own namespace carries the Pod
+    // Security level its tenant gets, read on every reconcile.
     let (namespaces, namespace_stream) =
-        reflect::<Namespace>(Api::all(client.clone()), managed.clone());
+        reflect::<Namespace>(Api::all(client.clone()), watcher::Config::default());
     let (cluster_roles, cluster_role_stream) =
         reflect::<ClusterRole>(Api::all(client.clone()), managed.clone());
     let (network_policies, network_policy_stream) =
@@ -198,6 +245,7 @@ pub async fn run(
             Api::<VirtualCluster>::all(client.clone()),
             watcher::Config::default(),
         )
+        .modify(forget_managed_fields)
         .inspect(move |event| {
             if matches!(event, Ok(watcher::Event::InitDone)) {
                 vc_listed_tx.send_replace(true);
@@ -229,6 +277,7 @@ pub async fn run(
         .with_claimed_node_pods(config.claimed_node_pods, eviction_client),
     );
     let interest_store = virtual_clusters.clone();
+    let namespace_interest_store = virtual_clusters.clone();
     controller
         .with_config(kube::runtime::controller::Config::default().concurrency(config.concurrency))
         .owns_stream(secret_stream)
@@ -244,7 +293,10 @@ pub async fn run(
         .watches_stream(resource_quota_stream, no_trigger::<_>)
         .watches_stream(role_stream, no_trigger::<_>)
         .watches_stream(role_binding_stream, no_trigger::<_>)
-        .watches_stream(namespace_stream, no_trigger::<_>)
+        .watches_stream(
+            namespace_stream.predicate_filter(pod_security_fingerprint, Default::default()),
+            move |namespace| namespace_interest(&namespace, &namespace_interest_store),
+        )
         .watches_stream(cluster_role_stream, no_trigger::<_>)
         .watches_stream(cluster_role_binding_stream, no_trigger::<_>)
         .graceful_shutdown_on(shutdown)
@@ -366,6 +418,51 @@ mod tests {
         assert_eq!(
             node_interest(&node("node1", &[]), &reader),
             [ObjectRef::new("loser").within("team-b")]
+        );
+    }
+
+    #[test]
+    fn a_pod_security_label_change_reaches_the_virtual_clusters_of_its_namespace() {
+        let (reader, mut writer) = reflector::store::<VirtualCluster>();
+        for (namespace, name) in [("team-a", "one"), ("team-a", "two"), ("team-b", "other")] {
+            let vc: VirtualCluster = serde_json::from_value(serde_json::json!({
+                "apiVersion": "kosmos.io/v1alpha1", "kind": "VirtualCluster",
+                "metadata": {"name": name, "namespace": namespace}, "spec": {}
+            }))
+            .unwrap();
+            writer.apply_watcher_event(&Event::Apply(vc));
+        }
+        let namespace = |labels: serde_json::Value| -> Namespace {
+            serde_json::from_value(
+                serde_json::json!({"metadata": {"name": "team-a", "labels": labels}}),
+            )
+            .unwrap()
+        };
+        let mut interested = namespace_interest(&namespace(serde_json::json!({})), &reader);
+        interested.sort_by_key(|reference| reference.name.clone());
+        assert_eq!(
+            interested,
+            [
+                ObjectRef::new("one").within("team-a"),
+                ObjectRef::new("two").within("team-a")
+            ]
+        );
+        let plain = pod_security_fingerprint(&namespace(serde_json::json!({"team": "a"})));
+        assert_eq!(
+            plain,
+            pod_security_fingerprint(&namespace(serde_json::json!({"team": "b"}))),
+            "other labels change nothing"
+        );
+        assert_ne!(
+            plain,
+            pod_security_fingerprint(&namespace(
+                serde_json::json!({WORKLOAD_POD_SECURITY_LABEL: "restricted"})
+            ))
+        );
+        let ours = namespace(serde_json::json!({MANAGED_BY_LABEL: MANAGED_BY_VALUE}));
+        assert!(
+            namespace_interest(&ours, &reader).is_empty(),
+            "a workload namespace wakes nobody"
         );
     }
 

@@ -36,9 +36,8 @@
 //! alone.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::{Duration, Instant, SystemTime};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, ServiceAccount};
@@ -74,46 +73,14 @@ fn env_usize(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-fn newest_source(dir: &Path) -> Option<SystemTime> {
-    std::fs::read_dir(dir)
-        .ok()?
-        .filter_map(Result::ok)
-        .filter_map(|entry| {
-            let path = entry.path();
-            if path.is_dir() {
-                newest_source(&path)
-            } else {
-                entry.metadata().ok()?.modified().ok()
-            }
-        })
-        .max()
-}
-
 /// The release `vc-clustertree` of this target directory, refused when older than the
 /// sources it is built from.
 fn clustertree_binary() -> BenchResult<PathBuf> {
-    let binary = vc_tests::clustertree::binary()?;
-    let built = std::fs::metadata(&binary)?.modified()?;
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let sources = ["clustertree/src", "clustertree/Cargo.toml", "api/src"]
-        .iter()
-        .filter_map(|dir| {
-            let path = root.join(dir);
-            if path.is_dir() {
-                newest_source(&path)
-            } else {
-                std::fs::metadata(path).ok()?.modified().ok()
-            }
-        })
-        .max();
-    if sources.is_some_and(|changed| changed > built) {
-        return Err(format!(
-            "{} is older than the clustertree sources; run `cargo build --release -p vc-clustertree`",
-            binary.display()
-        )
-        .into());
-    }
-    Ok(binary)
+    Ok(vc_tests::bench::release_binary(
+        "vc-clustertree",
+        "vc-clustertree",
+        &["clustertree/src", "clustertree/Cargo.toml", "api/src"],
+    )?)
 }
 
 /// Polls `check` until it returns a value, failing after [`PHASE_LIMIT`]. Not
@@ -187,40 +154,8 @@ fn reported(tenant: &Store<Pod>, host: &Store<Pod>) -> usize {
 
 /// From `/proc/PID`: (peak RSS in MiB, current RSS in MiB, CPU seconds).
 fn process_figures(pid: u32) -> (f64, f64, f64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kib = |key: &str| {
-        status
-            .lines()
-            .find(|line| line.starts_with(key))
-            .and_then(|line| line.split_whitespace().nth(1))
-            .and_then(|value| value.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the parenthesised command name, which may itself hold spaces.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks = |index: usize| {
-        fields
-            .get(index)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // utime and stime are fields 14 and 15 of stat; `fields` starts at field 3.
-    let cpu = (ticks(11) + ticks(12)) / clock_ticks();
-    (kib("VmHWM:") / 1024.0, kib("VmRSS:") / 1024.0, cpu)
-}
-
-fn clock_ticks() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|out| String::from_utf8(out.stdout).ok())
-        .and_then(|text| text.trim().parse().ok())
-        .unwrap_or(100.0)
+    let figures = vc_tests::bench::ProcessFigures::of(pid);
+    (figures.peak_mib, figures.rss_mib, figures.cpu_seconds)
 }
 
 /// `apiserver_request_total` summed by verb and resource (with subresource).

@@ -1,259 +1,418 @@
-//! Provisioning at scale on the test API server: N VirtualClusters (default 1,000)
-//! created at once, workloads ready with zero delay, each tenant apiserver answered by a
-//! minimal TLS `/readyz` responder on its cluster IP with the tenant's own serving
-//! certificate. Prints the time until all are Initialized, API requests per tenant (by
-//! method, counted on the controller's client), process RSS and PKI time per tenant.
+//! Provisioning at scale (issue 18): N VirtualClusters created at once, then the release
+//! `vc-controller` started as its own process under its own identity. Prints the time
+//! until every tenant is Initialized and until every one is Completed, the controller's
+//! API requests per tenant by verb and its writes per tenant (counted by the server, for
+//! the controller's user alone), its peak RSS (`VmHWM`) and CPU time, its reconcile
+//! metrics, and whether the goals are met: on 2 cores, 1,000 tenants Initialized in under
+//! 60 s, a peak RSS under 100 MiB, under 30 requests per tenant.
 //!
-//! Run with `cargo bench -p vc-tests --bench provision [-- TENANTS]`.
-//! The RSS is the whole process (test API server, simulators and controller); the
-//! growth over the baseline measured before the controller starts bounds the
-//! controller's share from above (it also holds the objects the controller created in
-//! the in-process test API server).
+//! ```text
+//! cargo build --release -p vc-controller
+//! cargo bench -p vc-tests --bench provision [-- TENANTS]                # test API server, default 1,000
+//! export KUBEBUILDER_ASSETS=$(/work/shared/k8s/install.sh ~/.cache/kosmos-vc/k8s-v1.36.2)
+//! cargo bench -p vc-tests --bench provision -- 100 --real-host          # real host, default 100
+//! ```
+//!
+//! `cargo bench` builds only the libraries of other packages, so the release
+//! `vc-controller` must be built first with the same `CARGO_TARGET_DIR`; the bench
+//! refuses a binary older than the controller's sources.
+//!
+//! What runs, on either host, besides the controller: the workloads' readiness (on the
+//! test API server the workload simulator plays the deployment and statefulset
+//! controllers and kubelets with zero delay; on the real host kube-controller-manager and
+//! kube-scheduler are real and only the kubelets of simulated nodes are played), a tenant
+//! API server on each tenant apiserver Service's cluster IP serving the tenant's own
+//! certificates once its Deployment is ready (`vc_simulation::tenant_apiserver`),
+//! and the real clustertree passes (`vc_clustertree::sync::pass` and
+//! `vc_clustertree::cluster_dns::pass`, in this process) for each tenant whose clustertree
+//! Deployment is ready: they publish the tenant's `kube-dns` Service and its ready
+//! endpoint, which Completed waits for.
+//!
+//! The request counts are the server's: the test API server's per-user counters, or the
+//! real kube-apiserver's audit log (level Metadata, the controller's user only).
+//! `VC_BENCH_LOG` sets the controller's `--log-level` (default `info`); its log is kept
+//! and its path printed. `VC_BENCH_CONTROLLER=PATH` measures that `vc-controller` binary
+//! instead (say, one built from another commit), unchecked.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
-use kube::api::{ListParams, PostParams};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::api::PostParams;
+use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use vc_api::VirtualCluster;
-use vc_controller::runner::{RunConfig, run};
-use vc_controller::telemetry::{Health, Metrics};
+use vc_api::constants::{COMPONENT_LABEL, KUBECONFIG_SECRET_KEY, TENANT_NAME_LABEL};
+use vc_api::{Phase, VirtualCluster};
+use vc_simulation::nodes::{FleetOptions, NodeFleet, NodeSpec};
+use vc_simulation::tenant_apiserver::{self, TenantOptions};
+use vc_simulation::workloads::{self, WorkloadMode, WorkloadOptions};
+use vc_simulation::{SimHandle, report_error};
+use vc_test_apiserver::envtest::{self, Envtest, EnvtestOptions, SKIP_MESSAGE};
 use vc_test_apiserver::{TestApiServer, TestApiServerOptions};
+use vc_tests::bench::{ProcessFigures, load_average, release_binary};
+use vc_tests::clustertree::Process;
 
 type BenchResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
 const CONTROLLER_USER: &str = "system:serviceaccount:kosmos-system:kosmos-vc-controller";
 const NAMESPACE: &str = "bench";
+/// Longest the bench waits for every tenant to complete before it reports what it has.
+const LIMIT: Duration = Duration::from_secs(900);
+/// Where the clustertree passes say the tenant's DNS answers (TEST-NET-1, as the e2e
+/// harness's clustertrees): nothing here resolves through it.
+const DNS_ADDRESS: (IpAddr, u16) = (IpAddr::V4(Ipv4Addr::new(192, 0, 2, 53)), 53);
+/// Clustertree passes in flight at once.
+const CLUSTERTREE_CONCURRENCY: usize = 8;
 
-fn rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find(|line| line.starts_with("VmRSS:"))
-                .and_then(|line| line.split_whitespace().nth(1))
-                .and_then(|kib| kib.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kib| kib / 1024.0)
+/// The goals of issue 18 on 2 cores.
+const GOAL_INITIALIZED: Duration = Duration::from_secs(60);
+const GOAL_PEAK_MIB: f64 = 100.0;
+const GOAL_REQUESTS_PER_TENANT: f64 = 30.0;
+
+/// `[TENANTS] [--real-host]`; cargo adds `--bench`.
+struct Args {
+    tenants: usize,
+    real_host: bool,
 }
 
-/// Requests the controller's client sent, by HTTP method.
-#[derive(Clone, Default)]
-struct RequestCounter(Arc<Mutex<BTreeMap<String, u64>>>);
+impl Args {
+    fn parse() -> Self {
+        let words: Vec<String> = std::env::args().skip(1).collect();
+        let real_host = words.iter().any(|word| word == "--real-host");
+        let tenants = words
+            .iter()
+            .find_map(|word| word.parse().ok())
+            .unwrap_or(if real_host { 100 } else { 1000 });
+        Args { tenants, real_host }
+    }
+}
 
-impl RequestCounter {
-    fn count(&self, method: &http::Method) {
-        if let Ok(mut counts) = self.0.lock() {
-            *counts.entry(method.to_string()).or_default() += 1;
+/// The host the controller provisions on.
+enum Host {
+    Test(Box<TestApiServer>),
+    Real(Box<Envtest>),
+}
+
+/// The controller's requests as the server counted them.
+#[derive(Debug, Default)]
+struct ServerCounts {
+    /// Every request, by verb.
+    requests_by_verb: BTreeMap<String, u64>,
+    /// Writes by resource: on the test API server the requests that changed stored
+    /// state; on the real host the mutating requests answered 2xx.
+    writes_by_resource: BTreeMap<String, u64>,
+}
+
+impl Host {
+    async fn start(real: bool) -> BenchResult<Option<Self>> {
+        if !real {
+            let server = TestApiServer::start(TestApiServerOptions {
+                watch_history: 2_000_000,
+                ..TestApiServerOptions::default()
+            })?;
+            let crd = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../charts/kosmos-vc/crds/virtualclusters.kosmos.io.yaml");
+            server.install_yaml(&crd.display().to_string()).await?;
+            return Ok(Some(Host::Test(Box::new(server))));
+        }
+        let Some(assets) = envtest::assets() else {
+            eprintln!("{SKIP_MESSAGE}");
+            return Ok(None);
+        };
+        let envtest = Envtest::start_with(
+            &assets,
+            EnvtestOptions {
+                service_cidr: envtest::private_service_cidr(),
+                controller_manager: true,
+                scheduler: true,
+                audit_users: vec![CONTROLLER_USER.to_owned()],
+                ..EnvtestOptions::default()
+            },
+        )
+        .await?;
+        vc_tests::clustertree::install_crd(envtest.kubeconfig_path())?;
+        Ok(Some(Host::Real(Box::new(envtest))))
+    }
+
+    fn kubeconfig_path(&self) -> &Path {
+        match self {
+            Host::Test(server) => server.kubeconfig_path(),
+            Host::Real(envtest) => envtest.kubeconfig_path(),
         }
     }
 
-    fn snapshot(&self) -> BTreeMap<String, u64> {
-        self.0
-            .lock()
-            .map(|counts| counts.clone())
+    fn kubeconfig_for(&self, user: &str, groups: &[&str]) -> BenchResult<PathBuf> {
+        Ok(match self {
+            Host::Test(server) => server.kubeconfig_for(user, groups)?,
+            Host::Real(envtest) => envtest.kubeconfig_for(user, groups)?,
+        })
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Host::Test(_) => "test API server",
+            Host::Real(_) => "real host (kube-apiserver, kube-controller-manager, kube-scheduler)",
+        }
+    }
+
+    fn counts(&self, user: &str) -> ServerCounts {
+        match self {
+            Host::Test(server) => {
+                let counts = server.write_counts();
+                ServerCounts {
+                    requests_by_verb: counts
+                        .requests_by_user_verb
+                        .iter()
+                        .filter(|((who, _), _)| who == user)
+                        .map(|((_, verb), count)| (verb.clone(), *count))
+                        .collect(),
+                    writes_by_resource: counts
+                        .writes_by_user_resource
+                        .iter()
+                        .filter(|((who, _), _)| who == user)
+                        .map(|((_, resource), count)| (resource.clone(), *count))
+                        .collect(),
+                }
+            }
+            Host::Real(envtest) => std::fs::read_to_string(envtest.audit_log_path())
+                .map(|log| audit_counts(&log, user))
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// The requests of `user` in a kube-apiserver audit log of JSON lines: each request once
+/// when received, each successful write once when answered.
+fn audit_counts(log: &str, user: &str) -> ServerCounts {
+    let mut counts = ServerCounts::default();
+    for line in log.lines() {
+        let Ok(event) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if event["user"]["username"] != user {
+            continue;
+        }
+        let verb = event["verb"].as_str().unwrap_or_default();
+        match event["stage"].as_str() {
+            Some("RequestReceived") => {
+                *counts.requests_by_verb.entry(verb.to_owned()).or_default() += 1;
+            }
+            Some("ResponseComplete")
+                if matches!(
+                    verb,
+                    "create" | "update" | "patch" | "delete" | "deletecollection"
+                ) && event["responseStatus"]["code"]
+                    .as_u64()
+                    .is_some_and(|code| (200..300).contains(&code)) =>
+            {
+                let object = &event["objectRef"];
+                let resource = match object["subresource"].as_str() {
+                    Some(sub) => format!("{}/{sub}", object["resource"].as_str().unwrap_or("")),
+                    None => object["resource"].as_str().unwrap_or("").to_owned(),
+                };
+                *counts.writes_by_resource.entry(resource).or_default() += 1;
+            }
+            _ => {}
+        }
+    }
+    counts
+}
+
+/// The `vc-controller` process, killed when dropped.
+struct Controller {
+    process: Process,
+    probe: SocketAddr,
+    log: PathBuf,
+}
+
+impl Controller {
+    fn start(binary: &Path, kubeconfig: &Path) -> BenchResult<Self> {
+        let probe = SocketAddr::from((Ipv4Addr::LOCALHOST, vc_test_apiserver::ports::free_port()?));
+        let log = std::env::temp_dir().join(format!(
+            "vc-bench-provision-controller-{}.log",
+            std::process::id()
+        ));
+        let level = std::env::var("VC_BENCH_LOG").unwrap_or_else(|_| "info".to_owned());
+        let args = vec![
+            format!("--kubeconfig={}", kubeconfig.display()),
+            format!("--probe-listen={probe}"),
+            format!("--log-level={level}"),
+        ];
+        let child = vc_test_apiserver::work_dir::spawn_logged(binary, &args, &log)?;
+        Ok(Controller {
+            process: Process(child),
+            probe,
+            log,
+        })
+    }
+
+    fn figures(&self) -> ProcessFigures {
+        ProcessFigures::of(self.process.0.id())
+    }
+
+    /// The controller's own `/metrics` text, empty when it does not answer.
+    async fn metrics(&self) -> String {
+        let Ok(mut stream) = tokio::net::TcpStream::connect(self.probe).await else {
+            return String::new();
+        };
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let request = format!(
+            "GET /metrics HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            self.probe
+        );
+        if stream.write_all(request.as_bytes()).await.is_err() {
+            return String::new();
+        }
+        let mut response = String::new();
+        let _read = stream.read_to_string(&mut response).await;
+        response
+            .split_once("\r\n\r\n")
+            .map(|(_, body)| body.to_owned())
             .unwrap_or_default()
     }
 }
 
-async fn controller_client(server: &TestApiServer, counter: RequestCounter) -> BenchResult<Client> {
-    let path = server.kubeconfig_for(CONTROLLER_USER, &["system:masters"])?;
-    let kubeconfig = kube::config::Kubeconfig::read_from(&path)?;
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
-    let layer =
-        tower::util::MapRequestLayer::new(move |request: http::Request<kube::client::Body>| {
-            counter.count(request.method());
-            request
-        });
-    Ok(kube::client::ClientBuilder::try_from(config)?
-        .with_layer(&layer)
-        .build())
+/// The lines of the controller's metrics worth printing: every `vc_controller_` sample
+/// but the histogram's buckets.
+fn reconcile_metrics(metrics: &str) -> Vec<&str> {
+    metrics
+        .lines()
+        .filter(|line| line.starts_with("vc_controller_") && !line.contains("_bucket{"))
+        .collect()
 }
 
-/// Marks every Deployment and StatefulSet rolled out as soon as it appears or changes.
-async fn kubelet(client: Client) {
-    let deployments = watcher(
-        Api::<Deployment>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .applied_objects();
-    let sets = watcher(
-        Api::<k8s_openapi::api::apps::v1::StatefulSet>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .applied_objects();
-    let deployment_task = {
-        let client = client.clone();
-        deployments.for_each_concurrent(8, move |event| {
-            let client = client.clone();
-            async move {
-                let Ok(object) = event else { return };
-                let generation = object.metadata.generation.unwrap_or(1);
-                let replicas = object.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-                let status = object.status.clone().unwrap_or_default();
-                if status.observed_generation == Some(generation) && status.ready_replicas == Some(replicas) {
-                    return;
-                }
-                let api: Api<Deployment> = Api::namespaced(client, &object.namespace().unwrap_or_default());
-                let patch = serde_json::json!({"status": {"observedGeneration": generation, "replicas": replicas,
-                    "readyReplicas": replicas, "updatedReplicas": replicas, "availableReplicas": replicas}});
-                let _ = api
-                    .patch_status(&object.name_any(), &Default::default(), &kube::api::Patch::Merge(&patch))
-                    .await;
-            }
-        })
-    };
-    let set_task = sets.for_each_concurrent(8, move |event| {
-        let client = client.clone();
-        async move {
-            let Ok(object) = event else { return };
-            let generation = object.metadata.generation.unwrap_or(1);
-            let replicas = object.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-            let status = object.status.clone().unwrap_or_default();
-            if status.observed_generation == Some(generation) && status.ready_replicas == Some(replicas) {
-                return;
-            }
-            let api: Api<k8s_openapi::api::apps::v1::StatefulSet> =
-                Api::namespaced(client, &object.namespace().unwrap_or_default());
-            let revision = format!("rev-{generation}");
-            let patch = serde_json::json!({"status": {"observedGeneration": generation, "replicas": replicas,
-                "readyReplicas": replicas, "updatedReplicas": replicas, "currentReplicas": replicas,
-                "currentRevision": revision, "updateRevision": revision}});
-            let _ = api
-                .patch_status(&object.name_any(), &Default::default(), &kube::api::Patch::Merge(&patch))
-                .await;
-        }
-    });
-    futures::join!(deployment_task, set_task);
+fn namespace(name: &str) -> BenchResult<Namespace> {
+    Ok(serde_json::from_value(
+        serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}),
+    )?)
 }
 
-fn secret_text(secret: &Secret, key: &str) -> Option<String> {
-    secret
-        .data
-        .as_ref()?
-        .get(key)
-        .and_then(|value| String::from_utf8(value.0.clone()).ok())
+fn virtual_cluster(index: usize) -> BenchResult<VirtualCluster> {
+    Ok(serde_json::from_value(serde_json::json!({
+        "apiVersion": "kosmos.io/v1alpha1", "kind": "VirtualCluster",
+        "metadata": {"name": format!("t{index:04}")},
+        "spec": {"promoteResources": {"resources": {"cpu": 1, "memory": "1Gi"}}}
+    }))?)
 }
 
-/// Serves `/readyz` → `ok` (and 404 for anything else) over TLS with the tenant's own
-/// serving certificate, requiring a client certificate from the tenant CA.
-async fn readyz_responder(
-    ip: String,
-    cert_pem: String,
-    key_pem: String,
-    ca_pem: String,
-) -> BenchResult<()> {
-    use rustls::pki_types::pem::PemObject;
-    let certs: Vec<_> = rustls::pki_types::CertificateDer::pem_slice_iter(cert_pem.as_bytes())
-        .collect::<Result<_, _>>()?;
-    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key_pem.as_bytes())?;
-    let mut roots = rustls::RootCertStore::empty();
-    for ca in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        roots.add(ca?)?;
-    }
-    let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots)).build()?;
-    let config = rustls::ServerConfig::builder()
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(certs, key)?;
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = tokio::net::TcpListener::bind(format!("{ip}:6443")).await?;
+/// A watch-fed cache of `api` under `config`, and the task that feeds it.
+fn cache<K>(api: Api<K>, config: watcher::Config) -> (Store<K>, tokio::task::JoinHandle<()>)
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let feed = reflector::reflector(writer, watcher(api, config))
+        .default_backoff()
+        .for_each(|_| async {});
+    (reader, tokio::spawn(feed))
+}
+
+/// The clustertree's work inside each tenant whose clustertree Deployment is ready: the
+/// real node pass and DNS pass of `vc-clustertree`, with the host admin's client for the
+/// host side and the tenant's admin kubeconfig for the tenant. A tenant is done once both
+/// passed; a failed pass is tried again on the next round.
+async fn clustertrees(admin: Client) {
+    let selector = format!("{COMPONENT_LABEL}=clustertree");
+    let (deployments, _feed) = cache(
+        Api::<Deployment>::namespaced(admin.clone(), NAMESPACE),
+        watcher::Config::default().labels(&selector),
+    );
+    let secrets: Api<Secret> = Api::namespaced(admin.clone(), NAMESPACE);
+    let mut done = BTreeSet::new();
     loop {
-        let (stream, _) = listener.accept().await?;
-        let acceptor = acceptor.clone();
-        tokio::spawn(async move {
-            let Ok(mut tls) = acceptor.accept(stream).await else {
-                return;
-            };
-            let mut buffer = vec![0u8; 16 * 1024];
-            let mut pending = Vec::new();
-            loop {
-                let Ok(read) = tls.read(&mut buffer).await else {
-                    return;
-                };
-                if read == 0 {
-                    return;
+        let ready: Vec<String> = deployments
+            .state()
+            .iter()
+            .filter(|deployment| workloads::deployment_is_ready(deployment))
+            .filter_map(|deployment| deployment.labels().get(TENANT_NAME_LABEL).cloned())
+            .filter(|tenant| !done.contains(tenant))
+            .collect();
+        let passed: Vec<String> = futures::stream::iter(ready)
+            .map(|tenant| {
+                let (admin, secrets) = (admin.clone(), secrets.clone());
+                async move {
+                    clustertree_pass(&admin, &secrets, &tenant)
+                        .await
+                        .then_some(tenant)
                 }
-                pending.extend_from_slice(&buffer[..read]);
-                while let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
-                    let head = String::from_utf8_lossy(&pending[..end]).to_string();
-                    pending.drain(..end + 4);
-                    let path = head.split(' ').nth(1).unwrap_or_default();
-                    let (status, body) = if path.starts_with("/readyz") {
-                        ("200 OK", "ok".to_owned())
-                    } else {
-                        ("404 Not Found", r#"{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"NotFound","code":404}"#.to_owned())
-                    };
-                    let response = format!(
-                        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-                        body.len()
-                    );
-                    if tls.write_all(response.as_bytes()).await.is_err() {
-                        return;
-                    }
-                }
-            }
-        });
-    }
-}
-
-/// Starts a responder for every tenant whose apiserver Deployment exists.
-async fn tenant_responders(client: Client) {
-    let mut started = BTreeSet::new();
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), NAMESPACE);
-    let services: Api<Service> = Api::namespaced(client.clone(), NAMESPACE);
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), NAMESPACE);
-    loop {
-        let params = ListParams::default()
-            .labels(&format!("{}=apiserver", vc_api::constants::COMPONENT_LABEL));
-        if let Ok(list) = deployments.list(&params).await {
-            for deployment in list {
-                let Some(tenant) = deployment
-                    .labels()
-                    .get(vc_api::constants::TENANT_NAME_LABEL)
-                    .cloned()
-                else {
-                    continue;
-                };
-                if started.contains(&tenant) {
-                    continue;
-                }
-                let (Ok(Some(service)), Ok(Some(tls)), Ok(Some(ca))) = (
-                    services.get_opt(&format!("{tenant}-apiserver")).await,
-                    secrets.get_opt(&format!("{tenant}-apiserver-tls")).await,
-                    secrets.get_opt(&format!("{tenant}-ca")).await,
-                ) else {
-                    continue;
-                };
-                let Some(ip) = service.spec.and_then(|spec| spec.cluster_ip) else {
-                    continue;
-                };
-                let (Some(cert), Some(key), Some(ca)) = (
-                    secret_text(&tls, "tls.crt"),
-                    secret_text(&tls, "tls.key"),
-                    secret_text(&ca, "tls.crt"),
-                ) else {
-                    continue;
-                };
-                started.insert(tenant.clone());
-                tokio::spawn(async move {
-                    if let Err(error) = readyz_responder(ip, cert, key, ca).await {
-                        eprintln!("responder for {tenant} failed: {error}");
-                    }
-                });
-            }
-        }
+            })
+            .buffer_unordered(CLUSTERTREE_CONCURRENCY)
+            .filter_map(|passed| async move { passed })
+            .collect()
+            .await;
+        done.extend(passed);
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// One tenant's clustertree passes; whether both succeeded.
+async fn clustertree_pass(admin: &Client, secrets: &Api<Secret>, tenant: &str) -> bool {
+    let name = vc_api::constants::admin_kubeconfig_secret_name(tenant);
+    let Ok(Some(secret)) = secrets.get_opt(&name).await else {
+        return false;
+    };
+    let Some(text) = secret
+        .data
+        .as_ref()
+        .and_then(|data| data.get(KUBECONFIG_SECRET_KEY))
+        .and_then(|bytes| String::from_utf8(bytes.0.clone()).ok())
+    else {
+        return false;
+    };
+    let Ok(client) = tenant_client(&text).await else {
+        return false;
+    };
+    let target = vc_clustertree::sync::Target {
+        namespace: NAMESPACE.to_owned(),
+        name: tenant.to_owned(),
+        kubelet: None,
+    };
+    if let Err(error) = vc_clustertree::sync::pass(admin, &client, &target, true).await {
+        report_error("clustertree node pass", &error);
+        return false;
+    }
+    match vc_clustertree::cluster_dns::pass(&client, DNS_ADDRESS, "cluster.local", true).await {
+        Ok(_) => true,
+        Err(error) => {
+            report_error("clustertree DNS pass", &error);
+            false
+        }
+    }
+}
+
+async fn tenant_client(kubeconfig: &str) -> BenchResult<Client> {
+    let kubeconfig = kube::config::Kubeconfig::from_yaml(kubeconfig)?;
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
+    Ok(Client::try_from(config)?)
+}
+
+/// How many tenants have reached Initialized (or Completed after it), and Completed.
+fn progress(virtual_clusters: &Store<VirtualCluster>) -> (usize, usize) {
+    let phases: Vec<Option<Phase>> = virtual_clusters
+        .state()
+        .iter()
+        .map(|vc| vc.status.as_ref().and_then(|status| status.phase))
+        .collect();
+    let completed = phases
+        .iter()
+        .filter(|phase| **phase == Some(Phase::Completed))
+        .count();
+    let initialized = phases
+        .iter()
+        .filter(|phase| matches!(phase, Some(Phase::Initialized | Phase::Completed)))
+        .count();
+    (initialized, completed)
 }
 
 fn pki_time_per_tenant(samples: usize) -> BenchResult<Duration> {
@@ -284,141 +443,205 @@ fn pki_time_per_tenant(samples: usize) -> BenchResult<Duration> {
     Ok(total / u32::try_from(samples.max(1)).unwrap_or(1))
 }
 
+fn per_tenant(counts: &BTreeMap<String, u64>, tenants: usize) -> String {
+    counts
+        .iter()
+        .map(|(key, count)| format!("{key} {:.2}", *count as f64 / tenants as f64))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> BenchResult<()> {
-    let tenants: usize = std::env::args()
-        .skip(1)
-        .find_map(|arg| arg.parse().ok())
-        .unwrap_or(1000);
+    let Args { tenants, real_host } = Args::parse();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .try_init();
-    println!("provision bench: {tenants} VirtualClusters, zero readiness delay");
+    let binary = match std::env::var_os("VC_BENCH_CONTROLLER") {
+        Some(path) => PathBuf::from(path),
+        None => release_binary(
+            "vc-controller",
+            "vc-controller",
+            &["controller/src", "controller/Cargo.toml", "api/src"],
+        )?,
+    };
+    let Some(host) = Host::start(real_host).await? else {
+        return Ok(());
+    };
+    println!(
+        "provision bench: {tenants} VirtualClusters on the {}, load average {}",
+        host.name(),
+        load_average()
+    );
     println!(
         "pki: {:.1} ms per tenant (fresh issue of 3 CAs, SA key, 9 leaves)",
         pki_time_per_tenant(20)?.as_secs_f64() * 1000.0
     );
-
-    let server = TestApiServer::start(TestApiServerOptions {
-        watch_history: 2_000_000,
-        ..TestApiServerOptions::default()
-    })?;
-    let crd = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../charts/kosmos-vc/crds/virtualclusters.kosmos.io.yaml");
-    server.install_yaml(&crd.display().to_string()).await?;
-    let admin = server.client().await?;
-    let namespace: Namespace = serde_json::from_value(
-        serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}),
-    )?;
+    let admin = vc_test_apiserver::client_from_kubeconfig(host.kubeconfig_path()).await?;
     Api::<Namespace>::all(admin.clone())
-        .create(&PostParams::default(), &namespace)
+        .create(&PostParams::default(), &namespace(NAMESPACE)?)
         .await?;
-    tokio::spawn(kubelet(admin.clone()));
-    tokio::spawn(tenant_responders(admin.clone()));
+
+    // What the tenants' workloads need to turn ready, on either host.
+    let mut simulators = SimHandle::default();
+    let _fleet = if real_host {
+        // Room for every control-plane pod (five per tenant, 0.8 CPU and 0.7 GiB).
+        let nodes = tenants * 5 / 100 + 2;
+        let specs = (1..=nodes)
+            .map(|index| NodeSpec {
+                cpu: "32".to_owned(),
+                memory: "128Gi".to_owned(),
+                ..NodeSpec::new(&format!("node{index}"))
+            })
+            .collect();
+        simulators = simulators.merge(workloads::spawn(
+            admin.clone(),
+            WorkloadOptions {
+                default_delay: Duration::ZERO,
+                mode: WorkloadMode::KubeletOnly,
+                namespace: Some(NAMESPACE.to_owned()),
+                ..WorkloadOptions::default()
+            },
+        ));
+        Some(NodeFleet::start(admin.clone(), specs, FleetOptions::default()).await?)
+    } else {
+        simulators = simulators.merge(workloads::spawn(
+            admin.clone(),
+            WorkloadOptions {
+                default_delay: Duration::ZERO,
+                create_pods: false,
+                namespace: Some(NAMESPACE.to_owned()),
+                ..WorkloadOptions::default()
+            },
+        ));
+        None
+    };
+    let tenant_apiservers = tenant_apiserver::spawn(
+        admin.clone(),
+        TenantOptions {
+            namespace: Some(NAMESPACE.to_owned()),
+            tenant_workloads: None,
+            tenant_services: None,
+            ..TenantOptions::default()
+        },
+    );
+    let clustertree_task = tokio::spawn(clustertrees(admin.clone()));
 
     let vcs: Api<VirtualCluster> = Api::namespaced(admin.clone(), NAMESPACE);
-    for index in 0..tenants {
-        let vc: VirtualCluster = serde_json::from_value(serde_json::json!({
-            "apiVersion": "kosmos.io/v1alpha1", "kind": "VirtualCluster",
-            "metadata": {"name": format!("t{index:04}")},
-            "spec": {"promoteResources": {"resources": {"cpu": 1, "memory": "1Gi"}}}
-        }))?;
-        vcs.create(&PostParams::default(), &vc).await?;
-    }
-    // Memory settling after the writes has no event to wait for, and RSS never holds
-    // still enough to wait for it to stop changing: a fixed pause before the baseline.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let baseline = rss_mib();
-    println!(
-        "rss before the controller starts: {baseline:.0} MiB (test API server with {tenants} VirtualClusters)"
-    );
-
-    let counter = RequestCounter::default();
-    let client = controller_client(&server, counter.clone()).await?;
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let started = Instant::now();
-    let controller = tokio::spawn(run(
-        client,
-        RunConfig::from_flags(&<vc_controller::flags::Flags as clap::Parser>::parse_from(
-            ["vc-controller"],
-        )),
-        Arc::new(Metrics::default()),
-        Arc::new(Health::default()),
-        async move {
-            let _ = stop_rx.await;
-        },
-    ));
-
-    let peak = Arc::new(AtomicU64::new(0));
-    let sampler = {
-        let peak = peak.clone();
-        tokio::spawn(async move {
-            loop {
-                peak.fetch_max(rss_mib() as u64, Ordering::Relaxed);
-                tokio::time::sleep(Duration::from_millis(250)).await;
+    futures::stream::iter(0..tenants)
+        .map(|index| {
+            let vcs = vcs.clone();
+            async move {
+                vcs.create(&PostParams::default(), &virtual_cluster(index)?)
+                    .await?;
+                BenchResult::Ok(())
             }
         })
-    };
-    let deadline = started + Duration::from_secs(900);
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<BenchResult<Vec<()>>>()?;
+    let (virtual_clusters, _vc_feed) = cache(vcs, watcher::Config::default());
+    virtual_clusters.wait_until_ready().await?;
+
+    let kubeconfig = host.kubeconfig_for(CONTROLLER_USER, &["system:masters"])?;
+    let load_at_start = load_average();
+    let started = Instant::now();
+    let mut controller = Controller::start(&binary, &kubeconfig)?;
+    let mut all_initialized = None;
+    let mut all_completed = None;
     let mut last_report = Instant::now();
-    let elapsed = loop {
-        let list = vcs.list(&ListParams::default()).await?;
-        let initialized = list
-            .items
-            .iter()
-            .filter(|vc| {
-                matches!(
-                    vc.status.as_ref().and_then(|s| s.phase),
-                    Some(vc_api::Phase::Initialized | vc_api::Phase::Completed)
-                )
-            })
-            .count();
-        if initialized == tenants {
-            break started.elapsed();
+    while all_completed.is_none() && started.elapsed() < LIMIT {
+        let (initialized, completed) = progress(&virtual_clusters);
+        if all_initialized.is_none() && initialized == tenants {
+            all_initialized = Some((started.elapsed(), load_average()));
+        }
+        if completed == tenants {
+            all_completed = Some((started.elapsed(), load_average()));
         }
         if last_report.elapsed() > Duration::from_secs(10) {
             println!(
-                "  {:>5.1} s: {initialized}/{tenants} initialized",
-                started.elapsed().as_secs_f64()
+                "  {:>5.1} s: {initialized}/{tenants} Initialized, {completed} Completed (load {})",
+                started.elapsed().as_secs_f64(),
+                load_average()
             );
             last_report = Instant::now();
         }
-        if Instant::now() > deadline {
-            println!(
-                "gave up after {:?}: {initialized}/{tenants} initialized",
-                started.elapsed()
-            );
-            break started.elapsed();
+        if let Some(status) = controller.process.0.try_wait()? {
+            return Err(format!(
+                "vc-controller exited ({status}); its log: {}",
+                controller.log.display()
+            )
+            .into());
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let figures = controller.figures();
+    let metrics = controller.metrics().await;
+    let counts = host.counts(CONTROLLER_USER);
+    let _ = controller.process.0.kill();
+
+    let (initialized, completed) = progress(&virtual_clusters);
+    let time = |reached: &Option<(Duration, String)>, count: usize| match reached {
+        Some((elapsed, load)) => format!("{:.1} s (load average {load})", elapsed.as_secs_f64()),
+        None => format!("not reached in {} s ({count}/{tenants})", LIMIT.as_secs()),
     };
-    let requests = counter.snapshot();
-    let total: u64 = requests.values().sum();
-    let writes = server.write_counts().requests_by(CONTROLLER_USER);
+    let requests: u64 = counts.requests_by_verb.values().sum();
+    let writes: u64 = counts.writes_by_resource.values().sum();
+    let requests_per_tenant = requests as f64 / tenants as f64;
+    println!();
     println!(
-        "time until all {tenants} are Initialized: {:.1} s",
-        elapsed.as_secs_f64()
+        "vc-controller, {tenants} tenants on the {} (load average at start {load_at_start})",
+        host.name()
     );
     println!(
-        "controller API requests per tenant: {:.1} (by method: {})",
-        total as f64 / tenants as f64,
-        requests
-            .iter()
-            .map(|(method, count)| format!("{method} {:.1}", *count as f64 / tenants as f64))
-            .collect::<Vec<_>>()
-            .join(", ")
+        "time until all {tenants} Initialized: {}",
+        time(&all_initialized, initialized)
     );
     println!(
-        "controller write requests per tenant (server-side count): {:.1}",
-        writes as f64 / tenants as f64
+        "time until all {tenants} Completed:   {}",
+        time(&all_completed, completed)
     );
-    let peak_rss = peak.load(Ordering::Relaxed) as f64;
     println!(
-        "process rss: peak {peak_rss:.0} MiB, baseline {baseline:.0} MiB; growth {:.0} MiB = controller + the objects it created in the test API server + responders",
-        (peak_rss - baseline).max(0.0)
+        "requests per tenant (server-side, {CONTROLLER_USER}): {requests_per_tenant:.2}; by verb: {}",
+        per_tenant(&counts.requests_by_verb, tenants)
     );
-    sampler.abort();
-    let _ = stop_tx.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(10), controller).await;
+    println!(
+        "writes per tenant: {:.2}; by resource: {}",
+        writes as f64 / tenants as f64,
+        per_tenant(&counts.writes_by_resource, tenants)
+    );
+    println!(
+        "controller peak RSS (VmHWM): {:.1} MiB; RSS at end {:.1} MiB; CPU {:.1} s",
+        figures.peak_mib, figures.rss_mib, figures.cpu_seconds
+    );
+    for line in reconcile_metrics(&metrics) {
+        println!("  {line}");
+    }
+    let met = |ok: bool| if ok { "met" } else { "MISSED" };
+    let initialized_in_time =
+        matches!(&all_initialized, Some((elapsed, _)) if *elapsed < GOAL_INITIALIZED);
+    println!(
+        "goal: all Initialized in < {} s: {}",
+        GOAL_INITIALIZED.as_secs(),
+        met(initialized_in_time)
+    );
+    println!(
+        "goal: controller peak RSS < {GOAL_PEAK_MIB} MiB: {}",
+        met(figures.peak_mib < GOAL_PEAK_MIB)
+    );
+    println!(
+        "goal: < {GOAL_REQUESTS_PER_TENANT} requests per tenant: {}",
+        met(requests_per_tenant < GOAL_REQUESTS_PER_TENANT)
+    );
+    println!("controller log: {}", controller.log.display());
+
+    clustertree_task.abort();
+    drop(controller);
+    drop(tenant_apiservers);
+    drop(simulators);
+    // On the real host this also removes the hostpath volumes of the etcd claims.
+    drop(host);
     Ok(())
 }

@@ -1,9 +1,10 @@
 //! kosmos-vc's own test harness and scenarios' building blocks: the end-to-end [`harness`]
 //! (a host with the chart installed and the real binaries running), the chart rendered by
-//! Helm's engine ([`helm`]), the real node ([`node`]), clustertree set-ups, probes and
-//! waits. The generic API server lives in `vc-test-apiserver`, the simulated kubelets and
+//! Helm's engine ([`helm`]), the real node ([`node`]), clustertree set-ups, probes,
+//! waits, and what the benchmarks that measure one of our binaries share ([`bench`]). The generic API server lives in `vc-test-apiserver`, the simulated kubelets and
 //! tenants in `vc-simulation`; the e2e and integration tests and `vc-sandbox` use all three.
 
+pub mod bench;
 pub mod clustertree;
 pub mod harness;
 pub mod helm;

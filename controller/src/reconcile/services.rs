@@ -4,8 +4,9 @@
 use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1::{Namespace, Service};
+use kube::ResourceExt;
 use kube::runtime::events::EventType;
-use kube::{Api, ResourceExt};
+use kube::runtime::reflector::ObjectRef;
 use vc_api::VirtualCluster;
 use vc_api::pod_security::{self, PodSecurityLevel, WORKLOAD_POD_SECURITY_LABEL};
 
@@ -21,16 +22,6 @@ pub enum Error {
     /// A Service could not be applied.
     #[error(transparent)]
     Apply(#[from] ObjectError),
-
-    /// The VirtualCluster's own namespace (its Pod Security level label) could not be read.
-    #[error("failed to read namespace {namespace:?}")]
-    ReadNamespace {
-        /// The namespace.
-        namespace: String,
-        /// The apiserver's answer.
-        #[source]
-        source: kube::Error,
-    },
 }
 
 impl Error {
@@ -38,7 +29,6 @@ impl Error {
     pub(crate) fn object(&self) -> Option<&ObjectError> {
         match self {
             Error::Apply(object) => Some(object),
-            Error::ReadNamespace { .. } => None,
         }
     }
 }
@@ -67,7 +57,7 @@ pub(super) async fn apply_services(
         );
     }
     Ok(Observed {
-        workload_pod_security: workload_pod_security(vc, ctx).await?,
+        workload_pod_security: workload_pod_security(vc, ctx).await,
         ..observe_service(apiserver.object.as_ref(), held)
     })
 }
@@ -98,25 +88,18 @@ fn observe_service(service: Option<&Service>, held_nodes: &[String]) -> Observed
 }
 
 /// The Pod Security level the cluster admin gave the VirtualCluster's namespace
-/// ([`WORKLOAD_POD_SECURITY_LABEL`]); an unknown value keeps `baseline` and says so in a
-/// Warning Event naming the label and the values it takes.
-async fn workload_pod_security(
-    vc: &VirtualCluster,
-    ctx: &Context,
-) -> Result<PodSecurityLevel, Error> {
+/// ([`WORKLOAD_POD_SECURITY_LABEL`]), read from the namespace cache, whose label changes
+/// wake the namespace's VirtualClusters; an unknown value keeps `baseline` and says so in
+/// a Warning Event naming the label and the values it takes.
+async fn workload_pod_security(vc: &VirtualCluster, ctx: &Context) -> PodSecurityLevel {
     let namespace = vc.namespace().unwrap_or_default();
-    let found = Api::<Namespace>::all(ctx.client.clone())
-        .get_opt(&namespace)
-        .await
-        .map_err(|source| Error::ReadNamespace {
-            namespace: namespace.clone(),
-            source,
-        })?;
-    let label = found
-        .as_ref()
+    let label = ctx
+        .stores
+        .namespaces
+        .get(&ObjectRef::<Namespace>::new(&namespace))
         .and_then(|found| found.labels().get(WORKLOAD_POD_SECURITY_LABEL).cloned());
     match pod_security::workload_level(label.as_deref()) {
-        Ok(level) => Ok(level),
+        Ok(level) => level,
         Err(unknown) => {
             let note = format!(
                 "label {WORKLOAD_POD_SECURITY_LABEL} on namespace {namespace}: {unknown}; the workload namespace stays at baseline"
@@ -128,7 +111,7 @@ async fn workload_pod_security(
                 &note,
             );
             ctx.publish(vc, warning).await;
-            Ok(PodSecurityLevel::Baseline)
+            PodSecurityLevel::Baseline
         }
     }
 }

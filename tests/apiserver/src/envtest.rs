@@ -149,6 +149,10 @@ pub struct EnvtestOptions {
     /// `vc_controller::resources::apiserver::admission_files` does for a tenant), written
     /// under the work directory.
     pub admission: Option<(&'static str, AdmissionRenderer)>,
+    /// Users whose every request kube-apiserver writes to its audit log
+    /// ([`Envtest::audit_log_path`], level Metadata, JSON lines): what a benchmark
+    /// counts one client's requests by. None: no audit log.
+    pub audit_users: Vec<String>,
 }
 
 /// Renders admission configuration files by name from (their directory, the kubelet
@@ -163,6 +167,7 @@ impl Default for EnvtestOptions {
             scheduler: false,
             address: std::net::Ipv4Addr::LOCALHOST,
             admission: None,
+            audit_users: Vec::new(),
         }
     }
 }
@@ -193,6 +198,10 @@ pub struct EnvtestPaths {
     /// kube-apiserver's client certificate towards kubelets (logs, exec, port-forward).
     pub kubelet_client_cert: PathBuf,
     pub kubelet_client_key: PathBuf,
+    /// kube-apiserver's `--audit-policy-file`, when [`EnvtestOptions::audit_users`] asks.
+    pub audit_policy: PathBuf,
+    /// kube-apiserver's `--audit-log-path`.
+    pub audit_log: PathBuf,
 }
 
 impl EnvtestPaths {
@@ -215,6 +224,8 @@ impl EnvtestPaths {
             scheduler_key: dir.join("scheduler.key"),
             kubelet_client_cert: dir.join("kubelet-client.crt"),
             kubelet_client_key: dir.join("kubelet-client.key"),
+            audit_policy: dir.join("audit-policy.yaml"),
+            audit_log: dir.join("audit.log"),
         }
     }
 
@@ -392,7 +403,36 @@ pub fn apiserver_args(
             paths.dir.join("admission").join(config).display(),
         )
     }))
+    .chain(
+        (!options.audit_users.is_empty())
+            .then(|| {
+                [
+                    flag("audit-policy-file", paths.audit_policy.display()),
+                    flag("audit-log-path", paths.audit_log.display()),
+                    flag("audit-log-format", "json"),
+                    flag("audit-log-maxbackup", 0),
+                ]
+            })
+            .into_iter()
+            .flatten(),
+    )
     .collect()
+}
+
+/// The audit policy of [`EnvtestOptions::audit_users`]: their requests at level Metadata,
+/// each logged when received and when answered (long-running watches are counted at
+/// their start), nobody else's.
+pub fn audit_policy(users: &[String]) -> String {
+    serde_json::json!({
+        "apiVersion": "audit.k8s.io/v1",
+        "kind": "Policy",
+        "omitStages": ["ResponseStarted"],
+        "rules": [
+            {"level": "Metadata", "users": users},
+            {"level": "None"},
+        ],
+    })
+    .to_string()
 }
 
 /// kube-controller-manager against the envtest apiserver, serving its `/healthz` on
@@ -598,6 +638,9 @@ impl Envtest {
         let paths = EnvtestPaths::under(dir.path());
         let ports = EnvtestPorts::free(options.address)?;
         let files = write_files(&paths, &ports, &options.service_cidr)?;
+        if !options.audit_users.is_empty() {
+            write(&paths.audit_policy, &audit_policy(&options.audit_users))?;
+        }
         if let Some((_, render)) = options.admission {
             let dir = paths.dir.join("admission");
             std::fs::create_dir_all(&dir).map_err(|source| EnvtestError::WriteFile {
@@ -768,6 +811,11 @@ impl Envtest {
 
     pub fn kubeconfig_path(&self) -> &Path {
         &self.kubeconfig
+    }
+
+    /// The audit log, written when [`EnvtestOptions::audit_users`] named someone.
+    pub fn audit_log_path(&self) -> &Path {
+        &self.paths.audit_log
     }
 
     /// The `--service-cluster-ip-range` kube-apiserver runs with.
@@ -1036,6 +1084,37 @@ mod tests {
         assert_eq!(value(&args, "secure-port"), Some("6443"));
         assert_eq!(value(&args, "bind-address"), Some("127.0.0.1"));
         assert_eq!(value(&args, "etcd-servers"), Some("http://127.0.0.1:2379"));
+    }
+
+    #[test]
+    fn audited_users_get_an_audit_log_of_their_requests_only() {
+        let paths = EnvtestPaths::under(Path::new("/work"));
+        let quiet = apiserver_args(&EnvtestOptions::default(), &paths, &ports());
+        assert!(
+            !quiet.iter().any(|arg| arg.starts_with("--audit-")),
+            "{quiet:?}"
+        );
+        let options = EnvtestOptions {
+            audit_users: vec!["system:serviceaccount:kosmos-system:kosmos-vc-controller".into()],
+            ..EnvtestOptions::default()
+        };
+        let args = apiserver_args(&options, &paths, &ports());
+        assert_eq!(value(&args, "audit-log-path"), Some("/work/audit.log"));
+        assert_eq!(
+            value(&args, "audit-policy-file"),
+            Some("/work/audit-policy.yaml")
+        );
+        assert_eq!(value(&args, "audit-log-format"), Some("json"));
+        let policy: serde_json::Value =
+            serde_json::from_str(&audit_policy(&options.audit_users)).unwrap();
+        assert_eq!(
+            policy["rules"],
+            serde_json::json!([
+                {"level": "Metadata", "users": options.audit_users},
+                {"level": "None"}
+            ])
+        );
+        assert_eq!(policy["omitStages"], serde_json::json!(["ResponseStarted"]));
     }
 
     #[test]

@@ -323,6 +323,9 @@ pub struct WriteCounts {
     pub writes_by_user: BTreeMap<String, u64>,
     /// Requests that changed stored state, per (user, resource).
     pub writes_by_user_resource: BTreeMap<(String, String), u64>,
+    /// Every resource request, reads and watches too, per (user, verb): what a client
+    /// costs the server.
+    pub requests_by_user_verb: BTreeMap<(String, String), u64>,
 }
 
 impl WriteCounts {
@@ -350,6 +353,17 @@ impl WriteAccounting {
         *c.requests_by_user.entry(user.to_string()).or_default() += 1;
         *c.requests_by_resource
             .entry(resource.to_string())
+            .or_default() += 1;
+    }
+
+    /// Any resource request, counted before it is authorised.
+    pub fn any_request(&self, user: &str, verb: &str) {
+        let mut c = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *c.requests_by_user_verb
+            .entry((user.to_string(), verb.to_string()))
             .or_default() += 1;
     }
 

@@ -329,10 +329,10 @@ impl TenantSim {
 
     /// `CLUSTER_IP:PORT` of Service `NAME-apiserver` (port named `https`, else the first).
     fn service_address(&self, namespace: &str, name: &str) -> Option<SocketAddr> {
-        let service_name = format!("{name}-apiserver");
-        let service = self.services.state().into_iter().find(|s| {
-            s.namespace().as_deref() == Some(namespace) && s.name_any() == service_name
-        })?;
+        let service = self.services.get(
+            &kube::runtime::reflector::ObjectRef::new(&format!("{name}-apiserver"))
+                .within(namespace),
+        )?;
         service_socket(&service)
     }
 }
