@@ -7,7 +7,6 @@
 use base64::Engine;
 use base64::prelude::BASE64_STANDARD;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
-use kube::Resource;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
 use kube::core::{DynamicObject, Status};
 use serde::{Deserialize, Deserializer};
@@ -171,29 +170,7 @@ fn validate_in_one_parse(body: &[u8], enforcement: &Enforcement) -> Option<Answe
 #[derive(Clone, Debug)]
 struct ReviewedCluster(VirtualCluster);
 
-impl Resource for ReviewedCluster {
-    type DynamicType = ();
-    type Scope = <VirtualCluster as Resource>::Scope;
-
-    fn kind(dt: &()) -> std::borrow::Cow<'_, str> {
-        VirtualCluster::kind(dt)
-    }
-    fn group(dt: &()) -> std::borrow::Cow<'_, str> {
-        VirtualCluster::group(dt)
-    }
-    fn version(dt: &()) -> std::borrow::Cow<'_, str> {
-        VirtualCluster::version(dt)
-    }
-    fn plural(dt: &()) -> std::borrow::Cow<'_, str> {
-        VirtualCluster::plural(dt)
-    }
-    fn meta(&self) -> &ObjectMeta {
-        &self.0.metadata
-    }
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.0.metadata
-    }
-}
+resource_of_part!(ReviewedCluster, VirtualCluster);
 
 /// The wire shape [`ReviewedCluster`] reads: a VirtualCluster's fields, with metadata
 /// missing only `managedFields`.
