@@ -180,33 +180,48 @@ static OVERLAPPING_SUFFIXES: LazyLock<Vec<(DerivedObject, DerivedObject)>> = Laz
 
 /// Every VirtualCluster name that derives one of `name`'s object names, each with the
 /// object, for the caller to look up among the existing VirtualClusters.
+pub fn possible_clashes(name: &str) -> Vec<NameClash> {
+    clashes_with(name, |_| true).collect()
+}
+
+/// The clashes of [`possible_clashes`] whose other name `exists`, in the same order. A
+/// candidate name is built in one reused buffer and passed to `exists` borrowed; only a
+/// clash found is written out.
 ///
 /// `name + ours` ends with `theirs` when `ours` ends with `theirs` (then the other name is
 /// `name` plus the rest of `ours`), or when `theirs` ends with `ours` and `name` ends with
 /// the rest of `theirs` (then the other name is `name` without it).
-pub fn possible_clashes(name: &str) -> Vec<NameClash> {
+pub fn clashes_with<'a>(
+    name: &'a str,
+    mut exists: impl FnMut(&str) -> bool + 'a,
+) -> impl Iterator<Item = NameClash> + 'a {
+    let mut extended = String::new();
     OVERLAPPING_SUFFIXES
         .iter()
-        .filter_map(|(ours, theirs)| {
+        .filter_map(move |(ours, theirs)| {
             let other = match ours.suffix.strip_suffix(theirs.suffix) {
-                Some(rest_of_ours) => format!("{name}{rest_of_ours}"),
+                Some(rest_of_ours) => {
+                    extended.clear();
+                    extended.push_str(name);
+                    extended.push_str(rest_of_ours);
+                    extended.as_str()
+                }
                 None => {
                     let rest_of_theirs = theirs.suffix.strip_suffix(ours.suffix)?;
-                    name.strip_suffix(rest_of_theirs)?.to_owned()
+                    name.strip_suffix(rest_of_theirs)?
                 }
             };
-            if other.is_empty() || other == name {
+            if other.is_empty() || other == name || !exists(other) {
                 return None;
             }
             Some(NameClash {
-                other,
+                other: other.to_owned(),
                 kind: ours.kind,
                 object: ours.name(name),
                 purpose: ours.purpose,
                 other_purpose: theirs.purpose,
             })
         })
-        .collect()
 }
 
 /// RoleBinding in the workload namespace granting the clustertree the chart's fixed
@@ -326,6 +341,35 @@ mod tests {
             "{} pairs to check per request",
             OVERLAPPING_SUFFIXES.len()
         );
+    }
+
+    #[test]
+    fn clashes_with_yields_the_possible_clashes_whose_other_name_exists_in_order() {
+        for name in ["x", "x-etcd", "prod-front-proxy"] {
+            let all = possible_clashes(name);
+            assert!(all.len() >= 2, "{name}: {all:?}");
+            // Every second other name exists: the buffer a candidate is built in is reused,
+            // so each must still be passed whole and in order.
+            let existing: Vec<String> = all
+                .iter()
+                .step_by(2)
+                .map(|clash| clash.other.clone())
+                .collect();
+            let mut asked = Vec::new();
+            let found: Vec<NameClash> = clashes_with(name, |other| {
+                asked.push(other.to_owned());
+                existing.iter().any(|existing| existing == other)
+            })
+            .collect();
+            let expected: Vec<NameClash> = all
+                .iter()
+                .filter(|clash| existing.contains(&clash.other))
+                .cloned()
+                .collect();
+            assert_eq!(found, expected, "{name}");
+            let others: Vec<String> = all.iter().map(|clash| clash.other.clone()).collect();
+            assert_eq!(asked, others, "{name}");
+        }
     }
 
     #[test]

@@ -4,8 +4,6 @@
 //! Only nodes the request adds are checked: a node admitted earlier that has since gone
 //! NotReady must not block an unrelated update (or the controller's own writes).
 
-use std::collections::HashSet;
-
 use super::super::inventory::Inventory;
 use super::{Change, Denial};
 
@@ -27,7 +25,7 @@ pub(super) fn check(
                 "node {node:?} is a control-plane node of the host and cannot be promoted into a VirtualCluster"
             )));
         }
-        if let Some(owner) = inventory.other_owner_of(node, &change.key) {
+        if let Some(owner) = inventory.other_owner_of_viewed(node, &facts, &change.key) {
             return Err(Denial::forbidden(format!(
                 "node {node:?} already belongs to VirtualCluster {owner}"
             )));
@@ -52,13 +50,11 @@ pub(super) fn check(
 /// The CRD declares the list a set, so the apiserver already refuses duplicates; this
 /// keeps the rule true on servers that do not enforce list types.
 fn check_listed_once(change: &Change<'_>) -> Result<(), Denial> {
-    let mut seen = HashSet::new();
-    for node in &change.object.spec.promote_resources.nodes {
-        if !seen.insert(node.as_str()) {
-            return Err(Denial::invalid(format!(
-                "spec.promoteResources.nodes lists node {node:?} twice; list each node once"
-            )));
-        }
+    let nodes = &change.object.spec.promote_resources.nodes;
+    match super::first_repeat(nodes) {
+        Some(node) => Err(Denial::invalid(format!(
+            "spec.promoteResources.nodes lists node {node:?} twice; list each node once"
+        ))),
+        None => Ok(()),
     }
-    Ok(())
 }

@@ -4,7 +4,7 @@
 //! the pool shrank when nodes failed, or the admin lowered a ceiling) may still be edited
 //! as long as the edit does not make things worse.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::HashSet;
 
 use super::super::facts::ResourceAmounts;
 use super::super::inventory::Inventory;
@@ -135,11 +135,12 @@ pub(super) fn check_pool(
     inventory: &Inventory,
     policy: &Policy,
 ) -> Result<(), Denial> {
-    let (taken, taken_by) = taken_from_pool(change, inventory);
-    let mut resources: BTreeSet<&str> =
-        change.pooled.iter().map(|(resource, _)| resource).collect();
-    if !taken.is_empty() {
+    let taken = TakenFromPool::of(change, inventory);
+    let mut resources: Vec<&str> = change.pooled.iter().map(|(resource, _)| resource).collect();
+    if !taken.amounts.is_empty() {
         resources.extend(inventory.reserved().iter().map(|(resource, _)| resource));
+        resources.sort_unstable();
+        resources.dedup();
     }
     for resource in resources {
         let others =
@@ -153,7 +154,7 @@ pub(super) fn check_pool(
         }
         let show = |amount| format_amount(resource, amount);
         let after_promotion = if taken.get(resource) > 0 {
-            format!(" (after promoting {})", quoted_nodes(&taken_by))
+            format!(" (after promoting {})", quoted_nodes(&taken.nodes))
         } else {
             String::new()
         };
@@ -170,7 +171,7 @@ pub(super) fn check_pool(
         if taken.get(resource) > 0 {
             return Err(Denial::forbidden(format!(
                 "promoting {} would shrink the shared pool's {resource} from {} to {} (× overcommit {ratio} = {}), below the {} already reserved by VirtualClusters; promote a node outside the pool or lower pooled requests first",
-                quoted_nodes(&taken_by),
+                quoted_nodes(&taken.nodes),
                 show(inventory.pool_capacity().get(resource)),
                 show(capacity),
                 show(limit),
@@ -181,20 +182,39 @@ pub(super) fn check_pool(
     Ok(())
 }
 
-/// Allocatable that the added nodes currently give to the pool, and those nodes.
-fn taken_from_pool<'a>(
-    change: &Change<'a>,
-    inventory: &Inventory,
-) -> (ResourceAmounts, Vec<&'a str>) {
-    let mut taken = ResourceAmounts::new();
-    let mut nodes = Vec::new();
-    for node in &change.added_nodes {
-        if let Some(facts) = inventory.node_view(node).filter(|facts| facts.in_pool()) {
-            facts.add_allocatable_to(&mut taken);
-            nodes.push(*node);
+/// Allocatable that the added nodes currently give to the pool, and those nodes. A
+/// request names a few nodes offering a few resources, so the sums are a short list keyed
+/// by the inventory's own resource names, and nothing is allocated per resource.
+#[derive(Default)]
+struct TakenFromPool<'a> {
+    amounts: Vec<(&'a str, i128)>,
+    nodes: Vec<&'a str>,
+}
+
+impl<'a> TakenFromPool<'a> {
+    fn of(change: &Change<'a>, inventory: &'a Inventory) -> Self {
+        let mut taken = Self::default();
+        for node in &change.added_nodes {
+            let Some(facts) = inventory.node_view(node).filter(|facts| facts.in_pool()) else {
+                continue;
+            };
+            for (resource, amount) in facts.allocatable() {
+                match taken.amounts.iter_mut().find(|(name, _)| *name == resource) {
+                    Some((_, total)) => *total = total.saturating_add(amount),
+                    None => taken.amounts.push((resource, amount)),
+                }
+            }
+            taken.nodes.push(node);
         }
+        taken
     }
-    (taken, nodes)
+
+    fn get(&self, resource: &str) -> i128 {
+        self.amounts
+            .iter()
+            .find(|(name, _)| *name == resource)
+            .map_or(0, |(_, amount)| *amount)
+    }
 }
 
 /// `node "a"` or `nodes "a", "b"`.
