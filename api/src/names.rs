@@ -195,7 +195,12 @@ pub fn clashes_with<'a>(
     name: &'a str,
     mut exists: impl FnMut(&str) -> bool + 'a,
 ) -> impl Iterator<Item = NameClash> + 'a {
-    let mut extended = String::new();
+    let longest_rest = OVERLAPPING_SUFFIXES
+        .iter()
+        .map(|(ours, _)| ours.suffix.len())
+        .max()
+        .unwrap_or(0);
+    let mut extended = String::with_capacity(name.len() + longest_rest);
     OVERLAPPING_SUFFIXES
         .iter()
         .filter_map(move |(ours, theirs)| {

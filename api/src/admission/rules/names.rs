@@ -137,7 +137,10 @@ fn check_workload_namespace(key: &ClusterKey) -> Result<(), Denial> {
 /// sharing a host namespace would share its ResourceQuota and RBAC. Every split of the
 /// derived name at a `-` is looked up, O(dashes), so no extra index is needed.
 fn check_workload_namespace_is_free(key: &ClusterKey, inventory: &Inventory) -> Result<(), Denial> {
-    let joined = format!("{}-{}", key.namespace, key.name);
+    let mut joined = String::with_capacity(key.namespace.len() + 1 + key.name.len());
+    joined.push_str(&key.namespace);
+    joined.push('-');
+    joined.push_str(&key.name);
     for (position, _) in joined.match_indices('-') {
         let (namespace, name) = (&joined[..position], &joined[position + 1..]);
         if (namespace, name) != (key.namespace.as_str(), key.name.as_str())

@@ -136,7 +136,9 @@ pub(super) fn check_pool(
     policy: &Policy,
 ) -> Result<(), Denial> {
     let taken = TakenFromPool::of(change, inventory);
-    let mut resources: Vec<&str> = change.pooled.iter().map(|(resource, _)| resource).collect();
+    let mut resources: Vec<&str> =
+        Vec::with_capacity(change.pooled.0.len() + inventory.reserved().0.len());
+    resources.extend(change.pooled.iter().map(|(resource, _)| resource));
     if !taken.amounts.is_empty() {
         resources.extend(inventory.reserved().iter().map(|(resource, _)| resource));
         resources.sort_unstable();
@@ -185,7 +187,6 @@ pub(super) fn check_pool(
 /// Allocatable that the added nodes currently give to the pool, and those nodes. A
 /// request names a few nodes offering a few resources, so the sums are a short list keyed
 /// by the inventory's own resource names, and nothing is allocated per resource.
-#[derive(Default)]
 struct TakenFromPool<'a> {
     amounts: Vec<(&'a str, i128)>,
     nodes: Vec<&'a str>,
@@ -193,7 +194,10 @@ struct TakenFromPool<'a> {
 
 impl<'a> TakenFromPool<'a> {
     fn of(change: &Change<'a>, inventory: &'a Inventory) -> Self {
-        let mut taken = Self::default();
+        let mut taken = Self {
+            amounts: Vec::with_capacity(4),
+            nodes: Vec::with_capacity(change.added_nodes.len()),
+        };
         for node in &change.added_nodes {
             let Some(facts) = inventory.node_view(node).filter(|facts| facts.in_pool()) else {
                 continue;
