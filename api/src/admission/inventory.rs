@@ -369,9 +369,14 @@ impl Inventory {
 
     /// What the VirtualCluster reserves of `resource` from the pool, zero when unknown.
     pub fn reserved_by(&self, key: &ClusterKey, resource: &str) -> i128 {
-        self.clusters
-            .get(key)
-            .map_or(0, |cluster| cluster.pooled_of(resource))
+        self.reservations_of(key)(resource)
+    }
+
+    /// [`Inventory::reserved_by`] of one VirtualCluster for any resource, the cluster
+    /// looked up once.
+    pub(crate) fn reservations_of(&self, key: &ClusterKey) -> impl Fn(&str) -> i128 + use<'_> {
+        let cluster = self.clusters.get(key);
+        move |resource| cluster.map_or(0, |cluster| cluster.pooled_of(resource))
     }
 
     /// Who owns `node`: the claim labels on the node, which the controller writes with a

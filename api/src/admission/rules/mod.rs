@@ -153,9 +153,9 @@ fn check(
         old,
         pooled,
     };
-    nodes::check(&change, inventory, warnings)?;
+    let added_nodes = nodes::check(&change, inventory, warnings)?;
     quota::check_ceilings(&change, inventory, policy)?;
-    quota::check_pool(&change, inventory, policy)
+    quota::check_pool(&change, &added_nodes, inventory, policy)
 }
 
 fn added_nodes<'a>(object: &'a VirtualCluster, old: Option<&VirtualCluster>) -> Vec<&'a str> {

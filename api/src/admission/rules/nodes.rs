@@ -4,16 +4,18 @@
 //! Only nodes the request adds are checked: a node admitted earlier that has since gone
 //! NotReady must not block an unrelated update (or the controller's own writes).
 
-use super::super::inventory::Inventory;
+use super::super::inventory::{Inventory, NodeView};
 use super::{Change, Denial};
 
 /// Refuses unsuitable or already owned nodes; warns about NotReady or cordoned ones.
-pub(super) fn check(
+/// Returns the added nodes as looked up, in order, for the pool rule to read again.
+pub(super) fn check<'i>(
     change: &Change<'_>,
-    inventory: &Inventory,
+    inventory: &'i Inventory,
     warnings: &mut Vec<String>,
-) -> Result<(), Denial> {
+) -> Result<Vec<NodeView<'i>>, Denial> {
     check_listed_once(change)?;
+    let mut added = Vec::with_capacity(change.added_nodes.len());
     for node in &change.added_nodes {
         let Some(facts) = inventory.node_view(node) else {
             return Err(Denial::invalid(format!(
@@ -43,8 +45,9 @@ pub(super) fn check(
                 problems.join(" and ")
             ));
         }
+        added.push(facts);
     }
-    Ok(())
+    Ok(added)
 }
 
 /// The CRD declares the list a set, so the apiserver already refuses duplicates; this

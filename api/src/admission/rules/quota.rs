@@ -7,7 +7,7 @@
 use std::collections::HashSet;
 
 use super::super::facts::ResourceAmounts;
-use super::super::inventory::Inventory;
+use super::super::inventory::{Inventory, NodeView};
 use super::super::policy::Policy;
 use super::super::quantity::format_amount;
 use super::{Change, Denial};
@@ -130,12 +130,14 @@ fn check_namespace_count(
 
 /// Refuses pooled requests the shared pool cannot cover, and promotions of pool nodes
 /// that would shrink the pool below what VirtualClusters have reserved.
-pub(super) fn check_pool(
-    change: &Change<'_>,
-    inventory: &Inventory,
+pub(super) fn check_pool<'a>(
+    change: &Change<'a>,
+    added_nodes: &[NodeView<'a>],
+    inventory: &'a Inventory,
     policy: &Policy,
 ) -> Result<(), Denial> {
-    let taken = TakenFromPool::of(change, inventory);
+    let taken = TakenFromPool::of(change, added_nodes);
+    let reserved_by_this = inventory.reservations_of(&change.key);
     let mut resources: Vec<&str> =
         Vec::with_capacity(change.pooled.0.len() + inventory.reserved().0.len());
     resources.extend(change.pooled.iter().map(|(resource, _)| resource));
@@ -145,8 +147,7 @@ pub(super) fn check_pool(
         resources.dedup();
     }
     for resource in resources {
-        let others =
-            inventory.reserved().get(resource) - inventory.reserved_by(&change.key, resource);
+        let others = inventory.reserved().get(resource) - reserved_by_this(resource);
         let request = change.pooled.get(resource);
         let capacity = inventory.pool_capacity().get(resource) - taken.get(resource);
         let ratio = policy.overcommit_of(resource);
@@ -193,15 +194,15 @@ struct TakenFromPool<'a> {
 }
 
 impl<'a> TakenFromPool<'a> {
-    fn of(change: &Change<'a>, inventory: &'a Inventory) -> Self {
+    fn of(change: &Change<'a>, added_nodes: &[NodeView<'a>]) -> Self {
         let mut taken = Self {
             amounts: Vec::with_capacity(4),
             nodes: Vec::with_capacity(change.added_nodes.len()),
         };
-        for node in &change.added_nodes {
-            let Some(facts) = inventory.node_view(node).filter(|facts| facts.in_pool()) else {
+        for (node, facts) in change.added_nodes.iter().zip(added_nodes) {
+            if !facts.in_pool() {
                 continue;
-            };
+            }
             for (resource, amount) in facts.allocatable() {
                 match taken.amounts.iter_mut().find(|(name, _)| *name == resource) {
                     Some((_, total)) => *total = total.saturating_add(amount),
