@@ -33,6 +33,7 @@ use tokio::net::TcpListener;
 use vc_api::admission::{
     ClusterFacts, ClusterKey, Defaults, Inventory, NodeFacts, Policy, ResourceAmounts,
 };
+use vc_tests::bench::load_average;
 use vc_webhook::metrics::{Endpoint, Metrics};
 use vc_webhook::review::{Admission, Enforcement};
 use vc_webhook::server::{Readiness, RunningServer, Webhook};
@@ -295,19 +296,6 @@ async fn measure(
         summarize("parse-only (TLS + JSON)", &baseline_runs),
         summarize("rules (50k nodes, 10k VCs)", &rules_runs),
     ))
-}
-
-/// The 1, 5 and 15 minute load averages of the machine, as `uptime` prints them.
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .map(|text| {
-            text.split_whitespace()
-                .take(3)
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .unwrap_or_else(|| "unknown".to_owned())
 }
 
 fn env_number(name: &str, default: usize) -> usize {
