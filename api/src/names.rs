@@ -4,6 +4,8 @@
 //! VirtualCluster whose names would land on a sibling's, so both read one table: a suffix
 //! added here is at once built by the one and guarded by the other.
 
+use std::sync::LazyLock;
+
 use crate::constants::ADMIN_KUBECONFIG_SECRET_SUFFIX;
 
 /// An object the controller names `<VirtualCluster name><suffix>` in the VirtualCluster's
@@ -155,33 +157,76 @@ pub struct NameClash {
     pub other_purpose: &'static str,
 }
 
+/// Pairs `(ours, theirs)` of [`DERIVED_OBJECTS`] of one kind whose suffixes differ and
+/// one ends with the other, in table order. Only such a pair can make two names derive
+/// the same object, and there are a handful, so an admission request checks these
+/// instead of comparing the whole table with itself.
+static OVERLAPPING_SUFFIXES: LazyLock<Vec<(DerivedObject, DerivedObject)>> = LazyLock::new(|| {
+    DERIVED_OBJECTS
+        .iter()
+        .flat_map(|ours| {
+            DERIVED_OBJECTS
+                .iter()
+                .filter(|theirs| {
+                    theirs.kind == ours.kind
+                        && theirs.suffix != ours.suffix
+                        && (ours.suffix.ends_with(theirs.suffix)
+                            || theirs.suffix.ends_with(ours.suffix))
+                })
+                .map(|theirs| (*ours, *theirs))
+        })
+        .collect()
+});
+
 /// Every VirtualCluster name that derives one of `name`'s object names, each with the
-/// object, for the caller to look up among the existing VirtualClusters. The pairs of
-/// suffixes are few (the table squared), so no index of derived names is needed.
+/// object, for the caller to look up among the existing VirtualClusters.
 pub fn possible_clashes(name: &str) -> Vec<NameClash> {
-    let mut clashes = Vec::new();
-    for ours in &DERIVED_OBJECTS {
-        let object = ours.name(name);
-        for theirs in DERIVED_OBJECTS
-            .iter()
-            .filter(|theirs| theirs.kind == ours.kind)
-        {
-            let Some(other) = object.strip_suffix(theirs.suffix) else {
-                continue;
+    clashes_with(name, |_| true).collect()
+}
+
+/// The clashes of [`possible_clashes`] whose other name `exists`, in the same order. A
+/// candidate name is built in one reused buffer and passed to `exists` borrowed; only a
+/// clash found is written out.
+///
+/// `name + ours` ends with `theirs` when `ours` ends with `theirs` (then the other name is
+/// `name` plus the rest of `ours`), or when `theirs` ends with `ours` and `name` ends with
+/// the rest of `theirs` (then the other name is `name` without it).
+pub fn clashes_with<'a>(
+    name: &'a str,
+    mut exists: impl FnMut(&str) -> bool + 'a,
+) -> impl Iterator<Item = NameClash> + 'a {
+    let longest_rest = OVERLAPPING_SUFFIXES
+        .iter()
+        .map(|(ours, _)| ours.suffix.len())
+        .max()
+        .unwrap_or(0);
+    let mut extended = String::with_capacity(name.len() + longest_rest);
+    OVERLAPPING_SUFFIXES
+        .iter()
+        .filter_map(move |(ours, theirs)| {
+            let other = match ours.suffix.strip_suffix(theirs.suffix) {
+                Some(rest_of_ours) => {
+                    extended.clear();
+                    extended.push_str(name);
+                    extended.push_str(rest_of_ours);
+                    extended.as_str()
+                }
+                None => {
+                    let rest_of_theirs = theirs.suffix.strip_suffix(ours.suffix)?;
+                    name.strip_suffix(rest_of_theirs)?
+                }
             };
-            if other.is_empty() || other == name {
-                continue;
+            if other.is_empty() || other == name || !exists(other) {
+                return None;
             }
-            clashes.push(NameClash {
+            Some(NameClash {
                 other: other.to_owned(),
                 kind: ours.kind,
-                object: object.clone(),
+                object: ours.name(name),
                 purpose: ours.purpose,
                 other_purpose: theirs.purpose,
-            });
-        }
-    }
-    clashes
+            })
+        })
 }
 
 /// RoleBinding in the workload namespace granting the clustertree the chart's fixed
@@ -251,6 +296,85 @@ mod tests {
                 .iter()
                 .any(|clash| clash.other == "x-front-proxy" && clash.object == "x-front-proxy-ca")
         );
+    }
+
+    /// What two names derive the same object means, written as the whole table compared
+    /// with itself.
+    fn clashes_over_the_whole_table(name: &str) -> Vec<NameClash> {
+        let mut clashes = Vec::new();
+        for ours in &DERIVED_OBJECTS {
+            let object = ours.name(name);
+            for theirs in DERIVED_OBJECTS
+                .iter()
+                .filter(|theirs| theirs.kind == ours.kind)
+            {
+                let Some(other) = object.strip_suffix(theirs.suffix) else {
+                    continue;
+                };
+                if !other.is_empty() && other != name {
+                    clashes.push(NameClash {
+                        other: other.to_owned(),
+                        kind: ours.kind,
+                        object: object.clone(),
+                        purpose: ours.purpose,
+                        other_purpose: theirs.purpose,
+                    });
+                }
+            }
+        }
+        clashes
+    }
+
+    #[test]
+    fn the_overlapping_suffixes_find_every_clash_of_the_whole_table_in_its_order() {
+        let mut names = vec!["x".to_owned(), "prod".to_owned(), "ca".to_owned()];
+        for object in &DERIVED_OBJECTS {
+            let suffix = object.suffix.trim_start_matches('-');
+            names.push(format!("x{}", object.suffix));
+            names.push(suffix.to_owned());
+            names.push(format!("x-{}", &suffix[suffix.len() / 2..]));
+        }
+        for name in &names {
+            assert_eq!(
+                possible_clashes(name),
+                clashes_over_the_whole_table(name),
+                "{name}"
+            );
+        }
+        assert!(
+            OVERLAPPING_SUFFIXES.len() < DERIVED_OBJECTS.len(),
+            "{} pairs to check per request",
+            OVERLAPPING_SUFFIXES.len()
+        );
+    }
+
+    #[test]
+    fn clashes_with_yields_the_possible_clashes_whose_other_name_exists_in_order() {
+        for name in ["x", "x-etcd", "prod-front-proxy"] {
+            let all = possible_clashes(name);
+            assert!(all.len() >= 2, "{name}: {all:?}");
+            // Every second other name exists: the buffer a candidate is built in is reused,
+            // so each must still be passed whole and in order.
+            let existing: Vec<String> = all
+                .iter()
+                .step_by(2)
+                .map(|clash| clash.other.clone())
+                .collect();
+            let mut asked = Vec::new();
+            let found: Vec<NameClash> = clashes_with(name, |other| {
+                asked.push(other.to_owned());
+                existing.iter().any(|existing| existing == other)
+            })
+            .collect();
+            let expected: Vec<NameClash> = all
+                .iter()
+                .filter(|clash| existing.contains(&clash.other))
+                .cloned()
+                .collect();
+            assert_eq!(found, expected, "{name}");
+            let others: Vec<String> = all.iter().map(|clash| clash.other.clone()).collect();
+            assert_eq!(asked, others, "{name}");
+        }
     }
 
     #[test]

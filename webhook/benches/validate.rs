@@ -1,13 +1,21 @@
 //! `/validate` at host scale: 50,000 nodes and 10,000 VirtualClusters in the caches,
 //! driven over HTTPS by concurrent clients, against a parse-only baseline that does the
-//! same TLS and JSON work but applies no rule.
+//! same TLS and JSON work but applies no rule: it parses each review into the same typed
+//! VirtualCluster as the rules path (`metadata.managedFields` skipped alike), logs and
+//! encodes the answer the same way, and admits, so the ratio measures the rules alone.
 //!
 //! Run with `cargo bench -p vc-webhook --bench validate`. Prints numbers; asserts nothing
-//! about time. Goals: p50 and p99 ratio rules/baseline <= 1.05 (issue 18), RSS <= 64 MiB.
-//! Knobs: `VC_BENCH_REQUESTS` (half the requests per handler, default 20000),
-//! `VC_BENCH_ROUNDS` (alternating rounds they are split into, default 10),
+//! about time. Goals: p50 and p99 ratio rules/baseline <= 1.05 in each of three runs
+//! (issue 18), RSS <= 64 MiB.
+//! Knobs: `VC_BENCH_RUNS` (measurements, each printed with its ratios and the load
+//! average, default 3), `VC_BENCH_REQUESTS` (half the requests per handler and run,
+//! default 20000), `VC_BENCH_ROUNDS` (alternating rounds a run is split into, default 10),
 //! `VC_BENCH_CLIENTS` (default 16),
 //! `VC_BENCH_CONTROL` (set: parse-only on both servers, to see the noise floor).
+//!
+//! The clients run in the servers' process and both saturate its cores, so a handler's
+//! latency is in proportion to the CPU time a request costs, client included: a rule
+//! costing a tenth of that shows as a ratio of 1.1 at p50 with no lock involved.
 
 #[allow(
     dead_code,
@@ -25,6 +33,7 @@ use tokio::net::TcpListener;
 use vc_api::admission::{
     ClusterFacts, ClusterKey, Defaults, Inventory, NodeFacts, Policy, ResourceAmounts,
 };
+use vc_tests::bench::load_average;
 use vc_webhook::metrics::{Endpoint, Metrics};
 use vc_webhook::review::{Admission, Enforcement};
 use vc_webhook::server::{Readiness, RunningServer, Webhook};
@@ -250,6 +259,45 @@ fn handler_only(rules: &Admission, baseline: &Admission, bodies: &[Bytes]) {
     );
 }
 
+/// One measurement: `rounds` alternating rounds of each handler, then both summarized.
+async fn measure(
+    rules_server: &RunningServer,
+    baseline_server: &RunningServer,
+    client: &Arc<rustls::ClientConfig>,
+    bodies: &Arc<Vec<Bytes>>,
+    requests: usize,
+    rounds: usize,
+    clients: usize,
+) -> anyhow::Result<(Summary, Summary)> {
+    let mut rules_runs = Vec::new();
+    let mut baseline_runs = Vec::new();
+    // Many short rounds, alternating which handler goes first: on a shared machine the
+    // load of other processes changes from second to second, and long rounds let one
+    // handler draw a quiet stretch and the other a busy one.
+    let per_round = (2 * requests / rounds).max(clients);
+    for round in 0..rounds {
+        for rules_turn in [round % 2 == 1, round % 2 == 0] {
+            let (server, runs) = if rules_turn {
+                (rules_server, &mut rules_runs)
+            } else {
+                (baseline_server, &mut baseline_runs)
+            };
+            let run = drive(
+                server,
+                Arc::clone(client),
+                Arc::clone(bodies),
+                per_round,
+                clients,
+            );
+            runs.push(run.await?);
+        }
+    }
+    Ok((
+        summarize("parse-only (TLS + JSON)", &baseline_runs),
+        summarize("rules (50k nodes, 10k VCs)", &rules_runs),
+    ))
+}
+
 fn env_number(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()
@@ -262,6 +310,7 @@ async fn main() -> anyhow::Result<()> {
     let requests = env_number("VC_BENCH_REQUESTS", 20_000);
     let clients = env_number("VC_BENCH_CLIENTS", 16).max(1);
     let rounds = env_number("VC_BENCH_ROUNDS", 10).max(1);
+    let runs = env_number("VC_BENCH_RUNS", 3).max(1);
     let rss_start = rss_kib();
 
     let (inventory, nodes_kib, clusters_kib) = build_inventory();
@@ -330,7 +379,7 @@ async fn main() -> anyhow::Result<()> {
     drop(probe);
     let bodies = Arc::new(request_bodies(1_000)?);
     println!(
-        "{clients} concurrent HTTPS clients, {} requests per handler in {rounds} alternating rounds, body {} bytes",
+        "{clients} concurrent HTTPS clients, {runs} runs of {} requests per handler in {rounds} alternating rounds, body {} bytes",
         (2 * requests / rounds).max(clients) * rounds,
         bodies[1].len()
     );
@@ -352,37 +401,32 @@ async fn main() -> anyhow::Result<()> {
         clients,
     )
     .await?;
-    let mut rules_runs = Vec::new();
-    let mut baseline_runs = Vec::new();
-    // Many short rounds, alternating which handler goes first: on a shared machine the
-    // load of other processes changes from second to second, and long rounds let one
-    // handler draw a quiet stretch and the other a busy one.
-    let per_round = (2 * requests / rounds).max(clients);
-    for round in 0..rounds {
-        for rules_turn in [round % 2 == 1, round % 2 == 0] {
-            let (server, runs) = if rules_turn {
-                (&rules_server, &mut rules_runs)
-            } else {
-                (&baseline_server, &mut baseline_runs)
-            };
-            let run = drive(
-                server,
-                Arc::clone(&client),
-                Arc::clone(&bodies),
-                per_round,
-                clients,
-            );
-            runs.push(run.await?);
-        }
+    let mut worst = (0.0_f64, 0.0_f64);
+    for run in 1..=runs {
+        let load_before = load_average();
+        let (baseline, rules) = measure(
+            &rules_server,
+            &baseline_server,
+            &client,
+            &bodies,
+            requests,
+            rounds,
+            clients,
+        )
+        .await?;
+        let p50_ratio = rules.p50.as_secs_f64() / baseline.p50.as_secs_f64().max(f64::EPSILON);
+        let p99_ratio = rules.p99.as_secs_f64() / baseline.p99.as_secs_f64().max(f64::EPSILON);
+        worst = (worst.0.max(p50_ratio), worst.1.max(p99_ratio));
+        println!(
+            "run {run}/{runs}: p50 ratio rules/parse-only {p50_ratio:.3}, p99 ratio {p99_ratio:.3} (goal: both <= 1.05); load average {load_before} before, {} after",
+            load_average()
+        );
     }
-    let baseline = summarize("parse-only (TLS + JSON)", &baseline_runs);
-    let rules = summarize("rules (50k nodes, 10k VCs)", &rules_runs);
-    let rss_end = rss_kib();
     println!(
-        "p99 ratio rules/parse-only: {:.3}; p50 ratio {:.3} (goal: both <= 1.05)",
-        rules.p99.as_secs_f64() / baseline.p99.as_secs_f64().max(f64::EPSILON),
-        rules.p50.as_secs_f64() / baseline.p50.as_secs_f64().max(f64::EPSILON),
+        "worst of {runs} runs: p50 ratio {:.3}, p99 ratio {:.3} (goal: both <= 1.05 in each run)",
+        worst.0, worst.1
     );
+    let rss_end = rss_kib();
     println!(
         "RSS at the end: {:.1} MiB (goal <= 64 MiB; includes the benchmark's clients and request bodies)",
         rss_end as f64 / 1024.0

@@ -34,29 +34,7 @@ use crate::server::Readiness;
 #[derive(Clone, Debug, Default)]
 pub struct SlimNode(pub Node);
 
-impl Resource for SlimNode {
-    type DynamicType = ();
-    type Scope = <Node as Resource>::Scope;
-
-    fn kind(dt: &()) -> std::borrow::Cow<'_, str> {
-        Node::kind(dt)
-    }
-    fn group(dt: &()) -> std::borrow::Cow<'_, str> {
-        Node::group(dt)
-    }
-    fn version(dt: &()) -> std::borrow::Cow<'_, str> {
-        Node::version(dt)
-    }
-    fn plural(dt: &()) -> std::borrow::Cow<'_, str> {
-        Node::plural(dt)
-    }
-    fn meta(&self) -> &ObjectMeta {
-        &self.0.metadata
-    }
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.0.metadata
-    }
-}
+resource_of_part!(SlimNode, Node);
 
 /// The wire shape of the fields [`SlimNode`] keeps; serde skips every other field.
 #[derive(Deserialize)]

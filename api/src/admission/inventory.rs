@@ -96,7 +96,7 @@ pub(crate) struct NodeView<'a> {
     resources: &'a ResourceNames,
 }
 
-impl NodeView<'_> {
+impl<'a> NodeView<'a> {
     /// The Ready condition is `True`.
     pub(crate) fn ready(&self) -> bool {
         self.node.ready
@@ -129,13 +129,57 @@ impl NodeView<'_> {
             .map_or(0, |(_, amount)| *amount)
     }
 
-    /// Adds the node's allocatable to `total`.
-    pub(crate) fn add_allocatable_to(&self, total: &mut ResourceAmounts) {
-        for (id, amount) in &self.node.allocatable {
-            total.add_amount(self.resources.name(*id), *amount);
-        }
+    /// The node's positive allocatable amounts, named as the inventory stores the names.
+    pub(crate) fn allocatable(&self) -> impl Iterator<Item = (&'a str, i128)> + use<'a> {
+        let resources = self.resources;
+        self.node
+            .allocatable
+            .iter()
+            .map(move |(id, amount)| (resources.name(*id), *amount))
     }
 }
+
+/// A VirtualCluster's namespace and name however they are held, so that the cluster index,
+/// keyed by [`ClusterKey`], can be searched with two borrowed strings.
+trait ClusterKeyParts {
+    fn parts(&self) -> (&str, &str);
+}
+
+impl ClusterKeyParts for ClusterKey {
+    fn parts(&self) -> (&str, &str) {
+        (&self.namespace, &self.name)
+    }
+}
+
+impl ClusterKeyParts for (&str, &str) {
+    fn parts(&self) -> (&str, &str) {
+        (self.0, self.1)
+    }
+}
+
+impl<'a> std::borrow::Borrow<dyn ClusterKeyParts + 'a> for Arc<ClusterKey> {
+    fn borrow(&self) -> &(dyn ClusterKeyParts + 'a) {
+        &**self
+    }
+}
+
+/// Hashes as the derived `Hash` of [`ClusterKey`] does (namespace, then name), as
+/// `Borrow` requires.
+impl std::hash::Hash for dyn ClusterKeyParts + '_ {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let (namespace, name) = self.parts();
+        namespace.hash(state);
+        name.hash(state);
+    }
+}
+
+impl PartialEq for dyn ClusterKeyParts + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts() == other.parts()
+    }
+}
+
+impl Eq for dyn ClusterKeyParts + '_ {}
 
 /// Nodes and VirtualClusters with incrementally maintained indexes and totals.
 ///
@@ -313,14 +357,26 @@ impl Inventory {
 
     /// Whether the VirtualCluster is known.
     pub fn contains_cluster(&self, key: &ClusterKey) -> bool {
-        self.clusters.contains_key(key)
+        self.contains_cluster_named(&key.namespace, &key.name)
+    }
+
+    /// Whether the VirtualCluster `namespace/name` is known, without building its key: the
+    /// name rules look up several candidate names per admission request.
+    pub fn contains_cluster_named(&self, namespace: &str, name: &str) -> bool {
+        let parts: &dyn ClusterKeyParts = &(namespace, name);
+        self.clusters.contains_key(parts)
     }
 
     /// What the VirtualCluster reserves of `resource` from the pool, zero when unknown.
     pub fn reserved_by(&self, key: &ClusterKey, resource: &str) -> i128 {
-        self.clusters
-            .get(key)
-            .map_or(0, |cluster| cluster.pooled_of(resource))
+        self.reservations_of(key)(resource)
+    }
+
+    /// [`Inventory::reserved_by`] of one VirtualCluster for any resource, the cluster
+    /// looked up once.
+    pub(crate) fn reservations_of(&self, key: &ClusterKey) -> impl Fn(&str) -> i128 + use<'_> {
+        let cluster = self.clusters.get(key);
+        move |resource| cluster.map_or(0, |cluster| cluster.pooled_of(resource))
     }
 
     /// Who owns `node`: the claim labels on the node, which the controller writes with a
@@ -338,13 +394,32 @@ impl Inventory {
     /// A VirtualCluster other than `requester` with a claim on `node`, by label or by
     /// listing it; the label owner comes first.
     pub fn other_owner_of(&self, node: &str, requester: &ClusterKey) -> Option<&ClusterKey> {
+        self.other_owner_beside(node, self.label_owner(node), requester)
+    }
+
+    /// [`Inventory::other_owner_of`] for a node already looked up as `view`.
+    pub(crate) fn other_owner_of_viewed<'a>(
+        &'a self,
+        node: &str,
+        view: &NodeView<'a>,
+        requester: &ClusterKey,
+    ) -> Option<&'a ClusterKey> {
+        self.other_owner_beside(node, view.node.claimed_by.as_deref(), requester)
+    }
+
+    fn other_owner_beside<'a>(
+        &'a self,
+        node: &str,
+        label_owner: Option<&'a ClusterKey>,
+        requester: &ClusterKey,
+    ) -> Option<&'a ClusterKey> {
         let listed_by = self
             .spec_owners
             .get(node)
             .into_iter()
             .flatten()
             .map(|owner| &**owner);
-        self.label_owner(node)
+        label_owner
             .into_iter()
             .chain(listed_by)
             .find(|owner| *owner != requester)
@@ -476,6 +551,23 @@ mod tests {
             nodes: nodes.iter().map(|node| (*node).to_owned()).collect(),
             pooled: ResourceAmounts::from_iter([("cpu", cpu)]),
         }
+    }
+
+    #[test]
+    fn a_cluster_is_found_by_its_namespace_and_name_only() {
+        let mut inventory = Inventory::new();
+        inventory.upsert_cluster(cluster("team-a", "prod", &[], 1_000));
+        assert!(inventory.contains_cluster_named("team-a", "prod"));
+        assert!(inventory.contains_cluster(&ClusterKey::new("team-a", "prod")));
+        // The same characters split elsewhere, or either part alone, is another cluster.
+        for (namespace, name) in [("team", "a-prod"), ("team-a-prod", ""), ("prod", "team-a")] {
+            assert!(
+                !inventory.contains_cluster_named(namespace, name),
+                "{namespace}/{name}"
+            );
+        }
+        inventory.remove_cluster(&ClusterKey::new("team-a", "prod"));
+        assert!(!inventory.contains_cluster_named("team-a", "prod"));
     }
 
     #[test]

@@ -15,6 +15,8 @@ mod updates;
 #[cfg(test)]
 mod tests;
 
+use std::collections::HashSet;
+
 use super::facts::{ClusterKey, ResourceAmounts};
 use super::inventory::Inventory;
 use super::policy::Policy;
@@ -151,23 +153,50 @@ fn check(
         old,
         pooled,
     };
-    nodes::check(&change, inventory, warnings)?;
+    let added_nodes = nodes::check(&change, inventory, warnings)?;
     quota::check_ceilings(&change, inventory, policy)?;
-    quota::check_pool(&change, inventory, policy)
+    quota::check_pool(&change, &added_nodes, inventory, policy)
 }
 
 fn added_nodes<'a>(object: &'a VirtualCluster, old: Option<&VirtualCluster>) -> Vec<&'a str> {
-    let before: std::collections::HashSet<&str> = old
-        .iter()
-        .flat_map(|old| old.spec.promote_resources.nodes.iter().map(String::as_str))
-        .collect();
-    let mut seen = std::collections::HashSet::new();
-    object
-        .spec
-        .promote_resources
-        .nodes
+    let before: &[String] = old.map_or(&[], |old| &old.spec.promote_resources.nodes);
+    let nodes = &object.spec.promote_resources.nodes;
+    let mut added: Vec<&str> = Vec::with_capacity(nodes.len());
+    if nodes.len() + before.len() <= FEW_NODES {
+        for node in nodes {
+            if !before.contains(node) && !added.contains(&node.as_str()) {
+                added.push(node);
+            }
+        }
+        return added;
+    }
+    let before: HashSet<&str> = before.iter().map(String::as_str).collect();
+    let mut seen = HashSet::new();
+    added.extend(
+        nodes
+            .iter()
+            .map(String::as_str)
+            .filter(|node| !before.contains(node) && seen.insert(*node)),
+    );
+    added
+}
+
+/// Up to this many nodes in a request, a linear scan finds repeats faster than hashing,
+/// and without allocating a set: a request names a few nodes, rarely more.
+const FEW_NODES: usize = 16;
+
+/// The first item seen a second time, in order.
+fn first_repeat(items: &[String]) -> Option<&str> {
+    if items.len() <= FEW_NODES {
+        return items
+            .iter()
+            .enumerate()
+            .find(|(index, item)| items[..*index].contains(item))
+            .map(|(_, item)| item.as_str());
+    }
+    let mut seen = HashSet::new();
+    items
         .iter()
         .map(String::as_str)
-        .filter(|node| !before.contains(node) && seen.insert(*node))
-        .collect()
+        .find(|item| !seen.insert(*item))
 }

@@ -5,7 +5,7 @@ use super::super::inventory::Inventory;
 use super::{ClusterKey, Denial};
 use crate::VirtualCluster;
 use crate::constants::tenant_workload_namespace;
-use crate::names::possible_clashes;
+use crate::names::clashes_with;
 
 /// Longest DNS label (namespace names, Service names, label values).
 const DNS_LABEL_MAX: usize = 63;
@@ -137,12 +137,17 @@ fn check_workload_namespace(key: &ClusterKey) -> Result<(), Denial> {
 /// sharing a host namespace would share its ResourceQuota and RBAC. Every split of the
 /// derived name at a `-` is looked up, O(dashes), so no extra index is needed.
 fn check_workload_namespace_is_free(key: &ClusterKey, inventory: &Inventory) -> Result<(), Denial> {
-    let joined = format!("{}-{}", key.namespace, key.name);
+    let mut joined = String::with_capacity(key.namespace.len() + 1 + key.name.len());
+    joined.push_str(&key.namespace);
+    joined.push('-');
+    joined.push_str(&key.name);
     for (position, _) in joined.match_indices('-') {
-        let other = ClusterKey::new(&joined[..position], &joined[position + 1..]);
-        if other != *key && inventory.contains_cluster(&other) {
+        let (namespace, name) = (&joined[..position], &joined[position + 1..]);
+        if (namespace, name) != (key.namespace.as_str(), key.name.as_str())
+            && inventory.contains_cluster_named(namespace, name)
+        {
             return Err(Denial::forbidden(format!(
-                "the host namespace \"{}\" derived from namespace and name is already used by VirtualCluster {other}; choose another name",
+                "the host namespace \"{}\" derived from namespace and name is already used by VirtualCluster {namespace}/{name}; choose another name",
                 tenant_workload_namespace(&key.namespace, &key.name)
             )));
         }
@@ -156,13 +161,10 @@ fn check_workload_namespace_is_free(key: &ClusterKey, inventory: &Inventory) -> 
 /// derived names is needed. The controller refuses such an object too (it is not ours),
 /// but only after the VirtualCluster exists; here the user learns before.
 fn check_derived_objects_are_free(key: &ClusterKey, inventory: &Inventory) -> Result<(), Denial> {
-    let clash = possible_clashes(&key.name).into_iter().find(|clash| {
-        inventory.contains_cluster(&ClusterKey::new(
-            key.namespace.as_str(),
-            clash.other.as_str(),
-        ))
+    let mut clashes = clashes_with(&key.name, |other| {
+        inventory.contains_cluster_named(&key.namespace, other)
     });
-    let Some(clash) = clash else {
+    let Some(clash) = clashes.next() else {
         return Ok(());
     };
     let fix = if key.name.starts_with(&format!("{}-", clash.other)) {

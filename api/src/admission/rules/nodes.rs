@@ -4,18 +4,18 @@
 //! Only nodes the request adds are checked: a node admitted earlier that has since gone
 //! NotReady must not block an unrelated update (or the controller's own writes).
 
-use std::collections::HashSet;
-
-use super::super::inventory::Inventory;
+use super::super::inventory::{Inventory, NodeView};
 use super::{Change, Denial};
 
 /// Refuses unsuitable or already owned nodes; warns about NotReady or cordoned ones.
-pub(super) fn check(
+/// Returns the added nodes as looked up, in order, for the pool rule to read again.
+pub(super) fn check<'i>(
     change: &Change<'_>,
-    inventory: &Inventory,
+    inventory: &'i Inventory,
     warnings: &mut Vec<String>,
-) -> Result<(), Denial> {
+) -> Result<Vec<NodeView<'i>>, Denial> {
     check_listed_once(change)?;
+    let mut added = Vec::with_capacity(change.added_nodes.len());
     for node in &change.added_nodes {
         let Some(facts) = inventory.node_view(node) else {
             return Err(Denial::invalid(format!(
@@ -27,7 +27,7 @@ pub(super) fn check(
                 "node {node:?} is a control-plane node of the host and cannot be promoted into a VirtualCluster"
             )));
         }
-        if let Some(owner) = inventory.other_owner_of(node, &change.key) {
+        if let Some(owner) = inventory.other_owner_of_viewed(node, &facts, &change.key) {
             return Err(Denial::forbidden(format!(
                 "node {node:?} already belongs to VirtualCluster {owner}"
             )));
@@ -45,20 +45,19 @@ pub(super) fn check(
                 problems.join(" and ")
             ));
         }
+        added.push(facts);
     }
-    Ok(())
+    Ok(added)
 }
 
 /// The CRD declares the list a set, so the apiserver already refuses duplicates; this
 /// keeps the rule true on servers that do not enforce list types.
 fn check_listed_once(change: &Change<'_>) -> Result<(), Denial> {
-    let mut seen = HashSet::new();
-    for node in &change.object.spec.promote_resources.nodes {
-        if !seen.insert(node.as_str()) {
-            return Err(Denial::invalid(format!(
-                "spec.promoteResources.nodes lists node {node:?} twice; list each node once"
-            )));
-        }
+    let nodes = &change.object.spec.promote_resources.nodes;
+    match super::first_repeat(nodes) {
+        Some(node) => Err(Denial::invalid(format!(
+            "spec.promoteResources.nodes lists node {node:?} twice; list each node once"
+        ))),
+        None => Ok(()),
     }
-    Ok(())
 }

@@ -4,10 +4,10 @@
 //! the pool shrank when nodes failed, or the admin lowered a ceiling) may still be edited
 //! as long as the edit does not make things worse.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::HashSet;
 
 use super::super::facts::ResourceAmounts;
-use super::super::inventory::Inventory;
+use super::super::inventory::{Inventory, NodeView};
 use super::super::policy::Policy;
 use super::super::quantity::format_amount;
 use super::{Change, Denial};
@@ -130,20 +130,24 @@ fn check_namespace_count(
 
 /// Refuses pooled requests the shared pool cannot cover, and promotions of pool nodes
 /// that would shrink the pool below what VirtualClusters have reserved.
-pub(super) fn check_pool(
-    change: &Change<'_>,
-    inventory: &Inventory,
+pub(super) fn check_pool<'a>(
+    change: &Change<'a>,
+    added_nodes: &[NodeView<'a>],
+    inventory: &'a Inventory,
     policy: &Policy,
 ) -> Result<(), Denial> {
-    let (taken, taken_by) = taken_from_pool(change, inventory);
-    let mut resources: BTreeSet<&str> =
-        change.pooled.iter().map(|(resource, _)| resource).collect();
-    if !taken.is_empty() {
+    let taken = TakenFromPool::of(change, added_nodes);
+    let reserved_by_this = inventory.reservations_of(&change.key);
+    let mut resources: Vec<&str> =
+        Vec::with_capacity(change.pooled.0.len() + inventory.reserved().0.len());
+    resources.extend(change.pooled.iter().map(|(resource, _)| resource));
+    if !taken.amounts.is_empty() {
         resources.extend(inventory.reserved().iter().map(|(resource, _)| resource));
+        resources.sort_unstable();
+        resources.dedup();
     }
     for resource in resources {
-        let others =
-            inventory.reserved().get(resource) - inventory.reserved_by(&change.key, resource);
+        let others = inventory.reserved().get(resource) - reserved_by_this(resource);
         let request = change.pooled.get(resource);
         let capacity = inventory.pool_capacity().get(resource) - taken.get(resource);
         let ratio = policy.overcommit_of(resource);
@@ -153,7 +157,7 @@ pub(super) fn check_pool(
         }
         let show = |amount| format_amount(resource, amount);
         let after_promotion = if taken.get(resource) > 0 {
-            format!(" (after promoting {})", quoted_nodes(&taken_by))
+            format!(" (after promoting {})", quoted_nodes(&taken.nodes))
         } else {
             String::new()
         };
@@ -170,7 +174,7 @@ pub(super) fn check_pool(
         if taken.get(resource) > 0 {
             return Err(Denial::forbidden(format!(
                 "promoting {} would shrink the shared pool's {resource} from {} to {} (× overcommit {ratio} = {}), below the {} already reserved by VirtualClusters; promote a node outside the pool or lower pooled requests first",
-                quoted_nodes(&taken_by),
+                quoted_nodes(&taken.nodes),
                 show(inventory.pool_capacity().get(resource)),
                 show(capacity),
                 show(limit),
@@ -181,20 +185,41 @@ pub(super) fn check_pool(
     Ok(())
 }
 
-/// Allocatable that the added nodes currently give to the pool, and those nodes.
-fn taken_from_pool<'a>(
-    change: &Change<'a>,
-    inventory: &Inventory,
-) -> (ResourceAmounts, Vec<&'a str>) {
-    let mut taken = ResourceAmounts::new();
-    let mut nodes = Vec::new();
-    for node in &change.added_nodes {
-        if let Some(facts) = inventory.node_view(node).filter(|facts| facts.in_pool()) {
-            facts.add_allocatable_to(&mut taken);
-            nodes.push(*node);
+/// Allocatable that the added nodes currently give to the pool, and those nodes. A
+/// request names a few nodes offering a few resources, so the sums are a short list keyed
+/// by the inventory's own resource names, and nothing is allocated per resource.
+struct TakenFromPool<'a> {
+    amounts: Vec<(&'a str, i128)>,
+    nodes: Vec<&'a str>,
+}
+
+impl<'a> TakenFromPool<'a> {
+    fn of(change: &Change<'a>, added_nodes: &[NodeView<'a>]) -> Self {
+        let mut taken = Self {
+            amounts: Vec::with_capacity(4),
+            nodes: Vec::with_capacity(change.added_nodes.len()),
+        };
+        for (node, facts) in change.added_nodes.iter().zip(added_nodes) {
+            if !facts.in_pool() {
+                continue;
+            }
+            for (resource, amount) in facts.allocatable() {
+                match taken.amounts.iter_mut().find(|(name, _)| *name == resource) {
+                    Some((_, total)) => *total = total.saturating_add(amount),
+                    None => taken.amounts.push((resource, amount)),
+                }
+            }
+            taken.nodes.push(node);
         }
+        taken
     }
-    (taken, nodes)
+
+    fn get(&self, resource: &str) -> i128 {
+        self.amounts
+            .iter()
+            .find(|(name, _)| *name == resource)
+            .map_or(0, |(_, amount)| *amount)
+    }
 }
 
 /// `node "a"` or `nodes "a", "b"`.

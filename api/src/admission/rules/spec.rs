@@ -59,8 +59,8 @@ fn check_resources(
         if !previously_pooled(resource) {
             check_resource_name(resource, inventory)?;
         }
-        let field = format!("{RESOURCES_FIELD}.{resource}");
-        pooled.add_amount(resource, positive_quantity(&field, quantity)?);
+        let field = || format!("{RESOURCES_FIELD}.{resource}");
+        pooled.add_amount(resource, positive_quantity(field, quantity)?);
     }
     Ok(pooled)
 }
@@ -107,16 +107,20 @@ fn edit_distance(left: &str, right: &str) -> usize {
     previous[right.len()]
 }
 
-/// The quantity in milli-units, refused unless it parses and is positive.
-pub(super) fn positive_quantity(field: &str, quantity: &ResourceQuantity) -> Result<i128, Denial> {
-    let amount = quantity_milli(quantity)
-        .map_err(|error| Denial::invalid(error.in_field(field).to_string()))?;
-    if amount <= 0 {
-        return Err(Denial::invalid(format!(
-            "{field} must be positive, got \"{quantity}\"; remove the entry to ask for none"
-        )));
+/// The quantity in milli-units, refused unless it parses and is positive. `field` names
+/// it in the refusal and is built only for one.
+pub(super) fn positive_quantity(
+    field: impl FnOnce() -> String,
+    quantity: &ResourceQuantity,
+) -> Result<i128, Denial> {
+    match quantity_milli(quantity) {
+        Ok(amount) if amount > 0 => Ok(amount),
+        Ok(_) => Err(Denial::invalid(format!(
+            "{} must be positive, got \"{quantity}\"; remove the entry to ask for none",
+            field()
+        ))),
+        Err(error) => Err(Denial::invalid(error.in_field(field()).to_string())),
     }
-    Ok(amount)
 }
 
 fn check_version(object: &VirtualCluster) -> Result<(), Denial> {
@@ -160,7 +164,7 @@ fn check_control_plane(object: &VirtualCluster) -> Result<(), Denial> {
         )));
     }
     if let Some(size) = etcd.storage_size.as_ref() {
-        positive_quantity(ETCD_STORAGE_SIZE_FIELD, size)?;
+        positive_quantity(|| ETCD_STORAGE_SIZE_FIELD.to_owned(), size)?;
     }
     Ok(())
 }

@@ -811,6 +811,23 @@ fn a_node_is_listed_once() {
 }
 
 #[test]
+fn the_first_node_listed_again_is_named_in_a_long_list_too() {
+    let mut nodes: Vec<String> = (0..18).map(|index| format!("extra{index}")).collect();
+    nodes.extend(["extra5".to_owned(), "extra2".to_owned()]);
+    let nodes: Vec<&str> = nodes.iter().map(String::as_str).collect();
+    assert_denied(
+        &create(&tenant(&nodes, &[])),
+        INVALID,
+        "spec.promoteResources.nodes lists node \"extra5\" twice; list each node once",
+    );
+    assert_denied(
+        &create(&tenant(&["node2", "node1", "node1", "node2"], &[])),
+        INVALID,
+        "spec.promoteResources.nodes lists node \"node1\" twice; list each node once",
+    );
+}
+
+#[test]
 fn not_ready_and_cordoned_nodes_are_allowed_with_a_warning() {
     let verdict = create(&tenant(&["node5", "node6"], &[]));
     assert_allowed(&verdict);
