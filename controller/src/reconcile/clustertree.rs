@@ -26,52 +26,38 @@ pub(super) async fn apply_clustertree(
     }
     let (tree, stores) = (&desired.clustertree, &ctx.stores);
     let policy = &desired.network_policies.workloads;
-    let mut written = false;
-    written |= apply_object(ctx, owner, &stores.namespaces, &tree.namespace, "Namespace")
-        .await?
-        .written;
-    written |= apply_object(
-        ctx,
-        owner,
-        &stores.network_policies,
-        policy,
-        "NetworkPolicy",
-    )
-    .await?
-    .written;
-    let quota = &tree.resource_quota;
-    written |= apply_object(ctx, owner, &stores.resource_quotas, quota, "ResourceQuota")
-        .await?
-        .written;
-    let account = &tree.service_account;
-    written |= apply_object(
-        ctx,
-        owner,
-        &stores.service_accounts,
-        account,
-        "ServiceAccount",
-    )
-    .await?
-    .written;
-    let reader = &tree.virtual_cluster_reader;
-    written |= apply_object(ctx, owner, &stores.roles, reader, "Role")
-        .await?
-        .written;
-    for binding in [&tree.virtual_cluster_reader_binding, &tree.role_binding] {
-        let store = &stores.role_bindings;
-        written |= apply_object(ctx, owner, store, binding, "RoleBinding")
-            .await?
-            .written;
+    // Each object has its own type and watch store, so no loop can walk them.
+    macro_rules! apply {
+        ($store:expr, $object:expr, $kind:literal) => {
+            apply_object(ctx, owner, $store, $object, $kind)
+                .await?
+                .written
+        };
     }
-    let role = &tree.cluster_role;
-    written |= apply_object(ctx, owner, &stores.cluster_roles, role, "ClusterRole")
-        .await?
-        .written;
+    let mut written = false;
+    written |= apply!(&stores.namespaces, &tree.namespace, "Namespace");
+    written |= apply!(&stores.network_policies, policy, "NetworkPolicy");
+    written |= apply!(
+        &stores.resource_quotas,
+        &tree.resource_quota,
+        "ResourceQuota"
+    );
+    written |= apply!(
+        &stores.service_accounts,
+        &tree.service_account,
+        "ServiceAccount"
+    );
+    written |= apply!(&stores.roles, &tree.virtual_cluster_reader, "Role");
+    for binding in [&tree.virtual_cluster_reader_binding, &tree.role_binding] {
+        written |= apply!(&stores.role_bindings, binding, "RoleBinding");
+    }
+    written |= apply!(&stores.cluster_roles, &tree.cluster_role, "ClusterRole");
     let role_binding = &tree.cluster_role_binding;
-    let store = &stores.cluster_role_bindings;
-    written |= apply_object(ctx, owner, store, role_binding, "ClusterRoleBinding")
-        .await?
-        .written;
+    written |= apply!(
+        &stores.cluster_role_bindings,
+        role_binding,
+        "ClusterRoleBinding"
+    );
     let deployment = apply_object(
         ctx,
         owner,
