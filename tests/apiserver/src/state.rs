@@ -208,6 +208,24 @@ impl DeleteOptions {
 }
 
 impl State {
+    /// Whether `object` names an owner that is not stored: only such a dependent gives the
+    /// garbage collector work at its creation.
+    fn has_absent_owner(&self, object: &Value) -> bool {
+        let Some(owners) = object
+            .pointer("/metadata/ownerReferences")
+            .and_then(Value::as_array)
+        else {
+            return false;
+        };
+        let store = self.store.lock();
+        owners.iter().any(|owner| {
+            owner
+                .get("uid")
+                .and_then(Value::as_str)
+                .is_none_or(|uid| !store.contains_uid(uid))
+        })
+    }
+
     pub fn registry(&self) -> std::sync::RwLockReadGuard<'_, Registry> {
         self.registry
             .read()
@@ -634,8 +652,9 @@ impl State {
                 }
             };
         self.after_write(ctx, rt, "");
-        if obj.pointer("/metadata/ownerReferences").is_some() {
-            // The garbage collector also deletes dependents created for absent owners.
+        if self.has_absent_owner(&obj) {
+            // The garbage collector also deletes dependents created for absent owners;
+            // waking it for every owned object would rescan the whole store per create.
             self.gc_wake.notify_one();
         }
         let stored = stored.map(|s| (*s).clone()).unwrap_or(obj);
