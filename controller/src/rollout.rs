@@ -2,7 +2,9 @@
 //! controller-manager and scheduler. A tier is applied only when every earlier tier runs
 //! the desired spec and has finished rolling out, so a version bump never runs a newer
 //! apiserver against an etcd still restarting, nor a newer controller-manager against an
-//! older apiserver.
+//! older apiserver. A control plane of which nothing exists yet is applied whole: nothing
+//! runs that a newer tier could meet at an older version, and each component retries its
+//! upstream until it answers, as kubeadm's static pods start together.
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 
@@ -35,6 +37,8 @@ impl Component {
 pub struct ComponentState {
     /// Which component.
     pub component: Component,
+    /// Its object exists.
+    pub exists: bool,
     /// The existing object already carries the desired spec.
     pub up_to_date: bool,
     /// The existing object's controller has observed it and all replicas are updated and ready.
@@ -47,9 +51,13 @@ impl ComponentState {
     }
 }
 
-/// Which components may be applied now: those whose earlier tiers are all settled.
-/// A component that is itself up to date needs no apply and is left out.
+/// Which components may be applied now: those whose earlier tiers are all settled, or
+/// every one when none exists yet. A component that is itself up to date needs no apply
+/// and is left out.
 pub fn components_to_apply(states: &[ComponentState]) -> Vec<Component> {
+    if states.iter().all(|state| !state.exists) {
+        return states.iter().map(|state| state.component).collect();
+    }
     let blocking_tier = states
         .iter()
         .filter(|state| !state.settled())
@@ -116,21 +124,43 @@ mod tests {
     fn state(component: Component, up_to_date: bool, rolled_out: bool) -> ComponentState {
         ComponentState {
             component,
+            exists: up_to_date || rolled_out,
             up_to_date,
             rolled_out,
         }
     }
 
     #[test]
-    fn fresh_control_plane_starts_with_etcd_only() {
+    fn fresh_control_plane_is_applied_whole() {
         let states = [
             state(Etcd, false, false),
             state(Apiserver, false, false),
             state(ControllerManager, false, false),
             state(Scheduler, false, false),
         ];
-        assert_eq!(components_to_apply(&states), [Etcd]);
+        assert_eq!(
+            components_to_apply(&states),
+            [Etcd, Apiserver, ControllerManager, Scheduler]
+        );
         assert!(is_rolling(&states));
+    }
+
+    /// Once one component exists, the rest wait for its tier: an etcd recreated after
+    /// its deletion holds back an apiserver that would otherwise be rolled with it.
+    #[test]
+    fn a_partly_existing_control_plane_keeps_the_order() {
+        let mut etcd_only = [
+            state(Etcd, true, false),
+            state(Apiserver, false, false),
+            state(ControllerManager, false, false),
+            state(Scheduler, false, false),
+        ];
+        assert_eq!(components_to_apply(&etcd_only), Vec::<Component>::new());
+        etcd_only[0] = ComponentState {
+            exists: true,
+            ..state(Etcd, false, false)
+        };
+        assert_eq!(components_to_apply(&etcd_only), [Etcd]);
     }
 
     #[test]

@@ -130,7 +130,7 @@ impl TenantClients {
         Ok(client)
     }
 
-    /// Drops the client of a deleted tenant.
+    /// Drops the client of a deleted or settled tenant, closing its connections.
     pub fn forget(&self, key: &str) {
         if let Ok(mut clients) = self.clients.lock() {
             clients.remove(key);

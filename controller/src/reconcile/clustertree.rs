@@ -1,6 +1,7 @@
 //! The clustertree, its host credential and the tenant's workload namespace, once the
 //! tenant's kubeconfig is out.
 
+use futures::TryFutureExt;
 use kube::ResourceExt;
 
 use super::events::Changes;
@@ -26,38 +27,45 @@ pub(super) async fn apply_clustertree(
     }
     let (tree, stores) = (&desired.clustertree, &ctx.stores);
     let policy = &desired.network_policies.workloads;
-    // Each object has its own type and watch store, so no loop can walk them.
+    // Each object has its own type and watch store, so no loop can walk them; all but
+    // the namespace they live in are applied at once.
     macro_rules! apply {
         ($store:expr, $object:expr, $kind:literal) => {
-            apply_object(ctx, owner, $store, $object, $kind)
-                .await?
-                .written
+            apply_object(ctx, owner, $store, $object, $kind).map_ok(|applied| applied.written)
         };
     }
-    let mut written = false;
-    written |= apply!(&stores.namespaces, &tree.namespace, "Namespace");
-    written |= apply!(&stores.network_policies, policy, "NetworkPolicy");
-    written |= apply!(
-        &stores.resource_quotas,
-        &tree.resource_quota,
-        "ResourceQuota"
-    );
-    written |= apply!(
-        &stores.service_accounts,
-        &tree.service_account,
-        "ServiceAccount"
-    );
-    written |= apply!(&stores.roles, &tree.virtual_cluster_reader, "Role");
-    for binding in [&tree.virtual_cluster_reader_binding, &tree.role_binding] {
-        written |= apply!(&stores.role_bindings, binding, "RoleBinding");
-    }
-    written |= apply!(&stores.cluster_roles, &tree.cluster_role, "ClusterRole");
-    let role_binding = &tree.cluster_role_binding;
-    written |= apply!(
-        &stores.cluster_role_bindings,
-        role_binding,
-        "ClusterRoleBinding"
-    );
+    let namespace = apply!(&stores.namespaces, &tree.namespace, "Namespace").await?;
+    let (reader, cluster_binding) = (&tree.virtual_cluster_reader, &tree.cluster_role_binding);
+    let (policy, quota, account, reader, reader_binding, binding, role, cluster_binding) = futures::try_join!(
+        apply!(&stores.network_policies, policy, "NetworkPolicy"),
+        apply!(
+            &stores.resource_quotas,
+            &tree.resource_quota,
+            "ResourceQuota"
+        ),
+        apply!(
+            &stores.service_accounts,
+            &tree.service_account,
+            "ServiceAccount"
+        ),
+        apply!(&stores.roles, reader, "Role"),
+        apply!(
+            &stores.role_bindings,
+            &tree.virtual_cluster_reader_binding,
+            "RoleBinding"
+        ),
+        apply!(&stores.role_bindings, &tree.role_binding, "RoleBinding"),
+        apply!(&stores.cluster_roles, &tree.cluster_role, "ClusterRole"),
+        apply!(
+            &stores.cluster_role_bindings,
+            cluster_binding,
+            "ClusterRoleBinding"
+        ),
+    )?;
+    let written = [namespace, policy, quota, account, reader]
+        .into_iter()
+        .chain([reader_binding, binding, role, cluster_binding])
+        .any(|written| written);
     let deployment = apply_object(
         ctx,
         owner,

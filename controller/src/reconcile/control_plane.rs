@@ -7,7 +7,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use kube::ResourceExt;
 
 use super::events::Changes;
-use super::objects::{ObjectError, apply_object, cached, note_written};
+use super::objects::{ObjectError, apply_object, cached};
 use crate::apply::up_to_date;
 use crate::context::Context;
 use crate::error::Step;
@@ -49,19 +49,16 @@ pub(super) async fn apply_control_plane(
     changes: &mut Changes,
 ) -> Result<ControlPlaneReport, ObjectError> {
     // Before any control-plane pod exists, so none is ever reachable unfenced.
-    let mut policies_written = false;
-    for policy in &desired.network_policies.control_plane {
-        let store = &ctx.stores.network_policies;
-        policies_written |= apply_object(ctx, owner, store, policy, "NetworkPolicy")
-            .await?
-            .written;
-    }
+    let store = &ctx.stores.network_policies;
+    let policies = (desired.network_policies.control_plane.iter())
+        .map(|policy| apply_object(ctx, owner, store, policy, "NetworkPolicy"));
+    let policies_written = (futures::future::try_join_all(policies).await?)
+        .iter()
+        .any(|applied| applied.written);
+    let mut applied: Vec<(&'static str, String)> = Vec::new();
     if policies_written {
-        changes.record(
-            "NetworkPoliciesApplied",
-            Step::ControlPlane,
-            "applied the control plane's NetworkPolicies",
-        );
+        let what = "the control plane's NetworkPolicies".to_owned();
+        applied.push(("NetworkPoliciesApplied", what));
     }
     let namespace = desired.etcd.stateful_set.namespace().unwrap_or_default();
     let ns = Some(namespace.as_str());
@@ -78,12 +75,14 @@ pub(super) async fn apply_control_plane(
     let deployment_state =
         |component, desired: &Deployment, existing: &Option<Arc<Deployment>>| ComponentState {
             component,
+            exists: existing.is_some(),
             up_to_date: up_to_date(desired, existing.as_deref()),
             rolled_out: existing.as_deref().is_some_and(deployment_rolled_out),
         };
     let states = vec![
         ComponentState {
             component: Component::Etcd,
+            exists: etcd_existing.is_some(),
             up_to_date: up_to_date(&desired.etcd.stateful_set, etcd_existing.as_deref()),
             rolled_out: etcd_existing.as_deref().is_some_and(statefulset_rolled_out),
         },
@@ -103,9 +102,16 @@ pub(super) async fn apply_control_plane(
             &scheduler_existing,
         ),
     ];
-    for component in components_to_apply(&states) {
-        apply_component(component, desired, owner, ctx, changes).await?;
-    }
+    let applies = components_to_apply(&states)
+        .into_iter()
+        .map(|component| apply_component(component, desired, owner, ctx));
+    applied.extend(
+        futures::future::try_join_all(applies)
+            .await?
+            .into_iter()
+            .flatten(),
+    );
+    record_applied(&applied, changes);
     Ok(ControlPlaneReport {
         apiserver_rolled_out: apiserver_existing
             .as_deref()
@@ -114,33 +120,30 @@ pub(super) async fn apply_control_plane(
     })
 }
 
+/// Applies one component; the reason and note of the Event when it wrote.
 async fn apply_component(
     component: Component,
     desired: &DesiredState,
     owner: &Owner<'_>,
     ctx: &Context,
-    changes: &mut Changes,
-) -> Result<(), ObjectError> {
+) -> Result<Option<(&'static str, String)>, ObjectError> {
     let deployments = &ctx.stores.deployments;
-    match component {
+    let (written, reason, what) = match component {
         Component::Etcd => {
             let store = &ctx.stores.stateful_sets;
             let stateful_set = &desired.etcd.stateful_set;
             let applied = apply_object(ctx, owner, store, stateful_set, "StatefulSet").await?;
-            let what = "the etcd StatefulSet".to_owned();
-            note_written(&applied, changes, "EtcdApplied", Step::ControlPlane, what);
+            (
+                applied.written,
+                "EtcdApplied",
+                "the etcd StatefulSet".to_owned(),
+            )
         }
         Component::Apiserver => {
             let object = &desired.apiserver_deployment;
             let applied = apply_object(ctx, owner, deployments, object, "Deployment").await?;
             let what = "the kube-apiserver Deployment".to_owned();
-            note_written(
-                &applied,
-                changes,
-                "ApiserverApplied",
-                Step::ControlPlane,
-                what,
-            );
+            (applied.written, "ApiserverApplied", what)
         }
         Component::ControllerManager | Component::Scheduler => {
             let object = if component == Component::ControllerManager {
@@ -150,14 +153,21 @@ async fn apply_component(
             };
             let applied = apply_object(ctx, owner, deployments, object, "Deployment").await?;
             let what = format!("Deployment {}", object.name_any());
-            note_written(
-                &applied,
-                changes,
-                "ControlPlaneApplied",
-                Step::ControlPlane,
-                what,
-            );
+            (applied.written, "ControlPlaneApplied", what)
         }
-    }
-    Ok(())
+    };
+    Ok(written.then_some((reason, what)))
+}
+
+/// One Event for what the step applied: the object's own reason when it is one, else
+/// `ControlPlaneApplied` naming each, so a fresh tenant's first pass is one Event, not five.
+fn record_applied(applied: &[(&'static str, String)], changes: &mut Changes) {
+    let reason = match applied {
+        [] => return,
+        [(reason, _)] => *reason,
+        _ => "ControlPlaneApplied",
+    };
+    let what: Vec<&str> = applied.iter().map(|(_, what)| what.as_str()).collect();
+    let note = format!("applied {}", what.join(", "));
+    changes.record(reason, Step::ControlPlane, note);
 }

@@ -44,7 +44,7 @@ async fn apply(vc: &VirtualCluster, ctx: &Context) -> Result<Action> {
     let eviction = eviction::evict_claimed_pods(&tenant, held, ctx, &mut changes).await?;
     let observed = services::apply_services(vc, &tenant, held, ctx, &mut changes).await?;
     let identity = validate::identity(&tenant, &observed, ctx)?;
-    let pki = pki::plan_pki(&tenant, &identity, ctx).await?;
+    let pki = pki::plan_pki(&tenant, &identity, ctx)?;
     let desired = validate::build(vc, &observed, &pki.material, ctx)?;
     let stored = pki::store_pki(&pki, &desired.pki_secrets, owner, ctx, &mut changes).await?;
     if stored == pki::Stored::CacheLagging {
@@ -78,10 +78,23 @@ async fn apply(vc: &VirtualCluster, ctx: &Context) -> Result<Action> {
         endpoint: (observed.apiserver_cluster_ip)
             .map(|_| external_apiserver_url(&tenant, &observed)),
     };
+    // Only the tenant's answers are not watched: its readiness, then its nodes and DNS
+    // once the clustertree runs.
+    let waits_on_watches = match &reach {
+        kubeconfig::Reach::NoClusterIp | kubeconfig::Reach::Rolling => true,
+        kubeconfig::Reach::NotReady(_) => false,
+        kubeconfig::Reach::Ready { .. } => matches!(clustertree, Ok(false)),
+    };
     let phase = status::update_status(vc, &outcome, changes, ctx).await?;
+    if phase == Some(vc_api::Phase::Completed) {
+        // Next looked at on resync, long after its connection would idle out: its TLS
+        // buffers are freed now, not held for every settled tenant.
+        ctx.tenants.forget(&tenant.uid);
+    }
     // Once the kubeconfig is out, the status says so even when a later step failed;
     // that failure ends the reconcile after it.
     clustertree?;
     promotion.into_result()?;
-    Ok(status::requeue(vc, phase, &claims, eviction.as_ref(), ctx))
+    let requeue = status::requeue(vc, phase, waits_on_watches, &claims, eviction.as_ref(), ctx);
+    Ok(requeue)
 }

@@ -6,10 +6,8 @@ use std::sync::Arc;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Resource, ResourceExt};
 
-use super::events::Changes;
 use crate::apply::{Applied, ApplyError, Existing, apply_if_changed};
 use crate::context::Context;
-use crate::error::Step;
 use crate::ownership::Owner;
 
 /// A host object the controller applies: what [`apply_if_changed`] needs of it.
@@ -128,17 +126,4 @@ where
             ApplyError::NotOurs { holder } => ObjectError::NotOurs { kind, name, holder },
             ApplyError::Api(source) => ObjectError::Apply { kind, name, source },
         })
-}
-
-/// Records `what` as applied when `applied` sent a write.
-pub(super) fn note_written<K>(
-    applied: &Applied<K>,
-    changes: &mut Changes,
-    reason: &'static str,
-    step: Step,
-    what: String,
-) {
-    if applied.written {
-        changes.record(reason, step, format!("applied {what}"));
-    }
 }

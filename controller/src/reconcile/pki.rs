@@ -106,35 +106,19 @@ fn pki_secret_names(tenant_name: &str) -> Vec<String> {
     names_list
 }
 
-/// Reads the stored PKI (cache first; a CA missing from the cache is read from the
-/// apiserver, so a lagging cache can never make us mint a second CA) and issues only
-/// what is missing or due.
-pub(super) async fn plan_pki(
+/// Reads the stored PKI from the cache and issues only what is missing or due. A CA or
+/// key missing from a lagging cache is never stored twice: [`store_pki`] creates, and a
+/// name that exists already ends the pass before anything is built on what was issued.
+pub(super) fn plan_pki(
     tenant: &Tenant,
     identity: &TenantIdentity,
     ctx: &Context,
 ) -> Result<PkiPlan, Error> {
     let namespace = tenant.namespace.as_str();
-    let mut stored: Vec<Arc<Secret>> = pki_secret_names(&tenant.name)
+    let stored: Vec<Arc<Secret>> = pki_secret_names(&tenant.name)
         .iter()
         .filter_map(|name| cached(&ctx.stores.secrets, Some(namespace), name))
         .collect();
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
-    // Like a CA, a key minted twice would leave what the first one sealed unreadable.
-    let read_through = CaKind::ALL
-        .iter()
-        .map(|kind| kind.secret_name(&tenant.name))
-        .chain([names::apiserver_encryption_secret(&tenant.name)]);
-    for name in read_through {
-        if stored.iter().any(|secret| secret.name_any() == name) {
-            continue;
-        }
-        match secrets.get_opt(&name).await {
-            Ok(Some(secret)) => stored.push(Arc::new(secret)),
-            Ok(None) => {}
-            Err(source) => return Err(Error::ReadSecret { name, source }),
-        }
-    }
     // A CA or key read from a Secret that is not ours would sign this tenant's
     // certificates with another tenant's CA.
     for secret in &stored {
@@ -222,9 +206,9 @@ fn pki_fingerprint(identity: &TenantIdentity, stored: &[Arc<Secret>]) -> String 
     hex::encode(hasher.finalize())
 }
 
-/// Writes the PKI Secrets `desired`: a Secret that does not exist is created (never
-/// applied), so two racing reconciles cannot both mint a CA; an existing one is applied
-/// only when its content changed (renewal, new SANs).
+/// Writes the PKI Secrets `desired`, all at once: a Secret that does not exist is created
+/// (never applied), so two racing reconciles cannot both mint a CA; an existing one is
+/// applied only when its content changed (renewal, new SANs).
 pub(super) async fn store_pki(
     plan: &PkiPlan,
     desired: &[Secret],
@@ -232,50 +216,15 @@ pub(super) async fn store_pki(
     ctx: &Context,
     changes: &mut Changes,
 ) -> Result<Stored, Error> {
-    let mut written = false;
-    let mut stored = Stored::Done;
-    for secret in desired {
-        let name = secret.name_any();
-        let namespace = secret.namespace().unwrap_or_default();
-        let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-        let existing = plan.stored.iter().find(|stored| stored.name_any() == name);
-        match existing {
-            None => {
-                let params = PostParams {
-                    field_manager: Some(CONTROLLER_FIELD_MANAGER.to_owned()),
-                    ..PostParams::default()
-                };
-                match api.create(&params, secret).await {
-                    Ok(_) => written = true,
-                    // Exists already: our cache lags behind our own earlier write, or
-                    // someone else's Secret (never in our cache) holds the name. Keep
-                    // what is stored and look again once the cache has caught up.
-                    Err(error) if is_conflict(&error) => {
-                        if let Some(found) =
-                            api.get_opt(&name)
-                                .await
-                                .map_err(|source| Error::ReadSecret {
-                                    name: name.clone(),
-                                    source,
-                                })?
-                            && let Holder::Other(holder) = holder(found.meta(), owner)
-                        {
-                            return Err(foreign_secret(&found, holder));
-                        }
-                        stored = Stored::CacheLagging;
-                    }
-                    Err(source) => return Err(Error::WriteSecret { name, source }),
-                }
-            }
-            Some(existing) if !up_to_date(secret, Some(existing.as_ref())) => {
-                api.patch(&name, &crate::apply::apply_params(), &Patch::Apply(secret))
-                    .await
-                    .map_err(|source| Error::WriteSecret { name, source })?;
-                written = true;
-            }
-            Some(_) => {}
-        }
-    }
+    let writes = desired.iter().map(|secret| {
+        let existing = plan
+            .stored
+            .iter()
+            .find(|stored| stored.name_any() == secret.name_any());
+        store_secret(secret, existing.map(Arc::as_ref), owner, ctx)
+    });
+    let outcomes = futures::future::try_join_all(writes).await?;
+    let written = outcomes.contains(&SecretWrite::Written);
     if written && !plan.issued.is_empty() {
         changes.record(
             "CertificatesIssued",
@@ -283,7 +232,66 @@ pub(super) async fn store_pki(
             format!("issued {}", plan.issued.join(", ")),
         );
     }
-    Ok(stored)
+    Ok(if outcomes.contains(&SecretWrite::CacheLagging) {
+        Stored::CacheLagging
+    } else {
+        Stored::Done
+    })
+}
+
+/// What [`store_secret`] did.
+#[derive(Debug, PartialEq, Eq)]
+enum SecretWrite {
+    Written,
+    Unchanged,
+    /// The Secret exists although the cache does not have it.
+    CacheLagging,
+}
+
+async fn store_secret(
+    secret: &Secret,
+    existing: Option<&Secret>,
+    owner: &Owner<'_>,
+    ctx: &Context,
+) -> Result<SecretWrite, Error> {
+    let name = secret.name_any();
+    let namespace = secret.namespace().unwrap_or_default();
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+    match existing {
+        None => {
+            let params = PostParams {
+                field_manager: Some(CONTROLLER_FIELD_MANAGER.to_owned()),
+                ..PostParams::default()
+            };
+            match api.create(&params, secret).await {
+                Ok(_) => Ok(SecretWrite::Written),
+                // Exists already: our cache lags behind our own earlier write, or
+                // someone else's Secret (never in our cache) holds the name. Keep what
+                // is stored and look again once the cache has caught up.
+                Err(error) if is_conflict(&error) => {
+                    let found = api.get_opt(&name).await;
+                    let found = found.map_err(|source| Error::ReadSecret {
+                        name: name.clone(),
+                        source,
+                    })?;
+                    if let Some(found) = found
+                        && let Holder::Other(holder) = holder(found.meta(), owner)
+                    {
+                        return Err(foreign_secret(&found, holder));
+                    }
+                    Ok(SecretWrite::CacheLagging)
+                }
+                Err(source) => Err(Error::WriteSecret { name, source }),
+            }
+        }
+        Some(existing) if !up_to_date(secret, Some(existing)) => {
+            api.patch(&name, &crate::apply::apply_params(), &Patch::Apply(secret))
+                .await
+                .map_err(|source| Error::WriteSecret { name, source })?;
+            Ok(SecretWrite::Written)
+        }
+        Some(_) => Ok(SecretWrite::Unchanged),
+    }
 }
 
 #[cfg(test)]

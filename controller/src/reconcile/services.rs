@@ -45,10 +45,12 @@ pub(super) async fn apply_services(
     let owner = &tenant.owner();
     let store = &ctx.stores.services;
     let (peer, client) = (etcd::peer_service(tenant), etcd::client_service(tenant));
-    let peer = apply_object(ctx, owner, store, &peer, "Service").await?;
-    let client = apply_object(ctx, owner, store, &client, "Service").await?;
     let apiserver = apiserver::service(tenant);
-    let apiserver = apply_object(ctx, owner, store, &apiserver, "Service").await?;
+    let (peer, client, apiserver) = futures::try_join!(
+        apply_object(ctx, owner, store, &peer, "Service"),
+        apply_object(ctx, owner, store, &client, "Service"),
+        apply_object(ctx, owner, store, &apiserver, "Service"),
+    )?;
     if peer.written || client.written || apiserver.written {
         changes.record(
             "ServicesApplied",

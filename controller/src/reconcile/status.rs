@@ -116,10 +116,13 @@ pub(super) async fn update_status(
     Ok(phase)
 }
 
-/// When to reconcile again after a pass that reached `phase`.
+/// When to reconcile again after a pass that reached `phase`. A tenant waiting only for
+/// what the owned objects' watches report (a rollout, a cluster IP) is woken by them and
+/// polled no sooner than a settled one; polling is for what only a look at the tenant shows.
 pub(super) fn requeue(
     vc: &VirtualCluster,
     phase: Option<Phase>,
+    waits_on_watches: bool,
     claims: &ClaimReport,
     eviction: Option<&EvictionReport>,
     ctx: &Context,
@@ -130,6 +133,9 @@ pub(super) fn requeue(
         ctx.timing.resync
     } else if !claims.raced.is_empty() {
         ctx.timing.backoff_base
+    } else if waits_on_watches {
+        ctx.reset_wait(&key);
+        ctx.timing.resync
     } else {
         ctx.next_wait(&key)
     };
