@@ -75,6 +75,8 @@ pub(super) struct PkiPlan {
     issued: Vec<String>,
     /// The PKI Secrets as read.
     stored: Vec<Arc<Secret>>,
+    /// Names of the CA Secrets, stored before anything they sign.
+    ca_secrets: Vec<String>,
 }
 
 /// Whether the PKI Secrets are stored as planned.
@@ -137,6 +139,9 @@ pub(super) fn plan_pki(
         material,
         issued,
         stored,
+        ca_secrets: (CaKind::ALL.iter())
+            .map(|kind| kind.secret_name(&tenant.name))
+            .collect(),
     })
 }
 
@@ -206,9 +211,11 @@ fn pki_fingerprint(identity: &TenantIdentity, stored: &[Arc<Secret>]) -> String 
     hex::encode(hasher.finalize())
 }
 
-/// Writes the PKI Secrets `desired`, all at once: a Secret that does not exist is created
-/// (never applied), so two racing reconciles cannot both mint a CA; an existing one is
-/// applied only when its content changed (renewal, new SANs).
+/// Writes the PKI Secrets `desired`: a Secret that does not exist is created (never
+/// applied), so two racing reconciles cannot both mint a CA; an existing one is applied
+/// only when its content changed (renewal, new SANs). The CAs go first, all at once, then
+/// the rest at once, and only when every CA is stored as planned: a certificate signed by
+/// a CA that lost its create to an existing one must never be stored.
 pub(super) async fn store_pki(
     plan: &PkiPlan,
     desired: &[Secret],
@@ -216,16 +223,14 @@ pub(super) async fn store_pki(
     ctx: &Context,
     changes: &mut Changes,
 ) -> Result<Stored, Error> {
-    let writes = desired.iter().map(|secret| {
-        let existing = plan
-            .stored
-            .iter()
-            .find(|stored| stored.name_any() == secret.name_any());
-        store_secret(secret, existing.map(Arc::as_ref), owner, ctx)
-    });
-    let outcomes = futures::future::try_join_all(writes).await?;
-    let written = outcomes.contains(&SecretWrite::Written);
-    if written && !plan.issued.is_empty() {
+    let (cas, rest): (Vec<&Secret>, Vec<&Secret>) = desired
+        .iter()
+        .partition(|secret| plan.ca_secrets.contains(&secret.name_any()));
+    let mut outcomes = store_secrets(plan, &cas, owner, ctx).await?;
+    if !outcomes.contains(&SecretWrite::CacheLagging) {
+        outcomes.extend(store_secrets(plan, &rest, owner, ctx).await?);
+    }
+    if outcomes.contains(&SecretWrite::Written) && !plan.issued.is_empty() {
         changes.record(
             "CertificatesIssued",
             Step::Pki,
@@ -237,6 +242,21 @@ pub(super) async fn store_pki(
     } else {
         Stored::Done
     })
+}
+
+/// Writes `secrets` at once.
+async fn store_secrets(
+    plan: &PkiPlan,
+    secrets: &[&Secret],
+    owner: &Owner<'_>,
+    ctx: &Context,
+) -> Result<Vec<SecretWrite>, Error> {
+    let writes = secrets.iter().map(|secret| {
+        let name = secret.name_any();
+        let existing = plan.stored.iter().find(|stored| stored.name_any() == name);
+        store_secret(secret, existing.map(Arc::as_ref), owner, ctx)
+    });
+    futures::future::try_join_all(writes).await
 }
 
 /// What [`store_secret`] did.
