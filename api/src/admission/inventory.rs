@@ -15,12 +15,21 @@ use std::sync::Arc;
 
 use super::facts::{ClusterFacts, ClusterKey, NodeFacts, ResourceAmounts};
 
+/// A map of the inventory, hashed with aHash keyed per map from the operating system's
+/// random source. Node and VirtualCluster names are chosen by operators and tenants, so
+/// the hasher must be keyed and seeded at random, lest a tenant pick names that collide
+/// and slow every request down (hash flooding); aHash is built for that (keyed, claims
+/// resistance to chosen collisions) and hashes a short name several times faster than
+/// std's SipHash-1-3, which perf showed as a tenth of the rules' time per request.
+/// foldhash, also seeded at random, makes no claim about chosen collisions.
+type Index<K, V> = HashMap<K, V, ahash::RandomState>;
+
 /// Resource names nodes advertise, each stored once; kubelets and device plugins report
 /// a handful of distinct names, so the table never grows large.
 #[derive(Clone, Debug, Default)]
 struct ResourceNames {
     names: Vec<Box<str>>,
-    ids: HashMap<Box<str>, u32>,
+    ids: Index<Box<str>, u32>,
     /// Number of nodes offering each resource, by id.
     offered_by: Vec<usize>,
 }
@@ -191,10 +200,10 @@ impl Eq for dyn ClusterKeyParts + '_ {}
 #[derive(Clone, Debug, Default)]
 pub struct Inventory {
     resources: ResourceNames,
-    nodes: HashMap<Box<str>, StoredNode>,
-    clusters: HashMap<Arc<ClusterKey>, StoredCluster>,
-    spec_owners: HashMap<Box<str>, Vec<Arc<ClusterKey>>>,
-    clusters_per_namespace: HashMap<String, usize>,
+    nodes: Index<Box<str>, StoredNode>,
+    clusters: Index<Arc<ClusterKey>, StoredCluster>,
+    spec_owners: Index<Box<str>, Vec<Arc<ClusterKey>>>,
+    clusters_per_namespace: Index<String, usize>,
     pool_capacity: ResourceAmounts,
     reserved: ResourceAmounts,
 }
@@ -551,6 +560,17 @@ mod tests {
             nodes: nodes.iter().map(|node| (*node).to_owned()).collect(),
             pooled: ResourceAmounts::from_iter([("cpu", cpu)]),
         }
+    }
+
+    #[test]
+    fn each_index_hashes_names_under_its_own_random_key() {
+        let one: Index<Box<str>, ()> = Index::default();
+        let other: Index<Box<str>, ()> = Index::default();
+        assert_ne!(
+            one.hasher().hash_one("node-00001"),
+            other.hasher().hash_one("node-00001"),
+            "a name's hash must not be predictable from another map, or from the code"
+        );
     }
 
     #[test]
