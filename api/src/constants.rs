@@ -132,8 +132,17 @@ pub const TENANT_WORKLOAD_NAMESPACE_PREFIX: &str = "vc-";
 /// it to its owner); this namespace is cluster-scoped and therefore removed by the
 /// finalizer. Callers must keep `namespace` and `name` short enough (the webhook checks
 /// that the result is a valid 63-character DNS label).
+///
+/// Joined without the formatter: the webhook builds it on every admission request.
 pub fn tenant_workload_namespace(namespace: &str, name: &str) -> String {
-    format!("{TENANT_WORKLOAD_NAMESPACE_PREFIX}{namespace}-{name}")
+    let mut joined = String::with_capacity(
+        TENANT_WORKLOAD_NAMESPACE_PREFIX.len() + namespace.len() + 1 + name.len(),
+    );
+    joined.push_str(TENANT_WORKLOAD_NAMESPACE_PREFIX);
+    joined.push_str(namespace);
+    joined.push('-');
+    joined.push_str(name);
+    joined
 }
 
 #[cfg(test)]

@@ -35,6 +35,38 @@ impl ClusterKey {
 
 impl fmt::Display for ClusterKey {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        ClusterName::from(self).fmt(formatter)
+    }
+}
+
+/// A VirtualCluster's namespace and name, borrowed: the rules look up and compare the
+/// reviewed VirtualCluster on every request, and a [`ClusterKey`] would copy both names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ClusterName<'a> {
+    /// Namespace of the VirtualCluster.
+    pub(crate) namespace: &'a str,
+    /// Name of the VirtualCluster.
+    pub(crate) name: &'a str,
+}
+
+impl ClusterName<'_> {
+    /// Whether `key` names this VirtualCluster.
+    pub(crate) fn is(&self, key: &ClusterKey) -> bool {
+        key.namespace == self.namespace && key.name == self.name
+    }
+}
+
+impl<'a> From<&'a ClusterKey> for ClusterName<'a> {
+    fn from(key: &'a ClusterKey) -> Self {
+        Self {
+            namespace: &key.namespace,
+            name: &key.name,
+        }
+    }
+}
+
+impl fmt::Display for ClusterName<'_> {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(formatter, "{}/{}", self.namespace, self.name)
     }
 }

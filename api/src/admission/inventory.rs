@@ -13,7 +13,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use super::facts::{ClusterFacts, ClusterKey, NodeFacts, ResourceAmounts};
+use super::facts::{ClusterFacts, ClusterKey, ClusterName, NodeFacts, ResourceAmounts};
 
 /// A map of the inventory, hashed with aHash keyed per map from the operating system's
 /// random source. Node and VirtualCluster names are chosen by operators and tenants, so
@@ -69,6 +69,9 @@ struct StoredNode {
     control_plane: bool,
     /// Whether `allocatable` currently counts toward the pool.
     in_pool: bool,
+    /// Whether some VirtualCluster lists the node (`spec_owners` has it), so that a request
+    /// adding a node nobody lists, the common case, skips that index.
+    listed: bool,
     /// Positive allocatable amounts by interned resource id.
     allocatable: Box<[(u32, i128)]>,
     /// Shared with the cluster index when that VirtualCluster is known.
@@ -149,7 +152,7 @@ impl<'a> NodeView<'a> {
 }
 
 /// A VirtualCluster's namespace and name however they are held, so that the cluster index,
-/// keyed by [`ClusterKey`], can be searched with two borrowed strings.
+/// keyed by [`ClusterKey`], can be searched with a borrowed [`ClusterName`].
 trait ClusterKeyParts {
     fn parts(&self) -> (&str, &str);
 }
@@ -160,9 +163,9 @@ impl ClusterKeyParts for ClusterKey {
     }
 }
 
-impl ClusterKeyParts for (&str, &str) {
+impl ClusterKeyParts for ClusterName<'_> {
     fn parts(&self) -> (&str, &str) {
-        (self.0, self.1)
+        (self.namespace, self.name)
     }
 }
 
@@ -231,6 +234,7 @@ impl Inventory {
             unschedulable: facts.unschedulable,
             control_plane: facts.control_plane,
             in_pool: false,
+            listed: self.spec_owners.contains_key(facts.name.as_str()),
             allocatable,
             claimed_by: facts.claimed_by.map(|key| self.shared_key(key)),
         };
@@ -372,19 +376,20 @@ impl Inventory {
     /// Whether the VirtualCluster `namespace/name` is known, without building its key: the
     /// name rules look up several candidate names per admission request.
     pub fn contains_cluster_named(&self, namespace: &str, name: &str) -> bool {
-        let parts: &dyn ClusterKeyParts = &(namespace, name);
+        let parts: &dyn ClusterKeyParts = &ClusterName { namespace, name };
         self.clusters.contains_key(parts)
     }
 
     /// What the VirtualCluster reserves of `resource` from the pool, zero when unknown.
     pub fn reserved_by(&self, key: &ClusterKey, resource: &str) -> i128 {
-        self.reservations_of(key)(resource)
+        self.reservations_of(key.into())(resource)
     }
 
     /// [`Inventory::reserved_by`] of one VirtualCluster for any resource, the cluster
     /// looked up once.
-    pub(crate) fn reservations_of(&self, key: &ClusterKey) -> impl Fn(&str) -> i128 + use<'_> {
-        let cluster = self.clusters.get(key);
+    pub(crate) fn reservations_of(&self, key: ClusterName<'_>) -> impl Fn(&str) -> i128 + use<'_> {
+        let parts: &dyn ClusterKeyParts = &key;
+        let cluster = self.clusters.get(parts);
         move |resource| cluster.map_or(0, |cluster| cluster.pooled_of(resource))
     }
 
@@ -403,7 +408,7 @@ impl Inventory {
     /// A VirtualCluster other than `requester` with a claim on `node`, by label or by
     /// listing it; the label owner comes first.
     pub fn other_owner_of(&self, node: &str, requester: &ClusterKey) -> Option<&ClusterKey> {
-        self.other_owner_beside(node, self.label_owner(node), requester)
+        self.other_owner_beside(node, self.label_owner(node), true, requester.into())
     }
 
     /// [`Inventory::other_owner_of`] for a node already looked up as `view`.
@@ -411,27 +416,37 @@ impl Inventory {
         &'a self,
         node: &str,
         view: &NodeView<'a>,
-        requester: &ClusterKey,
+        requester: ClusterName<'_>,
     ) -> Option<&'a ClusterKey> {
-        self.other_owner_beside(node, view.node.claimed_by.as_deref(), requester)
+        self.other_owner_beside(
+            node,
+            view.node.claimed_by.as_deref(),
+            view.node.listed,
+            requester,
+        )
     }
 
+    /// The index of listers is searched only when the label owner is absent or the
+    /// requester itself, and the node `may_be_listed`.
     fn other_owner_beside<'a>(
         &'a self,
         node: &str,
         label_owner: Option<&'a ClusterKey>,
-        requester: &ClusterKey,
+        may_be_listed: bool,
+        requester: ClusterName<'_>,
     ) -> Option<&'a ClusterKey> {
-        let listed_by = self
-            .spec_owners
-            .get(node)
-            .into_iter()
-            .flatten()
-            .map(|owner| &**owner);
         label_owner
-            .into_iter()
-            .chain(listed_by)
-            .find(|owner| *owner != requester)
+            .filter(|owner| !requester.is(owner))
+            .or_else(|| {
+                if !may_be_listed {
+                    return None;
+                }
+                self.spec_owners
+                    .get(node)?
+                    .iter()
+                    .map(|owner| &**owner)
+                    .find(|owner| !requester.is(owner))
+            })
     }
 
     fn label_owner(&self, node: &str) -> Option<&ClusterKey> {
@@ -509,6 +524,9 @@ impl Inventory {
         if let Err(position) = owners.binary_search(owner) {
             owners.insert(position, Arc::clone(owner));
         }
+        if let Some(stored) = self.nodes.get_mut(node) {
+            stored.listed = true;
+        }
         self.refresh_pool_membership(node);
     }
 
@@ -517,17 +535,18 @@ impl Inventory {
             owners.retain(|candidate| **candidate != *owner);
             if owners.is_empty() {
                 self.spec_owners.remove(node);
+                if let Some(stored) = self.nodes.get_mut(node) {
+                    stored.listed = false;
+                }
             }
         }
         self.refresh_pool_membership(node);
     }
 
     fn is_pool_eligible(&self, name: &str) -> bool {
-        self.nodes.get(name).is_some_and(|node| {
-            node.can_serve_pool()
-                && node.claimed_by.is_none()
-                && !self.spec_owners.contains_key(name)
-        })
+        self.nodes
+            .get(name)
+            .is_some_and(|node| node.can_serve_pool() && node.claimed_by.is_none() && !node.listed)
     }
 
     /// Adds or removes the node's allocatable from the pool when its eligibility changed.
@@ -748,6 +767,14 @@ mod tests {
             prop_assert_eq!(inventory.clusters_in_namespace(namespace), count);
         }
         for node in NODE_NAMES {
+            if let Some(view) = inventory.node_view(node) {
+                for requester in clusters.keys().chain([&ClusterKey::new("ns9", "c9")]) {
+                    prop_assert_eq!(
+                        inventory.other_owner_of_viewed(node, &view, requester.into()),
+                        inventory.other_owner_of(node, requester)
+                    );
+                }
+            }
             let label_owner = nodes.get(node).and_then(|facts| facts.claimed_by.clone());
             let first_lister = clusters
                 .values()

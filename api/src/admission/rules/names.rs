@@ -2,9 +2,9 @@
 //! them; otherwise the controller would fail half-way through provisioning.
 
 use super::super::inventory::Inventory;
-use super::{ClusterKey, Denial};
+use super::{ClusterName, Denial};
 use crate::VirtualCluster;
-use crate::constants::tenant_workload_namespace;
+use crate::constants::{TENANT_WORKLOAD_NAMESPACE_PREFIX, tenant_workload_namespace};
 use crate::names::clashes_with;
 
 /// Longest DNS label (namespace names, Service names, label values).
@@ -15,7 +15,7 @@ const DNS_SUBDOMAIN_MAX: usize = 253;
 const REVISION_HASH_LEN: usize = 10;
 
 /// Namespace and name of the object; both are required.
-pub(super) fn cluster_key(object: &VirtualCluster) -> Result<ClusterKey, Denial> {
+pub(super) fn cluster_name(object: &VirtualCluster) -> Result<ClusterName<'_>, Denial> {
     let namespace = object
         .metadata
         .namespace
@@ -32,7 +32,7 @@ pub(super) fn cluster_key(object: &VirtualCluster) -> Result<ClusterKey, Denial>
         .as_deref()
         .filter(|name| !name.is_empty())
         .ok_or_else(|| Denial::invalid("metadata.name is required"))?;
-    Ok(ClusterKey::new(namespace, name))
+    Ok(ClusterName { namespace, name })
 }
 
 /// A name the controller derives from the VirtualCluster's name, and its length limit.
@@ -66,16 +66,20 @@ const DERIVED_NAMES: [DerivedName; 3] = [
 ];
 
 /// The name is a DNS-1035 label and every derived name fits its limit.
-pub(super) fn check_derived_names(key: &ClusterKey, inventory: &Inventory) -> Result<(), Denial> {
-    let name = key.name.as_str();
+pub(super) fn check_derived_names(
+    key: ClusterName<'_>,
+    inventory: &Inventory,
+) -> Result<(), Denial> {
+    let name = key.name;
     check_name_length(name)?;
     if !is_dns1035_label(name) {
         return Err(Denial::invalid(format!(
             "metadata.name {name:?} must be a DNS-1035 label: lowercase letters, digits and '-', starting with a letter and ending with a letter or digit, because it names Services such as \"{name}-apiserver\""
         )));
     }
-    check_workload_namespace(key)?;
-    check_workload_namespace_is_free(key, inventory)?;
+    let workload_namespace = tenant_workload_namespace(key.namespace, name);
+    check_workload_namespace(key, &workload_namespace)?;
+    check_workload_namespace_is_free(key, &workload_namespace, inventory)?;
     check_derived_objects_are_free(key, inventory)
 }
 
@@ -118,16 +122,14 @@ impl DerivedName {
 }
 
 /// `vc-NS-NAME` must be a valid namespace name.
-fn check_workload_namespace(key: &ClusterKey) -> Result<(), Denial> {
-    let name = key.name.as_str();
-    let workload_namespace = tenant_workload_namespace(&key.namespace, name);
+fn check_workload_namespace(key: ClusterName<'_>, workload_namespace: &str) -> Result<(), Denial> {
     if workload_namespace.len() > DNS_LABEL_MAX {
-        let overhead = workload_namespace.len() - key.namespace.len() - name.len();
+        let overhead = workload_namespace.len() - key.namespace.len() - key.name.len();
         return Err(Denial::invalid(format!(
             "the host namespace \"{workload_namespace}\" derived from namespace and name would be {} characters, above the limit of {DNS_LABEL_MAX} for a namespace name; namespace and name together may have at most {} characters (now {})",
             workload_namespace.len(),
             DNS_LABEL_MAX - overhead,
-            key.namespace.len() + name.len(),
+            key.namespace.len() + key.name.len(),
         )));
     }
     Ok(())
@@ -136,19 +138,22 @@ fn check_workload_namespace(key: &ClusterKey) -> Result<(), Denial> {
 /// `vc-NS-NAME` is ambiguous: `a-b/c` and `a/b-c` both give `vc-a-b-c`, and two tenants
 /// sharing a host namespace would share its ResourceQuota and RBAC. Every split of the
 /// derived name at a `-` is looked up, O(dashes), so no extra index is needed.
-fn check_workload_namespace_is_free(key: &ClusterKey, inventory: &Inventory) -> Result<(), Denial> {
-    let mut joined = String::with_capacity(key.namespace.len() + 1 + key.name.len());
-    joined.push_str(&key.namespace);
-    joined.push('-');
-    joined.push_str(&key.name);
-    for (position, _) in joined.match_indices('-') {
+fn check_workload_namespace_is_free(
+    key: ClusterName<'_>,
+    workload_namespace: &str,
+    inventory: &Inventory,
+) -> Result<(), Denial> {
+    let joined = workload_namespace
+        .strip_prefix(TENANT_WORKLOAD_NAMESPACE_PREFIX)
+        .unwrap_or(workload_namespace);
+    let dashes = joined.bytes().enumerate().filter(|(_, byte)| *byte == b'-');
+    for (position, _) in dashes {
         let (namespace, name) = (&joined[..position], &joined[position + 1..]);
-        if (namespace, name) != (key.namespace.as_str(), key.name.as_str())
+        if (namespace, name) != (key.namespace, key.name)
             && inventory.contains_cluster_named(namespace, name)
         {
             return Err(Denial::forbidden(format!(
-                "the host namespace \"{}\" derived from namespace and name is already used by VirtualCluster {namespace}/{name}; choose another name",
-                tenant_workload_namespace(&key.namespace, &key.name)
+                "the host namespace \"{workload_namespace}\" derived from namespace and name is already used by VirtualCluster {namespace}/{name}; choose another name"
             )));
         }
     }
@@ -160,9 +165,12 @@ fn check_workload_namespace_is_free(key: &ClusterKey, inventory: &Inventory) -> 
 /// this one's object names is looked up, O(derived names squared), so no index of
 /// derived names is needed. The controller refuses such an object too (it is not ours),
 /// but only after the VirtualCluster exists; here the user learns before.
-fn check_derived_objects_are_free(key: &ClusterKey, inventory: &Inventory) -> Result<(), Denial> {
-    let mut clashes = clashes_with(&key.name, |other| {
-        inventory.contains_cluster_named(&key.namespace, other)
+fn check_derived_objects_are_free(
+    key: ClusterName<'_>,
+    inventory: &Inventory,
+) -> Result<(), Denial> {
+    let mut clashes = clashes_with(key.name, |other| {
+        inventory.contains_cluster_named(key.namespace, other)
     });
     let Some(clash) = clashes.next() else {
         return Ok(());

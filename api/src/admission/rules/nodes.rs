@@ -27,7 +27,7 @@ pub(super) fn check<'i>(
                 "node {node:?} is a control-plane node of the host and cannot be promoted into a VirtualCluster"
             )));
         }
-        if let Some(owner) = inventory.other_owner_of_viewed(node, &facts, &change.key) {
+        if let Some(owner) = inventory.other_owner_of_viewed(node, &facts, change.key) {
             return Err(Denial::forbidden(format!(
                 "node {node:?} already belongs to VirtualCluster {owner}"
             )));

@@ -6,11 +6,10 @@
 
 use std::collections::HashSet;
 
-use super::super::facts::ResourceAmounts;
 use super::super::inventory::{Inventory, NodeView};
 use super::super::policy::Policy;
 use super::super::quantity::format_amount;
-use super::{Change, Denial};
+use super::{Change, Denial, Pooled};
 use crate::VirtualCluster;
 
 /// Refuses a VirtualCluster above the admin's per-tenant and per-namespace limits.
@@ -67,7 +66,7 @@ fn check_node_count(change: &Change<'_>, policy: &Policy) -> Result<(), Denial> 
 /// Pooled amount plus the allocatable of every promoted node the host knows.
 fn total_of(
     object: &VirtualCluster,
-    pooled: &ResourceAmounts,
+    pooled: &Pooled<'_>,
     inventory: &Inventory,
     resource: &str,
 ) -> (i128, i128) {
@@ -117,9 +116,10 @@ fn check_namespace_count(
     let Some(limit) = policy.max_clusters_per_namespace else {
         return Ok(());
     };
-    let namespace = &change.key.namespace;
+    let namespace = change.key.namespace;
     let existing = inventory.clusters_in_namespace(namespace);
-    let is_new = change.old.is_none() && !inventory.contains_cluster(&change.key);
+    let is_new =
+        change.old.is_none() && !inventory.contains_cluster_named(namespace, change.key.name);
     if !is_new || existing < limit {
         return Ok(());
     }
@@ -137,16 +137,14 @@ pub(super) fn check_pool<'a>(
     policy: &Policy,
 ) -> Result<(), Denial> {
     let taken = TakenFromPool::of(change, added_nodes);
-    let reserved_by_this = inventory.reservations_of(&change.key);
-    let mut resources: Vec<&str> =
-        Vec::with_capacity(change.pooled.0.len() + inventory.reserved().0.len());
-    resources.extend(change.pooled.iter().map(|(resource, _)| resource));
-    if !taken.amounts.is_empty() {
-        resources.extend(inventory.reserved().iter().map(|(resource, _)| resource));
-        resources.sort_unstable();
-        resources.dedup();
-    }
-    for resource in resources {
+    let reserved_by_this = inventory.reservations_of(change.key);
+    // What others reserved matters only where this request shrinks the pool.
+    let reserved = (!taken.amounts.is_empty())
+        .then(|| inventory.reserved().iter().map(|(resource, _)| resource))
+        .into_iter()
+        .flatten();
+    let requested = change.pooled.iter().map(|(resource, _)| resource);
+    for resource in sorted_union(requested, reserved) {
         let others = inventory.reserved().get(resource) - reserved_by_this(resource);
         let request = change.pooled.get(resource);
         let capacity = inventory.pool_capacity().get(resource) - taken.get(resource);
@@ -157,7 +155,7 @@ pub(super) fn check_pool<'a>(
         }
         let show = |amount| format_amount(resource, amount);
         let after_promotion = if taken.get(resource) > 0 {
-            format!(" (after promoting {})", quoted_nodes(&taken.nodes))
+            format!(" (after promoting {})", quoted_nodes(&taken.nodes()))
         } else {
             String::new()
         };
@@ -174,7 +172,7 @@ pub(super) fn check_pool<'a>(
         if taken.get(resource) > 0 {
             return Err(Denial::forbidden(format!(
                 "promoting {} would shrink the shared pool's {resource} from {} to {} (× overcommit {ratio} = {}), below the {} already reserved by VirtualClusters; promote a node outside the pool or lower pooled requests first",
-                quoted_nodes(&taken.nodes),
+                quoted_nodes(&taken.nodes()),
                 show(inventory.pool_capacity().get(resource)),
                 show(capacity),
                 show(limit),
@@ -185,33 +183,64 @@ pub(super) fn check_pool<'a>(
     Ok(())
 }
 
-/// Allocatable that the added nodes currently give to the pool, and those nodes. A
-/// request names a few nodes offering a few resources, so the sums are a short list keyed
-/// by the inventory's own resource names, and nothing is allocated per resource.
-struct TakenFromPool<'a> {
-    amounts: Vec<(&'a str, i128)>,
-    nodes: Vec<&'a str>,
+/// The names of `left` and `right` (each sorted, without repeats) in order and without
+/// repeats, merged as they are read instead of collected and sorted.
+fn sorted_union<'a>(
+    left: impl Iterator<Item = &'a str>,
+    right: impl Iterator<Item = &'a str>,
+) -> impl Iterator<Item = &'a str> {
+    let (mut left, mut right) = (left.peekable(), right.peekable());
+    std::iter::from_fn(move || match (left.peek(), right.peek()) {
+        (Some(from_left), Some(from_right)) => match from_left.cmp(from_right) {
+            std::cmp::Ordering::Less => left.next(),
+            std::cmp::Ordering::Greater => right.next(),
+            std::cmp::Ordering::Equal => {
+                right.next();
+                left.next()
+            }
+        },
+        (Some(_), None) => left.next(),
+        (None, _) => right.next(),
+    })
 }
 
-impl<'a> TakenFromPool<'a> {
-    fn of(change: &Change<'a>, added_nodes: &[NodeView<'a>]) -> Self {
-        let mut taken = Self {
-            amounts: Vec::with_capacity(4),
-            nodes: Vec::with_capacity(change.added_nodes.len()),
-        };
-        for (node, facts) in change.added_nodes.iter().zip(added_nodes) {
-            if !facts.in_pool() {
-                continue;
-            }
+/// Allocatable that the added nodes currently give to the pool. A request names a few
+/// nodes offering a few resources, so the sums are a short list keyed by the inventory's
+/// own resource names, and nothing is allocated per resource; the nodes are listed only
+/// for a refusal.
+struct TakenFromPool<'c, 'a> {
+    amounts: Vec<(&'a str, i128)>,
+    change: &'c Change<'a>,
+    added_nodes: &'c [NodeView<'a>],
+}
+
+impl<'c, 'a> TakenFromPool<'c, 'a> {
+    fn of(change: &'c Change<'a>, added_nodes: &'c [NodeView<'a>]) -> Self {
+        let mut amounts: Vec<(&'a str, i128)> = Vec::new();
+        for facts in added_nodes.iter().filter(|facts| facts.in_pool()) {
             for (resource, amount) in facts.allocatable() {
-                match taken.amounts.iter_mut().find(|(name, _)| *name == resource) {
+                match amounts.iter_mut().find(|(name, _)| *name == resource) {
                     Some((_, total)) => *total = total.saturating_add(amount),
-                    None => taken.amounts.push((resource, amount)),
+                    None => amounts.push((resource, amount)),
                 }
             }
-            taken.nodes.push(node);
         }
-        taken
+        Self {
+            amounts,
+            change,
+            added_nodes,
+        }
+    }
+
+    /// The added nodes that are in the pool now, in the order listed.
+    fn nodes(&self) -> Vec<&'a str> {
+        self.change
+            .added_nodes
+            .iter()
+            .zip(self.added_nodes)
+            .filter(|(_, facts)| facts.in_pool())
+            .map(|(node, _)| *node)
+            .collect()
     }
 
     fn get(&self, resource: &str) -> i128 {
@@ -227,4 +256,27 @@ fn quoted_nodes(nodes: &[&str]) -> String {
     let quoted: Vec<String> = nodes.iter().map(|node| format!("{node:?}")).collect();
     let noun = if nodes.len() == 1 { "node" } else { "nodes" };
     format!("{noun} {}", quoted.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sorted_union;
+
+    #[test]
+    fn a_sorted_union_yields_each_name_of_either_side_once_in_order() {
+        let union = |left: &[&'static str], right: &[&'static str]| -> Vec<&'static str> {
+            sorted_union(left.iter().copied(), right.iter().copied()).collect()
+        };
+        assert_eq!(
+            union(
+                &["cpu", "memory", "pods"],
+                &["cpu", "example.com/gpu", "memory"]
+            ),
+            ["cpu", "example.com/gpu", "memory", "pods"]
+        );
+        assert_eq!(union(&[], &["cpu"]), ["cpu"]);
+        assert_eq!(union(&["memory"], &[]), ["memory"]);
+        assert_eq!(union(&["a"], &["b", "c"]), ["a", "b", "c"]);
+        assert_eq!(union(&["b", "c"], &["a"]), ["a", "b", "c"]);
+    }
 }

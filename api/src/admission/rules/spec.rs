@@ -1,11 +1,10 @@
 //! Syntax of the spec: resource names, quantities, the version and replica counts.
 
 use super::super::defaults::{ETCD_STORAGE_SIZE_FIELD, RESOURCES_FIELD};
-use super::super::facts::ResourceAmounts;
 use super::super::inventory::Inventory;
 use super::super::quantity::quantity_milli;
-use super::Denial;
 use super::updates::parse_version;
+use super::{Denial, Pooled};
 use crate::VirtualCluster;
 use crate::quantity::ResourceQuantity;
 
@@ -19,11 +18,11 @@ const APISERVER_REPLICAS: std::ops::RangeInclusive<i32> = 1..=10;
 
 /// Checks the spec's syntax and returns the pooled resources, parsed. `old` is the
 /// stored object on UPDATE.
-pub(super) fn check(
-    object: &VirtualCluster,
+pub(super) fn check<'a>(
+    object: &'a VirtualCluster,
     old: Option<&VirtualCluster>,
     inventory: &Inventory,
-) -> Result<ResourceAmounts, Denial> {
+) -> Result<Pooled<'a>, Denial> {
     let pooled = check_resources(object, old, inventory)?;
     check_version(object)?;
     check_control_plane(object)?;
@@ -32,35 +31,35 @@ pub(super) fn check(
 
 /// The pooled resources of an already stored object; entries that do not parse are left
 /// out, as they could not have been admitted.
-pub(super) fn parsed_pooled(object: &VirtualCluster) -> ResourceAmounts {
-    object
-        .spec
-        .promote_resources
-        .resources
-        .iter()
-        .filter_map(|(resource, quantity)| {
-            Some((resource.as_str(), quantity_milli(quantity).ok()?))
-        })
-        .collect()
+pub(super) fn parsed_pooled(object: &VirtualCluster) -> Pooled<'_> {
+    let resources = &object.spec.promote_resources.resources;
+    let mut pooled = Pooled::with_capacity(resources.len());
+    for (resource, quantity) in resources {
+        if let Ok(amount) = quantity_milli(quantity) {
+            pooled.push(resource, amount);
+        }
+    }
+    pooled
 }
 
 /// Resource names are checked only when new: an extended resource whose last node left
 /// the host must not block every later edit of a cluster that pooled it.
-fn check_resources(
-    object: &VirtualCluster,
+fn check_resources<'a>(
+    object: &'a VirtualCluster,
     old: Option<&VirtualCluster>,
     inventory: &Inventory,
-) -> Result<ResourceAmounts, Denial> {
+) -> Result<Pooled<'a>, Denial> {
     let previously_pooled = |resource: &str| {
         old.is_some_and(|old| old.spec.promote_resources.resources.contains_key(resource))
     };
-    let mut pooled = ResourceAmounts::new();
-    for (resource, quantity) in &object.spec.promote_resources.resources {
+    let resources = &object.spec.promote_resources.resources;
+    let mut pooled = Pooled::with_capacity(resources.len());
+    for (resource, quantity) in resources {
         if !previously_pooled(resource) {
             check_resource_name(resource, inventory)?;
         }
         let field = || format!("{RESOURCES_FIELD}.{resource}");
-        pooled.add_amount(resource, positive_quantity(field, quantity)?);
+        pooled.push(resource, positive_quantity(field, quantity)?);
     }
     Ok(pooled)
 }
