@@ -30,6 +30,9 @@
 //!
 //! The request counts are the server's: the test API server's per-user counters, or the
 //! real kube-apiserver's audit log (level Metadata, the controller's user only).
+//! `VC_BENCH_HOST_QPS=N` starts the real host's kube-controller-manager and
+//! kube-scheduler with `--kube-api-qps=N` (burst 2N) instead of upstream's defaults, which
+//! bound how fast they create and schedule 100 tenants' pods.
 //! `VC_BENCH_LOG` sets the controller's `--log-level` (default `info`); its log is kept
 //! and its path printed. `VC_BENCH_CONTROLLER=PATH` measures that `vc-controller` binary
 //! instead (say, one built from another commit), unchecked.
@@ -92,6 +95,12 @@ impl Args {
     }
 }
 
+/// `VC_BENCH_HOST_QPS`: the real host's kube-controller-manager and kube-scheduler client
+/// rate limit, as a large host raises it; unset keeps upstream's (20 and 50 a second).
+fn host_api_qps() -> Option<u32> {
+    std::env::var("VC_BENCH_HOST_QPS").ok()?.parse().ok()
+}
+
 /// The host the controller provisions on.
 enum Host {
     Test(Box<TestApiServer>),
@@ -131,6 +140,7 @@ impl Host {
                 controller_manager: true,
                 scheduler: true,
                 audit_users: vec![CONTROLLER_USER.to_owned()],
+                component_api_qps: host_api_qps(),
                 ..EnvtestOptions::default()
             },
         )
@@ -153,10 +163,18 @@ impl Host {
         })
     }
 
-    fn name(&self) -> &'static str {
+    fn name(&self) -> String {
         match self {
-            Host::Test(_) => "test API server",
-            Host::Real(_) => "real host (kube-apiserver, kube-controller-manager, kube-scheduler)",
+            Host::Test(_) => "test API server".to_owned(),
+            Host::Real(_) => {
+                let limit = match host_api_qps() {
+                    Some(qps) => format!("--kube-api-qps={qps}"),
+                    None => "upstream client rate limits".to_owned(),
+                };
+                format!(
+                    "real host (kube-apiserver, kube-controller-manager, kube-scheduler; {limit})"
+                )
+            }
         }
     }
 

@@ -153,6 +153,9 @@ pub struct EnvtestOptions {
     /// ([`Envtest::audit_log_path`], level Metadata, JSON lines): what a benchmark
     /// counts one client's requests by. None: no audit log.
     pub audit_users: Vec<String>,
+    /// kube-controller-manager's and kube-scheduler's `--kube-api-qps` (burst twice it),
+    /// as large hosts raise them; None keeps upstream's defaults (20 and 50).
+    pub component_api_qps: Option<u32>,
 }
 
 /// Renders admission configuration files by name from (their directory, the kubelet
@@ -168,6 +171,7 @@ impl Default for EnvtestOptions {
             address: std::net::Ipv4Addr::LOCALHOST,
             admission: None,
             audit_users: Vec::new(),
+            component_api_qps: None,
         }
     }
 }
@@ -467,6 +471,14 @@ pub fn controller_manager_args(paths: &EnvtestPaths, ports: &EnvtestPorts) -> Ve
     args
 }
 
+/// A component's client rate limit: `qps` requests a second, bursts of twice that.
+fn api_qps_args(qps: u32) -> Vec<String> {
+    vec![
+        flag("kube-api-qps", qps),
+        flag("kube-api-burst", qps.saturating_mul(2)),
+    ]
+}
+
 /// kube-scheduler against the envtest apiserver with the default profile, as
 /// `system:kube-scheduler`, serving `/healthz` on 127.0.0.1, without leader election.
 pub fn scheduler_args(paths: &EnvtestPaths, ports: &EnvtestPorts) -> Vec<String> {
@@ -689,11 +701,14 @@ impl Envtest {
             && let Some(binary) = controller_manager_binary(assets)
         {
             env.create_default_storage_class().await?;
-            let child = spawn(
-                &binary,
-                &controller_manager_args(&env.paths, &ports),
-                &env.paths.log("kube-controller-manager"),
-            )?;
+            let mut args = controller_manager_args(&env.paths, &ports);
+            args.extend(
+                env.options
+                    .component_api_qps
+                    .map(api_qps_args)
+                    .unwrap_or_default(),
+            );
+            let child = spawn(&binary, &args, &env.paths.log("kube-controller-manager"))?;
             env.controller_manager = Some(child);
             env.wait_healthy(
                 "kube-controller-manager",
@@ -705,11 +720,14 @@ impl Envtest {
         if env.options.scheduler
             && let Some(binary) = scheduler_binary(assets)
         {
-            let child = spawn(
-                &binary,
-                &scheduler_args(&env.paths, &ports),
-                &env.paths.log("kube-scheduler"),
-            )?;
+            let mut args = scheduler_args(&env.paths, &ports);
+            args.extend(
+                env.options
+                    .component_api_qps
+                    .map(api_qps_args)
+                    .unwrap_or_default(),
+            );
+            let child = spawn(&binary, &args, &env.paths.log("kube-scheduler"))?;
             env.scheduler = Some(child);
             env.wait_healthy("kube-scheduler", &ports.scheduler_url(), READY_WAIT)
                 .await?;
