@@ -27,16 +27,18 @@ pub(super) async fn apply_clustertree(
     }
     let (tree, stores) = (&desired.clustertree, &ctx.stores);
     let policy = &desired.network_policies.workloads;
-    // Each object has its own type and watch store, so no loop can walk them; all but
-    // the namespace they live in are applied at once.
+    // Each object has its own type and watch store, so no loop can walk them. The
+    // namespace goes first, the roles before their bindings (binding a role the controller
+    // does not hold is checked against the role's rules, so the role must exist), each
+    // batch at once; every request of a batch is answered before an error ends the step,
+    // so no write is cut off in flight.
     macro_rules! apply {
         ($store:expr, $object:expr, $kind:literal) => {
             apply_object(ctx, owner, $store, $object, $kind).map_ok(|applied| applied.written)
         };
     }
     let namespace = apply!(&stores.namespaces, &tree.namespace, "Namespace").await?;
-    let (reader, cluster_binding) = (&tree.virtual_cluster_reader, &tree.cluster_role_binding);
-    let (policy, quota, account, reader, reader_binding, binding, role, cluster_binding) = futures::try_join!(
+    let (policy, quota, account, reader, role) = futures::join!(
         apply!(&stores.network_policies, policy, "NetworkPolicy"),
         apply!(
             &stores.resource_quotas,
@@ -48,24 +50,26 @@ pub(super) async fn apply_clustertree(
             &tree.service_account,
             "ServiceAccount"
         ),
-        apply!(&stores.roles, reader, "Role"),
+        apply!(&stores.roles, &tree.virtual_cluster_reader, "Role"),
+        apply!(&stores.cluster_roles, &tree.cluster_role, "ClusterRole"),
+    );
+    let first = [namespace, policy?, quota?, account?, reader?, role?];
+    let cluster_binding = &tree.cluster_role_binding;
+    let (reader_binding, binding, cluster_binding) = futures::join!(
         apply!(
             &stores.role_bindings,
             &tree.virtual_cluster_reader_binding,
             "RoleBinding"
         ),
         apply!(&stores.role_bindings, &tree.role_binding, "RoleBinding"),
-        apply!(&stores.cluster_roles, &tree.cluster_role, "ClusterRole"),
         apply!(
             &stores.cluster_role_bindings,
             cluster_binding,
             "ClusterRoleBinding"
         ),
-    )?;
-    let written = [namespace, policy, quota, account, reader]
-        .into_iter()
-        .chain([reader_binding, binding, role, cluster_binding])
-        .any(|written| written);
+    );
+    let bindings = [reader_binding?, binding?, cluster_binding?];
+    let written = first.into_iter().chain(bindings).any(|written| written);
     let deployment = apply_object(
         ctx,
         owner,

@@ -52,7 +52,11 @@ pub(super) async fn apply_control_plane(
     let store = &ctx.stores.network_policies;
     let policies = (desired.network_policies.control_plane.iter())
         .map(|policy| apply_object(ctx, owner, store, policy, "NetworkPolicy"));
-    let policies_written = (futures::future::try_join_all(policies).await?)
+    // Every request of a batch is answered before an error ends the step, so no write
+    // is cut off in flight.
+    let policies: Vec<_> = futures::future::join_all(policies).await;
+    let policies_written = (policies.into_iter())
+        .collect::<Result<Vec<_>, _>>()?
         .iter()
         .any(|applied| applied.written);
     let mut applied: Vec<(&'static str, String)> = Vec::new();
@@ -105,12 +109,9 @@ pub(super) async fn apply_control_plane(
     let applies = components_to_apply(&states)
         .into_iter()
         .map(|component| apply_component(component, desired, owner, ctx));
-    applied.extend(
-        futures::future::try_join_all(applies)
-            .await?
-            .into_iter()
-            .flatten(),
-    );
+    let components = futures::future::join_all(applies).await;
+    let components = components.into_iter().collect::<Result<Vec<_>, _>>()?;
+    applied.extend(components.into_iter().flatten());
     record_applied(&applied, changes);
     Ok(ControlPlaneReport {
         apiserver_rolled_out: apiserver_existing

@@ -256,7 +256,11 @@ async fn store_secrets(
         let existing = plan.stored.iter().find(|stored| stored.name_any() == name);
         store_secret(secret, existing.map(Arc::as_ref), owner, ctx)
     });
-    futures::future::try_join_all(writes).await
+    // Each answered before an error ends the step: no create is cut off in flight.
+    futures::future::join_all(writes)
+        .await
+        .into_iter()
+        .collect()
 }
 
 /// What [`store_secret`] did.

@@ -46,11 +46,13 @@ pub(super) async fn apply_services(
     let store = &ctx.stores.services;
     let (peer, client) = (etcd::peer_service(tenant), etcd::client_service(tenant));
     let apiserver = apiserver::service(tenant);
-    let (peer, client, apiserver) = futures::try_join!(
+    let (peer, client, apiserver) = futures::join!(
         apply_object(ctx, owner, store, &peer, "Service"),
         apply_object(ctx, owner, store, &client, "Service"),
         apply_object(ctx, owner, store, &apiserver, "Service"),
-    )?;
+    );
+    // Each answered before an error ends the step: no write is cut off in flight.
+    let (peer, client, apiserver) = (peer?, client?, apiserver?);
     if peer.written || client.written || apiserver.written {
         changes.record(
             "ServicesApplied",
