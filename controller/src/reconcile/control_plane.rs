@@ -7,7 +7,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use kube::ResourceExt;
 
 use super::events::Changes;
-use super::objects::{ObjectError, apply_object, cached};
+use super::objects::{ObjectError, all_answered, apply_object, cached};
 use crate::apply::up_to_date;
 use crate::context::Context;
 use crate::error::Step;
@@ -52,11 +52,7 @@ pub(super) async fn apply_control_plane(
     let store = &ctx.stores.network_policies;
     let policies = (desired.network_policies.control_plane.iter())
         .map(|policy| apply_object(ctx, owner, store, policy, "NetworkPolicy"));
-    // Every request of a batch is answered before an error ends the step, so no write
-    // is cut off in flight.
-    let policies: Vec<_> = futures::future::join_all(policies).await;
-    let policies_written = (policies.into_iter())
-        .collect::<Result<Vec<_>, _>>()?
+    let policies_written = (all_answered(policies).await?)
         .iter()
         .any(|applied| applied.written);
     let mut applied: Vec<(&'static str, String)> = Vec::new();
@@ -109,9 +105,7 @@ pub(super) async fn apply_control_plane(
     let applies = components_to_apply(&states)
         .into_iter()
         .map(|component| apply_component(component, desired, owner, ctx));
-    let components = futures::future::join_all(applies).await;
-    let components = components.into_iter().collect::<Result<Vec<_>, _>>()?;
-    applied.extend(components.into_iter().flatten());
+    applied.extend(all_answered(applies).await?.into_iter().flatten());
     record_applied(&applied, changes);
     Ok(ControlPlaneReport {
         apiserver_rolled_out: apiserver_existing

@@ -127,3 +127,15 @@ where
             ApplyError::Api(source) => ObjectError::Apply { kind, name, source },
         })
 }
+
+/// Runs `requests` at once and returns their results in order, or the first error once
+/// every request is answered: ending at the first error would cut the others' writes off
+/// in flight, and one a later request waits for would fail the same way on every retry.
+pub(super) async fn all_answered<T, E>(
+    requests: impl IntoIterator<Item = impl std::future::Future<Output = Result<T, E>>>,
+) -> Result<Vec<T>, E> {
+    futures::future::join_all(requests)
+        .await
+        .into_iter()
+        .collect()
+}

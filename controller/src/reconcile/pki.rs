@@ -10,7 +10,7 @@ use kube::{Api, Resource, ResourceExt};
 use vc_api::constants::CONTROLLER_FIELD_MANAGER;
 
 use super::events::Changes;
-use super::objects::{ObjectError, cached};
+use super::objects::{ObjectError, all_answered, cached};
 use crate::apply::up_to_date;
 use crate::context::Context;
 use crate::error::{Step, is_conflict};
@@ -256,11 +256,7 @@ async fn store_secrets(
         let existing = plan.stored.iter().find(|stored| stored.name_any() == name);
         store_secret(secret, existing.map(Arc::as_ref), owner, ctx)
     });
-    // Each answered before an error ends the step: no create is cut off in flight.
-    futures::future::join_all(writes)
-        .await
-        .into_iter()
-        .collect()
+    all_answered(writes).await
 }
 
 /// What [`store_secret`] did.
