@@ -6,18 +6,14 @@
 #[cfg(test)]
 mod binary {
     use std::io::{Read, Write};
-    use std::net::{TcpListener, TcpStream};
+    use std::net::TcpStream;
     use std::process::{Child, Command, Stdio};
     use std::time::{Duration, Instant};
 
     const BINARY: &str = env!("CARGO_BIN_EXE_vc-controller");
 
     fn free_port() -> u16 {
-        TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
+        vc_test_apiserver::ports::free_port().unwrap()
     }
 
     /// A kubeconfig for an unreachable apiserver, with a real CA so nothing skips TLS.

@@ -9,7 +9,6 @@
 //! members replicate over peer mTLS.
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -81,7 +80,7 @@ fn secret_data<'a>(state: &'a DesiredState, name: &str, key: &str) -> TestResult
 }
 
 fn free_port() -> TestResult<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(vc_test_apiserver::ports::free_port()?)
 }
 
 fn only_container(pod: &PodSpec) -> TestResult<&Container> {

@@ -126,6 +126,16 @@ pub enum EnvtestError {
     },
 }
 
+impl EnvtestError {
+    /// Whether a component exited because the address it was to listen on was in use.
+    fn port_was_taken(&self) -> bool {
+        matches!(self, EnvtestError::Exited { tail, .. } if tail.contains("address already in use"))
+    }
+}
+
+/// Starts before a taken port fails the start.
+const START_ATTEMPTS: u32 = 3;
+
 /// How the real control plane is started. `Default` is what envtest always did: Service
 /// range [`DEFAULT_SERVICE_CIDR`], no kube-controller-manager.
 #[derive(Clone, Debug)]
@@ -642,7 +652,22 @@ impl Envtest {
 
     /// Starts etcd, kube-apiserver and (when `options` ask and `assets` hold them)
     /// kube-controller-manager and kube-scheduler, and waits until each is ready.
+    ///
+    /// A component that exits because its port was taken after it was chosen (by a
+    /// process that does not reserve its ports) is started again on fresh ports.
     pub async fn start_with(assets: &Path, options: EnvtestOptions) -> Result<Self, EnvtestError> {
+        let mut attempt = 1;
+        loop {
+            match Self::start_once(assets, options.clone()).await {
+                Err(error) if error.port_was_taken() && attempt < START_ATTEMPTS => {
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn start_once(assets: &Path, options: EnvtestOptions) -> Result<Self, EnvtestError> {
         let dir = tempfile::Builder::new()
             .prefix("vc-envtest")
             .tempdir()
@@ -1067,6 +1092,21 @@ mod tests {
     use std::net::Ipv4Addr;
 
     use super::*;
+
+    #[test]
+    fn only_a_component_that_lost_its_port_is_started_again() {
+        let exited = |tail: &str| EnvtestError::Exited {
+            binary: "etcd".to_owned(),
+            status: std::os::unix::process::ExitStatusExt::from_raw(256),
+            log: "etcd.log".to_owned(),
+            tail: tail.to_owned(),
+        };
+        assert!(
+            exited("listen tcp 127.0.0.1:21325: bind: address already in use").port_was_taken()
+        );
+        assert!(!exited("open /var/lib/etcd: permission denied").port_was_taken());
+        assert!(!EnvtestError::NotReady(READY_WAIT, "dir".to_owned()).port_was_taken());
+    }
 
     fn ports() -> EnvtestPorts {
         EnvtestPorts {
