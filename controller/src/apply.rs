@@ -17,6 +17,7 @@ use vc_api::constants::CONTROLLER_FIELD_MANAGER;
 
 use crate::error::is_not_found;
 use crate::ownership::{self, Holder, Owner};
+use crate::slim::{AppliedTemplates, CacheForm, Verdict};
 
 /// Whether `actual` already holds every value of `desired`.
 ///
@@ -88,23 +89,13 @@ pub fn apply_params() -> PatchParams {
     PatchParams::apply(CONTROLLER_FIELD_MANAGER).force()
 }
 
-/// Where to look for the existing copy of an object before applying.
-#[derive(Debug)]
-pub enum Existing<'a, K: Resource<DynamicType = ()> + Clone + 'static> {
-    /// A watch-fed cache of the objects labelled as kosmos-vc's: a hit needs no request;
-    /// a miss is read from the apiserver, since an object someone else created without
-    /// our labels is never in the cache.
-    Cached(&'a Store<K>),
-    /// No cache: read the object first.
-    Fetch,
-}
-
 /// The result of [`apply_if_changed`].
 #[derive(Debug)]
 pub struct Applied<K> {
     /// Whether a write request was sent.
     pub written: bool,
-    /// The object as the apiserver now holds it (the apply response, or the cached copy).
+    /// The object as the apiserver now holds it (the apply response, or the copy it was
+    /// judged by: for a workload, possibly the cached copy without its pod template).
     pub object: Option<K>,
 }
 
@@ -122,46 +113,93 @@ pub enum ApplyError {
     Api(#[from] kube::Error),
 }
 
-/// Applies `desired` through `api` unless the existing copy already matches, and only
-/// when there is no existing copy or it is `owner`'s.
+/// The copy of `desired`'s object in `store`, a watch-fed cache of the objects labelled
+/// as kosmos-vc's.
+pub fn cached_copy<K>(store: &Store<K>, desired: &K) -> Option<K>
+where
+    K: Resource<DynamicType = ()> + Clone,
+{
+    let mut reference = ObjectRef::<K>::new(&desired.name_any());
+    if let Some(namespace) = desired.namespace() {
+        reference = reference.within(&namespace);
+    }
+    store.get(&reference).map(|object| (*object).clone())
+}
+
+/// Whether `current` (`desired`'s object as the cache holds it, if it does) already
+/// holds what the controller wants, and the copy that told. A workload the cache cannot
+/// vouch for is read in full; an object that is not `owner`'s is refused.
+pub async fn judge<K>(
+    api: &Api<K>,
+    applied: &AppliedTemplates,
+    desired: &K,
+    owner: &Owner<'_>,
+    current: Option<K>,
+) -> Result<(bool, Option<K>), ApplyError>
+where
+    K: CacheForm + Debug + DeserializeOwned,
+{
+    let Some(current) = current else {
+        return Ok((false, None));
+    };
+    refuse_foreign(&current, owner)?;
+    match applied.judge(owner.uid, desired, &current) {
+        Verdict::UpToDate => Ok((true, Some(current))),
+        Verdict::Differs => Ok((false, Some(current))),
+        Verdict::Unknown => {
+            let Some(full) = read(api, &desired.name_any()).await? else {
+                return Ok((false, None));
+            };
+            refuse_foreign(&full, owner)?;
+            let in_place = applied.judge(owner.uid, desired, &full) == Verdict::UpToDate;
+            Ok((in_place, Some(full)))
+        }
+    }
+}
+
+fn refuse_foreign<K: Resource>(object: &K, owner: &Owner<'_>) -> Result<(), ApplyError> {
+    match ownership::holder(object.meta(), owner) {
+        Holder::Other(holder) => Err(ApplyError::NotOurs { holder }),
+        _ => Ok(()),
+    }
+}
+
+/// The object named `name`, or `None` when there is none.
+async fn read<K>(api: &Api<K>, name: &str) -> Result<Option<K>, kube::Error>
+where
+    K: Resource + Clone + Debug + DeserializeOwned,
+{
+    match api.get(name).await {
+        Ok(object) => Ok(Some(object)),
+        Err(error) if is_not_found(&error) => Ok(None),
+        Err(error) => Err(error),
+    }
+}
+
+/// Applies `desired` through `api` unless the copy in `store` already matches, and only
+/// when there is no existing copy or it is `owner`'s. A miss in `store` is read from the
+/// apiserver, since an object someone else created without our labels is never cached.
 ///
 /// Between reading "absent" and applying, a foreign object created in that instant would
 /// still be taken over; the webhook's name rule keeps siblings from racing for a name, and
 /// the next reconcile finds our labels on it, so this window is accepted.
 pub async fn apply_if_changed<K>(
     api: &Api<K>,
-    existing: Existing<'_, K>,
+    store: &Store<K>,
+    applied: &AppliedTemplates,
     desired: &K,
     owner: &Owner<'_>,
 ) -> Result<Applied<K>, ApplyError>
 where
-    K: Resource<DynamicType = ()> + Clone + Debug + Serialize + DeserializeOwned,
+    K: CacheForm + Debug + DeserializeOwned,
 {
     let name = desired.name_any();
-    let cached = match existing {
-        Existing::Cached(store) => {
-            let mut reference = ObjectRef::<K>::new(&name);
-            if let Some(namespace) = desired.namespace() {
-                reference = reference.within(&namespace);
-            }
-            store.get(&reference).map(|object| (*object).clone())
-        }
-        Existing::Fetch => None,
-    };
-    let current = match cached {
+    let current = match cached_copy(store, desired) {
         Some(object) => Some(object),
-        None => match api.get(&name).await {
-            Ok(object) => Some(object),
-            Err(error) if is_not_found(&error) => None,
-            Err(error) => return Err(error.into()),
-        },
+        None => read(api, &name).await?,
     };
-    if let Some(current) = &current
-        && let Holder::Other(holder) = ownership::holder(current.meta(), owner)
-    {
-        return Err(ApplyError::NotOurs { holder });
-    }
-    if up_to_date(desired, current.as_ref()) {
+    let (in_place, current) = judge(api, applied, desired, owner, current).await?;
+    if in_place {
         return Ok(Applied {
             written: false,
             object: current,
@@ -170,6 +208,7 @@ where
     let object = api
         .patch(&name, &apply_params(), &Patch::Apply(desired))
         .await?;
+    applied.remember(owner.uid, desired, &object);
     Ok(Applied {
         written: true,
         object: Some(object),

@@ -31,6 +31,7 @@ pub mod reconcile;
 pub mod resources;
 pub mod rollout;
 pub mod runner;
+pub mod slim;
 pub mod status;
 pub mod telemetry;
 pub mod tenant;

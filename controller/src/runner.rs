@@ -26,6 +26,7 @@ use crate::context::{Context, Stores, Timing};
 use crate::flags::Flags;
 use crate::reconcile::{error_policy, reconcile};
 use crate::resources::BuildContext;
+use crate::slim::{CacheForm, slim};
 use crate::telemetry::{Health, Metrics};
 
 /// Everything `run` needs besides the client.
@@ -72,16 +73,14 @@ type WatchStream<K> = std::pin::Pin<Box<dyn Stream<Item = Result<K, watcher::Err
 /// to fill.
 fn reflect<K>(api: Api<K>, config: watcher::Config) -> (Store<K>, WatchStream<K>)
 where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
+    K: CacheForm + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
 {
     let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(writer, watcher(api, config).modify(forget_managed_fields))
+    let stream = watcher(api, config).modify(|object| {
+        forget_managed_fields(object);
+        slim(object);
+    });
+    let stream = reflector::reflector(writer, stream)
         .default_backoff()
         .touched_objects()
         .boxed();

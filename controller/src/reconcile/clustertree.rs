@@ -7,12 +7,12 @@ use kube::ResourceExt;
 use super::events::Changes;
 use super::kubeconfig::KubeconfigReport;
 use super::objects::{ObjectError, apply_object, cached};
-use crate::apply::up_to_date;
 use crate::context::Context;
 use crate::error::Step;
 use crate::ownership::Owner;
 use crate::resources::DesiredState;
 use crate::rollout::deployment_rolled_out;
+use crate::slim::Verdict;
 
 /// Applies every clustertree object; whether its Deployment is rolled out as desired.
 pub(super) async fn apply_clustertree(
@@ -91,7 +91,11 @@ pub(super) async fn apply_clustertree(
         &tree.deployment.name_any(),
     );
     Ok(!deployment.written
-        && current.as_deref().is_some_and(|deployment| {
-            up_to_date(&tree.deployment, Some(deployment)) && deployment_rolled_out(deployment)
+        && current.as_deref().is_some_and(|current| {
+            deployment_rolled_out(current)
+                && ctx
+                    .applied_templates
+                    .judge(owner.uid, &tree.deployment, current)
+                    == Verdict::UpToDate
         }))
 }

@@ -7,8 +7,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use kube::ResourceExt;
 
 use super::events::Changes;
-use super::objects::{ObjectError, all_answered, apply_object, cached};
-use crate::apply::up_to_date;
+use super::objects::{ObjectError, all_answered, apply_object, cached, in_place};
 use crate::context::Context;
 use crate::error::Step;
 use crate::ownership::Owner;
@@ -72,33 +71,63 @@ pub(super) async fn apply_control_plane(
     let apiserver_existing = deployment(&desired.apiserver_deployment);
     let controller_manager_existing = deployment(&desired.controller_manager);
     let scheduler_existing = deployment(&desired.scheduler);
+    let (etcd_in_place, apiserver_in_place, controller_manager_in_place, scheduler_in_place) = futures::try_join!(
+        in_place(
+            ctx,
+            owner,
+            &desired.etcd.stateful_set,
+            etcd_existing.as_deref(),
+            "StatefulSet"
+        ),
+        in_place(
+            ctx,
+            owner,
+            &desired.apiserver_deployment,
+            apiserver_existing.as_deref(),
+            "Deployment"
+        ),
+        in_place(
+            ctx,
+            owner,
+            &desired.controller_manager,
+            controller_manager_existing.as_deref(),
+            "Deployment"
+        ),
+        in_place(
+            ctx,
+            owner,
+            &desired.scheduler,
+            scheduler_existing.as_deref(),
+            "Deployment"
+        ),
+    )?;
     let deployment_state =
-        |component, desired: &Deployment, existing: &Option<Arc<Deployment>>| ComponentState {
+        |component, up_to_date, existing: &Option<Arc<Deployment>>| ComponentState {
             component,
             exists: existing.is_some(),
-            up_to_date: up_to_date(desired, existing.as_deref()),
+            up_to_date,
             rolled_out: existing.as_deref().is_some_and(deployment_rolled_out),
         };
     let states = vec![
         ComponentState {
             component: Component::Etcd,
             exists: etcd_existing.is_some(),
-            up_to_date: up_to_date(&desired.etcd.stateful_set, etcd_existing.as_deref()),
+            up_to_date: etcd_in_place,
             rolled_out: etcd_existing.as_deref().is_some_and(statefulset_rolled_out),
         },
         deployment_state(
             Component::Apiserver,
-            &desired.apiserver_deployment,
+            apiserver_in_place,
             &apiserver_existing,
         ),
         deployment_state(
             Component::ControllerManager,
-            &desired.controller_manager,
+            controller_manager_in_place,
             &controller_manager_existing,
         ),
         deployment_state(
             Component::Scheduler,
-            &desired.scheduler,
+            scheduler_in_place,
             &scheduler_existing,
         ),
     ];

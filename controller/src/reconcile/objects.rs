@@ -6,28 +6,18 @@ use std::sync::Arc;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Resource, ResourceExt};
 
-use crate::apply::{Applied, ApplyError, Existing, apply_if_changed};
+use crate::apply::{Applied, ApplyError, apply_if_changed, judge};
 use crate::context::Context;
 use crate::ownership::Owner;
+use crate::slim::CacheForm;
 
 /// A host object the controller applies: what [`apply_if_changed`] needs of it.
 pub(super) trait HostObject:
-    Resource<DynamicType = ()>
-    + Clone
-    + std::fmt::Debug
-    + serde::Serialize
-    + serde::de::DeserializeOwned
+    CacheForm + std::fmt::Debug + serde::de::DeserializeOwned
 {
 }
 
-impl<K> HostObject for K where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + serde::Serialize
-        + serde::de::DeserializeOwned
-{
-}
+impl<K> HostObject for K where K: CacheForm + std::fmt::Debug + serde::de::DeserializeOwned {}
 
 /// The cached copy of `name` (in `namespace`, for a namespaced kind).
 pub(super) fn cached<K>(store: &Store<K>, namespace: Option<&str>, name: &str) -> Option<Arc<K>>
@@ -77,6 +67,13 @@ impl ObjectError {
         matches!(self, ObjectError::NotOurs { .. })
     }
 
+    fn from_apply(error: ApplyError, kind: &'static str, name: String) -> Self {
+        match error {
+            ApplyError::NotOurs { holder } => ObjectError::NotOurs { kind, name, holder },
+            ApplyError::Api(source) => ObjectError::Apply { kind, name, source },
+        }
+    }
+
     /// The refusal of `object`, held by `holder`.
     pub(super) fn not_ours<K: Resource>(object: &K, kind: &'static str, holder: String) -> Self {
         let name = match object.meta().namespace.as_deref() {
@@ -120,12 +117,30 @@ where
     K::Scope: ObjectScope,
 {
     let (api, name) = <K::Scope as ObjectScope>::api(ctx.client.clone(), desired);
-    apply_if_changed(&api, Existing::Cached(store), desired, owner)
+    apply_if_changed(&api, store, &ctx.applied_templates, desired, owner)
         .await
-        .map_err(|error| match error {
-            ApplyError::NotOurs { holder } => ObjectError::NotOurs { kind, name, holder },
-            ApplyError::Api(source) => ObjectError::Apply { kind, name, source },
-        })
+        .map_err(|error| ObjectError::from_apply(error, kind, name))
+}
+
+/// Whether `existing`, the cached copy of a host object owned by the tenant, already
+/// holds `desired`; a workload the cache cannot vouch for is read in full.
+pub(super) async fn in_place<K>(
+    ctx: &Context,
+    owner: &Owner<'_>,
+    desired: &K,
+    existing: Option<&K>,
+    kind: &'static str,
+) -> Result<bool, ObjectError>
+where
+    K: HostObject,
+    K::Scope: ObjectScope,
+{
+    let (api, name) = <K::Scope as ObjectScope>::api(ctx.client.clone(), desired);
+    let current = existing.cloned();
+    judge(&api, &ctx.applied_templates, desired, owner, current)
+        .await
+        .map(|(in_place, _)| in_place)
+        .map_err(|error| ObjectError::from_apply(error, kind, name))
 }
 
 /// Runs `requests` at once and returns their results in order, or the first error once

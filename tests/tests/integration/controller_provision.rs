@@ -9,7 +9,7 @@ use base64::Engine as _;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{Node, Secret, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 use vc_api::condition_types::{
@@ -242,6 +242,53 @@ async fn settled_tenant_reconciles_write_nothing() {
     harness.wait_until_settled(Duration::from_secs(10)).await;
     harness
         .assert_no_writes_over(5, Duration::from_secs(10))
+        .await;
+    harness.shutdown().await;
+}
+
+/// The controller's caches hold workloads without their pod templates (a digest
+/// instead): a template edited by someone else must still be seen and put back, and a
+/// restarted controller, which remembers no template, must still write nothing to a
+/// settled tenant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_edited_pod_template_is_put_back_and_a_restart_writes_nothing() {
+    let mut harness = Harness::start(2, true).await;
+    harness.create_vc("team-a", "edited", &["node-0"]).await;
+    harness
+        .wait_for_phase("team-a", "edited", "Completed", PROVISION_TIMEOUT)
+        .await;
+    let deployments: Api<Deployment> = Api::namespaced(harness.admin.clone(), "team-a");
+    let image = |deployment: Deployment| {
+        deployment.spec.and_then(|spec| spec.template.spec).unwrap().containers[0]
+            .image
+            .clone()
+            .unwrap()
+    };
+    let mut edited = deployments.get("edited-scheduler").await.unwrap();
+    let wanted = image(edited.clone());
+    if let Some(pod) = edited.spec.as_mut().and_then(|spec| spec.template.spec.as_mut()) {
+        pod.containers[0].image = Some("registry.example/not-the-scheduler:1".to_owned());
+    }
+    deployments
+        .replace("edited-scheduler", &PostParams::default(), &edited)
+        .await
+        .unwrap();
+    harness
+        .eventually(PROVISION_TIMEOUT, "the scheduler's image to be put back", || {
+            let deployments = deployments.clone();
+            let wanted = wanted.clone();
+            async move {
+                let deployment = deployments.get("edited-scheduler").await.ok()?;
+                (image(deployment) == wanted).then_some(())
+            }
+        })
+        .await;
+
+    harness.wait_until_settled(Duration::from_secs(10)).await;
+    harness.stop_controller().await;
+    harness.start_controller().await;
+    harness
+        .assert_no_writes_over(5, Duration::from_secs(20))
         .await;
     harness.shutdown().await;
 }
