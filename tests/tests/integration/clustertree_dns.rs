@@ -129,6 +129,9 @@ impl TenantDns {
 
 /// The host cluster IP each tenant's apiserver Service has here, as the controller
 /// passes it: what `kubernetes.default.svc` must answer instead of the tenant's own.
+/// The tenants' Service range, apart from the host's ([`envtest::DEFAULT_SERVICE_CIDR`]).
+const TENANT_SERVICE_CIDR: &str = "10.0.1.0/24";
+
 fn apiserver_ip(tenant: &str) -> &'static str {
     if tenant == "dns-one" {
         "10.0.0.201"
@@ -170,14 +173,21 @@ async fn real_tenant_dns_answers_from_the_tenants_services() {
         eprintln!("{SKIP_MESSAGE}");
         return;
     };
+    // The tenants allocate their Services' IPs from a range of their own, as a tenant
+    // apiserver does beside its host: from the host's, a tenant Service could draw the
+    // IP of a host Service the DNS answers with, and a reverse lookup would name both.
+    let tenant_services = EnvtestOptions {
+        service_cidr: TENANT_SERVICE_CIDR.to_owned(),
+        ..EnvtestOptions::default()
+    };
     let with_controllers = EnvtestOptions {
         controller_manager: true,
-        ..EnvtestOptions::default()
+        ..tenant_services.clone()
     };
     let (host, first, second) = tokio::join!(
         Envtest::start(&assets),
         Envtest::start_with(&assets, with_controllers),
-        Envtest::start(&assets),
+        Envtest::start_with(&assets, tenant_services),
     );
     let (host, first, second) = (host.unwrap(), first.unwrap(), second.unwrap());
     vc_tests::clustertree::install_crd(host.kubeconfig_path()).unwrap();
