@@ -17,7 +17,7 @@ use vc_api::constants::CONTROLLER_FIELD_MANAGER;
 
 use crate::error::is_not_found;
 use crate::ownership::{self, Holder, Owner};
-use crate::slim::{AppliedTemplates, CacheForm, Verdict};
+use crate::slim::{AppliedDigests, CacheForm, Verdict};
 
 /// Whether `actual` already holds every value of `desired`.
 ///
@@ -95,7 +95,7 @@ pub struct Applied<K> {
     /// Whether a write request was sent.
     pub written: bool,
     /// The object as the apiserver now holds it (the apply response, or the copy it was
-    /// judged by: for a workload, possibly the cached copy without its pod template).
+    /// judged by: for a kind cached without its bulk, possibly that cached copy).
     pub object: Option<K>,
 }
 
@@ -127,11 +127,11 @@ where
 }
 
 /// Whether `current` (`desired`'s object as the cache holds it, if it does) already
-/// holds what the controller wants, and the copy that told. A workload the cache cannot
+/// holds what the controller wants, and the copy that told. An object the cache cannot
 /// vouch for is read in full; an object that is not `owner`'s is refused.
 pub async fn judge<K>(
     api: &Api<K>,
-    applied: &AppliedTemplates,
+    applied: &AppliedDigests,
     desired: &K,
     owner: &Owner<'_>,
     current: Option<K>,
@@ -186,7 +186,7 @@ where
 pub async fn apply_if_changed<K>(
     api: &Api<K>,
     store: &Store<K>,
-    applied: &AppliedTemplates,
+    applied: &AppliedDigests,
     desired: &K,
     owner: &Owner<'_>,
 ) -> Result<Applied<K>, ApplyError>

@@ -98,8 +98,8 @@ pub struct Context {
     pub timing: Timing,
     /// Cached clients of tenant apiservers.
     pub tenants: TenantClients,
-    /// The templates of the workloads applied, which their caches hold only digests of.
-    pub applied_templates: crate::slim::AppliedTemplates,
+    /// What was applied of the objects their caches hold only digests of the bulk of.
+    pub applied_digests: crate::slim::AppliedDigests,
     /// What happens to the pods already running on a claimed node.
     pub claimed_node_pods: vc_api::eviction::ClaimedNodePods,
     /// Where evictions are sent (see [`crate::eviction::EvictionClient`]).
@@ -154,7 +154,7 @@ impl Context {
             metrics,
             timing,
             tenants: TenantClients::default(),
-            applied_templates: crate::slim::AppliedTemplates::default(),
+            applied_digests: crate::slim::AppliedDigests::default(),
             claimed_node_pods: vc_api::eviction::ClaimedNodePods::default(),
             attempts: Mutex::default(),
             waits: Waits::default(),
@@ -260,7 +260,7 @@ impl Context {
             cache.remove(uid);
         }
         self.tenants.forget(uid);
-        self.applied_templates.forget_owner(uid);
+        self.applied_digests.forget_owner(uid);
     }
 }
 

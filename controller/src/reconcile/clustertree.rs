@@ -94,7 +94,7 @@ pub(super) async fn apply_clustertree(
         && current.as_deref().is_some_and(|current| {
             deployment_rolled_out(current)
                 && ctx
-                    .applied_templates
+                    .applied_digests
                     .judge(owner.uid, &tree.deployment, current)
                     == Verdict::UpToDate
         }))

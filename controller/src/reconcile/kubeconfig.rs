@@ -13,8 +13,7 @@ use vc_api::constants::KUBECONFIG_SECRET_KEY;
 
 use super::control_plane::ControlPlaneReport;
 use super::events::Changes;
-use super::objects::{ObjectError, apply_object, cached};
-use crate::apply::up_to_date;
+use super::objects::{ObjectError, apply_object, cached, in_place};
 use crate::context::Context;
 use crate::error::Step;
 use crate::pki::{CaKind, LeafKind, PkiMaterial};
@@ -203,7 +202,8 @@ async fn publish(
         Some(&tenant.namespace),
         &secret.name_any(),
     );
-    let secret_current = up_to_date(secret, stored.as_deref());
+    let owner = &tenant.owner();
+    let secret_current = in_place(ctx, owner, secret, stored.as_deref(), "Secret").await?;
     let spec_current = external_kubeconfig.is_some() && vc.spec.kubeconfig == external_kubeconfig;
     let published = secret_current && spec_current;
     let report = |waiting: Option<String>| KubeconfigReport {
@@ -230,7 +230,6 @@ async fn publish(
         Reach::Ready { .. } if published => return Ok(report(None)),
         Reach::Ready { endpoint, .. } => endpoint,
     };
-    let owner = &tenant.owner();
     let applied = apply_object(ctx, owner, &ctx.stores.secrets, secret, "Secret").await?;
     if !spec_current {
         let api: Api<VirtualCluster> = Api::namespaced(ctx.client.clone(), &tenant.namespace);

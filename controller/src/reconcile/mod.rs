@@ -44,7 +44,7 @@ async fn apply(vc: &VirtualCluster, ctx: &Context) -> Result<Action> {
     let eviction = eviction::evict_claimed_pods(&tenant, held, ctx, &mut changes).await?;
     let observed = services::apply_services(vc, &tenant, held, ctx, &mut changes).await?;
     let identity = validate::identity(&tenant, &observed, ctx)?;
-    let pki = pki::plan_pki(&tenant, &identity, ctx)?;
+    let pki = pki::plan_pki(&tenant, &identity, ctx).await?;
     let desired = validate::build(vc, &observed, &pki.material, ctx)?;
     let stored = pki::store_pki(&pki, &desired.pki_secrets, owner, ctx, &mut changes).await?;
     if stored == pki::Stored::CacheLagging {

@@ -117,13 +117,13 @@ where
     K::Scope: ObjectScope,
 {
     let (api, name) = <K::Scope as ObjectScope>::api(ctx.client.clone(), desired);
-    apply_if_changed(&api, store, &ctx.applied_templates, desired, owner)
+    apply_if_changed(&api, store, &ctx.applied_digests, desired, owner)
         .await
         .map_err(|error| ObjectError::from_apply(error, kind, name))
 }
 
 /// Whether `existing`, the cached copy of a host object owned by the tenant, already
-/// holds `desired`; a workload the cache cannot vouch for is read in full.
+/// holds `desired`; an object the cache cannot vouch for is read in full.
 pub(super) async fn in_place<K>(
     ctx: &Context,
     owner: &Owner<'_>,
@@ -137,7 +137,7 @@ where
 {
     let (api, name) = <K::Scope as ObjectScope>::api(ctx.client.clone(), desired);
     let current = existing.cloned();
-    judge(&api, &ctx.applied_templates, desired, owner, current)
+    judge(&api, &ctx.applied_digests, desired, owner, current)
         .await
         .map(|(in_place, _)| in_place)
         .map_err(|error| ObjectError::from_apply(error, kind, name))

@@ -5,13 +5,15 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Patch, PostParams};
+use kube::api::{ListParams, Patch, PostParams};
 use kube::{Api, Resource, ResourceExt};
-use vc_api::constants::CONTROLLER_FIELD_MANAGER;
+use vc_api::constants::{
+    CONTROLLER_FIELD_MANAGER, MANAGED_BY_LABEL, MANAGED_BY_VALUE, TENANT_NAME_LABEL,
+};
 
 use super::events::Changes;
 use super::objects::{ObjectError, all_answered, cached};
-use crate::apply::up_to_date;
+use crate::apply::{ApplyError, judge};
 use crate::context::Context;
 use crate::error::{Step, is_conflict};
 use crate::ownership::{Holder, Owner, holder};
@@ -26,6 +28,16 @@ pub enum Error {
     ReadSecret {
         /// The Secret.
         name: String,
+        /// The apiserver's answer.
+        #[source]
+        source: kube::Error,
+    },
+
+    /// The tenant's Secrets could not be listed.
+    #[error("failed to list the Secrets labelled {selector}")]
+    ListSecrets {
+        /// The label selector.
+        selector: String,
         /// The apiserver's answer.
         #[source]
         source: kube::Error,
@@ -73,10 +85,13 @@ pub(super) struct PkiPlan {
     pub(super) ca_notices: CaNotices,
     /// What was issued, for the Event; empty when nothing was.
     issued: Vec<String>,
-    /// The PKI Secrets as read.
+    /// The PKI Secrets as read: cached copies without their data when the PKI was
+    /// remembered, full copies when it was inspected.
     stored: Vec<Arc<Secret>>,
     /// Names of the CA Secrets, stored before anything they sign.
     ca_secrets: Vec<String>,
+    /// What the certificates say of the tenant, part of the PKI's fingerprint.
+    identity: TenantIdentity,
 }
 
 /// Whether the PKI Secrets are stored as planned.
@@ -108,31 +123,40 @@ fn pki_secret_names(tenant_name: &str) -> Vec<String> {
     names_list
 }
 
-/// Reads the stored PKI from the cache and issues only what is missing or due. A CA or
-/// key missing from a lagging cache is never stored twice: [`store_pki`] creates, and a
-/// name that exists already ends the pass before anything is built on what was issued.
-pub(super) fn plan_pki(
+/// Reads the stored PKI and issues only what is missing or due. A PKI remembered for
+/// the exact versions of its cached Secrets is reused; any other is read in full (the
+/// cache holds Secrets without their data) and inspected. A CA or key missing from a
+/// lagging cache is never stored twice: [`store_pki`] creates, and a name that exists
+/// already ends the pass before anything is built on what was issued.
+pub(super) async fn plan_pki(
     tenant: &Tenant,
     identity: &TenantIdentity,
     ctx: &Context,
 ) -> Result<PkiPlan, Error> {
     let namespace = tenant.namespace.as_str();
-    let stored: Vec<Arc<Secret>> = pki_secret_names(&tenant.name)
+    let cached_copies: Vec<Arc<Secret>> = pki_secret_names(&tenant.name)
         .iter()
         .filter_map(|name| cached(&ctx.stores.secrets, Some(namespace), name))
         .collect();
-    // A CA or key read from a Secret that is not ours would sign this tenant's
-    // certificates with another tenant's CA.
-    for secret in &stored {
-        if let Holder::Other(holder) = holder(secret.meta(), &tenant.owner()) {
-            return Err(foreign_secret(secret, holder));
-        }
-    }
-    let fingerprint = pki_fingerprint(identity, &stored);
+    refuse_foreign(tenant, &cached_copies)?;
+    let fingerprint = pki_fingerprint(identity, versions(&cached_copies));
     let now = Timestamp::now();
-    let (material, issued) = match ctx.cached_pki(&tenant.uid, &fingerprint) {
-        Some(material) => (material, Vec::new()),
-        None => issue_missing(tenant, identity, &stored, fingerprint, ctx, now)?,
+    let (material, issued, stored) = match ctx.cached_pki(&tenant.uid, &fingerprint) {
+        Some(material) => (material, Vec::new(), cached_copies),
+        None => {
+            // Nothing cached: a fresh tenant, whose first writes are creates that find
+            // any Secret the cache has not shown yet.
+            let stored = if cached_copies.is_empty() {
+                cached_copies
+            } else {
+                read_pki_secrets(tenant, ctx).await?
+            };
+            refuse_foreign(tenant, &stored)?;
+            let fingerprint = pki_fingerprint(identity, versions(&stored));
+            let (material, issued) =
+                issue_missing(tenant, identity, &stored, fingerprint, ctx, now)?;
+            (material, issued, stored)
+        }
     };
     Ok(PkiPlan {
         ca_notices: crate::pki::ca_notices(&material, now),
@@ -142,7 +166,55 @@ pub(super) fn plan_pki(
         ca_secrets: (CaKind::ALL.iter())
             .map(|kind| kind.secret_name(&tenant.name))
             .collect(),
+        identity: identity.clone(),
     })
+}
+
+/// A CA or key read from a Secret that is not ours would sign this tenant's
+/// certificates with another tenant's CA.
+fn refuse_foreign(tenant: &Tenant, stored: &[Arc<Secret>]) -> Result<(), Error> {
+    for secret in stored {
+        if let Holder::Other(holder) = holder(secret.meta(), &tenant.owner()) {
+            return Err(foreign_secret(secret, holder));
+        }
+    }
+    Ok(())
+}
+
+/// The tenant's PKI Secrets in full, with one labelled list.
+async fn read_pki_secrets(tenant: &Tenant, ctx: &Context) -> Result<Vec<Arc<Secret>>, Error> {
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &tenant.namespace);
+    let selector = format!(
+        "{MANAGED_BY_LABEL}={MANAGED_BY_VALUE},{TENANT_NAME_LABEL}={}",
+        tenant.name
+    );
+    let listed = api
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(|source| Error::ListSecrets {
+            selector: selector.clone(),
+            source,
+        })?;
+    let names = pki_secret_names(&tenant.name);
+    Ok(listed
+        .items
+        .into_iter()
+        .filter(|secret| names.contains(&secret.name_any()))
+        .map(Arc::new)
+        .collect())
+}
+
+/// The name and resource version of each Secret.
+fn versions(stored: &[Arc<Secret>]) -> Vec<(String, String)> {
+    stored
+        .iter()
+        .map(|secret| {
+            (
+                secret.name_any(),
+                secret.resource_version().unwrap_or_default(),
+            )
+        })
+        .collect()
 }
 
 /// Inspects the stored PKI and issues what is missing or due; a PKI that needed nothing
@@ -188,19 +260,10 @@ fn foreign_secret(secret: &Secret, holder: String) -> Error {
 
 /// What a PKI was computed from: the tenant's identity and the exact versions of its
 /// stored Secrets. Any change to either makes the PKI be inspected again.
-fn pki_fingerprint(identity: &TenantIdentity, stored: &[Arc<Secret>]) -> String {
+fn pki_fingerprint(identity: &TenantIdentity, mut versions: Vec<(String, String)>) -> String {
     use sha2::{Digest, Sha256};
     let mut hasher = Sha256::new();
     hasher.update(format!("{identity:?}").as_bytes());
-    let mut versions: Vec<(String, String)> = stored
-        .iter()
-        .map(|secret| {
-            (
-                secret.name_any(),
-                secret.resource_version().unwrap_or_default(),
-            )
-        })
-        .collect();
     versions.sort();
     for (name, version) in versions {
         hasher.update(name.as_bytes());
@@ -226,46 +289,68 @@ pub(super) async fn store_pki(
     let (cas, rest): (Vec<&Secret>, Vec<&Secret>) = desired
         .iter()
         .partition(|secret| plan.ca_secrets.contains(&secret.name_any()));
+    let lagging = |outcomes: &[(String, SecretWrite)]| {
+        (outcomes.iter()).any(|(_, outcome)| *outcome == SecretWrite::CacheLagging)
+    };
     let mut outcomes = store_secrets(plan, &cas, owner, ctx).await?;
-    if !outcomes.contains(&SecretWrite::CacheLagging) {
+    if !lagging(&outcomes) {
         outcomes.extend(store_secrets(plan, &rest, owner, ctx).await?);
     }
-    if outcomes.contains(&SecretWrite::Written) && !plan.issued.is_empty() {
+    let written = (outcomes.iter()).any(|(_, outcome)| matches!(outcome, SecretWrite::Written(_)));
+    if written && !plan.issued.is_empty() {
         changes.record(
             "CertificatesIssued",
             Step::Pki,
             format!("issued {}", plan.issued.join(", ")),
         );
     }
-    Ok(if outcomes.contains(&SecretWrite::CacheLagging) {
-        Stored::CacheLagging
-    } else {
-        Stored::Done
-    })
+    if lagging(&outcomes) {
+        return Ok(Stored::CacheLagging);
+    }
+    if written {
+        // What is stored now is the plan's material, at the versions the writes
+        // answered: remembered, the next pass need not read the Secrets to inspect it.
+        let versions = (outcomes.into_iter())
+            .filter_map(|(name, outcome)| Some((name, outcome.version()?)))
+            .collect();
+        let fingerprint = pki_fingerprint(&plan.identity, versions);
+        ctx.remember_pki(owner.uid, fingerprint, plan.material.clone());
+    }
+    Ok(Stored::Done)
 }
 
-/// Writes `secrets` at once.
+/// Writes `secrets` at once; what was done to each, by name.
 async fn store_secrets(
     plan: &PkiPlan,
     secrets: &[&Secret],
     owner: &Owner<'_>,
     ctx: &Context,
-) -> Result<Vec<SecretWrite>, Error> {
-    let writes = secrets.iter().map(|secret| {
+) -> Result<Vec<(String, SecretWrite)>, Error> {
+    let writes = secrets.iter().map(|secret| async move {
         let name = secret.name_any();
         let existing = plan.stored.iter().find(|stored| stored.name_any() == name);
-        store_secret(secret, existing.map(Arc::as_ref), owner, ctx)
+        let outcome = store_secret(secret, existing.map(Arc::as_ref), owner, ctx).await?;
+        Ok((name, outcome))
     });
     all_answered(writes).await
 }
 
-/// What [`store_secret`] did.
+/// What [`store_secret`] did, with the resource version the Secret has now.
 #[derive(Debug, PartialEq, Eq)]
 enum SecretWrite {
-    Written,
-    Unchanged,
+    Written(Option<String>),
+    Unchanged(Option<String>),
     /// The Secret exists although the cache does not have it.
     CacheLagging,
+}
+
+impl SecretWrite {
+    fn version(&self) -> Option<String> {
+        match self {
+            SecretWrite::Written(version) | SecretWrite::Unchanged(version) => version.clone(),
+            SecretWrite::CacheLagging => None,
+        }
+    }
 }
 
 async fn store_secret(
@@ -277,41 +362,55 @@ async fn store_secret(
     let name = secret.name_any();
     let namespace = secret.namespace().unwrap_or_default();
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-    match existing {
-        None => {
-            let params = PostParams {
-                field_manager: Some(CONTROLLER_FIELD_MANAGER.to_owned()),
-                ..PostParams::default()
-            };
-            match api.create(&params, secret).await {
-                Ok(_) => Ok(SecretWrite::Written),
-                // Exists already: our cache lags behind our own earlier write, or
-                // someone else's Secret (never in our cache) holds the name. Keep what
-                // is stored and look again once the cache has caught up.
-                Err(error) if is_conflict(&error) => {
-                    let found = api.get_opt(&name).await;
-                    let found = found.map_err(|source| Error::ReadSecret {
-                        name: name.clone(),
-                        source,
-                    })?;
-                    if let Some(found) = found
-                        && let Holder::Other(holder) = holder(found.meta(), owner)
-                    {
-                        return Err(foreign_secret(&found, holder));
-                    }
-                    Ok(SecretWrite::CacheLagging)
-                }
-                Err(source) => Err(Error::WriteSecret { name, source }),
+    let Some(existing) = existing else {
+        let params = PostParams {
+            field_manager: Some(CONTROLLER_FIELD_MANAGER.to_owned()),
+            ..PostParams::default()
+        };
+        return match api.create(&params, secret).await {
+            Ok(created) => {
+                ctx.applied_digests.remember(owner.uid, secret, &created);
+                Ok(SecretWrite::Written(created.resource_version()))
             }
-        }
-        Some(existing) if !up_to_date(secret, Some(existing)) => {
-            api.patch(&name, &crate::apply::apply_params(), &Patch::Apply(secret))
-                .await
-                .map_err(|source| Error::WriteSecret { name, source })?;
-            Ok(SecretWrite::Written)
-        }
-        Some(_) => Ok(SecretWrite::Unchanged),
+            // Exists already: our cache lags behind our own earlier write, or someone
+            // else's Secret (never in our cache) holds the name. Keep what is stored and
+            // look again once the cache has caught up.
+            Err(error) if is_conflict(&error) => {
+                let found = api.get_opt(&name).await;
+                let found = found.map_err(|source| Error::ReadSecret {
+                    name: name.clone(),
+                    source,
+                })?;
+                if let Some(found) = found
+                    && let Holder::Other(holder) = holder(found.meta(), owner)
+                {
+                    return Err(foreign_secret(&found, holder));
+                }
+                Ok(SecretWrite::CacheLagging)
+            }
+            Err(source) => Err(Error::WriteSecret { name, source }),
+        };
+    };
+    let current = Some(existing.clone());
+    let (in_place, current) = judge(&api, &ctx.applied_digests, secret, owner, current)
+        .await
+        .map_err(|error| match error {
+            ApplyError::NotOurs { holder } => foreign_secret(existing, holder),
+            ApplyError::Api(source) => Error::ReadSecret {
+                name: name.clone(),
+                source,
+            },
+        })?;
+    if in_place {
+        let version = current.and_then(|current| current.resource_version());
+        return Ok(SecretWrite::Unchanged(version));
     }
+    let applied = api
+        .patch(&name, &crate::apply::apply_params(), &Patch::Apply(secret))
+        .await
+        .map_err(|source| Error::WriteSecret { name, source })?;
+    ctx.applied_digests.remember(owner.uid, secret, &applied);
+    Ok(SecretWrite::Written(applied.resource_version()))
 }
 
 #[cfg(test)]

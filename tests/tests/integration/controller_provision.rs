@@ -259,14 +259,22 @@ async fn an_edited_pod_template_is_put_back_and_a_restart_writes_nothing() {
         .await;
     let deployments: Api<Deployment> = Api::namespaced(harness.admin.clone(), "team-a");
     let image = |deployment: Deployment| {
-        deployment.spec.and_then(|spec| spec.template.spec).unwrap().containers[0]
+        deployment
+            .spec
+            .and_then(|spec| spec.template.spec)
+            .unwrap()
+            .containers[0]
             .image
             .clone()
             .unwrap()
     };
     let mut edited = deployments.get("edited-scheduler").await.unwrap();
     let wanted = image(edited.clone());
-    if let Some(pod) = edited.spec.as_mut().and_then(|spec| spec.template.spec.as_mut()) {
+    if let Some(pod) = edited
+        .spec
+        .as_mut()
+        .and_then(|spec| spec.template.spec.as_mut())
+    {
         pod.containers[0].image = Some("registry.example/not-the-scheduler:1".to_owned());
     }
     deployments
@@ -274,14 +282,18 @@ async fn an_edited_pod_template_is_put_back_and_a_restart_writes_nothing() {
         .await
         .unwrap();
     harness
-        .eventually(PROVISION_TIMEOUT, "the scheduler's image to be put back", || {
-            let deployments = deployments.clone();
-            let wanted = wanted.clone();
-            async move {
-                let deployment = deployments.get("edited-scheduler").await.ok()?;
-                (image(deployment) == wanted).then_some(())
-            }
-        })
+        .eventually(
+            PROVISION_TIMEOUT,
+            "the scheduler's image to be put back",
+            || {
+                let deployments = deployments.clone();
+                let wanted = wanted.clone();
+                async move {
+                    let deployment = deployments.get("edited-scheduler").await.ok()?;
+                    (image(deployment) == wanted).then_some(())
+                }
+            },
+        )
         .await;
 
     harness.wait_until_settled(Duration::from_secs(10)).await;
