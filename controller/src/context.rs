@@ -110,11 +110,21 @@ pub struct Context {
     synced: tokio::sync::watch::Receiver<bool>,
 }
 
-/// A tenant's PKI as last verified, keyed by what it was computed from.
+/// A tenant's PKI as last verified, with what it was computed from.
 struct CachedPki {
-    fingerprint: String,
+    source: PkiSource,
     checked: std::time::Instant,
     material: PkiMaterial,
+}
+
+/// What a PKI was computed from: the tenant's identity and the resource version of each
+/// stored PKI Secret, by name. Any change to either makes the PKI be inspected again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PkiSource {
+    /// What the certificates say of the tenant.
+    pub identity: crate::pki::TenantIdentity,
+    /// The stored Secrets' resource versions, by name.
+    pub versions: std::collections::BTreeMap<String, String>,
 }
 
 /// How long a verified PKI is reused before its certificates are inspected again;
@@ -211,28 +221,38 @@ impl Context {
 }
 
 impl Context {
-    /// The PKI verified for tenant `uid` from exactly `fingerprint` (the identity and
-    /// the stored Secrets' resourceVersions), if it was checked recently. Parsing and
-    /// verifying a dozen certificates on every reconcile of every tenant would dominate
-    /// the controller's CPU.
-    pub fn cached_pki(&self, uid: &str, fingerprint: &str) -> Option<PkiMaterial> {
+    /// The PKI verified for tenant `uid` from exactly `source`, if it was checked
+    /// recently. Parsing and verifying a dozen certificates on every reconcile of every
+    /// tenant would dominate the controller's CPU.
+    pub fn cached_pki(&self, uid: &str, source: &PkiSource) -> Option<PkiMaterial> {
         let cache = self.pki.lock().ok()?;
         let entry = cache.get(uid)?;
-        (entry.fingerprint == fingerprint && entry.checked.elapsed() < PKI_RECHECK)
+        (entry.source == *source && entry.checked.elapsed() < PKI_RECHECK)
             .then(|| entry.material.clone())
     }
 
-    /// Remembers a PKI that needed nothing issued.
-    pub fn remember_pki(&self, uid: &str, fingerprint: String, material: PkiMaterial) {
+    /// Remembers a PKI as stored at `source`.
+    pub fn remember_pki(&self, uid: &str, source: PkiSource, material: PkiMaterial) {
         if let Ok(mut cache) = self.pki.lock() {
             cache.insert(
                 uid.to_owned(),
                 CachedPki {
-                    fingerprint,
+                    source,
                     checked: std::time::Instant::now(),
                     material,
                 },
             );
+        }
+    }
+
+    /// Records that the controller stored Secret `name` of tenant `uid`'s remembered PKI
+    /// at `version`, written from that PKI (the admin kubeconfig, published after the
+    /// rest), so the next pass need not read the Secrets to inspect it again.
+    pub fn pki_secret_written(&self, uid: &str, name: &str, version: String) {
+        if let Ok(mut cache) = self.pki.lock()
+            && let Some(entry) = cache.get_mut(uid)
+        {
+            entry.source.versions.insert(name.to_owned(), version);
         }
     }
 

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
@@ -26,8 +27,9 @@ pub struct IssuedCertificate {
     pub cert_pem: String,
     /// PEM private key (PKCS#8).
     pub key_pem: PrivateKeyPem,
-    /// PEM certificate of the signing CA.
-    pub ca_pem: String,
+    /// PEM certificate of the signing CA, shared by every certificate it signed: a
+    /// tenant's PKI is kept in memory for every tenant.
+    pub ca_pem: Arc<str>,
 }
 
 /// The service-account signing key pair (ES256).
@@ -134,7 +136,7 @@ pub fn issue(
     for kind in LeafKind::ALL {
         let ca = &cas[kind.signer() as usize];
         let leaf = match decision(&plan.leaves, kind) {
-            Decision::Keep => kept(existing.leaf(kind), kind.as_str(), &ca.cert_pem)?,
+            Decision::Keep => kept(existing.leaf(kind), kind.as_str(), &ca.ca_pem)?,
             Decision::Issue(_) => {
                 let signer = match signers.entry(kind.signer()) {
                     std::collections::btree_map::Entry::Occupied(entry) => entry.into_mut(),
@@ -142,7 +144,7 @@ pub fn issue(
                         entry.insert(load_signer(kind.signer(), ca)?)
                     }
                 };
-                issue_leaf(kind, &kind.profile(tenant), signer, &ca.cert_pem, now)?
+                issue_leaf(kind, &kind.profile(tenant), signer, &ca.ca_pem, now)?
             }
         };
         leaves.push(leaf);
@@ -212,13 +214,13 @@ fn decision<K: Ord>(decisions: &BTreeMap<K, Decision>, kind: K) -> Decision {
 fn kept(
     stored: Option<&StoredCertificate>,
     what: &'static str,
-    ca_pem: &str,
+    ca_pem: &Arc<str>,
 ) -> Result<IssuedCertificate, PkiError> {
     let stored = stored.ok_or(PkiError::PlanMismatch { what })?;
     Ok(IssuedCertificate {
         cert_pem: stored.cert_pem.clone(),
         key_pem: stored.key_pem.clone(),
-        ca_pem: ca_pem.to_owned(),
+        ca_pem: Arc::clone(ca_pem),
     })
 }
 
@@ -235,7 +237,7 @@ fn ensure_ca(
         return Ok(IssuedCertificate {
             cert_pem: stored.cert_pem.clone(),
             key_pem: stored.key_pem.clone(),
-            ca_pem: stored.cert_pem.clone(),
+            ca_pem: Arc::from(stored.cert_pem.as_str()),
         });
     }
     let what = kind.as_str();
@@ -254,7 +256,7 @@ fn ensure_ca(
         .map_err(|source| PkiError::SignCertificate { what, source })?;
     let cert_pem = certificate.pem();
     Ok(IssuedCertificate {
-        ca_pem: cert_pem.clone(),
+        ca_pem: Arc::from(cert_pem.as_str()),
         cert_pem,
         key_pem: PrivateKeyPem::new(key.serialize_pem()),
     })
@@ -290,7 +292,7 @@ pub(super) fn issue_leaf(
     kind: LeafKind,
     profile: &LeafProfile,
     signer: &Signer,
-    ca_pem: &str,
+    ca_pem: &Arc<str>,
     now: jiff::Timestamp,
 ) -> Result<IssuedCertificate, PkiError> {
     let what = kind.as_str();
@@ -333,7 +335,7 @@ pub(super) fn issue_leaf(
     Ok(IssuedCertificate {
         cert_pem: certificate.pem(),
         key_pem: PrivateKeyPem::new(key.serialize_pem()),
-        ca_pem: ca_pem.to_owned(),
+        ca_pem: Arc::clone(ca_pem),
     })
 }
 

@@ -116,7 +116,7 @@ pub fn unconstrained_ca(
     params.not_after = at(issued_at + lifetime);
     let cert_pem = params.self_signed(&key).unwrap().pem();
     IssuedCertificate {
-        ca_pem: cert_pem.clone(),
+        ca_pem: cert_pem.as_str().into(),
         cert_pem,
         key_pem: ca.key_pem.clone(),
     }
@@ -142,14 +142,8 @@ pub fn legacy_material(
             issuer: rcgen::Issuer::from_ca_cert_pem(&ca.cert_pem, key).unwrap(),
             not_after: i64::MAX,
         };
-        let leaf = issue::issue_leaf(
-            kind,
-            &kind.profile(tenant),
-            &signer,
-            &ca.cert_pem,
-            issued_at,
-        )
-        .unwrap();
+        let leaf =
+            issue::issue_leaf(kind, &kind.profile(tenant), &signer, &ca.ca_pem, issued_at).unwrap();
         material.set_leaf(kind, leaf);
     }
     material

@@ -449,7 +449,7 @@ fn an_admin_certificate_of_the_cluster_ca_moves_to_the_admin_ca() {
         LeafKind::Admin,
         &LeafKind::Admin.profile(&tenant),
         &signer,
-        &cluster.cert_pem,
+        &cluster.ca_pem,
         now(),
     )
     .unwrap();

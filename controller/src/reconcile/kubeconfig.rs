@@ -231,6 +231,12 @@ async fn publish(
         Reach::Ready { endpoint, .. } => endpoint,
     };
     let applied = apply_object(ctx, owner, &ctx.stores.secrets, secret, "Secret").await?;
+    if applied.written
+        && let Some(version) =
+            (applied.object.as_ref()).and_then(|object| object.resource_version())
+    {
+        ctx.pki_secret_written(&tenant.uid, &secret.name_any(), version);
+    }
     if !spec_current {
         let api: Api<VirtualCluster> = Api::namespaced(ctx.client.clone(), &tenant.namespace);
         let patch = json!({ "spec": { "kubeconfig": external_kubeconfig } });

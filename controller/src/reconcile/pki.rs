@@ -14,7 +14,7 @@ use vc_api::constants::{
 use super::events::Changes;
 use super::objects::{ObjectError, all_answered, cached};
 use crate::apply::{ApplyError, judge};
-use crate::context::Context;
+use crate::context::{Context, PkiSource};
 use crate::error::{Step, is_conflict};
 use crate::ownership::{Holder, Owner, holder};
 use crate::pki::{CaKind, CaNotices, ExistingPki, LeafKind, PkiError, PkiMaterial, TenantIdentity};
@@ -139,9 +139,9 @@ pub(super) async fn plan_pki(
         .filter_map(|name| cached(&ctx.stores.secrets, Some(namespace), name))
         .collect();
     refuse_foreign(tenant, &cached_copies)?;
-    let fingerprint = pki_fingerprint(identity, versions(&cached_copies));
+    let source = pki_source(identity, &cached_copies);
     let now = Timestamp::now();
-    let (material, issued, stored) = match ctx.cached_pki(&tenant.uid, &fingerprint) {
+    let (material, issued, stored) = match ctx.cached_pki(&tenant.uid, &source) {
         Some(material) => (material, Vec::new(), cached_copies),
         None => {
             // Nothing cached: a fresh tenant, whose first writes are creates that find
@@ -152,9 +152,8 @@ pub(super) async fn plan_pki(
                 read_pki_secrets(tenant, ctx).await?
             };
             refuse_foreign(tenant, &stored)?;
-            let fingerprint = pki_fingerprint(identity, versions(&stored));
-            let (material, issued) =
-                issue_missing(tenant, identity, &stored, fingerprint, ctx, now)?;
+            let source = pki_source(identity, &stored);
+            let (material, issued) = issue_missing(tenant, identity, &stored, source, ctx, now)?;
             (material, issued, stored)
         }
     };
@@ -204,26 +203,26 @@ async fn read_pki_secrets(tenant: &Tenant, ctx: &Context) -> Result<Vec<Arc<Secr
         .collect())
 }
 
-/// The name and resource version of each Secret.
-fn versions(stored: &[Arc<Secret>]) -> Vec<(String, String)> {
-    stored
-        .iter()
-        .map(|secret| {
-            (
-                secret.name_any(),
-                secret.resource_version().unwrap_or_default(),
-            )
-        })
-        .collect()
+/// What a PKI read from `stored` is computed from.
+fn pki_source(identity: &TenantIdentity, stored: &[Arc<Secret>]) -> PkiSource {
+    PkiSource {
+        identity: identity.clone(),
+        versions: (stored.iter())
+            .map(|secret| {
+                let version = secret.resource_version().unwrap_or_default();
+                (secret.name_any(), version)
+            })
+            .collect(),
+    }
 }
 
 /// Inspects the stored PKI and issues what is missing or due; a PKI that needed nothing
-/// is remembered under `fingerprint`. Returns it and what was issued.
+/// is remembered with its `source`. Returns it and what was issued.
 fn issue_missing(
     tenant: &Tenant,
     identity: &TenantIdentity,
     stored: &[Arc<Secret>],
-    fingerprint: String,
+    source: PkiSource,
     ctx: &Context,
     now: Timestamp,
 ) -> Result<(PkiMaterial, Vec<String>), Error> {
@@ -231,7 +230,7 @@ fn issue_missing(
     let (plan, material) = crate::pki::ensure_pki(identity, &existing, now)
         .map_err(|source| Error::Issue { source })?;
     if !plan.issues_anything() {
-        ctx.remember_pki(&tenant.uid, fingerprint, material.clone());
+        ctx.remember_pki(&tenant.uid, source, material.clone());
     }
     let mut issued: Vec<String> = plan
         .cas
@@ -256,22 +255,6 @@ fn issue_missing(
 
 fn foreign_secret(secret: &Secret, holder: String) -> Error {
     Error::NotOurs(ObjectError::not_ours(secret, "Secret", holder))
-}
-
-/// What a PKI was computed from: the tenant's identity and the exact versions of its
-/// stored Secrets. Any change to either makes the PKI be inspected again.
-fn pki_fingerprint(identity: &TenantIdentity, mut versions: Vec<(String, String)>) -> String {
-    use sha2::{Digest, Sha256};
-    let mut hasher = Sha256::new();
-    hasher.update(format!("{identity:?}").as_bytes());
-    versions.sort();
-    for (name, version) in versions {
-        hasher.update(name.as_bytes());
-        hasher.update([0]);
-        hasher.update(version.as_bytes());
-        hasher.update([0]);
-    }
-    hex::encode(hasher.finalize())
 }
 
 /// Writes the PKI Secrets `desired`: a Secret that does not exist is created (never
@@ -310,11 +293,13 @@ pub(super) async fn store_pki(
     if written {
         // What is stored now is the plan's material, at the versions the writes
         // answered: remembered, the next pass need not read the Secrets to inspect it.
-        let versions = (outcomes.into_iter())
-            .filter_map(|(name, outcome)| Some((name, outcome.version()?)))
-            .collect();
-        let fingerprint = pki_fingerprint(&plan.identity, versions);
-        ctx.remember_pki(owner.uid, fingerprint, plan.material.clone());
+        let source = PkiSource {
+            identity: plan.identity.clone(),
+            versions: (outcomes.into_iter())
+                .filter_map(|(name, outcome)| Some((name, outcome.version()?)))
+                .collect(),
+        };
+        ctx.remember_pki(owner.uid, source, plan.material.clone());
     }
     Ok(Stored::Done)
 }

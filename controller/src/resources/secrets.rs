@@ -52,7 +52,7 @@ fn tls_data(certificate: &IssuedCertificate, with_ca: bool) -> BTreeMap<String, 
         ),
     ]);
     if with_ca {
-        data.insert(CA_CERT_KEY.to_owned(), certificate.ca_pem.clone());
+        data.insert(CA_CERT_KEY.to_owned(), certificate.ca_pem.to_string());
     }
     data
 }

@@ -27,8 +27,15 @@ fn cas_last_ten_years_and_leaves_one_year() {
             material.ca(kind.signer()).cert_pem.as_bytes()
         ));
         assert_eq!(
-            material.leaf(kind).ca_pem,
+            &*material.leaf(kind).ca_pem,
             material.ca(kind.signer()).cert_pem
+        );
+        assert!(
+            std::sync::Arc::ptr_eq(
+                &material.leaf(kind).ca_pem,
+                &material.ca(kind.signer()).ca_pem
+            ),
+            "{kind:?} holds a copy of its CA instead of sharing it"
         );
     }
 }
