@@ -112,6 +112,8 @@ enum Host {
 struct ServerCounts {
     /// Every request, by verb.
     requests_by_verb: BTreeMap<String, u64>,
+    /// Every request, by verb and resource (`/status` appended for the subresource).
+    requests_by_verb_resource: BTreeMap<String, u64>,
     /// Writes by resource: on the test API server the requests that changed stored
     /// state; on the real host the mutating requests answered 2xx.
     writes_by_resource: BTreeMap<String, u64>,
@@ -189,6 +191,12 @@ impl Host {
                         .filter(|((who, _), _)| who == user)
                         .map(|((_, verb), count)| (verb.clone(), *count))
                         .collect(),
+                    requests_by_verb_resource: counts
+                        .requests_by_user_verb_resource
+                        .iter()
+                        .filter(|((who, _, _), _)| who == user)
+                        .map(|((_, verb, resource), count)| (format!("{verb} {resource}"), *count))
+                        .collect(),
                     writes_by_resource: counts
                         .writes_by_user_resource
                         .iter()
@@ -216,9 +224,18 @@ fn audit_counts(log: &str, user: &str) -> ServerCounts {
             continue;
         }
         let verb = event["verb"].as_str().unwrap_or_default();
+        let object = &event["objectRef"];
+        let resource = match object["subresource"].as_str() {
+            Some(sub) => format!("{}/{sub}", object["resource"].as_str().unwrap_or("")),
+            None => object["resource"].as_str().unwrap_or("").to_owned(),
+        };
         match event["stage"].as_str() {
             Some("RequestReceived") => {
                 *counts.requests_by_verb.entry(verb.to_owned()).or_default() += 1;
+                *counts
+                    .requests_by_verb_resource
+                    .entry(format!("{verb} {resource}"))
+                    .or_default() += 1;
             }
             Some("ResponseComplete")
                 if matches!(
@@ -228,11 +245,6 @@ fn audit_counts(log: &str, user: &str) -> ServerCounts {
                     .as_u64()
                     .is_some_and(|code| (200..300).contains(&code)) =>
             {
-                let object = &event["objectRef"];
-                let resource = match object["subresource"].as_str() {
-                    Some(sub) => format!("{}/{sub}", object["resource"].as_str().unwrap_or("")),
-                    None => object["resource"].as_str().unwrap_or("").to_owned(),
-                };
                 *counts.writes_by_resource.entry(resource).or_default() += 1;
             }
             _ => {}
@@ -624,6 +636,10 @@ async fn main() -> BenchResult<()> {
     println!(
         "requests per tenant (server-side, {CONTROLLER_USER}): {requests_per_tenant:.2}; by verb: {}",
         per_tenant(&counts.requests_by_verb, tenants)
+    );
+    println!(
+        "  by verb and resource: {}",
+        per_tenant(&counts.requests_by_verb_resource, tenants)
     );
     println!(
         "writes per tenant: {:.2}; by resource: {}",

@@ -338,12 +338,14 @@ async fn route(state: &Arc<State>, req: &Req) -> Result<hyper::Response<Body>, A
     let target =
         resolve(&state.registry(), group, version, rest).ok_or_else(ApiError::page_not_found)?;
     let verb = verb_of(req, &target);
-    state.accounting.any_request(&req.user.username, &verb);
     let resource_label = if target.subresource.is_empty() {
         target.rt.plural.clone()
     } else {
         format!("{}/{}", target.rt.plural, target.subresource)
     };
+    state
+        .accounting
+        .any_request(&req.user.username, &verb, &resource_label);
     let fault = state
         .faults
         .check(&verb, &target.rt.plural, &req.user.username);

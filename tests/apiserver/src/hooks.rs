@@ -326,6 +326,9 @@ pub struct WriteCounts {
     /// Every resource request, reads and watches too, per (user, verb): what a client
     /// costs the server.
     pub requests_by_user_verb: BTreeMap<(String, String), u64>,
+    /// Every resource request per (user, verb, resource): which reads and writes a
+    /// client's count is made of.
+    pub requests_by_user_verb_resource: BTreeMap<(String, String, String), u64>,
 }
 
 impl WriteCounts {
@@ -357,13 +360,16 @@ impl WriteAccounting {
     }
 
     /// Any resource request, counted before it is authorised.
-    pub fn any_request(&self, user: &str, verb: &str) {
+    pub fn any_request(&self, user: &str, verb: &str, resource: &str) {
         let mut c = self
             .0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         *c.requests_by_user_verb
             .entry((user.to_string(), verb.to_string()))
+            .or_default() += 1;
+        *c.requests_by_user_verb_resource
+            .entry((user.to_string(), verb.to_string(), resource.to_string()))
             .or_default() += 1;
     }
 
