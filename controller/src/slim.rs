@@ -62,29 +62,24 @@ cached_whole!(
     ClusterRoleBinding,
 );
 
-impl CacheForm for Deployment {
-    fn bulk_digest(&self) -> Option<String> {
-        self.spec.as_ref().map(|spec| digest(&spec.template))
-    }
+/// Workloads keep their spec but for the pod template.
+macro_rules! cached_without_pod_template {
+    ($($kind:ty),* $(,)?) => {
+        $(impl CacheForm for $kind {
+            fn bulk_digest(&self) -> Option<String> {
+                self.spec.as_ref().map(|spec| digest(&spec.template))
+            }
 
-    fn drop_bulk(&mut self) {
-        if let Some(spec) = self.spec.as_mut() {
-            spec.template = PodTemplateSpec::default();
-        }
-    }
+            fn drop_bulk(&mut self) {
+                if let Some(spec) = self.spec.as_mut() {
+                    spec.template = PodTemplateSpec::default();
+                }
+            }
+        })*
+    };
 }
 
-impl CacheForm for StatefulSet {
-    fn bulk_digest(&self) -> Option<String> {
-        self.spec.as_ref().map(|spec| digest(&spec.template))
-    }
-
-    fn drop_bulk(&mut self) {
-        if let Some(spec) = self.spec.as_mut() {
-            spec.template = PodTemplateSpec::default();
-        }
-    }
-}
+cached_without_pod_template!(Deployment, StatefulSet);
 
 impl CacheForm for NetworkPolicy {
     fn bulk_digest(&self) -> Option<String> {
