@@ -6,6 +6,7 @@
 //! write request; skipping it is what makes a settled tenant's reconcile write nothing.
 
 use std::fmt::Debug;
+use std::sync::Arc;
 
 use kube::api::{Patch, PatchParams};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -113,17 +114,17 @@ pub enum ApplyError {
     Api(#[from] kube::Error),
 }
 
-/// The copy of `desired`'s object in `store`, a watch-fed cache of the objects labelled
-/// as kosmos-vc's.
-pub fn cached_copy<K>(store: &Store<K>, desired: &K) -> Option<K>
+/// The cached copy of `name` (in `namespace`, for a namespaced kind) in `store`, a
+/// watch-fed cache of the objects labelled as kosmos-vc's.
+pub fn cached<K>(store: &Store<K>, namespace: Option<&str>, name: &str) -> Option<Arc<K>>
 where
-    K: Resource<DynamicType = ()> + Clone,
+    K: Resource<DynamicType = ()> + Clone + 'static,
 {
-    let mut reference = ObjectRef::<K>::new(&desired.name_any());
-    if let Some(namespace) = desired.namespace() {
-        reference = reference.within(&namespace);
+    let mut reference = ObjectRef::<K>::new(name);
+    if let Some(namespace) = namespace {
+        reference = reference.within(namespace);
     }
-    store.get(&reference).map(|object| (*object).clone())
+    store.get(&reference)
 }
 
 /// Whether `current` (`desired`'s object as the cache holds it, if it does) already
@@ -194,8 +195,8 @@ where
     K: CacheForm + Debug + DeserializeOwned,
 {
     let name = desired.name_any();
-    let current = match cached_copy(store, desired) {
-        Some(object) => Some(object),
+    let current = match cached(store, desired.namespace().as_deref(), &name) {
+        Some(object) => Some((*object).clone()),
         None => read(api, &name).await?,
     };
     let (in_place, current) = judge(api, applied, desired, owner, current).await?;

@@ -290,6 +290,13 @@ mod tests {
         held
     }
 
+    /// Digests remembering that `desired` was applied and held with the server's defaults.
+    fn remembering(desired: &Deployment) -> AppliedDigests {
+        let applied = AppliedDigests::default();
+        applied.remember(OWNER, desired, &held(desired));
+        applied
+    }
+
     fn cached(object: &Deployment) -> Deployment {
         let mut cached = object.clone();
         slim(&mut cached);
@@ -328,9 +335,8 @@ mod tests {
 
     #[test]
     fn a_new_wanted_template_differs_from_the_remembered_one() {
-        let applied = AppliedDigests::default();
         let first = deployment("kube-apiserver:v1", 1);
-        applied.remember(OWNER, &first, &held(&first));
+        let applied = remembering(&first);
         let bumped = deployment("kube-apiserver:v2", 1);
         assert_eq!(
             applied.judge(OWNER, &bumped, &cached(&held(&first))),
@@ -340,9 +346,8 @@ mod tests {
 
     #[test]
     fn a_template_edited_by_someone_else_is_read_in_full() {
-        let applied = AppliedDigests::default();
         let desired = deployment("kube-apiserver:v1", 1);
-        applied.remember(OWNER, &desired, &held(&desired));
+        let applied = remembering(&desired);
         let edited = held(&deployment("evil:latest", 1));
         assert_eq!(
             applied.judge(OWNER, &desired, &cached(&edited)),
@@ -353,9 +358,8 @@ mod tests {
 
     #[test]
     fn fields_outside_the_template_are_compared_in_the_cache() {
-        let applied = AppliedDigests::default();
         let desired = deployment("kube-apiserver:v1", 1);
-        applied.remember(OWNER, &desired, &held(&desired));
+        let applied = remembering(&desired);
         let scaled = held(&deployment("kube-apiserver:v1", 3));
         assert_eq!(
             applied.judge(OWNER, &desired, &cached(&scaled)),
@@ -365,9 +369,8 @@ mod tests {
 
     #[test]
     fn a_deleted_owner_is_forgotten() {
-        let applied = AppliedDigests::default();
         let desired = deployment("kube-apiserver:v1", 1);
-        applied.remember(OWNER, &desired, &held(&desired));
+        let applied = remembering(&desired);
         applied.forget_owner(OWNER);
         assert_eq!(
             applied.judge(OWNER, &desired, &cached(&held(&desired))),

@@ -2,17 +2,15 @@
 //! tenant's kubeconfig is out.
 
 use futures::TryFutureExt;
-use kube::ResourceExt;
 
 use super::events::Changes;
 use super::kubeconfig::KubeconfigReport;
-use super::objects::{ObjectError, apply_object, cached};
+use super::objects::{ObjectError, apply_object};
 use crate::context::Context;
 use crate::error::Step;
 use crate::ownership::Owner;
 use crate::resources::DesiredState;
 use crate::rollout::deployment_rolled_out;
-use crate::slim::Verdict;
 
 /// Applies every clustertree object; whether its Deployment is rolled out as desired.
 pub(super) async fn apply_clustertree(
@@ -85,17 +83,10 @@ pub(super) async fn apply_clustertree(
             "applied the clustertree and its host credential",
         );
     }
-    let current = cached(
-        &stores.deployments,
-        tree.deployment.namespace().as_deref(),
-        &tree.deployment.name_any(),
-    );
+    // Not written: the copy it was judged in place by tells whether it rolled out.
     Ok(!deployment.written
-        && current.as_deref().is_some_and(|current| {
-            deployment_rolled_out(current)
-                && ctx
-                    .applied_digests
-                    .judge(owner.uid, &tree.deployment, current)
-                    == Verdict::UpToDate
-        }))
+        && deployment
+            .object
+            .as_ref()
+            .is_some_and(deployment_rolled_out))
 }

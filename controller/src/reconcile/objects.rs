@@ -1,11 +1,10 @@
 //! Reading host objects from the watch caches and applying them only when they differ
 //! and are ours.
 
-use std::sync::Arc;
-
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::Store;
 use kube::{Api, Resource, ResourceExt};
 
+pub(super) use crate::apply::cached;
 use crate::apply::{Applied, ApplyError, apply_if_changed, judge};
 use crate::context::Context;
 use crate::ownership::Owner;
@@ -18,18 +17,6 @@ pub(super) trait HostObject:
 }
 
 impl<K> HostObject for K where K: CacheForm + std::fmt::Debug + serde::de::DeserializeOwned {}
-
-/// The cached copy of `name` (in `namespace`, for a namespaced kind).
-pub(super) fn cached<K>(store: &Store<K>, namespace: Option<&str>, name: &str) -> Option<Arc<K>>
-where
-    K: Resource<DynamicType = ()> + Clone + 'static,
-{
-    let mut reference = ObjectRef::<K>::new(name);
-    if let Some(namespace) = namespace {
-        reference = reference.within(namespace);
-    }
-    store.get(&reference)
-}
 
 /// Why a host object the tenant needs was not applied.
 #[derive(Debug, thiserror::Error)]

@@ -481,12 +481,19 @@ pub fn controller_manager_args(paths: &EnvtestPaths, ports: &EnvtestPorts) -> Ve
     args
 }
 
-/// A component's client rate limit: `qps` requests a second, bursts of twice that.
-fn api_qps_args(qps: u32) -> Vec<String> {
-    vec![
-        flag("kube-api-qps", qps),
-        flag("kube-api-burst", qps.saturating_mul(2)),
-    ]
+impl EnvtestOptions {
+    /// kube-controller-manager's and kube-scheduler's client rate limit flags:
+    /// [`EnvtestOptions::component_api_qps`] requests a second, bursts of twice that.
+    fn client_rate_args(&self) -> Vec<String> {
+        self.component_api_qps
+            .map(|qps| {
+                vec![
+                    flag("kube-api-qps", qps),
+                    flag("kube-api-burst", qps.saturating_mul(2)),
+                ]
+            })
+            .unwrap_or_default()
+    }
 }
 
 /// kube-scheduler against the envtest apiserver with the default profile, as
@@ -727,12 +734,7 @@ impl Envtest {
         {
             env.create_default_storage_class().await?;
             let mut args = controller_manager_args(&env.paths, &ports);
-            args.extend(
-                env.options
-                    .component_api_qps
-                    .map(api_qps_args)
-                    .unwrap_or_default(),
-            );
+            args.extend(env.options.client_rate_args());
             let child = spawn(&binary, &args, &env.paths.log("kube-controller-manager"))?;
             env.controller_manager = Some(child);
             env.wait_healthy(
@@ -746,12 +748,7 @@ impl Envtest {
             && let Some(binary) = scheduler_binary(assets)
         {
             let mut args = scheduler_args(&env.paths, &ports);
-            args.extend(
-                env.options
-                    .component_api_qps
-                    .map(api_qps_args)
-                    .unwrap_or_default(),
-            );
+            args.extend(env.options.client_rate_args());
             let child = spawn(&binary, &args, &env.paths.log("kube-scheduler"))?;
             env.scheduler = Some(child);
             env.wait_healthy("kube-scheduler", &ports.scheduler_url(), READY_WAIT)
